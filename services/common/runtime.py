@@ -1,0 +1,105 @@
+"""Process bootstrap shared by every service: settings, logging, telemetry, database, server.
+
+A service's ``__main__`` calls ``run_service`` with what is its own (name, port, migrations,
+servicers); everything else is decided here once.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.common import db
+from services.common.auth import SqlTokenStore
+from services.common.config import ConfigError, ServiceSettings
+from services.common.grpc_server import GrpcApp, Worker
+from services.common.logs import configure_logging
+from services.common.telemetry import Telemetry, configure_telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceRuntime:
+    """What a service's own code gets: settings, its database and the token store."""
+
+    settings: ServiceSettings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    tokens: SqlTokenStore
+    telemetry: Telemetry
+
+
+def broker_reachable(bootstrap: str, timeout_s: float = 1.0) -> bool:
+    """True when at least one bootstrap broker accepts a TCP connection."""
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout_s):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def bootstrap(name: str, default_port: int, migrations_dir: Path) -> ServiceRuntime:
+    settings = ServiceSettings.from_env(name, default_port)
+    if not settings.kafka.bootstrap:
+        raise ConfigError(
+            "IDC_KAFKA_BOOTSTRAP is not set: point it at a Kafka broker (host:port), "
+            "or start everything with `make run`, which starts one"
+        )
+    configure_logging(name, settings.log_level, settings.log_format)
+    telemetry = configure_telemetry(name)
+    db.migrate(settings.database_url, migrations_dir)
+    engine = db.make_engine(settings.database_url)
+    factory = db.make_session_factory(engine)
+    return ServiceRuntime(
+        settings=settings,
+        engine=engine,
+        session_factory=factory,
+        tokens=SqlTokenStore(factory, settings.token_pepper),
+        telemetry=telemetry,
+    )
+
+
+def build_app(
+    runtime: ServiceRuntime,
+    register: Callable[[grpc.Server], Sequence[str]],
+    workers: Sequence[Worker] = (),
+) -> GrpcApp:
+    settings = runtime.settings
+    return GrpcApp(
+        settings=settings,
+        register=register,
+        tokens=runtime.tokens,
+        checks={
+            "database": lambda: db.ping(runtime.engine),
+            "broker": lambda: broker_reachable(settings.kafka.bootstrap),
+        },
+        workers=list(workers),
+        on_stop=[runtime.engine.dispose, runtime.telemetry.shutdown],
+    )
+
+
+def run_service(
+    name: str,
+    default_port: int,
+    migrations_dir: Path,
+    make_app: Callable[[ServiceRuntime], GrpcApp],
+) -> int:
+    """Entry point of ``python -m services.<name>``; returns the process exit code."""
+    try:
+        runtime = bootstrap(name, default_port, migrations_dir)
+    except ConfigError as error:
+        print(f"{name}: configuration error: {error}", file=sys.stderr)
+        return 2
+    return make_app(runtime).serve_forever()

@@ -1,0 +1,27 @@
+"""Alembic operations for the tables every service database has (tokens, outbox, inbox).
+
+Each service's first migration calls ``create_common_tables``; the shapes live here once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+
+def create_common_tables(op: Any) -> None:
+    op.create_table(
+        "api_tokens",
+        sa.Column("token_hash", sa.String(64), primary_key=True),
+        sa.Column("subject", sa.String(128), nullable=False),
+        sa.Column("role", sa.String(32), nullable=False),
+        sa.Column("tenant", sa.String(64)),
+        sa.Column("telco", sa.String(16)),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    )
+
+
+def drop_common_tables(op: Any) -> None:
+    op.drop_table("api_tokens")
