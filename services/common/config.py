@@ -71,8 +71,8 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 def _address(raw: str) -> str:
     host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("host:port")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError("host:port, port 0 to 65535 (0 picks a free one)")
     return raw
 
 

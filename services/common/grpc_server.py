@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -29,6 +29,16 @@ from opentelemetry.trace import SpanKind
 from services.common import errors
 from services.common.auth import TokenStore, bind_principal, parse_bearer, reset_principal
 from services.common.config import ServiceSettings
+
+if TYPE_CHECKING:
+    # grpc-stubs makes these generic; the runtime classes are not subscriptable.
+    _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
+    _UnaryUnaryClientInterceptor = grpc.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStreamClientInterceptor = grpc.UnaryStreamClientInterceptor[Any, Any]
+else:
+    _ServerInterceptor = grpc.ServerInterceptor
+    _UnaryUnaryClientInterceptor = grpc.UnaryUnaryClientInterceptor
+    _UnaryStreamClientInterceptor = grpc.UnaryStreamClientInterceptor
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -80,7 +90,7 @@ def _internal_status() -> status_pb2.Status:
     )
 
 
-class ServiceInterceptor(grpc.ServerInterceptor[Any, Any]):
+class ServiceInterceptor(_ServerInterceptor):
     """Authenticates, traces and maps errors for every business RPC."""
 
     def __init__(self, tokens: TokenStore | None) -> None:
@@ -364,9 +374,7 @@ class GrpcApp:
         return 0
 
 
-class DefaultDeadline(
-    grpc.UnaryUnaryClientInterceptor[Any, Any], grpc.UnaryStreamClientInterceptor[Any, Any]
-):
+class DefaultDeadline(_UnaryUnaryClientInterceptor, _UnaryStreamClientInterceptor):
     """Client side: every call without its own deadline gets ``timeout_s``."""
 
     def __init__(self, timeout_s: float) -> None:

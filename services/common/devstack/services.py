@@ -1,0 +1,83 @@
+"""Start the project's own services as child processes, the way ``make run`` and tests do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.devstack.process import DevstackError, log_tail, spawn, stop
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+# name -> default port of `python -m services.<name>`
+SERVICES = {"order": 50051, "provisioning": 50052, "billing": 50053}
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    address: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM (graceful shutdown), then SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                stop(self.proc, timeout=1.0)
+        return self.proc.wait()
+
+
+def health_status(address: str, service: str = "", timeout: float = 2.0) -> int:
+    """The health service's answer for ``service`` ('' is the whole server)."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        status: int = reply.status
+        return status
+
+
+def wait_serving(service: ServiceProcess, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.proc.poll() is not None:
+            raise DevstackError(
+                f"{service.name} exited with status {service.proc.returncode}:\n"
+                + log_tail(service.log_path)
+            )
+        try:
+            if health_status(service.address) == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.2)
+    raise DevstackError(
+        f"{service.name} at {service.address} is not SERVING after {timeout:.0f} s:\n"
+        + log_tail(service.log_path)
+    )
+
+
+def start_service(
+    name: str, listen: str, env: dict[str, str], log_path: Path
+) -> ServiceProcess:
+    """``python -m services.<name>`` listening on ``listen``, with ``env`` on top of ours."""
+    child_env = {**os.environ, **env, f"IDC_{name.upper()}_LISTEN": listen}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    proc = spawn(
+        [sys.executable, "-m", f"services.{name}"],
+        env=child_env,
+        cwd=REPO_ROOT,
+        log_path=log_path,
+    )
+    return ServiceProcess(name=name, address=listen, proc=proc, log_path=log_path)
