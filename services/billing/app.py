@@ -10,7 +10,7 @@ import grpc
 from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ServiceRuntime, build_app, run_service
-from services.common.servicers import register
+from services.common.servicers import register, unimplemented
 
 NAME = "billing"
 DEFAULT_PORT = 50053
@@ -26,7 +26,7 @@ def register_servicers(server: grpc.Server) -> Sequence[str]:
             billing_service_pb2.DESCRIPTOR,
             "BillingService",
             billing_service_pb2_grpc.add_BillingServiceServicer_to_server,
-            billing_service_pb2_grpc.BillingServiceServicer(),
+            unimplemented(billing_service_pb2_grpc.BillingServiceServicer),
         )
     ]
 

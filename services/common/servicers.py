@@ -24,3 +24,11 @@ def register(
     add_to_server(servicer, server)
     full_name: str = file_descriptor.services_by_name[service].full_name
     return full_name
+
+
+def unimplemented(servicer_type: type[Any]) -> object:
+    """The generated servicer base itself, whose every method answers UNIMPLEMENTED.
+
+    The generated stubs mark its methods abstract, hence ``type[Any]``.
+    """
+    return servicer_type()

@@ -1,4 +1,4 @@
-"""`python -m services.order`: the partner ordering API (OrderService) and the ops approval API (ApprovalService)."""
+"""`python -m services.order`: the partner ordering API and the ops approval API."""
 
 import sys
 

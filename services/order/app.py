@@ -11,7 +11,7 @@ from idc.ops.v1 import approval_service_pb2, approval_service_pb2_grpc
 from idc.order.v1 import order_service_pb2, order_service_pb2_grpc
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ServiceRuntime, build_app, run_service
-from services.common.servicers import register
+from services.common.servicers import register, unimplemented
 
 NAME = "order"
 DEFAULT_PORT = 50051
@@ -27,14 +27,14 @@ def register_servicers(server: grpc.Server) -> Sequence[str]:
             order_service_pb2.DESCRIPTOR,
             "OrderService",
             order_service_pb2_grpc.add_OrderServiceServicer_to_server,
-            order_service_pb2_grpc.OrderServiceServicer(),
+            unimplemented(order_service_pb2_grpc.OrderServiceServicer),
         ),
         register(
             server,
             approval_service_pb2.DESCRIPTOR,
             "ApprovalService",
             approval_service_pb2_grpc.add_ApprovalServiceServicer_to_server,
-            approval_service_pb2_grpc.ApprovalServiceServicer(),
+            unimplemented(approval_service_pb2_grpc.ApprovalServiceServicer),
         ),
     ]
 

@@ -10,7 +10,7 @@ import grpc
 from idc.provisioning.v1 import provisioning_service_pb2, provisioning_service_pb2_grpc
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ServiceRuntime, build_app, run_service
-from services.common.servicers import register
+from services.common.servicers import register, unimplemented
 
 NAME = "provisioning"
 DEFAULT_PORT = 50052
@@ -26,7 +26,7 @@ def register_servicers(server: grpc.Server) -> Sequence[str]:
             provisioning_service_pb2.DESCRIPTOR,
             "ProvisioningService",
             provisioning_service_pb2_grpc.add_ProvisioningServiceServicer_to_server,
-            provisioning_service_pb2_grpc.ProvisioningServiceServicer(),
+            unimplemented(provisioning_service_pb2_grpc.ProvisioningServiceServicer),
         )
     ]
 

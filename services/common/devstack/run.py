@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from services.common.config import KafkaSettings
 from services.common.devstack.process import DevstackError
 from services.common.devstack.services import (
     REPO_ROOT,
@@ -87,7 +88,10 @@ def main() -> int:
 
 def run_services(stack: Devstack, var_dir: Path, stop_requested: threading.Event) -> int:
     stack.write_description(var_dir / "devstack.json")
-    ensure_topics(stack.broker.bootstrap, ALL_TOPICS)
+    kafka = KafkaSettings.from_env()
+    ensure_topics(
+        stack.broker.bootstrap, ALL_TOPICS, kafka.topic_partitions, kafka.replication_factor
+    )
     env = service_env(stack, var_dir)
     services: list[ServiceProcess] = []
     try:
