@@ -84,7 +84,7 @@ def generate(proto_dir: Path, out_dir: Path) -> None:
     outside = [f for f in files if f.parts[0] != PACKAGE]
     if outside:
         raise SystemExit(
-            "protogen: every .proto must live under proto/" + PACKAGE + "/, found: "
+            f"protogen: every .proto must live under proto/{PACKAGE}/, found: "
             + ", ".join(str(f) for f in outside)
         )
     cmd = [

@@ -23,11 +23,17 @@ class CircuitEndpoint(_message.Message):
     """Conventions for every event in this package
     ---------------------------------------------
     * Payloads are these messages, serialised as protobuf binary, on Kafka topics keyed by
-      circuit id (so all events of a circuit stay in order on one partition).
-    * Kafka headers carry: `event_id` (same as the payload's event_id), `event_type` (the
-      fully-qualified message name, e.g. "idc.events.v1.OrderApproved"), `schema_version`
-      ("1" for idc.events.v1) and the W3C `traceparent`. Payloads repeat event_id and
-      occurred_at so stored events stand on their own.
+      circuit id (so all events of a circuit stay in order on one partition). Topics are
+      named in services/common/events/topics.py: order events (OrderCreated, OrderApproved,
+      OrderRejected, OrderCancelled, OrderCompleted) on idc.order.events; ProvisioningCommand
+      on idc.provisioning.commands.sg / .cq (by target side); ProvisioningReply on
+      idc.provisioning.replies; CircuitActivated, CircuitModified, CircuitDisconnected,
+      ProvisioningFailed on idc.circuit.events; UsageSample on idc.usage.samples.
+    * Kafka headers carry `event-id` (same as the payload's event_id), `event-type` (the
+      fully-qualified message name, e.g. "idc.events.v1.OrderApproved"), `schema-version`
+      ("1" for idc.events.v1) and the W3C `traceparent` (see
+      services/common/events/envelope.py). Payloads still carry event_id and occurred_at so
+      stored events stand on their own.
     * Events carry identifiers only, never personal data or customer free text (contacts,
       customer_reference, description stay in the order database): they cross the border.
     * Consumers are idempotent by event_id.
