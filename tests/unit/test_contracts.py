@@ -60,13 +60,13 @@ INTEGER_TYPES = frozenset(
     }
 )
 
-# Field-name fragments that would be personal data or customer free text on an event.
+# Field-name fragments that would be personal data on an event. The circuit description is
+# allowed: it is router configuration and has to reach both routers.
 PERSONAL_NAME_PARTS = (
     "email",
     "phone",
     "contact",
     "customer_reference",
-    "description",
     "address",
     "person",
     "full_name",

@@ -26,7 +26,7 @@ from idc.type.v1 import money_pb2 as idc_dot_type_dot_v1_dot_money__pb2
 from idc.type.v1 import side_pb2 as idc_dot_type_dot_v1_dot_side__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aidc/events/v1/common.proto\x12\ridc.events.v1\x1a\x17idc/type/v1/money.proto\x1a\x16idc/type/v1/side.proto\"\xa4\x01\n\x0f\x43ircuitEndpoint\x12\x1f\n\x04side\x18\x01 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x10\n\x08telco_id\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\x13\n\x0brouter_name\x18\x04 \x01(\t\x12\x0f\n\x07port_id\x18\x05 \x01(\t\x12\x16\n\x0einterface_name\x18\x06 \x01(\t\x12\x0f\n\x07vlan_id\x18\x07 \x01(\r\"\xc4\x01\n\x11\x43ircuitParameters\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12-\n\x05\x61_end\x18\x03 \x01(\x0b\x32\x1e.idc.events.v1.CircuitEndpoint\x12-\n\x05z_end\x18\x04 \x01(\x0b\x32\x1e.idc.events.v1.CircuitEndpoint\x12\x16\n\x0e\x62\x61ndwidth_mbps\x18\x05 \x01(\x03\x12\x12\n\nburst_mbps\x18\x06 \x01(\x03\"\xc8\x01\n\nPriceTerms\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\x1f\n\x03mrc\x18\x02 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x1f\n\x03nrc\x18\x03 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x30\n\x14\x62urst_price_per_mbps\x18\x04 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x13\n\x0bterm_months\x18\x05 \x01(\x05\x12\x1a\n\x12price_book_version\x18\x06 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aidc/events/v1/common.proto\x12\ridc.events.v1\x1a\x17idc/type/v1/money.proto\x1a\x16idc/type/v1/side.proto\"\xa4\x01\n\x0f\x43ircuitEndpoint\x12\x1f\n\x04side\x18\x01 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x10\n\x08telco_id\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\x13\n\x0brouter_name\x18\x04 \x01(\t\x12\x0f\n\x07port_id\x18\x05 \x01(\t\x12\x16\n\x0einterface_name\x18\x06 \x01(\t\x12\x0f\n\x07vlan_id\x18\x07 \x01(\r\"\xd9\x01\n\x11\x43ircuitParameters\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12-\n\x05\x61_end\x18\x03 \x01(\x0b\x32\x1e.idc.events.v1.CircuitEndpoint\x12-\n\x05z_end\x18\x04 \x01(\x0b\x32\x1e.idc.events.v1.CircuitEndpoint\x12\x16\n\x0e\x62\x61ndwidth_mbps\x18\x05 \x01(\x03\x12\x12\n\nburst_mbps\x18\x06 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\xc8\x01\n\nPriceTerms\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\x1f\n\x03mrc\x18\x02 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x1f\n\x03nrc\x18\x03 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x30\n\x14\x62urst_price_per_mbps\x18\x04 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x13\n\x0bterm_months\x18\x05 \x01(\x05\x12\x1a\n\x12price_book_version\x18\x06 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CIRCUITENDPOINT']._serialized_start=95
   _globals['_CIRCUITENDPOINT']._serialized_end=259
   _globals['_CIRCUITPARAMETERS']._serialized_start=262
-  _globals['_CIRCUITPARAMETERS']._serialized_end=458
-  _globals['_PRICETERMS']._serialized_start=461
-  _globals['_PRICETERMS']._serialized_end=661
+  _globals['_CIRCUITPARAMETERS']._serialized_end=479
+  _globals['_PRICETERMS']._serialized_start=482
+  _globals['_PRICETERMS']._serialized_end=682
 # @@protoc_insertion_point(module_scope)

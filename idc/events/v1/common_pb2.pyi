@@ -97,6 +97,7 @@ class CircuitParameters(_message.Message):
     Z_END_FIELD_NUMBER: _builtins.int
     BANDWIDTH_MBPS_FIELD_NUMBER: _builtins.int
     BURST_MBPS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
     circuit_id: _builtins.str
     """Circuit id."""
     tenant_id: _builtins.str
@@ -105,6 +106,10 @@ class CircuitParameters(_message.Message):
     """Committed bandwidth (CIR) in Mbps."""
     burst_mbps: _builtins.int
     """Burst allowance above CIR in Mbps."""
+    description: _builtins.str
+    """Circuit description as configured on both routers' sub-interfaces. It is router
+    configuration, validated at order time; customer contacts never travel with it.
+    """
     @_builtins.property
     def a_end(self) -> Global___CircuitEndpoint:
         """Singapore end."""
@@ -122,10 +127,11 @@ class CircuitParameters(_message.Message):
         z_end: Global___CircuitEndpoint | None = ...,
         bandwidth_mbps: _builtins.int = ...,
         burst_mbps: _builtins.int = ...,
+        description: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "z_end", b"z_end"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "circuit_id", b"circuit_id", "tenant_id", b"tenant_id", "z_end", b"z_end"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "circuit_id", b"circuit_id", "description", b"description", "tenant_id", b"tenant_id", "z_end", b"z_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,14 +3,17 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from idc.events.v1 import common_pb2 as _common_pb2
 from idc.type.v1 import circuit_operation_pb2 as _circuit_operation_pb2
 from idc.type.v1 import router_error_pb2 as _router_error_pb2
+from idc.type.v1 import router_payload_pb2 as _router_payload_pb2
 from idc.type.v1 import side_pb2 as _side_pb2
 import builtins as _builtins
 import sys
@@ -246,3 +249,57 @@ class ProvisioningReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProvisioningReply: _TypeAlias = ProvisioningReply  # noqa: Y015
+
+@_typing.final
+class ProvisioningPlanned(_message.Message):
+    """The payloads the coordinator will send to each router for an order, rendered as soon as
+    the order is submitted. Approvers approve exactly these, by hash; a new plan for the same
+    order replaces the previous one and voids approvals given for other hashes. Published on
+    the circuit events topic, keyed by circuit id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CIRCUIT_ID_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    PAYLOADS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id (UUID)."""
+    order_id: _builtins.str
+    """Order the plan is for."""
+    circuit_id: _builtins.str
+    """Circuit the plan is for."""
+    operation: _circuit_operation_pb2.CircuitOperation.ValueType
+    """What the plan does to the circuit."""
+    error: _builtins.str
+    """Set when no plan could be rendered (e.g. unknown router); the order cannot be approved."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the plan was rendered."""
+
+    @_builtins.property
+    def payloads(self) -> _containers.RepeatedCompositeFieldContainer[_router_payload_pb2.RouterPayload]:
+        """One payload per router, with its SHA-256."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        order_id: _builtins.str = ...,
+        circuit_id: _builtins.str = ...,
+        operation: _circuit_operation_pb2.CircuitOperation.ValueType = ...,
+        payloads: _abc.Iterable[_router_payload_pb2.RouterPayload] | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "error", b"error", "event_id", b"event_id", "occurred_at", b"occurred_at", "operation", b"operation", "order_id", b"order_id", "payloads", b"payloads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProvisioningPlanned: _TypeAlias = ProvisioningPlanned  # noqa: Y015
