@@ -29,6 +29,7 @@ class Role(enum.StrEnum):
     CUSTOMER = "customer"
     OPS = "ops"
     BILLING_ADMIN = "billing_admin"
+    ADMIN = "admin"
 
 
 @dataclass(frozen=True)
