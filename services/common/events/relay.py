@@ -1,0 +1,248 @@
+"""The outbox relay: publishes unsent outbox rows to Kafka, then marks them sent.
+
+Delivery is at least once: rows are marked sent only after the broker acknowledged them
+(acks=all, idempotent producer), so a crash between the publish and the mark publishes them
+again, and consumers deduplicate by event id.
+
+On PostgreSQL the batch is claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` and the row
+locks are held until the mark commits, so several relays on one database do not publish the
+same row. A relay also holds back every row whose key has an earlier unsent row claimed by
+another relay, which keeps per-key order. On SQLite the batch is read in one short
+transaction and marked in another (holding SQLite's single write lock across a publish would
+stall every writer of the service): run one relay per SQLite database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from kafka import KafkaProducer
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.common.config import KafkaSettings
+from services.common.events.envelope import build_headers
+from services.common.events.tables import OutboxRow, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """Producer settings for events: every acknowledged record is on all in-sync replicas,
+    and retries cannot duplicate or reorder records within a partition."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "retries": 2_147_483_647,
+        # At most 5 in flight keeps the idempotent producer's ordering guarantee.
+        "max_in_flight_requests_per_connection": 5,
+        "request_timeout_ms": settings.request_timeout_ms,
+        "delivery_timeout_ms": max(120_000, settings.request_timeout_ms * 2),
+    }
+    config.update(overrides)
+    return config
+
+
+class OutboxRelay:
+    """Publishes the outbox of one database.
+
+    ``run_once()`` publishes one batch and returns how many rows it marked sent;
+    ``run(stop_event)`` loops until the event is set. Not thread-safe: one thread per relay.
+    """
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: KafkaSettings,
+        *,
+        batch_size: int = 200,
+        poll_interval_s: float = 0.2,
+        flush_timeout_s: float | None = None,
+        producer_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._session_factory = session_factory
+        self._settings = settings
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._flush_timeout_s = (
+            flush_timeout_s if flush_timeout_s is not None else settings.request_timeout_ms / 1000
+        )
+        self._producer_overrides = dict(producer_overrides or {})
+        self._producer: KafkaProducer | None = None
+
+    # -- public -------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Publish one batch of unsent rows in id order; return the number marked sent."""
+        with self._session_factory() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                return self._run_once_locked(session)
+            return self._run_once_unlocked(session)
+
+    def run(self, stop_event: threading.Event) -> None:
+        """Relay until ``stop_event`` is set; a failure backs off and retries."""
+        backoff = self._poll_interval_s
+        while not stop_event.is_set():
+            try:
+                sent = self.run_once()
+            except Exception:
+                log.exception("outbox relay failed; retrying in %.1f s", backoff)
+                self._discard_producer()
+                stop_event.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = self._poll_interval_s
+            # A full batch means more is probably waiting: go again at once.
+            if sent < self._batch_size:
+                stop_event.wait(self._poll_interval_s)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=self._flush_timeout_s)
+            self._producer = None
+
+    def __enter__(self) -> OutboxRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- steps (separate methods so failure-injection tests can override one) -----------
+
+    def _run_once_locked(self, session: Session) -> int:
+        with session.begin():
+            rows = self._claim(session, lock=True)
+            rows = self._without_blocked_keys(session, rows)
+            if not rows:
+                return 0
+            published = self._publish(rows)
+            self._mark_sent(session, published)
+        return len(published)
+
+    def _run_once_unlocked(self, session: Session) -> int:
+        with session.begin():
+            rows = self._claim(session, lock=False)
+        if not rows:
+            return 0
+        published = self._publish(rows)
+        with session.begin():
+            self._mark_sent(session, published)
+        return len(published)
+
+    def _claim(self, session: Session, *, lock: bool) -> list[OutboxRow]:
+        query = (
+            select(OutboxRow)
+            .where(OutboxRow.sent_at.is_(None))
+            .order_by(OutboxRow.id)
+            .limit(self._batch_size)
+        )
+        if lock:
+            query = query.with_for_update(skip_locked=True)
+        return list(session.scalars(query))
+
+    def _without_blocked_keys(self, session: Session, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """Drop rows whose key has an earlier unsent row outside this batch (another relay
+        holds it): publishing them now would overtake it."""
+        keys = {row.key for row in rows if row.key is not None}
+        if not keys:
+            return rows
+        ids = [row.id for row in rows]
+        earliest_elsewhere: dict[bytes, int] = {
+            key: first_id
+            for key, first_id in session.execute(
+                select(OutboxRow.key, func.min(OutboxRow.id))
+                .where(
+                    OutboxRow.sent_at.is_(None),
+                    OutboxRow.key.in_(keys),
+                    OutboxRow.id.not_in(ids),
+                )
+                .group_by(OutboxRow.key)
+            ).tuples()
+            if key is not None
+        }
+        kept = [
+            row
+            for row in rows
+            if row.key is None
+            or row.key not in earliest_elsewhere
+            or row.id < earliest_elsewhere[row.key]
+        ]
+        if len(kept) < len(rows):
+            log.debug("holding back %d outbox rows behind another relay", len(rows) - len(kept))
+        return kept
+
+    def _publish(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
+        """Send ``rows`` in order and wait for the broker; return the rows to mark sent.
+
+        After a failed send, later rows with the same key are not marked either, so they
+        are sent again after the failed one and the consumer sees the key's order.
+        """
+        producer = self._get_producer()
+        futures = [
+            producer.send(
+                row.topic,
+                key=row.key,
+                value=row.payload,
+                headers=build_headers(
+                    row.event_id, row.event_type, row.schema_version, row.headers
+                ),
+            )
+            for row in rows
+        ]
+        producer.flush(timeout=self._flush_timeout_s)
+        published: list[OutboxRow] = []
+        failed_keys: set[bytes | None] = set()
+        first_error: Exception | None = None
+        for row, future in zip(rows, futures, strict=True):
+            try:
+                future.get(timeout=0)
+            except Exception as exc:
+                failed_keys.add(row.key)
+                first_error = first_error or exc
+                continue
+            if row.key is not None and row.key in failed_keys:
+                continue
+            published.append(row)
+        if first_error is not None:
+            log.warning(
+                "outbox relay: %d of %d records not acknowledged: %s",
+                len(rows) - len(published),
+                len(rows),
+                first_error,
+            )
+            # An idempotent producer that lost records may be fenced: start a fresh one.
+            self._discard_producer()
+            if not published:
+                raise first_error
+        return published
+
+    def _mark_sent(self, session: Session, rows: Iterable[OutboxRow]) -> None:
+        ids = [row.id for row in rows]
+        if ids:
+            session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id.in_(ids))
+                .values(sent_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+
+    # -- producer -----------------------------------------------------------------------
+
+    def _get_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = KafkaProducer(
+                **producer_config(self._settings, **self._producer_overrides)
+            )
+        return self._producer
+
+    def _discard_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception:
+                log.debug("closing a failed producer raised", exc_info=True)
