@@ -1,0 +1,146 @@
+"""Sites, edge routers and customer ports of both sides, loaded from a TOML data file."""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CATALOGUE = Path(__file__).resolve().parent.parent / "data" / "catalogue.toml"
+
+MIN_VLAN = 1
+MAX_VLAN = 4094
+
+
+class Side(enum.StrEnum):
+    SINGAPORE = "SINGAPORE"
+    CHONGQING = "CHONGQING"
+
+
+@dataclass(frozen=True)
+class Telco:
+    id: str
+    name: str
+    side: Side
+
+
+@dataclass(frozen=True)
+class Port:
+    id: str
+    site_id: str
+    name: str
+    speed_mbps: int
+    vlan_first: int
+    vlan_last: int
+    tenant: str = ""
+
+    @property
+    def vlan_count(self) -> int:
+        return self.vlan_last - self.vlan_first + 1
+
+    def visible_to(self, tenant: str | None) -> bool:
+        """Shared ports are for everyone; a dedicated port only for its tenant (or staff)."""
+        return not self.tenant or tenant is None or self.tenant == tenant
+
+
+@dataclass(frozen=True)
+class Site:
+    id: str
+    name: str
+    side: Side
+    telco: Telco
+    city: str
+    router: str
+    platform: str
+    ports: tuple[Port, ...]
+
+
+class CatalogueError(ValueError):
+    """The catalogue file is inconsistent; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    telcos: Mapping[str, Telco]
+    sites: Mapping[str, Site]
+    ports: Mapping[str, Port]
+
+    def site_of(self, port: Port) -> Site:
+        return self.sites[port.site_id]
+
+    def side_of(self, port: Port) -> Side:
+        return self.sites[port.site_id].side
+
+    def telco_for_side(self, side: Side) -> Telco:
+        for telco in self.telcos.values():
+            if telco.side is side:
+                return telco
+        raise CatalogueError(f"no telco runs the {side} side")
+
+    def side_of_telco(self, telco_id: str) -> Side | None:
+        telco = self.telcos.get(telco_id)
+        return None if telco is None else telco.side
+
+
+def load_catalogue(path: Path = DEFAULT_CATALOGUE) -> Catalogue:
+    with path.open("rb") as file:
+        return parse_catalogue(tomllib.load(file))
+
+
+def parse_catalogue(data: Mapping[str, Any]) -> Catalogue:
+    telcos: dict[str, Telco] = {}
+    for entry in data.get("telcos", []):
+        telco = Telco(str(entry["id"]), str(entry["name"]), Side(entry["side"]))
+        if telco.id in telcos:
+            raise CatalogueError(f"telco {telco.id} is listed twice")
+        telcos[telco.id] = telco
+    if {t.side for t in telcos.values()} != set(Side):
+        raise CatalogueError("the catalogue needs exactly one telco per side")
+    sites: dict[str, Site] = {}
+    ports: dict[str, Port] = {}
+    for entry in data.get("sites", []):
+        site_id = str(entry["id"])
+        site_telco = telcos.get(str(entry["telco"]))
+        if site_telco is None:
+            raise CatalogueError(f"site {site_id}: unknown telco {entry['telco']!r}")
+        side = Side(entry["side"])
+        if site_telco.side is not side:
+            raise CatalogueError(
+                f"site {site_id}: telco {site_telco.id} runs the {site_telco.side} side"
+            )
+        router = str(entry["router"])
+        site_ports = []
+        for raw in entry.get("ports", []):
+            port = Port(
+                id=f"{router}:{raw['name']}",
+                site_id=site_id,
+                name=str(raw["name"]),
+                speed_mbps=int(raw["speed_mbps"]),
+                vlan_first=int(raw["vlan_first"]),
+                vlan_last=int(raw["vlan_last"]),
+                tenant=str(raw.get("tenant", "")),
+            )
+            if not MIN_VLAN <= port.vlan_first <= port.vlan_last <= MAX_VLAN:
+                raise CatalogueError(f"port {port.id}: VLAN range must lie within 1..4094")
+            if port.speed_mbps <= 0:
+                raise CatalogueError(f"port {port.id}: speed must be positive")
+            if port.id in ports:
+                raise CatalogueError(f"port {port.id} is listed twice")
+            ports[port.id] = port
+            site_ports.append(port)
+        if site_id in sites:
+            raise CatalogueError(f"site {site_id} is listed twice")
+        sites[site_id] = Site(
+            id=site_id,
+            name=str(entry["name"]),
+            side=side,
+            telco=site_telco,
+            city=str(entry["city"]),
+            router=router,
+            platform=str(entry["platform"]),
+            ports=tuple(site_ports),
+        )
+    return Catalogue(telcos=telcos, sites=sites, ports=ports)

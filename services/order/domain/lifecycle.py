@@ -1,0 +1,240 @@
+"""What happens to orders, circuits and approvals: the state machines in one place.
+
+Order:    ACKNOWLEDGED -> PENDING_APPROVAL -> APPROVED -> COMPLETED | FAILED
+          PENDING_APPROVAL -> REJECTED (a telco rejects, or the approval window passes)
+          ACKNOWLEDGED | PENDING_APPROVAL -> CANCELLED (by the customer)
+An order becomes APPROVED when both telcos approved the current router payloads; the
+OrderApproved event written in that same transaction hands it to provisioning, so from
+APPROVED on the routers may already be changing and the order can no longer be cancelled.
+Every terminal state releases the order's reservation.
+
+Circuit, by order type and outcome (see ``circuit_state_after``):
+  NEW:        RESERVED -> PROVISIONING -> ACTIVE | FAILED; RESERVED -> DISCONNECTED when the
+              order is rejected, cancelled or expires (the circuit was never built).
+  CHANGE:     ACTIVE -> MODIFYING -> ACTIVE (new or old bandwidth).
+  DISCONNECT: ACTIVE -> DISCONNECTING -> DISCONNECTED | ACTIVE.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common.errors import FailedPrecondition, PermissionDenied
+from services.order.domain.catalogue import Side
+
+
+class OrderType(enum.StrEnum):
+    NEW = "NEW"
+    CHANGE = "CHANGE"
+    DISCONNECT = "DISCONNECT"
+
+
+class OrderState(enum.StrEnum):
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    PENDING_APPROVAL = "PENDING_APPROVAL"
+    APPROVED = "APPROVED"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    REJECTED = "REJECTED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_ORDER_STATES
+
+
+TERMINAL_ORDER_STATES = frozenset(
+    {OrderState.COMPLETED, OrderState.REJECTED, OrderState.FAILED, OrderState.CANCELLED}
+)
+
+
+class CircuitState(enum.StrEnum):
+    RESERVED = "RESERVED"
+    PROVISIONING = "PROVISIONING"
+    ACTIVE = "ACTIVE"
+    MODIFYING = "MODIFYING"
+    DISCONNECTING = "DISCONNECTING"
+    DISCONNECTED = "DISCONNECTED"
+    FAILED = "FAILED"
+
+
+# Circuits whose bandwidth is committed on the channel (it carries traffic).
+COMMITTED_CIRCUIT_STATES = frozenset(
+    {CircuitState.ACTIVE, CircuitState.MODIFYING, CircuitState.DISCONNECTING}
+)
+# Circuits whose VLANs are held on their ports.
+LIVE_CIRCUIT_STATES = frozenset(CircuitState) - {CircuitState.DISCONNECTED, CircuitState.FAILED}
+
+
+class ApprovalState(enum.StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    SUPERSEDED = "SUPERSEDED"
+
+    @property
+    def awaiting_decision(self) -> bool:
+        return self in {ApprovalState.PENDING, ApprovalState.SUPERSEDED}
+
+
+class Outcome(enum.StrEnum):
+    """How an order ended, as far as its circuit is concerned."""
+
+    APPROVED = "APPROVED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    WITHDRAWN = "WITHDRAWN"  # rejected, cancelled or expired before provisioning
+
+
+_ALLOWED: Mapping[OrderState, frozenset[OrderState]] = {
+    OrderState.ACKNOWLEDGED: frozenset({OrderState.PENDING_APPROVAL, OrderState.CANCELLED}),
+    OrderState.PENDING_APPROVAL: frozenset(
+        {OrderState.APPROVED, OrderState.REJECTED, OrderState.CANCELLED}
+    ),
+    OrderState.APPROVED: frozenset(
+        {OrderState.IN_PROGRESS, OrderState.COMPLETED, OrderState.FAILED}
+    ),
+    OrderState.IN_PROGRESS: frozenset({OrderState.COMPLETED, OrderState.FAILED}),
+}
+
+
+def can_transition(current: OrderState, target: OrderState) -> bool:
+    return target in _ALLOWED.get(current, frozenset())
+
+
+def check_transition(current: OrderState, target: OrderState, order_id: str) -> None:
+    if not can_transition(current, target):
+        raise FailedPrecondition(
+            f"order {order_id} is {current} and cannot become {target}"
+        )
+
+
+def check_cancellable(state: OrderState, order_id: str) -> None:
+    if state in (OrderState.ACKNOWLEDGED, OrderState.PENDING_APPROVAL):
+        return
+    if state.terminal:
+        raise FailedPrecondition(f"order {order_id} is already {state}; nothing to cancel")
+    raise FailedPrecondition(
+        f"order {order_id} is {state}: both telcos approved and provisioning on the routers "
+        "has started, so it can no longer be cancelled; once it completes, change or "
+        "disconnect the circuit instead"
+    )
+
+
+def check_circuit_open_for_order(
+    state: CircuitState, pending_order_id: str | None, circuit_id: str
+) -> None:
+    """CHANGE and DISCONNECT orders need an ACTIVE circuit with no other order on it."""
+    if pending_order_id:
+        raise FailedPrecondition(
+            f"circuit {circuit_id} already has order {pending_order_id} in progress; wait for "
+            "it to end or cancel it"
+        )
+    if state is not CircuitState.ACTIVE:
+        raise FailedPrecondition(f"circuit {circuit_id} is {state}; only ACTIVE circuits can "
+                                 "be changed or disconnected")
+
+
+def circuit_state_after(order_type: OrderType, outcome: Outcome, current: CircuitState
+                        ) -> CircuitState:
+    if order_type is OrderType.NEW:
+        return {
+            Outcome.APPROVED: CircuitState.PROVISIONING,
+            Outcome.SUCCEEDED: CircuitState.ACTIVE,
+            Outcome.FAILED: CircuitState.FAILED,
+            Outcome.WITHDRAWN: CircuitState.DISCONNECTED,
+        }[outcome]
+    if outcome is Outcome.APPROVED:
+        return (CircuitState.MODIFYING if order_type is OrderType.CHANGE
+                else CircuitState.DISCONNECTING)
+    if order_type is OrderType.DISCONNECT and outcome is Outcome.SUCCEEDED:
+        return CircuitState.DISCONNECTED
+    # A finished change, or a failed/withdrawn change or disconnect: the circuit carries on.
+    return CircuitState.ACTIVE if current in COMMITTED_CIRCUIT_STATES else current
+
+
+@dataclass(frozen=True)
+class ApprovalSlot:
+    """One telco's approval of an order, as the decision logic needs it."""
+
+    side: Side
+    state: ApprovalState
+    payload_sha256: str
+
+
+@dataclass(frozen=True)
+class Approver:
+    subject: str
+    telco: str
+    side: Side | None  # None when the telco runs no side of this channel
+
+
+def check_approver(order_state: OrderState, order_id: str, requested_by: str,
+                   approver: Approver) -> Side:
+    if approver.side is None:
+        raise PermissionDenied(
+            f"telco {approver.telco!r} runs no side of this channel; it cannot approve or "
+            "reject orders"
+        )
+    if order_state is not OrderState.PENDING_APPROVAL:
+        raise FailedPrecondition(
+            f"order {order_id} is {order_state}, not PENDING_APPROVAL; there is nothing to "
+            "decide"
+        )
+    if approver.subject == requested_by:
+        raise PermissionDenied(
+            f"you ({approver.subject}) requested order {order_id}; another person of your "
+            "telco must decide on it (four-eyes rule)"
+        )
+    return approver.side
+
+
+def decide_approval(
+    order_state: OrderState,
+    order_id: str,
+    requested_by: str,
+    approver: Approver,
+    slots: Mapping[Side, ApprovalSlot],
+    current_plan_sha256: str | None,
+    plan_error: str | None,
+    presented_sha256: str,
+) -> bool:
+    """Check an approval; return True when it completes the order's approvals."""
+    side = check_approver(order_state, order_id, requested_by, approver)
+    slot = slots[side]
+    if slot.state is ApprovalState.APPROVED:
+        raise FailedPrecondition(
+            f"your telco already approved order {order_id} (payload {slot.payload_sha256})"
+        )
+    if plan_error:
+        raise FailedPrecondition(
+            f"the router payload for order {order_id} could not be rendered ({plan_error}); "
+            "it cannot be approved, reject it with a reason"
+        )
+    if current_plan_sha256 is None:
+        raise FailedPrecondition(
+            f"the router payload for order {order_id} is not rendered yet; reload "
+            "ListPendingApprovals in a moment and approve the payload it shows"
+        )
+    if presented_sha256 != current_plan_sha256:
+        raise FailedPrecondition(
+            f"the router payload for order {order_id} has changed since you reviewed it "
+            f"(current sha256 {current_plan_sha256}); reload ListPendingApprovals, review the "
+            "new payload and approve that"
+        )
+    others = [s for other_side, s in slots.items() if other_side is not side]
+    return all(s.state is ApprovalState.APPROVED for s in others)
+
+
+def superseded_by_plan(slots: Mapping[Side, ApprovalSlot], new_hashes: Mapping[Side, str]
+                       ) -> list[Side]:
+    """Sides whose approval no longer holds because their payload changed."""
+    return [
+        side for side, slot in slots.items()
+        if slot.state is ApprovalState.APPROVED
+        and new_hashes.get(side) != slot.payload_sha256
+    ]

@@ -1,0 +1,98 @@
+"""The price book: MRC by bandwidth step and term, NRC and burst price, per currency.
+
+Configuration data (services/order/data/price_book.toml), not code. Amounts are Decimal
+parsed from strings.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PRICE_BOOK = Path(__file__).resolve().parent.parent / "data" / "price_book.toml"
+
+
+class PriceBookError(ValueError):
+    """The price book file is inconsistent; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class PriceTerms:
+    currency: str
+    mrc: Decimal
+    nrc: Decimal
+    burst_price_per_mbps: Decimal
+    term_months: int
+    price_book_version: str
+
+
+@dataclass(frozen=True)
+class CurrencyPrices:
+    nrc: Decimal
+    burst_price_per_mbps: Decimal
+    mrc: Mapping[tuple[int, int], Decimal]  # (bandwidth step, term) -> MRC
+
+
+@dataclass(frozen=True)
+class PriceBook:
+    version: str
+    terms: tuple[int, ...]
+    bandwidth_steps_mbps: tuple[int, ...]
+    currencies: Mapping[str, CurrencyPrices]
+
+    def price(self, bandwidth_mbps: int, term_months: int, currency: str) -> PriceTerms:
+        """Terms for one offered combination; KeyError if it is not offered (validate first)."""
+        prices = self.currencies[currency]
+        return PriceTerms(
+            currency=currency,
+            mrc=prices.mrc[(bandwidth_mbps, term_months)],
+            nrc=prices.nrc,
+            burst_price_per_mbps=prices.burst_price_per_mbps,
+            term_months=term_months,
+            price_book_version=self.version,
+        )
+
+
+def _amount(raw: object, where: str) -> Decimal:
+    if not isinstance(raw, str):
+        raise PriceBookError(f"{where}: amounts are decimal strings, got {raw!r}")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation as exc:
+        raise PriceBookError(f"{where}: {raw!r} is not a decimal amount") from exc
+    if not value.is_finite() or value < 0:
+        raise PriceBookError(f"{where}: {raw!r} must be a non-negative amount")
+    return value
+
+
+def load_price_book(path: Path = DEFAULT_PRICE_BOOK) -> PriceBook:
+    with path.open("rb") as file:
+        return parse_price_book(tomllib.load(file))
+
+
+def parse_price_book(data: Mapping[str, Any]) -> PriceBook:
+    terms = tuple(int(t) for t in data["terms"])
+    steps = tuple(int(s) for s in data["bandwidth_steps_mbps"])
+    if list(steps) != sorted(set(steps)) or steps[0] <= 0:
+        raise PriceBookError("bandwidth_steps_mbps must be positive and ascending")
+    currencies: dict[str, CurrencyPrices] = {}
+    for code, entry in data["currencies"].items():
+        mrc: dict[tuple[int, int], Decimal] = {}
+        for step in steps:
+            row = entry["mrc"].get(str(step))
+            if row is None or len(row) != len(terms):
+                raise PriceBookError(f"{code} mrc {step}: needs one amount per term {terms}")
+            for term, raw in zip(terms, row, strict=True):
+                mrc[(step, term)] = _amount(raw, f"{code} mrc {step} Mbps {term} months")
+        currencies[code] = CurrencyPrices(
+            nrc=_amount(entry["nrc"], f"{code} nrc"),
+            burst_price_per_mbps=_amount(
+                entry["burst_price_per_mbps"], f"{code} burst_price_per_mbps"
+            ),
+            mrc=mrc,
+        )
+    return PriceBook(str(data["version"]), terms, steps, currencies)

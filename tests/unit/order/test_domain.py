@@ -1,0 +1,223 @@
+"""The order domain without I/O: catalogue, price book, validation, capacity, lifecycle."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from services.common.errors import (
+    CapacityExhausted,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+)
+from services.order.domain.capacity import Headroom, admit, allocate_vlan, reservation_for_change
+from services.order.domain.catalogue import CatalogueError, Side, load_catalogue, parse_catalogue
+from services.order.domain.lifecycle import (
+    ApprovalSlot,
+    ApprovalState,
+    Approver,
+    CircuitState,
+    OrderState,
+    OrderType,
+    Outcome,
+    can_transition,
+    check_cancellable,
+    circuit_state_after,
+    decide_approval,
+    superseded_by_plan,
+)
+from services.order.domain.pricing import PriceBookError, load_price_book, parse_price_book
+from services.order.domain.validation import CircuitRequest, validate_circuit_request
+
+CATALOGUE = load_catalogue()
+PRICES = load_price_book()
+GOOD = CircuitRequest(
+    a_end_port_id="sg-edge-1:xe-0/0/1",
+    z_end_port_id="cq-edge-1:XGE0/0/1",
+    a_end_vlan_id=None,
+    z_end_vlan_id=None,
+    bandwidth_mbps=100,
+    burst_mbps=50,
+    term_months=12,
+    currency="SGD",
+    customer_reference="PO-4711",
+    description="acme primary link",
+)
+
+
+def violations(request: CircuitRequest) -> dict[str, str]:
+    with pytest.raises(InvalidArgument) as refused:
+        validate_circuit_request(request, CATALOGUE, PRICES, "acme")
+    return {v.field: v.description for v in refused.value.violations}
+
+
+def test_catalogue_has_one_router_per_side_with_the_canonical_names() -> None:
+    routers = {site.side: site.router for site in CATALOGUE.sites.values()}
+    assert routers == {Side.SINGAPORE: "sg-edge-1", Side.CHONGQING: "cq-edge-1"}
+    assert CATALOGUE.telco_for_side(Side.SINGAPORE).id == "sg"
+    assert CATALOGUE.side_of_telco("cq") is Side.CHONGQING
+    assert CATALOGUE.side_of_telco("xx") is None
+
+
+def test_catalogue_refuses_a_site_on_the_wrong_telco() -> None:
+    data = {
+        "telcos": [{"id": "sg", "name": "S", "side": "SINGAPORE"},
+                   {"id": "cq", "name": "C", "side": "CHONGQING"}],
+        "sites": [{"id": "x", "name": "X", "side": "CHONGQING", "telco": "sg", "city": "c",
+                   "router": "r", "platform": "p", "ports": []}],
+    }
+    with pytest.raises(CatalogueError, match="runs the SINGAPORE side"):
+        parse_catalogue(data)
+
+
+def test_price_book_prices_are_decimals_from_the_data_file() -> None:
+    price = PRICES.price(100, 12, "USD")
+    assert price.mrc == Decimal("1615.00")
+    assert price.nrc == Decimal("1500.00")
+    assert price.burst_price_per_mbps == Decimal("14.00")
+    assert price.price_book_version == "2026-01"
+    assert set(PRICES.currencies) >= {"SGD", "CNY", "USD"}
+    assert PRICES.terms == (1, 12, 24, 36)
+
+
+def test_price_book_refuses_float_amounts() -> None:
+    data = {"version": "v", "terms": [1], "bandwidth_steps_mbps": [10],
+            "currencies": {"USD": {"nrc": 1.5, "burst_price_per_mbps": "1", "mrc": {"10": ["1"]}}}}
+    with pytest.raises(PriceBookError, match="decimal strings"):
+        parse_price_book(data)
+
+
+def test_a_good_request_passes_validation() -> None:
+    validate_circuit_request(GOOD, CATALOGUE, PRICES, "acme")
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"bandwidth_mbps": -100}, "spec.bandwidth_mbps", "not offered"),
+        ({"bandwidth_mbps": 10**12}, "spec.bandwidth_mbps", "not offered"),
+        ({"bandwidth_mbps": 10000, "z_end_port_id": "cq-edge-1:GE0/0/1"},
+         "spec.bandwidth_mbps", "exceeds the port speed"),
+        ({"burst_mbps": -1}, "spec.burst_mbps", "zero or more"),
+        ({"term_months": 7}, "spec.term_months", "not offered"),
+        ({"currency": "EUR"}, "spec.currency_code", "not offered"),
+        ({"a_end_port_id": "cq-edge-1:XGE0/0/2"}, "spec.a_end_port_id", "SINGAPORE"),
+        ({"z_end_port_id": "nope"}, "spec.z_end_port_id", "does not exist"),
+        ({"a_end_vlan_id": 4095}, "spec.a_end_vlan_id", "outside"),
+        ({"description": "x" * 201}, "spec.description", "at most 200"),
+        ({"description": "evil<config/>"}, "spec.description", "<, > or &"),
+        ({"description": "a]]>b"}, "spec.description", "<, > or &"),
+        ({"description": "tab\there"}, "spec.description", "control"),
+        ({"description": "caf\u00e9"}, "spec.description", "ASCII"),
+        ({"customer_reference": "ref\x00"}, "spec.customer_reference", "control"),
+        ({"customer_reference": "r" * 65}, "spec.customer_reference", "at most 64"),
+    ],
+)
+def test_each_bad_field_is_named(change: dict[str, object], field: str, words: str) -> None:
+    found = violations(replace(GOOD, **change))  # type: ignore[arg-type]
+    assert words in found[field]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    found = violations(replace(GOOD, bandwidth_mbps=3, term_months=5, currency="XXX"))
+    assert {"spec.bandwidth_mbps", "spec.term_months", "spec.currency_code"} <= set(found)
+
+
+def test_admission_refuses_what_does_not_fit_and_says_what_is_left() -> None:
+    channel = Headroom("the channel", 1000, 600, 300)
+    port = Headroom("port p", 10000, 0, 0)
+    admit(100, [channel, port])
+    with pytest.raises(CapacityExhausted, match="the channel has 100 Mbps free of 1000"):
+        admit(200, [channel, port])
+
+
+def test_a_bandwidth_decrease_reserves_nothing() -> None:
+    assert reservation_for_change(500, 200) == 0
+    assert reservation_for_change(200, 500) == 300
+
+
+def test_vlan_allocation_takes_the_wanted_or_the_lowest_free() -> None:
+    assert allocate_vlan("p", 100, 105, {100, 101}, None) == 102
+    assert allocate_vlan("p", 100, 105, set(), 104) == 104
+    with pytest.raises(CapacityExhausted, match="already in use"):
+        allocate_vlan("p", 100, 105, {104}, 104)
+    with pytest.raises(CapacityExhausted, match="no free VLAN"):
+        allocate_vlan("p", 100, 101, {100, 101}, None)
+
+
+def test_order_state_machine() -> None:
+    assert can_transition(OrderState.PENDING_APPROVAL, OrderState.APPROVED)
+    assert can_transition(OrderState.APPROVED, OrderState.FAILED)
+    assert not can_transition(OrderState.COMPLETED, OrderState.CANCELLED)
+    assert not can_transition(OrderState.REJECTED, OrderState.APPROVED)
+    check_cancellable(OrderState.PENDING_APPROVAL, "o")
+    with pytest.raises(FailedPrecondition, match="provisioning on the routers has started"):
+        check_cancellable(OrderState.APPROVED, "o")
+    with pytest.raises(FailedPrecondition, match="already CANCELLED"):
+        check_cancellable(OrderState.CANCELLED, "o")
+
+
+def test_circuit_states_follow_the_order() -> None:
+    new, change, gone = OrderType.NEW, OrderType.CHANGE, OrderType.DISCONNECT
+    assert circuit_state_after(new, Outcome.APPROVED, CircuitState.RESERVED) \
+        is CircuitState.PROVISIONING
+    assert circuit_state_after(new, Outcome.FAILED, CircuitState.PROVISIONING) \
+        is CircuitState.FAILED
+    assert circuit_state_after(new, Outcome.WITHDRAWN, CircuitState.RESERVED) \
+        is CircuitState.DISCONNECTED
+    assert circuit_state_after(change, Outcome.FAILED, CircuitState.MODIFYING) \
+        is CircuitState.ACTIVE
+    assert circuit_state_after(gone, Outcome.SUCCEEDED, CircuitState.DISCONNECTING) \
+        is CircuitState.DISCONNECTED
+    assert circuit_state_after(gone, Outcome.WITHDRAWN, CircuitState.ACTIVE) \
+        is CircuitState.ACTIVE
+
+
+SLOTS = {
+    Side.SINGAPORE: ApprovalSlot(Side.SINGAPORE, ApprovalState.PENDING, ""),
+    Side.CHONGQING: ApprovalSlot(Side.CHONGQING, ApprovalState.PENDING, ""),
+}
+SG_OPS = Approver("olga@sg", "sg", Side.SINGAPORE)
+
+
+def decide(approver: Approver = SG_OPS, slots: dict[Side, ApprovalSlot] = SLOTS,
+           plan: str | None = "abc", shown: str = "abc", requested_by: str = "alice@acme",
+           state: OrderState = OrderState.PENDING_APPROVAL, error: str | None = None) -> bool:
+    return decide_approval(state, "o", requested_by, approver, slots, plan, error, shown)
+
+
+def test_approval_needs_the_current_payload_hash() -> None:
+    assert decide() is False
+    with pytest.raises(FailedPrecondition, match="not rendered yet"):
+        decide(plan=None)
+    with pytest.raises(FailedPrecondition, match="current sha256 abc"):
+        decide(shown="old")
+    with pytest.raises(FailedPrecondition, match="could not be rendered"):
+        decide(error="unknown router")
+
+
+def test_second_approval_completes_and_four_eyes_and_own_telco_hold() -> None:
+    slots = {**SLOTS, Side.CHONGQING: ApprovalSlot(Side.CHONGQING, ApprovalState.APPROVED, "z")}
+    assert decide(slots=slots) is True
+    with pytest.raises(PermissionDenied, match="four-eyes"):
+        decide(requested_by="olga@sg")
+    with pytest.raises(PermissionDenied, match="runs no side"):
+        decide(approver=Approver("x@y", "zz", None))
+    twice = {**SLOTS, Side.SINGAPORE: ApprovalSlot(Side.SINGAPORE, ApprovalState.APPROVED, "a")}
+    with pytest.raises(FailedPrecondition, match="already approved"):
+        decide(slots=twice)
+    with pytest.raises(FailedPrecondition, match="not PENDING_APPROVAL"):
+        decide(state=OrderState.REJECTED)
+
+
+def test_a_new_plan_supersedes_approvals_of_other_hashes() -> None:
+    slots = {
+        Side.SINGAPORE: ApprovalSlot(Side.SINGAPORE, ApprovalState.APPROVED, "a1"),
+        Side.CHONGQING: ApprovalSlot(Side.CHONGQING, ApprovalState.APPROVED, "z1"),
+    }
+    assert superseded_by_plan(slots, {Side.SINGAPORE: "a1", Side.CHONGQING: "z2"}) == [
+        Side.CHONGQING
+    ]
