@@ -1,8 +1,7 @@
 """Acceptance tests of the event bus against a real broker and real databases.
 
-Run with ``-p tests.fixtures.kafka``. The events are ``google.protobuf`` well-known types
-until the project's contracts land: to use a real ``idc.events.v1`` message, change
-``EVENT_CLASS``, ``make_event`` and ``event_text`` only.
+Run with ``-p tests.fixtures.kafka``. The event is ``idc.events.v1.OrderApproved``; another
+message class works by changing ``EVENT_CLASS``, ``make_event`` and ``event_text`` only.
 """
 
 from __future__ import annotations
@@ -43,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
+from idc.events.v1.order_pb2 import OrderApproved
 from services.common.config import KafkaSettings
 from services.common.db import transaction
 from services.common.events import outbox
@@ -69,18 +69,19 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 20.0
 
-# --- the event used by these tests (swap in an idc.events.v1 message here) -------------
+# --- the event used by these tests: a real contract message ------------------------------
 
-EVENT_CLASS: type[Message] = wrappers_pb2.StringValue
+EVENT_CLASS: type[Message] = OrderApproved
 
 
 def make_event(text: str) -> Message:
-    return wrappers_pb2.StringValue(value=text)
+    # The order id carries the test's marker text; the event id is filled in by the outbox.
+    return OrderApproved(order_id=text)
 
 
 def event_text(event: Message) -> str:
-    assert isinstance(event, wrappers_pb2.StringValue)
-    return event.value
+    assert isinstance(event, OrderApproved)
+    return event.order_id
 
 
 REGISTRY = EventRegistry([EVENT_CLASS])
@@ -108,10 +109,12 @@ class Recorder:
 
     fail_with: dict[str, Callable[[], BaseException]] = field(default_factory=dict)
     calls: list[tuple[str, Envelope]] = field(default_factory=list)
+    events: list[Message] = field(default_factory=list)
 
     def __call__(self, session: Session, event: Message, envelope: Envelope) -> None:
         text = event_text(event)
         self.calls.append((text, envelope))
+        self.events.append(event)
         span_context = trace.get_current_span().get_span_context()
         session.execute(
             insert(effects).values(
@@ -266,7 +269,9 @@ def test_outbox_event_reaches_consumer_with_its_trace(
     [(text, envelope)] = recorder.calls
     assert text == "approved"
     assert envelope.event_id == event_id
-    assert envelope.event_type == "google.protobuf.StringValue"
+    assert getattr(recorder.events[0], "event_id", event_id) == event_id  # header == payload
+    assert envelope.event_type == "idc.events.v1.OrderApproved"
+    assert envelope.schema_version == "1"
     assert envelope.key == b"circuit-a"
     assert envelope.traceparent is not None
     assert envelope.traceparent.startswith(f"00-{format_trace_id(producer_ctx.trace_id)}-")
@@ -518,7 +523,7 @@ def test_concurrent_relays_publish_each_row_once_in_key_order(
     assert len(records) == total  # no row was published twice
     per_key: dict[str, list[str]] = {}
     for record in records:
-        text = wrappers_pb2.StringValue.FromString(record.value).value
+        text = event_text(OrderApproved.FromString(record.value))
         per_key.setdefault(record.key.decode(), []).append(text)
     for key in keys:
         assert per_key[key] == sorted(per_key[key]), f"{key} out of order"

@@ -16,6 +16,7 @@ from google.protobuf import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import format_trace_id, get_current_span
 
+from idc.events.v1.order_pb2 import OrderApproved
 from services.common.events.envelope import (
     HEADER_EVENT_ID,
     HEADER_EVENT_TYPE,
@@ -148,3 +149,22 @@ def test_registry_refuses_a_second_class_for_one_type() -> None:
         reg.register(impostor)
     assert "google.protobuf.StringValue" in reg
     assert reg.event_types() == ["google.protobuf.StringValue", "google.protobuf.Struct"]
+
+
+def test_event_id_comes_from_and_goes_into_the_payload() -> None:
+    own = OrderApproved(event_id="11111111-2222-3333-4444-555555555555", order_id="o-1")
+    encoded = encode_event(own, "c-1", trace_headers={})
+    assert encoded.event_id == own.event_id
+
+    blank = OrderApproved(order_id="o-2")
+    encoded = encode_event(blank, "c-1", trace_headers={})
+    assert OrderApproved.FromString(encoded.payload).event_id == encoded.event_id
+    assert blank.event_id == ""  # the caller's message is not modified
+
+    with pytest.raises(ValueError, match="differs"):
+        encode_event(own, "c-1", event_id=str(uuid.uuid4()), trace_headers={})
+
+
+def test_idc_event_schema_version_and_type() -> None:
+    assert event_type_of(OrderApproved) == "idc.events.v1.OrderApproved"
+    assert schema_version_of(OrderApproved) == "1"

@@ -31,6 +31,8 @@ HEADER_TRACEPARENT = "traceparent"
 REQUIRED_HEADERS = (HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION)
 
 DEFAULT_SCHEMA_VERSION = "1"
+# Contract convention (idc.events.v1): a payload's own event id, equal to the header.
+EVENT_ID_FIELD = "event_id"
 
 M = TypeVar("M", bound=type[Message])
 
@@ -168,8 +170,13 @@ def encode_event(
     schema_version: str | None = None,
     trace_headers: Mapping[str, str] | None = None,
 ) -> EncodedEvent:
-    """Serialize ``message`` with its headers; trace headers default to the current context."""
-    eid = event_id or str(uuid.uuid4())
+    """Serialize ``message`` with its headers; trace headers default to the current context.
+
+    The event id is, in order: ``event_id``, the message's own ``event_id`` field, a new
+    UUID. A message with an empty ``event_id`` field is sent with it filled in (on a copy),
+    so the header and the payload always agree.
+    """
+    eid, message = _with_event_id(message, event_id)
     etype = event_type_of(message)
     version = schema_version or schema_version_of(message)
     trace = capture_trace_headers() if trace_headers is None else dict(trace_headers)
@@ -181,6 +188,22 @@ def encode_event(
         payload=message.SerializeToString(),
         headers=build_headers(eid, etype, version, trace),
     )
+
+
+def _with_event_id(message: Message, event_id: str | None) -> tuple[str, Message]:
+    field_ = message.DESCRIPTOR.fields_by_name.get(EVENT_ID_FIELD)
+    if field_ is None or field_.type != field_.TYPE_STRING:
+        return event_id or str(uuid.uuid4()), message
+    own = str(getattr(message, EVENT_ID_FIELD))
+    if own and event_id and own != event_id:
+        raise ValueError(f"event_id {event_id!r} differs from the message's {own!r}")
+    eid = own or event_id or str(uuid.uuid4())
+    if not own:
+        filled = type(message)()
+        filled.CopyFrom(message)
+        setattr(filled, EVENT_ID_FIELD, eid)
+        message = filled
+    return eid, message
 
 
 @dataclass(frozen=True)
