@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.common import db
 from services.common.auth import SqlTokenStore
 from services.common.config import ConfigError, ServiceSettings
+from services.common.events import OutboxRelay
+from services.common.events.topics import ALL_TOPICS, ensure_topics
 from services.common.grpc_server import GrpcApp, Worker
 from services.common.logs import configure_logging
 from services.common.telemetry import Telemetry, configure_telemetry
@@ -50,6 +53,21 @@ def broker_reachable(bootstrap: str, timeout_s: float = 1.0) -> bool:
     return False
 
 
+def create_topics(settings: ServiceSettings) -> None:
+    """Create the project's topics and their dead-letter topics if they are missing.
+
+    Where topics are managed elsewhere (Strimzi KafkaTopic resources) this finds them all
+    present. A broker that is down now is not fatal: the health status shows it.
+    """
+    kafka = settings.kafka
+    try:
+        ensure_topics(
+            kafka.bootstrap, ALL_TOPICS, kafka.topic_partitions, kafka.replication_factor
+        )
+    except Exception as error:
+        log.warning("could not check the topics on %s: %s", kafka.bootstrap, error)
+
+
 def bootstrap(name: str, default_port: int, migrations_dir: Path) -> ServiceRuntime:
     settings = ServiceSettings.from_env(name, default_port)
     if not settings.kafka.bootstrap:
@@ -60,6 +78,7 @@ def bootstrap(name: str, default_port: int, migrations_dir: Path) -> ServiceRunt
     configure_logging(name, settings.log_level, settings.log_format)
     telemetry = configure_telemetry(name)
     db.migrate(settings.database_url, migrations_dir)
+    create_topics(settings)
     engine = db.make_engine(settings.database_url)
     factory = db.make_session_factory(engine)
     return ServiceRuntime(
@@ -71,11 +90,32 @@ def bootstrap(name: str, default_port: int, migrations_dir: Path) -> ServiceRunt
     )
 
 
+class OutboxRelayWorker(Worker):
+    """Publishes the service's own outbox; every service runs one."""
+
+    name = "outbox-relay"
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self._relay = OutboxRelay(
+            runtime.session_factory,
+            runtime.settings.kafka,
+            poll_interval_s=runtime.settings.relay_poll_interval_s,
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        self._relay.run(stop)
+
+    def close(self) -> None:
+        self._relay.close()
+
+
 def build_app(
     runtime: ServiceRuntime,
     register: Callable[[grpc.Server], Sequence[str]],
     workers: Sequence[Worker] = (),
 ) -> GrpcApp:
+    """The service's gRPC app with health checks on its database and broker, its outbox
+    relay and its own ``workers``."""
     settings = runtime.settings
     return GrpcApp(
         settings=settings,
@@ -85,7 +125,7 @@ def build_app(
             "database": lambda: db.ping(runtime.engine),
             "broker": lambda: broker_reachable(settings.kafka.bootstrap),
         },
-        workers=list(workers),
+        workers=[OutboxRelayWorker(runtime), *workers],
         on_stop=[runtime.engine.dispose, runtime.telemetry.shutdown],
     )
 

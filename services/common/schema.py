@@ -9,6 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from services.common.events.tables import create_event_tables, drop_event_tables
+
 
 def create_common_tables(op: Any) -> None:
     op.create_table(
@@ -21,7 +23,9 @@ def create_common_tables(op: Any) -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True)),
     )
+    create_event_tables(op)
 
 
 def drop_common_tables(op: Any) -> None:
+    drop_event_tables(op)
     op.drop_table("api_tokens")
