@@ -1,0 +1,79 @@
+"""Wiring of the meter process: its database, the circuit-event consumer, the poller, the
+outbox relay and health (``python -m services.billing.meter``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import grpc
+
+from services.billing.meter.config import DEFAULT_PORT, MeterSettings, load_routers
+from services.billing.meter.service import (
+    CIRCUIT_EVENT_REGISTRY,
+    CircuitEventHandler,
+    CircuitEventWorker,
+    Meter,
+    MeterWorker,
+)
+from services.billing.meter.source import NetconfCounterSource, RouterAccess
+from services.billing.meter.store import MeterStore
+from services.common.config import ConfigError
+from services.common.events import EventConsumer
+from services.common.events.topics import (
+    CIRCUIT_EVENTS,
+    USAGE_SAMPLES,
+    ensure_topics,
+    with_dead_letters,
+)
+from services.common.grpc_server import GrpcApp
+from services.common.runtime import ServiceRuntime, build_app, run_service
+
+NAME = "meter"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def register_servicers(_server: grpc.Server) -> Sequence[str]:
+    # The meter has no API of its own: it serves health and reflection only.
+    return []
+
+
+def make_app(
+    runtime: ServiceRuntime, settings: MeterSettings, routers: Mapping[str, RouterAccess]
+) -> GrpcApp:
+    kafka = runtime.settings.kafka
+    ensure_topics(
+        kafka.bootstrap,
+        with_dead_letters([CIRCUIT_EVENTS, USAGE_SAMPLES]),
+        kafka.topic_partitions,
+        kafka.replication_factor,
+    )
+    store = MeterStore()
+    source = NetconfCounterSource(routers)
+    consumer = EventConsumer(
+        [CIRCUIT_EVENTS],
+        settings.consumer_group,
+        CircuitEventHandler(store, settings.side),
+        runtime.session_factory,
+        kafka,
+        registry=CIRCUIT_EVENT_REGISTRY,
+    )
+    meter = Meter(runtime.session_factory, source, settings.interval_s, store=store)
+    return build_app(
+        runtime,
+        register_servicers,
+        workers=[CircuitEventWorker(consumer), MeterWorker(meter, source, settings.interval_s)],
+    )
+
+
+def main() -> int:
+    try:
+        settings = MeterSettings.from_env()
+        routers = load_routers(settings.routers_file)
+    except ConfigError as error:
+        print(f"{NAME}: configuration error: {error}", file=sys.stderr)
+        return 2
+    return run_service(
+        NAME, DEFAULT_PORT, MIGRATIONS, lambda runtime: make_app(runtime, settings, routers)
+    )
