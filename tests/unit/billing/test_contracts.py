@@ -1,0 +1,47 @@
+"""Lifecycle changes -> dated segments, whatever order the events arrived in."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from services.billing.domain.contracts import (
+    ChangeKind,
+    ContractChange,
+    PriceTerms,
+    build_segments,
+)
+
+PRICE = PriceTerms("SGD", Decimal("100"), Decimal("10"), Decimal("1"), 12)
+
+
+def at(day: int) -> datetime:
+    return datetime(2025, 3, day, tzinfo=UTC)
+
+
+def change(kind: ChangeKind, day: int, mbps: int) -> ContractChange:
+    return ContractChange("c", "t", kind, at(day), mbps, PRICE, f"e{day}")
+
+
+def test_activation_changes_and_disconnect_split_segments() -> None:
+    segments = build_segments(
+        [
+            change(ChangeKind.DISCONNECTED, 25, 300),
+            change(ChangeKind.MODIFIED, 20, 300),
+            change(ChangeKind.ACTIVATED, 5, 100),
+            change(ChangeKind.MODIFIED, 10, 200),
+        ]
+    )
+    assert [(s.start, s.end, s.bandwidth_mbps, s.activation) for s in segments] == [
+        (at(5), at(10), 100, True),
+        (at(10), at(20), 200, False),
+        (at(20), at(25), 300, False),
+    ]
+
+
+def test_open_segment_has_no_end() -> None:
+    (segment,) = build_segments([change(ChangeKind.ACTIVATED, 5, 100)])
+    assert segment.end is None
+    assert segment.overlaps(at(30), datetime(2025, 4, 30, tzinfo=UTC))
+
+
+def test_disconnect_without_activation_opens_nothing() -> None:
+    assert build_segments([change(ChangeKind.DISCONNECTED, 5, 100)]) == []

@@ -1,0 +1,55 @@
+"""The billing entities file: parsed strictly, with a default entity for unknown tenants."""
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from services.billing.domain.entities import parse_directory
+from services.common.errors import InvalidArgument, NotFound
+
+DATA = Path(__file__).parents[3] / "services" / "billing" / "data" / "billing_entities.toml"
+
+
+def test_shipped_file_parses() -> None:
+    directory = parse_directory(DATA.read_text())
+    sg = directory.entity("sg-telco")
+    assert (sg.tax_rate, str(sg.time_zone)) == (Decimal("0.09"), "Asia/Singapore")
+    assert directory.entity("cq-telco").tax_rate == Decimal("0.06")
+    yangtze = directory.customer("yangtze-cq")
+    assert (yangtze.entity.id, yangtze.currency, str(yangtze.time_zone)) == (
+        "cq-telco", "CNY", "Asia/Shanghai"
+    )
+    assert str(directory.customer("acme-us").time_zone) == "America/Los_Angeles"
+
+
+def test_unknown_tenant_gets_the_default_entity() -> None:
+    customer = parse_directory(DATA.read_text()).customer("new-tenant")
+    assert (customer.entity.id, customer.legal_name, customer.currency) == (
+        "sg-telco", "new-tenant", None
+    )
+    assert not customer.configured
+
+
+def test_unknown_entity_is_not_found() -> None:
+    with pytest.raises(NotFound, match="'nope' does not exist"):
+        parse_directory(DATA.read_text()).entity("nope")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('default_entity = "x"\n[entities.x]\nlegal_name = "X"\ntax_rate = 0.09\n'
+         'time_zone = "UTC"\ninvoice_prefix = "X"', "tax_rate must be a non-empty string"),
+        ('default_entity = "x"\n[entities.x]\nlegal_name = "X"\ntax_rate = "0.09"\n'
+         'time_zone = "Mars/Base"\ninvoice_prefix = "X"', "not an IANA time zone"),
+        ('default_entity = "y"\n[entities.x]\nlegal_name = "X"\ntax_rate = "0.09"\n'
+         'time_zone = "UTC"\ninvoice_prefix = "X"', "default_entity 'y' is not an entity"),
+        ('default_entity = "x"\n[entities.x]\nlegal_name = "X"\ntax_rate = "0.09"\n'
+         'time_zone = "UTC"\ninvoice_prefix = "X"\n[customers.c]\nentity = "x"\n'
+         'legal_name = "C"\ncurrency = "EUR"', "'EUR' is not a billing currency"),
+    ],
+)
+def test_bad_files_are_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        parse_directory(text)
