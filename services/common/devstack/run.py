@@ -56,7 +56,7 @@ def banner(stack: Devstack, services: list[ServiceProcess], var_dir: Path) -> st
     lines += [
         "",
         f"  peers and keys: {var_dir / 'devstack.json'}",
-        "  try: grpcurl -plaintext 127.0.0.1:50051 list",
+        "  each server offers reflection: grpcurl -plaintext 127.0.0.1:50051 list",
         "",
         "Ctrl-C stops everything.",
         "",
@@ -66,6 +66,7 @@ def banner(stack: Devstack, services: list[ServiceProcess], var_dir: Path) -> st
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     var_dir = Path(os.environ.get("IDC_VAR_DIR", REPO_ROOT / "var")).resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     stop_requested = threading.Event()
