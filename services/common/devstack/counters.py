@@ -1,0 +1,303 @@
+"""A NETCONF agent that serves real, moving interface counters, for the meter.
+
+The devstack's edge routers (``netconf.py``) store configuration only; nothing counts
+traffic there. This module starts one more yuma123 ``netconfd`` (behind its own ``sshd``)
+loaded with Debian's ``netconfd-module-ietf-interfaces``, whose server instrumentation
+serves the kernel's interface counters (``/proc/net/dev``) as
+``/interfaces-state/interface/statistics``. Two things make it work here:
+
+* the module runs a helper ``get-interface-ipv4 <ifname>`` for every interface and asserts
+  that it exits 0 (its output, if any, is ietf-ip ``<ipv4>`` state XML). Debian does not
+  ship it, so netconfd aborts at start; we write a small one (below) and put it first on
+  the agent's PATH;
+* each metered router interface is a Linux veth pair: the *router end* is what the agent
+  lists (its in-octets are what the customer sent, its out-octets what the router sent to
+  the customer), the *customer end* is where a test injects frames with an ``AF_PACKET``
+  socket. IPv6 is switched off on both ends first, so the kernel's own neighbour discovery
+  does not move the counters.
+
+The module refreshes its copy of the counters once a second (a periodic 1 s timer in the
+agent), so a reading shows the kernel counters as of up to :data:`AGENT_REFRESH_S` ago,
+as routers' statistics caches do.
+
+Kernel interface names cannot contain "/" and have at most 15 characters, so a router
+interface such as ``xe-0/0/1.100`` gets a short derived name (``ic<8 hex>r`` / ``...c``);
+:meth:`CounterAgent.router_access` hands the meter that mapping in its router
+configuration (``[routers.NAME.interfaces]``), so production code keeps asking for
+``xe-0/0/1.100``. Needs root (veths, raw sockets); dummy and VLAN interfaces are not
+available on this kind of machine, which is why veths are used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import os
+import socket
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from services.billing.meter.source import RouterAccess
+from services.common.devstack.netconf import (
+    NETCONF_PACKAGES,
+    Router,
+    _current_user,
+    _keygen,
+    _sshd_config,
+    _wait_for_unix_socket,
+)
+from services.common.devstack.packages import ensure_debian_packages
+from services.common.devstack.process import DevstackError, free_port, spawn, stop, wait_for_port
+
+__all__ = ["AGENT_REFRESH_S", "CounterAgent", "MeteredPort", "start_counter_agent"]
+
+SIL_PACKAGE = "netconfd-module-ietf-interfaces"
+_SIL_GLOB = "/usr/lib/*/yuma/libietf-interfaces.so"
+_HOST = "127.0.0.1"
+#: How often the agent refreshes the counters it serves.
+AGENT_REFRESH_S = 1.0
+_ETHERTYPE_EXPERIMENTAL = b"\x88\xb5"  # IEEE 802 local experimental: no stack handles it
+
+# The helper netconfd-module-ietf-interfaces runs as `get-interface-ipv4 IFNAME`: it must
+# exit 0; what it prints (nothing, or an ietf-ip <ipv4> element) becomes the interface's
+# ipv4 state.
+GET_INTERFACE_IPV4 = r"""#!/bin/sh
+# Written by services/common/devstack/counters.py (Debian's package lacks this helper).
+ip -4 -o addr show dev "$1" 2>/dev/null | awk '
+  { split($4, a, "/")
+    body = body "<address><ip>" a[1] "</ip><prefix-length>" a[2] "</prefix-length></address>" }
+  END { if (body != "")
+          print "<ipv4 xmlns=\"urn:ietf:params:xml:ns:yang:ietf-ip\">" body "</ipv4>" }'
+exit 0
+"""
+
+
+def _sil_installed() -> bool:
+    return bool(glob.glob(_SIL_GLOB))
+
+
+def ensure_counter_packages() -> None:
+    """Install netconfd, sshd and the ietf-interfaces server module if missing."""
+    ensure_debian_packages(NETCONF_PACKAGES)
+    if _sil_installed():
+        return
+    # ensure_debian_packages counts a package as present by an *executable* file and this
+    # one ships only a shared library, so its "still missing" complaint after installing is
+    # expected: the library itself is checked below.
+    with contextlib.suppress(DevstackError):
+        ensure_debian_packages({SIL_PACKAGE: _SIL_GLOB})
+    if not _sil_installed():
+        raise DevstackError(
+            f"{SIL_PACKAGE} is not installed ({_SIL_GLOB} missing); as root run: "
+            f"apt-get update && apt-get install -y {SIL_PACKAGE}"
+        )
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, check=False)
+    if done.returncode != 0:
+        raise DevstackError(
+            f"ip {' '.join(args)} failed: {done.stderr.decode(errors='replace').strip()}"
+        )
+
+
+def _kernel_names(seed: str, interface_name: str) -> tuple[str, str]:
+    digest = hashlib.sha1(f"{seed}:{interface_name}".encode()).hexdigest()[:8]
+    return f"ic{digest}r", f"ic{digest}c"
+
+
+@dataclass(frozen=True)
+class MeteredPort:
+    """One router interface backed by a veth pair."""
+
+    interface_name: str
+    router_end: str
+    customer_end: str
+
+    def send_from_customer(self, frame_count: int, frame_bytes: int) -> int:
+        """Frames into the router (its in-octets); returns the octets the kernel counts."""
+        return _send(self.customer_end, self.router_end, frame_count, frame_bytes)
+
+    def send_to_customer(self, frame_count: int, frame_bytes: int) -> int:
+        """Frames out of the router (its out-octets); returns the octets counted."""
+        return _send(self.router_end, self.customer_end, frame_count, frame_bytes)
+
+
+def _mac(ifname: str) -> bytes:
+    return bytes.fromhex(
+        Path(f"/sys/class/net/{ifname}/address").read_text().strip().replace(":", "")
+    )
+
+
+def _send(source: str, destination: str, frame_count: int, frame_bytes: int) -> int:
+    """Send Ethernet frames of exactly ``frame_bytes`` (header included, no FCS: what a veth
+    counts) from ``source``; returns ``frame_count * frame_bytes``."""
+    if not 60 <= frame_bytes <= 1514:
+        raise ValueError("frame_bytes must be 60..1514 (an Ethernet frame without FCS)")
+    header = _mac(destination) + _mac(source) + _ETHERTYPE_EXPERIMENTAL
+    frame = header + bytes(frame_bytes - len(header))
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
+        raw.bind((source, 0))
+        for _ in range(frame_count):
+            raw.send(frame)
+    return frame_count * frame_bytes
+
+
+class CounterAgent:
+    """The running agent (as a :class:`Router`) and its veth-backed ports."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.router: Router | None = None
+        self.ports: dict[str, MeteredPort] = {}
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def port(self, interface_name: str) -> MeteredPort:
+        return self.ports[interface_name]
+
+    def router_access(self, router_name: str) -> RouterAccess:
+        """How the meter reaches this agent as router ``router_name``, with the mapping of
+        router interface names to the veths."""
+        if self.router is None:
+            raise DevstackError("the counter agent is not running")
+        return RouterAccess(
+            name=router_name,
+            host=self.router.host,
+            port=self.router.port,
+            username=self.router.username,
+            key_file=self.router.key_path,
+            known_hosts_file=self.router.known_hosts_path,
+            interface_names={p.interface_name: p.router_end for p in self.ports.values()},
+        )
+
+    def close(self) -> None:
+        """Stop sshd and netconfd, delete the veths (a pair goes with either end)."""
+        procs, self._procs = self._procs, []
+        for proc in reversed(procs):
+            stop(proc)
+        ports, self.ports = self.ports, {}
+        for port in ports.values():
+            with contextlib.suppress(DevstackError):
+                _ip("link", "del", port.router_end)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _add_veth(agent: CounterAgent, interface_name: str) -> None:
+    router_end, customer_end = _kernel_names(str(agent.workdir), interface_name)
+    with contextlib.suppress(DevstackError):
+        _ip("link", "del", router_end)  # left over from a killed run with the same workdir
+    _ip("link", "add", router_end, "type", "veth", "peer", "name", customer_end)
+    agent.ports[interface_name] = MeteredPort(interface_name, router_end, customer_end)
+    for end in (router_end, customer_end):
+        Path(f"/proc/sys/net/ipv6/conf/{end}/disable_ipv6").write_text("1\n")
+        _ip("link", "set", end, "up")
+
+
+def start_counter_agent(
+    workdir: str | os.PathLike[str],
+    interface_names: Sequence[str],
+    *,
+    timeout: float = 30.0,
+) -> CounterAgent:
+    """Start the counter-serving agent with one veth-backed port per ``interface_names``
+    entry (router interface names such as ``xe-0/0/1.100``). Needs root."""
+    if os.geteuid() != 0:
+        raise DevstackError("the counter agent needs root (veth pairs and raw sockets)")
+    ensure_counter_packages()
+    work = Path(workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    agent = CounterAgent(work)
+    try:
+        for name in interface_names:
+            _add_veth(agent, name)
+        bin_dir = work / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        helper = bin_dir / "get-interface-ipv4"
+        helper.write_text(GET_INTERFACE_IPV4)
+        helper.chmod(0o755)
+
+        username = _current_user()
+        host_key = work / "ssh_host_ed25519_key"
+        client_key = work / "client_ed25519"
+        _keygen(host_key, "idc-counter-agent-host")
+        _keygen(client_key, "idc-counter-agent-client")
+        port = free_port(_HOST)
+        home = work / "agent"
+        home.mkdir(exist_ok=True)
+        sock = home / "netconfd.sock"
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        log = home / "netconfd.log"
+        env = {**os.environ, "HOME": str(home), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+        netconfd = spawn(
+            [
+                "/usr/sbin/netconfd",
+                "--module=ietf-interfaces",
+                f"--ncxserver-sockname={sock}",
+                f"--port={port}",
+                "--no-startup",
+                f"--superuser={username}",
+                f"--log={log}",
+            ],
+            env=env,
+            cwd=home,
+            log_path=home / "stdout.log",
+        )
+        agent._procs.append(netconfd)
+        _wait_for_unix_socket(sock, timeout, "netconfd (counter agent)", netconfd, log)
+
+        config = work / "sshd_config"
+        config.write_text(
+            _sshd_config(
+                work,
+                host_key,
+                client_key.with_name(client_key.name + ".pub"),
+                username,
+                [(port, sock)],
+            )
+        )
+        Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+        sshd_log = work / "sshd.log"
+        sshd = spawn(
+            ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(sshd_log)],
+            cwd=work,
+            log_path=work / "sshd.stdout.log",
+        )
+        agent._procs.append(sshd)
+        wait_for_port(
+            _HOST, port, timeout, name="sshd (counter agent)", proc=sshd, log_path=sshd_log
+        )
+        host_pub = host_key.with_name(host_key.name + ".pub").read_text().split()
+        known_hosts = work / "known_hosts"
+        known_hosts.write_text(f"[{_HOST}]:{port} {host_pub[0]} {host_pub[1]}\n")
+        agent.router = Router(
+            name="counter-agent",
+            telco="",
+            platform="ietf-interfaces",
+            host=_HOST,
+            port=port,
+            username=username,
+            key_path=client_key,
+            known_hosts_path=known_hosts,
+            log_path=log,
+            socket_path=sock,
+        )
+    except BaseException:
+        agent.close()
+        raise
+    return agent
