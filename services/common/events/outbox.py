@@ -49,5 +49,5 @@ def add(
     session.add(row)
     # Flush now so the id (publish order) is taken inside the caller's transaction and a
     # duplicate event id fails here rather than at a distant commit.
-    session.flush([row])
+    session.flush()
     return row

@@ -161,7 +161,7 @@ class OutboxRelay:
                     OutboxRow.id.not_in(ids),
                 )
                 .group_by(OutboxRow.key)
-            ).tuples()
+            )
             if key is not None
         }
         kept = [
