@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -141,28 +142,36 @@ class ServiceInterceptor(_ServerInterceptor):
             raise errors.Unauthenticated("the bearer token is unknown or revoked")
         return principal
 
+    @contextmanager
+    def _rpc_scope(
+        self, method: str, metadata: dict[str, Any], context: grpc.ServicerContext
+    ) -> Iterator[None]:
+        """Span, principal and error mapping around one call, unary or streaming."""
+        parent = propagate.extract(metadata)
+        with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER):
+            try:
+                principal_token = bind_principal(self._authenticate(metadata))
+                try:
+                    yield
+                finally:
+                    reset_principal(principal_token)
+            except errors.DomainError as error:
+                context.abort_with_status(rpc_status.to_status(status_for(error)))
+            except NotImplementedError:
+                context.abort_with_status(rpc_status.to_status(_unimplemented(method)))
+            except Exception as error:
+                if _is_abort(error, context):
+                    raise
+                log.exception("unhandled error in %s", method)
+                context.abort_with_status(rpc_status.to_status(_internal_status()))
+
     def _unary(
         self, behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str,
         metadata: dict[str, Any],
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            parent = propagate.extract(metadata)
-            with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER):
-                try:
-                    principal_token = bind_principal(self._authenticate(metadata))
-                    try:
-                        return behaviour(request, context)
-                    finally:
-                        reset_principal(principal_token)
-                except errors.DomainError as error:
-                    context.abort_with_status(rpc_status.to_status(status_for(error)))
-                except NotImplementedError:
-                    context.abort_with_status(rpc_status.to_status(_unimplemented(method)))
-                except Exception as error:
-                    if _is_abort(error, context):
-                        raise
-                    log.exception("unhandled error in %s", method)
-                    context.abort_with_status(rpc_status.to_status(_internal_status()))
+            with self._rpc_scope(method, metadata, context):
+                return behaviour(request, context)
 
         return handle
 
@@ -171,23 +180,8 @@ class ServiceInterceptor(_ServerInterceptor):
         metadata: dict[str, Any],
     ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            parent = propagate.extract(metadata)
-            with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER):
-                try:
-                    principal_token = bind_principal(self._authenticate(metadata))
-                    try:
-                        yield from behaviour(request, context)
-                    finally:
-                        reset_principal(principal_token)
-                except errors.DomainError as error:
-                    context.abort_with_status(rpc_status.to_status(status_for(error)))
-                except NotImplementedError:
-                    context.abort_with_status(rpc_status.to_status(_unimplemented(method)))
-                except Exception as error:
-                    if _is_abort(error, context):
-                        raise
-                    log.exception("unhandled error in %s", method)
-                    context.abort_with_status(rpc_status.to_status(_internal_status()))
+            with self._rpc_scope(method, metadata, context):
+                yield from behaviour(request, context)
 
         return handle
 
