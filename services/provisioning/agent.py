@@ -1,0 +1,760 @@
+"""Per-telco router agent: turns saga commands into NETCONF transactions on its routers.
+
+What happens on a router, in one place:
+
+* Commands arrive on the telco's command topic; the consumer only queues them in
+  ``agent_commands`` (in the inbox transaction, so a redelivery queues nothing twice).
+* One worker thread per router drains its queue, so operations on a router are serialised
+  and routers work in parallel. A router has at most one pending confirmed commit (the
+  agent refuses another lock while one is pending), so every PREPARE queued at that moment
+  goes into one **batch**: lock the candidate, edit-config each circuit's payload (a
+  refused payload fails that circuit only), one confirmed commit with a persist id and a
+  timeout, lock kept until the batch is resolved.
+* CONFIRM of any member commits the batch (confirming commit with the persist id), after
+  editing the inverse of members already rolled back into the candidate. Members still
+  undecided are then committed; a later ROLLBACK of one of them applies its inverse in a
+  transaction of its own.
+* ROLLBACK of the last undecided member of an open batch cancels the confirmed commit
+  (cancel-commit with the persist id); earlier ROLLBACKs edit the member's inverse into the
+  candidate and are answered when the batch resolves.
+* A batch nobody resolves is cancelled by the agent just before its timeout (the router
+  would revert by itself); so is every batch found open when the agent starts.
+* After every step the running configuration is read back and compared with what the step
+  meant to leave there; a difference is a VERIFICATION_FAILED reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idc.events.v1 import provisioning_pb2
+from idc.provisioning.v1 import provisioning_service_pb2 as ops_pb2
+from services.common.errors import InvalidArgument
+from services.common.events import Envelope, outbox
+from services.provisioning.circuits import Operation, circuit_end
+from services.provisioning.faults import FaultKind, RouterFailure, RouterFault
+from services.provisioning.inventory import Device
+from services.provisioning.netconf import NetconfSession
+from services.provisioning.observe import differences, intended_leaves, running_subinterfaces
+from services.provisioning.rendering import Renderer
+from services.provisioning.tables import AgentBatch, AgentCommand, LogEntry, utcnow
+
+log = logging.getLogger(__name__)
+
+PREPARE = provisioning_pb2.PROVISIONING_ACTION_PREPARE
+CONFIRM = provisioning_pb2.PROVISIONING_ACTION_CONFIRM
+ROLLBACK = provisioning_pb2.PROVISIONING_ACTION_ROLLBACK
+STEP_OF_ACTION = {
+    PREPARE: ops_pb2.PROVISIONING_STEP_PREPARE,
+    CONFIRM: ops_pb2.PROVISIONING_STEP_CONFIRM,
+    ROLLBACK: ops_pb2.PROVISIONING_STEP_ROLLBACK,
+}
+DEFAULT_CONFIRM_TIMEOUT_S = 120
+MAX_BATCH = 200
+# Cancel an unresolved batch this long before the router's own timeout would revert it.
+EXPIRY_MARGIN_S = 1.0
+
+# Member states in a batch.
+UNDECIDED = "undecided"  # prepared, no decision yet
+ROLLED_BACK_IN_CANDIDATE = "rollback-edited"  # inverse edited into the candidate
+COMMITTED = "committed"  # in running for good, no decision yet
+CONFIRMED = "confirmed"
+REVERTED = "reverted"  # not in running (cancelled, expired, or inverse applied)
+
+# Batch states.
+OPEN = "open"
+CLOSED = "closed"
+
+
+def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def trace_id_of(traceparent: str) -> str:
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) >= 3 else ""
+
+
+@dataclass
+class Job:
+    """A queued command, decoded."""
+
+    row_id: int
+    command: provisioning_pb2.ProvisioningCommand
+    traceparent: str
+
+
+@dataclass
+class Intent:
+    """What a PREPARE means on this router: the payload and how to undo it."""
+
+    job: Job
+    operation: Operation
+    payload: str
+    sha256: str
+    inverse: str
+    # Leaves the circuit must have in running after the step (None: absent), and before.
+    after: dict[str, str] | None
+    before: dict[str, str] | None
+    key: tuple[str, int]
+
+
+@dataclass
+class StepResult:
+    job: Job
+    success: bool
+    fault: RouterFault | None = None
+    persist_id: str = ""
+    sha256: str = ""
+    expire_at: datetime | None = None
+    duration_ms: int = 0
+    message: str = ""
+
+
+class CommandQueue:
+    """The consumer handler: queue each command for its router's worker."""
+
+    def __init__(self, telco: str, routers: Iterable[str], wake: Callable[[str], None]) -> None:
+        self._telco = telco
+        self._routers = set(routers)
+        self._wake = wake
+
+    def __call__(self, session: Session, event: Message, envelope: Envelope) -> None:
+        if not isinstance(event, provisioning_pb2.ProvisioningCommand):
+            return
+        router = event.target_router_name
+        if router not in self._routers or event.target_telco_id != self._telco:
+            raise InvalidArgument(
+                f"command {event.event_id} is for router {router!r} of telco "
+                f"{event.target_telco_id!r}, not one of this agent's ({self._telco})"
+            )
+        session.add(
+            AgentCommand(
+                event_id=envelope.event_id,
+                router_name=router,
+                circuit_id=event.circuit_id,
+                action=event.action,
+                command=event.SerializeToString(),
+                traceparent=envelope.traceparent or "",
+            )
+        )
+        self._wake(router)
+
+
+@dataclass
+class RouterWorker:
+    """Drains one router's command queue; the only user of that router's session."""
+
+    device: Device
+    session: NetconfSession
+    session_factory: sessionmaker[Session]
+    renderer: Renderer
+    replies_topic: str
+    poll_interval_s: float = 0.05
+    wake_event: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def name(self) -> str:
+        return f"agent:{self.device.name}"
+
+    # -- loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        self._cancel_open_batches()
+        while not stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:
+                log.exception("router worker %s failed; retrying", self.device.name)
+                worked = False
+                stop.wait(1.0)
+            if not worked:
+                self.wake_event.wait(self.poll_interval_s)
+                self.wake_event.clear()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def run_once(self) -> bool:
+        """Handle what is queued (and an expiring batch); True if anything was done."""
+        jobs = self._pending_jobs()
+        expired = self._cancel_expiring_batch()
+        if not jobs:
+            return expired
+        decisions = [j for j in jobs if j.command.action in (CONFIRM, ROLLBACK)]
+        for job in decisions:
+            if job.command.action == CONFIRM:
+                self._confirm(job)
+            else:
+                self._rollback(job)
+        if self._open_batch() is None:
+            prepares = self._batchable([j for j in jobs if j.command.action == PREPARE])
+            if prepares:
+                self._prepare(prepares)
+        elif not decisions:
+            return False
+        return True
+
+    # -- persistence --------------------------------------------------------------------
+
+    def _pending_jobs(self) -> list[Job]:
+        with self.session_factory() as db:
+            rows = db.scalars(
+                select(AgentCommand)
+                .where(AgentCommand.router_name == self.device.name, AgentCommand.done_at.is_(None))
+                .order_by(AgentCommand.id)
+                .limit(MAX_BATCH * 2)
+            ).all()
+        jobs = []
+        for row in rows:
+            command = provisioning_pb2.ProvisioningCommand()
+            command.ParseFromString(row.command)
+            jobs.append(Job(row.id, command, row.traceparent))
+        return jobs
+
+    def _open_batch(self) -> AgentBatch | None:
+        with self.session_factory() as db:
+            return db.scalars(
+                select(AgentBatch).where(
+                    AgentBatch.router_name == self.device.name, AgentBatch.state == OPEN
+                )
+            ).first()
+
+    def _find_member(self, command: provisioning_pb2.ProvisioningCommand) -> AgentBatch | None:
+        """The newest batch holding this saga's circuit on this router."""
+        with self.session_factory() as db:
+            query = select(AgentBatch).where(AgentBatch.router_name == self.device.name)
+            if command.persist_id:
+                query = query.where(AgentBatch.persist_id == command.persist_id)
+            for batch in db.scalars(query.order_by(AgentBatch.created_at.desc()).limit(50)):
+                member = batch.members.get(command.circuit_id)
+                if member and member["saga_id"] == command.saga_id:
+                    return batch
+        return None
+
+    def _save_batch(self, batch: AgentBatch, db: Session) -> None:
+        batch.updated_at = utcnow()
+        db.merge(batch)
+
+    def _finish(
+        self,
+        results: Sequence[StepResult],
+        batch: AgentBatch | None = None,
+        done_jobs: Sequence[Job] = (),
+    ) -> None:
+        """Store the batch, reply to and log each result, mark the jobs done: one transaction."""
+        now = utcnow()
+        with self.session_factory() as db, db.begin():
+            if batch is not None:
+                self._save_batch(batch, db)
+            ids = {r.job.row_id for r in results} | {j.row_id for j in done_jobs}
+            for row in db.scalars(select(AgentCommand).where(AgentCommand.id.in_(ids))):
+                row.done_at = now
+            for result in results:
+                self._reply(db, result, now)
+
+    def _reply(self, db: Session, result: StepResult, now: datetime) -> None:
+        command = result.job.command
+        reply = provisioning_pb2.ProvisioningReply(
+            occurred_at=timestamp(now),
+            command_event_id=command.event_id,
+            saga_id=command.saga_id,
+            circuit_id=command.circuit_id,
+            action=command.action,
+            operation=command.operation,
+            side=self.device.side.value,
+            telco_id=self.device.telco,
+            router_name=self.device.name,
+            success=result.success,
+            persist_id=result.persist_id,
+            payload_sha256=result.sha256,
+        )
+        if result.fault is not None:
+            reply.error.CopyFrom(result.fault.to_proto())
+        if result.expire_at is not None:
+            reply.confirm_expire_time.CopyFrom(timestamp(result.expire_at))
+        row = outbox.add(db, self.replies_topic, command.circuit_id, reply)
+        reply.event_id = row.event_id
+        db.add(
+            LogEntry(
+                time=now,
+                saga_id=command.saga_id,
+                order_id=command.order_id,
+                circuit_id=command.circuit_id,
+                operation=command.operation,
+                step=STEP_OF_ACTION.get(command.action, 0),
+                router_name=self.device.name,
+                side=self.device.side.value,
+                outcome=ops_pb2.PROVISIONING_OUTCOME_SUCCEEDED
+                if result.success
+                else ops_pb2.PROVISIONING_OUTCOME_FAILED,
+                duration_ms=result.duration_ms,
+                persist_id=result.persist_id or command.persist_id,
+                payload_sha256=result.sha256,
+                trace_id=trace_id_of(result.job.traceparent),
+                error=result.fault.to_proto().SerializeToString() if result.fault else b"",
+                message=result.message,
+            )
+        )
+
+    # -- intents ------------------------------------------------------------------------
+
+    def _intent(self, job: Job) -> Intent:
+        """Render the command's payload and its inverse; raises RouterFailure."""
+        command = job.command
+        operation = Operation.from_proto(command.operation)
+        side = self.device.side
+        try:
+            end = circuit_end(command.circuit, side)
+            previous = (
+                circuit_end(command.previous_circuit, side)
+                if operation is Operation.MODIFY
+                else None
+            )
+        except InvalidArgument as exc:
+            raise RouterFailure(self._fault(FaultKind.INTERNAL, exc.message)) from exc
+        if end.router_name != self.device.name:
+            raise RouterFailure(
+                self._fault(
+                    FaultKind.INTERNAL,
+                    f"circuit end is on {end.router_name}, not {self.device.name}",
+                )
+            )
+        platform = self.device.platform
+        rendered = self.renderer.render(platform, operation, end)
+        if command.approved_payload_sha256 and command.approved_payload_sha256 != rendered.sha256:
+            raise RouterFailure(
+                self._fault(
+                    FaultKind.PAYLOAD_MISMATCH,
+                    f"rendered payload {rendered.sha256} differs from the approved "
+                    f"{command.approved_payload_sha256}; the order needs approval of the new plan",
+                )
+            )
+        want = intended_leaves(platform, end)
+        if operation is Operation.CREATE:
+            inverse = self.renderer.render(platform, Operation.DELETE, end).content
+            after, before = want, None
+        elif operation is Operation.DELETE:
+            inverse = self.renderer.render(platform, Operation.CREATE, end).content
+            after, before = None, want
+        else:
+            assert previous is not None
+            inverse = self.renderer.render(platform, Operation.MODIFY, previous).content
+            after, before = want, intended_leaves(platform, previous)
+        return Intent(
+            job,
+            operation,
+            rendered.content,
+            rendered.sha256,
+            inverse,
+            after,
+            before,
+            (end.interface, end.vlan),
+        )
+
+    def _fault(self, kind: FaultKind, message: str, *, retryable: bool = False) -> RouterFault:
+        return RouterFault(kind, self.device.name, message, retryable=retryable)
+
+    def _verify(
+        self, expectations: Iterable[tuple[tuple[str, int], dict[str, str] | None]]
+    ) -> RouterFault | None:
+        """Read running once; a fault describing the first sub-interface not as expected."""
+        running = running_subinterfaces(self.device.platform, self.session.running())
+        for key, want in expectations:
+            have = running.get(key)
+            if want is None and have is not None:
+                return self._fault(
+                    FaultKind.VERIFICATION_FAILED,
+                    f"sub-interface {key[0]}.{key[1]} is still configured",
+                )
+            if want is not None:
+                diff = differences(want, have)
+                if diff:
+                    first = diff[0]
+                    return self._fault(
+                        FaultKind.VERIFICATION_FAILED,
+                        f"{first.path} is {first.actual!r}, expected {first.intended!r}",
+                    )
+        return None
+
+    # -- PREPARE ------------------------------------------------------------------------
+
+    def _batchable(self, prepares: list[Job]) -> list[Job]:
+        """Queued PREPAREs for a batch: one per circuit (a later one waits its turn)."""
+        chosen: dict[str, Job] = {}
+        for job in prepares:
+            chosen.setdefault(job.command.circuit_id, job)
+            if len(chosen) == MAX_BATCH:
+                break
+        return list(chosen.values())
+
+    def _prepare(self, jobs: list[Job]) -> None:
+        started = time.monotonic()
+        now = utcnow()
+        failed: list[StepResult] = []
+        intents: list[Intent] = []
+        for job in jobs:
+            deadline = job.command.deadline
+            if deadline.seconds and deadline.ToDatetime(UTC) < now:
+                failed.append(
+                    StepResult(
+                        job,
+                        False,
+                        self._fault(
+                            FaultKind.TIMEOUT,
+                            "command arrived after its deadline; router untouched",
+                            retryable=True,
+                        ),
+                    )
+                )
+                continue
+            try:
+                intents.append(self._intent(job))
+            except RouterFailure as exc:
+                failed.append(StepResult(job, False, exc.fault))
+        if failed:
+            self._finish(failed)
+        if intents:
+            self._prepare_batch(intents, started)
+
+    def _prepare_batch(self, intents: list[Intent], started: float) -> None:
+        timeout_s = (
+            max(
+                (i.job.command.confirm_timeout.seconds for i in intents),
+                default=DEFAULT_CONFIRM_TIMEOUT_S,
+            )
+            or DEFAULT_CONFIRM_TIMEOUT_S
+        )
+        try:
+            self.session.lock_candidate()
+        except RouterFailure as exc:
+            self._finish([StepResult(i.job, False, exc.fault) for i in intents])
+            return
+        try:
+            accepted, refused = self._edit_all(intents)
+        except RouterFailure as exc:
+            self._release()
+            self._finish([StepResult(i.job, False, exc.fault) for i in intents])
+            return
+        results = list(refused)
+        if not accepted:
+            self._release()
+            self._finish(results)
+            return
+        persist_id = f"idc-{uuid.uuid4().hex}"
+        expire_at = utcnow() + timedelta(seconds=timeout_s)
+        batch = AgentBatch(
+            persist_id=persist_id,
+            router_name=self.device.name,
+            state=OPEN,
+            expire_at=expire_at,
+            members={
+                i.job.command.circuit_id: {
+                    "saga_id": i.job.command.saga_id,
+                    "state": UNDECIDED,
+                    "inverse": i.inverse,
+                    "interface": i.key[0],
+                    "vlan": i.key[1],
+                    "after": i.after,
+                    "before": i.before,
+                    "sha256": i.sha256,
+                }
+                for i in accepted
+            },
+        )
+        # Recorded before the commit: if the agent dies right after it, the restart finds
+        # the batch and cancels it instead of leaving the router locked until the timeout.
+        with self.session_factory() as db, db.begin():
+            self._save_batch(batch, db)
+        try:
+            self.session.confirmed_commit(persist_id, timeout_s)
+        except RouterFailure as exc:
+            self._release()
+            batch.state = CLOSED
+            batch.members = {c: {**m, "state": REVERTED} for c, m in batch.members.items()}
+            if len(accepted) > 1 and exc.fault.kind is FaultKind.RPC_ERROR:
+                # The commit refused the batch as a whole: retry the circuits one by one
+                # so that only the faulty one fails.
+                self._finish(results, batch)
+                for intent in accepted:
+                    self._prepare_batch([intent], time.monotonic())
+                return
+            self._finish(results + [StepResult(i.job, False, exc.fault) for i in accepted], batch)
+            return
+        fault = self._verify((i.key, i.after) for i in accepted)
+        duration = int((time.monotonic() - started) * 1000)
+        if fault is not None:
+            # Leave nothing half-applied: cancel and report.
+            self._cancel_quietly(persist_id)
+            self._release()
+            batch.state = CLOSED
+            batch.members = {c: {**m, "state": REVERTED} for c, m in batch.members.items()}
+            results += [StepResult(i.job, False, fault, duration_ms=duration) for i in accepted]
+        else:
+            results += [
+                StepResult(
+                    i.job,
+                    True,
+                    persist_id=persist_id,
+                    sha256=i.sha256,
+                    expire_at=expire_at,
+                    duration_ms=duration,
+                    message=f"batch of {len(accepted)}",
+                )
+                for i in accepted
+            ]
+        self._finish(results, batch)
+
+    def _edit_all(self, intents: list[Intent]) -> tuple[list[Intent], list[StepResult]]:
+        """Edit every payload into the (locked) candidate; a refused one is left out."""
+        self.session.discard()
+        accepted: list[Intent] = []
+        refused: list[StepResult] = []
+        for intent in intents:
+            try:
+                self.session.edit_candidate(intent.payload)
+            except RouterFailure as exc:
+                if exc.fault.kind is not FaultKind.RPC_ERROR:
+                    raise
+                refused.append(StepResult(intent.job, False, exc.fault, sha256=intent.sha256))
+                # A refused edit may have left part of itself: rebuild from the accepted.
+                self.session.discard()
+                for kept in accepted:
+                    self.session.edit_candidate(kept.payload)
+                continue
+            accepted.append(intent)
+        return accepted, refused
+
+    def _release(self) -> None:
+        for step in (self.session.discard, self.session.unlock_candidate):
+            try:
+                step()
+            except RouterFailure as exc:
+                log.warning("%s: %s", self.device.name, exc)
+
+    def _cancel_quietly(self, persist_id: str) -> None:
+        try:
+            self.session.cancel(persist_id)
+        except RouterFailure as exc:
+            # "not active": it expired or was never committed; running is back either way.
+            log.info("%s: cancel-commit %s: %s", self.device.name, persist_id, exc)
+
+    # -- CONFIRM ------------------------------------------------------------------------
+
+    def _confirm(self, job: Job) -> None:
+        started = time.monotonic()
+        command = job.command
+        batch = self._find_member(command)
+        if batch is None:
+            self._finish(
+                [
+                    StepResult(
+                        job,
+                        False,
+                        self._fault(
+                            FaultKind.INTERNAL,
+                            f"no prepared transaction for circuit {command.circuit_id} "
+                            f"in saga {command.saga_id} on {self.device.name}",
+                        ),
+                    )
+                ]
+            )
+            return
+        member = batch.members[command.circuit_id]
+        results: list[StepResult] = []
+        if batch.state == OPEN:
+            try:
+                for other in batch.members.values():
+                    if other["state"] == ROLLED_BACK_IN_CANDIDATE:
+                        other["state"] = REVERTED
+                self.session.confirm(batch.persist_id)
+            except RouterFailure as exc:
+                self._cancel_quietly(batch.persist_id)
+                self._release()
+                self._close_reverted(batch, results)
+                results.append(StepResult(job, False, exc.fault, persist_id=batch.persist_id))
+                self._finish(results, batch)
+                return
+            self._release()
+            batch.state = CLOSED
+            for _circuit, other in batch.members.items():
+                if other["state"] == UNDECIDED:
+                    other["state"] = COMMITTED
+            results += self._deferred_rollback_results(batch)
+        if member["state"] in (COMMITTED, CONFIRMED):
+            fault = self._verify([((member["interface"], member["vlan"]), member["after"])])
+            member["state"] = CONFIRMED
+            results.append(
+                StepResult(
+                    job,
+                    fault is None,
+                    fault,
+                    persist_id=batch.persist_id,
+                    sha256=member["sha256"],
+                    duration_ms=int((time.monotonic() - started) * 1000),
+                )
+            )
+        else:
+            results.append(
+                StepResult(
+                    job,
+                    False,
+                    self._fault(
+                        FaultKind.TIMEOUT,
+                        f"confirmed commit {batch.persist_id} was cancelled or expired before the "
+                        "confirm; the router reverted",
+                        retryable=True,
+                    ),
+                    persist_id=batch.persist_id,
+                )
+            )
+        self._finish(results, batch)
+
+    def _close_reverted(self, batch: AgentBatch, results: list[StepResult]) -> None:
+        batch.state = CLOSED
+        for other in batch.members.values():
+            if other["state"] in (UNDECIDED, ROLLED_BACK_IN_CANDIDATE):
+                other["state"] = REVERTED
+        results += self._deferred_rollback_results(batch)
+
+    def _deferred_rollback_results(self, batch: AgentBatch) -> list[StepResult]:
+        """Answer ROLLBACKs that waited for the batch to resolve, after verifying."""
+        waiting = [(c, m) for c, m in batch.members.items() if m.get("rollback_job")]
+        if not waiting:
+            return []
+        try:
+            fault = self._verify(((m["interface"], m["vlan"]), m["before"]) for _, m in waiting)
+        except RouterFailure as exc:
+            fault = exc.fault
+        results = []
+        for _, member in waiting:
+            job = Job(
+                member["rollback_job"],
+                self._load_command(member["rollback_job"]),
+                member.get("rollback_trace", ""),
+            )
+            results.append(StepResult(job, fault is None, fault, persist_id=batch.persist_id))
+            member.pop("rollback_job")
+        return results
+
+    def _load_command(self, row_id: int) -> provisioning_pb2.ProvisioningCommand:
+        with self.session_factory() as db:
+            row = db.get(AgentCommand, row_id)
+            assert row is not None
+            command = provisioning_pb2.ProvisioningCommand()
+            command.ParseFromString(row.command)
+            return command
+
+    # -- ROLLBACK -----------------------------------------------------------------------
+
+    def _rollback(self, job: Job) -> None:
+        started = time.monotonic()
+        command = job.command
+        batch = self._find_member(command)
+        if batch is None:
+            # Never prepared here (or its prepare failed): nothing to undo.
+            self._finish([StepResult(job, True, message="nothing prepared")])
+            return
+        member = batch.members[command.circuit_id]
+        key = (member["interface"], member["vlan"])
+        if batch.state == OPEN and member["state"] == UNDECIDED:
+            undecided = [m for m in batch.members.values() if m["state"] == UNDECIDED]
+            if len(undecided) == 1:
+                self._cancel_quietly(batch.persist_id)
+                self._release()
+                member["rollback_job"], member["rollback_trace"] = job.row_id, job.traceparent
+                results: list[StepResult] = []
+                self._close_reverted(batch, results)
+                self._finish(results, batch)
+                return
+            try:
+                self.session.edit_candidate(member["inverse"])
+            except RouterFailure as exc:
+                self._finish([StepResult(job, False, exc.fault)], batch)
+                return
+            member["state"] = ROLLED_BACK_IN_CANDIDATE
+            member["rollback_job"], member["rollback_trace"] = job.row_id, job.traceparent
+            # Answered when the batch resolves; the job is done as far as the queue goes.
+            self._finish([], batch, done_jobs=[job])
+            return
+        if member["state"] in (COMMITTED, CONFIRMED):
+            try:
+                self._transaction(member["inverse"])
+                member["state"] = REVERTED
+            except RouterFailure as exc:
+                self._finish([StepResult(job, False, exc.fault)], batch)
+                return
+        try:
+            fault = self._verify([(key, member["before"])])
+        except RouterFailure as exc:
+            fault = exc.fault
+        self._finish(
+            [
+                StepResult(
+                    job,
+                    fault is None,
+                    fault,
+                    persist_id=batch.persist_id,
+                    duration_ms=int((time.monotonic() - started) * 1000),
+                )
+            ],
+            batch,
+        )
+
+    def _transaction(self, config: str) -> None:
+        """lock, edit-config, commit, unlock (candidate discarded on failure)."""
+        self.session.lock_candidate()
+        try:
+            self.session.discard()
+            self.session.edit_candidate(config)
+            self.session.commit()
+        finally:
+            self._release()
+
+    # -- expiry and restart -------------------------------------------------------------
+
+    def _cancel_expiring_batch(self) -> bool:
+        batch = self._open_batch()
+        if batch is None:
+            return False
+        expire_at = (
+            batch.expire_at if batch.expire_at.tzinfo else batch.expire_at.replace(tzinfo=UTC)
+        )
+        if expire_at - timedelta(seconds=EXPIRY_MARGIN_S) > utcnow():
+            return False
+        self._cancel_quietly(batch.persist_id)
+        self._release()
+        results: list[StepResult] = []
+        self._close_reverted(batch, results)
+        self._finish(results, batch)
+        log.info(
+            "%s: batch %s cancelled unresolved at its timeout", self.device.name, batch.persist_id
+        )
+        return True
+
+    def _cancel_open_batches(self) -> None:
+        """At start: a batch left open by a previous run is cancelled (it is not ours to
+        confirm any more; the saga decides again on the failure reply)."""
+        batch = self._open_batch()
+        if batch is None:
+            return
+        try:
+            self._cancel_quietly(batch.persist_id)
+        except Exception:
+            log.exception("%s: cancelling batch %s at start", self.device.name, batch.persist_id)
+        results: list[StepResult] = []
+        self._close_reverted(batch, results)
+        self._finish(results, batch)

@@ -1,0 +1,193 @@
+"""NETCONF sessions to the edge routers (ncclient over SSH), with host keys verified.
+
+One :class:`NetconfSession` per router keeps its SSH session open and reopens it when it
+drops. ncclient's raise mode stays ALL, so an rpc-error of any severity (a warning too)
+fails the step. Every failure is raised as :class:`RouterFailure` with a
+:class:`RouterFault` naming the router's own error text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ncclient import manager
+from ncclient.operations import RaiseMode, RPCError
+from ncclient.operations.errors import TimeoutExpiredError
+from ncclient.transport import session as nc_session
+from ncclient.transport.errors import SSHUnknownHostError, TransportError
+
+from services.provisioning.faults import FaultKind, RouterFailure, RouterFault
+from services.provisioning.inventory import Device
+
+if TYPE_CHECKING:
+    from ncclient.manager import Manager
+
+T = TypeVar("T")
+
+# ncclient's session thread sends queued requests only between select() wake-ups of TICK
+# seconds (0.1 by default, about 100 ms per RPC); 1 ms makes an RPC take about 2 ms.
+nc_session.TICK = 0.001
+
+RETRYABLE_TAGS = frozenset({"lock-denied", "in-use", "resource-denied"})
+CONFIRMED_COMMIT_NOT_ACTIVE = "confirmed commit not active"
+
+
+def fault_from_rpc_error(router: str, exc: RPCError) -> RouterFault:
+    """One fault from an RPCError of either shape: several rpc-errors carry ``errors``,
+    a single one carries ``tag`` and friends itself."""
+    errors: list[Any] = list(getattr(exc, "errors", None) or [exc])
+    first = errors[0]
+    messages = [str(e.message or e.tag or "rpc-error").strip() for e in errors]
+    tag = str(first.tag or "")
+    raw = exc.xml
+    return RouterFault(
+        kind=FaultKind.RPC_ERROR,
+        router_name=router,
+        message="; ".join(dict.fromkeys(messages)),
+        error_type=str(first.type or ""),
+        error_tag=tag,
+        error_severity=str(first.severity or ""),
+        error_app_tag=str(first.app_tag or ""),
+        error_path=str(first.path or "").strip(),
+        raw=raw if isinstance(raw, str) else "",
+        retryable=tag in RETRYABLE_TAGS or "confirmed-commit pending" in " ".join(messages),
+    )
+
+
+class NetconfSession:
+    """One router's session; every call is serialised by an internal lock."""
+
+    def __init__(self, device: Device, *, timeout_s: float = 30.0) -> None:
+        self.device = device
+        self._timeout_s = timeout_s
+        self._manager: Manager | None = None
+        self._lock = threading.RLock()
+        self.capabilities: list[str] = []
+
+    # -- connection ---------------------------------------------------------------------
+
+    def _connect(self) -> Manager:
+        known = self.device.known_hosts_path.resolve()
+        if any(c.isspace() for c in str(known)):
+            raise RouterFailure(
+                self._fault(FaultKind.INTERNAL, f"known_hosts path has spaces: {known}")
+            )
+        # ncclient reads known_hosts only from ~/.ssh/known_hosts or an ssh_config's
+        # UserKnownHostsFile: give it a config that names only this router's file.
+        fd, config_path = tempfile.mkstemp(prefix="idc-ncclient-", suffix=".ssh_config")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"Host *\n    UserKnownHostsFile {known}\n")
+            m = manager.connect(
+                host=self.device.host,
+                port=self.device.port,
+                username=self.device.username,
+                key_filename=str(self.device.key_path),
+                hostkey_verify=True,
+                ssh_config=config_path,
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=self._timeout_s,
+            )
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(config_path)
+        m.raise_mode = RaiseMode.ALL
+        m.timeout = self._timeout_s
+        self.capabilities = sorted(m.server_capabilities)
+        return m
+
+    def _fault(self, kind: FaultKind, message: str, *, retryable: bool = False) -> RouterFault:
+        return RouterFault(kind, self.device.name, message, retryable=retryable)
+
+    def close(self) -> None:
+        with self._lock:
+            m, self._manager = self._manager, None
+            if m is not None:
+                with contextlib.suppress(Exception):
+                    m.close_session()
+
+    def _drop(self) -> None:
+        m, self._manager = self._manager, None
+        if m is not None:
+            with contextlib.suppress(Exception):
+                m._session.close()
+
+    def call(self, what: str, operation: Callable[[Manager], T]) -> T:
+        """Run ``operation`` on the open session (opening it first if needed)."""
+        with self._lock:
+            try:
+                if self._manager is None or not self._manager.connected:
+                    self._drop()
+                    self._manager = self._connect()
+                return operation(self._manager)
+            except RPCError as exc:
+                raise RouterFailure(fault_from_rpc_error(self.device.name, exc)) from exc
+            except SSHUnknownHostError as exc:
+                self._drop()
+                raise RouterFailure(
+                    self._fault(
+                        FaultKind.TRANSPORT,
+                        f"host key of {self.device.management_address} "
+                        f"is unknown or changed; refusing to connect: {exc}",
+                    )
+                ) from exc
+            except TimeoutExpiredError as exc:
+                self._drop()
+                raise RouterFailure(
+                    self._fault(FaultKind.TIMEOUT, f"{what}: no answer: {exc}", retryable=True)
+                ) from exc
+            except (TimeoutError, TransportError, OSError, EOFError) as exc:
+                self._drop()
+                raise RouterFailure(
+                    self._fault(
+                        FaultKind.TRANSPORT, f"{what}: {type(exc).__name__}: {exc}", retryable=True
+                    )
+                ) from exc
+
+    # -- operations ---------------------------------------------------------------------
+
+    def lock_candidate(self) -> None:
+        self.call("lock", lambda m: m.lock(target="candidate"))
+
+    def unlock_candidate(self) -> None:
+        self.call("unlock", lambda m: m.unlock(target="candidate"))
+
+    def edit_candidate(self, config: str) -> None:
+        # No <validate> of the candidate: on yuma123 a validate before commit loses the
+        # edit. edit-config validates against the YANG, and commit does again.
+        self.call("edit-config", lambda m: m.edit_config(target="candidate", config=config))
+
+    def discard(self) -> None:
+        self.call("discard-changes", lambda m: m.discard_changes())
+
+    def commit(self) -> None:
+        self.call("commit", lambda m: m.commit())
+
+    def confirmed_commit(self, persist_id: str, timeout_s: int) -> None:
+        self.call(
+            "confirmed commit",
+            lambda m: m.commit(confirmed=True, timeout=str(timeout_s), persist=persist_id),
+        )
+
+    def confirm(self, persist_id: str) -> None:
+        self.call("confirming commit", lambda m: m.commit(persist_id=persist_id))
+
+    def cancel(self, persist_id: str) -> None:
+        self.call("cancel-commit", lambda m: m.cancel_commit(persist_id=persist_id))
+
+    def running(self) -> str:
+        return self.call("get-config", lambda m: str(m.get_config(source="running").data_xml))
+
+    def probe(self) -> bool:
+        """True when the router answers (opens the session if needed)."""
+        try:
+            self.call("hello", lambda m: m.connected)
+        except RouterFailure:
+            return False
+        return True

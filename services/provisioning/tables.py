@@ -1,0 +1,118 @@
+"""The provisioning service's own tables (migration 0002)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.common.db import new_metadata
+
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProvisioningBase(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class AgentCommand(ProvisioningBase):
+    """A command an agent received, queued for its router's worker (FIFO by id)."""
+
+    __tablename__ = "agent_commands"
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    router_name: Mapped[str] = mapped_column(String(64), index=True)
+    circuit_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[int] = mapped_column(Integer)
+    command: Mapped[bytes] = mapped_column(LargeBinary)
+    traceparent: Mapped[str] = mapped_column(String(64), default="")
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AgentBatch(ProvisioningBase):
+    """One confirmed commit on one router, holding one or more circuits.
+
+    ``members`` maps circuit id to its state in the batch (see agent.Member).
+    """
+
+    __tablename__ = "agent_batches"
+
+    persist_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    router_name: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    expire_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    members: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SagaRow(ProvisioningBase):
+    """The coordinator's state of one saga (see saga.Saga)."""
+
+    __tablename__ = "sagas"
+
+    saga_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    circuit_id: Mapped[str] = mapped_column(String(64), index=True)
+    order_id: Mapped[str] = mapped_column(String(64), default="")
+    operation: Mapped[int] = mapped_column(Integer)
+    step: Mapped[str] = mapped_column(String(32), index=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    approved: Mapped[bytes] = mapped_column(LargeBinary)
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IntendedCircuit(ProvisioningBase):
+    """What the system intends a circuit to be on the routers (after its last saga)."""
+
+    __tablename__ = "intended_circuits"
+
+    circuit_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    parameters: Mapped[bytes] = mapped_column(LargeBinary)
+    price: Mapped[bytes] = mapped_column(LargeBinary)
+    tenant_id: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PlannedOrder(ProvisioningBase):
+    """An order's plan (published as ProvisioningPlanned), for DryRun by order id."""
+
+    __tablename__ = "planned_orders"
+
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    circuit_id: Mapped[str] = mapped_column(String(64))
+    operation: Mapped[int] = mapped_column(Integer)
+    created: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LogEntry(ProvisioningBase):
+    """One step of a saga on one router."""
+
+    __tablename__ = "provisioning_log"
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    saga_id: Mapped[str] = mapped_column(String(36), default="")
+    order_id: Mapped[str] = mapped_column(String(64), default="")
+    circuit_id: Mapped[str] = mapped_column(String(64), index=True)
+    operation: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    router_name: Mapped[str] = mapped_column(String(64))
+    side: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[int] = mapped_column(Integer)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    persist_id: Mapped[str] = mapped_column(String(64), default="")
+    payload_sha256: Mapped[str] = mapped_column(String(64), default="")
+    trace_id: Mapped[str] = mapped_column(String(32), default="")
+    error: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    message: Mapped[str] = mapped_column(Text, default="")
