@@ -34,12 +34,12 @@ import tomllib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from services.common.devstack.packages import ensure_debian_packages
 from services.common.devstack.process import (
     DevstackError,
+    Peer,
     free_port,
     log_tail,
     spawn,
@@ -206,7 +206,7 @@ class Router:
                 os.unlink(config_path)
 
 
-class RouterFleet:
+class RouterFleet(Peer):
     """The routers started by :func:`start_routers`, and the processes behind them.
 
     Index by name (``fleet["sg-edge-1"]``), iterate, or use ``.routers``. ``timings`` holds
@@ -259,17 +259,6 @@ class RouterFleet:
                 errors.append(exc)
         if errors:
             raise DevstackError(f"could not stop every router process: {errors}")
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _current_user() -> str:

@@ -32,14 +32,28 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
-__all__ = ["DevstackError", "free_port", "log_tail", "spawn", "stop", "wait_for_port"]
+__all__ = ["DevstackError", "Peer", "free_port", "log_tail", "spawn", "stop", "wait_for_port"]
 
 _PR_SET_PDEATHSIG = 1
 
 
 class DevstackError(RuntimeError):
     """A devstack peer could not be installed, started or reached."""
+
+
+class Peer:
+    """Something the devstack started; leaving a ``with`` block closes it."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _load_libc() -> ctypes.CDLL | None:

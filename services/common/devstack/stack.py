@@ -9,11 +9,11 @@ import json
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from services.common.devstack.kafka import Broker, start_broker
 from services.common.devstack.netconf import RouterFleet, RouterSpec, start_routers
+from services.common.devstack.process import Peer
 
 # One edge router per telco: the Singapore telco's speaks OpenConfig, the Chongqing telco's
 # its vendor-native model.
@@ -24,7 +24,7 @@ DEFAULT_ROUTERS = (
 
 
 @dataclass
-class Devstack:
+class Devstack(Peer):
     broker: Broker
     routers: RouterFleet
     workdir: Path
@@ -54,17 +54,6 @@ class Devstack:
 
     def close(self) -> None:
         self._exits.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def start_devstack(
