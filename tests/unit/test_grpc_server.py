@@ -180,3 +180,32 @@ def test_health_follows_start_checks_and_shutdown() -> None:
     monitor.begin_shutdown()
     monitor.evaluate()
     assert status() == not_serving
+
+
+def test_a_generated_base_servicer_answers_unimplemented_honestly(tmp_path: Path) -> None:
+    from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
+    from services.common.servicers import register, unimplemented
+
+    settings = ServiceSettings.from_env("test", 0, {"IDC_TEST_LISTEN": "127.0.0.1:0"})
+
+    def register_base(server: grpc.Server) -> list[str]:
+        return [
+            register(
+                server,
+                billing_service_pb2.DESCRIPTOR,
+                "BillingService",
+                billing_service_pb2_grpc.add_BillingServiceServicer_to_server,
+                unimplemented(billing_service_pb2_grpc.BillingServiceServicer),
+            )
+        ]
+
+    grpc_app = GrpcApp(settings=settings, register=register_base, tokens=None)
+    grpc_app.start()
+    try:
+        with client_channel(f"127.0.0.1:{grpc_app.port}") as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                channel.unary_unary("/idc.billing.v1.BillingService/GetInvoice")(b"")
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            assert "GetInvoice" in (refused.value.details() or "")
+    finally:
+        grpc_app.stop()
