@@ -11,36 +11,42 @@ from idc.ops.v1 import approval_service_pb2, approval_service_pb2_grpc
 from idc.order.v1 import order_service_pb2, order_service_pb2_grpc
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ServiceRuntime, build_app, run_service
-from services.common.servicers import register, unimplemented
+from services.common.servicers import register
+from services.order.domain.catalogue import load_catalogue
+from services.order.domain.pricing import load_price_book
+from services.order.notifier import ChangeNotifier
+from services.order.orders import OrderApp
+from services.order.servicers import ApprovalServicer, OrderServicer
+from services.order.settings import OrderSettings
+from services.order.workers import ApprovalExpiryWorker, CircuitEventWorker
 
 NAME = "order"
 DEFAULT_PORT = 50051
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def register_servicers(server: grpc.Server) -> Sequence[str]:
-    # The business RPCs arrive with the order issue; until then the generated bases answer
-    # UNIMPLEMENTED rather than a made-up result.
-    return [
-        register(
-            server,
-            order_service_pb2.DESCRIPTOR,
-            "OrderService",
-            order_service_pb2_grpc.add_OrderServiceServicer_to_server,
-            unimplemented(order_service_pb2_grpc.OrderServiceServicer),
-        ),
-        register(
-            server,
-            approval_service_pb2.DESCRIPTOR,
-            "ApprovalService",
-            approval_service_pb2_grpc.add_ApprovalServiceServicer_to_server,
-            unimplemented(approval_service_pb2_grpc.ApprovalServiceServicer),
-        ),
-    ]
+def make_order_app(runtime: ServiceRuntime, settings: OrderSettings) -> GrpcApp:
+    app = OrderApp(runtime.session_factory, load_catalogue(), load_price_book(), settings,
+                   ChangeNotifier())
+
+    def register_servicers(server: grpc.Server) -> Sequence[str]:
+        return [
+            register(server, order_service_pb2.DESCRIPTOR, "OrderService",
+                     order_service_pb2_grpc.add_OrderServiceServicer_to_server,
+                     OrderServicer(app)),
+            register(server, approval_service_pb2.DESCRIPTOR, "ApprovalService",
+                     approval_service_pb2_grpc.add_ApprovalServiceServicer_to_server,
+                     ApprovalServicer(app)),
+        ]
+
+    return build_app(runtime, register_servicers, workers=[
+        CircuitEventWorker(app, runtime.settings.kafka, settings.consumer_group),
+        ApprovalExpiryWorker(app, settings.expiry_interval_s),
+    ])
 
 
 def make_app(runtime: ServiceRuntime) -> GrpcApp:
-    return build_app(runtime, register_servicers)
+    return make_order_app(runtime, OrderSettings.from_env())
 
 
 def main() -> int:

@@ -1,0 +1,243 @@
+"""Rows and domain values to and from the protobuf contracts (idc.order.v1, idc.events.v1)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.orm import Session
+
+from idc.events.v1 import common_pb2
+from idc.order.v1 import circuit_pb2, order_pb2, price_pb2
+from idc.type.v1 import circuit_operation_pb2, money_pb2, side_pb2
+from services.common.errors import InvalidArgument
+from services.order import store
+from services.order.domain.catalogue import Catalogue, Side
+from services.order.domain.lifecycle import CircuitState, OrderState, OrderType
+from services.order.domain.validation import CircuitRequest, ContactInfo
+from services.order.tables import AuditRow, CircuitRow, OrderRow, QuoteRow
+
+OPERATION = {
+    OrderType.NEW: circuit_operation_pb2.CIRCUIT_OPERATION_CREATE,
+    OrderType.CHANGE: circuit_operation_pb2.CIRCUIT_OPERATION_MODIFY,
+    OrderType.DISCONNECT: circuit_operation_pb2.CIRCUIT_OPERATION_DELETE,
+}
+
+
+def timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def side_proto(side: str) -> side_pb2.Side.ValueType:
+    return side_pb2.Side.Value(f"SIDE_{side}")
+
+
+def side_from_proto(value: int) -> Side | None:
+    """None for UNSPECIFIED; InvalidArgument for a number the contract does not define."""
+    if value == side_pb2.SIDE_UNSPECIFIED:
+        return None
+    if value not in side_pb2.Side.values():
+        raise InvalidArgument.for_field("side", f"{value} is not a known side")
+    return Side(side_pb2.Side.Name(side_pb2.Side.ValueType(value)).removeprefix("SIDE_"))
+
+
+def order_state_proto(state: str | None) -> order_pb2.OrderState.ValueType:
+    if state is None:
+        return order_pb2.ORDER_STATE_UNSPECIFIED
+    return order_pb2.OrderState.Value(f"ORDER_STATE_{state}")
+
+
+def order_states_from_proto(values: list[int], field: str) -> list[OrderState]:
+    states = []
+    for value in values:
+        if value not in order_pb2.OrderState.values() or value == 0:
+            raise InvalidArgument.for_field(field, f"{value} is not a known order state")
+        states.append(OrderState(order_pb2.OrderState.Name(order_pb2.OrderState.ValueType(value)).removeprefix("ORDER_STATE_")))
+    return states
+
+
+def order_type_from_proto(value: int, field: str) -> OrderType | None:
+    if value == order_pb2.ORDER_TYPE_UNSPECIFIED:
+        return None
+    if value not in order_pb2.OrderType.values():
+        raise InvalidArgument.for_field(field, f"{value} is not a known order type")
+    name = order_pb2.OrderType.Name(order_pb2.OrderType.ValueType(value))
+    return OrderType(name.removeprefix("ORDER_TYPE_"))
+
+
+def circuit_states_from_proto(values: list[int], field: str) -> list[CircuitState]:
+    states = []
+    for value in values:
+        if value not in circuit_pb2.CircuitState.values() or value == 0:
+            raise InvalidArgument.for_field(field, f"{value} is not a known circuit state")
+        states.append(
+            CircuitState(circuit_pb2.CircuitState.Name(
+                circuit_pb2.CircuitState.ValueType(value)).removeprefix("CIRCUIT_STATE_"))
+        )
+    return states
+
+
+def circuit_request(spec: circuit_pb2.CircuitSpec) -> CircuitRequest:
+    return CircuitRequest(
+        a_end_port_id=spec.a_end_port_id,
+        z_end_port_id=spec.z_end_port_id,
+        a_end_vlan_id=spec.a_end_vlan_id if spec.HasField("a_end_vlan_id") else None,
+        z_end_vlan_id=spec.z_end_vlan_id if spec.HasField("z_end_vlan_id") else None,
+        bandwidth_mbps=spec.bandwidth_mbps,
+        burst_mbps=spec.burst_mbps,
+        term_months=spec.term_months,
+        currency=spec.currency_code,
+        customer_reference=spec.customer_reference,
+        description=spec.description,
+    )
+
+
+def contacts(values: list[order_pb2.Contact]) -> list[ContactInfo]:
+    return [ContactInfo(c.role, c.name, c.email, c.phone) for c in values]
+
+
+def money(currency: str, amount: str) -> money_pb2.Money:
+    return money_pb2.Money(currency_code=currency, amount=amount)
+
+
+def price(row: OrderRow | CircuitRow | QuoteRow) -> price_pb2.Price:
+    return price_pb2.Price(
+        currency_code=row.currency,
+        mrc=money(row.currency, row.mrc),
+        nrc=money(row.currency, row.nrc),
+        burst_price_per_mbps=money(row.currency, row.burst_price),
+        term_months=row.term_months,
+        price_book_version=row.price_book_version,
+    )
+
+
+def price_terms(row: OrderRow | CircuitRow) -> common_pb2.PriceTerms:
+    return common_pb2.PriceTerms(
+        currency_code=row.currency,
+        mrc=money(row.currency, row.mrc),
+        nrc=money(row.currency, row.nrc),
+        burst_price_per_mbps=money(row.currency, row.burst_price),
+        term_months=row.term_months,
+        price_book_version=row.price_book_version,
+    )
+
+
+def order_spec(row: OrderRow) -> circuit_pb2.CircuitSpec:
+    return circuit_pb2.CircuitSpec(
+        a_end_port_id=row.a_port_id,
+        z_end_port_id=row.z_port_id,
+        a_end_vlan_id=row.a_vlan,
+        z_end_vlan_id=row.z_vlan,
+        bandwidth_mbps=row.bandwidth_mbps,
+        burst_mbps=row.burst_mbps,
+        term_months=row.term_months,
+        currency_code=row.currency,
+        customer_reference=row.customer_reference,
+        description=row.description,
+    )
+
+
+def audit_entry(row: AuditRow) -> order_pb2.AuditEntry:
+    return order_pb2.AuditEntry(
+        time=timestamp(row.at), actor=row.actor, reason=row.reason,
+        from_state=order_state_proto(row.from_state), to_state=order_state_proto(row.to_state),
+    )
+
+
+def order(session: Session, row: OrderRow) -> order_pb2.Order:
+    message = order_pb2.Order(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        type=order_pb2.OrderType.Value(f"ORDER_TYPE_{row.type}"),
+        state=order_state_proto(row.state),
+        circuit_id=row.circuit_id,
+        spec=order_spec(row),
+        previous_bandwidth_mbps=row.previous_bandwidth_mbps,
+        price=price(row),
+        quote_id=row.quote_id or "",
+        request_id=row.request_id,
+        requested_by=row.requested_by,
+        contacts=[order_pb2.Contact(**c) for c in row.contacts],
+        create_time=timestamp(row.created_at),
+        update_time=timestamp(row.updated_at),
+        complete_time=timestamp(row.completed_at),
+    )
+    for approval in store.approvals(session, row.id):
+        message.approvals.append(order_pb2.Approval(
+            side=side_proto(approval.side),
+            telco_id=approval.telco_id,
+            state=order_pb2.ApprovalState.Value(f"APPROVAL_STATE_{approval.state}"),
+            approver=approval.approver,
+            payload_sha256=approval.payload_sha256,
+            comment=approval.comment,
+            decide_time=timestamp(approval.decided_at),
+            expire_time=timestamp(row.approval_expire_at),
+        ))
+    message.audit_trail.extend(audit_entry(a) for a in store.audit_trail(session, row.id))
+    if row.failure:
+        message.failure.ParseFromString(row.failure)
+    return message
+
+
+def circuit_end(catalogue: Catalogue, port_id: str, vlan: int) -> circuit_pb2.CircuitEnd:
+    port = catalogue.ports[port_id]
+    site = catalogue.site_of(port)
+    return circuit_pb2.CircuitEnd(
+        side=side_proto(site.side), site_id=site.id, port_id=port.id, port_name=port.name,
+        router_name=site.router, vlan_id=vlan,
+    )
+
+
+def circuit(catalogue: Catalogue, row: CircuitRow) -> circuit_pb2.Circuit:
+    term_end = None
+    if row.activated_at is not None:
+        month = row.activated_at.month - 1 + row.term_months
+        year = row.activated_at.year + month // 12
+        term_end = row.activated_at.replace(year=year, month=month % 12 + 1, day=1)
+    return circuit_pb2.Circuit(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        state=circuit_pb2.CircuitState.Value(f"CIRCUIT_STATE_{row.state}"),
+        a_end=circuit_end(catalogue, row.a_port_id, row.a_vlan),
+        z_end=circuit_end(catalogue, row.z_port_id, row.z_vlan),
+        bandwidth_mbps=row.bandwidth_mbps,
+        burst_mbps=row.burst_mbps,
+        term_months=row.term_months,
+        customer_reference=row.customer_reference,
+        description=row.description,
+        price=price(row),
+        created_by_order_id=row.created_by_order_id,
+        pending_order_id=row.pending_order_id or "",
+        create_time=timestamp(row.created_at),
+        activate_time=timestamp(row.activated_at),
+        update_time=timestamp(row.updated_at),
+        disconnect_time=timestamp(row.disconnected_at),
+        term_end_time=timestamp(term_end),
+    )
+
+
+def endpoint(catalogue: Catalogue, port_id: str, vlan: int) -> common_pb2.CircuitEndpoint:
+    port = catalogue.ports[port_id]
+    site = catalogue.site_of(port)
+    return common_pb2.CircuitEndpoint(
+        side=side_proto(site.side), telco_id=site.telco.id, site_id=site.id,
+        router_name=site.router, port_id=port.id, interface_name=port.name, vlan_id=vlan,
+    )
+
+
+def circuit_parameters(catalogue: Catalogue, row: OrderRow | CircuitRow, circuit_id: str,
+                       bandwidth_mbps: int, burst_mbps: int) -> common_pb2.CircuitParameters:
+    """What the routers need: ids and technical values; never contacts or the reference."""
+    return common_pb2.CircuitParameters(
+        circuit_id=circuit_id,
+        tenant_id=row.tenant_id,
+        a_end=endpoint(catalogue, row.a_port_id, row.a_vlan),
+        z_end=endpoint(catalogue, row.z_port_id, row.z_vlan),
+        bandwidth_mbps=bandwidth_mbps,
+        burst_mbps=burst_mbps,
+        description=row.description,
+    )

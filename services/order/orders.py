@@ -1,0 +1,667 @@
+"""The order service's use cases: each one transaction around the domain decisions.
+
+What happens when an order is placed, approved, rejected, cancelled, expires or completes
+is decided by services.order.domain; this module loads rows, calls the domain, writes the
+rows, the audit entry and the outbox event in the same transaction, and tells watchers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from google.protobuf.message import Message
+from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from idc.events.v1 import circuit_pb2 as circuit_events
+from idc.events.v1 import order_pb2 as order_events
+from idc.events.v1 import provisioning_pb2
+from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
+from services.common.auth import Principal
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.events import outbox
+from services.common.events.topics import ORDER_EVENTS
+from services.order import convert, store
+from services.order.domain import capacity as cap
+from services.order.domain.catalogue import Catalogue, Side
+from services.order.domain.lifecycle import (
+    ApprovalSlot,
+    ApprovalState,
+    Approver,
+    CircuitState,
+    OrderState,
+    OrderType,
+    Outcome,
+    check_approver,
+    check_cancellable,
+    check_circuit_open_for_order,
+    check_transition,
+    circuit_state_after,
+    decide_approval,
+    superseded_by_plan,
+)
+from services.order.domain.pricing import PriceBook, PriceTerms
+from services.order.domain.validation import (
+    CircuitRequest,
+    request_id_problem,
+    require_reason,
+    validate_bandwidth_change,
+    validate_circuit_request,
+    validate_contacts,
+)
+from services.order.notifier import ChangeNotifier
+from services.order.settings import OrderSettings
+from services.order.tables import (
+    ApprovalRow,
+    AuditRow,
+    CircuitRow,
+    OrderRow,
+    PlanRow,
+    PortVlanRow,
+    QuoteRow,
+)
+
+log = logging.getLogger(__name__)
+
+SYSTEM_EXPIRY = "system:approval-expiry"
+SYSTEM_PROVISIONING = "system:provisioning"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def content_hash(message: Message) -> str:
+    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
+
+
+class OrderApp:
+    def __init__(self, factory: sessionmaker[Session], catalogue: Catalogue,
+                 price_book: PriceBook, settings: OrderSettings, notifier: ChangeNotifier,
+                 clock: Callable[[], datetime] = now) -> None:
+        self.factory = factory
+        self.catalogue = catalogue
+        self.price_book = price_book
+        self.settings = settings
+        self.notifier = notifier
+        self.clock = clock
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One transaction; watchers are told after it commits."""
+        with self.factory() as session, session.begin():
+            event.listen(session, "after_commit", lambda _s: self.notifier.notify(), once=True)
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self.factory() as session:
+            yield session
+
+    def _audit(self, session: Session, order: OrderRow, actor: str, reason: str,
+               from_state: OrderState | None, to_state: OrderState) -> None:
+        session.add(AuditRow(order_id=order.id, at=self.clock(), actor=actor, reason=reason,
+                             from_state=from_state.value if from_state else None,
+                             to_state=to_state.value))
+
+    def _touch(self, order: OrderRow) -> None:
+        order.updated_at = self.clock()
+        order.version += 1
+
+    def _move(self, session: Session, order: OrderRow, target: OrderState, actor: str,
+              reason: str) -> None:
+        current = OrderState(order.state)
+        check_transition(current, target, order.id)
+        order.state = target.value
+        if target.terminal:
+            order.completed_at = self.clock()
+            order.reserved_mbps = 0  # the reservation ends with the order, whatever the outcome
+        self._touch(order)
+        self._audit(session, order, actor, reason, current, target)
+
+    def _end(self, session: Session, order: OrderRow, target: OrderState, outcome: Outcome,
+             actor: str, reason: str) -> CircuitRow:
+        self._move(session, order, target, actor, reason)
+        circuit = store.get_circuit(session, order.circuit_id, None)
+        circuit.state = circuit_state_after(
+            OrderType(order.type), outcome, CircuitState(circuit.state)).value
+        if circuit.pending_order_id == order.id:
+            circuit.pending_order_id = None
+        if circuit.state in (CircuitState.DISCONNECTED, CircuitState.FAILED):
+            store.release_vlans(session, circuit.id)
+        circuit.updated_at = self.clock()
+        return circuit
+
+    def _emit(self, session: Session, circuit_id: str, message: Message) -> None:
+        outbox.add(session, ORDER_EVENTS, circuit_id, message)
+
+    def _telco_side(self, principal: Principal) -> Side | None:
+        return self.catalogue.side_of_telco(principal.telco or "")
+
+    # -- catalogue and capacity -----------------------------------------------------------
+
+    def capacity(self) -> store.CapacityFigures:
+        with self.read() as session:
+            return store.capacity(session, self.catalogue, self.settings.channel_capacity_mbps)
+
+    def quote(self, principal: Principal, spec: circuit_pb2.CircuitSpec
+              ) -> tuple[QuoteRow, list[str], store.CapacityFigures]:
+        tenant = principal.tenant or ""
+        request = convert.circuit_request(spec)
+        validate_circuit_request(request, self.catalogue, self.price_book, tenant)
+        terms = self.price_book.price(request.bandwidth_mbps, request.term_months,
+                                      request.currency)
+        moment = self.clock()
+        row = QuoteRow(
+            id=new_id("qte"), tenant_id=tenant, spec=spec.SerializeToString(deterministic=True),
+            currency=terms.currency, mrc=str(terms.mrc), nrc=str(terms.nrc),
+            burst_price=str(terms.burst_price_per_mbps), term_months=terms.term_months,
+            price_book_version=terms.price_book_version, created_at=moment,
+            expire_at=moment + timedelta(seconds=self.settings.quote_ttl_s),
+        )
+        with self.write() as session:
+            figures = store.capacity(session, self.catalogue, self.settings.channel_capacity_mbps)
+            reasons = cap.shortfalls(request.bandwidth_mbps, [
+                figures.channel, figures.ports[request.a_end_port_id],
+                figures.ports[request.z_end_port_id]])
+            for port_id, wanted in ((request.a_end_port_id, request.a_end_vlan_id),
+                                    (request.z_end_port_id, request.z_end_vlan_id)):
+                port = self.catalogue.ports[port_id]
+                if wanted is not None and wanted in store.used_vlans(session, port_id):
+                    reasons.append(f"VLAN {wanted} is already in use on port {port_id}")
+                elif figures.used_vlans.get(port_id, 0) >= port.vlan_count:
+                    reasons.append(f"port {port_id} has no free VLAN left")
+            session.add(row)
+        return row, reasons, figures
+
+    # -- placing orders -------------------------------------------------------------------
+
+    def create_order(self, principal: Principal,
+                     request: order_service_pb2.CreateOrderRequest) -> order_pb2.Order:
+        tenant = principal.tenant or ""
+        problem = request_id_problem(request.request_id)
+        if problem:
+            raise InvalidArgument.for_field("request_id", problem)
+        validate_contacts(convert.contacts(list(request.contacts)))
+        source = request.WhichOneof("source")
+        if source is None:
+            raise InvalidArgument.for_field("source", "give either quote_id or spec")
+        if source == "spec":
+            validate_circuit_request(convert.circuit_request(request.spec), self.catalogue,
+                                     self.price_book, tenant)
+        fingerprint_source = order_service_pb2.CreateOrderRequest()
+        fingerprint_source.CopyFrom(request)
+        fingerprint_source.ClearField("request_id")
+        fingerprint = content_hash(fingerprint_source)
+
+        def place(session: Session) -> OrderRow:
+            store.lock_channel(session)
+            existing = self._replay(session, tenant, request.request_id, fingerprint)
+            if existing is not None:
+                return existing
+            spec, terms, quote_id = self._resolve_source(session, tenant, request)
+            return self._place_new(session, principal, request, spec, terms, quote_id,
+                                   fingerprint)
+
+        return self._idempotent(tenant, request.request_id, fingerprint, place)
+
+    def _idempotent(self, tenant: str, request_id: str, fingerprint: str,
+                    place: Callable[[Session], OrderRow]) -> order_pb2.Order:
+        try:
+            with self.write() as session:
+                row = place(session)
+                return convert.order(session, row)
+        except IntegrityError:
+            # A concurrent twin committed first (the channel lock normally prevents this).
+            with self.read() as session:
+                row_or_none = self._replay(session, tenant, request_id, fingerprint)
+                if row_or_none is None:
+                    raise
+                return convert.order(session, row_or_none)
+
+    def _replay(self, session: Session, tenant: str, request_id: str, fingerprint: str
+                ) -> OrderRow | None:
+        existing = store.order_by_request(session, tenant, request_id)
+        if existing is None:
+            return None
+        if existing.request_hash != fingerprint:
+            raise AlreadyExists(
+                f"request_id {request_id!r} was already used for order {existing.id} with "
+                "different content; use a new request_id for a different request, or repeat "
+                "the original request unchanged"
+            )
+        return existing
+
+    def _resolve_source(self, session: Session, tenant: str,
+                        request: order_service_pb2.CreateOrderRequest
+                        ) -> tuple[CircuitRequest, PriceTerms, str | None]:
+        if request.WhichOneof("source") == "spec":
+            spec = convert.circuit_request(request.spec)
+            return spec, self.price_book.price(spec.bandwidth_mbps, spec.term_months,
+                                               spec.currency), None
+        quote = session.get(QuoteRow, request.quote_id)
+        if quote is None or quote.tenant_id != tenant:
+            raise NotFound(f"quote {request.quote_id!r} not found")
+        if quote.expire_at <= self.clock():
+            raise FailedPrecondition(
+                f"quote {quote.id} expired at {quote.expire_at.isoformat()}; ask for a new quote")
+        quoted = circuit_pb2.CircuitSpec()
+        quoted.ParseFromString(quote.spec)
+        spec = convert.circuit_request(quoted)
+        # The catalogue may have changed since the quote: check the spec again.
+        validate_circuit_request(spec, self.catalogue, self.price_book, tenant, "quote.spec")
+        terms = PriceTerms(quote.currency, Decimal(quote.mrc), Decimal(quote.nrc),
+                           Decimal(quote.burst_price), quote.term_months,
+                           quote.price_book_version)
+        return spec, terms, quote.id
+
+    def _place_new(self, session: Session, principal: Principal,
+                   request: order_service_pb2.CreateOrderRequest, spec: CircuitRequest,
+                   terms: PriceTerms, quote_id: str | None, fingerprint: str) -> OrderRow:
+        figures = store.capacity(session, self.catalogue, self.settings.channel_capacity_mbps)
+        cap.admit(spec.bandwidth_mbps, [figures.channel, figures.ports[spec.a_end_port_id],
+                                        figures.ports[spec.z_end_port_id]])
+        a_port = self.catalogue.ports[spec.a_end_port_id]
+        z_port = self.catalogue.ports[spec.z_end_port_id]
+        a_vlan = cap.allocate_vlan(a_port.id, a_port.vlan_first, a_port.vlan_last,
+                                   store.used_vlans(session, a_port.id), spec.a_end_vlan_id)
+        z_vlan = cap.allocate_vlan(z_port.id, z_port.vlan_first, z_port.vlan_last,
+                                   store.used_vlans(session, z_port.id), spec.z_end_vlan_id)
+        moment = self.clock()
+        circuit_id, order_id = new_id("cct"), new_id("ord")
+        money = {"currency": terms.currency, "mrc": str(terms.mrc), "nrc": str(terms.nrc),
+                 "burst_price": str(terms.burst_price_per_mbps),
+                 "term_months": terms.term_months,
+                 "price_book_version": terms.price_book_version}
+        shape = {"tenant_id": principal.tenant or "", "a_port_id": a_port.id,
+                 "z_port_id": z_port.id, "a_vlan": a_vlan, "z_vlan": z_vlan,
+                 "bandwidth_mbps": spec.bandwidth_mbps, "burst_mbps": spec.burst_mbps,
+                 "customer_reference": spec.customer_reference,
+                 "description": spec.description}
+        circuit = CircuitRow(
+            id=circuit_id, state=CircuitState.RESERVED.value, created_by_order_id=order_id,
+            pending_order_id=None, created_at=moment, updated_at=moment, **shape, **money)
+        session.add(circuit)
+        session.add_all([
+            PortVlanRow(port_id=a_port.id, vlan_id=a_vlan, circuit_id=circuit_id),
+            PortVlanRow(port_id=z_port.id, vlan_id=z_vlan, circuit_id=circuit_id),
+        ])
+        order = self._new_order_row(
+            session, order_id, OrderType.NEW, circuit_id, principal, request.request_id,
+            fingerprint, quote_id, shape, money, previous_bandwidth_mbps=0,
+            reserved_mbps=spec.bandwidth_mbps,
+            contacts=[{"role": c.role, "name": c.name, "email": c.email, "phone": c.phone}
+                      for c in request.contacts])
+        self._emit_created(session, order, circuit)
+        return order
+
+    def _new_order_row(self, session: Session, order_id: str, order_type: OrderType,
+                       circuit_id: str, principal: Principal, request_id: str,
+                       fingerprint: str, quote_id: str | None, shape: dict[str, object],
+                       money: dict[str, object], *, previous_bandwidth_mbps: int,
+                       reserved_mbps: int, contacts: list[dict[str, str]]) -> OrderRow:
+        moment = self.clock()
+        order = OrderRow(
+            id=order_id, type=order_type.value, state=OrderState.ACKNOWLEDGED.value,
+            circuit_id=circuit_id, request_id=request_id, request_hash=fingerprint,
+            quote_id=quote_id, requested_by=principal.subject,
+            previous_bandwidth_mbps=previous_bandwidth_mbps, reserved_mbps=reserved_mbps,
+            contacts=contacts, failure=None, plan_error=None,
+            approval_expire_at=moment + timedelta(seconds=self.settings.approval_window_s),
+            created_at=moment, updated_at=moment, completed_at=None, version=1,
+            **shape, **money)
+        session.add(order)
+        for side in Side:
+            session.add(ApprovalRow(
+                order_id=order_id, side=side.value,
+                telco_id=self.catalogue.telco_for_side(side).id,
+                state=ApprovalState.PENDING.value, approver="", payload_sha256="", comment="",
+                decided_at=None))
+        what = {OrderType.NEW: "new circuit", OrderType.CHANGE: "bandwidth change",
+                OrderType.DISCONNECT: "disconnect"}[order_type]
+        self._audit(session, order, principal.subject,
+                    f"{what} ordered; capacity and VLANs reserved", None,
+                    OrderState.ACKNOWLEDGED)
+        self._move(session, order, OrderState.PENDING_APPROVAL, principal.subject,
+                   "waiting for approval by both telcos")
+        session.flush()
+        return order
+
+    def _emit_created(self, session: Session, order: OrderRow, circuit: CircuitRow) -> None:
+        self._emit(session, circuit.id, order_events.OrderCreated(
+            event_id=str(uuid.uuid4()),
+            occurred_at=convert.timestamp(order.created_at),
+            order_id=order.id,
+            operation=convert.OPERATION[OrderType(order.type)],
+            circuit=convert.circuit_parameters(self.catalogue, order, circuit.id,
+                                               order.bandwidth_mbps, order.burst_mbps),
+            previous_bandwidth_mbps=order.previous_bandwidth_mbps,
+            price=convert.price_terms(order),
+            approval_expire_time=convert.timestamp(order.approval_expire_at),
+        ))
+
+    def _order_on_circuit(self, principal: Principal, request_id: str, circuit_id: str,
+                          fingerprint: str, order_type: OrderType, bandwidth_mbps: int | None,
+                          burst_mbps: int | None, reason: str) -> order_pb2.Order:
+        tenant = principal.tenant or ""
+        problem = request_id_problem(request_id)
+        if problem:
+            raise InvalidArgument.for_field("request_id", problem)
+        require_reason("reason", reason, required=False)
+
+        def place(session: Session) -> OrderRow:
+            store.lock_channel(session)
+            existing = self._replay(session, tenant, request_id, fingerprint)
+            if existing is not None:
+                return existing
+            circuit = store.get_circuit(session, circuit_id, tenant, for_update=True)
+            check_circuit_open_for_order(CircuitState(circuit.state), circuit.pending_order_id,
+                                         circuit.id)
+            new_bandwidth, new_burst, reserved = circuit.bandwidth_mbps, circuit.burst_mbps, 0
+            terms_currency = {"currency": circuit.currency, "mrc": circuit.mrc,
+                              "nrc": circuit.nrc, "burst_price": circuit.burst_price,
+                              "term_months": circuit.term_months,
+                              "price_book_version": circuit.price_book_version}
+            if order_type is OrderType.CHANGE:
+                assert bandwidth_mbps is not None
+                new_bandwidth = bandwidth_mbps
+                new_burst = circuit.burst_mbps if burst_mbps is None else burst_mbps
+                speeds = [self.catalogue.ports[p].speed_mbps
+                          for p in (circuit.a_port_id, circuit.z_port_id)]
+                validate_bandwidth_change(circuit.bandwidth_mbps, new_bandwidth, new_burst,
+                                          speeds, self.price_book)
+                reserved = cap.reservation_for_change(circuit.bandwidth_mbps, new_bandwidth)
+                figures = store.capacity(session, self.catalogue,
+                                         self.settings.channel_capacity_mbps)
+                cap.admit(reserved, [figures.channel, figures.ports[circuit.a_port_id],
+                                     figures.ports[circuit.z_port_id]])
+                terms = self.price_book.price(new_bandwidth, circuit.term_months,
+                                              circuit.currency)
+                terms_currency.update(mrc=str(terms.mrc), nrc=str(terms.nrc),
+                                      burst_price=str(terms.burst_price_per_mbps),
+                                      price_book_version=terms.price_book_version)
+            shape = {"tenant_id": tenant, "a_port_id": circuit.a_port_id,
+                     "z_port_id": circuit.z_port_id, "a_vlan": circuit.a_vlan,
+                     "z_vlan": circuit.z_vlan, "bandwidth_mbps": new_bandwidth,
+                     "burst_mbps": new_burst, "customer_reference": circuit.customer_reference,
+                     "description": circuit.description}
+            order_id = new_id("ord")
+            order = self._new_order_row(
+                session, order_id, order_type, circuit.id, principal, request_id, fingerprint,
+                None, shape, terms_currency, previous_bandwidth_mbps=circuit.bandwidth_mbps,
+                reserved_mbps=reserved, contacts=[])
+            if reason:
+                self._audit(session, order, principal.subject, f"customer's reason: {reason}",
+                            OrderState.PENDING_APPROVAL, OrderState.PENDING_APPROVAL)
+            circuit.pending_order_id = order_id
+            circuit.updated_at = self.clock()
+            self._emit_created(session, order, circuit)
+            return order
+
+        return self._idempotent(tenant, request_id, fingerprint, place)
+
+    def modify_bandwidth(self, principal: Principal,
+                         request: order_service_pb2.ModifyBandwidthRequest) -> order_pb2.Order:
+        fingerprint_source = order_service_pb2.ModifyBandwidthRequest()
+        fingerprint_source.CopyFrom(request)
+        fingerprint_source.ClearField("request_id")
+        return self._order_on_circuit(
+            principal, request.request_id, request.circuit_id,
+            "modify:" + content_hash(fingerprint_source), OrderType.CHANGE,
+            request.bandwidth_mbps,
+            request.burst_mbps if request.HasField("burst_mbps") else None, request.reason)
+
+    def disconnect(self, principal: Principal,
+                   request: order_service_pb2.DisconnectCircuitRequest) -> order_pb2.Order:
+        fingerprint_source = order_service_pb2.DisconnectCircuitRequest()
+        fingerprint_source.CopyFrom(request)
+        fingerprint_source.ClearField("request_id")
+        return self._order_on_circuit(
+            principal, request.request_id, request.circuit_id,
+            "disconnect:" + content_hash(fingerprint_source)[:52], OrderType.DISCONNECT,
+            None, None, request.reason)
+
+    # -- cancelling, approving, rejecting, expiring -----------------------------------------
+
+    def cancel(self, principal: Principal, order_id: str, reason: str) -> order_pb2.Order:
+        require_reason("reason", reason, required=False)
+        with self.write() as session:
+            order = store.get_order(session, order_id, principal.tenant, for_update=True)
+            check_cancellable(OrderState(order.state), order.id)
+            circuit = self._end(session, order, OrderState.CANCELLED, Outcome.WITHDRAWN,
+                                principal.subject, reason or "cancelled by the customer")
+            self._withdraw_pending_approvals(session, order.id, ApprovalState.PENDING)
+            self._emit(session, circuit.id, order_events.OrderCancelled(
+                event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(self.clock()),
+                order_id=order.id, circuit_id=circuit.id,
+                operation=convert.OPERATION[OrderType(order.type)],
+                cancelled_by=principal.subject))
+            return convert.order(session, order)
+
+    def _withdraw_pending_approvals(self, session: Session, order_id: str,
+                                    to: ApprovalState) -> None:
+        for approval in store.approvals(session, order_id):
+            if ApprovalState(approval.state).awaiting_decision:
+                approval.state = to.value
+                if to is ApprovalState.EXPIRED:
+                    approval.decided_at = self.clock()
+
+    def _slots(self, session: Session, order_id: str) -> dict[Side, ApprovalSlot]:
+        return {
+            Side(a.side): ApprovalSlot(Side(a.side), ApprovalState(a.state), a.payload_sha256)
+            for a in store.approvals(session, order_id)
+        }
+
+    def approve(self, principal: Principal, order_id: str, payload_sha256: str,
+                comment: str) -> order_pb2.Order:
+        require_reason("comment", comment, required=False)
+        approver = Approver(principal.subject, principal.telco or "", self._telco_side(principal))
+        with self.write() as session:
+            order = store.get_order(session, order_id, None, for_update=True)
+            side = check_approver(OrderState(order.state), order.id, order.requested_by,
+                                  approver)
+            plan = store.plans(session, order.id).get(side.value)
+            complete = decide_approval(
+                OrderState(order.state), order.id, order.requested_by, approver,
+                self._slots(session, order.id), plan.sha256 if plan else None,
+                order.plan_error, payload_sha256)
+            row = session.get(ApprovalRow, (order.id, side.value))
+            assert row is not None
+            row.state, row.approver = ApprovalState.APPROVED.value, principal.subject
+            row.payload_sha256, row.comment, row.decided_at = payload_sha256, comment, self.clock()
+            self._touch(order)
+            if complete:
+                self._approved(session, order)
+            return convert.order(session, order)
+
+    def _approved(self, session: Session, order: OrderRow) -> None:
+        self._move(session, order, OrderState.APPROVED, SYSTEM_PROVISIONING,
+                   "both telcos approved; handed to provisioning")
+        circuit = store.get_circuit(session, order.circuit_id, None)
+        previous = convert.circuit_parameters(self.catalogue, circuit, circuit.id,
+                                              circuit.bandwidth_mbps, circuit.burst_mbps)
+        circuit.state = circuit_state_after(OrderType(order.type), Outcome.APPROVED,
+                                            CircuitState(circuit.state)).value
+        circuit.updated_at = self.clock()
+        message = order_events.OrderApproved(
+            event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(self.clock()),
+            order_id=order.id, operation=convert.OPERATION[OrderType(order.type)],
+            circuit=convert.circuit_parameters(self.catalogue, order, circuit.id,
+                                               order.bandwidth_mbps, order.burst_mbps),
+            price=convert.price_terms(order))
+        if order.type == OrderType.CHANGE:
+            message.previous_circuit.CopyFrom(previous)
+        plans = store.plans(session, order.id)
+        for approval in store.approvals(session, order.id):
+            message.approvals.append(order_events.ApprovedPayload(
+                side=convert.side_proto(approval.side), telco_id=approval.telco_id,
+                router_name=self.catalogue.site_of(self.catalogue.ports[
+                    order.a_port_id if approval.side == Side.SINGAPORE else order.z_port_id
+                ]).router,
+                payload_sha256=plans[approval.side].sha256, approver=approval.approver,
+                approve_time=convert.timestamp(approval.decided_at)))
+        self._emit(session, circuit.id, message)
+
+    def reject(self, principal: Principal, order_id: str, reason: str) -> order_pb2.Order:
+        require_reason("reason", reason, required=True)
+        approver = Approver(principal.subject, principal.telco or "", self._telco_side(principal))
+        with self.write() as session:
+            order = store.get_order(session, order_id, None, for_update=True)
+            side = check_approver(OrderState(order.state), order.id, order.requested_by,
+                                  approver)
+            row = session.get(ApprovalRow, (order.id, side.value))
+            assert row is not None
+            row.state, row.approver = ApprovalState.REJECTED.value, principal.subject
+            row.comment, row.decided_at = reason, self.clock()
+            circuit = self._end(session, order, OrderState.REJECTED, Outcome.WITHDRAWN,
+                                principal.subject, f"rejected by telco {row.telco_id}: {reason}")
+            self._emit(session, circuit.id, order_events.OrderRejected(
+                event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(self.clock()),
+                order_id=order.id, circuit_id=circuit.id,
+                operation=convert.OPERATION[OrderType(order.type)],
+                side=convert.side_proto(side.value), rejected_by=principal.subject,
+                reason=reason, expired=False))
+            return convert.order(session, order)
+
+    def expire_due(self, limit: int = 100) -> int:
+        """Reject orders whose approval window passed; returns how many."""
+        with self.write() as session:
+            due = list(session.scalars(
+                select(OrderRow)
+                .where(OrderRow.state == OrderState.PENDING_APPROVAL.value,
+                       OrderRow.approval_expire_at <= self.clock())
+                .order_by(OrderRow.approval_expire_at).limit(limit)
+                .with_for_update(skip_locked=True)))
+            for order in due:
+                self._withdraw_pending_approvals(session, order.id, ApprovalState.EXPIRED)
+                circuit = self._end(
+                    session, order, OrderState.REJECTED, Outcome.WITHDRAWN, SYSTEM_EXPIRY,
+                    "the approval window passed without both telcos approving")
+                self._emit(session, circuit.id, order_events.OrderRejected(
+                    event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(self.clock()),
+                    order_id=order.id, circuit_id=circuit.id,
+                    operation=convert.OPERATION[OrderType(order.type)],
+                    reason="approval window expired", expired=True))
+            return len(due)
+
+    # -- circuit events -------------------------------------------------------------------
+
+    def record_plan(self, session: Session, plan: provisioning_pb2.ProvisioningPlanned) -> None:
+        order = session.get(OrderRow, plan.order_id, with_for_update=True)
+        if order is None:
+            log.warning("plan for unknown order %s ignored", plan.order_id)
+            return
+        if order.state != OrderState.PENDING_APPROVAL:
+            log.info("plan for order %s ignored: it is %s", order.id, order.state)
+            return
+        if plan.circuit_id != order.circuit_id:
+            raise ValueError(f"plan for order {order.id} names circuit {plan.circuit_id}, "
+                             f"the order's circuit is {order.circuit_id}")
+        existing = store.plans(session, order.id)
+        for old_plan in existing.values():
+            session.delete(old_plan)
+        session.flush()
+        hashes: dict[Side, str] = {}
+        if plan.error:
+            order.plan_error = plan.error[:2000]
+        else:
+            order.plan_error = None
+            for payload in plan.payloads:
+                side = convert.side_from_proto(payload.side)
+                if side is None:
+                    raise ValueError(f"plan for order {order.id} has a payload without a side")
+                hashes[side] = payload.sha256
+                session.add(PlanRow(order_id=order.id, side=side.value, sha256=payload.sha256,
+                                    payload=payload.SerializeToString(),
+                                    received_at=self.clock()))
+        for side in superseded_by_plan(self._slots(session, order.id), hashes):
+            approval = session.get(ApprovalRow, (order.id, side.value))
+            assert approval is not None
+            approval.state = ApprovalState.SUPERSEDED.value
+        self._touch(order)
+        event.listen(session, "after_commit", lambda _s: self.notifier.notify(), once=True)
+
+    def record_outcome(self, session: Session, message: Message) -> None:
+        """CircuitActivated / CircuitModified / CircuitDisconnected / ProvisioningFailed."""
+        order_id: str = getattr(message, "order_id")  # noqa: B009 - one field, four types
+        if not order_id:
+            log.info("%s without an order (a redeploy) ignored", type(message).__name__)
+            return
+        order = session.get(OrderRow, order_id, with_for_update=True)
+        if order is None:
+            log.warning("%s for unknown order %s ignored", type(message).__name__, order_id)
+            return
+        if OrderState(order.state).terminal:
+            log.info("%s for order %s ignored: already %s", type(message).__name__, order.id,
+                     order.state)
+            return
+        if order.state not in (OrderState.APPROVED, OrderState.IN_PROGRESS):
+            raise ValueError(f"{type(message).__name__} for order {order.id}, which is "
+                             f"{order.state} and was never handed to provisioning")
+        expected = {
+            circuit_events.CircuitActivated: OrderType.NEW,
+            circuit_events.CircuitModified: OrderType.CHANGE,
+            circuit_events.CircuitDisconnected: OrderType.DISCONNECT,
+        }
+        if isinstance(message, circuit_events.ProvisioningFailed):
+            self._failed(session, order, message)
+        else:
+            if expected[type(message)] != order.type:
+                raise ValueError(f"{type(message).__name__} does not fit {order.type} order "
+                                 f"{order.id}")
+            self._succeeded(session, order, message)
+        event.listen(session, "after_commit", lambda _s: self.notifier.notify(), once=True)
+
+    def _succeeded(self, session: Session, order: OrderRow, message: Message) -> None:
+        effective = getattr(message, "effective_time")  # noqa: B009
+        moment = effective.ToDatetime(tzinfo=UTC) if effective.seconds else self.clock()
+        circuit = self._end(session, order, OrderState.COMPLETED, Outcome.SUCCEEDED,
+                            SYSTEM_PROVISIONING, {
+                                OrderType.NEW: "circuit activated on both routers",
+                                OrderType.CHANGE: "bandwidth changed on both routers",
+                                OrderType.DISCONNECT: "circuit removed from both routers",
+                            }[OrderType(order.type)])
+        if order.type == OrderType.NEW:
+            circuit.activated_at = moment
+        elif order.type == OrderType.CHANGE:
+            circuit.bandwidth_mbps, circuit.burst_mbps = order.bandwidth_mbps, order.burst_mbps
+            circuit.mrc, circuit.nrc = order.mrc, order.nrc
+            circuit.burst_price = order.burst_price
+            circuit.price_book_version = order.price_book_version
+        else:
+            circuit.disconnected_at = moment
+        self._completed_event(session, order, success=True)
+
+    def _failed(self, session: Session, order: OrderRow,
+                message: circuit_events.ProvisioningFailed) -> None:
+        failure = order_pb2.OrderFailure(
+            message=message.message or "provisioning failed",
+            router_errors=[f.error for f in message.failures],
+            rolled_back=message.rolled_back)
+        order.failure = failure.SerializeToString()
+        reasons = "; ".join(f"{f.error.router_name}: {f.error.message}"
+                            for f in message.failures if f.error.message)
+        self._end(session, order, OrderState.FAILED, Outcome.FAILED, SYSTEM_PROVISIONING,
+                  f"provisioning failed: {failure.message}" + (f" ({reasons})" if reasons
+                                                                else ""))
+        self._completed_event(session, order, success=False)
+
+    def _completed_event(self, session: Session, order: OrderRow, *, success: bool) -> None:
+        self._emit(session, order.circuit_id, order_events.OrderCompleted(
+            event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(self.clock()),
+            order_id=order.id, circuit_id=order.circuit_id,
+            operation=convert.OPERATION[OrderType(order.type)], success=success))
+

@@ -1,0 +1,300 @@
+# ruff: noqa: N802 - method names are the gRPC contract's
+"""gRPC adapters: OrderService and ApprovalService. Access rules live here; decisions in
+services.order.orders and services.order.domain.
+
+Who may do what: customers act on their own tenant only (another tenant's order or
+circuit answers NOT_FOUND, exactly like a missing id); ops read everything and decide
+approvals for their own telco; billing admins and admins read everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from sqlalchemy import select
+
+from idc.ops.v1 import approval_service_pb2, approval_service_pb2_grpc
+from idc.order.v1 import (
+    capacity_pb2,
+    order_service_pb2,
+    order_service_pb2_grpc,
+    quote_pb2,
+    site_pb2,
+)
+from idc.type.v1 import router_payload_pb2
+from services.common.auth import Principal, Role, current_principal, require_role
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.order import convert, store
+from services.order.domain.lifecycle import ApprovalState, OrderState
+from services.order.domain.validation import id_problem
+from services.order.orders import OrderApp
+from services.order.tables import ApprovalRow, CircuitRow, OrderRow
+
+WATCH_POLL_S = 1.0
+
+
+def _scope(principal: Principal) -> str | None:
+    """The tenant a reader is confined to; None for staff, who read every tenant."""
+    return principal.tenant if principal.role is Role.CUSTOMER else None
+
+
+def _require_id(value: str, field: str, what: str) -> None:
+    problem = id_problem(value, what)
+    if problem:
+        raise InvalidArgument.for_field(field, problem)
+
+
+def _tenant_filter(principal: Principal, requested: str) -> str | None:
+    scope = _scope(principal)
+    if scope is not None and requested and requested != scope:
+        raise PermissionDenied("customers can only list their own tenant's orders and circuits")
+    return scope if scope is not None else (requested or None)
+
+
+class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
+    def __init__(self, app: OrderApp) -> None:
+        self.app = app
+
+    def ListSites(self, request: order_service_pb2.ListSitesRequest,
+                  context: grpc.ServicerContext) -> order_service_pb2.ListSitesResponse:
+        principal = current_principal()
+        side = convert.side_from_proto(request.side)
+        offset, limit = store.page_bounds(request.page_size, request.page_token)
+        figures = self.app.capacity()
+        sites = [s for s in sorted(self.app.catalogue.sites.values(), key=lambda s: s.id)
+                 if side is None or s.side is side]
+        response = order_service_pb2.ListSitesResponse(
+            next_page_token=store.next_token(offset, limit, limit,
+                                             len(sites) > offset + limit))
+        for site in sites[offset:offset + limit]:
+            message = site_pb2.Site(
+                id=site.id, name=site.name, side=convert.side_proto(site.side),
+                telco_id=site.telco.id, telco_name=site.telco.name, city=site.city,
+                router_name=site.router)
+            for port in site.ports:
+                if not port.visible_to(_scope(principal)):
+                    continue
+                message.ports.append(site_pb2.Port(
+                    id=port.id, site_id=site.id, name=port.name, speed_mbps=port.speed_mbps,
+                    free_mbps=min(figures.ports[port.id].free_mbps, figures.channel.free_mbps),
+                    vlan_range=site_pb2.VlanRange(first=port.vlan_first, last=port.vlan_last),
+                    free_vlan_count=port.vlan_count - figures.used_vlans.get(port.id, 0),
+                    tenant_id=port.tenant))
+            response.sites.append(message)
+        return response
+
+    def GetQuote(self, request: order_service_pb2.GetQuoteRequest,
+                 context: grpc.ServicerContext) -> order_service_pb2.GetQuoteResponse:
+        principal = require_role(Role.CUSTOMER)
+        row, reasons, figures = self.app.quote(principal, request.spec)
+        spec = request.spec
+        return order_service_pb2.GetQuoteResponse(quote=quote_pb2.Quote(
+            id=row.id, tenant_id=row.tenant_id, spec=spec,
+            price=convert.price(row),
+            create_time=convert.timestamp(row.created_at),
+            expire_time=convert.timestamp(row.expire_at),
+            feasible=not reasons, infeasible_reasons=reasons,
+            channel_free_mbps=figures.channel.free_mbps,
+            a_end_port_free_mbps=figures.ports[spec.a_end_port_id].free_mbps,
+            z_end_port_free_mbps=figures.ports[spec.z_end_port_id].free_mbps))
+
+    def CreateOrder(self, request: order_service_pb2.CreateOrderRequest,
+                    context: grpc.ServicerContext) -> order_service_pb2.CreateOrderResponse:
+        principal = require_role(Role.CUSTOMER)
+        return order_service_pb2.CreateOrderResponse(
+            order=self.app.create_order(principal, request))
+
+    def ModifyBandwidth(self, request: order_service_pb2.ModifyBandwidthRequest,
+                        context: grpc.ServicerContext
+                        ) -> order_service_pb2.ModifyBandwidthResponse:
+        principal = require_role(Role.CUSTOMER)
+        _require_id(request.circuit_id, "circuit_id", "circuit")
+        return order_service_pb2.ModifyBandwidthResponse(
+            order=self.app.modify_bandwidth(principal, request))
+
+    def DisconnectCircuit(self, request: order_service_pb2.DisconnectCircuitRequest,
+                          context: grpc.ServicerContext
+                          ) -> order_service_pb2.DisconnectCircuitResponse:
+        principal = require_role(Role.CUSTOMER)
+        _require_id(request.circuit_id, "circuit_id", "circuit")
+        return order_service_pb2.DisconnectCircuitResponse(
+            order=self.app.disconnect(principal, request))
+
+    def CancelOrder(self, request: order_service_pb2.CancelOrderRequest,
+                    context: grpc.ServicerContext) -> order_service_pb2.CancelOrderResponse:
+        principal = require_role(Role.CUSTOMER, Role.ADMIN)
+        _require_id(request.order_id, "order_id", "order")
+        return order_service_pb2.CancelOrderResponse(
+            order=self.app.cancel(principal, request.order_id, request.reason))
+
+    def GetOrder(self, request: order_service_pb2.GetOrderRequest,
+                 context: grpc.ServicerContext) -> order_service_pb2.GetOrderResponse:
+        principal = current_principal()
+        _require_id(request.order_id, "order_id", "order")
+        with self.app.read() as session:
+            row = store.get_order(session, request.order_id, _scope(principal))
+            return order_service_pb2.GetOrderResponse(order=convert.order(session, row))
+
+    def ListOrders(self, request: order_service_pb2.ListOrdersRequest,
+                   context: grpc.ServicerContext) -> order_service_pb2.ListOrdersResponse:
+        principal = current_principal()
+        tenant = _tenant_filter(principal, request.tenant_id)
+        states = convert.order_states_from_proto(list(request.states), "states")
+        order_type = convert.order_type_from_proto(request.type, "type")
+        offset, limit = store.page_bounds(request.page_size, request.page_token)
+        query = select(OrderRow).order_by(OrderRow.created_at.desc(), OrderRow.id.desc())
+        if tenant is not None:
+            query = query.where(OrderRow.tenant_id == tenant)
+        if states:
+            query = query.where(OrderRow.state.in_([s.value for s in states]))
+        if order_type is not None:
+            query = query.where(OrderRow.type == order_type.value)
+        if request.circuit_id:
+            query = query.where(OrderRow.circuit_id == request.circuit_id)
+        with self.app.read() as session:
+            rows, more = store.fetch_page(session, query, offset, limit)
+            return order_service_pb2.ListOrdersResponse(
+                orders=[convert.order(session, row) for row in rows],
+                next_page_token=store.next_token(offset, limit, len(rows), more))
+
+    def WatchOrder(self, request: order_service_pb2.WatchOrderRequest,
+                   context: grpc.ServicerContext
+                   ) -> Iterator[order_service_pb2.WatchOrderResponse]:
+        principal = current_principal()
+        _require_id(request.order_id, "order_id", "order")
+        notifier = self.app.notifier
+        context.add_callback(notifier.notify)  # wake the wait below when the client leaves
+        seen_version: int | None = None
+        seen_entries = 0
+        while context.is_active():
+            generation = notifier.generation
+            # A short-lived session per look: no connection is held while waiting.
+            with self.app.read() as session:
+                row = store.get_order(session, request.order_id, _scope(principal))
+                changed = row.version != seen_version
+                order = convert.order(session, row) if changed else None
+            if order is not None:
+                new_entries = list(order.audit_trail)[seen_entries:]
+                if seen_version is None or not new_entries:
+                    yield order_service_pb2.WatchOrderResponse(order=order)
+                else:
+                    for entry in new_entries:
+                        yield order_service_pb2.WatchOrderResponse(order=order, change=entry)
+                seen_version, seen_entries = row.version, len(order.audit_trail)
+                if OrderState(row.state).terminal:
+                    return
+            notifier.wait(generation, WATCH_POLL_S)
+
+    def GetCircuit(self, request: order_service_pb2.GetCircuitRequest,
+                   context: grpc.ServicerContext) -> order_service_pb2.GetCircuitResponse:
+        principal = current_principal()
+        _require_id(request.circuit_id, "circuit_id", "circuit")
+        with self.app.read() as session:
+            row = store.get_circuit(session, request.circuit_id, _scope(principal))
+            return order_service_pb2.GetCircuitResponse(
+                circuit=convert.circuit(self.app.catalogue, row))
+
+    def ListCircuits(self, request: order_service_pb2.ListCircuitsRequest,
+                     context: grpc.ServicerContext) -> order_service_pb2.ListCircuitsResponse:
+        principal = current_principal()
+        tenant = _tenant_filter(principal, request.tenant_id)
+        states = convert.circuit_states_from_proto(list(request.states), "states")
+        offset, limit = store.page_bounds(request.page_size, request.page_token)
+        query = select(CircuitRow).order_by(CircuitRow.created_at.desc(), CircuitRow.id.desc())
+        if tenant is not None:
+            query = query.where(CircuitRow.tenant_id == tenant)
+        if states:
+            query = query.where(CircuitRow.state.in_([s.value for s in states]))
+        if request.port_id:
+            query = query.where((CircuitRow.a_port_id == request.port_id)
+                                | (CircuitRow.z_port_id == request.port_id))
+        with self.app.read() as session:
+            rows, more = store.fetch_page(session, query, offset, limit)
+            return order_service_pb2.ListCircuitsResponse(
+                circuits=[convert.circuit(self.app.catalogue, row) for row in rows],
+                next_page_token=store.next_token(offset, limit, len(rows), more))
+
+    def GetCapacity(self, request: order_service_pb2.GetCapacityRequest,
+                    context: grpc.ServicerContext) -> order_service_pb2.GetCapacityResponse:
+        principal = current_principal()
+        catalogue = self.app.catalogue
+        visible = [p for p in catalogue.ports.values() if p.visible_to(_scope(principal))]
+        wanted = set(request.port_ids)
+        unknown = wanted - {p.id for p in visible}
+        if unknown:
+            raise InvalidArgument.for_field(
+                "port_ids", f"unknown port(s): {', '.join(sorted(unknown))}")
+        figures = self.app.capacity()
+        channel = figures.channel
+        message = capacity_pb2.Capacity(
+            channel_capacity_mbps=channel.capacity_mbps,
+            channel_committed_mbps=channel.committed_mbps,
+            channel_reserved_mbps=channel.reserved_mbps,
+            channel_free_mbps=channel.free_mbps,
+            read_time=convert.timestamp(self.app.clock()))
+        for port in visible:
+            if wanted and port.id not in wanted:
+                continue
+            headroom = figures.ports[port.id]
+            used = figures.used_vlans.get(port.id, 0)
+            message.ports.append(capacity_pb2.PortCapacity(
+                port_id=port.id, site_id=port.site_id,
+                side=convert.side_proto(catalogue.side_of(port)), speed_mbps=port.speed_mbps,
+                committed_mbps=headroom.committed_mbps, reserved_mbps=headroom.reserved_mbps,
+                free_mbps=headroom.free_mbps, used_vlan_count=used,
+                free_vlan_count=port.vlan_count - used))
+        return order_service_pb2.GetCapacityResponse(capacity=message)
+
+
+class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
+    def __init__(self, app: OrderApp) -> None:
+        self.app = app
+
+    def ListPendingApprovals(self, request: approval_service_pb2.ListPendingApprovalsRequest,
+                             context: grpc.ServicerContext
+                             ) -> approval_service_pb2.ListPendingApprovalsResponse:
+        principal = require_role(Role.OPS)
+        side = self.app.catalogue.side_of_telco(principal.telco or "")
+        if side is None:
+            raise PermissionDenied(f"telco {principal.telco!r} runs no side of this channel")
+        offset, limit = store.page_bounds(request.page_size, request.page_token)
+        awaiting = [s.value for s in ApprovalState if s.awaiting_decision]
+        query: Any = (
+            select(OrderRow).join(ApprovalRow, ApprovalRow.order_id == OrderRow.id)
+            .where(OrderRow.state == OrderState.PENDING_APPROVAL.value,
+                   ApprovalRow.side == side.value, ApprovalRow.state.in_(awaiting))
+            .order_by(OrderRow.created_at, OrderRow.id))
+        with self.app.read() as session:
+            rows, more = store.fetch_page(session, query, offset, limit)
+            response = approval_service_pb2.ListPendingApprovalsResponse(
+                next_page_token=store.next_token(offset, limit, len(rows), more))
+            for row in rows:
+                item = approval_service_pb2.PendingApproval(
+                    order=convert.order(session, row),
+                    expire_time=convert.timestamp(row.approval_expire_at))
+                plan = store.plans(session, row.id).get(side.value)
+                if plan is not None:
+                    item.payload.CopyFrom(router_payload_pb2.RouterPayload.FromString(plan.payload))
+                response.pending_approvals.append(item)
+            return response
+
+    def Approve(self, request: approval_service_pb2.ApproveRequest,
+                context: grpc.ServicerContext) -> approval_service_pb2.ApproveResponse:
+        principal = require_role(Role.OPS)
+        _require_id(request.order_id, "order_id", "order")
+        if not request.payload_sha256:
+            raise InvalidArgument.for_field(
+                "payload_sha256", "is required: the sha256 of the payload you reviewed")
+        return approval_service_pb2.ApproveResponse(order=self.app.approve(
+            principal, request.order_id, request.payload_sha256, request.comment))
+
+    def Reject(self, request: approval_service_pb2.RejectRequest,
+               context: grpc.ServicerContext) -> approval_service_pb2.RejectResponse:
+        principal = require_role(Role.OPS)
+        _require_id(request.order_id, "order_id", "order")
+        return approval_service_pb2.RejectResponse(
+            order=self.app.reject(principal, request.order_id, request.reason))
+
+

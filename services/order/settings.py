@@ -1,0 +1,46 @@
+"""Settings of the order service itself, from ``IDC_ORDER_*`` variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common.config import ConfigError, non_negative_int
+
+
+@dataclass(frozen=True)
+class OrderSettings:
+    # Total channel capacity in Mbps (260 Gbps).
+    channel_capacity_mbps: int = 260_000
+    # How long an order may wait for both approvals before it expires.
+    approval_window_s: int = 72 * 3600
+    # How often the expiry worker looks for expired approvals.
+    expiry_interval_s: int = 5
+    # How long a quote can be ordered.
+    quote_ttl_s: int = 24 * 3600
+    # Consumer group of the circuit-event consumer.
+    consumer_group: str = "order-service"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OrderSettings:
+        env = os.environ if env is None else env
+        d = cls()
+        settings = cls(
+            channel_capacity_mbps=non_negative_int(
+                env, "IDC_ORDER_CHANNEL_CAPACITY_MBPS", d.channel_capacity_mbps),
+            approval_window_s=non_negative_int(
+                env, "IDC_ORDER_APPROVAL_WINDOW_S", d.approval_window_s),
+            expiry_interval_s=non_negative_int(
+                env, "IDC_ORDER_EXPIRY_INTERVAL_S", d.expiry_interval_s),
+            quote_ttl_s=non_negative_int(env, "IDC_ORDER_QUOTE_TTL_S", d.quote_ttl_s),
+            consumer_group=env.get("IDC_ORDER_CONSUMER_GROUP", "").strip() or d.consumer_group,
+        )
+        for name, value in (
+            ("IDC_ORDER_APPROVAL_WINDOW_S", settings.approval_window_s),
+            ("IDC_ORDER_EXPIRY_INTERVAL_S", settings.expiry_interval_s),
+            ("IDC_ORDER_QUOTE_TTL_S", settings.quote_ttl_s),
+        ):
+            if value == 0:
+                raise ConfigError(f"{name} must be greater than zero")
+        return settings

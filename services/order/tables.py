@@ -1,0 +1,187 @@
+"""The order service's tables (SQLAlchemy), shared by the repositories.
+
+Migration 0002 creates the same shapes; ``tests/unit/order`` checks that they agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.common.db import new_metadata
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, PostgreSQL wants a BIGINT.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+CHANNEL_LOCK_ROW = "channel"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way out on every engine (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return None if value is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment: datetime = value
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class OrderBase(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class ChannelLock(OrderBase):
+    """One row; admissions lock it (SELECT ... FOR UPDATE) so they happen one at a time."""
+
+    __tablename__ = "channel_lock"
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+
+
+class QuoteRow(OrderBase):
+    __tablename__ = "quotes"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[bytes] = mapped_column(LargeBinary)
+    currency: Mapped[str] = mapped_column(String(3))
+    mrc: Mapped[str] = mapped_column(String(32))
+    nrc: Mapped[str] = mapped_column(String(32))
+    burst_price: Mapped[str] = mapped_column(String(32))
+    term_months: Mapped[int] = mapped_column(Integer)
+    price_book_version: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expire_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CircuitRow(OrderBase):
+    __tablename__ = "circuits"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    a_port_id: Mapped[str] = mapped_column(String(128))
+    z_port_id: Mapped[str] = mapped_column(String(128))
+    a_vlan: Mapped[int] = mapped_column(Integer)
+    z_vlan: Mapped[int] = mapped_column(Integer)
+    bandwidth_mbps: Mapped[int] = mapped_column(BigInteger)
+    burst_mbps: Mapped[int] = mapped_column(BigInteger)
+    term_months: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    mrc: Mapped[str] = mapped_column(String(32))
+    nrc: Mapped[str] = mapped_column(String(32))
+    burst_price: Mapped[str] = mapped_column(String(32))
+    price_book_version: Mapped[str] = mapped_column(String(32))
+    customer_reference: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str] = mapped_column(String(256))
+    created_by_order_id: Mapped[str] = mapped_column(String(40))
+    pending_order_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    disconnected_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class OrderRow(OrderBase):
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "request_id", name="uq_orders_tenant_request"),
+        Index("ix_orders_state", "state"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(20))
+    circuit_id: Mapped[str] = mapped_column(String(40), index=True)
+    request_id: Mapped[str] = mapped_column(String(128))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    quote_id: Mapped[str | None] = mapped_column(String(40))
+    requested_by: Mapped[str] = mapped_column(String(128))
+    a_port_id: Mapped[str] = mapped_column(String(128))
+    z_port_id: Mapped[str] = mapped_column(String(128))
+    a_vlan: Mapped[int] = mapped_column(Integer)
+    z_vlan: Mapped[int] = mapped_column(Integer)
+    bandwidth_mbps: Mapped[int] = mapped_column(BigInteger)
+    burst_mbps: Mapped[int] = mapped_column(BigInteger)
+    previous_bandwidth_mbps: Mapped[int] = mapped_column(BigInteger)
+    term_months: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    mrc: Mapped[str] = mapped_column(String(32))
+    nrc: Mapped[str] = mapped_column(String(32))
+    burst_price: Mapped[str] = mapped_column(String(32))
+    price_book_version: Mapped[str] = mapped_column(String(32))
+    customer_reference: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str] = mapped_column(String(256))
+    # Bandwidth this order holds on the channel and its ports; 0 once the order ended.
+    reserved_mbps: Mapped[int] = mapped_column(BigInteger)
+    contacts: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    failure: Mapped[bytes | None] = mapped_column(LargeBinary)
+    plan_error: Mapped[str | None] = mapped_column(Text)
+    approval_expire_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Bumped on every change; WatchOrder compares it.
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class ApprovalRow(OrderBase):
+    __tablename__ = "approvals"
+    order_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    side: Mapped[str] = mapped_column(String(16), primary_key=True)
+    telco_id: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    approver: Mapped[str] = mapped_column(String(128))
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    comment: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class PlanRow(OrderBase):
+    """The current router payload of one side of an order (from ProvisioningPlanned)."""
+
+    __tablename__ = "plans"
+    order_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    side: Mapped[str] = mapped_column(String(16), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AuditRow(OrderBase):
+    __tablename__ = "order_audit"
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(String(40), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+
+
+class PortVlanRow(OrderBase):
+    """A VLAN held on a port; the primary key makes a VLAN unique per port."""
+
+    __tablename__ = "port_vlans"
+    port_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    vlan_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    circuit_id: Mapped[str] = mapped_column(String(40), index=True)

@@ -1,0 +1,107 @@
+"""Capacity admission under concurrency and idempotent ordering, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from idc.order.v1 import order_pb2, order_service_pb2
+from services.common.config import KafkaSettings
+from tests.integration.order.harness import running_order_service, spec
+
+pytestmark = pytest.mark.integration
+
+SG_PORTS = ["sg-edge-1:xe-0/0/1", "sg-edge-1:xe-0/0/2", "sg-edge-1:xe-0/0/3"]
+CQ_PORTS = ["cq-edge-1:XGE0/0/1", "cq-edge-1:XGE0/0/2", "cq-edge-1:XGE0/0/3"]
+
+
+def test_forty_concurrent_orders_never_oversell_the_channel(
+    database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    capacity = 1000
+    asks = [(50, 100, 200)[i % 3] for i in range(40)]  # 4650 Mbps asked in all
+    with running_order_service(database_url, kafka_settings,
+                               channel_capacity_mbps=capacity) as svc:
+
+        def place(index: int) -> tuple[int, order_pb2.Order | grpc.RpcError]:
+            try:
+                return asks[index], svc.alice.create(
+                    asks[index], a_port=SG_PORTS[index % 3], z_port=CQ_PORTS[index % 3])
+            except grpc.RpcError as error:
+                return asks[index], error
+
+        with ThreadPoolExecutor(40) as pool:
+            results = list(pool.map(place, range(40)))
+
+        admitted = [(mbps, r) for mbps, r in results if isinstance(r, order_pb2.Order)]
+        refused = [(mbps, r) for mbps, r in results if isinstance(r, grpc.RpcError)]
+        admitted_total = sum(mbps for mbps, _ in admitted)
+        assert admitted and refused
+        assert admitted_total <= capacity
+        for _, error in refused:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+            assert "Mbps free of 1000 Mbps" in error.details()
+        figures = svc.alice.capacity()
+        assert figures.channel_reserved_mbps == admitted_total
+        assert figures.channel_free_mbps == capacity - admitted_total
+        assert sum(p.reserved_mbps for p in figures.ports if p.port_id in SG_PORTS) \
+            == admitted_total
+        if any(mbps == 50 for mbps, _ in refused):
+            # A 50 Mbps refusal means less than 50 Mbps was left, and free only shrinks.
+            assert figures.channel_free_mbps < 50
+        listed = svc.alice.call("ListOrders", order_service_pb2.ListOrdersRequest(
+            page_size=1000)).orders
+        assert len(listed) == len(admitted)
+        vlans = {(o.spec.a_end_port_id, o.spec.a_end_vlan_id) for _, o in admitted}
+        assert len(vlans) == len(admitted)  # one VLAN per circuit per port
+
+
+def test_concurrent_orders_never_oversell_a_port(
+    database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    with running_order_service(database_url, kafka_settings) as svc:
+        def place(_: int) -> order_pb2.Order | grpc.RpcError:
+            try:
+                return svc.alice.create(200, z_port="cq-edge-1:GE0/0/1")  # a 1 Gbps port
+            except grpc.RpcError as error:
+                return error
+
+        with ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(place, range(12)))
+        admitted = [r for r in results if isinstance(r, order_pb2.Order)]
+        assert len(admitted) == 5
+        for error in results:
+            if isinstance(error, grpc.RpcError):
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "port cq-edge-1:GE0/0/1 has 0 Mbps free of 1000 Mbps" in error.details()
+
+
+def test_one_request_id_retried_concurrently_yields_one_order(
+    database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    with running_order_service(database_url, kafka_settings) as svc:
+        request = order_service_pb2.CreateOrderRequest(
+            request_id=str(uuid.uuid4()), spec=spec(500),
+            contacts=[order_pb2.Contact(role="noc", name="Ann", email="ann@acme.example")])
+        with ThreadPoolExecutor(10) as pool:
+            replies = list(pool.map(lambda _: svc.alice.call("CreateOrder", request), range(10)))
+        assert len({reply.order.id for reply in replies}) == 1
+        assert svc.alice.capacity().channel_reserved_mbps == 500
+        assert len(svc.alice.call("ListOrders", order_service_pb2.ListOrdersRequest()).orders) \
+            == 1
+
+        changed = order_service_pb2.CreateOrderRequest()
+        changed.CopyFrom(request)
+        changed.spec.bandwidth_mbps = 1000
+        with pytest.raises(grpc.RpcError) as refused:
+            svc.alice.call("CreateOrder", changed)
+        assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "different content" in (refused.value.details() or "")
+        assert svc.alice.capacity().channel_reserved_mbps == 500
+
+        # Request ids are per tenant: another tenant may use the same one.
+        other = svc.bob.call("CreateOrder", request).order
+        assert other.id != replies[0].order.id
