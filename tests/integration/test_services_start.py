@@ -49,8 +49,6 @@ SERVICES = {
     ],
     "billing": [billing_service_pb2.DESCRIPTOR.services_by_name["BillingService"]],
 }
-# Services whose every RPC is built: they must no longer answer UNIMPLEMENTED.
-IMPLEMENTED = {"order"}
 
 
 def _start(name: str, tmp_path: Path, bootstrap: str, database_url: str) -> ServiceProcess:
