@@ -143,6 +143,15 @@ def test_streaming_errors_are_mapped_after_the_items(app: tuple[GrpcApp, str]) -
         assert ended.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_oversized_requests_are_refused_before_the_handler(app: tuple[GrpcApp, str]) -> None:
+    grpc_app, token = app
+    with client_channel(f"127.0.0.1:{grpc_app.port}") as channel:
+        stub = channel.unary_unary(f"/{SERVICE}/WhoAmI")
+        with pytest.raises(grpc.RpcError) as refused:
+            stub(b"x" * (5 * 1024 * 1024), metadata=call_metadata(token), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def test_client_channel_applies_a_default_deadline(app: tuple[GrpcApp, str]) -> None:
     grpc_app, token = app
     with client_channel(f"127.0.0.1:{grpc_app.port}", default_timeout_s=0.2) as channel:
