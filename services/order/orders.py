@@ -82,8 +82,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def content_hash(message: Message) -> str:
-    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
+def content_hash(kind: str, message: Message) -> str:
+    """Fingerprint of a request's content (without its request id), for idempotency."""
+    digest = hashlib.sha256(kind.encode() + b"\0")
+    digest.update(message.SerializeToString(deterministic=True))
+    return digest.hexdigest()
 
 
 class OrderApp:
@@ -205,7 +208,7 @@ class OrderApp:
         fingerprint_source = order_service_pb2.CreateOrderRequest()
         fingerprint_source.CopyFrom(request)
         fingerprint_source.ClearField("request_id")
-        fingerprint = content_hash(fingerprint_source)
+        fingerprint = content_hash("create", fingerprint_source)
 
         def place(session: Session) -> OrderRow:
             store.lock_channel(session)
@@ -420,7 +423,7 @@ class OrderApp:
         fingerprint_source.ClearField("request_id")
         return self._order_on_circuit(
             principal, request.request_id, request.circuit_id,
-            "modify:" + content_hash(fingerprint_source), OrderType.CHANGE,
+            content_hash("modify", fingerprint_source), OrderType.CHANGE,
             request.bandwidth_mbps,
             request.burst_mbps if request.HasField("burst_mbps") else None, request.reason)
 
@@ -431,7 +434,7 @@ class OrderApp:
         fingerprint_source.ClearField("request_id")
         return self._order_on_circuit(
             principal, request.request_id, request.circuit_id,
-            "disconnect:" + content_hash(fingerprint_source)[:52], OrderType.DISCONNECT,
+            content_hash("disconnect", fingerprint_source), OrderType.DISCONNECT,
             None, None, request.reason)
 
     # -- cancelling, approving, rejecting, expiring -----------------------------------------
