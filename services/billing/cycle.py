@@ -1,0 +1,317 @@
+"""The billing application: month-end runs, finalisation, and who may read what.
+
+What happens in a run (RunBillingCycle), in order:
+
+1. take the contracts (circuit changes) received up to the cut-off and group circuits by
+   customer; keep the customers of the requested billing entity and tenants;
+2. per customer: rate every circuit with a segment in the month (rating.rate_circuit)
+   over the valid usage received up to the cut-off; then, for each of the customer's
+   finalised invoices of earlier months that got usage or changes after their own cut-off,
+   rate that month again and add the differences as ADJUSTMENT lines;
+3. write the invoice in its own transaction: created, or recomputed in place while DRAFT
+   (same id), never touched once FINALIZED. A crash leaves whole invoices only; the run
+   record stays unfinished, and a rerun completes the month on the same ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Protocol
+
+from services.billing.domain.contracts import ContractChange, Segment, build_segments
+from services.billing.domain.entities import BillingDirectory, Customer
+from services.billing.domain.percentile import Sample
+from services.billing.domain.rating import (
+    BillingMonth,
+    Line,
+    adjustment_lines,
+    rate_circuit,
+    sort_lines,
+    totals,
+)
+from services.billing.invoices import (
+    InvoiceDraft,
+    SaveOutcome,
+    StoredInvoice,
+    invoice_id_for,
+)
+from services.common.errors import DomainError, FailedPrecondition, InvalidArgument
+
+log = logging.getLogger(__name__)
+
+
+class BillingStore(Protocol):
+    """What a run needs from storage (SqlBillingStore in production)."""
+
+    def changes(self, as_of: datetime) -> dict[str, list[ContractChange]]: ...
+
+    def samples(
+        self, circuit_id: str, start: datetime, end: datetime, as_of: datetime
+    ) -> list[Sample]: ...
+
+    def news_since(
+        self, circuit_ids: Sequence[str], start: datetime, end: datetime,
+        after: datetime, until: datetime,
+    ) -> bool: ...
+
+    def conflicts(self, circuit_ids: Sequence[str], start: datetime, end: datetime) -> int: ...
+
+    def finalized_before(self, tenant_id: str, month: BillingMonth) -> list[StoredInvoice]: ...
+
+    def billed_so_far(
+        self, invoice: StoredInvoice, excluding_invoice_id: str
+    ) -> dict[str, Decimal]: ...
+
+    def save(
+        self, draft: InvoiceDraft, run_id: str, as_of: datetime, now: datetime
+    ) -> SaveOutcome: ...
+
+    def start_run(
+        self, run_id: str, month: BillingMonth, entity_id: str, as_of: datetime, now: datetime
+    ) -> None: ...
+
+    def finish_run(self, run_id: str, summary: dict[str, object], now: datetime) -> None: ...
+
+
+@dataclass(frozen=True)
+class CycleRequest:
+    month: BillingMonth
+    billing_entity_id: str = ""
+    as_of: datetime | None = None
+    tenant_ids: Sequence[str] = ()
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str  # "SEGMENTING", "RATING", "INVOICING", "DONE"
+    circuits_total: int = 0
+    circuits_done: int = 0
+    invoices_total: int = 0
+    invoices_done: int = 0
+    message: str = ""
+
+
+@dataclass
+class Summary:
+    run_id: str
+    month: BillingMonth
+    billing_entity_id: str
+    as_of: datetime
+    dry_run: bool
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped_finalized: int = 0
+    adjustment_lines: int = 0
+    circuits_billed: int = 0
+    invoice_ids: list[str] = field(default_factory=list)
+    totals: dict[str, Decimal] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_record(self) -> dict[str, object]:
+        return {
+            "created": self.created, "updated": self.updated, "unchanged": self.unchanged,
+            "skipped_finalized": self.skipped_finalized,
+            "adjustment_lines": self.adjustment_lines, "circuits_billed": self.circuits_billed,
+            "invoice_ids": self.invoice_ids,
+            "totals": {k: f"{v:f}" for k, v in self.totals.items()},
+            "warnings": self.warnings,
+        }
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class BillingCycle:
+    def __init__(
+        self,
+        store: BillingStore,
+        directory: BillingDirectory,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._directory = directory
+        self._clock = clock
+
+    def run(self, request: CycleRequest) -> Iterator[Progress | Summary]:
+        now = self._clock()
+        as_of = request.as_of or now
+        if as_of > now:
+            raise InvalidArgument.for_field("as_of_time", "must not be in the future")
+        if request.billing_entity_id:
+            self._directory.entity(request.billing_entity_id)  # NOT_FOUND names the known ones
+        summary = Summary(
+            run_id="run-" + str(uuid.uuid4()), month=request.month,
+            billing_entity_id=request.billing_entity_id, as_of=as_of, dry_run=request.dry_run,
+        )
+        if not request.dry_run:
+            self._store.start_run(
+                summary.run_id, request.month, request.billing_entity_id, as_of, now
+            )
+        yield Progress("SEGMENTING", message=f"contracts as of {as_of.isoformat()}")
+        customers = self._customers(request, as_of)
+        circuits_total = sum(len(c) for _, c in customers)
+        yield Progress("RATING", circuits_total=circuits_total, invoices_total=len(customers))
+        circuits_done = invoices_done = 0
+        for customer, circuits in customers:
+            try:
+                draft = self._draft(customer, circuits, request.month, as_of, summary)
+            except DomainError as error:
+                summary.warnings.append(f"customer {customer.tenant_id} not invoiced: {error}")
+                log.warning("billing %s for %s: %s", request.month, customer.tenant_id, error)
+                draft = None
+            circuits_done += len(circuits)
+            if draft is not None:
+                self._record(draft, summary, as_of)
+            invoices_done += 1
+            yield Progress(
+                "INVOICING", circuits_total, circuits_done, len(customers), invoices_done,
+                message=customer.tenant_id,
+            )
+        if not request.dry_run:
+            self._store.finish_run(summary.run_id, summary.as_record(), self._clock())
+        yield Progress("DONE", circuits_total, circuits_done, len(customers), invoices_done)
+        yield summary
+
+    def _customers(
+        self, request: CycleRequest, as_of: datetime
+    ) -> list[tuple[Customer, dict[str, list[Segment]]]]:
+        by_tenant: dict[str, dict[str, list[Segment]]] = defaultdict(dict)
+        for circuit_id, changes in self._store.changes(as_of).items():
+            segments = build_segments(changes)
+            if segments:
+                by_tenant[segments[-1].tenant_id][circuit_id] = segments
+        wanted = set(request.tenant_ids)
+        chosen = []
+        for tenant_id in sorted(by_tenant):
+            customer = self._directory.customer(tenant_id)
+            if wanted and tenant_id not in wanted:
+                continue
+            if request.billing_entity_id and customer.entity.id != request.billing_entity_id:
+                continue
+            chosen.append((customer, by_tenant[tenant_id]))
+        return chosen
+
+    def _draft(
+        self,
+        customer: Customer,
+        circuits: Mapping[str, list[Segment]],
+        month: BillingMonth,
+        as_of: datetime,
+        summary: Summary,
+    ) -> InvoiceDraft | None:
+        invoice_id = invoice_id_for(customer.tenant_id, month)
+        start, end = month.window(customer.time_zone)
+        active = {c: s for c, s in circuits.items() if any(x.overlaps(start, end) for x in s)}
+        currency = _currency(customer, active, circuits)
+        lines = self._rate(customer, active, month, as_of, currency)
+        summary.circuits_billed += len(active)
+        conflicts = self._store.conflicts(sorted(active), start, end)
+        if conflicts:
+            summary.warnings.append(
+                f"customer {customer.tenant_id}: {conflicts} conflicting usage report(s) set "
+                "aside in the month (first report billed)"
+            )
+        adjustments = self._adjustments(customer, circuits, month, as_of, invoice_id, currency)
+        summary.adjustment_lines += len(adjustments)
+        if not active and not adjustments:
+            return None
+        all_lines = sort_lines([*lines, *adjustments])
+        return InvoiceDraft(
+            id=invoice_id, customer=customer, month=month, currency=currency,
+            lines=all_lines, totals=totals(all_lines, customer.entity.tax_rate, currency),
+        )
+
+    def _rate(
+        self,
+        customer: Customer,
+        circuits: Mapping[str, list[Segment]],
+        month: BillingMonth,
+        as_of: datetime,
+        currency: str,
+    ) -> list[Line]:
+        start, end = month.window(customer.time_zone)
+        lines: list[Line] = []
+        for circuit_id in sorted(circuits):
+            samples = self._store.samples(circuit_id, start, end, as_of)
+            lines += rate_circuit(
+                circuits[circuit_id], samples, month, customer.time_zone, currency
+            )
+        return lines
+
+    def _adjustments(
+        self,
+        customer: Customer,
+        circuits: Mapping[str, list[Segment]],
+        month: BillingMonth,
+        as_of: datetime,
+        invoice_id: str,
+        currency: str,
+    ) -> list[Line]:
+        adjustments: list[Line] = []
+        for original in self._store.finalized_before(customer.tenant_id, month):
+            start, end = original.month.window(customer.time_zone)
+            billed_circuits = sorted(
+                {s.line.circuit_id for s in original.lines}
+                | {c for c, segs in circuits.items() if any(x.overlaps(start, end) for x in segs)}
+            )
+            if not billed_circuits or not self._store.news_since(
+                billed_circuits, start, end, original.as_of_time, as_of
+            ):
+                continue
+            if original.currency != currency:
+                raise FailedPrecondition(
+                    f"invoice {original.label} is in {original.currency}, "
+                    f"this month in {currency}"
+                )
+            then = {c: circuits[c] for c in billed_circuits if c in circuits}
+            recomputed = self._rate(customer, then, original.month, as_of, currency)
+            own_lines = {
+                s.line.key: s.line for s in original.lines if not s.line.adjusts_invoice_id
+            }
+            adjustments += adjustment_lines(
+                original.id, original.label, own_lines,
+                self._store.billed_so_far(original, invoice_id), recomputed,
+            )
+        return adjustments
+
+    def _record(self, draft: InvoiceDraft, summary: Summary, as_of: datetime) -> None:
+        summary.invoice_ids.append(draft.id)
+        summary.totals[draft.currency] = (
+            summary.totals.get(draft.currency, Decimal(0)) + draft.totals.total
+        )
+        if summary.dry_run:
+            return
+        outcome = self._store.save(draft, summary.run_id, as_of, self._clock())
+        if outcome is SaveOutcome.CREATED:
+            summary.created += 1
+        elif outcome is SaveOutcome.UPDATED:
+            summary.updated += 1
+        elif outcome is SaveOutcome.UNCHANGED:
+            summary.unchanged += 1
+        else:
+            summary.skipped_finalized += 1
+
+
+def _currency(
+    customer: Customer,
+    active: Mapping[str, list[Segment]],
+    circuits: Mapping[str, list[Segment]],
+) -> str:
+    if customer.currency:
+        return customer.currency
+    priced = {s.price.currency for segs in (active or circuits).values() for s in segs}
+    if len(priced) != 1:
+        raise FailedPrecondition(
+            f"circuits are priced in {', '.join(sorted(priced)) or 'no currency'}: set the "
+            "customer's currency in the billing entities file"
+        )
+    return priced.pop()

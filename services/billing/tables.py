@@ -1,0 +1,217 @@
+"""The billing service's tables (SQLAlchemy); migration 0002 creates the same shapes.
+
+Money and rates are stored as decimal strings (exact on every engine); instants as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.common.db import new_metadata
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, PostgreSQL wants a BIGINT.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+MONEY_LENGTH = 40
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way out on every engine (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        if value is None:
+            return None
+        moment = value.astimezone(UTC)
+        # SQLite compares the stored text: keep every value in one naive UTC form.
+        return moment.replace(tzinfo=None) if dialect.name == "sqlite" else moment
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment: datetime = value
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class BillingBase(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class UsageSampleRow(BillingBase):
+    """One circuit's usage in one interval: the first report of it wins."""
+
+    __tablename__ = "billing_usage_samples"
+    __table_args__ = (
+        UniqueConstraint("circuit_id", "interval_start", name="uq_billing_usage_interval"),
+    )
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    circuit_id: Mapped[str] = mapped_column(String(64))
+    interval_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    interval_seconds: Mapped[int] = mapped_column(Integer)
+    bytes_in: Mapped[int] = mapped_column(BigInteger)
+    bytes_out: Mapped[int] = mapped_column(BigInteger)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    invalid_reason: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    router_name: Mapped[str] = mapped_column(String(128))
+    interface_name: Mapped[str] = mapped_column(String(128))
+    read_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class UsageConflictRow(BillingBase):
+    """A second, different report of an interval already stored: kept aside, never billed."""
+
+    __tablename__ = "billing_usage_conflicts"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    circuit_id: Mapped[str] = mapped_column(String(64), index=True)
+    interval_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    interval_seconds: Mapped[int] = mapped_column(Integer)
+    bytes_in: Mapped[int] = mapped_column(BigInteger)
+    bytes_out: Mapped[int] = mapped_column(BigInteger)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    invalid_reason: Mapped[str] = mapped_column(String(64))
+    router_name: Mapped[str] = mapped_column(String(128))
+    event_id: Mapped[str] = mapped_column(String(64))
+    kept_event_id: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class CircuitChangeRow(BillingBase):
+    """One lifecycle change of a circuit (activation, bandwidth change, disconnect)."""
+
+    __tablename__ = "billing_circuit_changes"
+    __table_args__ = (Index("ix_billing_circuit_changes_circuit", "circuit_id"),)
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    circuit_id: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    effective_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    occurred_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    bandwidth_mbps: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    mrc: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    nrc: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    burst_price: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    term_months: Mapped[int] = mapped_column(Integer)
+    price_book_version: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class InvoiceRow(BillingBase):
+    __tablename__ = "billing_invoices"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "year", "month", name="uq_billing_invoices_tenant_month"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    number: Mapped[str | None] = mapped_column(String(40), unique=True, nullable=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    billing_entity_id: Mapped[str] = mapped_column(String(64), index=True)
+    year: Mapped[int] = mapped_column(Integer)
+    month: Mapped[int] = mapped_column(Integer)
+    time_zone: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    tax_rate: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    tax: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    total: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    issuer_legal_name: Mapped[str] = mapped_column(String(200))
+    issuer_address: Mapped[str] = mapped_column(String(300))
+    issuer_tax_id: Mapped[str] = mapped_column(String(100))
+    tax_label: Mapped[str] = mapped_column(String(32))
+    customer_legal_name: Mapped[str] = mapped_column(String(200))
+    customer_address: Mapped[str] = mapped_column(String(300))
+    as_of_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    billing_run_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finalized_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class InvoiceLineRow(BillingBase):
+    __tablename__ = "billing_invoice_lines"
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "line_key", name="uq_billing_invoice_lines_key"),
+        Index("ix_billing_invoice_lines_adjusts", "adjusts_invoice_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    invoice_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("billing_invoices.id", ondelete="CASCADE")
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    line_key: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[int] = mapped_column(Integer)
+    circuit_id: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(500))
+    segment_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    segment_end: Mapped[datetime] = mapped_column(UtcDateTime())
+    days_covered: Mapped[int] = mapped_column(Integer)
+    days_in_month: Mapped[int] = mapped_column(Integer)
+    factor: Mapped[str] = mapped_column(String(64))
+    unit_price: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    bandwidth_mbps: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    samples_expected: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    samples_present: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    samples_discarded: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    billed_sample_mbps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    billed_sample_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    billed_direction: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    billed_sample_bps: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cir_mbps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    overage_mbps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    adjusts_invoice_id: Mapped[str] = mapped_column(String(40))
+    adjusts_line_key: Mapped[str] = mapped_column(String(255))
+    adjusts_line_id: Mapped[str] = mapped_column(String(40))
+
+
+class BillingRunRow(BillingBase):
+    """One RunBillingCycle call; finished_at stays empty if it died halfway."""
+
+    __tablename__ = "billing_runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer)
+    month: Mapped[int] = mapped_column(Integer)
+    billing_entity_id: Mapped[str] = mapped_column(String(64))
+    as_of_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    summary: Mapped[str] = mapped_column(Text)
+
+
+class InvoiceNumberRow(BillingBase):
+    """The last invoice number issued per billing entity (numbers are gapless)."""
+
+    __tablename__ = "billing_invoice_numbers"
+
+    billing_entity_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer)
