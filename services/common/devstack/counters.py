@@ -31,7 +31,6 @@ available on this kind of machine, which is why veths are used.
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import os
 import socket
@@ -77,25 +76,9 @@ exit 0
 """
 
 
-def _sil_installed() -> bool:
-    return bool(glob.glob(_SIL_GLOB))
-
-
 def ensure_counter_packages() -> None:
     """Install netconfd, sshd and the ietf-interfaces server module if missing."""
-    ensure_debian_packages(NETCONF_PACKAGES)
-    if _sil_installed():
-        return
-    # ensure_debian_packages counts a package as present by an *executable* file and this
-    # one ships only a shared library, so its "still missing" complaint after installing is
-    # expected: the library itself is checked below.
-    with contextlib.suppress(DevstackError):
-        ensure_debian_packages({SIL_PACKAGE: _SIL_GLOB})
-    if not _sil_installed():
-        raise DevstackError(
-            f"{SIL_PACKAGE} is not installed ({_SIL_GLOB} missing); as root run: "
-            f"apt-get update && apt-get install -y {SIL_PACKAGE}"
-        )
+    ensure_debian_packages({**NETCONF_PACKAGES, SIL_PACKAGE: _SIL_GLOB})
 
 
 def _ip(*args: str) -> None:

@@ -4,14 +4,15 @@ Public API::
 
     ensure_debian_packages({"netconfd": "/usr/sbin/netconfd", ...}) -> None
 
-The mapping is *package name -> a file that package installs*; a package counts as
-present when that file exists and is executable. Missing packages are installed with
-``apt-get`` when we run as root (``apt-get update`` runs at most once per process);
-otherwise :class:`DevstackError` tells the user the exact command to run.
+The mapping is *package name -> a file that package installs* (a glob is allowed); a
+package counts as present when that file exists, and is executable if it is a program.
+Missing packages are installed with ``apt-get`` when we run as root (``apt-get update``
+runs at most once per process); otherwise :class:`DevstackError` gives the command to run.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shlex
 import shutil
@@ -28,13 +29,18 @@ _lock = threading.Lock()
 _apt_updated = False
 
 
+def _present(path: str) -> bool:
+    # A glob names a file whose directory varies by architecture (/usr/lib/*/...); programs
+    # must also be executable, libraries and data files need only exist.
+    for match in glob.glob(path):
+        if os.path.isfile(match) and ("/bin/" not in match or os.access(match, os.X_OK)):
+            return True
+    return False
+
+
 def missing_debian_packages(packages: Mapping[str, str]) -> list[str]:
-    """The packages of ``packages`` (name -> installed file) whose file is not executable."""
-    return sorted(
-        name
-        for name, path in packages.items()
-        if not (os.path.isfile(path) and os.access(path, os.X_OK))
-    )
+    """The packages of ``packages`` (name -> an installed file, glob allowed) not present."""
+    return sorted(name for name, path in packages.items() if not _present(path))
 
 
 def _install_command(names: list[str]) -> str:

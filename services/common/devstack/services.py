@@ -71,8 +71,13 @@ def wait_serving(service: ServiceProcess, timeout: float = 60.0) -> None:
 def start_service(
     name: str, listen: str, env: dict[str, str], log_path: Path
 ) -> ServiceProcess:
-    """``python -m services.<name>`` listening on ``listen``, with ``env`` on top of ours."""
-    child_env = {**os.environ, **env, f"IDC_{name.upper()}_LISTEN": listen}
+    """``python -m services.<name>`` listening on ``listen``, with ``env`` on top of ours.
+
+    ``name`` may be dotted (``billing.meter``); its last part names the settings prefix
+    (``IDC_METER_LISTEN``).
+    """
+    prefix = name.rsplit(".", 1)[-1].upper()
+    child_env = {**os.environ, **env, f"IDC_{prefix}_LISTEN": listen}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     proc = spawn(
         [sys.executable, "-m", f"services.{name}"],

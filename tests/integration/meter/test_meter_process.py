@@ -4,8 +4,6 @@ whose bytes add up exactly to what was sent."""
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,8 +18,8 @@ from idc.type.v1 import side_pb2
 from services.billing.meter.config import dump_routers
 from services.common.config import KafkaSettings
 from services.common.devstack.counters import AGENT_REFRESH_S, CounterAgent
-from services.common.devstack.process import free_port, spawn
-from services.common.devstack.services import REPO_ROOT, ServiceProcess, wait_serving
+from services.common.devstack.process import free_port
+from services.common.devstack.services import ServiceProcess, start_service, wait_serving
 from services.common.events import encode_event
 from services.common.events.topics import (
     CIRCUIT_EVENTS,
@@ -53,7 +51,6 @@ def meter(
     routers_file.write_text(dump_routers([counter_agent.router_access("sg-edge-1")]))
     address = f"127.0.0.1:{free_port()}"
     env = {
-        "IDC_METER_LISTEN": address,
         "IDC_METER_DATABASE_URL": database_url,
         "IDC_METER_INTERVAL_S": str(INTERVAL_S),
         "IDC_METER_ROUTERS_FILE": str(routers_file),
@@ -66,19 +63,12 @@ def meter(
         "IDC_RELAY_POLL_INTERVAL_S": "0.05",
         "IDC_LOG_FORMAT": "text",
     }
-    log_path = tmp_path / "meter.log"
-    proc = spawn(
-        [sys.executable, "-m", "services.billing.meter"],
-        env={**os.environ, **env},
-        cwd=REPO_ROOT,
-        log_path=log_path,
-    )
-    service = ServiceProcess("meter", address, proc, log_path)
+    service = start_service("billing.meter", address, env, tmp_path / "meter.log")
     try:
         wait_serving(service)
         yield service
     finally:
-        assert service.terminate() == 0, log_path.read_text()[-3000:]
+        assert service.terminate() == 0, service.log_path.read_text()[-3000:]
 
 
 def activation(circuit_id: str) -> circuit_pb2.CircuitActivated:
