@@ -42,6 +42,7 @@ from idc.events.v1 import provisioning_pb2
 from idc.provisioning.v1 import provisioning_service_pb2 as ops_pb2
 from services.common.errors import InvalidArgument
 from services.common.events import Envelope, outbox
+from services.common.grpc_server import Worker
 from services.provisioning.circuits import Operation, circuit_end
 from services.provisioning.faults import FaultKind, RouterFailure, RouterFault
 from services.provisioning.inventory import Device
@@ -155,7 +156,7 @@ class CommandQueue:
 
 
 @dataclass
-class RouterWorker:
+class RouterWorker(Worker):
     """Drains one router's command queue; the only user of that router's session."""
 
     device: Device
@@ -165,10 +166,10 @@ class RouterWorker:
     replies_topic: str
     poll_interval_s: float = 0.05
     wake_event: threading.Event = field(default_factory=threading.Event)
+    name: str = field(init=False)
 
-    @property
-    def name(self) -> str:
-        return f"agent:{self.device.name}"
+    def __post_init__(self) -> None:
+        self.name = f"agent:{self.device.name}"
 
     # -- loop ---------------------------------------------------------------------------
 

@@ -1,38 +1,165 @@
-"""Wiring of the provisioning service process: servicers, workers, migrations."""
+"""Wiring of the provisioning service process: roles, workers, servicers, migrations.
+
+``IDC_PROVISIONING_ROLE`` picks what the process runs:
+
+* ``all`` (default, ``make run``): the coordinator and both telcos' agents;
+* ``coordinator``: the saga coordinator (and the ops API);
+* ``agent``: one telco's router agent, ``IDC_PROVISIONING_TELCO`` = ``sg`` or ``cq`` (in
+  production each telco's agent runs in that telco's network).
+
+Other settings: ``IDC_PROVISIONING_INVENTORY`` (see inventory.py),
+``IDC_PROVISIONING_CONFIRM_TIMEOUT_S`` (confirmed-commit timeout, 120),
+``IDC_PROVISIONING_STEP_DEADLINE_S`` (how long the coordinator waits for a reply, 30),
+``IDC_PROVISIONING_TOPIC_SUFFIX`` (appended to every topic name, to keep deployments that
+share a Kafka cluster apart, e.g. tests; empty by default).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
 
 from idc.provisioning.v1 import provisioning_service_pb2, provisioning_service_pb2_grpc
-from services.common.grpc_server import GrpcApp
+from services.common.config import ConfigError, KafkaSettings, non_negative_int
+from services.common.events import EventConsumer, ensure_topics, topics
+from services.common.events.topics import with_dead_letters
+from services.common.grpc_server import GrpcApp, Worker
 from services.common.runtime import ServiceRuntime, build_app, run_service
-from services.common.servicers import register, unimplemented
+from services.common.servicers import register
+from services.provisioning.agent import CommandQueue, RouterWorker
+from services.provisioning.circuits import SIDE_OF_TELCO, Side
+from services.provisioning.coordinator import (
+    REGISTRY,
+    Coordinator,
+    DeadlineWorker,
+    SagaTimings,
+    Topics,
+)
+from services.provisioning.inventory import Inventory, load_inventory
+from services.provisioning.netconf import NetconfSession
+from services.provisioning.ops import ProvisioningOps
+from services.provisioning.rendering import Renderer
 
 NAME = "provisioning"
 DEFAULT_PORT = 50052
 MIGRATIONS = Path(__file__).parent / "migrations"
+ROLES = ("all", "coordinator", "agent")
 
 
-def register_servicers(server: grpc.Server) -> Sequence[str]:
-    # The business RPCs arrive with the provisioning issue; until then the generated base answers
-    # UNIMPLEMENTED rather than a made-up result.
-    return [
-        register(
-            server,
-            provisioning_service_pb2.DESCRIPTOR,
-            "ProvisioningService",
-            provisioning_service_pb2_grpc.add_ProvisioningServiceServicer_to_server,
-            unimplemented(provisioning_service_pb2_grpc.ProvisioningServiceServicer),
-        )
+def topics_from_env(env: Mapping[str, str]) -> Topics:
+    suffix = env.get("IDC_PROVISIONING_TOPIC_SUFFIX", "").strip()
+    return Topics(
+        order_events=topics.ORDER_EVENTS + suffix,
+        commands={
+            Side.SINGAPORE: topics.PROVISIONING_COMMANDS_SG + suffix,
+            Side.CHONGQING: topics.PROVISIONING_COMMANDS_CQ + suffix,
+        },
+        replies=topics.PROVISIONING_REPLIES + suffix,
+        circuit_events=topics.CIRCUIT_EVENTS + suffix,
+    )
+
+
+class ConsumerWorker(Worker):
+    def __init__(self, name: str, consumer: EventConsumer) -> None:
+        self.name = name
+        self._consumer = consumer
+
+    def run(self, stop: threading.Event) -> None:
+        self._consumer.run(stop)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def agent_workers(
+    runtime: ServiceRuntime,
+    inventory: Inventory,
+    renderer: Renderer,
+    topic_names: Topics,
+    telco: str,
+) -> list[Worker]:
+    devices = inventory.of_telco(telco)
+    routers = [
+        RouterWorker(d, NetconfSession(d), runtime.session_factory, renderer, topic_names.replies)
+        for d in devices
     ]
+    by_name = {w.device.name: w for w in routers}
+    queue = CommandQueue(telco, by_name, lambda name: by_name[name].wake_event.set())
+    consumer = EventConsumer(
+        [topic_names.commands[SIDE_OF_TELCO[telco]]],
+        f"idc-provisioning-agent-{telco}",
+        queue,
+        runtime.session_factory,
+        runtime.settings.kafka,
+        registry=REGISTRY,
+    )
+    return [ConsumerWorker(f"agent-commands-{telco}", consumer), *routers]
 
 
-def make_app(runtime: ServiceRuntime) -> GrpcApp:
-    return build_app(runtime, register_servicers)
+def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> GrpcApp:
+    env = os.environ if env is None else env
+    role = env.get("IDC_PROVISIONING_ROLE", "all").strip() or "all"
+    if role not in ROLES:
+        raise ConfigError(f"IDC_PROVISIONING_ROLE={role!r}: expected one of {', '.join(ROLES)}")
+    telco = env.get("IDC_PROVISIONING_TELCO", "").strip()
+    if role == "agent" and telco not in SIDE_OF_TELCO:
+        raise ConfigError("IDC_PROVISIONING_TELCO must be sg or cq for IDC_PROVISIONING_ROLE=agent")
+    inventory = load_inventory(env)
+    renderer = Renderer()
+    topic_names = topics_from_env(env)
+    timings = SagaTimings(
+        confirm_timeout_s=non_negative_int(env, "IDC_PROVISIONING_CONFIRM_TIMEOUT_S", 120) or 120,
+        step_deadline_s=float(non_negative_int(env, "IDC_PROVISIONING_STEP_DEADLINE_S", 30) or 30),
+    )
+    kafka: KafkaSettings = runtime.settings.kafka
+    ensure_topics(
+        kafka.bootstrap,
+        with_dead_letters(
+            [
+                topic_names.order_events,
+                *topic_names.commands.values(),
+                topic_names.replies,
+                topic_names.circuit_events,
+            ]
+        ),
+        kafka.topic_partitions,
+        kafka.replication_factor,
+    )
+    coordinator = Coordinator(inventory, renderer, topic_names, timings)
+    workers: list[Worker] = []
+    if role in ("all", "coordinator"):
+        consumer = EventConsumer(
+            [topic_names.order_events, topic_names.replies],
+            "idc-provisioning-coordinator",
+            coordinator,
+            runtime.session_factory,
+            kafka,
+            registry=REGISTRY,
+        )
+        workers += [
+            ConsumerWorker("coordinator", consumer),
+            DeadlineWorker(coordinator, runtime.session_factory),
+        ]
+    for agent_telco in SIDE_OF_TELCO if role == "all" else [telco] if role == "agent" else []:
+        workers += agent_workers(runtime, inventory, renderer, topic_names, agent_telco)
+    ops = ProvisioningOps(inventory, renderer, coordinator, runtime.session_factory)
+
+    def register_servicers(server: grpc.Server) -> Sequence[str]:
+        return [
+            register(
+                server,
+                provisioning_service_pb2.DESCRIPTOR,
+                "ProvisioningService",
+                provisioning_service_pb2_grpc.add_ProvisioningServiceServicer_to_server,
+                ops,
+            )
+        ]
+
+    return build_app(runtime, register_servicers, workers)
 
 
 def main() -> int:

@@ -1,0 +1,361 @@
+"""The saga coordinator: order events and agent replies in, commands and circuit events out.
+
+The decisions are in :mod:`services.provisioning.saga`; this module loads and stores saga
+state, turns decisions into ProvisioningCommands (through the outbox, in the same
+transaction as the state change) and publishes the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idc.events.v1 import circuit_pb2, common_pb2, order_pb2, provisioning_pb2
+from idc.provisioning.v1 import provisioning_service_pb2 as ops_pb2
+from idc.type.v1 import router_payload_pb2
+from services.common.errors import DomainError
+from services.common.events import Envelope, EventRegistry, outbox
+from services.common.grpc_server import Worker
+from services.provisioning.agent import timestamp
+from services.provisioning.circuits import TELCO_OF_SIDE, Operation, Side, circuit_end
+from services.provisioning.faults import RouterFault
+from services.provisioning.inventory import Inventory
+from services.provisioning.rendering import Renderer
+from services.provisioning.saga import Action, Saga, Send, Step
+from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder, SagaRow, utcnow
+
+log = logging.getLogger(__name__)
+
+REGISTRY = EventRegistry(
+    [
+        order_pb2.OrderCreated,
+        order_pb2.OrderApproved,
+        order_pb2.OrderRejected,
+        order_pb2.OrderCancelled,
+        order_pb2.OrderCompleted,
+        provisioning_pb2.ProvisioningCommand,
+        provisioning_pb2.ProvisioningReply,
+    ]
+)
+ACTION_PROTO = {
+    Action.PREPARE: provisioning_pb2.PROVISIONING_ACTION_PREPARE,
+    Action.CONFIRM: provisioning_pb2.PROVISIONING_ACTION_CONFIRM,
+    Action.ROLLBACK: provisioning_pb2.PROVISIONING_ACTION_ROLLBACK,
+}
+ACTION_OF_PROTO = {v: k for k, v in ACTION_PROTO.items()}
+
+
+@dataclass(frozen=True)
+class Topics:
+    order_events: str
+    commands: dict[Side, str]
+    replies: str
+    circuit_events: str
+
+
+@dataclass(frozen=True)
+class SagaTimings:
+    confirm_timeout_s: int = 120
+    # How long the coordinator waits for one reply before deciding without it.
+    step_deadline_s: float = 30.0
+
+
+class Coordinator:
+    def __init__(
+        self,
+        inventory: Inventory,
+        renderer: Renderer,
+        topics: Topics,
+        timings: SagaTimings,
+    ) -> None:
+        self._inventory = inventory
+        self._renderer = renderer
+        self._topics = topics
+        self._timings = timings
+
+    # -- consumer handler ---------------------------------------------------------------
+
+    def __call__(self, session: Session, event: Message, envelope: Envelope) -> None:
+        if isinstance(event, order_pb2.OrderCreated):
+            self.plan(session, event)
+        elif isinstance(event, order_pb2.OrderApproved):
+            self.start(session, event)
+        elif isinstance(event, provisioning_pb2.ProvisioningReply):
+            self.on_reply(session, event)
+
+    # -- plan -----------------------------------------------------------------------
+
+    def payloads(
+        self, operation: Operation, circuit: common_pb2.CircuitParameters
+    ) -> list[router_payload_pb2.RouterPayload]:
+        """Each router's payload, Singapore first; raises DomainError when not renderable."""
+        found = []
+        for side in (Side.SINGAPORE, Side.CHONGQING):
+            end = circuit_end(circuit, side)
+            device = self._inventory.get(end.router_name)
+            if device is None or device.side is not side:
+                raise DomainError(f"router {end.router_name!r} is not a {side.name} router")
+            found.append(
+                self._renderer.router_payload(device.platform, device.telco, side, operation, end)
+            )
+        return found
+
+    def plan(self, session: Session, event: order_pb2.OrderCreated) -> None:
+        planned = provisioning_pb2.ProvisioningPlanned(
+            occurred_at=timestamp(utcnow()),
+            order_id=event.order_id,
+            circuit_id=event.circuit.circuit_id,
+            operation=event.operation,
+        )
+        try:
+            planned.payloads.extend(
+                self.payloads(Operation.from_proto(event.operation), event.circuit)
+            )
+        except DomainError as exc:
+            planned.error = exc.message
+        session.merge(
+            PlannedOrder(
+                order_id=event.order_id,
+                circuit_id=event.circuit.circuit_id,
+                operation=event.operation,
+                created=event.SerializeToString(),
+            )
+        )
+        outbox.add(session, self._topics.circuit_events, event.circuit.circuit_id, planned)
+
+    # -- saga -------------------------------------------------------------------------
+
+    def start(self, session: Session, event: order_pb2.OrderApproved) -> str:
+        saga_id = str(uuid.uuid4())
+        saga = Saga()
+        row = SagaRow(
+            saga_id=saga_id,
+            circuit_id=event.circuit.circuit_id,
+            order_id=event.order_id,
+            operation=event.operation,
+            step=saga.step.value,
+            state={},
+            approved=event.SerializeToString(),
+        )
+        session.add(row)
+        self._apply(session, row, saga, event, saga.start())
+        return saga_id
+
+    def on_reply(self, session: Session, reply: provisioning_pb2.ProvisioningReply) -> None:
+        row = session.scalars(
+            select(SagaRow).where(SagaRow.saga_id == reply.saga_id).with_for_update()
+        ).first()
+        if row is None:
+            log.info("reply for unknown saga %s ignored", reply.saga_id)
+            return
+        saga = Saga.from_json(row.state)
+        side = Side.from_proto(reply.side)
+        action = ACTION_OF_PROTO[reply.action]
+        if saga.finished or not saga.expects(side, action, reply.command_event_id):
+            log.info("stale %s reply for saga %s ignored", action.name, reply.saga_id)
+            return
+        fault = RouterFault.from_proto(reply.error) if reply.HasField("error") else None
+        approved = order_pb2.OrderApproved()
+        approved.ParseFromString(row.approved)
+        sends = saga.on_reply(side, action, reply.success, persist_id=reply.persist_id, fault=fault)
+        self._apply(session, row, saga, approved, sends)
+
+    def on_deadline(self, session: Session, row: SagaRow) -> None:
+        saga = Saga.from_json(row.state)
+        approved = order_pb2.OrderApproved()
+        approved.ParseFromString(row.approved)
+        self._apply(session, row, saga, approved, saga.on_deadline())
+
+    def _apply(
+        self,
+        session: Session,
+        row: SagaRow,
+        saga: Saga,
+        approved: order_pb2.OrderApproved,
+        sends: list[Send],
+    ) -> None:
+        now = utcnow()
+        for send in sends:
+            command = self._command(row.saga_id, approved, send, now)
+            added = outbox.add(
+                session, self._topics.commands[send.side], approved.circuit.circuit_id, command
+            )
+            saga.side(send.side).command_id = added.event_id
+        row.step = saga.step.value
+        row.state = saga.to_json()
+        row.updated_at = now
+        row.deadline = (
+            None if saga.finished else now + timedelta(seconds=self._timings.step_deadline_s)
+        )
+        if saga.finished:
+            self._finish(session, row, saga, approved, now)
+
+    def _command(
+        self, saga_id: str, approved: order_pb2.OrderApproved, send: Send, now: datetime
+    ) -> provisioning_pb2.ProvisioningCommand:
+        end = approved.circuit.a_end if send.side is Side.SINGAPORE else approved.circuit.z_end
+        command = provisioning_pb2.ProvisioningCommand(
+            occurred_at=timestamp(now),
+            saga_id=saga_id,
+            order_id=approved.order_id,
+            circuit_id=approved.circuit.circuit_id,
+            action=ACTION_PROTO[send.action],
+            operation=approved.operation,
+            target_side=send.side.value,
+            target_telco_id=TELCO_OF_SIDE[send.side],
+            target_router_name=end.router_name,
+            circuit=approved.circuit,
+            confirm_timeout=duration_pb2.Duration(seconds=self._timings.confirm_timeout_s),
+            persist_id=send.persist_id,
+            deadline=timestamp(now + timedelta(seconds=self._timings.step_deadline_s)),
+            attempt=send.attempt,
+        )
+        if approved.HasField("previous_circuit"):
+            command.previous_circuit.CopyFrom(approved.previous_circuit)
+        if send.action is Action.PREPARE:
+            for approval in approved.approvals:
+                if approval.side == send.side.value:
+                    command.approved_payload_sha256 = approval.payload_sha256
+        return command
+
+    def _finish(
+        self,
+        session: Session,
+        row: SagaRow,
+        saga: Saga,
+        approved: order_pb2.OrderApproved,
+        now: datetime,
+    ) -> None:
+        circuit = approved.circuit
+        operation = Operation.from_proto(approved.operation)
+        common: dict[str, Any] = {
+            "occurred_at": timestamp(now),
+            "circuit_id": circuit.circuit_id,
+            "order_id": approved.order_id,
+            "saga_id": row.saga_id,
+            "tenant_id": circuit.tenant_id,
+            "circuit": circuit,
+            "price": approved.price,
+            "effective_time": timestamp(now),
+        }
+        event: Message
+        if saga.step is Step.DONE:
+            if operation is Operation.CREATE:
+                event = circuit_pb2.CircuitActivated(
+                    bandwidth_mbps=circuit.bandwidth_mbps, **common
+                )
+            elif operation is Operation.MODIFY:
+                event = circuit_pb2.CircuitModified(
+                    bandwidth_mbps=circuit.bandwidth_mbps,
+                    previous_bandwidth_mbps=approved.previous_circuit.bandwidth_mbps,
+                    **common,
+                )
+            else:
+                event = circuit_pb2.CircuitDisconnected(
+                    bandwidth_mbps=circuit.bandwidth_mbps, **common
+                )
+            self._intend(
+                session, circuit, approved, "deleted" if operation is Operation.DELETE else "active"
+            )
+        else:
+            faults = saga.faults()
+            remains = approved.previous_circuit if operation is Operation.MODIFY else circuit
+            event = circuit_pb2.ProvisioningFailed(
+                operation=approved.operation,
+                bandwidth_mbps=0 if operation is Operation.CREATE else remains.bandwidth_mbps,
+                failures=[
+                    circuit_pb2.RouterFailure(error=f.to_proto(), rolled_back=back)
+                    for _, f, back in faults
+                ],
+                message=saga.reason,
+                rolled_back=all(s.rolled_back or not s.confirmed for s in saga.sides.values()),
+                **{**common, "circuit": remains},
+            )
+        outbox.add(session, self._topics.circuit_events, circuit.circuit_id, event)
+        session.add(
+            LogEntry(
+                saga_id=row.saga_id,
+                order_id=approved.order_id,
+                circuit_id=circuit.circuit_id,
+                operation=approved.operation,
+                step=ops_pb2.PROVISIONING_STEP_VERIFY,
+                router_name="",
+                side=0,
+                outcome=ops_pb2.PROVISIONING_OUTCOME_SUCCEEDED
+                if saga.step is Step.DONE
+                else ops_pb2.PROVISIONING_OUTCOME_FAILED,
+                message=f"saga {saga.step.value}: {saga.reason}".rstrip(": "),
+            )
+        )
+
+    def _intend(
+        self,
+        session: Session,
+        circuit: common_pb2.CircuitParameters,
+        approved: order_pb2.OrderApproved,
+        status: str,
+    ) -> None:
+        session.merge(
+            IntendedCircuit(
+                circuit_id=circuit.circuit_id,
+                status=status,
+                parameters=circuit.SerializeToString(),
+                price=approved.price.SerializeToString(),
+                tenant_id=circuit.tenant_id,
+                updated_at=utcnow(),
+            )
+        )
+
+
+class DeadlineWorker(Worker):
+    """Acts on sagas whose awaited replies are late (and resumes them after a restart)."""
+
+    name = "saga-deadlines"
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        session_factory: sessionmaker[Session],
+        interval_s: float = 0.5,
+    ) -> None:
+        self._coordinator = coordinator
+        self._factory = session_factory
+        self._interval_s = interval_s
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self._interval_s):
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("deadline check failed")
+
+    def run_once(self) -> int:
+        now = datetime.now(UTC)
+        with self._factory() as session:
+            due = session.scalars(
+                select(SagaRow.saga_id).where(SagaRow.deadline.is_not(None), SagaRow.deadline < now)
+            ).all()
+        for saga_id in due:
+            with self._factory() as session, session.begin():
+                row = session.scalars(
+                    select(SagaRow).where(SagaRow.saga_id == saga_id).with_for_update()
+                ).first()
+                deadline = row.deadline if row is not None else None
+                if row is None or deadline is None:
+                    continue
+                if (deadline if deadline.tzinfo else deadline.replace(tzinfo=UTC)) >= now:
+                    continue
+                self._coordinator.on_deadline(session, row)
+        return len(due)
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,271 @@
+# ruff: noqa: N802 - method names are the gRPC contract's
+"""``idc.provisioning.v1.ProvisioningService``: the telco ops' view of routers and circuits.
+
+Reads go to the routers directly (get-config of running, read only); Redeploy goes through
+the same two-router saga as an order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idc.events.v1 import common_pb2, order_pb2
+from idc.provisioning.v1 import provisioning_service_pb2 as pb
+from idc.provisioning.v1 import provisioning_service_pb2_grpc as pb_grpc
+from idc.type.v1 import circuit_operation_pb2
+from services.common.auth import Role, require_role
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.provisioning.agent import timestamp
+from services.provisioning.circuits import Operation, Side, circuit_end
+from services.provisioning.coordinator import Coordinator
+from services.provisioning.faults import RouterFailure
+from services.provisioning.inventory import Device, Inventory
+from services.provisioning.netconf import NetconfSession
+from services.provisioning.observe import (
+    circuit_id_of,
+    differences,
+    intended_leaves,
+    running_subinterfaces,
+)
+from services.provisioning.rendering import Renderer
+from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder, utcnow
+
+ACTIVE = "active"
+OPS_ROLES = (Role.OPS, Role.ADMIN)
+
+
+def _params(row: IntendedCircuit) -> common_pb2.CircuitParameters:
+    params = common_pb2.CircuitParameters()
+    params.ParseFromString(row.parameters)
+    return params
+
+
+class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
+    def __init__(
+        self,
+        inventory: Inventory,
+        renderer: Renderer,
+        coordinator: Coordinator,
+        session_factory: sessionmaker[Session],
+    ) -> None:
+        self._inventory = inventory
+        self._renderer = renderer
+        self._coordinator = coordinator
+        self._factory = session_factory
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _running(self, device: Device) -> str:
+        session = NetconfSession(device, timeout_s=10)
+        try:
+            return session.running()
+        finally:
+            session.close()
+
+    def _active(self, session: Session) -> list[IntendedCircuit]:
+        return list(
+            session.scalars(select(IntendedCircuit).where(IntendedCircuit.status == ACTIVE))
+        )
+
+    def _intended(self, circuit_id: str) -> IntendedCircuit:
+        with self._factory() as session:
+            row = session.get(IntendedCircuit, circuit_id)
+        if row is None or row.status != ACTIVE:
+            raise NotFound(f"circuit {circuit_id!r} is not active here")
+        return row
+
+    # -- RPCs ---------------------------------------------------------------------------
+
+    def ListDevices(self, request: pb.ListDevicesRequest, context: Any) -> pb.ListDevicesResponse:
+        require_role(*OPS_ROLES)
+        with self._factory() as session:
+            active = [_params(r) for r in self._active(session)]
+        response = pb.ListDevicesResponse()
+        for device in self._inventory:
+            if request.side and device.side.value != request.side:
+                continue
+            probe = NetconfSession(device, timeout_s=5)
+            reachable = probe.probe()
+            found = pb.Device(
+                name=device.name,
+                side=device.side.value,
+                telco_id=device.telco,
+                site_id=device.site,
+                vendor=device.vendor,
+                platform=device.platform,
+                management_address=device.management_address,
+                reachable=reachable,
+                capabilities=probe.capabilities if reachable else [],
+                circuit_count=sum(
+                    device.name in (c.a_end.router_name, c.z_end.router_name) for c in active
+                ),
+            )
+            if reachable:
+                found.last_seen_time.CopyFrom(timestamp(utcnow()))
+            probe.close()
+            response.devices.append(found)
+        return response
+
+    def DryRun(self, request: pb.DryRunRequest, context: Any) -> pb.DryRunResponse:
+        require_role(*OPS_ROLES)
+        if request.WhichOneof("target") == "order_id":
+            with self._factory() as session:
+                planned = session.get(PlannedOrder, request.order_id)
+            if planned is None:
+                raise NotFound(f"no plan for order {request.order_id!r}")
+            created = order_pb2.OrderCreated()
+            created.ParseFromString(planned.created)
+            operation, params = Operation.from_proto(created.operation), created.circuit
+        elif request.WhichOneof("target") == "circuit_id":
+            params = _params(self._intended(request.circuit_id))
+            operation = Operation.from_proto(request.operation)
+            if operation is Operation.MODIFY:
+                if not request.HasField("bandwidth_mbps"):
+                    raise InvalidArgument.for_field("bandwidth_mbps", "required for MODIFY")
+                params.bandwidth_mbps = request.bandwidth_mbps
+        else:
+            raise InvalidArgument.for_field("target", "set order_id or circuit_id")
+        return pb.DryRunResponse(payloads=self._coordinator.payloads(operation, params))
+
+    def CheckSync(self, request: pb.CheckSyncRequest, context: Any) -> pb.CheckSyncResponse:
+        require_role(*OPS_ROLES)
+        names = set(request.device_names)
+        unknown = names - {d.name for d in self._inventory}
+        if unknown:
+            raise NotFound(f"unknown devices: {', '.join(sorted(unknown))}")
+        with self._factory() as session:
+            active = [_params(r) for r in self._active(session)]
+        response = pb.CheckSyncResponse()
+        for device in self._inventory:
+            if names and device.name not in names:
+                continue
+            response.devices.append(self._sync_status(device, active))
+        return response
+
+    def _sync_status(
+        self, device: Device, active: list[common_pb2.CircuitParameters]
+    ) -> pb.DeviceSyncStatus:
+        status = pb.DeviceSyncStatus(device_name=device.name, side=device.side.value)
+        status.check_time.CopyFrom(timestamp(utcnow()))
+        try:
+            running = running_subinterfaces(device.platform, self._running(device))
+        except RouterFailure as exc:
+            status.error.CopyFrom(exc.fault.to_proto())
+            return status
+        intended_keys = set()
+        for params in active:
+            end = circuit_end(params, device.side)
+            if end.router_name != device.name:
+                continue
+            key = (end.interface, end.vlan)
+            intended_keys.add(key)
+            have = running.get(key)
+            if have is None:
+                status.missing_circuit_ids.append(params.circuit_id)
+                continue
+            diff = differences(intended_leaves(device.platform, end), have)
+            if diff:
+                status.different.append(
+                    pb.CircuitDrift(
+                        circuit_id=params.circuit_id,
+                        differences=[
+                            pb.ConfigDifference(path=d.path, intended=d.intended, actual=d.actual)
+                            for d in diff
+                        ],
+                    )
+                )
+        for key, leaves in sorted(running.items()):
+            if key not in intended_keys:
+                status.extra_circuit_ids.append(circuit_id_of(leaves) or f"{key[0]}.{key[1]}")
+        status.in_sync = not (
+            status.missing_circuit_ids or status.extra_circuit_ids or status.different
+        )
+        return status
+
+    def Redeploy(self, request: pb.RedeployRequest, context: Any) -> pb.RedeployResponse:
+        require_role(*OPS_ROLES)
+        row = self._intended(request.circuit_id)
+        params = _params(row)
+        response = pb.RedeployResponse(
+            payloads=self._coordinator.payloads(Operation.MODIFY, params)
+        )
+        if request.dry_run:
+            return response
+        approved = order_pb2.OrderApproved(
+            event_id=str(uuid.uuid4()),
+            occurred_at=timestamp(utcnow()),
+            operation=circuit_operation_pb2.CIRCUIT_OPERATION_MODIFY,
+            circuit=params,
+            previous_circuit=params,
+        )
+        approved.price.ParseFromString(row.price)
+        with self._factory() as session, session.begin():
+            response.saga_id = self._coordinator.start(session, approved)
+        return response
+
+    def GetCircuitConfig(
+        self, request: pb.GetCircuitConfigRequest, context: Any
+    ) -> pb.GetCircuitConfigResponse:
+        require_role(*OPS_ROLES)
+        with self._factory() as session:
+            row = session.get(IntendedCircuit, request.circuit_id)
+            entries = list(
+                session.scalars(
+                    select(LogEntry)
+                    .where(LogEntry.circuit_id == request.circuit_id)
+                    .order_by(LogEntry.id)
+                )
+            )
+        if row is None and not entries:
+            raise NotFound(f"circuit {request.circuit_id!r} is unknown")
+        response = pb.GetCircuitConfigResponse()
+        if row is not None and row.status == ACTIVE:
+            params = _params(row)
+            for side in (Side.SINGAPORE, Side.CHONGQING):
+                response.configs.append(self._router_config(params, side))
+        for entry in entries:
+            fields: dict[str, Any] = {
+                "saga_id": entry.saga_id,
+                "order_id": entry.order_id,
+                "operation": entry.operation,
+                "step": entry.step,
+                "device_name": entry.router_name,
+                "side": entry.side,
+                "outcome": entry.outcome,
+                "payload_sha256": entry.payload_sha256,
+                "persist_id": entry.persist_id,
+                "message": entry.message,
+            }
+            item = pb.ProvisioningLogEntry(**fields)
+            item.time.CopyFrom(timestamp(entry.time))
+            if entry.error:
+                item.error.ParseFromString(entry.error)
+            response.log.append(item)
+        return response
+
+    def _router_config(
+        self, params: common_pb2.CircuitParameters, side: Side
+    ) -> pb.RouterCircuitConfig:
+        end = circuit_end(params, side)
+        device = self._inventory.get(end.router_name)
+        if device is None:
+            raise FailedPrecondition(f"router {end.router_name!r} is not in the inventory")
+        intended = self._renderer.router_payload(
+            device.platform, device.telco, side, Operation.MODIFY, end
+        )
+        config = pb.RouterCircuitConfig(device_name=device.name, side=side.value, intended=intended)
+        config.read_time.CopyFrom(timestamp(utcnow()))
+        try:
+            running = running_subinterfaces(device.platform, self._running(device))
+        except RouterFailure as exc:
+            config.error.CopyFrom(exc.fault.to_proto())
+            return config
+        have = running.get((end.interface, end.vlan))
+        if have is not None:
+            config.running_config = "\n".join(f"{p} = {v}" for p, v in sorted(have.items()))
+        config.in_sync = not differences(intended_leaves(device.platform, end), have)
+        return config

@@ -1,0 +1,227 @@
+"""The two-router saga: what the coordinator does at each reply or deadline (no I/O).
+
+Both routers, or neither:
+
+1. PREPARING: PREPARE to both sides (each router holds a confirmed commit).
+2. Both prepared -> CONFIRMING_FIRST: CONFIRM to Singapore only. Until a router has
+   confirmed, any failure or missed deadline rolls both back (ROLLING_BACK -> FAILED).
+3. Singapore confirmed -> CONFIRMING_SECOND: CONFIRM to Chongqing. From here the saga rolls
+   *forward*: a failed or late confirm (e.g. the Chongqing router reverted at its timeout)
+   re-prepares Chongqing and confirms again, up to MAX_ATTEMPTS; only a permanent refusal
+   then compensates Singapore (ROLLBACK applies the inverse) and fails the saga.
+4. Chongqing confirmed -> DONE.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.provisioning.circuits import Side
+from services.provisioning.faults import FaultKind, RouterFault
+
+FIRST, SECOND = Side.SINGAPORE, Side.CHONGQING
+MAX_ATTEMPTS = 5
+
+
+class Step(enum.StrEnum):
+    PREPARING = "preparing"
+    CONFIRMING_FIRST = "confirming-first"
+    CONFIRMING_SECOND = "confirming-second"
+    ROLLING_BACK = "rolling-back"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Action(enum.Enum):
+    PREPARE = 1
+    CONFIRM = 2
+    ROLLBACK = 3
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``action`` to ``side``'s agent."""
+
+    side: Side
+    action: Action
+    persist_id: str
+    attempt: int
+
+
+@dataclass
+class SideState:
+    persist_id: str = ""
+    prepared: bool = False
+    confirmed: bool = False
+    rolled_back: bool = False
+    awaiting: str = ""  # action name awaited, '' when none
+    command_id: str = ""  # event id of the command awaited
+    attempt: int = 0
+    fault: dict[str, Any] | None = None
+
+
+@dataclass
+class Saga:
+    step: Step = Step.PREPARING
+    sides: dict[str, SideState] = field(
+        default_factory=lambda: {s.name: SideState() for s in (FIRST, SECOND)}
+    )
+    reason: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.step in (Step.DONE, Step.FAILED)
+
+    def side(self, side: Side) -> SideState:
+        return self.sides[side.name]
+
+    def faults(self) -> list[tuple[Side, RouterFault, bool]]:
+        found = []
+        for side in (FIRST, SECOND):
+            state = self.side(side)
+            if state.fault is not None:
+                fault = RouterFault(**{**state.fault, "kind": FaultKind(state.fault["kind"])})
+                found.append((side, fault, state.rolled_back or not state.confirmed))
+        return found
+
+    # -- persistence --------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step.value,
+            "reason": self.reason,
+            "sides": {name: vars(state) for name, state in self.sides.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Saga:
+        return cls(
+            step=Step(data["step"]),
+            sides={name: SideState(**state) for name, state in data["sides"].items()},
+            reason=data.get("reason", ""),
+        )
+
+    # -- transitions --------------------------------------------------------------------
+
+    def start(self) -> list[Send]:
+        self.step = Step.PREPARING
+        return [self._send(FIRST, Action.PREPARE), self._send(SECOND, Action.PREPARE)]
+
+    def _send(self, side: Side, action: Action, attempt: int | None = None) -> Send:
+        state = self.side(side)
+        state.awaiting = action.name
+        state.attempt = attempt if attempt is not None else state.attempt + 1
+        return Send(side, action, state.persist_id, state.attempt)
+
+    def expects(self, side: Side, action: Action, command_id: str) -> bool:
+        """Whether a reply answers the command this saga is waiting for (else stale)."""
+        state = self.side(side)
+        return state.awaiting == action.name and state.command_id == command_id
+
+    def on_reply(
+        self,
+        side: Side,
+        action: Action,
+        success: bool,
+        *,
+        persist_id: str = "",
+        fault: RouterFault | None = None,
+    ) -> list[Send]:
+        state = self.side(side)
+        state.awaiting = ""
+        if fault is not None:
+            state.fault = {**vars(fault), "kind": fault.kind.value}
+        if action is Action.PREPARE:
+            if success:
+                state.prepared, state.persist_id, state.fault = True, persist_id, None
+            return self._after_prepare(side, success, fault)
+        if action is Action.CONFIRM:
+            if success:
+                state.confirmed, state.fault = True, None
+            return self._after_confirm(side, success, fault)
+        state.rolled_back = success
+        if not success:
+            return self._retry_rollback(side, fault)
+        if all(not s.awaiting for s in self.sides.values()):
+            self.step = Step.FAILED
+        return []
+
+    def _after_prepare(self, side: Side, success: bool, fault: RouterFault | None) -> list[Send]:
+        if self.step is Step.CONFIRMING_SECOND and side is SECOND:
+            # Rolling forward after the first router confirmed.
+            if success:
+                return [self._send(SECOND, Action.CONFIRM)]
+            return self._retry_second(fault)
+        if self.step is not Step.PREPARING:
+            return []
+        if not success:
+            self.reason = f"{side.name.lower()} router refused: {fault.message if fault else ''}"
+            return self._roll_back_all()
+        if all(s.prepared for s in self.sides.values()):
+            self.step = Step.CONFIRMING_FIRST
+            return [self._send(FIRST, Action.CONFIRM)]
+        return []
+
+    def _after_confirm(self, side: Side, success: bool, fault: RouterFault | None) -> list[Send]:
+        if side is FIRST and self.step is Step.CONFIRMING_FIRST:
+            if success:
+                self.step = Step.CONFIRMING_SECOND
+                return [self._send(SECOND, Action.CONFIRM)]
+            self.reason = f"singapore confirm failed: {fault.message if fault else ''}"
+            return self._roll_back_all()
+        if side is SECOND and self.step is Step.CONFIRMING_SECOND:
+            if success:
+                self.step = Step.DONE
+                return []
+            return self._retry_second(fault)
+        return []
+
+    def _retry_second(self, fault: RouterFault | None) -> list[Send]:
+        state = self.side(SECOND)
+        permanent = (
+            fault is not None and not fault.retryable and fault.kind is not FaultKind.TIMEOUT
+        )
+        if permanent or state.attempt >= MAX_ATTEMPTS:
+            self.reason = (
+                f"chongqing failed after singapore confirmed: {fault.message if fault else ''}; "
+                "singapore compensated"
+            )
+            return self._roll_back_all()
+        state.prepared, state.persist_id = False, ""
+        return [self._send(SECOND, Action.PREPARE)]
+
+    def _retry_rollback(self, side: Side, fault: RouterFault | None) -> list[Send]:
+        if self.side(side).attempt >= MAX_ATTEMPTS:
+            self.step = Step.FAILED
+            self.reason += (
+                f"; rollback on {side.name.lower()} failed: {fault.message if fault else ''}"
+            )
+            return []
+        return [self._send(side, Action.ROLLBACK)]
+
+    def _roll_back_all(self) -> list[Send]:
+        self.step = Step.ROLLING_BACK
+        return [self._send(side, Action.ROLLBACK, attempt=1) for side in (FIRST, SECOND)]
+
+    def on_deadline(self) -> list[Send]:
+        """The awaited replies did not come in time."""
+        late = [side for side in (FIRST, SECOND) if self.side(side).awaiting]
+        if self.step in (Step.PREPARING, Step.CONFIRMING_FIRST):
+            names = ", ".join(s.name.lower() for s in late)
+            self.reason = f"no answer in time from {names}"
+            for side in late:
+                self.side(side).fault = {
+                    **vars(RouterFault(FaultKind.TIMEOUT, side.name, self.reason, retryable=True)),
+                    "kind": FaultKind.TIMEOUT.value,
+                }
+            return self._roll_back_all()
+        if self.step is Step.CONFIRMING_SECOND:
+            return self._retry_second(None)
+        if self.step is Step.ROLLING_BACK:
+            sends = []
+            for side in late:
+                sends += self._retry_rollback(side, None)
+            return sends
+        return []
