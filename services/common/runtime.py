@@ -139,7 +139,8 @@ def run_service(
     """Entry point of ``python -m services.<name>``; returns the process exit code."""
     try:
         runtime = bootstrap(name, default_port, migrations_dir)
+        app = make_app(runtime)
     except ConfigError as error:
         print(f"{name}: configuration error: {error}", file=sys.stderr)
         return 2
-    return make_app(runtime).serve_forever()
+    return app.serve_forever()
