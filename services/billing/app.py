@@ -1,39 +1,74 @@
-"""Wiring of the billing service process: servicers, workers, migrations."""
+"""Wiring of the billing service process: servicers, consumers, migrations.
+
+``IDC_BILLING_ENTITIES_FILE`` points at the billing entities file (default: the one shipped
+in services/billing/data/); a malformed file stops the process at start with the reason.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 
 from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
+from services.billing.cycle import BillingCycle, utcnow
+from services.billing.domain.entities import BillingDirectory, parse_directory
+from services.billing.ingest import ConsumerWorker, contracts_consumer, usage_consumer
+from services.billing.servicer import BillingServicer
+from services.billing.store import SqlBillingStore
+from services.common.config import ConfigError
+from services.common.errors import InvalidArgument
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ServiceRuntime, build_app, run_service
-from services.common.servicers import register, unimplemented
+from services.common.servicers import register
 
 NAME = "billing"
 DEFAULT_PORT = 50053
 MIGRATIONS = Path(__file__).parent / "migrations"
+ENTITIES_ENV = "IDC_BILLING_ENTITIES_FILE"
+DEFAULT_ENTITIES = Path(__file__).parent / "data" / "billing_entities.toml"
 
 
-def register_servicers(server: grpc.Server) -> Sequence[str]:
-    # The business RPCs arrive with the billing issue; until then the generated base answers
-    # UNIMPLEMENTED rather than a made-up result.
-    return [
-        register(
-            server,
-            billing_service_pb2.DESCRIPTOR,
-            "BillingService",
-            billing_service_pb2_grpc.add_BillingServiceServicer_to_server,
-            unimplemented(billing_service_pb2_grpc.BillingServiceServicer),
-        )
-    ]
+def load_directory(path: Path | None = None) -> BillingDirectory:
+    path = path or Path(os.environ.get(ENTITIES_ENV) or DEFAULT_ENTITIES)
+    try:
+        return parse_directory(path.read_text(encoding="utf-8"), str(path))
+    except OSError as error:
+        raise ConfigError(f"{ENTITIES_ENV}: cannot read {path}: {error}") from error
+    except InvalidArgument as error:
+        raise ConfigError(f"{ENTITIES_ENV}: {error.message}") from error
 
 
 def make_app(runtime: ServiceRuntime) -> GrpcApp:
-    return build_app(runtime, register_servicers)
+    directory = load_directory()
+    store = SqlBillingStore(runtime.session_factory)
+    servicer = BillingServicer(store, BillingCycle(store, directory, utcnow), directory, utcnow)
+
+    def register_servicers(server: grpc.Server) -> Sequence[str]:
+        return [
+            register(
+                server,
+                billing_service_pb2.DESCRIPTOR,
+                "BillingService",
+                billing_service_pb2_grpc.add_BillingServiceServicer_to_server,
+                servicer,
+            )
+        ]
+
+    kafka = runtime.settings.kafka
+    workers = [
+        ConsumerWorker("usage-ingest", usage_consumer(runtime.session_factory, kafka)),
+        ConsumerWorker("contracts", contracts_consumer(runtime.session_factory, kafka)),
+    ]
+    return build_app(runtime, register_servicers, workers=workers)
 
 
 def main() -> int:
+    try:
+        load_directory()
+    except ConfigError as error:
+        print(f"{NAME}: configuration error: {error}")
+        return 2
     return run_service(NAME, DEFAULT_PORT, MIGRATIONS, make_app)

@@ -98,6 +98,15 @@ class SqlBillingStore:
             ).all()
         return [Sample(r[0], r[1], r[2], r[3]) for r in rows]
 
+    def tenant_of(self, circuit_id: str) -> str | None:
+        """The tenant billed for the circuit (its latest change)."""
+        with self._factory() as session:
+            return session.scalars(
+                select(CircuitChangeRow.tenant_id)
+                .where(CircuitChangeRow.circuit_id == circuit_id)
+                .order_by(CircuitChangeRow.effective_time.desc(), CircuitChangeRow.id.desc())
+            ).first()
+
     def usage(self, circuit_id: str, start: datetime, end: datetime) -> list[UsageRecord]:
         """Every stored sample (valid or not) of the circuit starting in [start, end)."""
         with self._factory() as session:

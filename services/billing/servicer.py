@@ -1,0 +1,303 @@
+# ruff: noqa: N802 - method names are the gRPC contract's
+"""idc.billing.v1.BillingService: proto <-> application, and who may see what.
+
+Customers see their own tenant's usage and FINALIZED invoices only (anything else is
+NOT_FOUND, so invoice ids of other tenants are not even confirmed to exist); billing admins
+(and admins) see everything and alone run cycles and finalise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from idc.billing.v1 import billing_service_pb2 as pb
+from idc.billing.v1 import billing_service_pb2_grpc, invoice_pb2, usage_pb2
+from idc.type.v1 import money_pb2, year_month_pb2
+from services.billing import export
+from services.billing.cycle import BillingCycle, CycleRequest, Progress, Summary
+from services.billing.domain.entities import BillingDirectory
+from services.billing.domain.money import format_amount
+from services.billing.domain.percentile import Sample, expected_intervals, nearest_rank_p95
+from services.billing.domain.rating import BillingMonth
+from services.billing.invoices import InvoiceState, StoredInvoice
+from services.billing.store import InvoiceFilter, SqlBillingStore
+from services.common.auth import Principal, Role, current_principal, require_role
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied
+
+ADMINS = (Role.BILLING_ADMIN, Role.ADMIN)
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def _stamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    value = Timestamp()
+    value.FromDatetime(moment)
+    return value
+
+
+def _money(currency: str, amount: Decimal) -> money_pb2.Money:
+    return money_pb2.Money(currency_code=currency, amount=format_amount(amount))
+
+
+def _month(message: year_month_pb2.YearMonth, field: str) -> BillingMonth:
+    try:
+        return BillingMonth(message.year, message.month)
+    except InvalidArgument as error:
+        raise InvalidArgument.for_field(field, error.message) from None
+
+
+def _reader(tenant_id: str) -> Principal:
+    principal = current_principal()
+    if principal.role in ADMINS:
+        return principal
+    if principal.role is Role.CUSTOMER and principal.tenant == tenant_id:
+        return principal
+    if principal.role is Role.CUSTOMER:
+        raise NotFound("no such invoice or circuit for your tenant")
+    raise PermissionDenied(
+        f"billing data is for customers and billing admins, not {principal.role}"
+    )
+
+
+class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
+    def __init__(
+        self,
+        store: SqlBillingStore,
+        cycle: BillingCycle,
+        directory: BillingDirectory,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._cycle = cycle
+        self._directory = directory
+        self._clock = clock
+
+    # -- usage ----------------------------------------------------------------------------
+
+    def GetUsage(self, request: pb.GetUsageRequest, context: Any) -> pb.GetUsageResponse:
+        if not request.circuit_id:
+            raise InvalidArgument.for_field("circuit_id", "is required")
+        tenant = self._store.tenant_of(request.circuit_id)
+        if tenant is None:
+            current_principal()
+            raise NotFound(f"circuit {request.circuit_id} has no billing record")
+        _reader(tenant)
+        now = self._clock()
+        if request.HasField("range"):
+            start = request.range.start_time.ToDatetime(tzinfo=now.tzinfo)
+            end = request.range.end_time.ToDatetime(tzinfo=now.tzinfo)
+            if end <= start:
+                raise InvalidArgument.for_field("range.end_time", "must be after start_time")
+        else:
+            zone = self._directory.customer(tenant).time_zone
+            current = now.astimezone(zone)
+            start, _ = BillingMonth(current.year, current.month).window(zone)
+            end = now
+        records = self._store.usage(request.circuit_id, start, end)
+        result = nearest_rank_p95(
+            [Sample(r.interval_start, r.bytes_in, r.bytes_out, r.interval_seconds, r.valid)
+             for r in records]
+        )
+        summary = usage_pb2.PercentileSummary(
+            samples_expected=expected_intervals(start, min(end, now)),
+        )
+        if result is not None:
+            billed = result.billed
+            summary.samples_present = result.samples_present
+            summary.samples_discarded = result.samples_discarded
+            summary.p95_in_mbps = result.inbound.mbps
+            summary.p95_out_mbps = result.outbound.mbps
+            summary.billable_mbps = result.billable_mbps
+            record = next(r for r in records if r.interval_start == billed.sample.interval_start)
+            summary.billed_sample.CopyFrom(_interval(record))
+            exact = Decimal(billed.rate_bps.numerator) / Decimal(billed.rate_bps.denominator)
+            summary.billed_sample_bps = format_amount(exact)
+        response = pb.GetUsageResponse(circuit_id=request.circuit_id, summary=summary)
+        response.range.start_time.FromDatetime(start)
+        response.range.end_time.FromDatetime(end)
+        if request.include_samples:
+            response.samples.extend(_interval(r) for r in records)
+        return response
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def RunBillingCycle(
+        self, request: pb.RunBillingCycleRequest, context: Any
+    ) -> Iterator[pb.RunBillingCycleResponse]:
+        require_role(*ADMINS)
+        cycle_request = CycleRequest(
+            month=_month(request.month, "month"),
+            billing_entity_id=request.billing_entity_id,
+            as_of=(
+                request.as_of_time.ToDatetime(tzinfo=self._clock().tzinfo)
+                if request.HasField("as_of_time") else None
+            ),
+            tenant_ids=list(request.tenant_ids),
+            dry_run=request.dry_run,
+        )
+        for message in self._cycle.run(cycle_request):
+            if isinstance(message, Progress):
+                yield pb.RunBillingCycleResponse(progress=_progress(message, self._clock()))
+            else:
+                yield pb.RunBillingCycleResponse(summary=_summary(message))
+
+    # -- invoices -------------------------------------------------------------------------
+
+    def ListInvoices(
+        self, request: pb.ListInvoicesRequest, context: Any
+    ) -> pb.ListInvoicesResponse:
+        principal = current_principal()
+        if principal.role not in (*ADMINS, Role.CUSTOMER):
+            raise PermissionDenied(
+                f"invoices are for customers and billing admins, not {principal.role}"
+            )
+        tenant = request.tenant_id or None
+        state = InvoiceState(request.state) if request.state else None
+        if principal.role is Role.CUSTOMER:
+            if tenant not in (None, principal.tenant):
+                return pb.ListInvoicesResponse()
+            tenant = principal.tenant
+            if state is InvoiceState.DRAFT:
+                return pb.ListInvoicesResponse()
+            state = InvoiceState.FINALIZED
+        if request.page_size < 0:
+            raise InvalidArgument.for_field("page_size", "must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        try:
+            offset = int(request.page_token or "0")
+        except ValueError:
+            raise InvalidArgument.for_field("page_token", "is not a token from this API") from None
+        where = InvoiceFilter(
+            tenant_id=tenant,
+            billing_entity_id=request.billing_entity_id or None,
+            month=_month(request.month, "month") if request.HasField("month") else None,
+            state=state,
+        )
+        page = self._store.list_invoices(where, offset, size + 1)
+        response = pb.ListInvoicesResponse(invoices=[to_proto(i) for i in page[:size]])
+        if len(page) > size:
+            response.next_page_token = str(offset + size)
+        return response
+
+    def GetInvoice(self, request: pb.GetInvoiceRequest, context: Any) -> pb.GetInvoiceResponse:
+        return pb.GetInvoiceResponse(invoice=to_proto(self._visible(request.invoice_id)))
+
+    def FinalizeInvoice(
+        self, request: pb.FinalizeInvoiceRequest, context: Any
+    ) -> pb.FinalizeInvoiceResponse:
+        require_role(*ADMINS)
+        invoice = self._visible(request.invoice_id)
+        prefix = self._directory.entity(invoice.billing_entity_id).invoice_prefix
+        finalized = self._store.finalize(invoice.id, self._clock(), prefix)
+        return pb.FinalizeInvoiceResponse(invoice=to_proto(finalized))
+
+    def ExportInvoice(
+        self, request: pb.ExportInvoiceRequest, context: Any
+    ) -> pb.ExportInvoiceResponse:
+        invoice = self._visible(request.invoice_id)
+        stem = export.file_stem(invoice)
+        if request.format == pb.EXPORT_FORMAT_PDF:
+            return pb.ExportInvoiceResponse(
+                content=export.to_pdf(invoice), content_type="application/pdf",
+                filename=f"{stem}.pdf",
+            )
+        if request.format == pb.EXPORT_FORMAT_CSV:
+            return pb.ExportInvoiceResponse(
+                content=export.to_csv(invoice), content_type="text/csv", filename=f"{stem}.csv"
+            )
+        if request.format == pb.EXPORT_FORMAT_JSON:
+            text = json_format.MessageToJson(to_proto(invoice))
+            return pb.ExportInvoiceResponse(
+                content=text.encode(), content_type="application/json", filename=f"{stem}.json"
+            )
+        raise InvalidArgument.for_field("format", "choose EXPORT_FORMAT_PDF, _CSV or _JSON")
+
+    def _visible(self, invoice_id: str) -> StoredInvoice:
+        if not invoice_id:
+            raise InvalidArgument.for_field("invoice_id", "is required")
+        invoice = self._store.invoice(invoice_id)
+        if invoice is None:
+            current_principal()
+            raise NotFound(f"invoice {invoice_id} does not exist")
+        principal = _reader(invoice.tenant_id)
+        if principal.role is Role.CUSTOMER and invoice.state is not InvoiceState.FINALIZED:
+            raise NotFound(f"invoice {invoice_id} does not exist")
+        return invoice
+
+
+def _interval(record: Any) -> usage_pb2.UsageInterval:
+    return usage_pb2.UsageInterval(
+        interval_start_time=_stamp(record.interval_start),
+        interval_seconds=record.interval_seconds, bytes_in=record.bytes_in,
+        bytes_out=record.bytes_out, valid=record.valid, router_name=record.router_name,
+    )
+
+
+def _progress(progress: Progress, now: datetime) -> pb.BillingProgress:
+    return pb.BillingProgress(
+        stage=pb.BillingStage.Value(f"BILLING_STAGE_{progress.stage}"),
+        circuits_total=progress.circuits_total, circuits_done=progress.circuits_done,
+        invoices_total=progress.invoices_total, invoices_done=progress.invoices_done,
+        message=progress.message, time=_stamp(now),
+    )
+
+
+def _summary(summary: Summary) -> pb.BillingSummary:
+    return pb.BillingSummary(
+        run_id=summary.run_id,
+        month=year_month_pb2.YearMonth(year=summary.month.year, month=summary.month.month),
+        billing_entity_id=summary.billing_entity_id,
+        as_of_time=_stamp(summary.as_of),
+        invoices_created=summary.created, invoices_updated=summary.updated,
+        invoices_unchanged=summary.unchanged,
+        invoices_skipped_finalized=summary.skipped_finalized,
+        adjustment_lines=summary.adjustment_lines, circuits_billed=summary.circuits_billed,
+        invoice_ids=summary.invoice_ids,
+        totals=[_money(c, a) for c, a in sorted(summary.totals.items())],
+        warnings=summary.warnings, dry_run=summary.dry_run,
+    )
+
+
+def to_proto(invoice: StoredInvoice) -> invoice_pb2.Invoice:
+    currency = invoice.currency
+    message = invoice_pb2.Invoice(
+        id=invoice.id, number=invoice.number, tenant_id=invoice.tenant_id,
+        billing_entity_id=invoice.billing_entity_id,
+        month=year_month_pb2.YearMonth(year=invoice.month.year, month=invoice.month.month),
+        time_zone=invoice.time_zone, state=invoice_pb2.InvoiceState.ValueType(invoice.state),
+        currency_code=currency,
+        subtotal=_money(currency, invoice.subtotal), tax_rate=format_amount(invoice.tax_rate),
+        tax=_money(currency, invoice.tax), total=_money(currency, invoice.total),
+        as_of_time=_stamp(invoice.as_of_time), billing_run_id=invoice.billing_run_id,
+        create_time=_stamp(invoice.created_at), update_time=_stamp(invoice.updated_at),
+        finalize_time=_stamp(invoice.finalized_at),
+    )
+    for stored in invoice.lines:
+        line = stored.line
+        proto_line = message.lines.add(
+            id=stored.id, kind=int(line.kind), circuit_id=line.circuit_id,
+            description=line.description, segment_start_time=_stamp(line.segment_start),
+            segment_end_time=_stamp(line.segment_end), days_covered=line.days_covered,
+            days_in_month=line.days_in_month, factor=format_amount(line.factor),
+            unit_price=_money(currency, line.unit_price), bandwidth_mbps=line.bandwidth_mbps,
+            amount=_money(currency, line.amount), adjusts_invoice_id=line.adjusts_invoice_id,
+            adjusts_line_id=stored.adjusts_line_id,
+        )
+        if line.burst is not None:
+            b = line.burst
+            proto_line.burst.CopyFrom(invoice_pb2.BurstDetail(
+                samples_expected=b.samples_expected, samples_present=b.samples_present,
+                samples_discarded=b.samples_discarded, billed_sample_mbps=b.billed_sample_mbps,
+                billed_sample_time=_stamp(b.billed_sample_time),
+                billed_direction=b.billed_direction, cir_mbps=b.cir_mbps,
+                overage_mbps=b.overage_mbps,
+            ))
+    return message
