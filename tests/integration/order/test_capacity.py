@@ -10,7 +10,7 @@ import pytest
 
 from idc.order.v1 import order_pb2, order_service_pb2
 from services.common.config import KafkaSettings
-from tests.integration.order.harness import running_order_service, spec
+from tests.integration.order.harness import activated, running_order_service, spec
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +105,43 @@ def test_one_request_id_retried_concurrently_yields_one_order(
         # Request ids are per tenant: another tenant may use the same one.
         other = svc.bob.call("CreateOrder", request).order
         assert other.id != replies[0].order.id
+
+
+def test_bandwidth_changes_and_new_orders_compete_without_overselling(
+    database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    capacity = 6000
+    with running_order_service(database_url, kafka_settings,
+                               channel_capacity_mbps=capacity) as svc:
+        active = svc.alice.create(1000)
+        svc.approve_both(active)
+        svc.publish(activated(active), active.circuit_id)
+        svc.wait_state(active.id, order_pb2.ORDER_STATE_COMPLETED)
+
+        def upgrade() -> int | grpc.RpcError:
+            try:
+                svc.alice.call("ModifyBandwidth", order_service_pb2.ModifyBandwidthRequest(
+                    request_id=str(uuid.uuid4()), circuit_id=active.circuit_id,
+                    bandwidth_mbps=5000))
+                return 4000
+            except grpc.RpcError as error:
+                return error
+
+        def place(index: int) -> int | grpc.RpcError:
+            try:
+                svc.alice.create(1000, a_port=SG_PORTS[index % 3], z_port=CQ_PORTS[index % 3])
+                return 1000
+            except grpc.RpcError as error:
+                return error
+
+        with ThreadPoolExecutor(11) as pool:
+            futures = [pool.submit(upgrade)] + [pool.submit(place, i) for i in range(10)]
+            results = [f.result() for f in futures]
+        admitted = sum(r for r in results if isinstance(r, int))
+        for error in results:
+            if isinstance(error, grpc.RpcError):
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+        figures = svc.alice.capacity()
+        assert figures.channel_committed_mbps == 1000
+        assert figures.channel_reserved_mbps == admitted
+        assert 1000 + admitted <= capacity
