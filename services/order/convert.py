@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -195,9 +196,12 @@ def circuit_end(catalogue: Catalogue, port_id: str, vlan: int) -> circuit_pb2.Ci
 def circuit(catalogue: Catalogue, row: CircuitRow) -> circuit_pb2.Circuit:
     term_end = None
     if row.activated_at is not None:
-        month = row.activated_at.month - 1 + row.term_months
-        year = row.activated_at.year + month // 12
-        term_end = row.activated_at.replace(year=year, month=month % 12 + 1, day=1)
+        start = row.activated_at
+        month = start.month - 1 + row.term_months
+        year, month = start.year + month // 12, month % 12 + 1
+        # Same day of the month, or the month's last day when it is shorter (31 Jan + 1).
+        term_end = start.replace(year=year, month=month,
+                                 day=min(start.day, calendar.monthrange(year, month)[1]))
     return circuit_pb2.Circuit(
         id=row.id,
         tenant_id=row.tenant_id,
