@@ -10,6 +10,9 @@
 Other settings: ``IDC_PROVISIONING_INVENTORY`` (see inventory.py),
 ``IDC_PROVISIONING_CONFIRM_TIMEOUT_S`` (confirmed-commit timeout, 120),
 ``IDC_PROVISIONING_STEP_DEADLINE_S`` (how long the coordinator waits for a reply, 30),
+``IDC_PROVISIONING_RETRY_WINDOW_S`` (how long after approval a round that failed for a
+passing reason, e.g. an unreachable router, is retried, 600; 0 never retries),
+``IDC_PROVISIONING_RETRY_BACKOFF_S`` (first wait between rounds, doubling, 5),
 ``IDC_PROVISIONING_TOPIC_SUFFIX`` (appended to every topic name, to keep deployments that
 share a Kafka cluster apart, e.g. tests; empty by default).
 """
@@ -114,6 +117,8 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
     timings = SagaTimings(
         confirm_timeout_s=non_negative_int(env, "IDC_PROVISIONING_CONFIRM_TIMEOUT_S", 120) or 120,
         step_deadline_s=float(non_negative_int(env, "IDC_PROVISIONING_STEP_DEADLINE_S", 30) or 30),
+        retry_window_s=float(non_negative_int(env, "IDC_PROVISIONING_RETRY_WINDOW_S", 600)),
+        retry_backoff_s=float(non_negative_int(env, "IDC_PROVISIONING_RETRY_BACKOFF_S", 5) or 5),
     )
     kafka: KafkaSettings = runtime.settings.kafka
     ensure_topics(

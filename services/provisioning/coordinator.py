@@ -67,6 +67,10 @@ class SagaTimings:
     confirm_timeout_s: int = 120
     # How long the coordinator waits for one reply before deciding without it.
     step_deadline_s: float = 30.0
+    # How long after approval a round that failed for a passing reason is retried, and
+    # the first wait between rounds (doubling each round).
+    retry_window_s: float = 600.0
+    retry_backoff_s: float = 5.0
 
 
 class Coordinator:
@@ -136,7 +140,9 @@ class Coordinator:
 
     def start(self, session: Session, event: order_pb2.OrderApproved) -> str:
         saga_id = str(uuid.uuid4())
-        saga = Saga()
+        saga = Saga(
+            retry_until=(utcnow() + timedelta(seconds=self._timings.retry_window_s)).isoformat()
+        )
         row = SagaRow(
             saga_id=saga_id,
             circuit_id=event.circuit.circuit_id,
@@ -166,7 +172,9 @@ class Coordinator:
         fault = RouterFault.from_proto(reply.error) if reply.HasField("error") else None
         approved = order_pb2.OrderApproved()
         approved.ParseFromString(row.approved)
-        sends = saga.on_reply(side, action, reply.success, persist_id=reply.persist_id, fault=fault)
+        sends = saga.on_reply(
+            side, action, reply.success, persist_id=reply.persist_id, fault=fault, now=utcnow()
+        )
         self._apply(session, row, saga, approved, sends)
 
     def on_deadline(self, session: Session, row: SagaRow) -> None:
@@ -190,14 +198,27 @@ class Coordinator:
                 session, self._topics.commands[send.side], approved.circuit.circuit_id, command
             )
             saga.side(send.side).command_id = added.event_id
+        waiting_to_retry = saga.step is Step.RETRY_WAIT and row.step != Step.RETRY_WAIT.value
         row.step = saga.step.value
         row.state = saga.to_json()
         row.updated_at = now
-        row.deadline = (
-            None if saga.finished else now + timedelta(seconds=self._timings.step_deadline_s)
-        )
         if saga.finished:
+            row.deadline = None
             self._finish(session, row, saga, approved, now)
+        elif saga.step is Step.RETRY_WAIT:
+            next_round = now + timedelta(seconds=saga.backoff_s(self._timings.retry_backoff_s))
+            row.deadline = next_round
+            if waiting_to_retry:
+                self._log_saga(
+                    session,
+                    row,
+                    approved,
+                    ops_pb2.PROVISIONING_OUTCOME_FAILED,
+                    f"round {saga.round} failed and was rolled back on both routers "
+                    f"({saga.reason}); next round at {next_round.isoformat()}",
+                )
+        else:
+            row.deadline = now + timedelta(seconds=self._timings.step_deadline_s)
 
     def _command(
         self, saga_id: str, approved: order_pb2.OrderApproved, send: Send, now: datetime
@@ -281,19 +302,36 @@ class Coordinator:
                 **{**common, "circuit": remains},
             )
         outbox.add(session, self._topics.circuit_events, circuit.circuit_id, event)
+        self._log_saga(
+            session,
+            row,
+            approved,
+            ops_pb2.PROVISIONING_OUTCOME_SUCCEEDED
+            if saga.step is Step.DONE
+            else ops_pb2.PROVISIONING_OUTCOME_FAILED,
+            f"saga {saga.step.value}: {saga.reason}".rstrip(": "),
+        )
+
+    def _log_saga(
+        self,
+        session: Session,
+        row: SagaRow,
+        approved: order_pb2.OrderApproved,
+        outcome: int,
+        message: str,
+    ) -> None:
+        """A log entry for the saga as a whole (not one router's step)."""
         session.add(
             LogEntry(
                 saga_id=row.saga_id,
                 order_id=approved.order_id,
-                circuit_id=circuit.circuit_id,
+                circuit_id=approved.circuit.circuit_id,
                 operation=approved.operation,
                 step=ops_pb2.PROVISIONING_STEP_VERIFY,
                 router_name="",
                 side=0,
-                outcome=ops_pb2.PROVISIONING_OUTCOME_SUCCEEDED
-                if saga.step is Step.DONE
-                else ops_pb2.PROVISIONING_OUTCOME_FAILED,
-                message=f"saga {saga.step.value}: {saga.reason}".rstrip(": "),
+                outcome=outcome,
+                message=message,
             )
         )
 

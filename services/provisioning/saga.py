@@ -10,12 +10,19 @@ Both routers, or neither:
    re-prepares Chongqing and confirms again, up to MAX_ATTEMPTS; only a permanent refusal
    then compensates Singapore (ROLLBACK applies the inverse) and fails the saga.
 4. Chongqing confirmed -> DONE.
+
+A round that failed only for reasons that may pass (a router unreachable, no answer in
+time, a lock held: retryable faults) and was rolled back on both routers is not the end:
+the saga waits (RETRY_WAIT, backing off) and runs a new round from PREPARING, until its
+retry window closes; only then is it FAILED. A permanent refusal (the router's YANG
+rejected the payload) fails at once.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from services.provisioning.circuits import Side
@@ -23,6 +30,7 @@ from services.provisioning.faults import FaultKind, RouterFault
 
 FIRST, SECOND = Side.SINGAPORE, Side.CHONGQING
 MAX_ATTEMPTS = 5
+MAX_BACKOFF_S = 60.0
 
 
 class Step(enum.StrEnum):
@@ -30,6 +38,7 @@ class Step(enum.StrEnum):
     CONFIRMING_FIRST = "confirming-first"
     CONFIRMING_SECOND = "confirming-second"
     ROLLING_BACK = "rolling-back"
+    RETRY_WAIT = "waiting-to-retry"
     DONE = "done"
     FAILED = "failed"
 
@@ -69,6 +78,9 @@ class Saga:
         default_factory=lambda: {s.name: SideState() for s in (FIRST, SECOND)}
     )
     reason: str = ""
+    round: int = 1
+    # ISO time after which a failed round is final; '' never retries.
+    retry_until: str = ""
 
     @property
     def finished(self) -> bool:
@@ -92,6 +104,8 @@ class Saga:
         return {
             "step": self.step.value,
             "reason": self.reason,
+            "round": self.round,
+            "retry_until": self.retry_until,
             "sides": {name: vars(state) for name, state in self.sides.items()},
         }
 
@@ -101,6 +115,8 @@ class Saga:
             step=Step(data["step"]),
             sides={name: SideState(**state) for name, state in data["sides"].items()},
             reason=data.get("reason", ""),
+            round=data.get("round", 1),
+            retry_until=data.get("retry_until", ""),
         )
 
     # -- transitions --------------------------------------------------------------------
@@ -128,6 +144,7 @@ class Saga:
         *,
         persist_id: str = "",
         fault: RouterFault | None = None,
+        now: datetime,
     ) -> list[Send]:
         state = self.side(side)
         state.awaiting = ""
@@ -145,8 +162,29 @@ class Saga:
         if not success:
             return self._retry_rollback(side, fault)
         if all(not s.awaiting for s in self.sides.values()):
-            self.step = Step.FAILED
+            self._rolled_back(now)
         return []
+
+    def _rolled_back(self, now: datetime) -> None:
+        """Both rollbacks answered: retry the round if every fault may pass, else fail."""
+        faults = [s.fault for s in self.sides.values() if s.fault is not None]
+        retryable = bool(faults) and all(
+            f["retryable"] or FaultKind(f["kind"]) in (FaultKind.TIMEOUT, FaultKind.TRANSPORT)
+            for f in faults
+        )
+        all_back = all(s.rolled_back for s in self.sides.values())
+        in_window = bool(self.retry_until) and now < datetime.fromisoformat(self.retry_until)
+        self.step = Step.RETRY_WAIT if retryable and all_back and in_window else Step.FAILED
+
+    def backoff_s(self, base_s: float) -> float:
+        """How long to wait before the next round: doubling per round, capped."""
+        return float(min(MAX_BACKOFF_S, base_s * 2 ** (self.round - 1)))
+
+    def _next_round(self) -> list[Send]:
+        self.round += 1
+        self.reason = ""
+        self.sides = {s.name: SideState() for s in (FIRST, SECOND)}
+        return self.start()
 
     def _after_prepare(self, side: Side, success: bool, fault: RouterFault | None) -> list[Send]:
         if self.step is Step.CONFIRMING_SECOND and side is SECOND:
@@ -206,7 +244,9 @@ class Saga:
         return [self._send(side, Action.ROLLBACK, attempt=1) for side in (FIRST, SECOND)]
 
     def on_deadline(self) -> list[Send]:
-        """The awaited replies did not come in time."""
+        """The awaited replies did not come in time (or the retry wait is over)."""
+        if self.step is Step.RETRY_WAIT:
+            return self._next_round()
         late = [side for side in (FIRST, SECOND) if self.side(side).awaiting]
         if self.step in (Step.PREPARING, Step.CONFIRMING_FIRST):
             names = ", ".join(s.name.lower() for s in late)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idc.events.v1 import common_pb2, provisioning_pb2
+from idc.type.v1 import circuit_operation_pb2, side_pb2
 from services.common.db import Base, make_engine, make_session_factory
 from services.common.devstack.netconf import Router
 from services.common.events.tables import OutboxRow, event_tables
@@ -58,7 +59,7 @@ def circuit(
         circuit_id=circuit_id or f"CKT-{uuid.uuid4().hex[:10]}",
         tenant_id="tenant-1",
         a_end=common_pb2.CircuitEndpoint(
-            side=1,
+            side=side_pb2.SIDE_SINGAPORE,
             telco_id="sg",
             site_id="sg-site-1",
             router_name="sg-edge-1",
@@ -67,7 +68,7 @@ def circuit(
             vlan_id=vlan,
         ),
         z_end=common_pb2.CircuitEndpoint(
-            side=2,
+            side=side_pb2.SIDE_CHONGQING,
             telco_id="cq",
             site_id="cq-site-1",
             router_name="cq-edge-1",
@@ -98,8 +99,8 @@ def command(
         saga_id=saga_id,
         order_id="order-1",
         circuit_id=params.circuit_id,
-        action=action,
-        operation=operation,
+        action=provisioning_pb2.ProvisioningAction.ValueType(action),
+        operation=circuit_operation_pb2.CircuitOperation.ValueType(operation),
         target_side=device.side.value,
         target_telco_id=device.telco,
         target_router_name=device.name,

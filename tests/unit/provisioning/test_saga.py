@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from services.provisioning.circuits import Side
 from services.provisioning.faults import FaultKind, RouterFault
 from services.provisioning.saga import Action, Saga, Step
 
 SG, CQ = Side.SINGAPORE, Side.CHONGQING
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def refused(retryable: bool = False) -> RouterFault:
@@ -20,8 +23,8 @@ def sends(saga_sends: list) -> list[tuple[Side, Action]]:  # type: ignore[type-a
 def prepared_saga() -> Saga:
     saga = Saga()
     assert sends(saga.start()) == [(SG, Action.PREPARE), (CQ, Action.PREPARE)]
-    assert saga.on_reply(CQ, Action.PREPARE, True, persist_id="p-cq") == []
-    assert sends(saga.on_reply(SG, Action.PREPARE, True, persist_id="p-sg")) == [
+    assert saga.on_reply(CQ, Action.PREPARE, True, persist_id="p-cq", now=NOW) == []
+    assert sends(saga.on_reply(SG, Action.PREPARE, True, persist_id="p-sg", now=NOW)) == [
         (SG, Action.CONFIRM)
     ]
     return saga
@@ -29,35 +32,35 @@ def prepared_saga() -> Saga:
 
 def test_happy_path_confirms_singapore_then_chongqing() -> None:
     saga = prepared_saga()
-    [confirm_cq] = saga.on_reply(SG, Action.CONFIRM, True)
+    [confirm_cq] = saga.on_reply(SG, Action.CONFIRM, True, now=NOW)
     assert (confirm_cq.side, confirm_cq.action, confirm_cq.persist_id) == (
         CQ,
         Action.CONFIRM,
         "p-cq",
     )
-    assert saga.on_reply(CQ, Action.CONFIRM, True) == []
+    assert saga.on_reply(CQ, Action.CONFIRM, True, now=NOW) == []
     assert saga.step is Step.DONE
 
 
 def test_refused_prepare_rolls_both_back_then_fails() -> None:
     saga = Saga()
     saga.start()
-    saga.on_reply(SG, Action.PREPARE, True, persist_id="p-sg")
-    assert sends(saga.on_reply(CQ, Action.PREPARE, False, fault=refused())) == [
+    saga.on_reply(SG, Action.PREPARE, True, persist_id="p-sg", now=NOW)
+    assert sends(saga.on_reply(CQ, Action.PREPARE, False, fault=refused(), now=NOW)) == [
         (SG, Action.ROLLBACK),
         (CQ, Action.ROLLBACK),
     ]
-    saga.on_reply(SG, Action.ROLLBACK, True)
+    saga.on_reply(SG, Action.ROLLBACK, True, now=NOW)
     assert saga.step is Step.ROLLING_BACK
-    saga.on_reply(CQ, Action.ROLLBACK, True)
-    assert saga.step is Step.FAILED
+    saga.on_reply(CQ, Action.ROLLBACK, True, now=NOW)
+    assert Step(saga.step) is Step.FAILED
     [(side, fault, rolled_back)] = saga.faults()
     assert (side, fault.message, rolled_back) == (CQ, "data exists", True)
 
 
 def test_first_confirm_failure_rolls_back() -> None:
     saga = prepared_saga()
-    assert sends(saga.on_reply(SG, Action.CONFIRM, False, fault=refused(True))) == [
+    assert sends(saga.on_reply(SG, Action.CONFIRM, False, fault=refused(True), now=NOW)) == [
         (SG, Action.ROLLBACK),
         (CQ, Action.ROLLBACK),
     ]
@@ -65,11 +68,15 @@ def test_first_confirm_failure_rolls_back() -> None:
 
 def test_second_confirm_failure_rolls_forward_then_compensates_when_permanent() -> None:
     saga = prepared_saga()
-    saga.on_reply(SG, Action.CONFIRM, True)
+    saga.on_reply(SG, Action.CONFIRM, True, now=NOW)
     timeout = RouterFault(FaultKind.TIMEOUT, "cq-edge-1", "expired", retryable=True)
-    assert sends(saga.on_reply(CQ, Action.CONFIRM, False, fault=timeout)) == [(CQ, Action.PREPARE)]
-    assert sends(saga.on_reply(CQ, Action.PREPARE, True, persist_id="p2")) == [(CQ, Action.CONFIRM)]
-    assert sends(saga.on_reply(CQ, Action.CONFIRM, False, fault=refused())) == [
+    assert sends(saga.on_reply(CQ, Action.CONFIRM, False, fault=timeout, now=NOW)) == [
+        (CQ, Action.PREPARE)
+    ]
+    assert sends(saga.on_reply(CQ, Action.PREPARE, True, persist_id="p2", now=NOW)) == [
+        (CQ, Action.CONFIRM)
+    ]
+    assert sends(saga.on_reply(CQ, Action.CONFIRM, False, fault=refused(), now=NOW)) == [
         (SG, Action.ROLLBACK),
         (CQ, Action.ROLLBACK),
     ]
@@ -83,3 +90,53 @@ def test_deadline_while_preparing_rolls_back_and_stale_replies_are_ignored() -> 
     assert not saga.expects(SG, Action.PREPARE, "cmd-1")
     restored = Saga.from_json(saga.to_json())
     assert restored.to_json() == saga.to_json()
+
+
+def unreachable() -> RouterFault:
+    return RouterFault(FaultKind.TRANSPORT, "cq-edge-1", "connection refused", retryable=True)
+
+
+def failed_round(saga: Saga, fault: RouterFault, now: datetime = NOW) -> None:
+    """Prepare refused on Chongqing with ``fault``, both rollbacks answered at ``now``."""
+    saga.start()
+    saga.on_reply(SG, Action.PREPARE, True, persist_id="p-sg", now=now)
+    saga.on_reply(CQ, Action.PREPARE, False, fault=fault, now=now)
+    saga.on_reply(SG, Action.ROLLBACK, True, now=now)
+    saga.on_reply(CQ, Action.ROLLBACK, True, now=now)
+
+
+def test_unreachable_router_retries_the_round_within_the_window() -> None:
+    saga = Saga(retry_until=(NOW + timedelta(minutes=10)).isoformat())
+    failed_round(saga, unreachable())
+    assert saga.step is Step.RETRY_WAIT and not saga.finished
+    assert saga.backoff_s(2.0) == 2.0
+    assert sends(saga.on_deadline()) == [(SG, Action.PREPARE), (CQ, Action.PREPARE)]
+    assert (saga.round, saga.step) == (2, Step.PREPARING)
+    assert not saga.side(SG).prepared and saga.side(CQ).fault is None
+    assert saga.backoff_s(2.0) == 4.0
+
+
+def test_unreachable_router_fails_once_the_window_has_closed() -> None:
+    saga = Saga(retry_until=NOW.isoformat())
+    failed_round(saga, unreachable(), now=NOW + timedelta(seconds=1))
+    assert saga.step is Step.FAILED
+    [(side, fault, rolled_back)] = saga.faults()
+    assert (side, fault.kind, rolled_back) == (CQ, FaultKind.TRANSPORT, True)
+
+
+def test_permanent_refusal_is_not_retried() -> None:
+    saga = Saga(retry_until=(NOW + timedelta(minutes=10)).isoformat())
+    failed_round(saga, refused())
+    assert saga.step is Step.FAILED
+
+
+def test_no_retry_when_a_rollback_could_not_be_verified() -> None:
+    saga = Saga(retry_until=(NOW + timedelta(minutes=10)).isoformat())
+    saga.start()
+    saga.on_reply(SG, Action.PREPARE, True, persist_id="p-sg", now=NOW)
+    saga.on_reply(CQ, Action.PREPARE, False, fault=unreachable(), now=NOW)
+    saga.on_reply(CQ, Action.ROLLBACK, True, now=NOW)
+    for _ in range(4):
+        assert sends(saga.on_reply(SG, Action.ROLLBACK, False, fault=unreachable(), now=NOW))
+    assert saga.on_reply(SG, Action.ROLLBACK, False, fault=unreachable(), now=NOW) == []
+    assert saga.step is Step.FAILED
