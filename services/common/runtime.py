@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.common import db
 from services.common.auth import SqlTokenStore
 from services.common.config import ConfigError, ServiceSettings
-from services.common.events import OutboxRelay
+from services.common.events import EventConsumer, OutboxRelay
 from services.common.events.topics import ALL_TOPICS, ensure_topics
 from services.common.grpc_server import GrpcApp, Worker
 from services.common.logs import configure_logging
@@ -107,6 +107,26 @@ class OutboxRelayWorker(Worker):
 
     def close(self) -> None:
         self._relay.close()
+
+
+class ConsumerWorker(Worker):
+    """Runs one EventConsumer as a background worker of the service.
+
+    The consumer is made in the thread that polls it: a KafkaConsumer is not thread-safe.
+    """
+
+    def __init__(self, name: str, make_consumer: Callable[[], EventConsumer]) -> None:
+        self.name = name
+        self._make_consumer = make_consumer
+        self._consumer: EventConsumer | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        self._consumer = self._make_consumer()
+        self._consumer.run(stop)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
 
 
 def build_app(

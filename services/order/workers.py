@@ -14,6 +14,7 @@ from services.common.events import EventConsumer, register_event
 from services.common.events.envelope import Envelope
 from services.common.events.topics import CIRCUIT_EVENTS
 from services.common.grpc_server import Worker
+from services.common.runtime import ConsumerWorker
 from services.order.orders import OrderApp
 
 log = logging.getLogger(__name__)
@@ -43,25 +44,13 @@ class CircuitEventHandler:
             log.debug("event %s is not for the order service", envelope.event_type)
 
 
-class CircuitEventWorker(Worker):
-    name = "circuit-events"
-
-    def __init__(self, app: OrderApp, kafka: KafkaSettings, group_id: str) -> None:
-        self._app = app
-        self._kafka = kafka
-        self._group_id = group_id
-        self._consumer: EventConsumer | None = None
-
-    def run(self, stop: threading.Event) -> None:
-        # Created here, in the thread that polls it: a KafkaConsumer is not thread-safe.
-        self._consumer = EventConsumer(
-            [CIRCUIT_EVENTS], self._group_id, CircuitEventHandler(self._app),
-            self._app.factory, self._kafka)
-        self._consumer.run(stop)
-
-    def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
+def circuit_event_worker(app: OrderApp, kafka: KafkaSettings, group_id: str) -> ConsumerWorker:
+    return ConsumerWorker(
+        "circuit-events",
+        lambda: EventConsumer(
+            [CIRCUIT_EVENTS], group_id, CircuitEventHandler(app), app.factory, kafka
+        ),
+    )
 
 
 class ApprovalExpiryWorker(Worker):

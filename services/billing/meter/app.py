@@ -13,7 +13,6 @@ from services.billing.meter.config import DEFAULT_PORT, MeterSettings, load_rout
 from services.billing.meter.service import (
     CIRCUIT_EVENT_REGISTRY,
     CircuitEventHandler,
-    CircuitEventWorker,
     Meter,
     MeterWorker,
 )
@@ -21,14 +20,9 @@ from services.billing.meter.source import NetconfCounterSource, RouterAccess
 from services.billing.meter.store import MeterStore
 from services.common.config import ConfigError
 from services.common.events import EventConsumer
-from services.common.events.topics import (
-    CIRCUIT_EVENTS,
-    USAGE_SAMPLES,
-    ensure_topics,
-    with_dead_letters,
-)
+from services.common.events.topics import CIRCUIT_EVENTS
 from services.common.grpc_server import GrpcApp
-from services.common.runtime import ServiceRuntime, build_app, run_service
+from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
 
 NAME = "meter"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -43,27 +37,24 @@ def make_app(
     runtime: ServiceRuntime, settings: MeterSettings, routers: Mapping[str, RouterAccess]
 ) -> GrpcApp:
     kafka = runtime.settings.kafka
-    ensure_topics(
-        kafka.bootstrap,
-        with_dead_letters([CIRCUIT_EVENTS, USAGE_SAMPLES]),
-        kafka.topic_partitions,
-        kafka.replication_factor,
-    )
     store = MeterStore()
     source = NetconfCounterSource(routers)
-    consumer = EventConsumer(
-        [CIRCUIT_EVENTS],
-        settings.consumer_group,
-        CircuitEventHandler(store, settings.side),
-        runtime.session_factory,
-        kafka,
-        registry=CIRCUIT_EVENT_REGISTRY,
+    circuit_events = ConsumerWorker(
+        "circuit-events",
+        lambda: EventConsumer(
+            [CIRCUIT_EVENTS],
+            settings.consumer_group,
+            CircuitEventHandler(store, settings.side),
+            runtime.session_factory,
+            kafka,
+            registry=CIRCUIT_EVENT_REGISTRY,
+        ),
     )
     meter = Meter(runtime.session_factory, source, settings.interval_s, store=store)
     return build_app(
         runtime,
         register_servicers,
-        workers=[CircuitEventWorker(consumer), MeterWorker(meter, source, settings.interval_s)],
+        workers=[circuit_events, MeterWorker(meter, source, settings.interval_s)],
     )
 
 

@@ -29,7 +29,7 @@ from services.billing.meter.domain import IntervalUsage, advance, slot_start, su
 from services.billing.meter.source import CounterSource, CounterSourceError
 from services.billing.meter.store import MeteredCircuit, MeterStore
 from services.common.db import transaction
-from services.common.events import EventConsumer, EventRegistry, outbox
+from services.common.events import EventRegistry, outbox
 from services.common.events.envelope import Envelope
 from services.common.events.topics import USAGE_SAMPLES
 from services.common.grpc_server import Worker
@@ -239,18 +239,3 @@ class MeterWorker(Worker):
 
     def close(self) -> None:
         self._source.close()
-
-
-class CircuitEventWorker(Worker):
-    """Consumes idc.circuit.events into the meter's set of circuits."""
-
-    name = "circuit-events"
-
-    def __init__(self, consumer: EventConsumer) -> None:
-        self._consumer = consumer
-
-    def run(self, stop: threading.Event) -> None:
-        self._consumer.run(stop)
-
-    def close(self) -> None:
-        self._consumer.close()
