@@ -54,3 +54,8 @@ lint: venv node_modules/.installed
 
 clean:
 	rm -rf $(VENV) node_modules var .mypy_cache .ruff_cache .pytest_cache
+
+# Benchmarks (BENCHMARKS.md): `make bench`, or `make bench QUICK=1` for a run under 3 minutes.
+.PHONY: bench
+bench: tools
+	$(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)

@@ -1,0 +1,57 @@
+"""``python -m bench [--quick] [--circuits N] [--only WORKLOAD ...]``: run the workloads on a
+devstack of their own, write bench/results.json and print the table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import order
+from bench.harness import Results, format_row, markdown_table
+from services.common.devstack.kafka import start_broker
+
+WORKLOADS = ("order", "provisioning", "ingest", "billing")
+DEFAULT_RESULTS = Path(__file__).parent / "results.json"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller runs (under 3 minutes)")
+    parser.add_argument("--tiny", action="store_true", help="a few seconds per workload (tests)")
+    parser.add_argument("--circuits", type=int, default=0,
+                        help="circuits of the billing run (1,000 by default, 100 with --quick)")
+    parser.add_argument("--only", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    scale = "tiny" if args.tiny else "quick" if args.quick else "full"
+    results = Results(config={"scale": scale, "workloads": args.only})
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="idc-bench-") as tmp:
+        workdir = Path(tmp)
+        with start_broker(workdir / "kafka") as broker:
+            if "order" in args.only:
+                calls = {"tiny": 20, "quick": 150, "full": 600}[scale]
+                concurrencies = (1, 16) if scale == "tiny" else (1, 16, 64)
+                results.config["order_calls_per_level"] = calls
+                order.run(results, workdir, broker.bootstrap, concurrencies, calls)
+    results.config["seconds"] = round(time.monotonic() - started, 1)
+    results.write(args.out)
+    print()
+    print(markdown_table(results.rows))
+    failed = [r for r in results.rows if r.met is False]
+    print(f"\n{len(results.rows)} figures, {len(failed)} target(s) not met, "
+          f"{results.config['seconds']} s; results in {args.out}")
+    for row in failed:
+        print("  not met: " + format_row(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,157 @@
+"""Workload 1: the order API (CreateOrder, GetOrder, ListOrders) on PostgreSQL and SQLite at
+several concurrencies, next to a grpcio server with empty handlers answering replies of the
+same sizes to the same request bytes."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+from bench.harness import Results, Row, at_least, at_most, judged, memory_row
+from bench.load import LoadFigures, Metadata, raw_caller, raw_method, run_closed_loop
+from bench.stack import PEPPER, postgres_database, running_service
+from idc.order.v1 import circuit_pb2, order_service_pb2
+from services.common import db
+from services.common.auth import Principal, Role, SqlTokenStore
+from services.common.devstack.process import free_port, spawn, stop, wait_for_port
+from services.common.devstack.services import REPO_ROOT
+from services.common.grpc_server import call_metadata
+
+SERVICE = "/idc.order.v1.OrderService/"
+CREATE, GET, LIST = SERVICE + "CreateOrder", SERVICE + "GetOrder", SERVICE + "ListOrders"
+# Shared 10 Gbps port pairs of the catalogue; 10 Mbps orders leave room for 3,000 orders.
+PORT_PAIRS = [(f"sg-edge-1:xe-0/0/{n}", f"cq-edge-1:XGE0/0/{n}") for n in (1, 2, 3)]
+TARGET_CONCURRENCY = 16
+
+
+def create_requests(count: int) -> list[bytes]:
+    requests = []
+    for index in range(count):
+        a_port, z_port = PORT_PAIRS[index % len(PORT_PAIRS)]
+        spec = circuit_pb2.CircuitSpec(
+            a_end_port_id=a_port, z_end_port_id=z_port, bandwidth_mbps=10, term_months=12,
+            currency_code="SGD", customer_reference=f"BENCH-{index}",
+            description="benchmark circuit",
+        )
+        request = order_service_pb2.CreateOrderRequest(request_id=uuid.uuid4().hex, spec=spec)
+        requests.append(request.SerializeToString())
+    return requests
+
+
+@contextmanager
+def empty_server(workdir: Path, replies: dict[str, int]) -> Iterator[str]:
+    port = free_port()
+    proc = spawn(
+        [sys.executable, "-m", "bench.empty_server", str(port),
+         *(f"{path}={size}" for path, size in replies.items())],
+        cwd=REPO_ROOT, log_path=workdir / "empty-server.log",
+    )
+    try:
+        wait_for_port("127.0.0.1", port, 20.0, name="empty gRPC server", proc=proc)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+def _rows(workload: str, method: str, concurrency: int, product: LoadFigures,
+          floor: LoadFigures, judge: bool) -> list[Row]:
+    name = method.rsplit("/", 1)[-1]
+    label = f"{workload} {name} c={concurrency}"
+    throughput = Row(label, "throughput", "req/s", product.throughput, floor.throughput)
+    p50 = Row(label, "p50", "ms", product.p50_ms, floor.p50_ms)
+    p99 = Row(label, "p99", "ms", product.p99_ms, floor.p99_ms)
+    if judge and name in ("CreateOrder", "GetOrder"):
+        share = 0.25 if name == "CreateOrder" else 0.60
+        judged(throughput, at_least(share), f">= {share:.0%} of floor")
+        judged(p99, at_most(3.0), "<= 3x floor p99")
+    return [throughput, p50, p99]
+
+
+def _measure(results: Results, workload: str, product: grpc.Channel, floor: grpc.Channel,
+             metadata: Metadata, method: str, requests: Sequence[bytes],
+             concurrencies: Sequence[int], calls: int, judge: bool) -> None:
+    for concurrency in concurrencies:
+        chunk = list(requests[:calls])
+        requests = requests[calls:]
+        product_figures = run_closed_loop(
+            raw_caller(product, method, chunk, metadata), len(chunk), concurrency)
+        floor_figures = run_closed_loop(
+            raw_caller(floor, method, chunk, metadata), len(chunk), concurrency)
+        for row in _rows(workload, method, concurrency, product_figures, floor_figures,
+                         judge and concurrency == TARGET_CONCURRENCY):
+            results.add(row)
+
+
+def run_backend(results: Results, workdir: Path, bootstrap: str, backend: str, url: str,
+                concurrencies: Sequence[int], calls: int) -> None:
+    workload = f"order {backend}"
+    env = {"IDC_KAFKA_BOOTSTRAP": bootstrap, "IDC_ORDER_DATABASE_URL": url}
+    with running_service("order", workdir, env, label=f"order-{backend}") as service:
+        tokens = SqlTokenStore(db.make_session_factory(db.make_engine(url)), PEPPER)
+        token = tokens.issue(Principal("bench@acme", Role.CUSTOMER, tenant="acme"))
+        metadata: Metadata = tuple(call_metadata(token))
+        creates = create_requests(calls * len(concurrencies) + 1)
+        with grpc.insecure_channel(service.address) as product:
+            call = raw_method(product, CREATE)
+            first_reply = call(creates[0], metadata=metadata, timeout=30)
+            order = order_service_pb2.CreateOrderResponse.FromString(first_reply).order
+            get = order_service_pb2.GetOrderRequest(order_id=order.id).SerializeToString()
+            get_reply = raw_method(product, GET)(
+                get, metadata=metadata, timeout=30)
+            listing = order_service_pb2.ListOrdersRequest(page_size=20).SerializeToString()
+            sizes = {CREATE: len(first_reply), GET: len(get_reply)}
+            _measure_all(results, workload, workdir, product, metadata, creates[1:], listing,
+                         sizes, concurrencies, calls, judge=backend == "postgresql")
+        results.add(memory_row(workload, service))
+
+
+def _measure_all(results: Results, workload: str, workdir: Path, product: grpc.Channel,
+                 metadata: Metadata, creates: list[bytes], listing: bytes,
+                 sizes: dict[str, int], concurrencies: Sequence[int], calls: int,
+                 judge: bool) -> None:
+    list_reply = raw_method(product, LIST)
+    replies: list[bytes] = []
+
+    def create_and_keep(chunk: Sequence[bytes], concurrency: int) -> LoadFigures:
+        method = raw_method(product, CREATE)
+
+        def call(index: int) -> None:
+            replies.append(method(chunk[index], metadata=metadata, timeout=60))
+
+        return run_closed_loop(call, len(chunk), concurrency)
+
+    floor_sizes = dict(sizes)
+    with empty_server(workdir, {**floor_sizes, LIST: 1}) as create_floor_address, \
+            grpc.insecure_channel(create_floor_address) as floor:
+        for concurrency in concurrencies:
+            chunk, creates = creates[:calls], creates[calls:]
+            product_figures = create_and_keep(chunk, concurrency)
+            floor_figures = run_closed_loop(
+                raw_caller(floor, CREATE, chunk, metadata), len(chunk), concurrency)
+            for row in _rows(workload, CREATE, concurrency, product_figures, floor_figures,
+                             judge and concurrency == TARGET_CONCURRENCY):
+                results.add(row)
+    # The list reply size is known once the creates are in: a full page.
+    created = [order_service_pb2.CreateOrderResponse.FromString(r).order.id for r in replies]
+    gets = [order_service_pb2.GetOrderRequest(order_id=order_id).SerializeToString()
+            for order_id in created]
+    floor_sizes[LIST] = len(list_reply(listing, metadata=metadata, timeout=30))
+    with empty_server(workdir, floor_sizes) as floor_address, \
+            grpc.insecure_channel(floor_address) as floor:
+        _measure(results, workload, product, floor, metadata, GET,
+                 gets * len(concurrencies), concurrencies, calls, judge)
+        _measure(results, workload, product, floor, metadata, LIST,
+                 [listing] * (calls * len(concurrencies)), concurrencies, calls, judge)
+
+
+def run(results: Results, workdir: Path, bootstrap: str, concurrencies: Sequence[int],
+        calls: int) -> None:
+    with postgres_database("order") as url:
+        run_backend(results, workdir, bootstrap, "postgresql", url, concurrencies, calls)
+    sqlite_url = f"sqlite:///{workdir / 'order-bench.db'}"
+    run_backend(results, workdir, bootstrap, "sqlite", sqlite_url, concurrencies, calls)
