@@ -43,7 +43,7 @@ from services.provisioning.coordinator import (
     Topics,
 )
 from services.provisioning.inventory import Inventory, load_inventory
-from services.provisioning.netconf import NetconfSession
+from services.provisioning.netconf import NetconfSession, read_running
 from services.provisioning.ops import ProvisioningOps
 from services.provisioning.rendering import Renderer
 
@@ -134,7 +134,7 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
         kafka.topic_partitions,
         kafka.replication_factor,
     )
-    coordinator = Coordinator(inventory, renderer, topic_names, timings)
+    coordinator = Coordinator(inventory, renderer, topic_names, timings, read_running)
     workers: list[Worker] = []
     if role in ("all", "coordinator"):
         consumer = EventConsumer(

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,8 +29,10 @@ from services.common.events import Envelope, EventRegistry, outbox
 from services.common.grpc_server import Worker
 from services.provisioning.agent import timestamp
 from services.provisioning.circuits import TELCO_OF_SIDE, Operation, Side, circuit_end
-from services.provisioning.faults import RouterFault
-from services.provisioning.inventory import Inventory
+from services.provisioning.crashpoints import COORDINATOR_AFTER_FIRST_CONFIRM, crash_point
+from services.provisioning.faults import RouterFailure, RouterFault
+from services.provisioning.inventory import Device, Inventory
+from services.provisioning.observe import differences, intended_leaves, running_subinterfaces
 from services.provisioning.rendering import Renderer
 from services.provisioning.saga import Action, Saga, Send, Step
 from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder, SagaRow, utcnow
@@ -52,6 +56,7 @@ ACTION_PROTO = {
     Action.ROLLBACK: provisioning_pb2.PROVISIONING_ACTION_ROLLBACK,
 }
 ACTION_OF_PROTO = {v: k for k, v in ACTION_PROTO.items()}
+FINISHED_STEPS = (Step.DONE.value, Step.FAILED.value)
 
 
 @dataclass(frozen=True)
@@ -80,11 +85,13 @@ class Coordinator:
         renderer: Renderer,
         topics: Topics,
         timings: SagaTimings,
+        read_running: Callable[[Device], str],
     ) -> None:
         self._inventory = inventory
         self._renderer = renderer
         self._topics = topics
         self._timings = timings
+        self._read_running = read_running
 
     # -- consumer handler ---------------------------------------------------------------
 
@@ -176,6 +183,80 @@ class Coordinator:
             side, action, reply.success, persist_id=reply.persist_id, fault=fault, now=utcnow()
         )
         self._apply(session, row, saga, approved, sends)
+        if action is Action.CONFIRM and side is Side.SINGAPORE and reply.success:
+            circuit_id = reply.circuit_id
+            sa_event.listen(
+                session,
+                "after_commit",
+                lambda _s: crash_point(COORDINATOR_AFTER_FIRST_CONFIRM, circuit_id),
+                once=True,
+            )
+
+    # -- recovery -----------------------------------------------------------------------
+
+    def recover(self, factory: sessionmaker[Session]) -> int:
+        """At start: drive every unfinished saga on from both routers' running
+        configuration (see Saga.recover); returns how many were driven. A saga whose
+        routers cannot be read now is left to its deadline."""
+        with factory() as session:
+            unfinished = [
+                (row.saga_id, row.state, row.approved)
+                for row in session.scalars(
+                    select(SagaRow).where(SagaRow.step.not_in(FINISHED_STEPS))
+                )
+            ]
+        driven = 0
+        for saga_id, state, approved_bytes in unfinished:
+            approved = order_pb2.OrderApproved()
+            approved.ParseFromString(approved_bytes)
+            try:
+                carries = self._carries(approved)
+            except (RouterFailure, DomainError) as exc:
+                log.warning(
+                    "saga %s: routers not readable at start (%s); left to its deadline",
+                    saga_id,
+                    exc,
+                )
+                continue
+            with factory() as session, session.begin():
+                row = session.scalars(
+                    select(SagaRow).where(SagaRow.saga_id == saga_id).with_for_update()
+                ).first()
+                if row is None or row.state != state:
+                    continue  # it moved on meanwhile: a reply arrived, nothing to recover
+                saga = Saga.from_json(row.state)
+                sends = saga.recover(carries)
+                routers = ", ".join(
+                    f"{side.name.lower()} {'carries' if c else 'lacks'} the target state"
+                    for side, c in carries.items()
+                )
+                sent = ", ".join(f"{s.action.name} to {s.side.name.lower()}" for s in sends)
+                self._log_saga(
+                    session,
+                    row,
+                    approved,
+                    ops_pb2.PROVISIONING_OUTCOME_PENDING,
+                    f"recovered at start in step {row.step}: {routers}; sent: {sent or 'nothing'}",
+                )
+                self._apply(session, row, saga, approved, sends)
+            driven += 1
+        return driven
+
+    def _carries(self, approved: order_pb2.OrderApproved) -> dict[Side, bool]:
+        """Per side: whether the router's running configuration is the saga's target."""
+        operation = Operation.from_proto(approved.operation)
+        found = {}
+        for side in (Side.SINGAPORE, Side.CHONGQING):
+            end = circuit_end(approved.circuit, side)
+            device = self._inventory.get(end.router_name)
+            if device is None:
+                raise DomainError(f"router {end.router_name!r} is not in the inventory")
+            running = running_subinterfaces(device.platform, self._read_running(device))
+            target = (
+                None if operation is Operation.DELETE else intended_leaves(device.platform, end)
+            )
+            found[side] = not differences(target, running.get((end.interface, end.vlan)))
+        return found
 
     def on_deadline(self, session: Session, row: SagaRow) -> None:
         saga = Saga.from_json(row.state)
@@ -370,6 +451,10 @@ class DeadlineWorker(Worker):
         self._interval_s = interval_s
 
     def run(self, stop: threading.Event) -> None:
+        try:
+            self._coordinator.recover(self._factory)
+        except Exception:
+            log.exception("recovery at start failed; unfinished sagas are left to their deadlines")
         while not stop.wait(self._interval_s):
             try:
                 self.run_once()

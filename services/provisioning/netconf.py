@@ -191,3 +191,13 @@ class NetconfSession:
         except RouterFailure:
             return False
         return True
+
+
+def read_running(device: Device) -> str:
+    """One read of a router's running configuration on a session of its own (ops reads,
+    recovery), so it never waits behind the agent's transaction."""
+    session = NetconfSession(device, timeout_s=10)
+    try:
+        return session.running()
+    finally:
+        session.close()

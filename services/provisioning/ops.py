@@ -24,7 +24,7 @@ from services.provisioning.circuits import Operation, Side, circuit_end
 from services.provisioning.coordinator import Coordinator
 from services.provisioning.faults import RouterFailure
 from services.provisioning.inventory import Device, Inventory
-from services.provisioning.netconf import NetconfSession
+from services.provisioning.netconf import NetconfSession, read_running
 from services.provisioning.observe import (
     circuit_id_of,
     differences,
@@ -58,13 +58,6 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         self._factory = session_factory
 
     # -- helpers ------------------------------------------------------------------------
-
-    def _running(self, device: Device) -> str:
-        session = NetconfSession(device, timeout_s=10)
-        try:
-            return session.running()
-        finally:
-            session.close()
 
     def _active(self, session: Session) -> list[IntendedCircuit]:
         return list(
@@ -152,7 +145,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         status = pb.DeviceSyncStatus(device_name=device.name, side=device.side.value)
         status.check_time.CopyFrom(timestamp(utcnow()))
         try:
-            running = running_subinterfaces(device.platform, self._running(device))
+            running = running_subinterfaces(device.platform, read_running(device))
         except RouterFailure as exc:
             status.error.CopyFrom(exc.fault.to_proto())
             return status
@@ -260,7 +253,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         config = pb.RouterCircuitConfig(device_name=device.name, side=side.value, intended=intended)
         config.read_time.CopyFrom(timestamp(utcnow()))
         try:
-            running = running_subinterfaces(device.platform, self._running(device))
+            running = running_subinterfaces(device.platform, read_running(device))
         except RouterFailure as exc:
             config.error.CopyFrom(exc.fault.to_proto())
             return config

@@ -21,6 +21,7 @@ rejected the payload) fails at once.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -242,6 +243,38 @@ class Saga:
     def _roll_back_all(self) -> list[Send]:
         self.step = Step.ROLLING_BACK
         return [self._send(side, Action.ROLLBACK, attempt=1) for side in (FIRST, SECOND)]
+
+    def recover(self, carries: Mapping[Side, bool]) -> list[Send]:
+        """After the coordinator restarted: drive on from what each router's running
+        configuration shows (``carries[side]``: it matches the saga's target state).
+
+        A command sent again is answered again (a confirm of a confirmed commit verifies, a
+        rollback of a reverted one too), and the reply to the lost one is ignored as stale.
+        PREPARING needs nothing (the prepares are in the outbox, the deadline covers lost
+        replies), nor does RETRY_WAIT.
+        """
+        if self.step is Step.CONFIRMING_FIRST:
+            if carries[FIRST]:
+                return [self._send(FIRST, Action.CONFIRM)]
+            self.reason = "singapore's confirmed commit expired while the coordinator was down"
+            self.side(FIRST).fault = {
+                **vars(RouterFault(FaultKind.TIMEOUT, FIRST.name, self.reason, retryable=True)),
+                "kind": FaultKind.TIMEOUT.value,
+            }
+            return self._roll_back_all()
+        if self.step is Step.CONFIRMING_SECOND:
+            # Singapore is confirmed: roll forward. Chongqing still carrying the circuit
+            # may be its pending confirmed commit; confirm it, or prepare it again.
+            if carries[SECOND]:
+                return [self._send(SECOND, Action.CONFIRM)]
+            return self._retry_second(None)
+        if self.step is Step.ROLLING_BACK:
+            return [
+                self._send(side, Action.ROLLBACK)
+                for side in (FIRST, SECOND)
+                if self.side(side).awaiting
+            ]
+        return []
 
     def on_deadline(self) -> list[Send]:
         """The awaited replies did not come in time (or the retry wait is over)."""

@@ -133,21 +133,23 @@ class Stack:
             self._factories[name] = make_session_factory(make_engine(self.db_url(name)))
         return self._factories[name]
 
-    def launch(self, name: str, *, wait: bool = True, **settings: str) -> ServiceProcess:
-        """Start process ``name`` (its own database and log); the first one serves the API
+    def launch(self, processes: dict[str, dict[str, str]]) -> None:
+        """Start each named process (its own database and log, ``settings`` on top of the
+        stack's) and wait until all serve; the first process ever started serves the API
         the tests call."""
-        env = {**self.env, "IDC_PROVISIONING_DATABASE_URL": self.db_url(name), **settings}
-        listen = f"127.0.0.1:{free_port('127.0.0.1')}"
-        process = start_service("provisioning", listen, env, self.work / f"{name}.log")
-        self.processes[name] = process
-        if wait:
-            wait_serving(process)
-        if not self.api:
-            self.api = name
-            self.token = SqlTokenStore(self.database(name), "idc-dev-pepper").issue(
+        for name, settings in processes.items():
+            env = {**self.env, "IDC_PROVISIONING_DATABASE_URL": self.db_url(name), **settings}
+            listen = f"127.0.0.1:{free_port('127.0.0.1')}"
+            self.processes[name] = start_service(
+                "provisioning", listen, env, self.work / f"{name}.log"
+            )
+            self.api = self.api or name
+        for name in processes:
+            wait_serving(self.processes[name])
+        if not self.token:
+            self.token = SqlTokenStore(self.database(self.api), "idc-dev-pepper").issue(
                 Principal("ops-sg-1", Role.OPS, telco="sg")
             )
-        return process
 
     def close(self) -> None:
         for process in self.processes.values():

@@ -39,7 +39,7 @@ def stack(
         IDC_PROVISIONING_STEP_DEADLINE_S="20",
     )
     try:
-        s.launch("all")
+        s.launch({"all": {}})
         yield s
     finally:
         s.close()

@@ -98,7 +98,7 @@ def stack(
             IDC_PROVISIONING_RETRY_BACKOFF_S="1",
         )
         try:
-            s.launch("all")
+            s.launch({"all": {}})
             yield s, sshd
         finally:
             sshd.start()  # the cleanup of the stack removes its VLANs from both routers

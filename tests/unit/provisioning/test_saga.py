@@ -140,3 +140,35 @@ def test_no_retry_when_a_rollback_could_not_be_verified() -> None:
         assert sends(saga.on_reply(SG, Action.ROLLBACK, False, fault=unreachable(), now=NOW))
     assert saga.on_reply(SG, Action.ROLLBACK, False, fault=unreachable(), now=NOW) == []
     assert saga.step is Step.FAILED
+
+
+def test_recovery_between_the_confirms_rolls_forward() -> None:
+    saga = prepared_saga()
+    saga.on_reply(SG, Action.CONFIRM, True, now=NOW)
+    assert saga.step is Step.CONFIRMING_SECOND
+    [confirm] = saga.recover({SG: True, CQ: True})
+    assert (confirm.side, confirm.action, confirm.persist_id) == (CQ, Action.CONFIRM, "p-cq")
+    # Chongqing's confirmed commit expired while the coordinator was down: prepare again.
+    assert sends(saga.recover({SG: True, CQ: False})) == [(CQ, Action.PREPARE)]
+    assert saga.side(CQ).persist_id == ""
+
+
+def test_recovery_before_the_first_confirm() -> None:
+    saga = prepared_saga()
+    assert sends(saga.recover({SG: True, CQ: True})) == [(SG, Action.CONFIRM)]
+    saga = prepared_saga()
+    assert sends(saga.recover({SG: False, CQ: True})) == [
+        (SG, Action.ROLLBACK),
+        (CQ, Action.ROLLBACK),
+    ]
+    [(side, fault, _)] = saga.faults()
+    assert (side, fault.kind, fault.retryable) == (SG, FaultKind.TIMEOUT, True)
+
+
+def test_recovery_resends_unanswered_rollbacks_and_leaves_preparing_alone() -> None:
+    saga = Saga()
+    saga.start()
+    assert saga.recover({SG: False, CQ: False}) == []
+    saga.on_reply(CQ, Action.PREPARE, False, fault=refused(), now=NOW)
+    saga.on_reply(SG, Action.ROLLBACK, True, now=NOW)
+    assert sends(saga.recover({SG: False, CQ: False})) == [(CQ, Action.ROLLBACK)]

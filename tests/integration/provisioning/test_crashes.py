@@ -1,0 +1,131 @@
+"""Processes killed mid-saga (SIGKILL, at crash points no outside kill could hit reliably):
+the routers end with both or neither, never one.
+
+The service runs split the way production runs it: the coordinator and each telco's agent
+are processes of their own, each with its own database.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from idc.events.v1 import circuit_pb2
+from services.common.devstack.netconf import RouterFleet
+from services.common.events.tables import OutboxRow
+from services.provisioning.circuits import Operation
+from services.provisioning.crashpoints import (
+    AGENT_AFTER_CONFIRMED_COMMIT,
+    COORDINATOR_AFTER_FIRST_CONFIRM,
+    ENV,
+)
+from services.provisioning.saga import Step
+from services.provisioning.tables import SagaRow
+from tests.integration.provisioning.helpers import circuit, wait_for
+from tests.integration.provisioning.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+VLANS = itertools.count(3700)
+AGENT_KILLED = f"CKT-agentkill-{uuid.uuid4().hex[:6]}"
+COORDINATOR_KILLED = f"CKT-coordkill-{uuid.uuid4().hex[:6]}"
+CONFIRM_TIMEOUT_S = 4
+COORDINATOR = {"IDC_PROVISIONING_ROLE": "coordinator"}
+AGENT_SG = {"IDC_PROVISIONING_ROLE": "agent", "IDC_PROVISIONING_TELCO": "sg"}
+AGENT_CQ = {"IDC_PROVISIONING_ROLE": "agent", "IDC_PROVISIONING_TELCO": "cq"}
+NO_CRASH = {ENV: ""}
+
+
+@pytest.fixture(scope="module")
+def stack(
+    routers: RouterFleet, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    s = Stack(
+        kafka_bootstrap,
+        tmp_path_factory.mktemp("crashes"),
+        routers,
+        IDC_PROVISIONING_CONFIRM_TIMEOUT_S=str(CONFIRM_TIMEOUT_S),
+        IDC_PROVISIONING_STEP_DEADLINE_S="3",
+        IDC_PROVISIONING_RETRY_WINDOW_S="60",
+        IDC_PROVISIONING_RETRY_BACKOFF_S="1",
+    )
+    try:
+        s.launch(
+            {
+                "coordinator": {
+                    **COORDINATOR,
+                    ENV: f"{COORDINATOR_AFTER_FIRST_CONFIRM}:{COORDINATOR_KILLED}",
+                },
+                "agent-sg": AGENT_SG,
+                "agent-cq": {**AGENT_CQ, ENV: f"{AGENT_AFTER_CONFIRMED_COMMIT}:{AGENT_KILLED}"},
+            }
+        )
+        yield s
+    finally:
+        s.close()
+
+
+def killed(stack: Stack, name: str) -> None:
+    process = stack.processes[name]
+    wait_for(f"{name} to be killed", lambda: process.proc.poll() is not None)
+    assert process.proc.returncode == -signal.SIGKILL
+
+
+def test_agent_killed_before_the_confirm_never_leaves_one_side_confirmed(
+    stack: Stack,
+) -> None:
+    params = circuit(stack.vlan(next(VLANS)), circuit_id=AGENT_KILLED)
+    stack.approve(Operation.CREATE, params)
+    killed(stack, "agent-cq")
+    # Chongqing holds an unconfirmed commit nobody can answer for. (This netconfd does not
+    # revert a confirmed commit at its timeout; see services/provisioning/agent.py.)
+    assert stack.carries(params)["cq-edge-1"]
+    # No answer from Chongqing: the coordinator rolls back, never confirms Singapore.
+    wait_for(
+        "Singapore to be rolled back",
+        lambda: (
+            saga_step(stack, params.circuit_id) == Step.ROLLING_BACK.value
+            and not stack.carries(params)["sg-edge-1"]
+        ),
+    )
+    # The agent's restart cancels the commit it left open, answers the rollback, and the
+    # coordinator runs the round again.
+    stack.launch({"agent-cq": {**AGENT_CQ, **NO_CRASH}})
+    [outcome] = stack.outcome(params.circuit_id)
+    assert isinstance(outcome, circuit_pb2.CircuitActivated), outcome
+    assert stack.carries(params) == {"sg-edge-1": True, "cq-edge-1": True}
+    rounds = [e.message for e in stack.log(params.circuit_id) if e.message.startswith("round ")]
+    assert rounds and "no answer in time from chongqing" in rounds[0], rounds
+
+
+def saga_step(stack: Stack, circuit_id: str) -> str:
+    with stack.database("coordinator")() as db:
+        return db.scalars(select(SagaRow.step).where(SagaRow.circuit_id == circuit_id)).one()
+
+
+def test_coordinator_killed_between_the_confirms_recovers_both(stack: Stack) -> None:
+    params = circuit(stack.vlan(next(VLANS)), circuit_id=COORDINATOR_KILLED)
+    stack.approve(Operation.CREATE, params)
+    killed(stack, "coordinator")
+    # Singapore is confirmed; Chongqing's confirmed commit runs out with nobody to confirm
+    # it (its agent cancels it at the timeout): the half-done state a restart must repair.
+    wait_for(
+        "Chongqing's confirmed commit to run out",
+        lambda: stack.carries(params) == {"sg-edge-1": True, "cq-edge-1": False},
+        timeout=CONFIRM_TIMEOUT_S + 10,
+    )
+    stack.launch({"coordinator": {**COORDINATOR, **NO_CRASH}})
+    [activated] = stack.outcome(params.circuit_id)
+    assert isinstance(activated, circuit_pb2.CircuitActivated), activated
+    assert stack.carries(params) == {"sg-edge-1": True, "cq-edge-1": True}
+    assert [e for e in stack.log(params.circuit_id) if e.message.startswith("recovered at start")]
+    with stack.database("coordinator")() as db:
+        published = db.scalars(
+            select(OutboxRow.event_type).where(OutboxRow.key == params.circuit_id.encode())
+        ).all()
+    assert published.count("idc.events.v1.CircuitActivated") == 1
