@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import order
+from bench import billing, ingest, order
 from bench.harness import Results, format_row, markdown_table
 from services.common.devstack.kafka import start_broker
 
@@ -41,6 +41,14 @@ def main(argv: list[str]) -> int:
                 concurrencies = (1, 16) if scale == "tiny" else (1, 16, 64)
                 results.config["order_calls_per_level"] = calls
                 order.run(results, workdir, broker.bootstrap, concurrencies, calls)
+            if "ingest" in args.only:
+                samples = {"tiny": 2_000, "quick": 20_000, "full": 100_000}[scale]
+                results.config["ingest_samples"] = samples
+                ingest.run(results, workdir, broker.bootstrap, samples)
+            if "billing" in args.only:
+                circuits = args.circuits or {"tiny": 5, "quick": 100, "full": 1_000}[scale]
+                results.config["billing_circuits"] = circuits
+                billing.run(results, workdir, broker.bootstrap, circuits)
     results.config["seconds"] = round(time.monotonic() - started, 1)
     results.write(args.out)
     print()
