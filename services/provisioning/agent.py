@@ -48,7 +48,7 @@ from services.common.events import Envelope, outbox
 from services.common.grpc_server import Worker
 from services.provisioning.circuits import Operation, circuit_end
 from services.provisioning.crashpoints import AGENT_AFTER_CONFIRMED_COMMIT, crash_point
-from services.provisioning.faults import FaultKind, RouterFailure, RouterFault
+from services.provisioning.faults import FaultKind, PayloadMismatch, RouterFailure, RouterFault
 from services.provisioning.inventory import Device
 from services.provisioning.netconf import NetconfSession
 from services.provisioning.observe import differences, intended_leaves, running_subinterfaces
@@ -341,12 +341,13 @@ class RouterWorker(Worker):
         platform = self.device.platform
         rendered = self.renderer.render(platform, operation, end)
         if command.approved_payload_sha256 and command.approved_payload_sha256 != rendered.sha256:
-            raise RouterFailure(
+            raise PayloadMismatch(
                 self._fault(
                     FaultKind.PAYLOAD_MISMATCH,
                     f"rendered payload {rendered.sha256} differs from the approved "
                     f"{command.approved_payload_sha256}; the order needs approval of the new plan",
-                )
+                ),
+                rendered.sha256,
             )
         want = intended_leaves(platform, end)
         if operation is Operation.CREATE:
@@ -428,6 +429,8 @@ class RouterWorker(Worker):
                 continue
             try:
                 intents.append(self._intent(job))
+            except PayloadMismatch as exc:
+                failed.append(StepResult(job, False, exc.fault, sha256=exc.rendered_sha256))
             except RouterFailure as exc:
                 failed.append(StepResult(job, False, exc.fault))
         if failed:

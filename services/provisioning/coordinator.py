@@ -56,7 +56,7 @@ ACTION_PROTO = {
     Action.ROLLBACK: provisioning_pb2.PROVISIONING_ACTION_ROLLBACK,
 }
 ACTION_OF_PROTO = {v: k for k, v in ACTION_PROTO.items()}
-FINISHED_STEPS = (Step.DONE.value, Step.FAILED.value)
+FINISHED_STEPS = (Step.DONE.value, Step.FAILED.value, Step.REPLAN.value)
 
 
 @dataclass(frozen=True)
@@ -121,18 +121,36 @@ class Coordinator:
         return found
 
     def plan(self, session: Session, event: order_pb2.OrderCreated) -> None:
-        planned = provisioning_pb2.ProvisioningPlanned(
-            occurred_at=timestamp(utcnow()),
-            order_id=event.order_id,
-            circuit_id=event.circuit.circuit_id,
-            operation=event.operation,
-        )
+        self._publish_plan(session, event, provisioning_pb2.ProvisioningPlanned(), {})
+
+    def _publish_plan(
+        self,
+        session: Session,
+        event: order_pb2.OrderCreated,
+        planned: provisioning_pb2.ProvisioningPlanned,
+        agent_sha256: dict[Side, str],
+    ) -> None:
+        """Render both payloads into ``planned``, store the plan (DryRun by order) and
+        publish it. ``agent_sha256``: what agents rendered for the order, if known; a plan
+        that disagrees with them could never pass their check, so it carries an error."""
+        planned.occurred_at.CopyFrom(timestamp(utcnow()))
+        planned.order_id = event.order_id
+        planned.circuit_id = event.circuit.circuit_id
+        planned.operation = event.operation
         try:
             planned.payloads.extend(
                 self.payloads(Operation.from_proto(event.operation), event.circuit)
             )
         except DomainError as exc:
             planned.error = exc.message
+        disagreeing = [
+            f"{payload.router_name}'s agent rendered {agent_sha256[side]}, "
+            f"the coordinator {payload.sha256}"
+            for payload in planned.payloads
+            if agent_sha256.get(side := Side(payload.side), payload.sha256) != payload.sha256
+        ]
+        if disagreeing:
+            planned.error = "; ".join(disagreeing) + " (their template sets differ)"
         session.merge(
             PlannedOrder(
                 order_id=event.order_id,
@@ -180,7 +198,13 @@ class Coordinator:
         approved = order_pb2.OrderApproved()
         approved.ParseFromString(row.approved)
         sends = saga.on_reply(
-            side, action, reply.success, persist_id=reply.persist_id, fault=fault, now=utcnow()
+            side,
+            action,
+            reply.success,
+            persist_id=reply.persist_id,
+            fault=fault,
+            rendered_sha256=reply.payload_sha256,
+            now=utcnow(),
         )
         self._apply(session, row, saga, approved, sends)
         if action is Action.CONFIRM and side is Side.SINGAPORE and reply.success:
@@ -350,6 +374,9 @@ class Coordinator:
             "effective_time": timestamp(now),
         }
         event: Message
+        if saga.step is Step.REPLAN:
+            self._replan(session, row, saga, approved)
+            return
         if saga.step is Step.DONE:
             if operation is Operation.CREATE:
                 event = circuit_pb2.CircuitActivated(
@@ -391,6 +418,40 @@ class Coordinator:
             if saga.step is Step.DONE
             else ops_pb2.PROVISIONING_OUTCOME_FAILED,
             f"saga {saga.step.value}: {saga.reason}".rstrip(": "),
+        )
+
+    def _replan(
+        self,
+        session: Session,
+        row: SagaRow,
+        saga: Saga,
+        approved: order_pb2.OrderApproved,
+    ) -> None:
+        """A payload no longer matched its approval: publish the plan as rendered now, for
+        the order to go back to approval (no ProvisioningFailed: nothing failed)."""
+        created = order_pb2.OrderCreated(
+            event_id=str(uuid.uuid4()),
+            order_id=approved.order_id,
+            operation=approved.operation,
+            circuit=approved.circuit,
+            previous_bandwidth_mbps=approved.previous_circuit.bandwidth_mbps,
+            price=approved.price,
+        )
+        planned = provisioning_pb2.ProvisioningPlanned(
+            replan=True, saga_id=row.saga_id, reason=saga.reason
+        )
+        rendered = {
+            side: saga.side(side).rendered_sha256
+            for side in (Side.SINGAPORE, Side.CHONGQING)
+            if saga.side(side).rendered_sha256
+        }
+        self._publish_plan(session, created, planned, rendered)
+        self._log_saga(
+            session,
+            row,
+            approved,
+            ops_pb2.PROVISIONING_OUTCOME_FAILED,
+            f"saga replan: {saga.reason}; new plan published for approval",
         )
 
     def _log_saga(

@@ -66,3 +66,11 @@ class RouterFailure(Exception):
     def __init__(self, fault: RouterFault) -> None:
         super().__init__(f"{fault.router_name}: {fault.message}")
         self.fault = fault
+
+
+class PayloadMismatch(RouterFailure):
+    """The payload rendered now is not the one approved; nothing was sent to the router."""
+
+    def __init__(self, fault: RouterFault, rendered_sha256: str) -> None:
+        super().__init__(fault)
+        self.rendered_sha256 = rendered_sha256

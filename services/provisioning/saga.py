@@ -16,6 +16,10 @@ time, a lock held: retryable faults) and was rolled back on both routers is not 
 the saga waits (RETRY_WAIT, backing off) and runs a new round from PREPARING, until its
 retry window closes; only then is it FAILED. A permanent refusal (the router's YANG
 rejected the payload) fails at once.
+
+A router payload that no longer matches its approved hash (PAYLOAD_MISMATCH: templates or
+inventory changed after approval) ends the saga in REPLAN once both routers are rolled
+back: nothing failed, the order needs approval of the new payloads.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class Step(enum.StrEnum):
     RETRY_WAIT = "waiting-to-retry"
     DONE = "done"
     FAILED = "failed"
+    REPLAN = "replan"
 
 
 class Action(enum.Enum):
@@ -70,6 +75,8 @@ class SideState:
     command_id: str = ""  # event id of the command awaited
     attempt: int = 0
     fault: dict[str, Any] | None = None
+    # The hash of the payload the agent rendered (replied to PREPARE, also on a mismatch).
+    rendered_sha256: str = ""
 
 
 @dataclass
@@ -85,7 +92,7 @@ class Saga:
 
     @property
     def finished(self) -> bool:
-        return self.step in (Step.DONE, Step.FAILED)
+        return self.step in (Step.DONE, Step.FAILED, Step.REPLAN)
 
     def side(self, side: Side) -> SideState:
         return self.sides[side.name]
@@ -145,10 +152,13 @@ class Saga:
         *,
         persist_id: str = "",
         fault: RouterFault | None = None,
+        rendered_sha256: str = "",
         now: datetime,
     ) -> list[Send]:
         state = self.side(side)
         state.awaiting = ""
+        if action is Action.PREPARE:
+            state.rendered_sha256 = rendered_sha256
         if fault is not None:
             state.fault = {**vars(fault), "kind": fault.kind.value}
         if action is Action.PREPARE:
@@ -169,11 +179,14 @@ class Saga:
     def _rolled_back(self, now: datetime) -> None:
         """Both rollbacks answered: retry the round if every fault may pass, else fail."""
         faults = [s.fault for s in self.sides.values() if s.fault is not None]
+        all_back = all(s.rolled_back for s in self.sides.values())
+        if all_back and any(FaultKind(f["kind"]) is FaultKind.PAYLOAD_MISMATCH for f in faults):
+            self.step = Step.REPLAN
+            return
         retryable = bool(faults) and all(
             f["retryable"] or FaultKind(f["kind"]) in (FaultKind.TIMEOUT, FaultKind.TRANSPORT)
             for f in faults
         )
-        all_back = all(s.rolled_back for s in self.sides.values())
         in_window = bool(self.retry_until) and now < datetime.fromisoformat(self.retry_until)
         self.step = Step.RETRY_WAIT if retryable and all_back and in_window else Step.FAILED
 

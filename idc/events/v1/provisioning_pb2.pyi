@@ -267,6 +267,9 @@ class ProvisioningPlanned(_message.Message):
     OPERATION_FIELD_NUMBER: _builtins.int
     PAYLOADS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    REPLAN_FIELD_NUMBER: _builtins.int
+    SAGA_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id (UUID)."""
     order_id: _builtins.str
@@ -277,6 +280,16 @@ class ProvisioningPlanned(_message.Message):
     """What the plan does to the circuit."""
     error: _builtins.str
     """Set when no plan could be rendered (e.g. unknown router); the order cannot be approved."""
+    replan: _builtins.bool
+    """True when provisioning refused to run the order because a router's payload no longer
+    matched its approved hash (ROUTER_ERROR_KIND_PAYLOAD_MISMATCH at prepare; both routers
+    were rolled back, nothing changed): the order goes back to approval with this plan.
+    No ProvisioningFailed follows. False for the plan rendered at submission.
+    """
+    saga_id: _builtins.str
+    """With replan: the saga that was refused."""
+    reason: _builtins.str
+    """With replan: why, in words (which router, which hashes)."""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When the plan was rendered."""
@@ -295,10 +308,13 @@ class ProvisioningPlanned(_message.Message):
         operation: _circuit_operation_pb2.CircuitOperation.ValueType = ...,
         payloads: _abc.Iterable[_router_payload_pb2.RouterPayload] | None = ...,
         error: _builtins.str = ...,
+        replan: _builtins.bool = ...,
+        saga_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "error", b"error", "event_id", b"event_id", "occurred_at", b"occurred_at", "operation", b"operation", "order_id", b"order_id", "payloads", b"payloads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "error", b"error", "event_id", b"event_id", "occurred_at", b"occurred_at", "operation", b"operation", "order_id", b"order_id", "payloads", b"payloads", "reason", b"reason", "replan", b"replan", "saga_id", b"saga_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -20,7 +20,7 @@ from services.provisioning.circuits import Operation, Side, circuit_end
 from services.provisioning.rendering import Renderer
 from services.provisioning.tables import LogEntry
 from tests.integration.provisioning.helpers import circuit, subinterfaces, wait_for
-from tests.integration.provisioning.stack import PRICE, Stack
+from tests.integration.provisioning.stack import PRICE, Stack, approvals_for
 
 pytestmark = pytest.mark.integration
 
@@ -181,3 +181,29 @@ def test_fifty_circuits_at_once_all_active(stack: Stack) -> None:
         ordered = sorted(spans.values(), key=lambda span: span[0])
         assert len(ordered) < 50  # queued circuits were batched
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(ordered)), ordered
+
+
+def test_payload_changed_since_approval_goes_back_to_approval(stack: Stack) -> None:
+    params = circuit(stack.vlan(next(VLANS)))
+    # The telcos approved the payloads of an earlier rendering (here: another description).
+    earlier = common_pb2.CircuitParameters()
+    earlier.CopyFrom(params)
+    earlier.description = "as first planned"
+    stale = approvals_for(Operation.CREATE, earlier)
+    before = {name: session.running() for name, session in stack.sessions.items()}
+    order_id = stack.approve(Operation.CREATE, params, approvals=stale)
+    [plan] = [
+        p
+        for p in stack.outcome(params.circuit_id, (provisioning_pb2.ProvisioningPlanned,))
+        if isinstance(p, provisioning_pb2.ProvisioningPlanned) and p.replan
+    ]
+    assert (plan.order_id, plan.error) == (order_id, "")
+    assert plan.saga_id and "differs from the approved" in plan.reason
+    current = {a.side: a.payload_sha256 for a in approvals_for(Operation.CREATE, params)}
+    assert {p.side: p.sha256 for p in plan.payloads} == current
+    assert not stack.events_for(params.circuit_id)  # no ProvisioningFailed, no activation
+    assert {name: s.running() for name, s in stack.sessions.items()} == before
+    # Approved again on the new plan, the order goes through.
+    stack.approve(Operation.CREATE, params, order_id=order_id)
+    [activated] = stack.outcome(params.circuit_id)
+    assert isinstance(activated, circuit_pb2.CircuitActivated), activated

@@ -172,3 +172,10 @@ def test_recovery_resends_unanswered_rollbacks_and_leaves_preparing_alone() -> N
     saga.on_reply(CQ, Action.PREPARE, False, fault=refused(), now=NOW)
     saga.on_reply(SG, Action.ROLLBACK, True, now=NOW)
     assert sends(saga.recover({SG: False, CQ: False})) == [(CQ, Action.ROLLBACK)]
+
+
+def test_payload_mismatch_rolls_back_then_asks_for_a_new_approval() -> None:
+    saga = Saga(retry_until=(NOW + timedelta(minutes=10)).isoformat())
+    mismatch = RouterFault(FaultKind.PAYLOAD_MISMATCH, "cq-edge-1", "differs from the approved")
+    failed_round(saga, mismatch)
+    assert saga.step is Step.REPLAN and saga.finished
