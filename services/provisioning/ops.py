@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from idc.events.v1 import common_pb2, order_pb2
 from idc.provisioning.v1 import provisioning_service_pb2 as pb
 from idc.provisioning.v1 import provisioning_service_pb2_grpc as pb_grpc
-from idc.type.v1 import circuit_operation_pb2
+from idc.type.v1 import circuit_operation_pb2, router_payload_pb2
 from services.common.auth import Role, require_role
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.provisioning.agent import timestamp
@@ -122,7 +122,40 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
                 params.bandwidth_mbps = request.bandwidth_mbps
         else:
             raise InvalidArgument.for_field("target", "set order_id or circuit_id")
-        return pb.DryRunResponse(payloads=self._coordinator.payloads(operation, params))
+        payloads = self._coordinator.payloads(operation, params)
+        return pb.DryRunResponse(
+            payloads=payloads,
+            routers=[self._dry_run(operation, params, payload) for payload in payloads],
+        )
+
+    def _dry_run(
+        self,
+        operation: Operation,
+        params: common_pb2.CircuitParameters,
+        payload: router_payload_pb2.RouterPayload,
+    ) -> pb.RouterDryRun:
+        """What ``payload`` would change on its router, against running as read now."""
+        side = Side.from_proto(payload.side)
+        end = circuit_end(params, side)
+        found = pb.RouterDryRun(device_name=end.router_name, side=side.value, payload=payload)
+        device = self._inventory.get(end.router_name)
+        if device is None:
+            raise FailedPrecondition(f"router {end.router_name!r} is not in the inventory")
+        found.read_time.CopyFrom(timestamp(utcnow()))
+        try:
+            running = running_subinterfaces(device.platform, read_running(device))
+        except RouterFailure as exc:
+            found.error.CopyFrom(exc.fault.to_proto())
+            return found
+        have = running.get((end.interface, end.vlan))
+        if have is not None:
+            found.running_config = "\n".join(f"{p} = {v}" for p, v in sorted(have.items()))
+        target = None if operation is Operation.DELETE else intended_leaves(device.platform, end)
+        found.differences.extend(
+            pb.ConfigDifference(path=d.path, intended=d.intended, actual=d.actual)
+            for d in differences(target, have)
+        )
+        return found
 
     def CheckSync(self, request: pb.CheckSyncRequest, context: Any) -> pb.CheckSyncResponse:
         require_role(*OPS_ROLES)

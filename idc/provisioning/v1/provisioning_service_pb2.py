@@ -29,17 +29,17 @@ from idc.type.v1 import router_payload_pb2 as idc_dot_type_dot_v1_dot_router__pa
 from idc.type.v1 import side_pb2 as idc_dot_type_dot_v1_dot_side__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.idc/provisioning/v1/provisioning_service.proto\x12\x13idc.provisioning.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#idc/type/v1/circuit_operation.proto\x1a\x1eidc/type/v1/router_error.proto\x1a idc/type/v1/router_payload.proto\x1a\x16idc/type/v1/side.proto\"\x8c\x02\n\x06\x44\x65vice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x04side\x18\x02 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x10\n\x08telco_id\x18\x03 \x01(\t\x12\x0f\n\x07site_id\x18\x04 \x01(\t\x12\x0e\n\x06vendor\x18\x05 \x01(\t\x12\x10\n\x08platform\x18\x06 \x01(\t\x12\x1a\n\x12management_address\x18\x07 \x01(\t\x12\x11\n\treachable\x18\x08 \x01(\x08\x12\x32\n\x0elast_seen_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61pabilities\x18\n \x03(\t\x12\x15\n\rcircuit_count\x18\x0b \x01(\x05\"\\\n\x12ListDevicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x1f\n\x04side\x18\x03 \x01(\x0e\x32\x11.idc.type.v1.Side\"\\\n\x13ListDevicesResponse\x12,\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1b.idc.provisioning.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa5\x01\n\rDryRunRequest\x12\x12\n\x08order_id\x18\x01 \x01(\tH\x00\x12\x14\n\ncircuit_id\x18\x02 \x01(\tH\x00\x12\x30\n\toperation\x18\x03 \x01(\x0e\x32\x1d.idc.type.v1.CircuitOperation\x12\x1b\n\x0e\x62\x61ndwidth_mbps\x18\x04 \x01(\x03H\x01\x88\x01\x01\x42\x08\n\x06targetB\x11\n\x0f_bandwidth_mbps\">\n\x0e\x44ryRunResponse\x12,\n\x08payloads\x18\x01 \x03(\x0b\x32\x1a.idc.type.v1.RouterPayload\"(\n\x10\x43heckSyncRequest\x12\x14\n\x0c\x64\x65vice_names\x18\x01 \x03(\t\"K\n\x11\x43heckSyncResponse\x12\x36\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32%.idc.provisioning.v1.DeviceSyncStatus\"\xa0\x02\n\x10\x44\x65viceSyncStatus\x12\x13\n\x0b\x64\x65vice_name\x18\x01 \x01(\t\x12\x1f\n\x04side\x18\x02 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x0f\n\x07in_sync\x18\x03 \x01(\x08\x12\x1b\n\x13missing_circuit_ids\x18\x04 \x03(\t\x12\x19\n\x11\x65xtra_circuit_ids\x18\x05 \x03(\t\x12\x34\n\tdifferent\x18\x06 \x03(\x0b\x32!.idc.provisioning.v1.CircuitDrift\x12.\n\ncheck_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x18.idc.type.v1.RouterError\"^\n\x0c\x43ircuitDrift\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12:\n\x0b\x64ifferences\x18\x02 \x03(\x0b\x32%.idc.provisioning.v1.ConfigDifference\"B\n\x10\x43onfigDifference\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08intended\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tual\x18\x03 \x01(\t\"6\n\x0fRedeployRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"Q\n\x10RedeployResponse\x12,\n\x08payloads\x18\x01 \x03(\x0b\x32\x1a.idc.type.v1.RouterPayload\x12\x0f\n\x07saga_id\x18\x02 \x01(\t\"-\n\x17GetCircuitConfigRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\"\x8d\x01\n\x18GetCircuitConfigResponse\x12\x39\n\x07\x63onfigs\x18\x01 \x03(\x0b\x32(.idc.provisioning.v1.RouterCircuitConfig\x12\x36\n\x03log\x18\x02 \x03(\x0b\x32).idc.provisioning.v1.ProvisioningLogEntry\"\xfa\x01\n\x13RouterCircuitConfig\x12\x13\n\x0b\x64\x65vice_name\x18\x01 \x01(\t\x12\x1f\n\x04side\x18\x02 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x16\n\x0erunning_config\x18\x03 \x01(\t\x12,\n\x08intended\x18\x04 \x01(\x0b\x32\x1a.idc.type.v1.RouterPayload\x12\x0f\n\x07in_sync\x18\x05 \x01(\x08\x12-\n\tread_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x18.idc.type.v1.RouterError\"\xa1\x03\n\x14ProvisioningLogEntry\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07saga_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x30\n\toperation\x18\x04 \x01(\x0e\x32\x1d.idc.type.v1.CircuitOperation\x12\x33\n\x04step\x18\x05 \x01(\x0e\x32%.idc.provisioning.v1.ProvisioningStep\x12\x13\n\x0b\x64\x65vice_name\x18\x06 \x01(\t\x12\x1f\n\x04side\x18\x07 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x39\n\x07outcome\x18\x08 \x01(\x0e\x32(.idc.provisioning.v1.ProvisioningOutcome\x12\x16\n\x0epayload_sha256\x18\t \x01(\t\x12\x12\n\npersist_id\x18\n \x01(\t\x12\'\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x18.idc.type.v1.RouterError\x12\x0f\n\x07message\x18\x0c \x01(\t*\xb1\x01\n\x10ProvisioningStep\x12!\n\x1dPROVISIONING_STEP_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROVISIONING_STEP_PREPARE\x10\x01\x12\x1d\n\x19PROVISIONING_STEP_CONFIRM\x10\x02\x12\x1e\n\x1aPROVISIONING_STEP_ROLLBACK\x10\x03\x12\x1c\n\x18PROVISIONING_STEP_VERIFY\x10\x04*\xc6\x01\n\x13ProvisioningOutcome\x12$\n PROVISIONING_OUTCOME_UNSPECIFIED\x10\x00\x12 \n\x1cPROVISIONING_OUTCOME_PENDING\x10\x01\x12\"\n\x1ePROVISIONING_OUTCOME_SUCCEEDED\x10\x02\x12\x1f\n\x1bPROVISIONING_OUTCOME_FAILED\x10\x03\x12\"\n\x1ePROVISIONING_OUTCOME_TIMED_OUT\x10\x04\x32\xf0\x03\n\x13ProvisioningService\x12`\n\x0bListDevices\x12\'.idc.provisioning.v1.ListDevicesRequest\x1a(.idc.provisioning.v1.ListDevicesResponse\x12Q\n\x06\x44ryRun\x12\".idc.provisioning.v1.DryRunRequest\x1a#.idc.provisioning.v1.DryRunResponse\x12Z\n\tCheckSync\x12%.idc.provisioning.v1.CheckSyncRequest\x1a&.idc.provisioning.v1.CheckSyncResponse\x12W\n\x08Redeploy\x12$.idc.provisioning.v1.RedeployRequest\x1a%.idc.provisioning.v1.RedeployResponse\x12o\n\x10GetCircuitConfig\x12,.idc.provisioning.v1.GetCircuitConfigRequest\x1a-.idc.provisioning.v1.GetCircuitConfigResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.idc/provisioning/v1/provisioning_service.proto\x12\x13idc.provisioning.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#idc/type/v1/circuit_operation.proto\x1a\x1eidc/type/v1/router_error.proto\x1a idc/type/v1/router_payload.proto\x1a\x16idc/type/v1/side.proto\"\x8c\x02\n\x06\x44\x65vice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x04side\x18\x02 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x10\n\x08telco_id\x18\x03 \x01(\t\x12\x0f\n\x07site_id\x18\x04 \x01(\t\x12\x0e\n\x06vendor\x18\x05 \x01(\t\x12\x10\n\x08platform\x18\x06 \x01(\t\x12\x1a\n\x12management_address\x18\x07 \x01(\t\x12\x11\n\treachable\x18\x08 \x01(\x08\x12\x32\n\x0elast_seen_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61pabilities\x18\n \x03(\t\x12\x15\n\rcircuit_count\x18\x0b \x01(\x05\"\\\n\x12ListDevicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x1f\n\x04side\x18\x03 \x01(\x0e\x32\x11.idc.type.v1.Side\"\\\n\x13ListDevicesResponse\x12,\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1b.idc.provisioning.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa5\x01\n\rDryRunRequest\x12\x12\n\x08order_id\x18\x01 \x01(\tH\x00\x12\x14\n\ncircuit_id\x18\x02 \x01(\tH\x00\x12\x30\n\toperation\x18\x03 \x01(\x0e\x32\x1d.idc.type.v1.CircuitOperation\x12\x1b\n\x0e\x62\x61ndwidth_mbps\x18\x04 \x01(\x03H\x01\x88\x01\x01\x42\x08\n\x06targetB\x11\n\x0f_bandwidth_mbps\"r\n\x0e\x44ryRunResponse\x12,\n\x08payloads\x18\x01 \x03(\x0b\x32\x1a.idc.type.v1.RouterPayload\x12\x32\n\x07routers\x18\x02 \x03(\x0b\x32!.idc.provisioning.v1.RouterDryRun\"\x9d\x02\n\x0cRouterDryRun\x12\x13\n\x0b\x64\x65vice_name\x18\x01 \x01(\t\x12\x1f\n\x04side\x18\x02 \x01(\x0e\x32\x11.idc.type.v1.Side\x12+\n\x07payload\x18\x03 \x01(\x0b\x32\x1a.idc.type.v1.RouterPayload\x12\x16\n\x0erunning_config\x18\x04 \x01(\t\x12:\n\x0b\x64ifferences\x18\x05 \x03(\x0b\x32%.idc.provisioning.v1.ConfigDifference\x12-\n\tread_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x18.idc.type.v1.RouterError\"(\n\x10\x43heckSyncRequest\x12\x14\n\x0c\x64\x65vice_names\x18\x01 \x03(\t\"K\n\x11\x43heckSyncResponse\x12\x36\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32%.idc.provisioning.v1.DeviceSyncStatus\"\xa0\x02\n\x10\x44\x65viceSyncStatus\x12\x13\n\x0b\x64\x65vice_name\x18\x01 \x01(\t\x12\x1f\n\x04side\x18\x02 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x0f\n\x07in_sync\x18\x03 \x01(\x08\x12\x1b\n\x13missing_circuit_ids\x18\x04 \x03(\t\x12\x19\n\x11\x65xtra_circuit_ids\x18\x05 \x03(\t\x12\x34\n\tdifferent\x18\x06 \x03(\x0b\x32!.idc.provisioning.v1.CircuitDrift\x12.\n\ncheck_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x18.idc.type.v1.RouterError\"^\n\x0c\x43ircuitDrift\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12:\n\x0b\x64ifferences\x18\x02 \x03(\x0b\x32%.idc.provisioning.v1.ConfigDifference\"B\n\x10\x43onfigDifference\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08intended\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tual\x18\x03 \x01(\t\"6\n\x0fRedeployRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"Q\n\x10RedeployResponse\x12,\n\x08payloads\x18\x01 \x03(\x0b\x32\x1a.idc.type.v1.RouterPayload\x12\x0f\n\x07saga_id\x18\x02 \x01(\t\"-\n\x17GetCircuitConfigRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\"\x8d\x01\n\x18GetCircuitConfigResponse\x12\x39\n\x07\x63onfigs\x18\x01 \x03(\x0b\x32(.idc.provisioning.v1.RouterCircuitConfig\x12\x36\n\x03log\x18\x02 \x03(\x0b\x32).idc.provisioning.v1.ProvisioningLogEntry\"\xfa\x01\n\x13RouterCircuitConfig\x12\x13\n\x0b\x64\x65vice_name\x18\x01 \x01(\t\x12\x1f\n\x04side\x18\x02 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x16\n\x0erunning_config\x18\x03 \x01(\t\x12,\n\x08intended\x18\x04 \x01(\x0b\x32\x1a.idc.type.v1.RouterPayload\x12\x0f\n\x07in_sync\x18\x05 \x01(\x08\x12-\n\tread_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x18.idc.type.v1.RouterError\"\xa1\x03\n\x14ProvisioningLogEntry\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07saga_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x30\n\toperation\x18\x04 \x01(\x0e\x32\x1d.idc.type.v1.CircuitOperation\x12\x33\n\x04step\x18\x05 \x01(\x0e\x32%.idc.provisioning.v1.ProvisioningStep\x12\x13\n\x0b\x64\x65vice_name\x18\x06 \x01(\t\x12\x1f\n\x04side\x18\x07 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x39\n\x07outcome\x18\x08 \x01(\x0e\x32(.idc.provisioning.v1.ProvisioningOutcome\x12\x16\n\x0epayload_sha256\x18\t \x01(\t\x12\x12\n\npersist_id\x18\n \x01(\t\x12\'\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x18.idc.type.v1.RouterError\x12\x0f\n\x07message\x18\x0c \x01(\t*\xb1\x01\n\x10ProvisioningStep\x12!\n\x1dPROVISIONING_STEP_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROVISIONING_STEP_PREPARE\x10\x01\x12\x1d\n\x19PROVISIONING_STEP_CONFIRM\x10\x02\x12\x1e\n\x1aPROVISIONING_STEP_ROLLBACK\x10\x03\x12\x1c\n\x18PROVISIONING_STEP_VERIFY\x10\x04*\xc6\x01\n\x13ProvisioningOutcome\x12$\n PROVISIONING_OUTCOME_UNSPECIFIED\x10\x00\x12 \n\x1cPROVISIONING_OUTCOME_PENDING\x10\x01\x12\"\n\x1ePROVISIONING_OUTCOME_SUCCEEDED\x10\x02\x12\x1f\n\x1bPROVISIONING_OUTCOME_FAILED\x10\x03\x12\"\n\x1ePROVISIONING_OUTCOME_TIMED_OUT\x10\x04\x32\xf0\x03\n\x13ProvisioningService\x12`\n\x0bListDevices\x12\'.idc.provisioning.v1.ListDevicesRequest\x1a(.idc.provisioning.v1.ListDevicesResponse\x12Q\n\x06\x44ryRun\x12\".idc.provisioning.v1.DryRunRequest\x1a#.idc.provisioning.v1.DryRunResponse\x12Z\n\tCheckSync\x12%.idc.provisioning.v1.CheckSyncRequest\x1a&.idc.provisioning.v1.CheckSyncResponse\x12W\n\x08Redeploy\x12$.idc.provisioning.v1.RedeployRequest\x1a%.idc.provisioning.v1.RedeployResponse\x12o\n\x10GetCircuitConfig\x12,.idc.provisioning.v1.GetCircuitConfigRequest\x1a-.idc.provisioning.v1.GetCircuitConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idc.provisioning.v1.provisioning_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROVISIONINGSTEP']._serialized_start=2500
-  _globals['_PROVISIONINGSTEP']._serialized_end=2677
-  _globals['_PROVISIONINGOUTCOME']._serialized_start=2680
-  _globals['_PROVISIONINGOUTCOME']._serialized_end=2878
+  _globals['_PROVISIONINGSTEP']._serialized_start=2840
+  _globals['_PROVISIONINGSTEP']._serialized_end=3017
+  _globals['_PROVISIONINGOUTCOME']._serialized_start=3020
+  _globals['_PROVISIONINGOUTCOME']._serialized_end=3218
   _globals['_DEVICE']._serialized_start=232
   _globals['_DEVICE']._serialized_end=500
   _globals['_LISTDEVICESREQUEST']._serialized_start=502
@@ -49,29 +49,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DRYRUNREQUEST']._serialized_start=691
   _globals['_DRYRUNREQUEST']._serialized_end=856
   _globals['_DRYRUNRESPONSE']._serialized_start=858
-  _globals['_DRYRUNRESPONSE']._serialized_end=920
-  _globals['_CHECKSYNCREQUEST']._serialized_start=922
-  _globals['_CHECKSYNCREQUEST']._serialized_end=962
-  _globals['_CHECKSYNCRESPONSE']._serialized_start=964
-  _globals['_CHECKSYNCRESPONSE']._serialized_end=1039
-  _globals['_DEVICESYNCSTATUS']._serialized_start=1042
-  _globals['_DEVICESYNCSTATUS']._serialized_end=1330
-  _globals['_CIRCUITDRIFT']._serialized_start=1332
-  _globals['_CIRCUITDRIFT']._serialized_end=1426
-  _globals['_CONFIGDIFFERENCE']._serialized_start=1428
-  _globals['_CONFIGDIFFERENCE']._serialized_end=1494
-  _globals['_REDEPLOYREQUEST']._serialized_start=1496
-  _globals['_REDEPLOYREQUEST']._serialized_end=1550
-  _globals['_REDEPLOYRESPONSE']._serialized_start=1552
-  _globals['_REDEPLOYRESPONSE']._serialized_end=1633
-  _globals['_GETCIRCUITCONFIGREQUEST']._serialized_start=1635
-  _globals['_GETCIRCUITCONFIGREQUEST']._serialized_end=1680
-  _globals['_GETCIRCUITCONFIGRESPONSE']._serialized_start=1683
-  _globals['_GETCIRCUITCONFIGRESPONSE']._serialized_end=1824
-  _globals['_ROUTERCIRCUITCONFIG']._serialized_start=1827
-  _globals['_ROUTERCIRCUITCONFIG']._serialized_end=2077
-  _globals['_PROVISIONINGLOGENTRY']._serialized_start=2080
-  _globals['_PROVISIONINGLOGENTRY']._serialized_end=2497
-  _globals['_PROVISIONINGSERVICE']._serialized_start=2881
-  _globals['_PROVISIONINGSERVICE']._serialized_end=3377
+  _globals['_DRYRUNRESPONSE']._serialized_end=972
+  _globals['_ROUTERDRYRUN']._serialized_start=975
+  _globals['_ROUTERDRYRUN']._serialized_end=1260
+  _globals['_CHECKSYNCREQUEST']._serialized_start=1262
+  _globals['_CHECKSYNCREQUEST']._serialized_end=1302
+  _globals['_CHECKSYNCRESPONSE']._serialized_start=1304
+  _globals['_CHECKSYNCRESPONSE']._serialized_end=1379
+  _globals['_DEVICESYNCSTATUS']._serialized_start=1382
+  _globals['_DEVICESYNCSTATUS']._serialized_end=1670
+  _globals['_CIRCUITDRIFT']._serialized_start=1672
+  _globals['_CIRCUITDRIFT']._serialized_end=1766
+  _globals['_CONFIGDIFFERENCE']._serialized_start=1768
+  _globals['_CONFIGDIFFERENCE']._serialized_end=1834
+  _globals['_REDEPLOYREQUEST']._serialized_start=1836
+  _globals['_REDEPLOYREQUEST']._serialized_end=1890
+  _globals['_REDEPLOYRESPONSE']._serialized_start=1892
+  _globals['_REDEPLOYRESPONSE']._serialized_end=1973
+  _globals['_GETCIRCUITCONFIGREQUEST']._serialized_start=1975
+  _globals['_GETCIRCUITCONFIGREQUEST']._serialized_end=2020
+  _globals['_GETCIRCUITCONFIGRESPONSE']._serialized_start=2023
+  _globals['_GETCIRCUITCONFIGRESPONSE']._serialized_end=2164
+  _globals['_ROUTERCIRCUITCONFIG']._serialized_start=2167
+  _globals['_ROUTERCIRCUITCONFIG']._serialized_end=2417
+  _globals['_PROVISIONINGLOGENTRY']._serialized_start=2420
+  _globals['_PROVISIONINGLOGENTRY']._serialized_end=2837
+  _globals['_PROVISIONINGSERVICE']._serialized_start=3221
+  _globals['_PROVISIONINGSERVICE']._serialized_end=3717
 # @@protoc_insertion_point(module_scope)

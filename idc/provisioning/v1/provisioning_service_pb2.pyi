@@ -256,22 +256,91 @@ class DryRunResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAYLOADS_FIELD_NUMBER: _builtins.int
+    ROUTERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def payloads(self) -> _containers.RepeatedCompositeFieldContainer[_router_payload_pb2.RouterPayload]:
         """One payload per router (Singapore first), each with its sha256."""
+
+    @_builtins.property
+    def routers(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouterDryRun]:
+        """Per router (Singapore first): the same payload and what it would change on the
+        router's running configuration as read now.
+        """
 
     def __init__(
         self,
         *,
         payloads: _abc.Iterable[_router_payload_pb2.RouterPayload] | None = ...,
+        routers: _abc.Iterable[Global___RouterDryRun] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payloads", b"payloads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payloads", b"payloads", "routers", b"routers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DryRunResponse: _TypeAlias = DryRunResponse  # noqa: Y015
+
+@_typing.final
+class RouterDryRun(_message.Message):
+    """One router's part of a dry run: the payload and its difference to the running
+    configuration.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_NAME_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    RUNNING_CONFIG_FIELD_NUMBER: _builtins.int
+    DIFFERENCES_FIELD_NUMBER: _builtins.int
+    READ_TIME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    device_name: _builtins.str
+    """Router name."""
+    side: _side_pb2.Side.ValueType
+    """Side of the channel."""
+    running_config: _builtins.str
+    """The circuit's part of the running configuration now, one "path = value" line per
+    leaf; empty if the router does not carry the circuit.
+    """
+    @_builtins.property
+    def payload(self) -> _router_payload_pb2.RouterPayload:
+        """The payload that would be sent."""
+
+    @_builtins.property
+    def differences(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigDifference]:
+        """Leaf by leaf, the state the payload leads to (intended; empty for a leaf the payload
+        removes) against the running configuration (actual). Empty: the payload changes
+        nothing.
+        """
+
+    @_builtins.property
+    def read_time(self) -> _timestamp_pb2.Timestamp:
+        """When the running configuration was read."""
+
+    @_builtins.property
+    def error(self) -> _router_error_pb2.RouterError:
+        """Set if the router could not be read; differences are then empty."""
+
+    def __init__(
+        self,
+        *,
+        device_name: _builtins.str = ...,
+        side: _side_pb2.Side.ValueType = ...,
+        payload: _router_payload_pb2.RouterPayload | None = ...,
+        running_config: _builtins.str = ...,
+        differences: _abc.Iterable[Global___ConfigDifference] | None = ...,
+        read_time: _timestamp_pb2.Timestamp | None = ...,
+        error: _router_error_pb2.RouterError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "payload", b"payload", "read_time", b"read_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_name", b"device_name", "differences", b"differences", "error", b"error", "payload", b"payload", "read_time", b"read_time", "running_config", b"running_config", "side", b"side"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouterDryRun: _TypeAlias = RouterDryRun  # noqa: Y015
 
 @_typing.final
 class CheckSyncRequest(_message.Message):

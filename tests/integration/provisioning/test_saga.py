@@ -207,3 +207,36 @@ def test_payload_changed_since_approval_goes_back_to_approval(stack: Stack) -> N
     stack.approve(Operation.CREATE, params, order_id=order_id)
     [activated] = stack.outcome(params.circuit_id)
     assert isinstance(activated, circuit_pb2.CircuitActivated), activated
+
+
+def test_dry_run_shows_each_payload_and_what_it_changes_on_the_router(stack: Stack) -> None:
+    params = circuit(stack.vlan(next(VLANS)), mbps=100)
+    stack.approve(Operation.CREATE, params)
+    assert isinstance(stack.outcome(params.circuit_id)[0], circuit_pb2.CircuitActivated)
+    stub = stack.stub()
+    change = stub.DryRun(
+        pb.DryRunRequest(
+            circuit_id=params.circuit_id, operation=Operation.MODIFY.value, bandwidth_mbps=200
+        ),
+        metadata=stack.metadata(),
+    )
+    assert [r.device_name for r in change.routers] == ["sg-edge-1", "cq-edge-1"]
+    assert [r.payload for r in change.routers] == list(change.payloads)
+    sg, cq = change.routers
+    assert {(d.intended, d.actual) for d in sg.differences if d.path.endswith("/cir")} == {
+        ("200000000", "100000000")
+    }
+    assert all(d.path.endswith(("/cir", "/burst")) for d in sg.differences)
+    assert {(d.intended, d.actual) for d in cq.differences if d.path.endswith("cir-kbps")} == {
+        ("200000", "100000")
+    }
+    assert all(d.path.endswith(("/cir", "/burst", "cir-kbps", "cbs-bytes")) for d in cq.differences)
+    assert params.circuit_id in sg.running_config and not sg.HasField("error")
+    # A disconnect would remove every leaf the circuit has.
+    removal = stub.DryRun(
+        pb.DryRunRequest(circuit_id=params.circuit_id, operation=Operation.DELETE.value),
+        metadata=stack.metadata(),
+    )
+    for router in removal.routers:
+        assert router.differences and all(d.intended == "" and d.actual for d in router.differences)
+        assert len(router.differences) == len(router.running_config.splitlines())
