@@ -1,0 +1,1 @@
+"""The operations console: a web page for telco ops on top of the gRPC APIs."""
