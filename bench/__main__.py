@@ -9,9 +9,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import billing, ingest, order
+from bench import billing, ingest, order, provisioning
 from bench.harness import Results, format_row, markdown_table
 from services.common.devstack.kafka import start_broker
+from services.common.devstack.netconf import start_routers
+from services.common.devstack.stack import DEFAULT_ROUTERS
 
 WORKLOADS = ("order", "provisioning", "ingest", "billing")
 DEFAULT_RESULTS = Path(__file__).parent / "results.json"
@@ -41,6 +43,14 @@ def main(argv: list[str]) -> int:
                 concurrencies = (1, 16) if scale == "tiny" else (1, 16, 64)
                 results.config["order_calls_per_level"] = calls
                 order.run(results, workdir, broker.bootstrap, concurrencies, calls)
+            if "provisioning" in args.only:
+                runs, batch, preloads = {"tiny": (3, 5, (0,)), "quick": (10, 50, (0, 500)),
+                                         "full": (50, 500, (0, 2_000))}[scale]
+                results.config["provisioning"] = {"runs": runs, "batch": batch,
+                                                  "preloads": list(preloads)}
+                with start_routers(list(DEFAULT_ROUTERS), workdir / "routers") as fleet:
+                    provisioning.run(results, workdir, broker.bootstrap, fleet, runs, batch,
+                                     preloads)
             if "ingest" in args.only:
                 samples = {"tiny": 2_000, "quick": 20_000, "full": 100_000}[scale]
                 results.config["ingest_samples"] = samples
