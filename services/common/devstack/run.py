@@ -1,21 +1,39 @@
 """``make run``: the devstack and every service on one machine, until Ctrl-C.
 
-Data lives under ``var/`` (SQLite files, logs, the devstack's keys), so a second start
-reuses it. Every child process is stopped on exit, and dies with us if we are killed.
+Data lives under ``var/`` (SQLite files, logs, the devstack's keys, the demo tokens), so a
+second start reuses it. The routers start empty every time (their datastores live in
+memory), so after the services are up the runner asks provisioning which ACTIVE circuits
+are missing on the routers and redeploys each through the normal two-router saga.
+Every child process is stopped on exit, and dies with us if we are killed.
+
+:func:`start_everything` is the same stack as a context manager, for ``make demo`` and
+the end-to-end tests (own var dir, free ports, faster polling).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+import time
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import grpc
+
+from idc.provisioning.v1 import provisioning_service_pb2 as prov_pb
+from services.billing.meter.config import dump_routers
+from services.cli.client import Api, Connection
+from services.cli.tokens import DemoToken, describe, ensure_demo_tokens
 from services.common.config import KafkaSettings
-from services.common.devstack.process import DevstackError
+from services.common.devstack.counters import CounterAgent, start_counter_agent
+from services.common.devstack.process import DevstackError, free_port
 from services.common.devstack.services import (
     REPO_ROOT,
     SERVICES,
@@ -28,9 +46,55 @@ from services.common.events.topics import ALL_TOPICS, ensure_topics
 
 log = logging.getLogger("devstack")
 
+METER = "billing.meter"
+METER_PORT = 50054
+CATALOGUE = REPO_ROOT / "services" / "order" / "data" / "catalogue.toml"
+# Sub-interfaces the counter agent backs with a veth, per Singapore port: the first VLANs
+# of each port's range, which is what the order service assigns first.
+METERED_VLANS_PER_PORT = 5
+SG_ROUTER = "sg-edge-1"
 
-def service_env(stack: Devstack, var_dir: Path) -> dict[str, str]:
-    return {
+
+@dataclass(frozen=True)
+class StackOptions:
+    """How to run the stack. Defaults are ``make run``'s: fixed ports, var/ under the repo."""
+
+    var_dir: Path
+    fixed_ports: bool = True
+    meter_interval_s: int = 5
+    # Extra variables for every service (e.g. OTEL_* in the trace test).
+    env: Mapping[str, str] = field(default_factory=dict)
+    # Short consumer-group timings (tests and the demo) instead of make run's.
+    fast: bool = False
+
+
+@dataclass
+class RunningStack:
+    devstack: Devstack
+    services: dict[str, ServiceProcess]
+    tokens: dict[str, DemoToken]
+    var_dir: Path
+    counter_agent: CounterAgent | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def address(self, service: str) -> str:
+        return self.services[service].address
+
+    def cli_env(self, token: str = "customer") -> dict[str, str]:
+        """Variables that point idcctl at this stack with one of the demo tokens."""
+        env = {
+            f"IDC_{name.upper()}_ADDRESS": self.address(name) for name in SERVICES
+        }
+        env["IDC_TOKEN"] = self.tokens[token].token
+        return env
+
+    def failed(self) -> ServiceProcess | None:
+        return next((s for s in self.services.values() if s.proc.poll() is not None), None)
+
+
+def service_env(stack: Devstack, options: StackOptions) -> dict[str, str]:
+    var_dir = options.var_dir
+    env = {
         "IDC_KAFKA_BOOTSTRAP": stack.broker.bootstrap,
         "IDC_VAR_DIR": str(var_dir),
         "IDC_DEVSTACK_FILE": str(var_dir / "devstack.json"),
@@ -40,23 +104,149 @@ def service_env(stack: Devstack, var_dir: Path) -> dict[str, str]:
         "IDC_KAFKA_HEARTBEAT_INTERVAL_MS": os.environ.get(
             "IDC_KAFKA_HEARTBEAT_INTERVAL_MS", "1000"
         ),
+        "IDC_METER_INTERVAL_S": str(options.meter_interval_s),
+        "IDC_METER_ROUTERS_FILE": str(var_dir / "meter-routers.toml"),
     }
+    if options.fast:
+        env.update(
+            {
+                "IDC_KAFKA_SESSION_TIMEOUT_MS": "2000",
+                "IDC_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+                "IDC_KAFKA_FETCH_MAX_WAIT_MS": "20",
+                "IDC_RELAY_POLL_INTERVAL_S": "0.05",
+                "IDC_GRACE_PERIOD_S": "2",
+            }
+        )
+    return {**env, **options.env}
 
 
-def banner(stack: Devstack, services: list[ServiceProcess], var_dir: Path) -> str:
+def metered_interfaces() -> list[str]:
+    """``<interface>.<vlan>`` for the first VLANs of every Singapore port."""
+    catalogue = tomllib.loads(CATALOGUE.read_text())
+    names = []
+    for site in catalogue["sites"]:
+        if site["router"] != SG_ROUTER:
+            continue
+        for port in site["ports"]:
+            first = int(port["vlan_first"])
+            vlans = range(first, first + METERED_VLANS_PER_PORT)
+            names += [f"{port['name']}.{vlan}" for vlan in vlans]
+    return names
+
+
+def start_meter_source(
+    var_dir: Path, exits: contextlib.ExitStack
+) -> tuple[CounterAgent | None, str]:
+    """The counter agent standing in for sg-edge-1's interface statistics, and the meter's
+    router file pointing at it. Needs root; without it the meter sees no router (a note
+    says so) and usage stays empty."""
+    routers_file = var_dir / "meter-routers.toml"
+    if os.geteuid() != 0:
+        routers_file.write_text("")
+        return None, "meter: not root, so no counter agent; usage will stay empty"
+    agent = exits.enter_context(
+        start_counter_agent(var_dir / "devstack" / "counters", metered_interfaces())
+    )
+    routers_file.write_text(dump_routers([agent.router_access(SG_ROUTER)]))
+    first = next(iter(agent.ports.values()))
+    return agent, (
+        f"meter: reads {SG_ROUTER}'s counters from a counter agent; sub-interfaces "
+        f"{first.interface_name} and the next {METERED_VLANS_PER_PORT - 1} VLANs of every "
+        "SG port are veths (send frames into the customer end to move usage)"
+    )
+
+
+@contextlib.contextmanager
+def start_everything(options: StackOptions) -> Iterator[RunningStack]:
+    """Broker, routers, counter agent, order/provisioning/billing and the meter."""
+    var_dir = options.var_dir.resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    options = StackOptions(**{**options.__dict__, "var_dir": var_dir})
+    with contextlib.ExitStack() as exits:
+        devstack = exits.enter_context(start_devstack(var_dir / "devstack"))
+        devstack.write_description(var_dir / "devstack.json")
+        kafka = KafkaSettings.from_env()
+        ensure_topics(
+            devstack.broker.bootstrap, ALL_TOPICS, kafka.topic_partitions,
+            kafka.replication_factor,
+        )
+        env = service_env(devstack, options)
+        tokens = ensure_demo_tokens(var_dir / "demo-tokens.json", {**os.environ, **env})
+        agent, meter_note = start_meter_source(var_dir, exits)
+        ports = {**SERVICES, METER: METER_PORT}
+        services: dict[str, ServiceProcess] = {}
+        for name, port in ports.items():
+            listen = f"127.0.0.1:{port if options.fixed_ports else free_port()}"
+            log_path = var_dir / "log" / f"{name.rsplit('.', 1)[-1]}.log"
+            service = start_service(name, listen, env, log_path)
+            exits.callback(service.terminate)
+            services[name] = service
+        for service in services.values():
+            wait_serving(service)
+        stack = RunningStack(devstack, services, tokens, var_dir, agent, [meter_note])
+        yield stack
+
+
+def reapply_active_circuits(stack: RunningStack, timeout_s: float = 30.0) -> list[str]:
+    """Redeploy every ACTIVE circuit the (fresh, empty) routers lack; returns notes."""
+    api = Api(
+        Connection.resolve(
+            {"provisioning": stack.address("provisioning")}, stack.tokens["ops-sg"].token, 10.0
+        )
+    )
+    try:
+        return _reapply(api, timeout_s)
+    except grpc.RpcError as error:
+        return [f"could not re-apply ACTIVE circuits: {error.details()}"]
+    finally:
+        api.close()
+
+
+def _reapply(api: Api, timeout_s: float) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        sync = api.call("provisioning", api.provisioning.CheckSync, prov_pb.CheckSyncRequest())
+        unreadable = [d.device_name for d in sync.devices if d.error.message]
+        if not unreadable or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    notes = [f"cannot check {name} for circuits to re-apply: it does not answer"
+             for name in unreadable]
+    for circuit_id in sorted({c for d in sync.devices for c in d.missing_circuit_ids}):
+        reply = api.call(
+            "provisioning", api.provisioning.Redeploy,
+            prov_pb.RedeployRequest(circuit_id=circuit_id),
+        )
+        notes.append(
+            f"re-applying ACTIVE circuit {circuit_id} to the routers (saga {reply.saga_id})"
+        )
+    return notes
+
+
+def banner(stack: RunningStack) -> str:
     lines = ["", "IDC bandwidth orchestrator is running", ""]
-    for service in services:
-        lines.append(f"  {service.name:<13} grpc://{service.address}   log {service.log_path}")
-    lines.append(f"  {'kafka':<13} {stack.broker.bootstrap}")
-    for router in stack.routers:
+    for name, service in stack.services.items():
+        lines.append(f"  {name:<13} grpc://{service.address}   log {service.log_path}")
+    lines.append(f"  {'kafka':<13} {stack.devstack.broker.bootstrap}")
+    for router in stack.devstack.routers:
         lines.append(
             f"  {router.name:<13} netconf over ssh {router.host}:{router.port} "
             f"({router.telco}, {router.platform})"
         )
+    lines += ["", "Demo tokens (stored in every service database; also in "
+              f"{stack.var_dir / 'demo-tokens.json'}):"]
+    lines += [f"  {line}" for line in describe(stack.tokens.values())]
+    customer, ops, billing = (stack.tokens[n].token for n in ("customer", "ops-sg", "billing"))
     lines += [
         "",
-        f"  peers and keys: {var_dir / 'devstack.json'}",
-        "  each server offers reflection: grpcurl -plaintext 127.0.0.1:50051 list",
+        "Try (idcctl is installed in .venv/bin):",
+        f"  IDC_TOKEN={customer} .venv/bin/idcctl customer sites",
+        f"  IDC_TOKEN={ops} .venv/bin/idcctl ops devices",
+        f"  IDC_TOKEN={billing} .venv/bin/idcctl billing invoices",
+        "",
+        *[f"  {note}" for note in stack.notes],
+        f"  peers and keys: {stack.var_dir / 'devstack.json'}",
+        f"  each server offers reflection: grpcurl -plaintext {stack.address('order')} list",
         "",
         "Ctrl-C stops everything.",
         "",
@@ -68,7 +258,6 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     var_dir = Path(os.environ.get("IDC_VAR_DIR", REPO_ROOT / "var")).resolve()
-    var_dir.mkdir(parents=True, exist_ok=True)
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -76,41 +265,21 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-
     try:
-        with start_devstack(var_dir / "devstack") as stack:
-            return run_services(stack, var_dir, stop_requested)
+        with start_everything(StackOptions(var_dir=var_dir)) as stack:
+            stack.notes += reapply_active_circuits(stack)
+            print(banner(stack), flush=True)
+            while not stop_requested.wait(1.0):
+                failed = stack.failed()
+                if failed is not None:
+                    log.error("%s exited; see %s", failed.name, failed.log_path)
+                    return 1
+            return 0
     except DevstackError as error:
         print(f"devstack: {error}", file=sys.stderr)
         return 1
     finally:
         log.info("stopped")
-
-
-def run_services(stack: Devstack, var_dir: Path, stop_requested: threading.Event) -> int:
-    stack.write_description(var_dir / "devstack.json")
-    kafka = KafkaSettings.from_env()
-    ensure_topics(
-        stack.broker.bootstrap, ALL_TOPICS, kafka.topic_partitions, kafka.replication_factor
-    )
-    env = service_env(stack, var_dir)
-    services: list[ServiceProcess] = []
-    try:
-        for name, port in SERVICES.items():
-            log_path = var_dir / "log" / f"{name}.log"
-            services.append(start_service(name, f"127.0.0.1:{port}", env, log_path))
-        for service in services:
-            wait_serving(service)
-        print(banner(stack, services, var_dir), flush=True)
-        while not stop_requested.wait(1.0):
-            for service in services:
-                if service.proc.poll() is not None:
-                    log.error("%s exited; see %s", service.name, service.log_path)
-                    return 1
-        return 0
-    finally:
-        for service in reversed(services):
-            service.terminate()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""``idcctl``: one command line for customers, telco ops, the billing team and admins."""
