@@ -14,16 +14,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idc.events.v1 import common_pb2, provisioning_pb2
 from idc.type.v1 import circuit_operation_pb2, side_pb2
-from services.common.db import Base, make_engine, make_session_factory
+from services.common.db import make_engine, make_session_factory, migrate
 from services.common.devstack.netconf import Router
-from services.common.events.tables import OutboxRow, event_tables
+from services.common.events.tables import OutboxRow
 from services.provisioning.agent import timestamp
+from services.provisioning.app import MIGRATIONS
 from services.provisioning.circuits import Operation, circuit_end
 from services.provisioning.inventory import Device
 from services.provisioning.netconf import NetconfSession
 from services.provisioning.observe import running_subinterfaces
 from services.provisioning.rendering import Renderer
-from services.provisioning.tables import AgentCommand, ProvisioningBase
+from services.provisioning.tables import AgentCommand
 
 T = TypeVar("T")
 SG_IF = "xe-0/0/1"
@@ -46,10 +47,9 @@ def device_of(router: Router) -> Device:
 
 
 def database(url: str) -> sessionmaker[Session]:
-    engine = make_engine(url)
-    Base.metadata.create_all(engine, tables=event_tables())
-    ProvisioningBase.metadata.create_all(engine)
-    return make_session_factory(engine)
+    """The provisioning service's database at ``url``, built by its migrations."""
+    migrate(url, MIGRATIONS)
+    return make_session_factory(make_engine(url))
 
 
 def circuit(

@@ -1,8 +1,8 @@
 """The router agent against the real devstack routers: prepare, confirm, rollback, batches,
 refusals, expiry, host keys and hostile descriptions.
 
-The worker is driven directly (commands queued in its table, ``run_once``); the Kafka path
-is covered by test_saga.py.
+The worker is driven directly (commands queued in its table, ``run_once``), on SQLite and
+on PostgreSQL; the Kafka path is covered by test_saga.py.
 """
 
 from __future__ import annotations
@@ -40,12 +40,17 @@ pytestmark = pytest.mark.integration
 VLANS = itertools.count(2000)
 
 
-@pytest.fixture(params=["sg-edge-1", "cq-edge-1"])
-def worker(
-    request: pytest.FixtureRequest, routers: RouterFleet, tmp_path: Path
-) -> Iterator[RouterWorker]:
-    device = device_of(routers[request.param])
-    factory = database(f"sqlite:///{tmp_path / 'agent.db'}")
+# Each router on one of the two databases: the agent's storage is the same code for both
+# routers, so every test still runs on each router and on each engine.
+@pytest.fixture(
+    params=[("sg-edge-1", "sqlite"), ("cq-edge-1", "postgres")], ids=["sg-sqlite", "cq-postgres"]
+)
+def worker(request: pytest.FixtureRequest, routers: RouterFleet) -> Iterator[RouterWorker]:
+    router, engine = request.param
+    device = device_of(routers[router])
+    factory = database(
+        request.getfixturevalue(f"{engine.replace('postgresql', 'postgres')}_database_url")
+    )
     session = NetconfSession(device)
     w = RouterWorker(device, session, factory, Renderer(), "replies")
     used: list[int] = []
