@@ -33,6 +33,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idc.ops.v1 import approval_service_pb2 as approvals_pb
+from idc.provisioning.v1 import provisioning_service_pb2 as prov_pb
 from services.console import views
 from services.console.backend import Backend, GrpcBackend, Refused
 from services.console.domain import (
@@ -217,51 +218,75 @@ class Console:
 
     async def _review(self, token: str, pending: approvals_pb.PendingApproval
                       ) -> dict[str, Any]:
-        """One pending approval with what the approver needs to judge its payload."""
+        """One pending approval with what the approver needs to judge its payload: the
+        dry run's leaf-by-leaf difference to the router's running configuration, or, from
+        a provisioning service without it, a text difference the console computes."""
         order, payload = pending.order, pending.payload
         review: dict[str, Any] = {"pending": pending, "order": order, "payload": payload,
-                                  "diff": [], "baseline": "", "drift": "", "dry_run": ""}
+                                  "leaves": [], "diff": [], "baseline": "", "drift": "",
+                                  "running": "", "dry_run": ""}
         if not payload.sha256:
             review["baseline"] = ("The provisioning service has not rendered this order's "
                                   "payload yet; it appears here when it has.")
             return review
-        config_call = self.backend.circuit_config(token, order.circuit_id)
-        dry_run_call = self.backend.dry_run(token, order.id)
-        config, dry_run = await asyncio.gather(config_call, dry_run_call,
-                                               return_exceptions=True)
-        baseline = ""
-        if isinstance(config, Refused):
-            if config.code != "NOT_FOUND":
-                review["drift"] = f"Running configuration unavailable: {config.message}"
-        elif isinstance(config, BaseException):
-            raise config
-        else:
-            for router in config.configs:
-                if router.device_name != payload.router_name:
-                    continue
-                if router.HasField("error"):
-                    review["drift"] = f"{router.device_name} could not be read: " \
-                                      f"{router.error.message}"
-                elif not router.in_sync:
-                    review["drift"] = (f"{router.device_name} runs something else than "
-                                       f"intended for this circuit:\n{router.running_config}")
-                baseline = router.intended.content
-        review["baseline"] = (
-            "Compared with the configuration the router carries for this circuit now."
-            if baseline else "The router carries nothing for this circuit yet: all of the "
-                             "payload is new.")
-        review["diff"] = text_diff(baseline, payload.content)
-        if isinstance(dry_run, Refused):
-            review["dry_run"] = f"Dry run unavailable: {dry_run.message}"
-        elif isinstance(dry_run, BaseException):
-            raise dry_run
+        try:
+            dry_run = await self.backend.dry_run(token, order.id)
+        except Refused as refusal:
+            review["dry_run"] = f"Dry run unavailable: {refusal.message}"
         else:
             again = [p for p in dry_run.payloads if p.router_name == payload.router_name]
             same = bool(again) and again[0].sha256 == payload.sha256
             review["dry_run"] = ("A dry run now renders the same payload." if same else
                                  "A dry run now renders a DIFFERENT payload: the approval "
                                  "would no longer hold; wait for the new plan.")
+            for router in dry_run.routers:
+                if router.device_name == payload.router_name:
+                    return self._dry_run_difference(review, router)
+        await self._computed_difference(token, review)
         return review
+
+    @staticmethod
+    def _dry_run_difference(review: dict[str, Any], router: prov_pb.RouterDryRun
+                            ) -> dict[str, Any]:
+        if router.HasField("error"):
+            review["drift"] = f"{router.device_name} could not be read: {router.error.message}"
+        review["running"] = router.running_config
+        review["leaves"] = [(d.path, d.actual, d.intended) for d in router.differences]
+        review["baseline"] = (
+            f"From the dry run: what this payload changes on {router.device_name}, leaf by "
+            f"leaf, against its running configuration read at {views.when(router.read_time)}."
+            if router.differences else
+            f"From the dry run: this payload changes nothing on {router.device_name}.")
+        return review
+
+    async def _computed_difference(self, token: str, review: dict[str, Any]) -> None:
+        """The payload against the configuration the router carries for the circuit now
+        (GetCircuitConfig's intended payload, which it reports in sync with running)."""
+        order, payload = review["order"], review["payload"]
+        baseline = ""
+        try:
+            config = await self.backend.circuit_config(token, order.circuit_id)
+        except Refused as refusal:
+            if refusal.code != "NOT_FOUND":
+                review["drift"] = f"Running configuration unavailable: {refusal.message}"
+        else:
+            for router in config.configs:
+                if router.device_name != payload.router_name:
+                    continue
+                if router.HasField("error"):
+                    review["drift"] = (f"{router.device_name} could not be read: "
+                                       f"{router.error.message}")
+                elif not router.in_sync:
+                    review["drift"] = (f"{router.device_name} runs something else than "
+                                       "intended for this circuit.")
+                review["running"] = router.running_config
+                baseline = router.intended.content
+        review["baseline"] = (
+            "Computed by the console: the payload against the configuration the router "
+            "carries for this circuit now." if baseline else
+            "Computed by the console: the router carries nothing for this circuit yet, so "
+            "all of the payload is new.")
+        review["diff"] = text_diff(baseline, payload.content)
 
     async def approve(self, request: Request, session: WebSession) -> Response:
         order_id = request.path_params["order_id"]

@@ -39,7 +39,11 @@ def test_approve_from_each_telco_and_watch_the_order_become_active_live(
     expect(card.locator(".reference")).to_have_text(HOSTILE_REFERENCE)
     assert card.locator(".reference b, .reference script").count() == 0
     expect(card.locator("input[name=payload_sha256]")).to_have_value(sg_hash)
-    expect(card.locator("pre.diff .added").first).to_be_visible()
+    # A new circuit: every leaf of it is absent from the router before the approval.
+    expect(card.locator(".baseline")).to_contain_text("From the dry run")
+    cir = card.locator("table.leaves tr", has_text="/rate-limit/ingress/config/cir")
+    expect(cir.locator("td.removed")).to_have_text("(absent)")
+    expect(cir.locator("td.added")).to_have_text("200000000")
     expect(card).to_contain_text("200 Mbps")
     expect(card).to_contain_text("sg-edge-1:xe-0/0/2")
     assert_not_blank(olga.page.screenshot(full_page=True), stack.work / "approvals.png")

@@ -48,6 +48,8 @@ class FakeApis:
     def __init__(self) -> None:
         self.approved: list[tuple[str, str]] = []
         self.rejected: list[tuple[str, str]] = []
+        # What a provisioning service with DryRun's per-router difference answers.
+        self.dry_run_routers: list[prov_pb.RouterDryRun] = []
         self.payload = router_payload_pb2.RouterPayload(
             side=side_pb2.SIDE_SINGAPORE, telco_id="sg", router_name="sg-edge-1",
             platform="openconfig", circuit_id="cct-1", content=PAYLOAD,
@@ -124,7 +126,7 @@ class FakeApis:
         raise Refused("provisioning", "NOT_FOUND", "circuit is unknown")
 
     async def dry_run(self, token: str, order_id: str) -> prov_pb.DryRunResponse:
-        return prov_pb.DryRunResponse(payloads=[self.payload])
+        return prov_pb.DryRunResponse(payloads=[self.payload], routers=self.dry_run_routers)
 
 
 @pytest.fixture
@@ -242,6 +244,22 @@ def test_approvals_page_shows_the_payload_difference(client: TestClient) -> None
     assert "carries nothing for this circuit yet" in page
     assert '<span class="added">+ &lt;config&gt;&lt;cir&gt;100000000' in page
     assert "A dry run now renders the same payload." in page
+
+
+def test_approvals_page_prefers_the_dry_runs_leaf_difference(client: TestClient,
+                                                              apis: FakeApis) -> None:
+    router = prov_pb.RouterDryRun(device_name="sg-edge-1", payload=apis.payload,
+                                  running_config=f"/x/description = {HOSTILE}")
+    router.differences.add(path="/x/rate-limit/ingress/config/cir", intended="300000000",
+                           actual="100000000")
+    apis.dry_run_routers = [router]
+    sign_in(client)
+    page = client.get("/approvals").text
+    assert "From the dry run: what this payload changes on sg-edge-1" in page
+    assert ('<td><code>/x/rate-limit/ingress/config/cir</code></td>'
+            '<td class="removed">100000000</td><td class="added">300000000</td>') in page
+    assert "Computed by the console" not in page and '<pre class="diff">' not in page
+    assert "<script>alert" not in page
 
 
 def test_order_events_stream_the_order_and_end(client: TestClient) -> None:
