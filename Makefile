@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools run test test-unit test-integration proto proto-check lint clean
+.PHONY: help venv tools run demo test test-unit test-integration proto proto-check lint clean
 
 help:
 	@echo "make run      start the devstack and every service on this machine (Ctrl-C stops)"
+	@echo "make demo     tell the product's story against a fresh stack (order to invoice)"
 	@echo "make test     install what is missing and run the whole suite against real peers"
 	@echo "make proto    regenerate the Python package idc/ from proto/"
 	@echo "make lint     ruff, mypy (strict) and buf lint"
@@ -31,6 +32,9 @@ tools: venv node_modules/.installed
 
 run: tools
 	$(PY) -m services.common.devstack.run
+
+demo: tools
+	$(PY) -m services.cli.demo
 
 test: tools
 	$(PY) -m pytest $(PYTEST_ARGS)
