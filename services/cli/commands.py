@@ -471,7 +471,8 @@ def pending(ctx: Context, args: argparse.Namespace) -> Result:
                 "Waiting for your telco",
                 ["order", "type", "Mbps", "router", "payload sha256 (approve this)", "expires"],
                 [
-                    [p.order.id, render.order_type(p.order.type), p.order.spec.bandwidth_mbps, p.payload.router_name, p.payload.sha256,
+                    [p.order.id, render.order_type(p.order.type), p.order.spec.bandwidth_mbps,
+                     p.payload.router_name, p.payload.sha256,
                      render.when(p.expire_time)]
                     for p in reply.pending_approvals
                 ],
