@@ -24,7 +24,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller runs (under 3 minutes)")
     parser.add_argument("--tiny", action="store_true", help="a few seconds per workload (tests)")
     parser.add_argument("--circuits", type=int, default=0,
-                        help="circuits of the billing run (1,000 by default, 100 with --quick)")
+                        help="circuits of the billing run (1,000 by default, 50 with --quick)")
     parser.add_argument("--only", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
     return parser.parse_args(argv)
@@ -39,24 +39,25 @@ def main(argv: list[str]) -> int:
         workdir = Path(tmp)
         with start_broker(workdir / "kafka") as broker:
             if "order" in args.only:
-                calls = {"tiny": 20, "quick": 150, "full": 600}[scale]
+                calls = {"tiny": 20, "quick": 50, "full": 400}[scale]
                 concurrencies = (1, 16) if scale == "tiny" else (1, 16, 64)
                 results.config["order_calls_per_level"] = calls
                 order.run(results, workdir, broker.bootstrap, concurrencies, calls)
             if "provisioning" in args.only:
-                runs, batch, preloads = {"tiny": (3, 5, (0,)), "quick": (10, 50, (0, 500)),
-                                         "full": (50, 500, (0, 2_000))}[scale]
-                results.config["provisioning"] = {"runs": runs, "batch": batch,
-                                                  "preloads": list(preloads)}
+                # (runs, batch) with an empty router, then with a preload: a commit costs
+                # about 1 s with 2,000 circuits on the router, so fewer circuits there.
+                plan = {"tiny": [(0, 3, 5)], "quick": [(0, 5, 20), (200, 3, 10)],
+                        "full": [(0, 50, 500), (2_000, 10, 100)]}[scale]
+                results.config["provisioning"] = [
+                    {"preload": p, "runs": r, "batch": b} for p, r, b in plan]
                 with start_routers(list(DEFAULT_ROUTERS), workdir / "routers") as fleet:
-                    provisioning.run(results, workdir, broker.bootstrap, fleet, runs, batch,
-                                     preloads)
+                    provisioning.run(results, workdir, broker.bootstrap, fleet, plan)
             if "ingest" in args.only:
-                samples = {"tiny": 2_000, "quick": 20_000, "full": 100_000}[scale]
+                samples = {"tiny": 1_000, "quick": 3_000, "full": 20_000}[scale]
                 results.config["ingest_samples"] = samples
                 ingest.run(results, workdir, broker.bootstrap, samples)
             if "billing" in args.only:
-                circuits = args.circuits or {"tiny": 5, "quick": 100, "full": 1_000}[scale]
+                circuits = args.circuits or {"tiny": 5, "quick": 50, "full": 1_000}[scale]
                 results.config["billing_circuits"] = circuits
                 billing.run(results, workdir, broker.bootstrap, circuits)
     results.config["seconds"] = round(time.monotonic() - started, 1)

@@ -91,7 +91,7 @@ def run(results: Results, workdir: Path, bootstrap: str, count: int) -> None:
         env = {"IDC_KAFKA_BOOTSTRAP": bootstrap, "IDC_BILLING_DATABASE_URL": url}
         with running_service("billing", workdir, env, label="billing-ingest") as service:
             first_count, first = 0, 0.0
-            deadline = time.monotonic() + max(120.0, count / 100)
+            deadline = time.monotonic() + max(120.0, count / 20)
             while (now_count := stored()) < count:
                 if now_count and not first_count:
                     first_count, first = now_count, time.perf_counter()

@@ -245,8 +245,9 @@ def _router_entry(router: Router) -> dict[str, Any]:
     }
 
 
-def run(results: Results, workdir: Path, bootstrap: str, fleet: RouterFleet, runs: int,
-        batch: int, preloads: Sequence[int]) -> None:
+def run(results: Results, workdir: Path, bootstrap: str, fleet: RouterFleet,
+        plan: Sequence[tuple[int, int, int]]) -> None:
+    """``plan``: (circuits preloaded on the routers, single-circuit runs, batch size)."""
     routers = Routers(fleet)
     try:
         with postgres_database("provisioning") as url, \
@@ -259,7 +260,7 @@ def run(results: Results, workdir: Path, bootstrap: str, fleet: RouterFleet, run
                 product.producer.flush()
                 product.wait_activated({warm.circuit_id}, timeout=120)
                 routers.apply(Operation.DELETE, [warm])
-                for preload in preloads:
+                for preload, runs, batch in plan:
                     _phase(results, routers, product, runs, batch, preload)
             finally:
                 product.close()
