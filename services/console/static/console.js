@@ -75,9 +75,7 @@ function pollCircuit(section) {
 
 document.addEventListener("DOMContentLoaded", () => {
   const order = document.getElementById("order-live");
-  if (order && !document.getElementById("live-note").textContent.includes("final")) {
-    watchOrder(order);
-  }
+  if (order && order.dataset.terminal === "no") watchOrder(order);
   const circuit = document.getElementById("circuit-live");
   if (circuit) pollCircuit(circuit);
 });
