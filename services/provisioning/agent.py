@@ -199,7 +199,18 @@ class RouterWorker(Worker):
         expired = self._cancel_expiring_batch()
         if not jobs:
             return expired
-        decisions = [j for j in jobs if j.command.action in (CONFIRM, ROLLBACK)]
+        # A decision waits for an earlier PREPARE of its circuit still queued (a ROLLBACK
+        # sent at the coordinator's deadline must undo that prepare, not run before it).
+        queued_prepares = [j for j in jobs if j.command.action == PREPARE]
+        decisions = [
+            j
+            for j in jobs
+            if j.command.action in (CONFIRM, ROLLBACK)
+            and not any(
+                p.row_id < j.row_id and p.command.circuit_id == j.command.circuit_id
+                for p in queued_prepares
+            )
+        ]
         for job in decisions:
             if job.command.action == CONFIRM:
                 self._confirm(job)

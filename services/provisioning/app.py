@@ -137,6 +137,9 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
     coordinator = Coordinator(inventory, renderer, topic_names, timings, read_running)
     workers: list[Worker] = []
     if role in ("all", "coordinator"):
+        # Before the consumers and the outbox relay start, so nothing moves a saga while
+        # recovery decides from what the routers carry.
+        coordinator.recover(runtime.session_factory)
         consumer = EventConsumer(
             [topic_names.order_events, topic_names.replies],
             "idc-provisioning-coordinator",

@@ -32,7 +32,13 @@ from services.provisioning.circuits import TELCO_OF_SIDE, Operation, Side, circu
 from services.provisioning.crashpoints import COORDINATOR_AFTER_FIRST_CONFIRM, crash_point
 from services.provisioning.faults import RouterFailure, RouterFault
 from services.provisioning.inventory import Device, Inventory
-from services.provisioning.observe import differences, intended_leaves, running_subinterfaces
+from services.provisioning.observe import (
+    Leaves,
+    SubinterfaceKey,
+    differences,
+    intended_leaves,
+    running_subinterfaces,
+)
 from services.provisioning.rendering import Renderer
 from services.provisioning.saga import Action, Saga, Send, Step
 from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder, SagaRow, utcnow
@@ -219,35 +225,29 @@ class Coordinator:
     # -- recovery -----------------------------------------------------------------------
 
     def recover(self, factory: sessionmaker[Session]) -> int:
-        """At start: drive every unfinished saga on from both routers' running
-        configuration (see Saga.recover); returns how many were driven. A saga whose
-        routers cannot be read now is left to its deadline."""
+        """At start, before any reply is consumed: drive every unfinished saga on from both
+        routers' running configuration (see Saga.recover); returns how many were driven.
+        Each router is read once; a saga whose routers cannot be read now is left to its
+        deadline."""
         with factory() as session:
-            unfinished = [
-                (row.saga_id, row.state, row.approved)
-                for row in session.scalars(
-                    select(SagaRow).where(SagaRow.step.not_in(FINISHED_STEPS))
-                )
-            ]
+            unfinished = list(
+                session.scalars(select(SagaRow).where(SagaRow.step.not_in(FINISHED_STEPS)))
+            )
+        cache: dict[str, dict[SubinterfaceKey, Leaves] | None] = {}
         driven = 0
-        for saga_id, state, approved_bytes in unfinished:
+        for found in unfinished:
             approved = order_pb2.OrderApproved()
-            approved.ParseFromString(approved_bytes)
-            try:
-                carries = self._carries(approved)
-            except (RouterFailure, DomainError) as exc:
+            approved.ParseFromString(found.approved)
+            carries = self._carries(approved, cache)
+            if carries is None:
                 log.warning(
-                    "saga %s: routers not readable at start (%s); left to its deadline",
-                    saga_id,
-                    exc,
+                    "saga %s: routers not readable at start; left to its deadline", found.saga_id
                 )
                 continue
             with factory() as session, session.begin():
-                row = session.scalars(
-                    select(SagaRow).where(SagaRow.saga_id == saga_id).with_for_update()
-                ).first()
-                if row is None or row.state != state:
-                    continue  # it moved on meanwhile: a reply arrived, nothing to recover
+                row = session.get(SagaRow, found.saga_id)
+                if row is None:
+                    continue
                 saga = Saga.from_json(row.state)
                 sends = saga.recover(carries)
                 routers = ", ".join(
@@ -266,16 +266,31 @@ class Coordinator:
             driven += 1
         return driven
 
-    def _carries(self, approved: order_pb2.OrderApproved) -> dict[Side, bool]:
-        """Per side: whether the router's running configuration is the saga's target."""
+    def _carries(
+        self,
+        approved: order_pb2.OrderApproved,
+        cache: dict[str, dict[SubinterfaceKey, Leaves] | None],
+    ) -> dict[Side, bool] | None:
+        """Per side: whether the router's running configuration is the saga's target; None
+        when a router cannot be read (``cache`` holds each router's read, or None)."""
         operation = Operation.from_proto(approved.operation)
         found = {}
         for side in (Side.SINGAPORE, Side.CHONGQING):
             end = circuit_end(approved.circuit, side)
             device = self._inventory.get(end.router_name)
             if device is None:
-                raise DomainError(f"router {end.router_name!r} is not in the inventory")
-            running = running_subinterfaces(device.platform, self._read_running(device))
+                return None
+            if device.name not in cache:
+                try:
+                    cache[device.name] = running_subinterfaces(
+                        device.platform, self._read_running(device)
+                    )
+                except RouterFailure as exc:
+                    log.warning("recovery cannot read %s: %s", device.name, exc)
+                    cache[device.name] = None
+            running = cache[device.name]
+            if running is None:
+                return None
             target = (
                 None if operation is Operation.DELETE else intended_leaves(device.platform, end)
             )
@@ -512,10 +527,6 @@ class DeadlineWorker(Worker):
         self._interval_s = interval_s
 
     def run(self, stop: threading.Event) -> None:
-        try:
-            self._coordinator.recover(self._factory)
-        except Exception:
-            log.exception("recovery at start failed; unfinished sagas are left to their deadlines")
         while not stop.wait(self._interval_s):
             try:
                 self.run_once()
