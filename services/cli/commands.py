@@ -428,7 +428,7 @@ def billing_run(ctx: Context, args: argparse.Namespace) -> Result:
                 else (p.circuits_done, p.circuits_total)
             )
             progress.update(task, description=stage, completed=done, total=total or None)
-            if p.message:
+            if p.message and not ctx.json_output:
                 progress.console.print(f"  {p.message}")
 
     def show(console: Console) -> None:

@@ -41,6 +41,7 @@ EPILOG = f"""environment:
   IDC_PROVISIONING_ADDRESS  provisioning service host:port (default 127.0.0.1:50052)
   IDC_BILLING_ADDRESS       billing service host:port (default 127.0.0.1:50053)
   IDC_DEFAULT_DEADLINE_S    deadline of each call in seconds (default 30)
+  IDC_OUTPUT                table or json when --output is not given
   TRACEPARENT               W3C trace context to continue (puts a script's calls in one trace)
 
 {EXIT_CODE_HELP}
