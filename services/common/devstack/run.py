@@ -3,7 +3,8 @@
 Data lives under ``var/`` (SQLite files, logs, the devstack's keys, the demo tokens), so a
 second start reuses it. The routers start empty every time (their datastores live in
 memory), so after the services are up the runner asks provisioning which ACTIVE circuits
-are missing on the routers and redeploys each through the normal two-router saga.
+are missing on the routers and says so in the banner (see ``check_active_circuits`` for
+why they are not re-applied).
 Every child process is stopped on exit, and dies with us if we are killed.
 
 :func:`start_everything` is the same stack as a context manager, for ``make demo`` and
@@ -187,22 +188,29 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
         yield stack
 
 
-def reapply_active_circuits(stack: RunningStack, timeout_s: float = 30.0) -> list[str]:
-    """Redeploy every ACTIVE circuit the (fresh, empty) routers lack; returns notes."""
+def check_active_circuits(stack: RunningStack, timeout_s: float = 30.0) -> list[str]:
+    """Notes on ACTIVE circuits the (fresh, empty) routers lack after a restart.
+
+    They are reported, not pushed: ProvisioningService.Redeploy renders a MODIFY payload,
+    which a router without the sub-interface refuses ("required value instance not
+    found"), and the failed saga's rollback check then fails too. Until provisioning can
+    re-create a circuit on an empty router, a restart leaves ACTIVE circuits off the
+    routers, and the banner says which.
+    """
     api = Api(
         Connection.resolve(
             {"provisioning": stack.address("provisioning")}, stack.tokens["ops-sg"].token, 10.0
         )
     )
     try:
-        return _reapply(api, timeout_s)
+        return _missing_circuits(api, timeout_s)
     except grpc.RpcError as error:
-        return [f"could not re-apply ACTIVE circuits: {error.details()}"]
+        return [f"could not compare the routers with the ACTIVE circuits: {error.details()}"]
     finally:
         api.close()
 
 
-def _reapply(api: Api, timeout_s: float) -> list[str]:
+def _missing_circuits(api: Api, timeout_s: float) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while True:
         sync = api.call("provisioning", api.provisioning.CheckSync, prov_pb.CheckSyncRequest())
@@ -210,15 +218,17 @@ def _reapply(api: Api, timeout_s: float) -> list[str]:
         if not unreadable or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    notes = [f"cannot check {name} for circuits to re-apply: it does not answer"
+    notes = [f"cannot compare {name} with the ACTIVE circuits: it does not answer"
              for name in unreadable]
-    for circuit_id in sorted({c for d in sync.devices for c in d.missing_circuit_ids}):
-        reply = api.call(
-            "provisioning", api.provisioning.Redeploy,
-            prov_pb.RedeployRequest(circuit_id=circuit_id),
+    missing = sorted({c for d in sync.devices for c in d.missing_circuit_ids})
+    if missing:
+        notes.append(
+            f"{len(missing)} ACTIVE circuit(s) from the last run are not on the routers, "
+            "which start empty: " + ", ".join(missing)
         )
         notes.append(
-            f"re-applying ACTIVE circuit {circuit_id} to the routers (saga {reply.saga_id})"
+            "  they are not re-applied: Redeploy pushes a MODIFY payload that an empty "
+            "router refuses (see `idcctl ops check-sync`)"
         )
     return notes
 
@@ -267,7 +277,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         with start_everything(StackOptions(var_dir=var_dir)) as stack:
-            stack.notes += reapply_active_circuits(stack)
+            stack.notes += check_active_circuits(stack)
             print(banner(stack), flush=True)
             while not stop_requested.wait(1.0):
                 failed = stack.failed()
