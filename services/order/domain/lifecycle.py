@@ -1,18 +1,23 @@
 """What happens to orders, circuits and approvals: the state machines in one place.
 
 Order:    ACKNOWLEDGED -> PENDING_APPROVAL -> APPROVED -> COMPLETED | FAILED
-          PENDING_APPROVAL -> REJECTED (a telco rejects, or the approval window passes)
+          PENDING_APPROVAL -> REJECTED (a telco rejects, the approval window passes, or
+                              a replan carries no renderable payload)
           ACKNOWLEDGED | PENDING_APPROVAL -> CANCELLED (by the customer)
+          APPROVED | IN_PROGRESS -> PENDING_APPROVAL (a replan, see ``decide_plan``)
 An order becomes APPROVED when both telcos approved the current router payloads; the
 OrderApproved event written in that same transaction hands it to provisioning, so from
 APPROVED on the routers may already be changing and the order can no longer be cancelled.
+Provisioning refuses to run a payload whose hash is not the approved one; it rolls both
+routers back and sends a replan, which returns the order to approval with the new plan.
 Every terminal state releases the order's reservation.
 
 Circuit, by order type and outcome (see ``circuit_state_after``):
   NEW:        RESERVED -> PROVISIONING -> ACTIVE | FAILED; RESERVED -> DISCONNECTED when the
-              order is rejected, cancelled or expires (the circuit was never built).
-  CHANGE:     ACTIVE -> MODIFYING -> ACTIVE (new or old bandwidth).
-  DISCONNECT: ACTIVE -> DISCONNECTING -> DISCONNECTED | ACTIVE.
+              order is rejected, cancelled or expires (the circuit was never built);
+              PROVISIONING -> RESERVED on a replan.
+  CHANGE:     ACTIVE -> MODIFYING -> ACTIVE (new or old bandwidth; also on a replan).
+  DISCONNECT: ACTIVE -> DISCONNECTING -> DISCONNECTED | ACTIVE (also on a replan).
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ class Outcome(enum.StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     WITHDRAWN = "WITHDRAWN"  # rejected, cancelled or expired before provisioning
+    REPLANNED = "REPLANNED"  # back to approval; provisioning left both routers unchanged
 
 
 _ALLOWED: Mapping[OrderState, frozenset[OrderState]] = {
@@ -96,9 +102,12 @@ _ALLOWED: Mapping[OrderState, frozenset[OrderState]] = {
         {OrderState.APPROVED, OrderState.REJECTED, OrderState.CANCELLED}
     ),
     OrderState.APPROVED: frozenset(
-        {OrderState.IN_PROGRESS, OrderState.COMPLETED, OrderState.FAILED}
+        {OrderState.IN_PROGRESS, OrderState.COMPLETED, OrderState.FAILED,
+         OrderState.PENDING_APPROVAL}
     ),
-    OrderState.IN_PROGRESS: frozenset({OrderState.COMPLETED, OrderState.FAILED}),
+    OrderState.IN_PROGRESS: frozenset(
+        {OrderState.COMPLETED, OrderState.FAILED, OrderState.PENDING_APPROVAL}
+    ),
 }
 
 
@@ -147,13 +156,15 @@ def circuit_state_after(order_type: OrderType, outcome: Outcome, current: Circui
             Outcome.SUCCEEDED: CircuitState.ACTIVE,
             Outcome.FAILED: CircuitState.FAILED,
             Outcome.WITHDRAWN: CircuitState.DISCONNECTED,
+            Outcome.REPLANNED: CircuitState.RESERVED,
         }[outcome]
     if outcome is Outcome.APPROVED:
         return (CircuitState.MODIFYING if order_type is OrderType.CHANGE
                 else CircuitState.DISCONNECTING)
     if order_type is OrderType.DISCONNECT and outcome is Outcome.SUCCEEDED:
         return CircuitState.DISCONNECTED
-    # A finished change, or a failed/withdrawn change or disconnect: the circuit carries on.
+    # A finished change, or a failed/withdrawn/replanned change or disconnect: the circuit
+    # carries on as it was.
     return CircuitState.ACTIVE if current in COMMITTED_CIRCUIT_STATES else current
 
 
@@ -238,3 +249,54 @@ def superseded_by_plan(slots: Mapping[Side, ApprovalSlot], new_hashes: Mapping[S
         if slot.state is ApprovalState.APPROVED
         and new_hashes.get(side) != slot.payload_sha256
     ]
+
+
+@dataclass(frozen=True)
+class PlanContent:
+    """What a plan says: each side's payload hash, or why no payload could be rendered."""
+
+    hashes: Mapping[Side, str]
+    error: str | None
+
+
+class PlanVerdict(enum.StrEnum):
+    IGNORE = "IGNORE"
+    # The order awaits approval: the plan replaces the previous one.
+    REPLACE = "REPLACE"
+    # A replan of an approved order: back to PENDING_APPROVAL with the plan.
+    BACK_TO_APPROVAL = "BACK_TO_APPROVAL"
+    # A replan without payloads: back to approval, then rejected (nothing can be approved).
+    REJECT = "REJECT"
+
+
+@dataclass(frozen=True)
+class PlanDecision:
+    verdict: PlanVerdict
+    # Sides whose approval no longer holds (their payload hash changed).
+    superseded: tuple[Side, ...] = ()
+    # Why a plan is ignored, for the log.
+    why_ignored: str = ""
+
+
+def decide_plan(order_state: OrderState, slots: Mapping[Side, ApprovalSlot],
+                current: PlanContent, new: PlanContent, *, replan: bool) -> PlanDecision:
+    """What a ProvisioningPlanned does to an order.
+
+    A plan equal to the current one changes nothing: this is how a second replan event for
+    the same payloads (or a stale one from an earlier saga) is recognised, since a real
+    replan always carries a hash that differs from an approved one.
+    """
+    if order_state not in (OrderState.PENDING_APPROVAL, OrderState.APPROVED,
+                           OrderState.IN_PROGRESS):
+        return PlanDecision(PlanVerdict.IGNORE, why_ignored=f"the order is {order_state}")
+    if dict(new.hashes) == dict(current.hashes) and new.error == current.error:
+        return PlanDecision(PlanVerdict.IGNORE,
+                            why_ignored="it is the plan already recorded for the order")
+    if order_state is OrderState.PENDING_APPROVAL:
+        return PlanDecision(PlanVerdict.REPLACE, tuple(superseded_by_plan(slots, new.hashes)))
+    if not replan:
+        return PlanDecision(PlanVerdict.IGNORE, why_ignored=(
+            f"the order is {order_state} and only a replan sends it back to approval"))
+    hashes = {} if new.error else new.hashes
+    return PlanDecision(PlanVerdict.REJECT if new.error else PlanVerdict.BACK_TO_APPROVAL,
+                        tuple(superseded_by_plan(slots, hashes)))

@@ -23,10 +23,14 @@ from services.order.domain.lifecycle import (
     OrderState,
     OrderType,
     Outcome,
+    PlanContent,
+    PlanDecision,
+    PlanVerdict,
     can_transition,
     check_cancellable,
     circuit_state_after,
     decide_approval,
+    decide_plan,
     superseded_by_plan,
 )
 from services.order.domain.pricing import PriceBookError, load_price_book, parse_price_book
@@ -221,3 +225,75 @@ def test_a_new_plan_supersedes_approvals_of_other_hashes() -> None:
     assert superseded_by_plan(slots, {Side.SINGAPORE: "a1", Side.CHONGQING: "z2"}) == [
         Side.CHONGQING
     ]
+
+
+APPROVED_BOTH = {
+    Side.SINGAPORE: ApprovalSlot(Side.SINGAPORE, ApprovalState.APPROVED, "a1"),
+    Side.CHONGQING: ApprovalSlot(Side.CHONGQING, ApprovalState.APPROVED, "z1"),
+}
+APPROVED_PLAN = PlanContent({Side.SINGAPORE: "a1", Side.CHONGQING: "z1"}, None)
+CQ_CHANGED = PlanContent({Side.SINGAPORE: "a1", Side.CHONGQING: "z2"}, None)
+
+
+def on_plan(state: OrderState, new: PlanContent, *, replan: bool = True,
+            current: PlanContent = APPROVED_PLAN) -> PlanDecision:
+    return decide_plan(state, APPROVED_BOTH, current, new, replan=replan)
+
+
+@pytest.mark.parametrize("state", [OrderState.APPROVED, OrderState.IN_PROGRESS])
+def test_a_replan_sends_an_approved_order_back_superseding_only_the_changed_side(
+    state: OrderState,
+) -> None:
+    assert on_plan(state, CQ_CHANGED) == PlanDecision(
+        PlanVerdict.BACK_TO_APPROVAL, (Side.CHONGQING,))
+    assert can_transition(state, OrderState.PENDING_APPROVAL)
+
+
+def test_a_replan_without_payloads_rejects_and_voids_every_approval() -> None:
+    decision = on_plan(OrderState.APPROVED, PlanContent({}, "unknown router cq-edge-9"))
+    assert decision.verdict is PlanVerdict.REJECT
+    assert set(decision.superseded) == {Side.SINGAPORE, Side.CHONGQING}
+    # The rejection goes through PENDING_APPROVAL; an approved order is never rejected as such.
+    assert not can_transition(OrderState.APPROVED, OrderState.REJECTED)
+
+
+@pytest.mark.parametrize("state", [OrderState.COMPLETED, OrderState.FAILED,
+                                   OrderState.CANCELLED, OrderState.REJECTED])
+def test_a_replan_of_a_finished_order_is_ignored(state: OrderState) -> None:
+    decision = on_plan(state, CQ_CHANGED)
+    assert decision.verdict is PlanVerdict.IGNORE
+    assert str(state) in decision.why_ignored
+
+
+def test_a_plan_equal_to_the_recorded_one_changes_nothing() -> None:
+    # A second replan event for payloads already recorded: the order is back in approval,
+    # or was approved again for exactly these payloads (a stale replan of an earlier saga).
+    for state in (OrderState.PENDING_APPROVAL, OrderState.APPROVED):
+        decision = on_plan(state, CQ_CHANGED, current=CQ_CHANGED)
+        assert decision.verdict is PlanVerdict.IGNORE
+        assert "already recorded" in decision.why_ignored
+    failed_again = PlanContent({}, "unknown router")
+    assert on_plan(OrderState.PENDING_APPROVAL, failed_again, current=failed_again).verdict \
+        is PlanVerdict.IGNORE
+
+
+def test_only_a_replan_reaches_an_order_handed_to_provisioning() -> None:
+    decision = on_plan(OrderState.APPROVED, CQ_CHANGED, replan=False)
+    assert decision.verdict is PlanVerdict.IGNORE
+    assert "only a replan" in decision.why_ignored
+
+
+def test_a_plan_for_an_order_awaiting_approval_replaces_the_previous_one() -> None:
+    assert on_plan(OrderState.PENDING_APPROVAL, CQ_CHANGED, replan=False) == PlanDecision(
+        PlanVerdict.REPLACE, (Side.CHONGQING,))
+    assert on_plan(OrderState.PENDING_APPROVAL, PlanContent({}, "no router"),
+                   replan=False).superseded == (Side.SINGAPORE, Side.CHONGQING)
+
+
+def test_a_replanned_circuit_goes_back_to_its_state_before_approval() -> None:
+    assert circuit_state_after(OrderType.NEW, Outcome.REPLANNED, CircuitState.PROVISIONING) \
+        is CircuitState.RESERVED
+    assert circuit_state_after(OrderType.CHANGE, Outcome.REPLANNED, CircuitState.MODIFYING) \
+        is CircuitState.ACTIVE
+    assert circuit_state_after(OrderType.DISCONNECT, Outcome.REPLANNED,
+                               CircuitState.DISCONNECTING) is CircuitState.ACTIVE
