@@ -29,7 +29,8 @@ from services.billing.meter.domain import IntervalUsage, advance, slot_start, su
 from services.billing.meter.source import CounterSource, CounterSourceError
 from services.billing.meter.store import MeteredCircuit, MeterStore
 from services.common.db import transaction
-from services.common.events import EventRegistry, outbox
+from services.common.events import outbox
+from services.common.events.catalog import circuit_topic_registry
 from services.common.events.envelope import Envelope
 from services.common.events.topics import USAGE_SAMPLES
 from services.common.grpc_server import Worker
@@ -37,14 +38,8 @@ from services.common.grpc_server import Worker
 log = logging.getLogger(__name__)
 
 #: Every event type on idc.circuit.events; the meter acts on three and ignores the rest.
-CIRCUIT_EVENT_REGISTRY = EventRegistry(
-    [
-        circuit_pb2.CircuitActivated,
-        circuit_pb2.CircuitModified,
-        circuit_pb2.CircuitDisconnected,
-        circuit_pb2.ProvisioningFailed,
-    ]
-)
+# Everything on idc.circuit.events decodes; plans and failures are ignored, not dead-lettered.
+CIRCUIT_EVENT_REGISTRY = circuit_topic_registry()
 
 
 def _utcnow() -> datetime:
