@@ -39,13 +39,15 @@ from services.order.domain.lifecycle import (
     OrderState,
     OrderType,
     Outcome,
+    PlanContent,
+    PlanVerdict,
     check_approver,
     check_cancellable,
     check_circuit_open_for_order,
     check_transition,
     circuit_state_after,
     decide_approval,
-    superseded_by_plan,
+    decide_plan,
 )
 from services.order.domain.pricing import PriceBook, PriceTerms
 from services.order.domain.validation import (
@@ -563,39 +565,81 @@ class OrderApp:
     # -- circuit events -------------------------------------------------------------------
 
     def record_plan(self, session: Session, plan: provisioning_pb2.ProvisioningPlanned) -> None:
+        """A plan (at submission) or replan (at prepare time) from provisioning."""
         order = session.get(OrderRow, plan.order_id, with_for_update=True)
         if order is None:
             log.warning("plan for unknown order %s ignored", plan.order_id)
             return
-        if order.state != OrderState.PENDING_APPROVAL:
-            log.info("plan for order %s ignored: it is %s", order.id, order.state)
-            return
         if plan.circuit_id != order.circuit_id:
             raise ValueError(f"plan for order {order.id} names circuit {plan.circuit_id}, "
                              f"the order's circuit is {order.circuit_id}")
-        existing = store.plans(session, order.id)
-        for old_plan in existing.values():
+        new = self._plan_content(order.id, plan)
+        current = PlanContent(
+            {Side(side): row.sha256 for side, row in store.plans(session, order.id).items()},
+            order.plan_error)
+        decision = decide_plan(OrderState(order.state), self._slots(session, order.id),
+                               current, new, replan=plan.replan)
+        if decision.verdict is PlanVerdict.IGNORE:
+            log.info("plan for order %s ignored: %s", order.id, decision.why_ignored)
+            return
+        if decision.verdict in (PlanVerdict.BACK_TO_APPROVAL, PlanVerdict.REJECT):
+            self._back_to_approval(session, order, plan.reason or
+                                   "a router payload changed since it was approved")
+        self._replace_plan(session, order, plan, new, decision.superseded)
+        if decision.verdict is PlanVerdict.REJECT:
+            assert new.error is not None
+            self._rejected_unplannable(session, order, new.error)
+        self._touch(order)
+        event.listen(session, "after_commit", lambda _s: self.notifier.notify(), once=True)
+
+    @staticmethod
+    def _plan_content(order_id: str, plan: provisioning_pb2.ProvisioningPlanned) -> PlanContent:
+        if plan.error:
+            return PlanContent({}, plan.error[:2000])  # as stored in orders.plan_error
+        hashes: dict[Side, str] = {}
+        for payload in plan.payloads:
+            side = convert.side_from_proto(payload.side)
+            if side is None:
+                raise ValueError(f"plan for order {order_id} has a payload without a side")
+            hashes[side] = payload.sha256
+        return PlanContent(hashes, None)
+
+    def _replace_plan(self, session: Session, order: OrderRow,
+                      plan: provisioning_pb2.ProvisioningPlanned, new: PlanContent,
+                      superseded: tuple[Side, ...]) -> None:
+        for old_plan in store.plans(session, order.id).values():
             session.delete(old_plan)
         session.flush()
-        hashes: dict[Side, str] = {}
-        if plan.error:
-            order.plan_error = plan.error[:2000]
-        else:
-            order.plan_error = None
-            for payload in plan.payloads:
-                side = convert.side_from_proto(payload.side)
-                if side is None:
-                    raise ValueError(f"plan for order {order.id} has a payload without a side")
-                hashes[side] = payload.sha256
-                session.add(PlanRow(order_id=order.id, side=side.value, sha256=payload.sha256,
-                                    payload=payload.SerializeToString(),
-                                    received_at=self.clock()))
-        for side in superseded_by_plan(self._slots(session, order.id), hashes):
+        order.plan_error = new.error
+        for payload in plan.payloads if new.error is None else ():
+            side = convert.side_from_proto(payload.side)
+            assert side is not None  # checked by _plan_content
+            session.add(PlanRow(order_id=order.id, side=side.value, sha256=payload.sha256,
+                                payload=payload.SerializeToString(), received_at=self.clock()))
+        for side in superseded:
             approval = session.get(ApprovalRow, (order.id, side.value))
             assert approval is not None
             approval.state = ApprovalState.SUPERSEDED.value
-        self._touch(order)
-        event.listen(session, "after_commit", lambda _s: self.notifier.notify(), once=True)
+
+    def _back_to_approval(self, session: Session, order: OrderRow, reason: str) -> None:
+        """Provisioning refused the approved payloads and left both routers unchanged: the
+        order waits for approval again, keeping its capacity and VLANs, with a new window."""
+        self._move(session, order, OrderState.PENDING_APPROVAL, SYSTEM_PROVISIONING, reason)
+        order.approval_expire_at = self.clock() + timedelta(
+            seconds=self.settings.approval_window_s)
+        circuit = store.get_circuit(session, order.circuit_id, None)
+        circuit.state = circuit_state_after(OrderType(order.type), Outcome.REPLANNED,
+                                            CircuitState(circuit.state)).value
+        circuit.updated_at = self.clock()
+
+    def _rejected_unplannable(self, session: Session, order: OrderRow, error: str) -> None:
+        circuit = self._end(session, order, OrderState.REJECTED, Outcome.WITHDRAWN,
+                            SYSTEM_PROVISIONING, error)
+        self._emit(session, circuit.id, order_events.OrderRejected(
+            event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(self.clock()),
+            order_id=order.id, circuit_id=circuit.id,
+            operation=convert.OPERATION[OrderType(order.type)],
+            rejected_by=SYSTEM_PROVISIONING, reason=error, expired=False))
 
     def record_outcome(self, session: Session, message: Message) -> None:
         """CircuitActivated / CircuitModified / CircuitDisconnected / ProvisioningFailed."""

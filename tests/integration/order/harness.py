@@ -138,13 +138,17 @@ class OrderService:
         self.producer.send(CIRCUIT_EVENTS, key=encoded.key, value=encoded.payload,
                            headers=encoded.headers).get(timeout=30)
 
-    def plan(self, order: order_pb2.Order, version: str = "v1",
-             error: str = "") -> dict[int, str]:
-        """Publish a ProvisioningPlanned for the order; returns sha256 by side."""
+    def plan(self, order: order_pb2.Order, version: str = "v1", error: str = "", *,
+             cq_version: str | None = None, replan: bool = False, reason: str = "",
+             key: str | None = None) -> dict[int, str]:
+        """Publish a ProvisioningPlanned for the order (keyed by ``key``, by default its
+        circuit); returns sha256 by side. ``cq_version`` gives Chongqing's payload another
+        version than Singapore's."""
         payloads = []
-        for side, router in ((side_pb2.SIDE_SINGAPORE, "sg-edge-1"),
-                             (side_pb2.SIDE_CHONGQING, "cq-edge-1")):
-            content = f"<config><!-- {order.id} {router} {version} --></config>"
+        for side, router, side_version in (
+                (side_pb2.SIDE_SINGAPORE, "sg-edge-1", version),
+                (side_pb2.SIDE_CHONGQING, "cq-edge-1", cq_version or version)):
+            content = f"<config><!-- {order.id} {router} {side_version} --></config>"
             payloads.append(router_payload_pb2.RouterPayload(
                 side=side, telco_id="sg" if side == side_pb2.SIDE_SINGAPORE else "cq",
                 router_name=router, circuit_id=order.circuit_id, content=content,
@@ -153,7 +157,9 @@ class OrderService:
         self.publish(provisioning_pb2.ProvisioningPlanned(
             event_id=str(uuid.uuid4()), order_id=order.id, circuit_id=order.circuit_id,
             operation=circuit_operation_pb2.CIRCUIT_OPERATION_CREATE,
-            payloads=[] if error else payloads, error=error), order.circuit_id)
+            payloads=[] if error else payloads, error=error, replan=replan,
+            saga_id=str(uuid.uuid4()) if replan else "", reason=reason),
+            key or order.circuit_id)
         return {p.side: p.sha256 for p in payloads}
 
     def shown_hash(self, ops: Client, order_id: str) -> str:
