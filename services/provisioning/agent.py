@@ -24,20 +24,29 @@ What happens on a router, in one place:
   cancel, and its restart, are what end an unresolved commit there.
 * After every step the running configuration is read back and compared with what the step
   meant to leave there; a difference is a VERIFICATION_FAILED reply.
+
+Tracing: a command is queued with the context of the span that consumed it; the worker
+runs each step in a span that continues it (a batch's span continues its first command's
+trace and links the others), the NETCONF operations are its children, and each reply
+goes into the outbox in the trace of the command it answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,6 +54,7 @@ from idc.events.v1 import provisioning_pb2
 from idc.provisioning.v1 import provisioning_service_pb2 as ops_pb2
 from services.common.errors import InvalidArgument
 from services.common.events import Envelope, outbox
+from services.common.events.envelope import HEADER_TRACEPARENT, capture_trace_headers
 from services.common.grpc_server import Worker
 from services.provisioning.circuits import Operation, circuit_end
 from services.provisioning.crashpoints import AGENT_AFTER_CONFIRMED_COMMIT, crash_point
@@ -56,6 +66,7 @@ from services.provisioning.rendering import Renderer
 from services.provisioning.tables import AgentBatch, AgentCommand, LogEntry, utcnow
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 PREPARE = provisioning_pb2.PROVISIONING_ACTION_PREPARE
 CONFIRM = provisioning_pb2.PROVISIONING_ACTION_CONFIRM
@@ -100,6 +111,10 @@ class Job:
     row_id: int
     command: provisioning_pb2.ProvisioningCommand
     traceparent: str
+
+    def trace_context(self) -> otel_context.Context:
+        """The context the command was consumed in (empty when it carried none)."""
+        return propagate.extract({HEADER_TRACEPARENT: self.traceparent})
 
 
 @dataclass
@@ -153,7 +168,11 @@ class CommandQueue:
                 circuit_id=event.circuit_id,
                 action=event.action,
                 command=event.SerializeToString(),
-                traceparent=envelope.traceparent or "",
+                # The consuming span's context (a child of the command's producer), so the
+                # worker's step continues the trace below it.
+                traceparent=capture_trace_headers().get(HEADER_TRACEPARENT)
+                or envelope.traceparent
+                or "",
             )
         )
         self._wake(router)
@@ -213,16 +232,58 @@ class RouterWorker(Worker):
         ]
         for job in decisions:
             if job.command.action == CONFIRM:
-                self._confirm(job)
+                with self._step_span("confirm", [job]):
+                    self._confirm(job)
             else:
-                self._rollback(job)
+                with self._step_span("rollback", [job]):
+                    self._rollback(job)
         if self._open_batch() is None:
             prepares = self._batchable([j for j in jobs if j.command.action == PREPARE])
             if prepares:
-                self._prepare(prepares)
+                with self._step_span("prepare", prepares):
+                    self._prepare(prepares)
         elif not decisions:
             return False
         return True
+
+    # -- tracing ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _step_span(self, step: str, jobs: Sequence[Job]) -> Iterator[None]:
+        """A span for one step of the worker, continuing the first job's trace; the other
+        jobs of a batch are linked (the batch's NETCONF operations have one parent)."""
+        lead, others = (jobs[0], jobs[1:]) if jobs else (None, ())
+        links = [
+            Link(linked)
+            for linked in (
+                trace.get_current_span(j.trace_context()).get_span_context() for j in others
+            )
+            if linked.is_valid
+        ]
+        attributes: dict[str, str | int] = {
+            "idc.router.name": self.device.name,
+            "idc.agent.step": step,
+            "idc.agent.batch_size": len(jobs),
+        }
+        if lead is not None:
+            attributes["idc.circuit.id"] = lead.command.circuit_id
+            attributes["idc.saga.id"] = lead.command.saga_id
+        with tracer.start_as_current_span(
+            f"agent {step} {self.device.name}",
+            context=lead.trace_context() if lead is not None else None,
+            links=links,
+            attributes=attributes,
+        ):
+            yield
+
+    @staticmethod
+    def _reply_context(job: Job) -> otel_context.Context:
+        """The current context when it is in the job's trace (its step's span), else the
+        context the job was consumed in (a job answered in another job's step)."""
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid and format(current.trace_id, "032x") == trace_id_of(job.traceparent):
+            return otel_context.get_current()
+        return job.trace_context()
 
     # -- persistence --------------------------------------------------------------------
 
@@ -302,7 +363,11 @@ class RouterWorker(Worker):
             reply.error.CopyFrom(result.fault.to_proto())
         if result.expire_at is not None:
             reply.confirm_expire_time.CopyFrom(timestamp(result.expire_at))
-        row = outbox.add(db, self.replies_topic, command.circuit_id, reply)
+        token = otel_context.attach(self._reply_context(result.job))
+        try:
+            row = outbox.add(db, self.replies_topic, command.circuit_id, reply)
+        finally:
+            otel_context.detach(token)
         reply.event_id = row.event_id
         db.add(
             LogEntry(
@@ -756,11 +821,12 @@ class RouterWorker(Worker):
         )
         if expire_at - timedelta(seconds=EXPIRY_MARGIN_S) > utcnow():
             return False
-        self._cancel_quietly(batch.persist_id)
-        self._release()
-        results: list[StepResult] = []
-        self._close_reverted(batch, results)
-        self._finish(results, batch)
+        with self._step_span("cancel expiring batch", []):
+            self._cancel_quietly(batch.persist_id)
+            self._release()
+            results: list[StepResult] = []
+            self._close_reverted(batch, results)
+            self._finish(results, batch)
         log.info(
             "%s: batch %s cancelled unresolved at its timeout", self.device.name, batch.persist_id
         )
@@ -772,10 +838,13 @@ class RouterWorker(Worker):
         batch = self._open_batch()
         if batch is None:
             return
-        try:
-            self._cancel_quietly(batch.persist_id)
-        except Exception:
-            log.exception("%s: cancelling batch %s at start", self.device.name, batch.persist_id)
-        results: list[StepResult] = []
-        self._close_reverted(batch, results)
-        self._finish(results, batch)
+        with self._step_span("cancel batch left open", []):
+            try:
+                self._cancel_quietly(batch.persist_id)
+            except Exception:
+                log.exception(
+                    "%s: cancelling batch %s at start", self.device.name, batch.persist_id
+                )
+            results: list[StepResult] = []
+            self._close_reverted(batch, results)
+            self._finish(results, batch)

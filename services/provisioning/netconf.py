@@ -4,6 +4,10 @@ One :class:`NetconfSession` per router keeps its SSH session open and reopens it
 drops. ncclient's raise mode stays ALL, so an rpc-error of any severity (a warning too)
 fails the step. Every failure is raised as :class:`RouterFailure` with a
 :class:`RouterFault` naming the router's own error text.
+
+Every operation is a CLIENT span (``netconf <operation>``, RPC semantic conventions with
+``rpc.system=netconf``) carrying the router's name and the confirmed commit's persist id,
+a child of whatever span is current (the agent's step, an ops read).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from ncclient.operations import RaiseMode, RPCError
 from ncclient.operations.errors import TimeoutExpiredError
 from ncclient.transport import session as nc_session
 from ncclient.transport.errors import SSHUnknownHostError, TransportError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from services.provisioning.faults import FaultKind, RouterFailure, RouterFault
 from services.provisioning.inventory import Device
@@ -35,6 +41,10 @@ nc_session.TICK = 0.001
 
 RETRYABLE_TAGS = frozenset({"lock-denied", "in-use", "resource-denied"})
 CONFIRMED_COMMIT_NOT_ACTIVE = "confirmed commit not active"
+# The NETCONF RPC behind each operation the agent names (the commit variants are <commit>).
+RPC_OF_OPERATION = {"confirmed-commit": "commit", "confirming-commit": "commit"}
+
+tracer = trace.get_tracer(__name__)
 
 
 def fault_from_rpc_error(router: str, exc: RPCError) -> RouterFault:
@@ -118,8 +128,29 @@ class NetconfSession:
             with contextlib.suppress(Exception):
                 m._session.close()
 
-    def call(self, what: str, operation: Callable[[Manager], T]) -> T:
-        """Run ``operation`` on the open session (opening it first if needed)."""
+    def call(self, what: str, operation: Callable[[Manager], T], *, persist_id: str = "") -> T:
+        """Run ``operation`` (the NETCONF operation named ``what``) on the open session,
+        opening it first if needed, inside a span of its own."""
+        attributes: dict[str, str | int] = {
+            "rpc.system": "netconf",
+            "rpc.method": RPC_OF_OPERATION.get(what, what),
+            "server.address": self.device.host,
+            "server.port": self.device.port,
+            "idc.router.name": self.device.name,
+            "idc.netconf.operation": what,
+        }
+        if persist_id:
+            attributes["idc.netconf.persist_id"] = persist_id
+        with tracer.start_as_current_span(
+            f"netconf {what}", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            try:
+                return self._call(what, operation)
+            except RouterFailure as exc:
+                span.set_attribute("error.type", exc.fault.kind.name)
+                raise
+
+    def _call(self, what: str, operation: Callable[[Manager], T]) -> T:
         with self._lock:
             try:
                 if self._manager is None or not self._manager.connected:
@@ -171,15 +202,22 @@ class NetconfSession:
 
     def confirmed_commit(self, persist_id: str, timeout_s: int) -> None:
         self.call(
-            "confirmed commit",
+            "confirmed-commit",
             lambda m: m.commit(confirmed=True, timeout=str(timeout_s), persist=persist_id),
+            persist_id=persist_id,
         )
 
     def confirm(self, persist_id: str) -> None:
-        self.call("confirming commit", lambda m: m.commit(persist_id=persist_id))
+        self.call(
+            "confirming-commit", lambda m: m.commit(persist_id=persist_id), persist_id=persist_id
+        )
 
     def cancel(self, persist_id: str) -> None:
-        self.call("cancel-commit", lambda m: m.cancel_commit(persist_id=persist_id))
+        self.call(
+            "cancel-commit",
+            lambda m: m.cancel_commit(persist_id=persist_id),
+            persist_id=persist_id,
+        )
 
     def running(self) -> str:
         return self.call("get-config", lambda m: str(m.get_config(source="running").data_xml))

@@ -158,17 +158,55 @@ def test_one_trace_from_create_order_to_the_agents(demo: DemoRun) -> None:
         assert span.parent_id in spans, "a consumer span whose parent is not in the trace"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the provisioning agents run NETCONF steps in a router worker thread without "
-    "the queued command's trace context (services/provisioning/agent.py stores its "
-    "traceparent but starts no span from it), so their replies, the confirm round and "
-    "CircuitActivated start new traces",
-)
+def _ancestors(span: Span, spans: dict[str, Span]) -> list[Span]:
+    """The span's parent, its parent's parent, ... as far as the trace holds them."""
+    found = []
+    while span.parent_id in spans:
+        span = spans[span.parent_id]
+        found.append(span)
+    return found
+
+
 def test_the_trace_reaches_circuit_activated_in_the_order_service(demo: DemoRun) -> None:
+    """Parent by parent (not only by trace id): the NETCONF commits on both routers descend
+    from the command each agent consumed, the OrderApproved the coordinator handled and
+    the Approve call; the activation handled by order and billing descends from the
+    replies and the confirm round; all of it under the root of idcctl's CreateOrder."""
     trace = _create_order_trace(demo)
+    spans = {s.span_id: s for s in trace}
+    create_order = next(
+        s for s in trace if s.service == "idc-idcctl" and s.name.endswith("/CreateOrder")
+    )
+    root = ([create_order, *_ancestors(create_order, spans)])[-1]
+    routers = {"sg-edge-1", "cq-edge-1"}
+    for operation in ("lock", "edit-config", "confirmed-commit", "confirming-commit"):
+        found = [s for s in trace if s.name == f"netconf {operation}"]
+        assert {s.attributes.get("idc.router.name") for s in found} == routers, operation
+    commits = [s for s in trace if s.name == "netconf confirmed-commit"]
+    for commit in commits:
+        assert commit.attributes["rpc.system"] == "netconf"
+        assert commit.attributes["rpc.method"] == "commit"
+        assert commit.attributes["idc.netconf.persist_id"].startswith("idc-")
+        chain = _ancestors(commit, spans)
+        assert chain[0].name == f"agent prepare {commit.attributes['idc.router.name']}"
+        assert chain[1].attributes.get("idc.event_type") == "idc.events.v1.ProvisioningCommand"
+        assert _processed(chain, "idc-provisioning", "idc.events.v1.OrderApproved")
+        assert any(s.service == "idc-order" and "ApprovalService/Approve" in s.name for s in chain)
+        assert chain[-1] == root, "a commit span not linked up to the story's root"
+    confirms = [s for s in trace if s.name == "netconf confirming-commit"]
+    assert {c.attributes["idc.netconf.persist_id"] for c in confirms} == {
+        c.attributes["idc.netconf.persist_id"] for c in commits
+    }
     assert _processed(trace, "idc-provisioning", "idc.events.v1.ProvisioningReply")
-    assert _processed(trace, "idc-order", "idc.events.v1.CircuitActivated")
+    for service in ("idc-order", "idc-billing"):
+        handled = _processed(trace, service, "idc.events.v1.CircuitActivated")
+        assert handled, f"CircuitActivated not handled by {service} in the trace"
+        chain = _ancestors(handled[0], spans)
+        assert chain[0].attributes.get("idc.event_type") == "idc.events.v1.ProvisioningReply"
+        steps = [s.name for s in chain if s.name.startswith("agent ")]
+        assert steps[:2] == ["agent confirm cq-edge-1", "agent confirm sg-edge-1"], steps
+        assert {f"agent prepare {r}" for r in routers} & set(steps)
+        assert chain[-1] == root
 
 
 def test_no_personal_data_in_spans_or_logs(demo: DemoRun) -> None:
