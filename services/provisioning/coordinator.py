@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,12 +23,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idc.events.v1 import circuit_pb2, common_pb2, order_pb2, provisioning_pb2
 from idc.provisioning.v1 import provisioning_service_pb2 as ops_pb2
-from idc.type.v1 import router_payload_pb2
+from idc.type.v1 import circuit_operation_pb2, router_payload_pb2
 from services.common.errors import DomainError
 from services.common.events import Envelope, EventRegistry, outbox
 from services.common.grpc_server import Worker
 from services.provisioning.agent import timestamp
-from services.provisioning.circuits import TELCO_OF_SIDE, Operation, Side, circuit_end
+from services.provisioning.circuits import TELCO_OF_SIDE, CircuitEnd, Operation, Side, circuit_end
 from services.provisioning.crashpoints import COORDINATOR_AFTER_FIRST_CONFIRM, crash_point
 from services.provisioning.faults import RouterFailure, RouterFault
 from services.provisioning.inventory import Device, Inventory
@@ -40,7 +40,7 @@ from services.provisioning.observe import (
     running_subinterfaces,
 )
 from services.provisioning.rendering import Renderer
-from services.provisioning.saga import Action, Saga, Send, Step
+from services.provisioning.saga import Action, Saga, Send, Step, repair_operations
 from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder, SagaRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -112,19 +112,38 @@ class Coordinator:
     # -- plan -----------------------------------------------------------------------
 
     def payloads(
-        self, operation: Operation, circuit: common_pb2.CircuitParameters
+        self, operation: Operation | Mapping[Side, Operation], circuit: common_pb2.CircuitParameters
     ) -> list[router_payload_pb2.RouterPayload]:
-        """Each router's payload, Singapore first; raises DomainError when not renderable."""
+        """Each router's payload (``operation`` for both, or per side), Singapore first;
+        raises DomainError when not renderable."""
         found = []
         for side in (Side.SINGAPORE, Side.CHONGQING):
-            end = circuit_end(circuit, side)
-            device = self._inventory.get(end.router_name)
-            if device is None or device.side is not side:
-                raise DomainError(f"router {end.router_name!r} is not a {side.name} router")
+            device, end = self._device_end(circuit, side)
+            rendered = operation if isinstance(operation, Operation) else operation[side]
             found.append(
-                self._renderer.router_payload(device.platform, device.telco, side, operation, end)
+                self._renderer.router_payload(device.platform, device.telco, side, rendered, end)
             )
         return found
+
+    def _device_end(
+        self, circuit: common_pb2.CircuitParameters, side: Side
+    ) -> tuple[Device, CircuitEnd]:
+        end = circuit_end(circuit, side)
+        device = self._inventory.get(end.router_name)
+        if device is None or device.side is not side:
+            raise DomainError(f"router {end.router_name!r} is not a {side.name} router")
+        return device, end
+
+    def repair_operations(self, circuit: common_pb2.CircuitParameters) -> dict[Side, Operation]:
+        """What a redeploy of ``circuit`` sends each router, from one read of its running
+        configuration now (see saga.repair_operations); raises RouterFailure when a router
+        cannot be read."""
+        present = {}
+        for side in (Side.SINGAPORE, Side.CHONGQING):
+            device, end = self._device_end(circuit, side)
+            running = running_subinterfaces(device.platform, self._read_running(device))
+            present[side] = (end.interface, end.vlan) in running
+        return repair_operations(present)
 
     def plan(self, session: Session, event: order_pb2.OrderCreated) -> None:
         self._publish_plan(session, event, provisioning_pb2.ProvisioningPlanned(), {})
@@ -169,11 +188,21 @@ class Coordinator:
 
     # -- saga -------------------------------------------------------------------------
 
-    def start(self, session: Session, event: order_pb2.OrderApproved) -> str:
+    def start(
+        self,
+        session: Session,
+        event: order_pb2.OrderApproved,
+        operations: Mapping[Side, Operation] | None = None,
+    ) -> str:
+        """Start the saga of an approved order (or a redeploy: ``operations`` per side when
+        a side renders another operation than the event's)."""
         saga_id = str(uuid.uuid4())
         saga = Saga(
             retry_until=(utcnow() + timedelta(seconds=self._timings.retry_window_s)).isoformat()
         )
+        for side, operation in (operations or {}).items():
+            if operation.value != event.operation:
+                saga.side(side).operation = operation.value
         row = SagaRow(
             saga_id=saga_id,
             circuit_id=event.circuit.circuit_id,
@@ -313,7 +342,8 @@ class Coordinator:
     ) -> None:
         now = utcnow()
         for send in sends:
-            command = self._command(row.saga_id, approved, send, now)
+            operation = saga.side(send.side).operation or approved.operation
+            command = self._command(row.saga_id, approved, send, operation, now)
             added = outbox.add(
                 session, self._topics.commands[send.side], approved.circuit.circuit_id, command
             )
@@ -341,7 +371,12 @@ class Coordinator:
             row.deadline = now + timedelta(seconds=self._timings.step_deadline_s)
 
     def _command(
-        self, saga_id: str, approved: order_pb2.OrderApproved, send: Send, now: datetime
+        self,
+        saga_id: str,
+        approved: order_pb2.OrderApproved,
+        send: Send,
+        operation: int,
+        now: datetime,
     ) -> provisioning_pb2.ProvisioningCommand:
         end = approved.circuit.a_end if send.side is Side.SINGAPORE else approved.circuit.z_end
         command = provisioning_pb2.ProvisioningCommand(
@@ -350,7 +385,7 @@ class Coordinator:
             order_id=approved.order_id,
             circuit_id=approved.circuit.circuit_id,
             action=ACTION_PROTO[send.action],
-            operation=approved.operation,
+            operation=circuit_operation_pb2.CircuitOperation.ValueType(operation),
             target_side=send.side.value,
             target_telco_id=TELCO_OF_SIDE[send.side],
             target_router_name=end.router_name,

@@ -2,7 +2,8 @@
 """``idc.provisioning.v1.ProvisioningService``: the telco ops' view of routers and circuits.
 
 Reads go to the routers directly (get-config of running, read only); Redeploy goes through
-the same two-router saga as an order.
+the same two-router saga as an order, sending each router what puts the intended
+configuration back from what it holds now (created where absent, replaced where present).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from idc.provisioning.v1 import provisioning_service_pb2 as pb
 from idc.provisioning.v1 import provisioning_service_pb2_grpc as pb_grpc
 from idc.type.v1 import circuit_operation_pb2, router_payload_pb2
 from services.common.auth import Role, require_role
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.provisioning.agent import timestamp
 from services.provisioning.circuits import Operation, Side, circuit_end
 from services.provisioning.coordinator import Coordinator
@@ -216,9 +217,14 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         require_role(*OPS_ROLES)
         row = self._intended(request.circuit_id)
         params = _params(row)
-        response = pb.RedeployResponse(
-            payloads=self._coordinator.payloads(Operation.MODIFY, params)
-        )
+        try:
+            operations = self._coordinator.repair_operations(params)
+        except RouterFailure as exc:
+            raise Unavailable(
+                f"cannot read {exc.fault.router_name} to choose what to redeploy: "
+                f"{exc.fault.message}; nothing was sent"
+            ) from exc
+        response = pb.RedeployResponse(payloads=self._coordinator.payloads(operations, params))
         if request.dry_run:
             return response
         approved = order_pb2.OrderApproved(
@@ -230,7 +236,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         )
         approved.price.ParseFromString(row.price)
         with self._factory() as session, session.begin():
-            response.saga_id = self._coordinator.start(session, approved)
+            response.saga_id = self._coordinator.start(session, approved, operations)
         return response
 
     def GetCircuitConfig(

@@ -20,6 +20,10 @@ rejected the payload) fails at once.
 A router payload that no longer matches its approved hash (PAYLOAD_MISMATCH: templates or
 inventory changed after approval) ends the saga in REPLAN once both routers are rolled
 back: nothing failed, the order needs approval of the new payloads.
+
+A redeploy (put the intended configuration back, whatever a router holds now) runs the
+same saga; what each router is sent is chosen from its running configuration by
+:func:`repair_operations`, and each side keeps its operation for every round.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.provisioning.circuits import Side
+from services.provisioning.circuits import Operation, Side
 from services.provisioning.faults import FaultKind, RouterFault
 
 FIRST, SECOND = Side.SINGAPORE, Side.CHONGQING
@@ -77,6 +81,17 @@ class SideState:
     fault: dict[str, Any] | None = None
     # The hash of the payload the agent rendered (replied to PREPARE, also on a mismatch).
     rendered_sha256: str = ""
+    # The circuit operation this side renders when it is not the saga's (a redeploy
+    # creating the circuit on a router that lacks it); 0: the saga's.
+    operation: int = 0
+
+
+def repair_operations(present: Mapping[Side, bool]) -> dict[Side, Operation]:
+    """What a redeploy renders on each router, from whether the router holds the circuit's
+    sub-interface now: CREATE where it is absent (a MODIFY needs the interface and
+    sub-interface to exist; an empty router refuses it), MODIFY where it is present in any
+    state (its template replaces the whole sub-interface with the intended one)."""
+    return {side: Operation.MODIFY if held else Operation.CREATE for side, held in present.items()}
 
 
 @dataclass

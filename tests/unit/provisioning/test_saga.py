@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.provisioning.circuits import Side
+from services.provisioning.circuits import Operation, Side
 from services.provisioning.faults import FaultKind, RouterFault
-from services.provisioning.saga import Action, Saga, Step
+from services.provisioning.saga import Action, Saga, Step, repair_operations
 
 SG, CQ = Side.SINGAPORE, Side.CHONGQING
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -179,3 +179,29 @@ def test_payload_mismatch_rolls_back_then_asks_for_a_new_approval() -> None:
     mismatch = RouterFault(FaultKind.PAYLOAD_MISMATCH, "cq-edge-1", "differs from the approved")
     failed_round(saga, mismatch)
     assert saga.step is Step.REPLAN and saga.finished
+
+
+def test_redeploy_creates_where_the_circuit_is_absent_and_replaces_where_present() -> None:
+    assert repair_operations({SG: False, CQ: False}) == {
+        SG: Operation.CREATE,
+        CQ: Operation.CREATE,
+    }
+    assert repair_operations({SG: True, CQ: False}) == {
+        SG: Operation.MODIFY,
+        CQ: Operation.CREATE,
+    }
+    assert repair_operations({SG: True, CQ: True}) == {SG: Operation.MODIFY, CQ: Operation.MODIFY}
+
+
+def test_a_side_operation_survives_the_saga_state_round_trip() -> None:
+    saga = Saga()
+    saga.side(CQ).operation = Operation.CREATE.value
+    saga.start()
+    restored = Saga.from_json(saga.to_json())
+    assert restored.side(CQ).operation == Operation.CREATE.value
+    assert restored.side(SG).operation == 0
+    # State stored before the field existed still loads (the saga's own operation).
+    old = saga.to_json()
+    for state in old["sides"].values():
+        del state["operation"]
+    assert Saga.from_json(old).side(CQ).operation == 0
