@@ -2,9 +2,9 @@
 
 Data lives under ``var/`` (SQLite files, logs, the devstack's keys, the demo tokens), so a
 second start reuses it. The routers start empty every time (their datastores live in
-memory), so after the services are up the runner asks provisioning which ACTIVE circuits
-are missing on the routers and says so in the banner (see ``check_active_circuits`` for
-why they are not re-applied).
+memory), so after the services are up the runner re-applies the ACTIVE circuits the
+routers lack through provisioning's Redeploy (see ``reapply_active_circuits``) and says
+how many in the banner.
 Every child process is stopped on exit, and dies with us if we are killed.
 
 :func:`start_everything` is the same stack as a context manager, for ``make demo`` and
@@ -188,14 +188,13 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
         yield stack
 
 
-def check_active_circuits(stack: RunningStack, timeout_s: float = 30.0) -> list[str]:
-    """Notes on ACTIVE circuits the (fresh, empty) routers lack after a restart.
+def reapply_active_circuits(stack: RunningStack, timeout_s: float = 60.0) -> list[str]:
+    """Put the ACTIVE circuits of the last run back on the (fresh, empty) routers.
 
-    They are reported, not pushed: ProvisioningService.Redeploy renders a MODIFY payload,
-    which a router without the sub-interface refuses ("required value instance not
-    found"), and the failed saga's rollback check then fails too. Until provisioning can
-    re-create a circuit on an empty router, a restart leaves ACTIVE circuits off the
-    routers, and the banner says which.
+    Provisioning's CheckSync lists what each router lacks or holds differently; each such
+    circuit is redeployed (as the Singapore ops; Redeploy creates the circuit where a
+    router lacks it and replaces it where it differs), then CheckSync is asked again until
+    they are all in sync or ``timeout_s`` passes. Returns notes for the banner.
     """
     api = Api(
         Connection.resolve(
@@ -203,32 +202,56 @@ def check_active_circuits(stack: RunningStack, timeout_s: float = 30.0) -> list[
         )
     )
     try:
-        return _missing_circuits(api, timeout_s)
+        return _reapply(api, time.monotonic() + timeout_s)
     except grpc.RpcError as error:
-        return [f"could not compare the routers with the ACTIVE circuits: {error.details()}"]
+        return [f"could not re-apply the ACTIVE circuits: {error.details()}"]
     finally:
         api.close()
 
 
-def _missing_circuits(api: Api, timeout_s: float) -> list[str]:
-    deadline = time.monotonic() + timeout_s
+def _out_of_sync(api: Api, deadline: float) -> tuple[set[str], list[str]]:
+    """Circuits some router lacks or holds differently, and the routers that do not answer
+    (asked again until they answer or the deadline passes)."""
     while True:
         sync = api.call("provisioning", api.provisioning.CheckSync, prov_pb.CheckSyncRequest())
         unreadable = [d.device_name for d in sync.devices if d.error.message]
         if not unreadable or time.monotonic() > deadline:
             break
         time.sleep(0.5)
+    circuits = {c for d in sync.devices for c in d.missing_circuit_ids}
+    circuits |= {drift.circuit_id for d in sync.devices for drift in d.different}
+    return circuits, unreadable
+
+
+def _reapply(api: Api, deadline: float) -> list[str]:
+    pending, unreadable = _out_of_sync(api, deadline)
     notes = [f"cannot compare {name} with the ACTIVE circuits: it does not answer"
              for name in unreadable]
-    missing = sorted({c for d in sync.devices for c in d.missing_circuit_ids})
-    if missing:
+    if not pending:
+        return [*notes, "re-applied 0 ACTIVE circuits: none is missing or different on the routers"]
+    redeployed = set()
+    for circuit_id in sorted(pending):
+        try:
+            api.call(
+                "provisioning",
+                api.provisioning.Redeploy,
+                prov_pb.RedeployRequest(circuit_id=circuit_id),
+            )
+        except grpc.RpcError as error:
+            notes.append(f"could not redeploy {circuit_id}: {error.details()}")
+            continue
+        redeployed.add(circuit_id)
+    pending &= redeployed
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.5)
+        pending = _out_of_sync(api, deadline)[0] & redeployed
+    notes.append(
+        f"re-applied {len(redeployed) - len(pending)} of {len(redeployed)} ACTIVE circuit(s) "
+        "from the last run to the routers (which start empty) through Redeploy"
+    )
+    if pending:
         notes.append(
-            f"{len(missing)} ACTIVE circuit(s) from the last run are not on the routers, "
-            "which start empty: " + ", ".join(missing)
-        )
-        notes.append(
-            "  they are not re-applied: Redeploy pushes a MODIFY payload that an empty "
-            "router refuses (see `idcctl ops check-sync`)"
+            "  not back in sync yet (see `idcctl ops check-sync`): " + ", ".join(sorted(pending))
         )
     return notes
 
@@ -277,7 +300,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         with start_everything(StackOptions(var_dir=var_dir)) as stack:
-            stack.notes += check_active_circuits(stack)
+            stack.notes += reapply_active_circuits(stack)
             print(banner(stack), flush=True)
             while not stop_requested.wait(1.0):
                 failed = stack.failed()
