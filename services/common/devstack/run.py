@@ -34,7 +34,7 @@ from services.cli.client import Api, Connection
 from services.cli.tokens import DemoToken, describe, ensure_demo_tokens
 from services.common.config import KafkaSettings
 from services.common.devstack.counters import CounterAgent, start_counter_agent
-from services.common.devstack.process import DevstackError, free_port
+from services.common.devstack.process import DevstackError, free_port, wait_for_port
 from services.common.devstack.services import (
     REPO_ROOT,
     SERVICES,
@@ -54,6 +54,8 @@ CATALOGUE = REPO_ROOT / "services" / "order" / "data" / "catalogue.toml"
 # of each port's range, which is what the order service assigns first.
 METERED_VLANS_PER_PORT = 5
 SG_ROUTER = "sg-edge-1"
+CONSOLE = "console"
+CONSOLE_PORT = 8080
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,8 @@ def start_meter_source(
 
 @contextlib.contextmanager
 def start_everything(options: StackOptions) -> Iterator[RunningStack]:
-    """Broker, routers, counter agent, order/provisioning/billing and the meter."""
+    """Broker, routers, counter agent, order/provisioning/billing, the meter and the
+    operations console."""
     var_dir = options.var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     options = StackOptions(**{**options.__dict__, "var_dir": var_dir})
@@ -184,6 +187,29 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
             services[name] = service
         for service in services.values():
             wait_serving(service)
+        # The console has no gRPC health: it starts once its backends serve, and is up
+        # when its HTTP port answers.
+        console = start_service(
+            CONSOLE,
+            f"127.0.0.1:{CONSOLE_PORT if options.fixed_ports else free_port()}",
+            {
+                **env,
+                "IDC_ORDER_ADDRESS": services["order"].address,
+                "IDC_PROVISIONING_ADDRESS": services["provisioning"].address,
+            },
+            var_dir / "log" / "console.log",
+        )
+        exits.callback(console.terminate)
+        console_host, console_port = console.address.rsplit(":", 1)
+        wait_for_port(
+            console_host,
+            int(console_port),
+            60.0,
+            name=CONSOLE,
+            proc=console.proc,
+            log_path=console.log_path,
+        )
+        services[CONSOLE] = console
         stack = RunningStack(devstack, services, tokens, var_dir, agent, [meter_note])
         yield stack
 
@@ -259,7 +285,8 @@ def _reapply(api: Api, deadline: float) -> list[str]:
 def banner(stack: RunningStack) -> str:
     lines = ["", "IDC bandwidth orchestrator is running", ""]
     for name, service in stack.services.items():
-        lines.append(f"  {name:<13} grpc://{service.address}   log {service.log_path}")
+        scheme = "http" if name == CONSOLE else "grpc"
+        lines.append(f"  {name:<13} {scheme}://{service.address}   log {service.log_path}")
     lines.append(f"  {'kafka':<13} {stack.devstack.broker.bootstrap}")
     for router in stack.devstack.routers:
         lines.append(
