@@ -20,7 +20,6 @@ share a Kafka cluster apart, e.g. tests; empty by default).
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from services.common.config import ConfigError, KafkaSettings, non_negative_int
 from services.common.events import EventConsumer, ensure_topics, topics
 from services.common.events.topics import with_dead_letters
 from services.common.grpc_server import GrpcApp, Worker
-from services.common.runtime import ServiceRuntime, build_app, run_service
+from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
 from services.common.servicers import register
 from services.provisioning.agent import CommandQueue, RouterWorker
 from services.provisioning.circuits import SIDE_OF_TELCO, Side
@@ -66,18 +65,6 @@ def topics_from_env(env: Mapping[str, str]) -> Topics:
     )
 
 
-class ConsumerWorker(Worker):
-    def __init__(self, name: str, consumer: EventConsumer) -> None:
-        self.name = name
-        self._consumer = consumer
-
-    def run(self, stop: threading.Event) -> None:
-        self._consumer.run(stop)
-
-    def close(self) -> None:
-        self._consumer.close()
-
-
 def agent_workers(
     runtime: ServiceRuntime,
     inventory: Inventory,
@@ -92,15 +79,18 @@ def agent_workers(
     ]
     by_name = {w.device.name: w for w in routers}
     queue = CommandQueue(telco, by_name, lambda name: by_name[name].wake_event.set())
-    consumer = EventConsumer(
-        [topic_names.commands[SIDE_OF_TELCO[telco]]],
-        f"idc-provisioning-agent-{telco}",
-        queue,
-        runtime.session_factory,
-        runtime.settings.kafka,
-        registry=REGISTRY,
+    commands = ConsumerWorker(
+        f"agent-commands-{telco}",
+        lambda: EventConsumer(
+            [topic_names.commands[SIDE_OF_TELCO[telco]]],
+            f"idc-provisioning-agent-{telco}",
+            queue,
+            runtime.session_factory,
+            runtime.settings.kafka,
+            registry=REGISTRY,
+        ),
     )
-    return [ConsumerWorker(f"agent-commands-{telco}", consumer), *routers]
+    return [commands, *routers]
 
 
 def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> GrpcApp:
@@ -140,16 +130,18 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
         # Before the consumers and the outbox relay start, so nothing moves a saga while
         # recovery decides from what the routers carry.
         coordinator.recover(runtime.session_factory)
-        consumer = EventConsumer(
-            [topic_names.order_events, topic_names.replies],
-            "idc-provisioning-coordinator",
-            coordinator,
-            runtime.session_factory,
-            kafka,
-            registry=REGISTRY,
-        )
         workers += [
-            ConsumerWorker("coordinator", consumer),
+            ConsumerWorker(
+                "coordinator",
+                lambda: EventConsumer(
+                    [topic_names.order_events, topic_names.replies],
+                    "idc-provisioning-coordinator",
+                    coordinator,
+                    runtime.session_factory,
+                    kafka,
+                    registry=REGISTRY,
+                ),
+            ),
             DeadlineWorker(coordinator, runtime.session_factory),
         ]
     for agent_telco in SIDE_OF_TELCO if role == "all" else [telco] if role == "agent" else []:
