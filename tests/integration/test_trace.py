@@ -83,7 +83,7 @@ class DemoRun:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     collector = Collector()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     directory = tmp_path_factory.mktemp("demo")
