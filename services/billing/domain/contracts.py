@@ -1,7 +1,8 @@
 """A circuit's contract over time: lifecycle changes -> dated segments of bandwidth and price.
 
 A segment starts at an activation or a bandwidth change and ends at the next change or the
-disconnect (exclusive); an open segment has no end yet. Changes are ordered by their
+disconnect (exclusive); an open segment has no end yet. A modification that changes neither
+bandwidth nor price (a redeploy) does not start a segment. Changes are ordered by their
 effective time, whatever order they arrived in.
 """
 
@@ -66,6 +67,8 @@ def build_segments(changes: Iterable[ContractChange]) -> list[Segment]:
     segments: list[Segment] = []
     current: ContractChange | None = None
     for change in ordered:
+        if _changes_nothing(change, current):
+            continue
         if current is not None:
             segments.append(_segment(current, change.effective_time))
             current = None
@@ -74,6 +77,17 @@ def build_segments(changes: Iterable[ContractChange]) -> list[Segment]:
     if current is not None:
         segments.append(_segment(current, None))
     return segments
+
+
+def _changes_nothing(change: ContractChange, current: ContractChange | None) -> bool:
+    # An ops Redeploy republishes the circuit as modified with the same terms: that is a
+    # repair on the routers, not a new segment (which would split the month's p95).
+    return (
+        change.kind is ChangeKind.MODIFIED
+        and current is not None
+        and change.bandwidth_mbps == current.bandwidth_mbps
+        and change.price == current.price
+    )
 
 
 def _segment(opening: ContractChange, end: datetime | None) -> Segment:

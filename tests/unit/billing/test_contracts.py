@@ -45,3 +45,31 @@ def test_open_segment_has_no_end() -> None:
 
 def test_disconnect_without_activation_opens_nothing() -> None:
     assert build_segments([change(ChangeKind.DISCONNECTED, 5, 100)]) == []
+
+
+def test_a_redeploy_with_the_same_terms_does_not_split_the_month() -> None:
+    segments = build_segments(
+        [
+            change(ChangeKind.ACTIVATED, 5, 100),
+            change(ChangeKind.MODIFIED, 12, 100),
+            change(ChangeKind.MODIFIED, 20, 300),
+        ]
+    )
+    assert [(s.start, s.end, s.bandwidth_mbps, s.activation) for s in segments] == [
+        (at(5), at(20), 100, True),
+        (at(20), None, 300, False),
+    ]
+
+
+def test_a_new_price_at_the_same_bandwidth_is_a_new_segment() -> None:
+    repriced = PriceTerms("SGD", Decimal("90"), Decimal("10"), Decimal("1"), 24)
+    segments = build_segments(
+        [
+            change(ChangeKind.ACTIVATED, 5, 100),
+            ContractChange("c", "t", ChangeKind.MODIFIED, at(12), 100, repriced, "e12"),
+        ]
+    )
+    assert [(s.start, s.price.mrc) for s in segments] == [
+        (at(5), Decimal("100")),
+        (at(12), Decimal("90")),
+    ]
