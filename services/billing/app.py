@@ -15,13 +15,13 @@ import grpc
 from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from services.billing.cycle import BillingCycle, utcnow
 from services.billing.domain.entities import BillingDirectory, parse_directory
-from services.billing.ingest import ConsumerWorker, contracts_consumer, usage_consumer
+from services.billing.ingest import contracts_consumer, usage_consumer
 from services.billing.servicer import BillingServicer
 from services.billing.store import SqlBillingStore
 from services.common.config import ConfigError
 from services.common.errors import InvalidArgument
 from services.common.grpc_server import GrpcApp
-from services.common.runtime import ServiceRuntime, build_app, run_service
+from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
 from services.common.servicers import register
 
 NAME = "billing"
@@ -59,8 +59,8 @@ def make_app(runtime: ServiceRuntime) -> GrpcApp:
 
     kafka = runtime.settings.kafka
     workers = [
-        ConsumerWorker("usage-ingest", usage_consumer(runtime.session_factory, kafka)),
-        ConsumerWorker("contracts", contracts_consumer(runtime.session_factory, kafka)),
+        ConsumerWorker("usage-ingest", lambda: usage_consumer(runtime.session_factory, kafka)),
+        ConsumerWorker("contracts", lambda: contracts_consumer(runtime.session_factory, kafka)),
     ]
     return build_app(runtime, register_servicers, workers=workers)
 

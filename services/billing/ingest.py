@@ -10,7 +10,6 @@ when it was received, so a billing run "as of" a cutoff is reproducible.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -19,16 +18,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from idc.events.v1 import circuit_pb2, common_pb2, provisioning_pb2, usage_pb2
+from idc.events.v1 import circuit_pb2, common_pb2, usage_pb2
 from services.billing.domain.contracts import ChangeKind
 from services.billing.domain.money import minor_unit, parse_amount
 from services.billing.tables import CircuitChangeRow, UsageConflictRow, UsageSampleRow
 from services.common.config import KafkaSettings
 from services.common.errors import InvalidArgument
 from services.common.events import EventConsumer, EventRegistry
+from services.common.events.catalog import circuit_topic_registry
 from services.common.events.envelope import Envelope
 from services.common.events.topics import CIRCUIT_EVENTS, USAGE_SAMPLES
-from services.common.grpc_server import Worker
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +42,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _all_messages(*modules: object) -> list[type[Message]]:
-    classes: list[type[Message]] = []
-    for module in modules:
-        for name in module.DESCRIPTOR.message_types_by_name:  # type: ignore[attr-defined]
-            classes.append(getattr(module, name))
-    return classes
-
-
 USAGE_REGISTRY = EventRegistry([usage_pb2.UsageSample])
 # Every event type on idc.circuit.events decodes (so ProvisioningPlanned or
 # ProvisioningFailed are acknowledged and ignored, not dead-lettered).
-CIRCUIT_REGISTRY = EventRegistry(_all_messages(circuit_pb2, provisioning_pb2))
+CIRCUIT_REGISTRY = circuit_topic_registry()
 
 
 def _instant(stamp: Timestamp, field: str) -> datetime:
@@ -225,20 +216,6 @@ def _price(price: common_pb2.PriceTerms) -> dict[str, str | int]:
         "term_months": price.term_months,
         "price_book_version": price.price_book_version[:64],
     }
-
-
-class ConsumerWorker(Worker):
-    """Runs one EventConsumer as a service background worker."""
-
-    def __init__(self, name: str, consumer: EventConsumer) -> None:
-        self.name = name
-        self._consumer = consumer
-
-    def run(self, stop: threading.Event) -> None:
-        self._consumer.run(stop)
-
-    def close(self) -> None:
-        self._consumer.close()
 
 
 def usage_consumer(

@@ -5,51 +5,25 @@ Money and rates are stored as decimal strings (exact on every engine); instants 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.db import new_metadata
+from services.common.db import UtcDateTime, new_metadata
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, PostgreSQL wants a BIGINT.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
 MONEY_LENGTH = 40
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC on the way out on every engine (SQLite stores naive values)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        if value is None:
-            return None
-        moment = value.astimezone(UTC)
-        # SQLite compares the stored text: keep every value in one naive UTC form.
-        return moment.replace(tzinfo=None) if dialect.name == "sqlite" else moment
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        moment: datetime = value
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class BillingBase(DeclarativeBase):
