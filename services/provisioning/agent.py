@@ -5,11 +5,13 @@ What happens on a router, in one place:
 * Commands arrive on the telco's command topic; the consumer only queues them in
   ``agent_commands`` (in the inbox transaction, so a redelivery queues nothing twice).
 * One worker thread per router drains its queue, so operations on a router are serialised
-  and routers work in parallel. A router has at most one pending confirmed commit (the
-  agent refuses another lock while one is pending), so every PREPARE queued at that moment
-  goes into one **batch**: lock the candidate, edit-config each circuit's payload (a
-  refused payload fails that circuit only), one confirmed commit with a persist id and a
-  timeout, lock kept until the batch is resolved.
+  and routers work in parallel. Several agents of a telco (one database) each run a worker
+  per router, but only the holder of the router's lease (lease.py) acts; the others wait,
+  and one of them takes over when the holder dies or stops. A router has at most one
+  pending confirmed commit (the agent refuses another lock while one is pending), so every
+  PREPARE queued at that moment goes into one **batch**: lock the candidate, edit-config
+  each circuit's payload (a refused payload fails that circuit only), one confirmed commit
+  with a persist id and a timeout, lock kept until the batch is resolved.
 * CONFIRM of any member commits the batch (confirming commit with the persist id), after
   editing the inverse of members already rolled back into the candidate. Members still
   undecided are then committed; a later ROLLBACK of one of them applies its inverse in a
@@ -17,11 +19,14 @@ What happens on a router, in one place:
 * ROLLBACK of the last undecided member of an open batch cancels the confirmed commit
   (cancel-commit with the persist id); earlier ROLLBACKs edit the member's inverse into the
   candidate and are answered when the batch resolves.
-* A batch nobody resolves is cancelled by the agent just before its timeout; so is every
-  batch found open when the agent starts. RFC 6241 says the router reverts by itself at
-  the timeout, but the devstack's yuma123 netconfd 2.13 does not (checked: with or without
-  persist, session open, closed or dropped, 25 s past a 3 s timeout), so the agent's own
-  cancel, and its restart, are what end an unresolved commit there.
+* A batch nobody resolves is cancelled by the agent just before its timeout. A batch found
+  open by a worker that acquires the router's lease (at start, or taking over from a dead
+  peer) is settled with its persist id: confirmed when a member's CONFIRM is queued,
+  cancelled otherwise (lease.settle_left_open), and read back from running when the
+  previous holder ended it before recording so. RFC 6241 says the router reverts by itself
+  at the timeout, but the devstack's yuma123 netconfd 2.13 does not (checked: with or
+  without persist, session open, closed or dropped, 25 s past a 3 s timeout), so the
+  agents' own cancel, and the takeover, are what end an unresolved commit there.
 * After every step the running configuration is read back and compared with what the step
   meant to leave there; a difference is a VERIFICATION_FAILED reply.
 
@@ -60,6 +65,8 @@ from services.provisioning.circuits import Operation, circuit_end
 from services.provisioning.crashpoints import AGENT_AFTER_CONFIRMED_COMMIT, crash_point
 from services.provisioning.faults import FaultKind, PayloadMismatch, RouterFailure, RouterFault
 from services.provisioning.inventory import Device
+from services.provisioning.lease import LeaseTerms, LeftOpen, Move, Tenure, settle_left_open
+from services.provisioning.lease_store import LeaseLost, SqlRouterLease, new_holder
 from services.provisioning.netconf import NetconfSession
 from services.provisioning.observe import differences, intended_leaves, running_subinterfaces
 from services.provisioning.rendering import Renderer
@@ -180,7 +187,8 @@ class CommandQueue:
 
 @dataclass
 class RouterWorker(Worker):
-    """Drains one router's command queue; the only user of that router's session."""
+    """Drains one router's command queue while it holds the router's lease; the only user
+    of that router's session."""
 
     device: Device
     session: NetconfSession
@@ -188,32 +196,113 @@ class RouterWorker(Worker):
     renderer: Renderer
     replies_topic: str
     poll_interval_s: float = 0.05
+    lease_terms: LeaseTerms = field(default_factory=LeaseTerms)
+    holder: str = field(default_factory=new_holder)
     wake_event: threading.Event = field(default_factory=threading.Event)
     name: str = field(init=False)
+    lease: SqlRouterLease = field(init=False)
+    tenure: Tenure = field(init=False)
+    _claiming: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.name = f"agent:{self.device.name}"
+        self.lease = SqlRouterLease(
+            self.session_factory, self.device.name, self.holder, self.lease_terms
+        )
+        self.tenure = Tenure(self.lease_terms)
 
     # -- loop ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        self._cancel_open_batches()
-        while not stop.is_set():
-            try:
-                worked = self.run_once()
-            except Exception:
-                log.exception("router worker %s failed; retrying", self.device.name)
-                worked = False
-                stop.wait(1.0)
-            if not worked:
-                self.wake_event.wait(self.poll_interval_s)
-                self.wake_event.clear()
+        # Renewals on a thread of their own: a slow NETCONF step must not cost the lease.
+        heartbeat = threading.Thread(
+            target=self._keep_lease, args=(stop,), name=f"lease:{self.device.name}", daemon=True
+        )
+        heartbeat.start()
+        try:
+            while not stop.is_set():
+                try:
+                    worked = self.run_once()
+                except LeaseLost as exc:
+                    log.warning("%s: %s; standing down", self.device.name, exc)
+                    self.tenure.lost()
+                    worked = True
+                except Exception:
+                    log.exception("router worker %s failed; retrying", self.device.name)
+                    worked = False
+                    stop.wait(1.0)
+                if not worked:
+                    self.wake_event.wait(self.poll_interval_s)
+                    self.wake_event.clear()
+        finally:
+            heartbeat.join()
+            self._let_go()
 
     def close(self) -> None:
         self.session.close()
 
     def run_once(self) -> bool:
-        """Handle what is queued (and an expiring batch); True if anything was done."""
+        """Act on the router if this worker holds its lease: settle what a previous holder
+        left open, then handle what is queued (and an expiring batch). True if anything
+        was done."""
+        move = self._lease_move()
+        if move is Move.WAIT:
+            return False
+        if move is Move.STAND_DOWN:
+            log.warning("%s: lease lost; releasing the router to its holder", self.device.name)
+            self._stand_down()
+            return True
+        if move is Move.TAKE_OVER:
+            self._settle_left_open()
+            self.tenure.took_over()
+            self._work()
+            return True
+        return self._work()
+
+    # -- lease --------------------------------------------------------------------------
+
+    def _lease_move(self) -> Move:
+        self._claim_if_due(only_when_holding=False)
+        return self.tenure.next_move(time.monotonic())
+
+    def _claim_if_due(self, *, only_when_holding: bool) -> None:
+        with self._claiming:
+            asked_at = time.monotonic()
+            if not self.tenure.claim_due(asked_at):
+                return
+            if only_when_holding and not self.tenure.holds(asked_at):
+                return
+            try:
+                granted = self.lease.claim()
+            except Exception as exc:
+                log.warning("%s: lease claim got no answer: %s", self.device.name, exc)
+                self.tenure.unanswered(asked_at)
+                return
+            self.tenure.claimed(granted, asked_at)
+
+    def _keep_lease(self, stop: threading.Event) -> None:
+        while not stop.wait(self.lease_terms.renew_every_s / 2):
+            self._claim_if_due(only_when_holding=True)
+
+    def _stand_down(self) -> None:
+        """The lease is gone: close the session, which ends its candidate lock, so the new
+        holder can lock (a batch left open is the new holder's to settle). Not an unlock
+        first: on a dropped session that would open a new one."""
+        self.session.close()
+        self.tenure.stood_down()
+
+    def _let_go(self) -> None:
+        """Clean stop: release the router session, and the lease so a peer takes over now."""
+        if self.tenure.next_move(time.monotonic()) in (Move.WORK, Move.STAND_DOWN):
+            self._stand_down()
+        try:
+            self.lease.release()
+        except Exception as exc:
+            log.warning("%s: releasing the lease: %s", self.device.name, exc)
+
+    # -- work ---------------------------------------------------------------------------
+
+    def _work(self) -> bool:
         jobs = self._pending_jobs()
         expired = self._cancel_expiring_batch()
         if not jobs:
@@ -303,12 +392,18 @@ class RouterWorker(Worker):
         return jobs
 
     def _open_batch(self) -> AgentBatch | None:
+        batches = self._open_batches()
+        return batches[0] if batches else None
+
+    def _open_batches(self) -> list[AgentBatch]:
         with self.session_factory() as db:
-            return db.scalars(
-                select(AgentBatch).where(
-                    AgentBatch.router_name == self.device.name, AgentBatch.state == OPEN
+            return list(
+                db.scalars(
+                    select(AgentBatch)
+                    .where(AgentBatch.router_name == self.device.name, AgentBatch.state == OPEN)
+                    .order_by(AgentBatch.created_at)
                 )
-            ).first()
+            )
 
     def _find_member(self, command: provisioning_pb2.ProvisioningCommand) -> AgentBatch | None:
         """The newest batch holding this saga's circuit on this router."""
@@ -335,6 +430,7 @@ class RouterWorker(Worker):
         """Store the batch, reply to and log each result, mark the jobs done: one transaction."""
         now = utcnow()
         with self.session_factory() as db, db.begin():
+            self.lease.fence(db)
             if batch is not None:
                 self._save_batch(batch, db)
             ids = {r.job.row_id for r in results} | {j.row_id for j in done_jobs}
@@ -562,6 +658,7 @@ class RouterWorker(Worker):
         # Recorded before the commit: if the agent dies right after it, the restart finds
         # the batch and cancels it instead of leaving the router locked until the timeout.
         with self.session_factory() as db, db.begin():
+            self.lease.fence(db)
             self._save_batch(batch, db)
         try:
             self.session.confirmed_commit(persist_id, timeout_s)
@@ -810,7 +907,7 @@ class RouterWorker(Worker):
         finally:
             self._release()
 
-    # -- expiry and restart -------------------------------------------------------------
+    # -- expiry and takeover ------------------------------------------------------------
 
     def _cancel_expiring_batch(self) -> bool:
         batch = self._open_batch()
@@ -832,19 +929,59 @@ class RouterWorker(Worker):
         )
         return True
 
-    def _cancel_open_batches(self) -> None:
-        """At start: a batch left open by a previous run is cancelled (it is not ours to
-        confirm any more; the saga decides again on the failure reply)."""
-        batch = self._open_batch()
-        if batch is None:
-            return
-        with self._step_span("cancel batch left open", []):
-            try:
-                self._cancel_quietly(batch.persist_id)
-            except Exception:
-                log.exception(
-                    "%s: cancelling batch %s at start", self.device.name, batch.persist_id
-                )
-            results: list[StepResult] = []
-            self._close_reverted(batch, results)
-            self._finish(results, batch)
+    def _settle_left_open(self) -> None:
+        """On acquiring the lease (at start, or taking over from a peer whose lease ran
+        out), before anything else on the router: settle each batch left open, by its
+        persist id (any session may; the previous holder's lock ended with its session)."""
+        for batch in self._open_batches():
+            confirming = [
+                j
+                for j in self._pending_jobs()
+                if j.command.action == CONFIRM
+                and batch.members.get(j.command.circuit_id, {}).get("saga_id") == j.command.saga_id
+            ]
+            settle = settle_left_open(
+                confirm_queued=bool(confirming),
+                rolled_back_in_candidate=any(
+                    m["state"] == ROLLED_BACK_IN_CANDIDATE for m in batch.members.values()
+                ),
+            )
+            with self._step_span(f"{settle.value} batch left open", confirming[:1]):
+                try:
+                    if settle is LeftOpen.CONFIRM:
+                        self.session.confirm(batch.persist_id)
+                    else:
+                        self.session.cancel(batch.persist_id)
+                except RouterFailure as exc:
+                    if exc.fault.kind is not FaultKind.RPC_ERROR or exc.fault.retryable:
+                        raise  # unreachable or locked: settled on the next try
+                    # Not pending any more: the previous holder ended it and died before
+                    # recording so. Running tells which way.
+                    outcome = "found ended"
+                    self._record_from_running(batch)
+                else:
+                    outcome = "confirmed" if settle is LeftOpen.CONFIRM else "cancelled"
+                    for member in batch.members.values():
+                        if member["state"] == UNDECIDED and settle is LeftOpen.CONFIRM:
+                            member["state"] = COMMITTED
+                results: list[StepResult] = []
+                self._close_reverted(batch, results)
+                self._finish(results, batch)
+            log.info(
+                "%s: batch %s left open by a previous holder %s",
+                self.device.name,
+                batch.persist_id,
+                outcome,
+            )
+
+    def _record_from_running(self, batch: AgentBatch) -> None:
+        """Each undecided member is committed if running holds what it meant to leave."""
+        running = running_subinterfaces(self.device.platform, self.session.running())
+        for member in batch.members.values():
+            if member["state"] not in (UNDECIDED, ROLLED_BACK_IN_CANDIDATE):
+                continue
+            have = running.get((member["interface"], member["vlan"]))
+            want = member["after"]
+            applied = have is None if want is None else not differences(want, have)
+            if applied:
+                member["state"] = COMMITTED

@@ -13,6 +13,8 @@ Other settings: ``IDC_PROVISIONING_INVENTORY`` (see inventory.py),
 ``IDC_PROVISIONING_RETRY_WINDOW_S`` (how long after approval a round that failed for a
 passing reason, e.g. an unreachable router, is retried, 600; 0 never retries),
 ``IDC_PROVISIONING_RETRY_BACKOFF_S`` (first wait between rounds, doubling, 5),
+``IDC_PROVISIONING_LEASE_S`` (time-to-live of an agent's lease on a router, renewed four
+times as often, 10: how long a dead agent's routers wait for a peer to take them over),
 ``IDC_PROVISIONING_TOPIC_SUFFIX`` (appended to every topic name, to keep deployments that
 share a Kafka cluster apart, e.g. tests; empty by default).
 """
@@ -42,6 +44,7 @@ from services.provisioning.coordinator import (
     Topics,
 )
 from services.provisioning.inventory import Inventory, load_inventory
+from services.provisioning.lease import LeaseTerms
 from services.provisioning.netconf import NetconfSession, read_running
 from services.provisioning.ops import ProvisioningOps
 from services.provisioning.rendering import Renderer
@@ -71,10 +74,18 @@ def agent_workers(
     renderer: Renderer,
     topic_names: Topics,
     telco: str,
+    lease_terms: LeaseTerms,
 ) -> list[Worker]:
     devices = inventory.of_telco(telco)
     routers = [
-        RouterWorker(d, NetconfSession(d), runtime.session_factory, renderer, topic_names.replies)
+        RouterWorker(
+            d,
+            NetconfSession(d),
+            runtime.session_factory,
+            renderer,
+            topic_names.replies,
+            lease_terms=lease_terms,
+        )
         for d in devices
     ]
     by_name = {w.device.name: w for w in routers}
@@ -110,6 +121,7 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
         retry_window_s=float(non_negative_int(env, "IDC_PROVISIONING_RETRY_WINDOW_S", 600)),
         retry_backoff_s=float(non_negative_int(env, "IDC_PROVISIONING_RETRY_BACKOFF_S", 5) or 5),
     )
+    lease_terms = LeaseTerms(float(non_negative_int(env, "IDC_PROVISIONING_LEASE_S", 10) or 10))
     kafka: KafkaSettings = runtime.settings.kafka
     ensure_topics(
         kafka.bootstrap,
@@ -145,7 +157,9 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
             DeadlineWorker(coordinator, runtime.session_factory),
         ]
     for agent_telco in SIDE_OF_TELCO if role == "all" else [telco] if role == "agent" else []:
-        workers += agent_workers(runtime, inventory, renderer, topic_names, agent_telco)
+        workers += agent_workers(
+            runtime, inventory, renderer, topic_names, agent_telco, lease_terms
+        )
     ops = ProvisioningOps(inventory, renderer, coordinator, runtime.session_factory)
 
     def register_servicers(server: grpc.Server) -> Sequence[str]:

@@ -1,4 +1,4 @@
-"""The provisioning service's own tables (migration 0002)."""
+"""The provisioning service's own tables (migrations 0002 and 0003)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,16 @@ class AgentBatch(ProvisioningBase):
     members: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RouterLease(ProvisioningBase):
+    """Which agent worker drives a router (see lease.py); expiry on the database's clock."""
+
+    __tablename__ = "router_leases"
+
+    router_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class SagaRow(ProvisioningBase):

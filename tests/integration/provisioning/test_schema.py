@@ -1,5 +1,5 @@
-"""Migration 0002 builds exactly the tables the provisioning service maps, on SQLite and
-PostgreSQL, and comes down again."""
+"""Migrations 0002 and 0003 build exactly the tables the provisioning service maps, on
+SQLite and PostgreSQL, and come down again."""
 
 from __future__ import annotations
 
