@@ -253,6 +253,7 @@ class RouterWorker(Worker):
             self._stand_down()
             return True
         if move is Move.TAKE_OVER:
+            log.info("%s: driven by %s from now on", self.device.name, self.holder)
             self._settle_left_open()
             self.tenure.took_over()
             self._work()

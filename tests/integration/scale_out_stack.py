@@ -5,8 +5,9 @@ stack's own (so nothing another test left behind is on them, and the order servi
 unsuffixed topics are nobody else's).
 
 Each telco's two agents share one database (the telco's, as in production where the agent
-runs in that telco's network): the command queue and the open confirmed-commit batches live
-there, so the agent that survives the other can find and resolve what the other left.
+runs in that telco's network): the command queue, the open confirmed-commit batches and the
+router leases live there, so one agent drives each router and the agent that survives the
+other takes its routers over and settles what the other left open.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ PROVISIONING_TIMINGS = {
     "IDC_PROVISIONING_CONFIRM_TIMEOUT_S": "30",
     "IDC_PROVISIONING_RETRY_BACKOFF_S": "1",
     "IDC_PROVISIONING_RETRY_WINDOW_S": "60",
+    # A killed agent's routers pass to its peer within about five seconds, inside the step
+    # deadline, so the sagas in flight need no new round.
+    "IDC_PROVISIONING_LEASE_S": "4",
 }
 
 
@@ -119,6 +123,7 @@ class ScaleOutStack:
     order_apis: list[ServiceProcess]
     processes: dict[str, ServiceProcess]
     tokens: dict[str, str]
+    agent_databases: dict[str, str]
     vlans: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
     _channels: dict[str, grpc.Channel] = field(default_factory=dict)
 
@@ -143,6 +148,17 @@ class ScaleOutStack:
         process = self.processes.pop(name)
         process.proc.send_signal(signal.SIGKILL)
         process.proc.wait(10)
+
+    def router_driver(self, telco: str, router: str) -> str:
+        """The name of the agent process holding the router's lease (services/provisioning/
+        lease.py; a holder is named host:pid:unique)."""
+        with psycopg.connect(self.agent_databases[telco].replace("+psycopg", "")) as db:
+            row = db.execute(
+                "SELECT holder FROM router_leases WHERE router_name = %s", (router,)).fetchone()
+        assert row is not None, f"no lease row for {router}"
+        pid = int(str(row[0]).split(":")[-2])
+        [name] = [n for n, p in self.processes.items() if p.proc.pid == pid]
+        return name
 
     def close(self) -> None:
         for channel in self._channels.values():
@@ -328,7 +344,8 @@ def scale_out_stack(work: Path, postgres_admin_url: str,
                     "IDC_PROVISIONING_DATABASE_URL": databases[f"agents_{telco}"]})
         processes: dict[str, ServiceProcess] = {}
         tokens = {who: f"idc_scale_{who}_{uuid.uuid4().hex}" for who in {**CUSTOMERS, **OPS}}
-        result = ScaleOutStack(work, routers, [], processes, tokens)
+        result = ScaleOutStack(work, routers, [], processes, tokens,
+                               {t: databases[f"agents_{t}"] for t in ("sg", "cq")})
         stack.callback(result.close)
         # The first instance on each database before the second: two instances migrating
         # one schema at the same moment is not what a deployment does (a migration Job runs
