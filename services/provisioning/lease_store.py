@@ -81,12 +81,9 @@ class SqlRouterLease:
 
     def fence(self, db: Session) -> None:
         """In the caller's transaction: renew the lease or raise LeaseLost (rolling back
-        whatever the transaction was about to record)."""
-        renewed = db.execute(
-            self._extend().where(
-                RouterLease.holder == self.holder, RouterLease.expires_at > clock()
-            )
-        )
+        whatever the transaction was about to record). Still ours even if it ran out
+        meanwhile (a slow step): only a claim by another worker changes the holder."""
+        renewed = db.execute(self._extend().where(RouterLease.holder == self.holder))
         if renewed.rowcount != 1:  # type: ignore[attr-defined]
             raise LeaseLost(f"{self.router_name}: the lease is no longer {self.holder}'s")
 

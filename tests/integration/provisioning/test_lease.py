@@ -145,12 +145,23 @@ def test_the_lease_has_one_holder_and_a_fenced_write_fails_for_any_other(pair: P
         first.fence(db)
     with pytest.raises(LeaseLost), pair.factory() as db, db.begin():
         second.fence(db)
-    # Not renewed: it runs out on the database's clock and the other may take it.
+    # Not renewed: it runs out on the database's clock and the other may take it...
     wait_for("the lease to run out", second.claim)
+    # ...after which the first may record nothing more.
     with pytest.raises(LeaseLost), pair.factory() as db, db.begin():
         first.fence(db)
     second.release()
     assert first.claim()
+    # A slow step outlasting the lease may still record while nobody else claimed it.
+    wait_for("the lease to run out unclaimed", lambda: ran_out(pair))
+    with pair.factory() as db, db.begin():
+        first.fence(db)
+    assert not second.claim()  # the fence renewed it
+
+
+def ran_out(pair: Pair) -> bool:
+    with pair.factory() as db:
+        return bool(db.scalar(select(RouterLease.expires_at <= clock())))
 
 
 def test_only_the_lease_holder_drives_the_router(pair: Pair) -> None:
@@ -308,8 +319,7 @@ def test_a_stopped_worker_hands_the_router_over_without_waiting_out_the_lease(
         stops[holder].set()
         threads[holder].join(30)
         # The lease was released, not left to run out...
-        with pair.factory() as db:
-            assert db.scalar(select(RouterLease.expires_at <= clock()))
+        assert ran_out(pair)
         # ...so the other worker takes over on its next claim and cancels the batch the
         # stopped one left open.
         wait_for("the open batch to be settled", lambda: not pair.open_batches())
