@@ -3,8 +3,8 @@ called with the signed-in person's own token (so every rule is the API's, not ou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 
 import grpc
 from grpc import aio
@@ -65,6 +65,24 @@ def _refused(service: str, error: aio.AioRpcError) -> Refused:
     return Refused(service, code.name, error.details() or code.name.lower())
 
 
+T = TypeVar("T")
+
+
+async def _collect(fetch_page: Callable[[str], Awaitable[tuple[Sequence[T], str]]]) -> list[T]:
+    """Every item of a paginated order-service list, up to MAX_ITEMS."""
+    found: list[T] = []
+    page = ""
+    try:
+        while len(found) < MAX_ITEMS:
+            items, page = await fetch_page(page)
+            found += items
+            if not page:
+                break
+    except aio.AioRpcError as error:
+        raise _refused("order", error) from None
+    return found
+
+
 class GrpcBackend:
     """Async gRPC clients of both services; create inside the running event loop."""
 
@@ -84,21 +102,14 @@ class GrpcBackend:
     # -- order service -----------------------------------------------------------------
 
     async def pending(self, token: str) -> list[approvals_pb.PendingApproval]:
-        found: list[approvals_pb.PendingApproval] = []
-        page = ""
-        try:
-            while len(found) < MAX_ITEMS:
-                reply = await self._approvals.ListPendingApprovals(
-                    approvals_pb.ListPendingApprovalsRequest(page_size=PAGE_SIZE,
-                                                             page_token=page),
-                    metadata=call_metadata(token), timeout=self._timeout)
-                found += reply.pending_approvals
-                page = reply.next_page_token
-                if not page:
-                    break
-        except aio.AioRpcError as error:
-            raise _refused("order", error) from None
-        return found
+        async def page(page_token: str) -> tuple[Sequence[approvals_pb.PendingApproval], str]:
+            reply = await self._approvals.ListPendingApprovals(
+                approvals_pb.ListPendingApprovalsRequest(page_size=PAGE_SIZE,
+                                                         page_token=page_token),
+                metadata=call_metadata(token), timeout=self._timeout)
+            return reply.pending_approvals, reply.next_page_token
+
+        return await _collect(page)
 
     async def approve(self, token: str, order_id: str, payload_sha256: str,
                       comment: str) -> order_pb2.Order:
@@ -153,38 +164,23 @@ class GrpcBackend:
         return reply.circuit
 
     async def circuits(self, token: str) -> list[circuit_pb2.Circuit]:
-        found: list[circuit_pb2.Circuit] = []
-        page = ""
-        try:
-            while len(found) < MAX_ITEMS:
-                reply = await self._orders.ListCircuits(
-                    orders_pb.ListCircuitsRequest(page_size=PAGE_SIZE, page_token=page),
-                    metadata=call_metadata(token), timeout=self._timeout)
-                found += reply.circuits
-                page = reply.next_page_token
-                if not page:
-                    break
-        except aio.AioRpcError as error:
-            raise _refused("order", error) from None
-        return found
+        async def page(page_token: str) -> tuple[Sequence[circuit_pb2.Circuit], str]:
+            reply = await self._orders.ListCircuits(
+                orders_pb.ListCircuitsRequest(page_size=PAGE_SIZE, page_token=page_token),
+                metadata=call_metadata(token), timeout=self._timeout)
+            return reply.circuits, reply.next_page_token
+
+        return await _collect(page)
 
     async def completed_orders(self, token: str) -> list[order_pb2.Order]:
-        found: list[order_pb2.Order] = []
-        page = ""
-        try:
-            while len(found) < MAX_ITEMS:
-                reply = await self._orders.ListOrders(
-                    orders_pb.ListOrdersRequest(
-                        page_size=PAGE_SIZE, page_token=page,
-                        states=[order_pb2.ORDER_STATE_COMPLETED]),
-                    metadata=call_metadata(token), timeout=self._timeout)
-                found += reply.orders
-                page = reply.next_page_token
-                if not page:
-                    break
-        except aio.AioRpcError as error:
-            raise _refused("order", error) from None
-        return found
+        async def page(page_token: str) -> tuple[Sequence[order_pb2.Order], str]:
+            reply = await self._orders.ListOrders(
+                orders_pb.ListOrdersRequest(page_size=PAGE_SIZE, page_token=page_token,
+                                            states=[order_pb2.ORDER_STATE_COMPLETED]),
+                metadata=call_metadata(token), timeout=self._timeout)
+            return reply.orders, reply.next_page_token
+
+        return await _collect(page)
 
     async def capacity(self, token: str) -> capacity_pb2.Capacity:
         try:
