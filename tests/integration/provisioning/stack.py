@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,20 @@ class Stack:
 
     def metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.token}")]
+
+
+@contextmanager
+def launched(
+    bootstrap: str,
+    work: Path,
+    routers: Iterable[Router],
+    roles: Mapping[str, dict[str, str]] | None = None,
+    **settings: str,
+) -> Iterator[Stack]:
+    """A Stack with its processes started (one process with every role by default)."""
+    stack = Stack(bootstrap, work, routers, **settings)
+    try:
+        stack.launch(dict(roles) if roles is not None else {"all": {}})
+        yield stack
+    finally:
+        stack.close()

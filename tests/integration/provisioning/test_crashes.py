@@ -27,7 +27,7 @@ from services.provisioning.crashpoints import (
 from services.provisioning.saga import Step
 from services.provisioning.tables import SagaRow
 from tests.integration.provisioning.helpers import circuit, wait_for
-from tests.integration.provisioning.stack import Stack
+from tests.integration.provisioning.stack import Stack, launched
 
 pytestmark = pytest.mark.integration
 
@@ -45,29 +45,25 @@ NO_CRASH = {ENV: ""}
 def stack(
     routers: RouterFleet, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    s = Stack(
+    roles = {
+        "coordinator": {
+            **COORDINATOR,
+            ENV: f"{COORDINATOR_AFTER_FIRST_CONFIRM}:{COORDINATOR_KILLED}",
+        },
+        "agent-sg": AGENT_SG,
+        "agent-cq": {**AGENT_CQ, ENV: f"{AGENT_AFTER_CONFIRMED_COMMIT}:{AGENT_KILLED}"},
+    }
+    with launched(
         kafka_bootstrap,
         tmp_path_factory.mktemp("crashes"),
         routers,
+        roles,
         IDC_PROVISIONING_CONFIRM_TIMEOUT_S=str(CONFIRM_TIMEOUT_S),
         IDC_PROVISIONING_STEP_DEADLINE_S="3",
         IDC_PROVISIONING_RETRY_WINDOW_S="60",
         IDC_PROVISIONING_RETRY_BACKOFF_S="1",
-    )
-    try:
-        s.launch(
-            {
-                "coordinator": {
-                    **COORDINATOR,
-                    ENV: f"{COORDINATOR_AFTER_FIRST_CONFIRM}:{COORDINATOR_KILLED}",
-                },
-                "agent-sg": AGENT_SG,
-                "agent-cq": {**AGENT_CQ, ENV: f"{AGENT_AFTER_CONFIRMED_COMMIT}:{AGENT_KILLED}"},
-            }
-        )
+    ) as s:
         yield s
-    finally:
-        s.close()
 
 
 def killed(stack: Stack, name: str) -> None:

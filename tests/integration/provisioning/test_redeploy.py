@@ -16,7 +16,7 @@ from services.common.devstack.netconf import RouterFleet
 from services.provisioning.circuits import Operation, Side, circuit_end
 from services.provisioning.rendering import Renderer
 from tests.integration.provisioning.helpers import circuit, remove_vlans, wait_for
-from tests.integration.provisioning.stack import Stack
+from tests.integration.provisioning.stack import Stack, launched
 
 pytestmark = pytest.mark.integration
 
@@ -29,18 +29,14 @@ MODIFY = circuit_operation_pb2.CIRCUIT_OPERATION_MODIFY
 def stack(
     routers: RouterFleet, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    s = Stack(
+    with launched(
         kafka_bootstrap,
         tmp_path_factory.mktemp("redeploy"),
         routers,
         IDC_PROVISIONING_CONFIRM_TIMEOUT_S="30",
         IDC_PROVISIONING_STEP_DEADLINE_S="20",
-    )
-    try:
-        s.launch({"all": {}})
+    ) as s:
         yield s
-    finally:
-        s.close()
 
 
 def _sync(stack: Stack) -> dict[str, pb.DeviceSyncStatus]:

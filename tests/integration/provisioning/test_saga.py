@@ -20,7 +20,7 @@ from services.provisioning.circuits import Operation, Side, circuit_end
 from services.provisioning.rendering import Renderer
 from services.provisioning.tables import LogEntry
 from tests.integration.provisioning.helpers import circuit, subinterfaces, wait_for
-from tests.integration.provisioning.stack import PRICE, Stack, approvals_for
+from tests.integration.provisioning.stack import PRICE, Stack, approvals_for, launched
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +31,14 @@ VLANS = itertools.count(3000)
 def stack(
     routers: RouterFleet, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    s = Stack(
+    with launched(
         kafka_bootstrap,
         tmp_path_factory.mktemp("provisioning"),
         routers,
         IDC_PROVISIONING_CONFIRM_TIMEOUT_S="30",
         IDC_PROVISIONING_STEP_DEADLINE_S="20",
-    )
-    try:
-        s.launch({"all": {}})
+    ) as s:
         yield s
-    finally:
-        s.close()
 
 
 def test_plan_then_create_modify_disconnect(stack: Stack) -> None:
