@@ -18,7 +18,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +28,6 @@ from xml.etree import ElementTree as ET
 
 import grpc
 import psycopg
-from psycopg import sql
 
 from idc.ops.v1 import approval_service_pb2 as approvals_pb
 from idc.ops.v1 import approval_service_pb2_grpc as approvals_grpc
@@ -44,6 +43,7 @@ from services.common.devstack.services import ServiceProcess, start_service, wai
 from services.common.grpc_server import call_metadata
 from services.provisioning.netconf import NetconfSession
 from services.provisioning.observe import CQ_IFM, OC_IF
+from tests.fixtures.database import postgres_databases
 from tests.fixtures.netconf import ROUTER_SPECS
 from tests.integration.provisioning.helpers import device_of
 from tests.integration.provisioning.stack import FAST
@@ -86,25 +86,6 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.2)
-
-
-@contextmanager
-def postgres_databases(admin_url: str, names: Iterable[str]) -> Iterator[dict[str, str]]:
-    """Fresh databases on the server of ``admin_url``, one per name, dropped after."""
-    base = admin_url.rpartition("/")[0]
-    prefix = f"idc_scale_{uuid.uuid4().hex[:8]}"
-    urls = {name: f"{base}/{prefix}_{name}" for name in names}
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        for url in urls.values():
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(
-                sql.Identifier(url.rpartition("/")[2])))
-    try:
-        yield urls
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            for url in urls.values():
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(url.rpartition("/")[2])))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ Invariants, after each phase:
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import grpc
 import pytest
 
 from idc.order.v1 import order_pb2
+from tests.fixtures.database import require_postgres
 from tests.integration.scale_out_stack import (
     CQ_PORTS,
     PORT_SPEED_MBPS,
@@ -35,7 +35,7 @@ from tests.integration.scale_out_stack import (
     ScaleOutStack,
     scale_out_stack,
 )
-from tools.prereqs import postgres_answers, postgres_url
+from tools.prereqs import postgres_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,11 +52,7 @@ HOLDING = {order_pb2.ORDER_STATE_COMPLETED}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleOutStack]:
     admin_url = postgres_url()
-    if not postgres_answers(admin_url):
-        message = f"PostgreSQL does not answer at {admin_url} (set IDC_TEST_DATABASE_URL)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + "; the PostgreSQL run is mandatory under CI")
-        pytest.skip(message)
+    require_postgres(admin_url)
     work: Path = tmp_path_factory.mktemp("scale-out")
     with scale_out_stack(work, admin_url, CHANNEL_CAPACITY_MBPS) as running:
         yield running
