@@ -6,7 +6,8 @@ children of the test session or of ``make run``. Each child:
 * runs in its own session and process group (``start_new_session=True``), so it and
   anything it forks can be stopped together with :func:`stop`;
 * asks the Linux kernel to send it ``SIGTERM`` when its parent thread dies
-  (``prctl(PR_SET_PDEATHSIG, SIGTERM)``), so a killed test session leaves no orphans;
+  (``PR_SET_PDEATHSIG``, set by util-linux ``setpriv`` right before it executes the
+  program), so a killed test session leaves no orphans;
 * writes its stdout and stderr to a log file, whose tail is quoted in errors.
 
 Public API::
@@ -22,9 +23,8 @@ Public API::
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import Self
 
 __all__ = ["DevstackError", "Peer", "free_port", "log_tail", "spawn", "stop", "wait_for_port"]
-
-_PR_SET_PDEATHSIG = 1
 
 
 class DevstackError(RuntimeError):
@@ -56,25 +54,16 @@ class Peer:
         self.close()
 
 
-def _load_libc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    name = ctypes.util.find_library("c") or "libc.so.6"
-    try:
-        return ctypes.CDLL(name, use_errno=True)
-    except OSError:
-        return None
+# setpriv (util-linux, essential on Debian) sets the death signal and then executes the
+# program. Doing it in a preexec_fn instead can deadlock: forking with a Python callback
+# from a process whose other threads hold interpreter locks (gRPC, Kafka clients) hangs.
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
-# Loaded once in the parent: the preexec function runs between fork and exec, where
-# loading a library is not safe.
-_LIBC = _load_libc()
-
-
-def _set_parent_death_signal() -> None:
-    """Runs in the child between fork and exec: SIGTERM the child when its parent dies."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+def _with_death_signal(args: list[str]) -> list[str]:
+    if _SETPRIV is None:
+        return args
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *args]
 
 
 def spawn(
@@ -97,17 +86,18 @@ def spawn(
     log = Path(log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
     args = [os.fspath(a) for a in argv]
+    if shutil.which(args[0], path=(env or os.environ).get("PATH")) is None:
+        raise DevstackError(f"cannot start {args[0]}: no such executable")
     with log.open("ab") as out:
         try:
             return subprocess.Popen(
-                args,
+                _with_death_signal(args),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=_set_parent_death_signal,  # noqa: PLW1509 - no threads fork here
                 close_fds=True,
             )
         except OSError as exc:
