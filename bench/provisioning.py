@@ -32,6 +32,7 @@ from services.common.events import EventRegistry, decode_record, encode_event
 from services.common.events.envelope import UnknownEventTypeError
 from services.common.events.topics import CIRCUIT_EVENTS, ORDER_EVENTS
 from services.provisioning.circuits import Operation, Side, circuit_end
+from services.provisioning.merge import merge_configs
 from services.provisioning.rendering import Renderer
 
 # Interfaces: the product's circuits, the floor's, and the preload, kept apart.
@@ -107,13 +108,13 @@ class Routers:
         self.both(lambda side, manager: manager.commit(persist_id=persist))
 
     def apply(self, operation: Operation, circuits: Sequence[common_pb2.CircuitParameters]) -> None:
-        """Many circuits in one plain commit per router (preload and cleanup, not timed)."""
+        """Many circuits in one edit and one plain commit per router (preload and cleanup,
+        not timed): one edit per circuit costs a few hundred ms on a router holding 2,000."""
         def step(side: Side, manager: Any) -> None:
+            config = merge_configs([self.payload(side, operation, p) for p in circuits])
             manager.lock(target="candidate")
             try:
-                for params in circuits:
-                    manager.edit_config(target="candidate",
-                                        config=self.payload(side, operation, params))
+                manager.edit_config(target="candidate", config=config)
                 manager.commit()
             finally:
                 manager.discard_changes()

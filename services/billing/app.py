@@ -6,7 +6,6 @@ in services/billing/data/); a malformed file stops the process at start with the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,12 +13,11 @@ import grpc
 
 from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from services.billing.cycle import BillingCycle, utcnow
-from services.billing.domain.entities import BillingDirectory, parse_directory
+from services.billing.directory import load_directory
 from services.billing.ingest import contracts_consumer, usage_consumer
 from services.billing.servicer import BillingServicer
 from services.billing.store import SqlBillingStore
 from services.common.config import ConfigError
-from services.common.errors import InvalidArgument
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
 from services.common.servicers import register
@@ -27,18 +25,6 @@ from services.common.servicers import register
 NAME = "billing"
 DEFAULT_PORT = 50053
 MIGRATIONS = Path(__file__).parent / "migrations"
-ENTITIES_ENV = "IDC_BILLING_ENTITIES_FILE"
-DEFAULT_ENTITIES = Path(__file__).parent / "data" / "billing_entities.toml"
-
-
-def load_directory(path: Path | None = None) -> BillingDirectory:
-    path = path or Path(os.environ.get(ENTITIES_ENV) or DEFAULT_ENTITIES)
-    try:
-        return parse_directory(path.read_text(encoding="utf-8"), str(path))
-    except OSError as error:
-        raise ConfigError(f"{ENTITIES_ENV}: cannot read {path}: {error}") from error
-    except InvalidArgument as error:
-        raise ConfigError(f"{ENTITIES_ENV}: {error.message}") from error
 
 
 def make_app(runtime: ServiceRuntime) -> GrpcApp:

@@ -5,7 +5,10 @@ What happens in a run (RunBillingCycle), in order:
 1. take the contracts (circuit changes) received up to the cut-off and group circuits by
    customer; keep the customers of the requested billing entity and tenants;
 2. per customer: rate every circuit with a segment in the month (rating.rate_circuit)
-   over the valid usage received up to the cut-off; then, for each of the customer's
+   over the valid usage received up to the cut-off: from the usage peaks kept as samples
+   arrived (domain/peaks.py) where they stand for exactly those samples, otherwise from
+   the samples themselves (a change splitting the month's samples, a cut-off earlier than
+   some of them, a customer time zone changed); then, for each of the customer's
    finalised invoices of earlier months that got usage or changes after their own cut-off,
    rate that month again and add the differences as ADJUSTMENT lines;
 3. write the invoice in its own transaction: created, or recomputed in place while DRAFT
@@ -20,12 +23,13 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Protocol
 
 from services.billing.domain.contracts import ContractChange, Segment, build_segments
 from services.billing.domain.entities import BillingDirectory, Customer
+from services.billing.domain.peaks import KeptMonth, NeedsScan, usable
 from services.billing.domain.percentile import Sample
 from services.billing.domain.rating import (
     BillingMonth,
@@ -55,12 +59,16 @@ class BillingStore(Protocol):
         self, circuit_id: str, start: datetime, end: datetime, as_of: datetime
     ) -> list[Sample]: ...
 
+    def kept_months(self, month: BillingMonth) -> dict[str, list[KeptMonth]]: ...
+
     def news_since(
         self, circuit_ids: Sequence[str], start: datetime, end: datetime,
         after: datetime, until: datetime,
     ) -> bool: ...
 
-    def conflicts(self, circuit_ids: Sequence[str], start: datetime, end: datetime) -> int: ...
+    def conflicts_between(self, start: datetime, end: datetime) -> list[tuple[str, datetime]]: ...
+
+    def tenants_with_finalized_before(self, month: BillingMonth) -> set[str]: ...
 
     def finalized_before(self, tenant_id: str, month: BillingMonth) -> list[StoredInvoice]: ...
 
@@ -111,6 +119,8 @@ class Summary:
     skipped_finalized: int = 0
     adjustment_lines: int = 0
     circuits_billed: int = 0
+    # Rated from the samples rather than the kept peaks (see the module docstring).
+    circuits_scanned: int = 0
     invoice_ids: list[str] = field(default_factory=list)
     totals: dict[str, Decimal] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -120,6 +130,7 @@ class Summary:
             "created": self.created, "updated": self.updated, "unchanged": self.unchanged,
             "skipped_finalized": self.skipped_finalized,
             "adjustment_lines": self.adjustment_lines, "circuits_billed": self.circuits_billed,
+            "circuits_scanned": self.circuits_scanned,
             "invoice_ids": self.invoice_ids,
             "totals": {k: f"{v:f}" for k, v in self.totals.items()},
             "warnings": self.warnings,
@@ -161,9 +172,10 @@ class BillingCycle:
         circuits_total = sum(len(c) for _, c in customers)
         yield Progress("RATING", circuits_total=circuits_total, invoices_total=len(customers))
         circuits_done = invoices_done = 0
+        reads = _RunReads(self._store, request.month, as_of)
         for customer, circuits in customers:
             try:
-                draft = self._draft(customer, circuits, request.month, as_of, summary)
+                draft = self._draft(customer, circuits, request.month, reads, summary)
             except DomainError as error:
                 summary.warnings.append(f"customer {customer.tenant_id} not invoiced: {error}")
                 log.warning("billing %s for %s: %s", request.month, customer.tenant_id, error)
@@ -205,22 +217,24 @@ class BillingCycle:
         customer: Customer,
         circuits: Mapping[str, list[Segment]],
         month: BillingMonth,
-        as_of: datetime,
+        reads: _RunReads,
         summary: Summary,
     ) -> InvoiceDraft | None:
         invoice_id = invoice_id_for(customer.tenant_id, month)
         start, end = month.window(customer.time_zone)
         active = {c: s for c, s in circuits.items() if any(x.overlaps(start, end) for x in s)}
         currency = _currency(customer, active, circuits)
-        lines = self._rate(customer, active, month, as_of, currency)
+        lines = self._rate(customer, active, month, reads, currency, summary)
         summary.circuits_billed += len(active)
-        conflicts = self._store.conflicts(sorted(active), start, end)
+        conflicts = sum(
+            start <= interval < end for c in active for interval in reads.conflicts.get(c, ())
+        )
         if conflicts:
             summary.warnings.append(
                 f"customer {customer.tenant_id}: {conflicts} conflicting usage report(s) set "
                 "aside in the month (first report billed)"
             )
-        adjustments = self._adjustments(customer, circuits, month, as_of, invoice_id, currency)
+        adjustments = self._adjustments(customer, circuits, month, reads, invoice_id, currency)
         summary.adjustment_lines += len(adjustments)
         if not active and not adjustments:
             return None
@@ -235,16 +249,27 @@ class BillingCycle:
         customer: Customer,
         circuits: Mapping[str, list[Segment]],
         month: BillingMonth,
-        as_of: datetime,
+        reads: _RunReads,
         currency: str,
+        summary: Summary | None = None,
     ) -> list[Line]:
-        start, end = month.window(customer.time_zone)
+        zone = customer.time_zone
+        kept = reads.kept(month)
         lines: list[Line] = []
         for circuit_id in sorted(circuits):
-            samples = self._store.samples(circuit_id, start, end, as_of)
-            lines += rate_circuit(
-                circuits[circuit_id], samples, month, customer.time_zone, currency
-            )
+            segments = circuits[circuit_id]
+            state = usable(kept.get(circuit_id, ()), zone.key, month, reads.as_of)
+            if state is not None:
+                try:
+                    lines += rate_circuit(segments, state, month, zone, currency)
+                    continue
+                except NeedsScan:
+                    pass
+            if summary is not None:
+                summary.circuits_scanned += 1
+            start, end = month.window(zone)
+            samples = self._store.samples(circuit_id, start, end, reads.as_of)
+            lines += rate_circuit(segments, samples, month, zone, currency)
         return lines
 
     def _adjustments(
@@ -252,10 +277,12 @@ class BillingCycle:
         customer: Customer,
         circuits: Mapping[str, list[Segment]],
         month: BillingMonth,
-        as_of: datetime,
+        reads: _RunReads,
         invoice_id: str,
         currency: str,
     ) -> list[Line]:
+        if customer.tenant_id not in reads.finalized_tenants:
+            return []
         adjustments: list[Line] = []
         for original in self._store.finalized_before(customer.tenant_id, month):
             start, end = original.month.window(customer.time_zone)
@@ -264,7 +291,7 @@ class BillingCycle:
                 | {c for c, segs in circuits.items() if any(x.overlaps(start, end) for x in segs)}
             )
             if not billed_circuits or not self._store.news_since(
-                billed_circuits, start, end, original.as_of_time, as_of
+                billed_circuits, start, end, original.as_of_time, reads.as_of
             ):
                 continue
             if original.currency != currency:
@@ -273,7 +300,7 @@ class BillingCycle:
                     f"this month in {currency}"
                 )
             then = {c: circuits[c] for c in billed_circuits if c in circuits}
-            recomputed = self._rate(customer, then, original.month, as_of, currency)
+            recomputed = self._rate(customer, then, original.month, reads, currency)
             own_lines = {
                 s.line.key: s.line for s in original.lines if not s.line.adjusts_invoice_id
             }
@@ -299,6 +326,28 @@ class BillingCycle:
             summary.unchanged += 1
         else:
             summary.skipped_finalized += 1
+
+
+class _RunReads:
+    """What a run reads once for all its customers instead of once per customer."""
+
+    def __init__(self, store: BillingStore, month: BillingMonth, as_of: datetime) -> None:
+        self.as_of = as_of
+        self._store = store
+        self._kept: dict[BillingMonth, dict[str, list[KeptMonth]]] = {}
+        # A day either side holds the month in every time zone (offsets are under 15 h).
+        first = datetime.combine(month.first_day, time(0), UTC) - timedelta(days=1)
+        last = datetime.combine(month.next.first_day, time(0), UTC) + timedelta(days=1)
+        self.conflicts: dict[str, list[datetime]] = defaultdict(list)
+        for circuit_id, interval_start in store.conflicts_between(first, last):
+            self.conflicts[circuit_id].append(interval_start)
+        self.finalized_tenants = store.tenants_with_finalized_before(month)
+
+    def kept(self, month: BillingMonth) -> dict[str, list[KeptMonth]]:
+        """Every circuit's usage peaks of the month and its neighbours (see peaks.usable)."""
+        if month not in self._kept:
+            self._kept[month] = self._store.kept_months(month)
+        return self._kept[month]
 
 
 def _currency(

@@ -1,30 +1,41 @@
 """Consumers of the billing service: usage samples and circuit lifecycle events.
 
-Both run inside the EventConsumer's transaction (inbox + handler + commit), so a
-redelivered event has no second effect. A usage sample is stored once per circuit and
-interval: an identical duplicate (same interval, another event id) is dropped, a different
-one is kept aside in ``billing_usage_conflicts`` and logged, never billed. Every row records
-when it was received, so a billing run "as of" a cutoff is reproducible.
+Both run inside the consumer's transaction (inbox + handler + commit), so a redelivered
+event has no second effect: usage samples a poll at a time (BatchEventConsumer, bulk
+inserts), contract events one by one. A usage sample is stored once per circuit and
+interval, within a batch as across batches: an identical duplicate (same interval, another
+event id) is dropped, a different one is kept aside in ``billing_usage_conflicts`` and
+logged, never billed; the usage peaks get exactly the samples stored. An invalid sample is
+rejected (dead-lettered) without holding up the others. Every row records when it was
+received, so a billing run "as of" a cutoff is reproducible.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from idc.events.v1 import circuit_pb2, common_pb2, usage_pb2
 from services.billing.domain.contracts import ChangeKind
 from services.billing.domain.money import minor_unit, parse_amount
+from services.billing.peaks import record_samples
 from services.billing.tables import CircuitChangeRow, UsageConflictRow, UsageSampleRow
 from services.common.config import KafkaSettings
 from services.common.errors import InvalidArgument
-from services.common.events import EventConsumer, EventRegistry
+from services.common.events import (
+    BatchEventConsumer,
+    EventConsumer,
+    EventRegistry,
+    RejectedItems,
+)
+from services.common.events.bulk import insert_new
 from services.common.events.catalog import circuit_topic_registry
 from services.common.events.envelope import Envelope
 from services.common.events.topics import CIRCUIT_EVENTS, USAGE_SAMPLES
@@ -33,6 +44,7 @@ log = logging.getLogger(__name__)
 
 USAGE_GROUP = "billing.usage-ingest"
 CONTRACTS_GROUP = "billing.contracts"
+USAGE_BATCH = 5000  # records per poll and transaction, at most
 MAX_OCTETS = 2**63 - 1  # BIGINT; 260 Gbps for 5 minutes is about 10^13
 
 Clock = Callable[[], datetime]
@@ -48,62 +60,63 @@ USAGE_REGISTRY = EventRegistry([usage_pb2.UsageSample])
 CIRCUIT_REGISTRY = circuit_topic_registry()
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _instant(stamp: Timestamp, field: str) -> datetime:
-    if stamp.seconds == 0 and stamp.nanos == 0:
+    moment = _optional_instant(stamp, field)
+    if moment is None:
         raise InvalidArgument.for_field(field, "is required")
-    return stamp.ToDatetime(tzinfo=UTC)
+    return moment
 
 
-def _optional_instant(stamp: Timestamp) -> datetime | None:
+def _optional_instant(stamp: Timestamp, field: str) -> datetime | None:
     if stamp.seconds == 0 and stamp.nanos == 0:
         return None
-    return stamp.ToDatetime(tzinfo=UTC)
+    # Timestamp.ToDatetime, without its cost (it is paid per sample); nanos toward zero.
+    try:
+        return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=int(stamp.nanos / 1000))
+    except OverflowError as error:
+        raise InvalidArgument.for_field(field, "is out of range") from error
 
 
 class UsageIngest:
-    """Handler of idc.events.v1.UsageSample."""
+    """Handler of idc.events.v1.UsageSample: :meth:`batch` for a poll's events, or one
+    event at a time by calling the instance."""
 
     def __init__(self, clock: Clock = utcnow) -> None:
         self._clock = clock
 
     def __call__(self, session: Session, event: Message, envelope: Envelope) -> None:
-        if not isinstance(event, usage_pb2.UsageSample):
-            raise InvalidArgument(f"unexpected {envelope.event_type} on {envelope.topic}")
-        row = self.row_for(event, envelope.event_id)
-        stored = session.scalars(
-            select(UsageSampleRow).where(
-                UsageSampleRow.circuit_id == row.circuit_id,
-                UsageSampleRow.interval_start == row.interval_start,
-            )
-        ).first()
-        if stored is None:
-            session.add(row)
-            return
-        if _same_measurement(stored, row):
-            log.debug("duplicate sample %s for %s dropped", envelope.event_id, row.circuit_id)
-            return
-        log.warning(
-            "conflicting sample %s for circuit %s interval %s: kept %s, set %s aside",
-            envelope.event_id, row.circuit_id, row.interval_start.isoformat(),
-            stored.event_id, envelope.event_id,
-        )
-        session.add(
-            UsageConflictRow(
-                circuit_id=row.circuit_id,
-                interval_start=row.interval_start,
-                interval_seconds=row.interval_seconds,
-                bytes_in=row.bytes_in,
-                bytes_out=row.bytes_out,
-                valid=row.valid,
-                invalid_reason=row.invalid_reason,
-                router_name=row.router_name,
-                event_id=row.event_id,
-                kept_event_id=stored.event_id,
-                received_at=row.received_at,
-            )
-        )
+        try:
+            self.batch(session, [(event, envelope)])
+        except RejectedItems as rejected:
+            raise next(iter(rejected.errors.values())) from None
 
-    def row_for(self, event: usage_pb2.UsageSample, event_id: str) -> UsageSampleRow:
+    def batch(self, session: Session, items: Sequence[tuple[Message, Envelope]]) -> None:
+        """Store new samples, drop identical duplicates, set differing ones aside.
+
+        Every sample is validated first: invalid ones are rejected (dead-lettered by the
+        consumer) before anything is written, so they never poison the others.
+        """
+        received_at = self._clock()
+        rows: list[dict[str, Any]] = []
+        errors: dict[int, Exception] = {}
+        for index, (event, envelope) in enumerate(items):
+            try:
+                if not isinstance(event, usage_pb2.UsageSample):
+                    raise InvalidArgument(f"unexpected {envelope.event_type} on {envelope.topic}")
+                rows.append(self.row_for(event, envelope.event_id, received_at))
+            except InvalidArgument as error:
+                errors[index] = error
+        if errors:
+            raise RejectedItems(errors)
+        _store_samples(session, rows)
+
+    def row_for(
+        self, event: usage_pb2.UsageSample, event_id: str, received_at: datetime | None = None
+    ) -> dict[str, Any]:
+        """The ``billing_usage_samples`` row of ``event``; InvalidArgument if malformed."""
         if not event.circuit_id:
             raise InvalidArgument.for_field("circuit_id", "is required")
         if event.interval_seconds <= 0:
@@ -111,27 +124,86 @@ class UsageIngest:
         for field, value in (("bytes_in", event.bytes_in), ("bytes_out", event.bytes_out)):
             if value > MAX_OCTETS:
                 raise InvalidArgument.for_field(field, f"{value} octets is beyond any interval")
-        return UsageSampleRow(
-            circuit_id=event.circuit_id,
-            interval_start=_instant(event.interval_start_time, "interval_start_time"),
-            interval_seconds=event.interval_seconds,
-            bytes_in=event.bytes_in,
-            bytes_out=event.bytes_out,
-            valid=event.valid,
-            invalid_reason=event.invalid_reason[:64],
-            tenant_id=event.tenant_id,
-            router_name=event.router_name,
-            interface_name=event.interface_name,
-            read_time=_optional_instant(event.read_time),
-            event_id=event.event_id or event_id,
-            received_at=self._clock(),
+        return {
+            "circuit_id": event.circuit_id,
+            "interval_start": _instant(event.interval_start_time, "interval_start_time"),
+            "interval_seconds": event.interval_seconds,
+            "bytes_in": event.bytes_in,
+            "bytes_out": event.bytes_out,
+            "valid": event.valid,
+            "invalid_reason": event.invalid_reason[:64],
+            "tenant_id": event.tenant_id,
+            "router_name": event.router_name,
+            "interface_name": event.interface_name,
+            "read_time": _optional_instant(event.read_time, "read_time"),
+            "event_id": event.event_id or event_id,
+            "received_at": received_at or self._clock(),
+        }
+
+
+_SAMPLES = cast(Table, UsageSampleRow.__table__)
+_CONFLICTS = cast(Table, UsageConflictRow.__table__)
+_MEASUREMENT = ("interval_seconds", "bytes_in", "bytes_out", "valid")
+
+
+def _store_samples(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (in order; the first report of an interval wins, within the batch as
+    across batches); an identical later report is dropped, a differing one set aside."""
+    first: dict[tuple[str, datetime], Mapping[str, Any]] = {}
+    later: list[Mapping[str, Any]] = []
+    for row in rows:
+        key = (row["circuit_id"], row["interval_start"])
+        if key in first:
+            later.append(row)
+        else:
+            first[key] = row
+    interval = ["circuit_id", "interval_start"]
+    inserted = {
+        (row.circuit_id, row.interval_start)
+        for row in insert_new(session, _SAMPLES, list(first.values()), interval, interval)
+    }
+    again = [row for key, row in first.items() if key not in inserted] + later
+    if again:
+        _set_aside_conflicts(session, again)
+    # Exactly the samples stored now: the peaks stand for "every stored sample".
+    record_samples(session, [row for key, row in first.items() if key in inserted])
+
+
+def _set_aside_conflicts(session: Session, rows: list[Mapping[str, Any]]) -> None:
+    """``rows`` repeat an interval already stored: compare them with the stored report."""
+    columns = _SAMPLES.c
+    keys = {(row["circuit_id"], row["interval_start"]) for row in rows}
+    stored = {
+        (kept.circuit_id, kept.interval_start): kept
+        for kept in session.execute(
+            select(
+                columns.circuit_id, columns.interval_start, columns.event_id,
+                *(columns[name] for name in _MEASUREMENT),
+            ).where(tuple_(columns.circuit_id, columns.interval_start).in_(keys))
         )
+    }
+    conflicts = []
+    for row in rows:
+        kept = stored[(row["circuit_id"], row["interval_start"])]
+        if all(getattr(kept, name) == row[name] for name in _MEASUREMENT):
+            log.debug("duplicate sample %s for %s dropped", row["event_id"], row["circuit_id"])
+            continue
+        log.warning(
+            "conflicting sample %s for circuit %s interval %s: kept %s, set %s aside",
+            row["event_id"], row["circuit_id"], row["interval_start"].isoformat(),
+            kept.event_id, row["event_id"],
+        )
+        conflicts.append(
+            {name: row[name] for name in _CONFLICT_COLUMNS} | {"kept_event_id": kept.event_id}
+        )
+    if conflicts:
+        session.execute(insert(_CONFLICTS), conflicts)
 
 
-def _same_measurement(stored: UsageSampleRow, new: UsageSampleRow) -> bool:
-    return (stored.interval_seconds, stored.bytes_in, stored.bytes_out, stored.valid) == (
-        new.interval_seconds, new.bytes_in, new.bytes_out, new.valid,
-    )
+_CONFLICT_COLUMNS = (
+    "circuit_id", "interval_start", "interval_seconds", "bytes_in", "bytes_out", "valid",
+    "invalid_reason", "router_name", "event_id", "received_at",
+)
 
 
 _CHANGES: dict[type[Message], ChangeKind] = {
@@ -185,7 +257,7 @@ class ContractIngest:
             tenant_id=tenant,
             kind=kind.value,
             effective_time=_instant(event.effective_time, "effective_time"),
-            occurred_at=_optional_instant(event.occurred_at),
+            occurred_at=_optional_instant(event.occurred_at, "occurred_at"),
             bandwidth_mbps=event.bandwidth_mbps,
             received_at=self._clock(),
             **price,
@@ -224,10 +296,13 @@ def usage_consumer(
     *,
     topic: str = USAGE_SAMPLES,
     clock: Clock = utcnow,
-) -> EventConsumer:
-    return EventConsumer(
-        [topic], USAGE_GROUP, UsageIngest(clock), session_factory, settings,
+) -> BatchEventConsumer:
+    return BatchEventConsumer(
+        [topic], USAGE_GROUP, UsageIngest(clock).batch, session_factory, settings,
         registry=USAGE_REGISTRY,
+        # A backlog (after downtime, or a meter catching up) is taken in large batches:
+        # the per-transaction costs (peaks rows of every circuit in it, commit) are shared.
+        consumer_overrides={"max_poll_records": USAGE_BATCH},
     )
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.billing.domain.contracts import ChangeKind, ContractChange, PriceTerms
 from services.billing.domain.money import format_amount
+from services.billing.domain.peaks import KeptMonth
 from services.billing.domain.percentile import Sample
 from services.billing.domain.rating import BillingMonth, BurstEvidence, Line, LineKind
 from services.billing.invoices import (
@@ -29,6 +30,7 @@ from services.billing.invoices import (
     StoredLine,
     line_id_for,
 )
+from services.billing.peaks import kept_months
 from services.billing.tables import (
     BillingRunRow,
     CircuitChangeRow,
@@ -154,17 +156,20 @@ class SqlBillingStore:
             )
         return bool(late_usage or late_change)
 
-    def conflicts(self, circuit_ids: Sequence[str], start: datetime, end: datetime) -> int:
+    def conflicts_between(self, start: datetime, end: datetime) -> list[tuple[str, datetime]]:
+        """(circuit, interval start) of every report set aside with a start in [start, end)."""
         with self._factory() as session:
-            return len(
-                session.scalars(
-                    select(UsageConflictRow.id).where(
-                        UsageConflictRow.circuit_id.in_(circuit_ids),
-                        UsageConflictRow.interval_start >= start,
-                        UsageConflictRow.interval_start < end,
-                    )
-                ).all()
-            )
+            rows = session.execute(
+                select(UsageConflictRow.circuit_id, UsageConflictRow.interval_start).where(
+                    UsageConflictRow.interval_start >= start,
+                    UsageConflictRow.interval_start < end,
+                )
+            ).all()
+        return [(circuit_id, interval_start) for circuit_id, interval_start in rows]
+
+    def kept_months(self, month: BillingMonth) -> dict[str, list[KeptMonth]]:
+        with self._factory() as session:
+            return kept_months(session, month)
 
     # -- invoices -----------------------------------------------------------------------
 
@@ -185,6 +190,15 @@ class SqlBillingStore:
                 .order_by(InvoiceRow.year, InvoiceRow.month)
             ).all()
             return [_stored(session, row) for row in rows]
+
+    def tenants_with_finalized_before(self, month: BillingMonth) -> set[str]:
+        with self._factory() as session:
+            return set(session.scalars(
+                select(InvoiceRow.tenant_id).distinct().where(
+                    InvoiceRow.state == InvoiceState.FINALIZED.name,
+                    (InvoiceRow.year * 12 + InvoiceRow.month) < month.year * 12 + month.month,
+                )
+            ))
 
     def billed_so_far(
         self, invoice: StoredInvoice, excluding_invoice_id: str

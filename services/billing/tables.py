@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -52,6 +53,30 @@ class UsageSampleRow(BillingBase):
     read_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     event_id: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class UsagePeakRow(BillingBase):
+    """What one circuit's billing month needs for its 95th percentile (domain/peaks.py),
+    kept as samples are stored; the samples themselves stay in billing_usage_samples."""
+
+    __tablename__ = "billing_usage_peaks"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    month: Mapped[int] = mapped_column(Integer, primary_key=True)
+    circuit_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The billing time zone the month was cut in (the customer's when the sample arrived).
+    time_zone: Mapped[str] = mapped_column(String(64), primary_key=True)
+    capacity: Mapped[int] = mapped_column(Integer)
+    samples: Mapped[int] = mapped_column(Integer)
+    first_start: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_start: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_received: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    top_in: Mapped[bytes] = mapped_column(LargeBinary)
+    top_out: Mapped[bytes] = mapped_column(LargeBinary)
+    # The billed sample of each direction (one packed entry), so a run reads no top list;
+    # empty while there are no samples or more than the state keeps.
+    p95_in: Mapped[bytes] = mapped_column(LargeBinary)
+    p95_out: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class UsageConflictRow(BillingBase):

@@ -12,6 +12,9 @@ import enum
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -23,6 +26,14 @@ from services.common.db import Base
 from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
 TOKEN_PREFIX = "idc_"
+# How long a resolved principal is reused without asking the database again: a busy
+# client's calls then cost one token lookup per this window instead of one each. A token
+# revoked through another process (``idcctl admin tokens revoke``) stops working within
+# this time; one revoked through the same store stops at once. Kept well below the time
+# an operator (or a script) takes between revoking a token and trying it.
+PRINCIPAL_CACHE_TTL_S = 0.1
+# Principals kept at most; the least recently resolved go first.
+PRINCIPAL_CACHE_SIZE = 4096
 
 
 class Role(enum.StrEnum):
@@ -67,11 +78,22 @@ class TokenStore(Protocol):
 
 
 class SqlTokenStore:
-    """Tokens in the service's own database (table ``api_tokens``)."""
+    """Tokens in the service's own database (table ``api_tokens``).
 
-    def __init__(self, factory: sessionmaker[Session], pepper: str) -> None:
+    A known token's principal is cached for ``cache_ttl_s`` (every call would otherwise
+    cost a database round trip); unknown and revoked tokens are never cached.
+    """
+
+    def __init__(self, factory: sessionmaker[Session], pepper: str, *,
+                 cache_ttl_s: float = PRINCIPAL_CACHE_TTL_S,
+                 cache_size: int = PRINCIPAL_CACHE_SIZE) -> None:
         self._factory = factory
         self._pepper = pepper
+        self._ttl_s = cache_ttl_s
+        self._size = cache_size
+        self._lock = threading.Lock()
+        # token hash -> (monotonic expiry, principal)
+        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
     def issue(self, principal: Principal, token: str | None = None) -> str:
         """Store a token for ``principal`` and return it; only its hash is kept."""
@@ -93,24 +115,42 @@ class SqlTokenStore:
         return token
 
     def revoke(self, token: str) -> bool:
+        token_hash = hash_token(token, self._pepper)
+        with self._lock:
+            self._cache.pop(token_hash, None)
         with self._factory() as session, session.begin():
-            row = session.get(ApiToken, hash_token(token, self._pepper))
+            row = session.get(ApiToken, token_hash)
             if row is None or row.revoked_at is not None:
                 return False
             row.revoked_at = datetime.now(UTC)
             return True
 
     def principal_for(self, token: str) -> Principal | None:
+        token_hash = hash_token(token, self._pepper)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(token_hash)
+            if cached is not None and cached[0] > now:
+                return cached[1]
         with self._factory() as session:
-            row = session.scalars(
-                select(ApiToken).where(
-                    ApiToken.token_hash == hash_token(token, self._pepper),
+            row = session.execute(
+                select(ApiToken.subject, ApiToken.role, ApiToken.tenant, ApiToken.telco).where(
+                    ApiToken.token_hash == token_hash,
                     ApiToken.revoked_at.is_(None),
                 )
             ).first()
         if row is None:
+            with self._lock:
+                self._cache.pop(token_hash, None)
             return None
-        return Principal(row.subject, Role(row.role), row.tenant, row.telco)
+        principal = Principal(row.subject, Role(row.role), row.tenant, row.telco)
+        if self._ttl_s > 0:
+            with self._lock:
+                self._cache[token_hash] = (now + self._ttl_s, principal)
+                self._cache.move_to_end(token_hash)
+                while len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+        return principal
 
 
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(

@@ -6,6 +6,7 @@ service owns its schema and its Alembic migrations under ``services/<name>/migra
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # Stable constraint names make Alembic migrations identical on SQLite and PostgreSQL.
@@ -38,6 +40,14 @@ NAMING_CONVENTION = {
 
 def new_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# A pooled connection idle longer than this is pinged before use (see make_engine).
+IDLE_PING_AFTER_S = 5.0
+# Execution option of sessions that only read, in one statement (single_statement_factory).
+READ_ONE_STATEMENT = "idc_read_one_statement"
+# The gRPC server's thread pool (services/common/grpc_server.py sizes it from this).
+GRPC_THREADS = 32
 
 
 class Base(DeclarativeBase):
@@ -93,7 +103,39 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # As many pooled connections as the gRPC server has threads (grpc_server.py): a pool
+    # smaller than the concurrency closes and reopens its overflow connections on every
+    # call, a new PostgreSQL backend each time.
+    engine = create_engine(url, echo=echo, pool_size=GRPC_THREADS, max_overflow=8)
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Check a pooled connection before use only when it sat idle for a while.
+
+    A connection used in the last ``IDLE_PING_AFTER_S`` seconds is taken as alive (a ping on
+    every checkout costs a round trip per call); should the server have restarted in that
+    window, the failing call invalidates the whole pool and the next ones reconnect.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_AFTER_S:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            dbapi_connection.rollback()
+        except Exception as error:
+            # The pool discards this connection and checks out another.
+            raise DisconnectionError(f"pooled connection is gone: {error}") from error
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -110,11 +152,27 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read made of one statement needs no write lock: in WAL mode a plain (deferred)
+        # BEGIN reads a snapshot without waiting for writers or holding them up.
+        if connection.get_execution_options().get(READ_ONE_STATEMENT):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def single_statement_factory(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions for reads made of one statement (a single statement sees one snapshot
+    anyway): on PostgreSQL without a transaction (autocommit), which saves the BEGIN and
+    ROLLBACK round trips; on SQLite in a deferred transaction, without the write lock."""
+    engine = factory.kw["bind"]
+    options: dict[str, Any] = (
+        {READ_ONE_STATEMENT: True} if is_sqlite(engine.url.drivername)
+        else {"isolation_level": "AUTOCOMMIT"})
+    return sessionmaker(bind=engine.execution_options(**options), expire_on_commit=False)
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from opentelemetry.trace import SpanKind
 from services.common import errors
 from services.common.auth import TokenStore, bind_principal, parse_bearer, reset_principal
 from services.common.config import ServiceSettings
+from services.common.db import GRPC_THREADS
 
 if TYPE_CHECKING:
     # grpc-stubs makes these generic; the runtime classes are not subscriptable.
@@ -297,7 +298,8 @@ class GrpcApp:
             ("grpc.so_reuseport", 0),
         ]
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=self.settings.name),
+            futures.ThreadPoolExecutor(
+                max_workers=GRPC_THREADS, thread_name_prefix=self.settings.name),
             interceptors=[ServiceInterceptor(self.tokens)],
             options=options,
             maximum_concurrent_rpcs=256,

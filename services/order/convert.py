@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import calendar
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
@@ -16,7 +18,7 @@ from services.order import store
 from services.order.domain.catalogue import Catalogue, Side
 from services.order.domain.lifecycle import CircuitState, OrderState, OrderType
 from services.order.domain.validation import CircuitRequest, ContactInfo
-from services.order.tables import AuditRow, CircuitRow, OrderRow, QuoteRow
+from services.order.tables import CircuitRow, OrderRow, QuoteRow
 
 OPERATION = {
     OrderType.NEW: circuit_operation_pb2.CIRCUIT_OPERATION_CREATE,
@@ -127,60 +129,72 @@ def price_terms(row: OrderRow | CircuitRow) -> common_pb2.PriceTerms:
     )
 
 
-def order_spec(row: OrderRow) -> circuit_pb2.CircuitSpec:
-    return circuit_pb2.CircuitSpec(
-        a_end_port_id=row.a_port_id,
-        z_end_port_id=row.z_port_id,
-        a_end_vlan_id=row.a_vlan,
-        z_end_vlan_id=row.z_vlan,
-        bandwidth_mbps=row.bandwidth_mbps,
-        burst_mbps=row.burst_mbps,
-        term_months=row.term_months,
-        currency_code=row.currency,
-        customer_reference=row.customer_reference,
-        description=row.description,
-    )
-
-
-def audit_entry(row: AuditRow) -> order_pb2.AuditEntry:
+def audit_entry(row: Mapping[Any, Any]) -> order_pb2.AuditEntry:
     return order_pb2.AuditEntry(
-        time=timestamp(row.at), actor=row.actor, reason=row.reason,
-        from_state=order_state_proto(row.from_state), to_state=order_state_proto(row.to_state),
+        time=timestamp(row["at"]), actor=row["actor"], reason=row["reason"],
+        from_state=order_state_proto(row["from_state"]),
+        to_state=order_state_proto(row["to_state"]),
     )
 
 
 def order(session: Session, row: OrderRow) -> order_pb2.Order:
+    """The order as the API shows it, with its approvals and audit trail as they stand in
+    ``session`` (pending changes are flushed first)."""
+    session.flush()
+    return order_message(*store.order_with_history(session, row.id, None))
+
+
+def order_by_id(session: Session, order_id: str, tenant: str | None) -> order_pb2.Order:
+    """The order (NotFound when missing or another tenant's), read in one statement."""
+    return order_message(*store.order_with_history(session, order_id, tenant))
+
+
+def order_message(row: Mapping[Any, Any], approvals: Sequence[Mapping[Any, Any]],
+                  audit: Sequence[Mapping[Any, Any]]) -> order_pb2.Order:
+    """An order from its column values (``orders``), approvals sorted by side and audit
+    entries in the order they were written."""
+    currency = row["currency"]
     message = order_pb2.Order(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        type=order_pb2.OrderType.Value(f"ORDER_TYPE_{row.type}"),
-        state=order_state_proto(row.state),
-        circuit_id=row.circuit_id,
-        spec=order_spec(row),
-        previous_bandwidth_mbps=row.previous_bandwidth_mbps,
-        price=price(row),
-        quote_id=row.quote_id or "",
-        request_id=row.request_id,
-        requested_by=row.requested_by,
-        contacts=[order_pb2.Contact(**c) for c in row.contacts],
-        create_time=timestamp(row.created_at),
-        update_time=timestamp(row.updated_at),
-        complete_time=timestamp(row.completed_at),
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        type=order_pb2.OrderType.Value(f"ORDER_TYPE_{row['type']}"),
+        state=order_state_proto(row["state"]),
+        circuit_id=row["circuit_id"],
+        spec=circuit_pb2.CircuitSpec(
+            a_end_port_id=row["a_port_id"], z_end_port_id=row["z_port_id"],
+            a_end_vlan_id=row["a_vlan"], z_end_vlan_id=row["z_vlan"],
+            bandwidth_mbps=row["bandwidth_mbps"], burst_mbps=row["burst_mbps"],
+            term_months=row["term_months"], currency_code=currency,
+            customer_reference=row["customer_reference"], description=row["description"]),
+        previous_bandwidth_mbps=row["previous_bandwidth_mbps"],
+        price=price_pb2.Price(
+            currency_code=currency, mrc=money(currency, row["mrc"]),
+            nrc=money(currency, row["nrc"]),
+            burst_price_per_mbps=money(currency, row["burst_price"]),
+            term_months=row["term_months"], price_book_version=row["price_book_version"]),
+        quote_id=row["quote_id"] or "",
+        request_id=row["request_id"],
+        requested_by=row["requested_by"],
+        contacts=[order_pb2.Contact(**c) for c in row["contacts"]],
+        create_time=timestamp(row["created_at"]),
+        update_time=timestamp(row["updated_at"]),
+        complete_time=timestamp(row["completed_at"]),
     )
-    for approval in store.approvals(session, row.id):
+    expire_time = timestamp(row["approval_expire_at"])
+    for approval in approvals:
         message.approvals.append(order_pb2.Approval(
-            side=side_proto(approval.side),
-            telco_id=approval.telco_id,
-            state=order_pb2.ApprovalState.Value(f"APPROVAL_STATE_{approval.state}"),
-            approver=approval.approver,
-            payload_sha256=approval.payload_sha256,
-            comment=approval.comment,
-            decide_time=timestamp(approval.decided_at),
-            expire_time=timestamp(row.approval_expire_at),
+            side=side_proto(approval["side"]),
+            telco_id=approval["telco_id"],
+            state=order_pb2.ApprovalState.Value(f"APPROVAL_STATE_{approval['state']}"),
+            approver=approval["approver"],
+            payload_sha256=approval["payload_sha256"],
+            comment=approval["comment"],
+            decide_time=timestamp(approval["decided_at"]),
+            expire_time=expire_time,
         ))
-    message.audit_trail.extend(audit_entry(a) for a in store.audit_trail(session, row.id))
-    if row.failure:
-        message.failure.ParseFromString(row.failure)
+    message.audit_trail.extend(audit_entry(a) for a in audit)
+    if row["failure"]:
+        message.failure.ParseFromString(row["failure"])
     return message
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from google.protobuf.message import Message
 from sqlalchemy import event, select
@@ -24,11 +26,21 @@ from idc.events.v1 import circuit_pb2 as circuit_events
 from idc.events.v1 import order_pb2 as order_events
 from idc.events.v1 import provisioning_pb2
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
+from services.common import db
 from services.common.auth import Principal
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.common.events import outbox
+from services.common.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from services.common.events import encode_event, outbox
+from services.common.events.envelope import capture_trace_headers
+from services.common.events.tables import OutboxRow
 from services.common.events.topics import ORDER_EVENTS
 from services.order import convert, store
+from services.order.admission import GroupCommit, Pending
 from services.order.domain import capacity as cap
 from services.order.domain.catalogue import Catalogue, Side
 from services.order.domain.lifecycle import (
@@ -91,16 +103,37 @@ def content_hash(kind: str, message: Message) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Placement:
+    """A NEW order with everything decided that needs no lock: what remains is admission
+    (capacity, VLANs) and the rows, in an admission batch."""
+
+    tenant: str
+    subject: str
+    request_id: str
+    fingerprint: str
+    spec: CircuitRequest
+    terms: PriceTerms
+    quote_id: str | None
+    contacts: list[dict[str, str]]
+    moment: datetime
+    order_id: str
+    circuit_id: str
+    trace_headers: dict[str, str]
+
+
 class OrderApp:
     def __init__(self, factory: sessionmaker[Session], catalogue: Catalogue,
                  price_book: PriceBook, settings: OrderSettings, notifier: ChangeNotifier,
                  clock: Callable[[], datetime] = now) -> None:
         self.factory = factory
+        self.single_statement_factory = db.single_statement_factory(factory)
         self.catalogue = catalogue
         self.price_book = price_book
         self.settings = settings
         self.notifier = notifier
         self.clock = clock
+        self.admissions: GroupCommit[Placement, order_pb2.Order] = GroupCommit(self._admit)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -114,6 +147,12 @@ class OrderApp:
     @contextmanager
     def read(self) -> Iterator[Session]:
         with self.factory() as session:
+            yield session
+
+    @contextmanager
+    def read_one_statement(self) -> Iterator[Session]:
+        """For a read made of a single statement (no transaction needed on PostgreSQL)."""
+        with self.single_statement_factory() as session:
             yield session
 
     def _audit(self, session: Session, order: OrderRow, actor: str, reason: str,
@@ -211,17 +250,171 @@ class OrderApp:
         fingerprint_source.CopyFrom(request)
         fingerprint_source.ClearField("request_id")
         fingerprint = content_hash("create", fingerprint_source)
+        # Everything that needs no lock is decided here, outside the admission batch.
+        try:
+            spec, terms, quote_id = self._resolve_source(tenant, request)
+        except (NotFound, FailedPrecondition):
+            # A quote gone or expired since does not stop the replay of an order placed
+            # with it.
+            with self.read() as session:
+                existing = self._replay(session, tenant, request.request_id, fingerprint)
+                if existing is None:
+                    raise
+                return convert.order(session, existing)
+        moment = self.clock()
+        return self.admissions.submit(Placement(
+            tenant=tenant, subject=principal.subject, request_id=request.request_id,
+            fingerprint=fingerprint, spec=spec, terms=terms, quote_id=quote_id,
+            contacts=[{"role": c.role, "name": c.name, "email": c.email, "phone": c.phone}
+                      for c in request.contacts],
+            moment=moment, order_id=new_id("ord"), circuit_id=new_id("cct"),
+            trace_headers=capture_trace_headers()))
 
-        def place(session: Session) -> OrderRow:
+    def _admit(self, batch: Sequence[Pending[Placement, order_pb2.Order]]) -> None:
+        """One admission batch (see services.order.admission); should its transaction fail
+        as a whole (a twin request committed by another process, say), each order is tried
+        again alone."""
+        try:
+            self._admit_together(batch)
+        except Exception:
+            if len(batch) == 1:
+                raise
+            log.warning("admission batch of %d failed; admitting one by one", len(batch),
+                        exc_info=True)
+            for pending in batch:
+                try:
+                    self._admit_together([pending])
+                except Exception as error:
+                    pending.error = error
+
+    def _admit_together(self, batch: Sequence[Pending[Placement, order_pb2.Order]]) -> None:
+        for pending in batch:  # an outcome from a failed attempt does not stand
+            pending.result, pending.error = None, None
+        placed: dict[tuple[str, str], Placement] = {}
+        replays: list[tuple[Pending[Placement, order_pb2.Order], str]] = []
+        rows: dict[type[Any], list[dict[str, Any]]] = {
+            table: [] for table in (CircuitRow, OrderRow, PortVlanRow, ApprovalRow, AuditRow)}
+        # Outbox rows go through the session (not plain INSERTs) so that the relay sees
+        # them flushed and is woken by the commit.
+        events: list[OutboxRow] = []
+        views: list[tuple[Pending[Placement, order_pb2.Order], dict[str, Any],
+                          list[dict[str, Any]], list[dict[str, Any]]]] = []
+        with self.write() as session:
             store.lock_channel(session)
-            existing = self._replay(session, tenant, request.request_id, fingerprint)
-            if existing is not None:
-                return existing
-            spec, terms, quote_id = self._resolve_source(session, tenant, request)
-            return self._place_new(session, principal, request, spec, terms, quote_id,
-                                   fingerprint)
+            existing = store.existing_orders(
+                session, [(p.item.tenant, p.item.request_id) for p in batch])
+            channel, ports = store.bandwidth(session, self.catalogue,
+                                             self.settings.channel_capacity_mbps)
+            pools = store.vlan_pools(session, self.catalogue, [
+                port for p in batch for port in (p.item.spec.a_end_port_id,
+                                                 p.item.spec.z_end_port_id)])
+            for pending in batch:
+                order = pending.item
+                key = (order.tenant, order.request_id)
+                twin = placed.get(key)
+                earlier = (twin.order_id, twin.fingerprint) if twin else existing.get(key)
+                if earlier is not None:
+                    order_id, request_hash = earlier
+                    if request_hash != order.fingerprint:
+                        pending.error = self._reused_request_id(order.request_id, order_id)
+                    else:
+                        replays.append((pending, order_id))
+                    continue
+                spec = order.spec
+                a_pool, z_pool = pools[spec.a_end_port_id], pools[spec.z_end_port_id]
+                try:
+                    cap.admit(spec.bandwidth_mbps, [channel, ports[spec.a_end_port_id],
+                                                    ports[spec.z_end_port_id]])
+                    a_vlan = a_pool.choose(spec.a_end_vlan_id)
+                    z_vlan = z_pool.choose(spec.z_end_vlan_id)
+                except DomainError as error:
+                    pending.error = error
+                    continue
+                a_pool.take(a_vlan)
+                z_pool.take(z_vlan)
+                channel = channel.reserving(spec.bandwidth_mbps)
+                for port_id in (spec.a_end_port_id, spec.z_end_port_id):
+                    ports[port_id] = ports[port_id].reserving(spec.bandwidth_mbps)
+                placed[key] = order
+                views.append((pending, *self._new_order_rows(order, a_vlan, z_vlan, rows,
+                                                             events)))
+            store.insert_rows(session, rows)
+            session.add_all(events)
+        for pending, order_values, approvals, audit in views:
+            pending.result = convert.order_message(order_values, approvals, audit)
+        if replays:
+            with self.read() as session:
+                for pending, order_id in replays:
+                    pending.result = convert.order_by_id(session, order_id, None)
 
-        return self._idempotent(tenant, request.request_id, fingerprint, place)
+    def _new_order_rows(self, order: Placement, a_vlan: int, z_vlan: int,
+                        rows: dict[type[Any], list[dict[str, Any]]], events: list[OutboxRow]
+                        ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        """The rows of an admitted NEW order, added to ``rows`` and its OrderCreated event to
+        ``events``; returns the order's columns, approvals and audit trail as GetOrder would
+        read them."""
+        spec, terms, moment = order.spec, order.terms, order.moment
+        money = {"currency": terms.currency, "mrc": str(terms.mrc), "nrc": str(terms.nrc),
+                 "burst_price": str(terms.burst_price_per_mbps),
+                 "term_months": terms.term_months,
+                 "price_book_version": terms.price_book_version}
+        shape = {"tenant_id": order.tenant, "a_port_id": spec.a_end_port_id,
+                 "z_port_id": spec.z_end_port_id, "a_vlan": a_vlan, "z_vlan": z_vlan,
+                 "bandwidth_mbps": spec.bandwidth_mbps, "burst_mbps": spec.burst_mbps,
+                 "customer_reference": spec.customer_reference,
+                 "description": spec.description}
+        rows[CircuitRow].append({
+            "id": order.circuit_id, "state": CircuitState.RESERVED.value,
+            "created_by_order_id": order.order_id, "pending_order_id": None,
+            "created_at": moment, "updated_at": moment, "activated_at": None,
+            "disconnected_at": None, **shape, **money})
+        rows[PortVlanRow].extend(
+            {"port_id": port_id, "vlan_id": vlan, "circuit_id": order.circuit_id}
+            for port_id, vlan in ((spec.a_end_port_id, a_vlan), (spec.z_end_port_id, z_vlan)))
+        check_transition(OrderState.ACKNOWLEDGED, OrderState.PENDING_APPROVAL, order.order_id)
+        values: dict[str, Any] = {
+            "id": order.order_id, "type": OrderType.NEW.value,
+            "state": OrderState.PENDING_APPROVAL.value, "circuit_id": order.circuit_id,
+            "request_id": order.request_id, "request_hash": order.fingerprint,
+            "quote_id": order.quote_id, "requested_by": order.subject,
+            "previous_bandwidth_mbps": 0, "reserved_mbps": spec.bandwidth_mbps,
+            "contacts": order.contacts, "failure": None, "plan_error": None,
+            "approval_expire_at": moment + timedelta(seconds=self.settings.approval_window_s),
+            "created_at": moment, "updated_at": moment, "completed_at": None,
+            # created ACKNOWLEDGED (version 1), moved to PENDING_APPROVAL (version 2)
+            "version": 2, **shape, **money}
+        rows[OrderRow].append(values)
+        approvals = [
+            {"order_id": order.order_id, "side": side.value,
+             "telco_id": self.catalogue.telco_for_side(side).id,
+             "state": ApprovalState.PENDING.value, "approver": "", "payload_sha256": "",
+             "comment": "", "decided_at": None}
+            for side in sorted(Side, key=lambda side: side.value)]
+        rows[ApprovalRow].extend(approvals)
+        audit = [
+            {"order_id": order.order_id, "at": moment, "actor": order.subject,
+             "reason": "new circuit ordered; capacity and VLANs reserved", "from_state": None,
+             "to_state": OrderState.ACKNOWLEDGED.value},
+            {"order_id": order.order_id, "at": moment, "actor": order.subject,
+             "reason": "waiting for approval by both telcos",
+             "from_state": OrderState.ACKNOWLEDGED.value,
+             "to_state": OrderState.PENDING_APPROVAL.value}]
+        rows[AuditRow].extend(audit)
+        as_row = OrderRow(**values)  # a transient row for the event converters
+        event = order_events.OrderCreated(
+            event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(moment),
+            order_id=order.order_id, operation=convert.OPERATION[OrderType.NEW],
+            circuit=convert.circuit_parameters(
+                self.catalogue, as_row, order.circuit_id, spec.bandwidth_mbps,
+                spec.burst_mbps),
+            previous_bandwidth_mbps=0, price=convert.price_terms(as_row),
+            approval_expire_time=convert.timestamp(values["approval_expire_at"]))
+        encoded = encode_event(event, order.circuit_id, trace_headers=order.trace_headers)
+        events.append(OutboxRow(
+            event_id=encoded.event_id, topic=ORDER_EVENTS, key=encoded.key,
+            event_type=encoded.event_type, schema_version=encoded.schema_version,
+            payload=encoded.payload, headers=order.trace_headers))
+        return values, approvals, audit
 
     def _idempotent(self, tenant: str, request_id: str, fingerprint: str,
                     place: Callable[[Session], OrderRow]) -> order_pb2.Order:
@@ -243,21 +436,25 @@ class OrderApp:
         if existing is None:
             return None
         if existing.request_hash != fingerprint:
-            raise AlreadyExists(
-                f"request_id {request_id!r} was already used for order {existing.id} with "
-                "different content; use a new request_id for a different request, or repeat "
-                "the original request unchanged"
-            )
+            raise self._reused_request_id(request_id, existing.id)
         return existing
 
-    def _resolve_source(self, session: Session, tenant: str,
-                        request: order_service_pb2.CreateOrderRequest
+    @staticmethod
+    def _reused_request_id(request_id: str, order_id: str) -> AlreadyExists:
+        return AlreadyExists(
+            f"request_id {request_id!r} was already used for order {order_id} with "
+            "different content; use a new request_id for a different request, or repeat "
+            "the original request unchanged"
+        )
+
+    def _resolve_source(self, tenant: str, request: order_service_pb2.CreateOrderRequest
                         ) -> tuple[CircuitRequest, PriceTerms, str | None]:
         if request.WhichOneof("source") == "spec":
             spec = convert.circuit_request(request.spec)
             return spec, self.price_book.price(spec.bandwidth_mbps, spec.term_months,
                                                spec.currency), None
-        quote = session.get(QuoteRow, request.quote_id)
+        with self.read() as session:
+            quote = session.get(QuoteRow, request.quote_id)
         if quote is None or quote.tenant_id != tenant:
             raise NotFound(f"quote {request.quote_id!r} not found")
         if quote.expire_at <= self.clock():
@@ -272,46 +469,6 @@ class OrderApp:
                            Decimal(quote.burst_price), quote.term_months,
                            quote.price_book_version)
         return spec, terms, quote.id
-
-    def _place_new(self, session: Session, principal: Principal,
-                   request: order_service_pb2.CreateOrderRequest, spec: CircuitRequest,
-                   terms: PriceTerms, quote_id: str | None, fingerprint: str) -> OrderRow:
-        figures = store.capacity(session, self.catalogue, self.settings.channel_capacity_mbps)
-        cap.admit(spec.bandwidth_mbps, [figures.channel, figures.ports[spec.a_end_port_id],
-                                        figures.ports[spec.z_end_port_id]])
-        a_port = self.catalogue.ports[spec.a_end_port_id]
-        z_port = self.catalogue.ports[spec.z_end_port_id]
-        a_vlan = cap.allocate_vlan(a_port.id, a_port.vlan_first, a_port.vlan_last,
-                                   store.used_vlans(session, a_port.id), spec.a_end_vlan_id)
-        z_vlan = cap.allocate_vlan(z_port.id, z_port.vlan_first, z_port.vlan_last,
-                                   store.used_vlans(session, z_port.id), spec.z_end_vlan_id)
-        moment = self.clock()
-        circuit_id, order_id = new_id("cct"), new_id("ord")
-        money = {"currency": terms.currency, "mrc": str(terms.mrc), "nrc": str(terms.nrc),
-                 "burst_price": str(terms.burst_price_per_mbps),
-                 "term_months": terms.term_months,
-                 "price_book_version": terms.price_book_version}
-        shape = {"tenant_id": principal.tenant or "", "a_port_id": a_port.id,
-                 "z_port_id": z_port.id, "a_vlan": a_vlan, "z_vlan": z_vlan,
-                 "bandwidth_mbps": spec.bandwidth_mbps, "burst_mbps": spec.burst_mbps,
-                 "customer_reference": spec.customer_reference,
-                 "description": spec.description}
-        circuit = CircuitRow(
-            id=circuit_id, state=CircuitState.RESERVED.value, created_by_order_id=order_id,
-            pending_order_id=None, created_at=moment, updated_at=moment, **shape, **money)
-        session.add(circuit)
-        session.add_all([
-            PortVlanRow(port_id=a_port.id, vlan_id=a_vlan, circuit_id=circuit_id),
-            PortVlanRow(port_id=z_port.id, vlan_id=z_vlan, circuit_id=circuit_id),
-        ])
-        order = self._new_order_row(
-            session, order_id, OrderType.NEW, circuit_id, principal, request.request_id,
-            fingerprint, quote_id, shape, money, previous_bandwidth_mbps=0,
-            reserved_mbps=spec.bandwidth_mbps,
-            contacts=[{"role": c.role, "name": c.name, "email": c.email, "phone": c.phone}
-                      for c in request.contacts])
-        self._emit_created(session, order, circuit)
-        return order
 
     def _new_order_row(self, session: Session, order_id: str, order_type: OrderType,
                        circuit_id: str, principal: Principal, request_id: str,

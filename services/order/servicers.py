@@ -133,9 +133,9 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                  context: grpc.ServicerContext) -> order_service_pb2.GetOrderResponse:
         principal = current_principal()
         _require_id(request.order_id, "order_id", "order")
-        with self.app.read() as session:
-            row = store.get_order(session, request.order_id, _scope(principal))
-            return order_service_pb2.GetOrderResponse(order=convert.order(session, row))
+        with self.app.read_one_statement() as session:
+            order = convert.order_by_id(session, request.order_id, _scope(principal))
+        return order_service_pb2.GetOrderResponse(order=order)
 
     def ListOrders(self, request: order_service_pb2.ListOrdersRequest,
                    context: grpc.ServicerContext) -> order_service_pb2.ListOrdersResponse:
@@ -144,7 +144,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         states = convert.order_states_from_proto(list(request.states), "states")
         order_type = convert.order_type_from_proto(request.type, "type")
         offset, limit = store.page_bounds(request.page_size, request.page_token)
-        query = select(OrderRow).order_by(OrderRow.created_at.desc(), OrderRow.id.desc())
+        query = select(*OrderRow.__table__.columns)
         if tenant is not None:
             query = query.where(OrderRow.tenant_id == tenant)
         if states:
@@ -153,11 +153,11 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
             query = query.where(OrderRow.type == order_type.value)
         if request.circuit_id:
             query = query.where(OrderRow.circuit_id == request.circuit_id)
-        with self.app.read() as session:
-            rows, more = store.fetch_page(session, query, offset, limit)
-            return order_service_pb2.ListOrdersResponse(
-                orders=[convert.order(session, row) for row in rows],
-                next_page_token=store.next_token(offset, limit, len(rows), more))
+        with self.app.read_one_statement() as session:
+            orders, more = store.newest_with_history(session, query, offset, limit)
+        return order_service_pb2.ListOrdersResponse(
+            orders=[convert.order_message(*order) for order in orders],
+            next_page_token=store.next_token(offset, limit, len(orders), more))
 
     def WatchOrder(self, request: order_service_pb2.WatchOrderRequest,
                    context: grpc.ServicerContext

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import (
+    Insert,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from services.common.errors import InvalidArgument, NotFound
-from services.order.domain.capacity import Headroom
+from services.order.domain.capacity import Headroom, VlanPool
 from services.order.domain.catalogue import Catalogue
 from services.order.domain.lifecycle import COMMITTED_CIRCUIT_STATES
 from services.order.tables import (
@@ -48,46 +59,101 @@ class CapacityFigures:
     used_vlans: dict[str, int]
 
 
+def bandwidth(session: Session, catalogue: Catalogue, channel_capacity_mbps: int
+              ) -> tuple[Headroom, dict[str, Headroom]]:
+    """Committed and reserved bandwidth of the channel and of every port, in one statement."""
+    totals = session.connection().execute(_bandwidth_statement())
+    by_port: dict[tuple[str, str], int] = defaultdict(int)
+    channel: dict[str, int] = defaultdict(int)
+    for kind, end, port_id, total in totals:
+        by_port[kind, port_id] += int(total or 0)
+        if end == "a":  # every circuit and order has one A end: the channel counts it once
+            channel[kind] += int(total or 0)
+    ports = {
+        port.id: Headroom(f"port {port.id}", port.speed_mbps, by_port["c", port.id],
+                          by_port["r", port.id])
+        for port in catalogue.ports.values()
+    }
+    return Headroom("the channel", channel_capacity_mbps, channel["c"], channel["r"]), ports
+
+
+@functools.cache
+def _bandwidth_statement() -> Select[Any]:
+    committed = CircuitRow.state.in_([s.value for s in COMMITTED_CIRCUIT_STATES])
+    holding = OrderRow.reserved_mbps > 0
+    parts = union_all(*(
+        select(literal_column(f"'{kind}'").label("kind"), literal_column(f"'{end}'").label("end"),
+               port.label("port"), mbps.label("mbps")).where(where)
+        for kind, mbps, where, ends in (
+            ("c", CircuitRow.bandwidth_mbps, committed,
+             (("a", CircuitRow.a_port_id), ("z", CircuitRow.z_port_id))),
+            ("r", OrderRow.reserved_mbps, holding,
+             (("a", OrderRow.a_port_id), ("z", OrderRow.z_port_id))))
+        for end, port in ends
+    )).subquery()
+    return (select(parts.c.kind, parts.c.end, parts.c.port, func.sum(parts.c.mbps))
+            .group_by(parts.c.kind, parts.c.end, parts.c.port))
+
+
 def capacity(session: Session, catalogue: Catalogue, channel_capacity_mbps: int
              ) -> CapacityFigures:
-    committed_states = [s.value for s in COMMITTED_CIRCUIT_STATES]
-    committed_by_port: dict[str, int] = defaultdict(int)
-    reserved_by_port: dict[str, int] = defaultdict(int)
-    for column in (CircuitRow.a_port_id, CircuitRow.z_port_id):
-        rows = session.execute(
-            select(column, func.sum(CircuitRow.bandwidth_mbps))
-            .where(CircuitRow.state.in_(committed_states)).group_by(column)
-        )
-        for port_id, total in rows:
-            committed_by_port[port_id] += int(total or 0)
-    for column in (OrderRow.a_port_id, OrderRow.z_port_id):
-        rows = session.execute(
-            select(column, func.sum(OrderRow.reserved_mbps))
-            .where(OrderRow.reserved_mbps > 0).group_by(column)
-        )
-        for port_id, total in rows:
-            reserved_by_port[port_id] += int(total or 0)
-    committed = session.scalar(
-        select(func.coalesce(func.sum(CircuitRow.bandwidth_mbps), 0))
-        .where(CircuitRow.state.in_(committed_states))
-    )
-    reserved = session.scalar(select(func.coalesce(func.sum(OrderRow.reserved_mbps), 0)))
+    channel, ports = bandwidth(session, catalogue, channel_capacity_mbps)
     vlans = {
         port_id: int(count)
         for port_id, count in session.execute(
             select(PortVlanRow.port_id, func.count()).group_by(PortVlanRow.port_id)
         )
     }
-    ports = {
-        port.id: Headroom(
-            f"port {port.id}", port.speed_mbps,
-            committed_by_port[port.id], reserved_by_port[port.id],
-        )
-        for port in catalogue.ports.values()
-    }
-    channel = Headroom("the channel", channel_capacity_mbps, int(committed or 0),
-                       int(reserved or 0))
     return CapacityFigures(channel, ports, vlans)
+
+
+def vlan_pools(session: Session, catalogue: Catalogue, port_ids: Iterable[str]
+               ) -> dict[str, VlanPool]:
+    """The VLANs in use on each port. A port whose used VLANs form one run without gaps (the
+    usual case: the lowest free one is given out) is read as its count and bounds only."""
+    wanted = sorted(set(port_ids))
+    used: dict[str, set[int]] = {port_id: set() for port_id in wanted}
+    summary = session.execute(
+        select(PortVlanRow.port_id, func.count(), func.min(PortVlanRow.vlan_id),
+               func.max(PortVlanRow.vlan_id))
+        .where(PortVlanRow.port_id.in_(wanted)).group_by(PortVlanRow.port_id))
+    for port_id, count, lowest, highest in summary:
+        if count == highest - lowest + 1:
+            used[port_id] = set(range(lowest, highest + 1))
+        else:
+            used[port_id] = used_vlans(session, port_id)
+    return {
+        port_id: VlanPool(port_id, catalogue.ports[port_id].vlan_first,
+                          catalogue.ports[port_id].vlan_last, vlans)
+        for port_id, vlans in used.items()
+    }
+
+
+def existing_orders(session: Session, keys: Iterable[tuple[str, str]]
+                    ) -> dict[tuple[str, str], tuple[str, str]]:
+    """(tenant, request id) -> (order id, request hash) of the orders already placed."""
+    keys = set(keys)
+    rows = session.execute(
+        select(OrderRow.tenant_id, OrderRow.request_id, OrderRow.id, OrderRow.request_hash)
+        .where(OrderRow.request_id.in_(sorted({request_id for _, request_id in keys}))))
+    return {(tenant, request_id): (order_id, request_hash)
+            for tenant, request_id, order_id, request_hash in rows
+            if (tenant, request_id) in keys}
+
+
+def insert_rows(session: Session, rows: Mapping[type[Any], Sequence[Mapping[str, Any]]]
+                ) -> None:
+    """Plain (Core) INSERTs of mapped classes' rows, one statement per table with all its
+    rows, in the mapping's order."""
+    connection = session.connection()
+    for mapped, values in rows.items():
+        if values:
+            connection.execute(_insert_statement(mapped.__table__), list(values))
+
+
+@functools.cache
+def _insert_statement(table: Any) -> Insert:
+    return insert(table)
 
 
 def used_vlans(session: Session, port_id: str) -> set[int]:
@@ -127,6 +193,91 @@ def get_circuit(session: Session, circuit_id: str, tenant: str | None, *,
     return row
 
 
+def _history_columns() -> list[Any]:
+    """The approval and audit columns joined to an order (their order id is the order's)."""
+    return [*(ApprovalRow.__table__.c[key] for key in _APPROVAL_KEYS),
+            *(AuditRow.__table__.c[key] for key in _AUDIT_KEYS)]
+
+
+def _order_with_history_statement(scoped: bool) -> Select[Any]:
+    orders, approvals, audit = OrderRow.__table__, ApprovalRow.__table__, AuditRow.__table__
+    query = (
+        select(*orders.c, *_history_columns())
+        .outerjoin(approvals, approvals.c.order_id == orders.c.id)
+        .outerjoin(audit, audit.c.order_id == orders.c.id)
+        .where(orders.c.id == bindparam("order_id"))
+        .order_by(approvals.c.side, audit.c.id)
+    )
+    if scoped:
+        query = query.where(orders.c.tenant_id == bindparam("tenant"))
+    return query
+
+
+_ORDER_KEYS = tuple(c.key for c in OrderRow.__table__.columns)
+_APPROVAL_KEYS = tuple(c.key for c in ApprovalRow.__table__.columns if c.key != "order_id")
+_AUDIT_KEYS = tuple(c.key for c in AuditRow.__table__.columns if c.key != "order_id")
+# Built once: a statement object reused keeps its cache key, which SQLAlchemy would
+# otherwise compute again on every call.
+_ORDER_WITH_HISTORY = {scoped: _order_with_history_statement(scoped) for scoped in (False, True)}
+_APPROVAL_AT = len(_ORDER_KEYS)
+_AUDIT_AT = _APPROVAL_AT + len(_APPROVAL_KEYS)
+_APPROVAL_SIDE = _APPROVAL_AT + _APPROVAL_KEYS.index("side")
+_AUDIT_ID = _AUDIT_AT + _AUDIT_KEYS.index("id")
+_ORDER_ID = _ORDER_KEYS.index("id")
+
+
+def order_with_history(session: Session, order_id: str, tenant: str | None
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The order's columns, its approvals (by side) and audit trail (oldest first) in one
+    statement, so that one snapshot answers even without a transaction. NotFound when
+    missing or another tenant's (no leak)."""
+    rows = session.connection().execute(
+        _ORDER_WITH_HISTORY[tenant is not None], {"order_id": order_id, "tenant": tenant}
+    ).all()
+    if not rows:
+        raise NotFound(f"order {order_id!r} not found")
+    return _with_history(rows)[0]
+
+
+def newest_with_history(session: Session, query: Select[Any], offset: int, limit: int
+                        ) -> tuple[list[tuple[dict[str, Any], list[dict[str, Any]],
+                                              list[dict[str, Any]]]], bool]:
+    """One page of the orders ``query`` selects (all order columns), newest first, with each
+    order's approvals and audit trail, in one statement; and whether more orders follow."""
+    page = (query.order_by(OrderRow.created_at.desc(), OrderRow.id.desc())
+            .offset(offset).limit(limit + 1).subquery("page"))
+    approvals, audit = ApprovalRow.__table__, AuditRow.__table__
+    rows = session.connection().execute(
+        select(*page.c, *_history_columns())
+        .outerjoin(approvals, approvals.c.order_id == page.c.id)
+        .outerjoin(audit, audit.c.order_id == page.c.id)
+        .order_by(page.c.created_at.desc(), page.c.id.desc(), approvals.c.side, audit.c.id)
+    ).all()
+    orders = _with_history(rows)
+    return orders[:limit], len(orders) > limit
+
+
+def _with_history(rows: Sequence[Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]],
+                                                     list[dict[str, Any]]]]:
+    """Rows of orders joined with approvals and audit entries, grouped per order in the
+    order the orders first appear; approvals sorted by side, audit entries by id."""
+    grouped: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]],
+                             dict[int, dict[str, Any]]]] = {}
+    for row in rows:
+        order_id = row[_ORDER_ID]
+        if order_id not in grouped:
+            grouped[order_id] = (dict(zip(_ORDER_KEYS, row[:_APPROVAL_AT], strict=True)), {}, {})
+        _, by_side, by_id = grouped[order_id]
+        side, audit_id = row[_APPROVAL_SIDE], row[_AUDIT_ID]
+        if side is not None and side not in by_side:
+            by_side[side] = dict(zip(_APPROVAL_KEYS, row[_APPROVAL_AT:_AUDIT_AT], strict=True))
+        if audit_id is not None and audit_id not in by_id:
+            by_id[audit_id] = dict(zip(_AUDIT_KEYS, row[_AUDIT_AT:], strict=True))
+    return [(order, [by_side[side] for side in sorted(by_side)],
+             [by_id[audit_id] for audit_id in sorted(by_id)])
+            for order, by_side, by_id in grouped.values()]
+
+
 def approvals(session: Session, order_id: str) -> list[ApprovalRow]:
     return list(session.scalars(
         select(ApprovalRow).where(ApprovalRow.order_id == order_id).order_by(ApprovalRow.side)
@@ -135,12 +286,6 @@ def approvals(session: Session, order_id: str) -> list[ApprovalRow]:
 
 def plans(session: Session, order_id: str) -> dict[str, PlanRow]:
     return {p.side: p for p in session.scalars(select(PlanRow).where(PlanRow.order_id == order_id))}
-
-
-def audit_trail(session: Session, order_id: str) -> list[AuditRow]:
-    return list(session.scalars(
-        select(AuditRow).where(AuditRow.order_id == order_id).order_by(AuditRow.id)
-    ))
 
 
 def page_bounds(page_size: int, page_token: str) -> tuple[int, int]:
@@ -171,4 +316,5 @@ def fetch_page(session: Session, query: Select[T], offset: int, limit: int
     """One page and whether more follow (one extra row is read to know)."""
     rows: list[T] = list(session.scalars(query.offset(offset).limit(limit + 1)))
     return rows[:limit], len(rows) > limit
+
 

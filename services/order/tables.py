@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -84,6 +85,11 @@ class OrderRow(OrderBase):
     __table_args__ = (
         UniqueConstraint("tenant_id", "request_id", name="uq_orders_tenant_request"),
         Index("ix_orders_state", "state"),
+        # ListOrders, newest first (migration 0003)
+        Index("ix_orders_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_orders_created", "created_at", "id"),
+        Index("ix_orders_reserving", "a_port_id", "z_port_id",
+              postgresql_where=text("reserved_mbps > 0"), sqlite_where=text("reserved_mbps > 0")),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64))

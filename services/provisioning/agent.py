@@ -9,8 +9,9 @@ What happens on a router, in one place:
   per router, but only the holder of the router's lease (lease.py) acts; the others wait,
   and one of them takes over when the holder dies or stops. A router has at most one
   pending confirmed commit (the agent refuses another lock while one is pending), so every
-  PREPARE queued at that moment goes into one **batch**: lock the candidate, edit-config
-  each circuit's payload (a refused payload fails that circuit only), one confirmed commit
+  PREPARE queued at that moment goes into one **batch**: lock the candidate, one
+  edit-config of all the circuits' payloads merged (merge.py; when the router refuses it,
+  halves are tried until a refused payload fails that circuit only), one confirmed commit
   with a persist id and a timeout, lock kept until the batch is resolved.
 * CONFIRM of any member commits the batch (confirming commit with the persist id), after
   editing the inverse of members already rolled back into the candidate. Members still
@@ -52,6 +53,7 @@ from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,8 +69,14 @@ from services.provisioning.faults import FaultKind, PayloadMismatch, RouterFailu
 from services.provisioning.inventory import Device
 from services.provisioning.lease import LeaseTerms, LeftOpen, Move, Tenure, settle_left_open
 from services.provisioning.lease_store import LeaseLost, SqlRouterLease, new_holder
-from services.provisioning.netconf import NetconfSession
-from services.provisioning.observe import differences, intended_leaves, running_subinterfaces
+from services.provisioning.merge import MergeConflict, merge_configs
+from services.provisioning.netconf import CONFIRMED_COMMIT_NOT_ACTIVE, NetconfSession
+from services.provisioning.observe import (
+    differences,
+    intended_leaves,
+    running_filter,
+    running_subinterfaces,
+)
 from services.provisioning.rendering import Renderer
 from services.provisioning.tables import AgentBatch, AgentCommand, LogEntry, utcnow
 
@@ -151,6 +159,25 @@ class StepResult:
     message: str = ""
 
 
+def _prepared(
+    intents: Sequence[Intent], persist_id: str, expire_at: datetime, duration_ms: int,
+    message: str,
+) -> list[StepResult]:
+    """Successful PREPARE results of ``intents``, all pending in the batch ``persist_id``."""
+    return [
+        StepResult(
+            i.job,
+            True,
+            persist_id=persist_id,
+            sha256=i.sha256,
+            expire_at=expire_at,
+            duration_ms=duration_ms,
+            message=message,
+        )
+        for i in intents
+    ]
+
+
 class CommandQueue:
     """The consumer handler: queue each command for its router's worker."""
 
@@ -182,7 +209,9 @@ class CommandQueue:
                 or "",
             )
         )
-        self._wake(router)
+        # After the commit: a worker woken before it would find nothing queued yet and
+        # sleep its poll interval.
+        sa_event.listen(session, "after_commit", lambda _s: self._wake(router), once=True)
 
 
 @dataclass
@@ -320,21 +349,44 @@ class RouterWorker(Worker):
                 for p in queued_prepares
             )
         ]
+        # Consecutive CONFIRMs are one step (one confirming commit, one read-back); the
+        # order between confirms and rollbacks is kept.
+        confirms: list[Job] = []
         for job in decisions:
             if job.command.action == CONFIRM:
-                with self._step_span("confirm", [job]):
-                    self._confirm(job)
-            else:
-                with self._step_span("rollback", [job]):
-                    self._rollback(job)
-        if self._open_batch() is None:
-            prepares = self._batchable([j for j in jobs if j.command.action == PREPARE])
-            if prepares:
-                with self._step_span("prepare", prepares):
-                    self._prepare(prepares)
+                confirms.append(job)
+                continue
+            self._confirm_all(confirms)
+            confirms = []
+            with self._step_span("rollback", [job]):
+                self._rollback(job)
+        self._confirm_all(confirms)
+        # PREPAREs never wait for decisions: they open a batch, or join the open one (a
+        # router holds one pending confirmed commit; a PREPARE waiting for it while the
+        # other router's batch waits for this one's members would deadlock both). A
+        # circuit already in the open batch (an earlier round) waits for it to resolve.
+        batch = self._open_batch()
+        members = set(batch.members) if batch is not None else set()
+        # The last ROLLBACK queued per saga and circuit: a PREPARE queued before it is moot.
+        rollbacks = {
+            (j.command.saga_id, j.command.circuit_id): j.row_id
+            for j in jobs
+            if j.command.action == ROLLBACK
+        }
+        prepares = self._batchable(
+            [j for j in queued_prepares if j.command.circuit_id not in members]
+        )
+        if prepares:
+            with self._step_span("prepare", prepares):
+                self._prepare(prepares, batch, rollbacks)
         elif not decisions:
             return False
         return True
+
+    def _confirm_all(self, jobs: list[Job]) -> None:
+        if jobs:
+            with self._step_span("confirm", jobs):
+                self._confirm(jobs)
 
     # -- tracing ------------------------------------------------------------------------
 
@@ -550,24 +602,46 @@ class RouterWorker(Worker):
     def _verify(
         self, expectations: Iterable[tuple[tuple[str, int], dict[str, str] | None]]
     ) -> RouterFault | None:
-        """Read running once; a fault describing the first sub-interface not as expected."""
-        running = running_subinterfaces(self.device.platform, self.session.running())
+        """Read the sub-interfaces once; a fault describing the first not as expected."""
+        faults = self._check(list(expectations))
+        return next((f for f in faults.values() if f is not None), None)
+
+    def _check(
+        self, expectations: Sequence[tuple[tuple[str, int], dict[str, str] | None]]
+    ) -> dict[tuple[str, int], RouterFault | None]:
+        """Per sub-interface, a fault when running does not hold what is expected: one read
+        of those sub-interfaces only. A failed read is every one's fault."""
+        if not expectations:
+            return {}
+        try:
+            running = self._running_subinterfaces(key for key, _ in expectations)
+        except RouterFailure as exc:
+            return {key: exc.fault for key, _ in expectations}
+        faults: dict[tuple[str, int], RouterFault | None] = {}
         for key, want in expectations:
             have = running.get(key)
+            fault = None
             if want is None and have is not None:
-                return self._fault(
+                fault = self._fault(
                     FaultKind.VERIFICATION_FAILED,
                     f"sub-interface {key[0]}.{key[1]} is still configured",
                 )
-            if want is not None:
+            elif want is not None:
                 diff = differences(want, have)
                 if diff:
                     first = diff[0]
-                    return self._fault(
+                    fault = self._fault(
                         FaultKind.VERIFICATION_FAILED,
                         f"{first.path} is {first.actual!r}, expected {first.intended!r}",
                     )
-        return None
+            faults[key] = faults.get(key) or fault
+        return faults
+
+    def _running_subinterfaces(
+        self, keys: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], dict[str, str]]:
+        platform = self.device.platform
+        return running_subinterfaces(platform, self.session.running(running_filter(platform, keys)))
 
     # -- PREPARE ------------------------------------------------------------------------
 
@@ -580,22 +654,30 @@ class RouterWorker(Worker):
                 break
         return list(chosen.values())
 
-    def _prepare(self, jobs: list[Job]) -> None:
+    def _prepare(
+        self,
+        jobs: list[Job],
+        batch: AgentBatch | None,
+        rollbacks: dict[tuple[str, str], int],
+    ) -> None:
+        """Render each PREPARE and put it on the router: a new batch, or into ``batch``
+        (the open one). ``rollbacks``: the last queued ROLLBACK's row per saga and circuit."""
         started = time.monotonic()
         now = utcnow()
         failed: list[StepResult] = []
         intents: list[Intent] = []
         for job in jobs:
             deadline = job.command.deadline
-            if deadline.seconds and deadline.ToDatetime(UTC) < now:
+            late = bool(deadline.seconds) and deadline.ToDatetime(UTC) < now
+            undone = rollbacks.get((job.command.saga_id, job.command.circuit_id), 0) > job.row_id
+            if late or undone:
+                why = "arrived after its deadline" if late else "was rolled back while queued"
                 failed.append(
                     StepResult(
                         job,
                         False,
                         self._fault(
-                            FaultKind.TIMEOUT,
-                            "command arrived after its deadline; router untouched",
-                            retryable=True,
+                            FaultKind.TIMEOUT, f"command {why}; router untouched", retryable=True
                         ),
                     )
                 )
@@ -608,17 +690,135 @@ class RouterWorker(Worker):
                 failed.append(StepResult(job, False, exc.fault))
         if failed:
             self._finish(failed)
-        if intents:
+        if intents and batch is None:
             self._prepare_batch(intents, started)
+        elif intents and batch is not None:
+            self._top_up(batch, intents, started)
 
-    def _prepare_batch(self, intents: list[Intent], started: float) -> None:
-        timeout_s = (
+    @staticmethod
+    def _confirm_timeout_s(intents: list[Intent]) -> int:
+        return (
             max(
                 (i.job.command.confirm_timeout.seconds for i in intents),
                 default=DEFAULT_CONFIRM_TIMEOUT_S,
             )
             or DEFAULT_CONFIRM_TIMEOUT_S
         )
+
+    @staticmethod
+    def _member(intent: Intent) -> dict[str, object]:
+        return {
+            "saga_id": intent.job.command.saga_id,
+            "state": UNDECIDED,
+            "inverse": intent.inverse,
+            "interface": intent.key[0],
+            "vlan": intent.key[1],
+            "after": intent.after,
+            "before": intent.before,
+            "sha256": intent.sha256,
+        }
+
+    def _top_up(self, batch: AgentBatch, intents: list[Intent], started: float) -> None:
+        """Add circuits to the open batch (its candidate lock is held): edit them in after
+        the inverses of members rolled back so far, then a follow-up confirmed commit with
+        the batch's persist id. Recorded before that commit, like a new batch."""
+        timeout_s = self._confirm_timeout_s(intents)
+        kept = [
+            m["inverse"] for m in batch.members.values() if m["state"] == ROLLED_BACK_IN_CANDIDATE
+        ]
+        try:
+            accepted, refused = self._edit_all(intents, kept)
+        except RouterFailure as exc:
+            # The session (and with it the lock and the candidate) is gone: end the batch.
+            self._abandon(batch, [StepResult(i.job, False, exc.fault) for i in intents])
+            return
+        results = list(refused)
+        if not accepted:
+            self._finish(results)
+            return
+        expire_at = utcnow() + timedelta(seconds=timeout_s)
+        previous_expiry = batch.expire_at
+        batch.members = {
+            **batch.members,
+            **{i.job.command.circuit_id: self._member(i) for i in accepted},
+        }
+        batch.expire_at = expire_at
+        with self.session_factory() as db, db.begin():
+            self.lease.fence(db)
+            self._save_batch(batch, db)
+        try:
+            self.session.confirmed_commit_more(batch.persist_id, timeout_s)
+        except RouterFailure as exc:
+            fault = exc.fault
+            if CONFIRMED_COMMIT_NOT_ACTIVE in fault.message:
+                # The batch ended on the router (cancelled or expired): a passing failure.
+                fault = self._fault(
+                    FaultKind.TIMEOUT,
+                    f"confirmed commit {batch.persist_id} ended before this circuit could join "
+                    "it; router untouched",
+                    retryable=True,
+                )
+            elif fault.kind is FaultKind.RPC_ERROR:
+                batch.expire_at = previous_expiry
+                self._top_up_refused(batch, accepted, kept, results, fault)
+                return
+            # Unknown whether it was applied, or the batch is gone: cancel it, new members
+            # with it.
+            self._abandon(batch, [*results, *(StepResult(i.job, False, fault) for i in accepted)])
+            return
+        for intent in accepted:
+            crash_point(AGENT_AFTER_CONFIRMED_COMMIT, intent.job.command.circuit_id)
+        wrong = self._verify((i.key, i.after) for i in accepted)
+        duration = int((time.monotonic() - started) * 1000)
+        if wrong is not None:
+            self._abandon(
+                batch,
+                results + [StepResult(i.job, False, wrong, duration_ms=duration) for i in accepted],
+            )
+            return
+        results += _prepared(
+            accepted, batch.persist_id, expire_at, duration,
+            f"joined a batch of {len(batch.members)}",
+        )
+        self._finish(results, batch)
+
+    def _top_up_refused(
+        self,
+        batch: AgentBatch,
+        accepted: list[Intent],
+        kept: list[str],
+        results: list[StepResult],
+        fault: RouterFault,
+    ) -> None:
+        """The follow-up commit was refused, nothing applied: the candidate back to the
+        batch's, the new members out of it; several are retried one by one so that only
+        the faulty one fails."""
+        joining = {i.job.command.circuit_id for i in accepted}
+        batch.members = {c: m for c, m in batch.members.items() if c not in joining}
+        try:
+            self._reset_candidate(kept)
+        except RouterFailure as exc:
+            self._abandon(
+                batch, [*results, *(StepResult(i.job, False, exc.fault) for i in accepted)]
+            )
+            return
+        if len(accepted) == 1:
+            self._finish([*results, StepResult(accepted[0].job, False, fault)], batch)
+            return
+        self._finish(results, batch)
+        for intent in accepted:
+            self._top_up(batch, [intent], time.monotonic())
+
+    def _abandon(self, batch: AgentBatch, results: list[StepResult]) -> None:
+        """Cancel the whole open batch (every undecided member reverts), answer ``results``
+        and the ROLLBACKs waiting for the batch."""
+        self._cancel_quietly(batch.persist_id)
+        self._release()
+        self._close_reverted(batch, results)
+        self._finish(results, batch)
+
+    def _prepare_batch(self, intents: list[Intent], started: float) -> None:
+        timeout_s = self._confirm_timeout_s(intents)
         try:
             self.session.lock_candidate()
         except RouterFailure as exc:
@@ -642,19 +842,7 @@ class RouterWorker(Worker):
             router_name=self.device.name,
             state=OPEN,
             expire_at=expire_at,
-            members={
-                i.job.command.circuit_id: {
-                    "saga_id": i.job.command.saga_id,
-                    "state": UNDECIDED,
-                    "inverse": i.inverse,
-                    "interface": i.key[0],
-                    "vlan": i.key[1],
-                    "after": i.after,
-                    "before": i.before,
-                    "sha256": i.sha256,
-                }
-                for i in accepted
-            },
+            members={i.job.command.circuit_id: self._member(i) for i in accepted},
         )
         # Recorded before the commit: if the agent dies right after it, the restart finds
         # the batch and cancels it instead of leaving the router locked until the timeout.
@@ -688,26 +876,34 @@ class RouterWorker(Worker):
             batch.members = {c: {**m, "state": REVERTED} for c, m in batch.members.items()}
             results += [StepResult(i.job, False, fault, duration_ms=duration) for i in accepted]
         else:
-            results += [
-                StepResult(
-                    i.job,
-                    True,
-                    persist_id=persist_id,
-                    sha256=i.sha256,
-                    expire_at=expire_at,
-                    duration_ms=duration,
-                    message=f"batch of {len(accepted)}",
-                )
-                for i in accepted
-            ]
+            results += _prepared(
+                accepted, persist_id, expire_at, duration, f"batch of {len(accepted)}"
+            )
         self._finish(results, batch)
 
-    def _edit_all(self, intents: list[Intent]) -> tuple[list[Intent], list[StepResult]]:
-        """Edit every payload into the (locked) candidate; a refused one is left out."""
-        self.session.discard()
+    def _edit_all(
+        self, intents: list[Intent], kept: Sequence[str] = ()
+    ) -> tuple[list[Intent], list[StepResult]]:
+        """Edit every payload into the (locked) candidate, after the ``kept`` edits (reset
+        to running plus those first); a refused one is left out. A group goes out as one
+        merged edit; a refused group is halved and each half tried again, down to single
+        circuits, so that only the faulty circuit is refused, with the router's own message
+        (one bad circuit among n costs about 2 log2(n) edits rather than n)."""
+        self._reset_candidate(kept)
         accepted: list[Intent] = []
         refused: list[StepResult] = []
-        for intent in intents:
+        groups = [list(intents)]
+        while groups:
+            group = groups.pop(0)
+            if len(group) > 1:
+                if self._edit_merged([i.payload for i in group]):
+                    accepted += group
+                    continue
+                self._reset_candidate([*kept, *(a.payload for a in accepted)])
+                half = len(group) // 2
+                groups[:0] = [group[:half], group[half:]]
+                continue
+            [intent] = group
             try:
                 self.session.edit_candidate(intent.payload)
             except RouterFailure as exc:
@@ -715,12 +911,37 @@ class RouterWorker(Worker):
                     raise
                 refused.append(StepResult(intent.job, False, exc.fault, sha256=intent.sha256))
                 # A refused edit may have left part of itself: rebuild from the accepted.
-                self.session.discard()
-                for kept in accepted:
-                    self.session.edit_candidate(kept.payload)
+                self._reset_candidate([*kept, *(a.payload for a in accepted)])
                 continue
             accepted.append(intent)
         return accepted, refused
+
+    def _edit_merged(self, edits: Sequence[str]) -> bool:
+        """One edit-config for all ``edits`` (a router with thousands of circuits takes
+        long over each edit, hardly longer for many circuits than for one). False, and
+        the candidate possibly touched, when they cannot be merged or the router refuses
+        the whole."""
+        try:
+            merged = merge_configs(edits)
+        except MergeConflict:
+            return False
+        try:
+            self.session.edit_candidate(merged)
+        except RouterFailure as exc:
+            if exc.fault.kind is not FaultKind.RPC_ERROR:
+                raise
+            return False
+        return True
+
+    def _reset_candidate(self, edits: Iterable[str]) -> None:
+        """The candidate back to running plus ``edits`` (each accepted before)."""
+        self.session.discard()
+        edits = list(edits)
+        if len(edits) > 1 and self._edit_merged(edits):
+            return
+        self.session.discard()
+        for edit in edits:
+            self.session.edit_candidate(edit)
 
     def _release(self) -> None:
         for step in (self.session.discard, self.session.unlock_candidate):
@@ -738,13 +959,24 @@ class RouterWorker(Worker):
 
     # -- CONFIRM ------------------------------------------------------------------------
 
-    def _confirm(self, job: Job) -> None:
+    def _confirm(self, jobs: list[Job]) -> None:
+        """CONFIRMs, grouped by the batch they confirm: per batch one confirming commit
+        (when still open), one read-back and one transaction for the replies."""
         started = time.monotonic()
-        command = job.command
-        batch = self._find_member(command)
-        if batch is None:
-            self._finish(
-                [
+        missing: list[StepResult] = []
+        groups: dict[str, tuple[AgentBatch, list[Job]]] = {}
+        loaded: dict[str, AgentBatch | None] = {}
+        for job in jobs:
+            command = job.command
+            # One load per batch named (a batch's members are stored as one document).
+            batch = loaded.get(command.persist_id) if command.persist_id else None
+            member = batch.members.get(command.circuit_id) if batch is not None else None
+            if member is None or member["saga_id"] != command.saga_id:
+                batch = self._find_member(command)
+                if command.persist_id:
+                    loaded[command.persist_id] = batch
+            if batch is None:
+                missing.append(
                     StepResult(
                         job,
                         False,
@@ -754,10 +986,15 @@ class RouterWorker(Worker):
                             f"in saga {command.saga_id} on {self.device.name}",
                         ),
                     )
-                ]
-            )
-            return
-        member = batch.members[command.circuit_id]
+                )
+                continue
+            groups.setdefault(batch.persist_id, (batch, []))[1].append(job)
+        if missing:
+            self._finish(missing)
+        for batch, group in groups.values():
+            self._confirm_batch(batch, group, started)
+
+    def _confirm_batch(self, batch: AgentBatch, jobs: list[Job], started: float) -> None:
         results: list[StepResult] = []
         if batch.state == OPEN:
             try:
@@ -769,7 +1006,9 @@ class RouterWorker(Worker):
                 self._cancel_quietly(batch.persist_id)
                 self._release()
                 self._close_reverted(batch, results)
-                results.append(StepResult(job, False, exc.fault, persist_id=batch.persist_id))
+                results += [
+                    StepResult(job, False, exc.fault, persist_id=batch.persist_id) for job in jobs
+                ]
                 self._finish(results, batch)
                 return
             self._release()
@@ -778,20 +1017,29 @@ class RouterWorker(Worker):
                 if other["state"] == UNDECIDED:
                     other["state"] = COMMITTED
             results += self._deferred_rollback_results(batch)
-        if member["state"] in (COMMITTED, CONFIRMED):
-            fault = self._verify([((member["interface"], member["vlan"]), member["after"])])
-            member["state"] = CONFIRMED
-            results.append(
-                StepResult(
-                    job,
-                    fault is None,
-                    fault,
-                    persist_id=batch.persist_id,
-                    sha256=member["sha256"],
-                    duration_ms=int((time.monotonic() - started) * 1000),
+        applied = [
+            m
+            for m in (batch.members[job.command.circuit_id] for job in jobs)
+            if m["state"] in (COMMITTED, CONFIRMED)
+        ]
+        faults = self._check([((m["interface"], m["vlan"]), m["after"]) for m in applied])
+        duration = int((time.monotonic() - started) * 1000)
+        for job in jobs:
+            member = batch.members[job.command.circuit_id]
+            if member["state"] in (COMMITTED, CONFIRMED):
+                fault = faults[(member["interface"], member["vlan"])]
+                member["state"] = CONFIRMED
+                results.append(
+                    StepResult(
+                        job,
+                        fault is None,
+                        fault,
+                        persist_id=batch.persist_id,
+                        sha256=member["sha256"],
+                        duration_ms=duration,
+                    )
                 )
-            )
-        else:
+                continue
             results.append(
                 StepResult(
                     job,
@@ -819,10 +1067,7 @@ class RouterWorker(Worker):
         waiting = [(c, m) for c, m in batch.members.items() if m.get("rollback_job")]
         if not waiting:
             return []
-        try:
-            fault = self._verify(((m["interface"], m["vlan"]), m["before"]) for _, m in waiting)
-        except RouterFailure as exc:
-            fault = exc.fault
+        fault = self._verify(((m["interface"], m["vlan"]), m["before"]) for _, m in waiting)
         results = []
         for _, member in waiting:
             job = Job(
@@ -874,6 +1119,13 @@ class RouterWorker(Worker):
             # Answered when the batch resolves; the job is done as far as the queue goes.
             self._finish([], batch, done_jobs=[job])
             return
+        if batch.state == OPEN and member["state"] == ROLLED_BACK_IN_CANDIDATE:
+            # Sent again (the coordinator's deadline passed while the batch stayed open):
+            # running still shows the member until the batch resolves, so this one is
+            # answered then too, in place of the earlier one.
+            member["rollback_job"], member["rollback_trace"] = job.row_id, job.traceparent
+            self._finish([], batch, done_jobs=[job])
+            return
         if member["state"] in (COMMITTED, CONFIRMED):
             try:
                 self._transaction(member["inverse"])
@@ -881,10 +1133,7 @@ class RouterWorker(Worker):
             except RouterFailure as exc:
                 self._finish([StepResult(job, False, exc.fault)], batch)
                 return
-        try:
-            fault = self._verify([(key, member["before"])])
-        except RouterFailure as exc:
-            fault = exc.fault
+        fault = self._verify([(key, member["before"])])
         self._finish(
             [
                 StepResult(
@@ -977,7 +1226,9 @@ class RouterWorker(Worker):
 
     def _record_from_running(self, batch: AgentBatch) -> None:
         """Each undecided member is committed if running holds what it meant to leave."""
-        running = running_subinterfaces(self.device.platform, self.session.running())
+        running = self._running_subinterfaces(
+            (m["interface"], m["vlan"]) for m in batch.members.values()
+        )
         for member in batch.members.values():
             if member["state"] not in (UNDECIDED, ROLLED_BACK_IN_CANDIDATE):
                 continue

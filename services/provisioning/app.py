@@ -26,10 +26,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
+from google.protobuf.message import Message
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from sqlalchemy.orm import Session
 
 from idc.provisioning.v1 import provisioning_service_pb2, provisioning_service_pb2_grpc
 from services.common.config import ConfigError, KafkaSettings, non_negative_int
-from services.common.events import EventConsumer, ensure_topics, topics
+from services.common.events import BatchEventConsumer, Envelope, ensure_topics, topics
+from services.common.events.consumer import BatchHandler, Handler
+from services.common.events.envelope import extract_trace_context
 from services.common.events.topics import with_dead_letters
 from services.common.grpc_server import GrpcApp, Worker
 from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
@@ -53,6 +59,34 @@ NAME = "provisioning"
 DEFAULT_PORT = 50052
 MIGRATIONS = Path(__file__).parent / "migrations"
 ROLES = ("all", "coordinator", "agent")
+
+tracer = trace.get_tracer(__name__)
+
+
+def each_event(handler: Handler) -> BatchHandler:
+    """A poll's events handled in one transaction (one commit and one offset commit per
+    poll, not per event), each in a consumer span continuing its producer's trace as the
+    per-event consumer's spans do, so the saga's trace stays one parent-linked chain."""
+
+    def handle(session: Session, items: Sequence[tuple[Message, Envelope]]) -> None:
+        for event, envelope in items:
+            with tracer.start_as_current_span(
+                f"{envelope.topic} process",
+                context=extract_trace_context(envelope.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": envelope.topic,
+                    "messaging.destination.partition.id": str(envelope.partition),
+                    "messaging.kafka.offset": envelope.offset,
+                    "messaging.message.id": envelope.event_id,
+                    "idc.event_type": envelope.event_type,
+                },
+            ):
+                handler(session, event, envelope)
+
+    return handle
 
 
 def topics_from_env(env: Mapping[str, str]) -> Topics:
@@ -92,10 +126,10 @@ def agent_workers(
     queue = CommandQueue(telco, by_name, lambda name: by_name[name].wake_event.set())
     commands = ConsumerWorker(
         f"agent-commands-{telco}",
-        lambda: EventConsumer(
+        lambda: BatchEventConsumer(
             [topic_names.commands[SIDE_OF_TELCO[telco]]],
             f"idc-provisioning-agent-{telco}",
-            queue,
+            each_event(queue),
             runtime.session_factory,
             runtime.settings.kafka,
             registry=REGISTRY,
@@ -145,10 +179,10 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
         workers += [
             ConsumerWorker(
                 "coordinator",
-                lambda: EventConsumer(
+                lambda: BatchEventConsumer(
                     [topic_names.order_events, topic_names.replies],
                     "idc-provisioning-coordinator",
-                    coordinator,
+                    each_event(coordinator),
                     runtime.session_factory,
                     kafka,
                     registry=REGISTRY,

@@ -40,7 +40,14 @@ from services.provisioning.observe import (
     running_subinterfaces,
 )
 from services.provisioning.rendering import Renderer
-from services.provisioning.saga import Action, Saga, Send, Step, repair_operations
+from services.provisioning.saga import (
+    Action,
+    Saga,
+    Send,
+    Step,
+    extended_deadline,
+    repair_operations,
+)
 from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder, SagaRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -83,6 +90,12 @@ class SagaTimings:
     retry_window_s: float = 600.0
     retry_backoff_s: float = 5.0
 
+    @property
+    def step_wait_max_s(self) -> float:
+        """How long a step may wait for agents that are alive but working through a queue
+        (see saga.extended_deadline): past the confirm timeout a prepare is gone anyway."""
+        return max(self.step_deadline_s, float(self.confirm_timeout_s))
+
 
 class Coordinator:
     def __init__(
@@ -98,6 +111,10 @@ class Coordinator:
         self._topics = topics
         self._timings = timings
         self._read_running = read_running
+        # When each router's agent was last heard from (any reply), for the deadlines. Per
+        # process: a coordinator that has heard nothing yet (just started) keeps the plain
+        # step deadline.
+        self._last_heard: dict[str, datetime] = {}
 
     # -- consumer handler ---------------------------------------------------------------
 
@@ -217,6 +234,7 @@ class Coordinator:
         return saga_id
 
     def on_reply(self, session: Session, reply: provisioning_pb2.ProvisioningReply) -> None:
+        self._last_heard[reply.router_name] = utcnow()
         row = session.scalars(
             select(SagaRow).where(SagaRow.saga_id == reply.saga_id).with_for_update()
         ).first()
@@ -330,6 +348,21 @@ class Coordinator:
         saga = Saga.from_json(row.state)
         approved = order_pb2.OrderApproved()
         approved.ParseFromString(row.approved)
+        if saga.step is not Step.RETRY_WAIT:
+            ends = {Side.SINGAPORE: approved.circuit.a_end, Side.CHONGQING: approved.circuit.z_end}
+            sent_at = (
+                row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+            )
+            extended = extended_deadline(
+                sent_at,
+                utcnow(),
+                [self._last_heard.get(ends[side].router_name) for side in saga.awaited()],
+                self._timings.step_deadline_s,
+                self._timings.step_wait_max_s,
+            )
+            if extended is not None:
+                row.deadline = extended
+                return
         self._apply(session, row, saga, approved, saga.on_deadline())
 
     def _apply(
@@ -392,7 +425,8 @@ class Coordinator:
             circuit=approved.circuit,
             confirm_timeout=duration_pb2.Duration(seconds=self._timings.confirm_timeout_s),
             persist_id=send.persist_id,
-            deadline=timestamp(now + timedelta(seconds=self._timings.step_deadline_s)),
+            # The longest the coordinator may wait (an agent behind a queue of work).
+            deadline=timestamp(now + timedelta(seconds=self._timings.step_wait_max_s)),
             attempt=send.attempt,
         )
         if approved.HasField("previous_circuit"):

@@ -13,6 +13,7 @@ a child of whatever span is current (the agent's step, an ops read).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import threading
@@ -29,6 +30,8 @@ from opentelemetry.trace import SpanKind
 
 from services.provisioning.faults import FaultKind, RouterFailure, RouterFault
 from services.provisioning.inventory import Device
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ncclient.manager import Manager
@@ -219,8 +222,37 @@ class NetconfSession:
             persist_id=persist_id,
         )
 
-    def running(self) -> str:
-        return self.call("get-config", lambda m: str(m.get_config(source="running").data_xml))
+    def confirmed_commit_more(self, persist_id: str, timeout_s: int) -> None:
+        """A follow-up confirmed commit: the candidate's new edits join the pending confirmed
+        commit ``persist_id`` (still persistent; its timeout restarts), so a cancel reverts
+        them with it and one confirming commit keeps them all (RFC 6241 8.4)."""
+        self.call(
+            "confirmed-commit",
+            lambda m: m.commit(confirmed=True, timeout=str(timeout_s), persist_id=persist_id),
+            persist_id=persist_id,
+        )
+
+    def running(self, subtree: str | None = None) -> str:
+        """The running configuration, or only what the ``subtree`` filter selects."""
+        source_filter = ("subtree", subtree) if subtree is not None else None
+
+        def read() -> str:
+            return self.call(
+                "get-config",
+                lambda m: str(m.get_config(source="running", filter=source_filter).data_xml),
+            )
+
+        try:
+            return read()
+        except RouterFailure as exc:
+            if exc.fault.kind is not FaultKind.TIMEOUT:
+                raise
+            # A read is safe to repeat. Seen on the devstack's netconfd: one session's reply
+            # never arrives while a fresh session is answered at once; the timed-out session
+            # was dropped, so this asks on a new one.
+            log.warning("%s: get-config unanswered, asking once more on a new session",
+                        self.device.name)
+            return read()
 
     def probe(self) -> bool:
         """True when the router answers (opens the session if needed)."""

@@ -8,9 +8,10 @@ plain dict comparison.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from xml.etree import ElementTree as ET
+from xml.sax.saxutils import escape
 
 from services.provisioning.circuits import CircuitEnd
 
@@ -132,6 +133,31 @@ def running_subinterfaces(platform: str, running_xml: str) -> dict[SubinterfaceK
     """Every sub-interface in a ``<data>`` (get-config reply) of ``platform``."""
     root = ET.fromstring(running_xml.encode("utf-8"))
     return _RUNNING[platform](root)
+
+
+def running_filter(platform: str, keys: Iterable[SubinterfaceKey]) -> str:
+    """A subtree filter selecting only these sub-interfaces of a get-config: a step reads
+    back what it touched, not the whole datastore (thousands of circuits on a router)."""
+    by_interface: dict[str, list[int]] = {}
+    for name, vlan in sorted(set(keys)):
+        by_interface.setdefault(name, []).append(vlan)
+    if platform == "openconfig":
+        interfaces = "".join(
+            f"<interface><name>{escape(name)}</name><subinterfaces>"
+            + "".join(f"<subinterface><index>{v}</index></subinterface>" for v in vlans)
+            + "</subinterfaces></interface>"
+            for name, vlans in by_interface.items()
+        )
+        return f'<interfaces xmlns="{OC_IF}">{interfaces}</interfaces>'
+    if platform == "cq-vendor":
+        interfaces = "".join(
+            f"<interface><name>{escape(name)}</name><sub-interfaces>"
+            + "".join(f"<sub-interface><number>{v}</number></sub-interface>" for v in vlans)
+            + "</sub-interfaces></interface>"
+            for name, vlans in by_interface.items()
+        )
+        return f'<ifm xmlns="{CQ_IFM}"><interfaces>{interfaces}</interfaces></ifm>'
+    raise ValueError(f"no running filter for platform {platform!r}")
 
 
 def differences(intended: Leaves | None, actual: Leaves | None) -> list[Difference]:

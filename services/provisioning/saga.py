@@ -29,9 +29,9 @@ same saga; what each router is sent is chosen from its running configuration by
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.provisioning.circuits import Operation, Side
@@ -94,6 +94,26 @@ def repair_operations(present: Mapping[Side, bool]) -> dict[Side, Operation]:
     return {side: Operation.MODIFY if held else Operation.CREATE for side, held in present.items()}
 
 
+def extended_deadline(
+    sent_at: datetime,
+    now: datetime,
+    last_heard: Sequence[datetime | None],
+    step_deadline_s: float,
+    max_wait_s: float,
+) -> datetime | None:
+    """When a step's deadline passes: the new deadline if every awaited router's agent was
+    heard from (a reply to any command) within the last ``step_deadline_s`` (it is alive,
+    working through a queue), at most ``max_wait_s`` after the commands were sent; None to
+    act on the missed deadline now. An agent not heard from is timed out as before."""
+    if not last_heard or any(heard is None for heard in last_heard):
+        return None
+    quietest = min(heard for heard in last_heard if heard is not None)
+    extended = min(
+        quietest + timedelta(seconds=step_deadline_s), sent_at + timedelta(seconds=max_wait_s)
+    )
+    return extended if extended > now else None
+
+
 @dataclass
 class Saga:
     step: Step = Step.PREPARING
@@ -111,6 +131,10 @@ class Saga:
 
     def side(self, side: Side) -> SideState:
         return self.sides[side.name]
+
+    def awaited(self) -> list[Side]:
+        """The sides whose reply the saga is waiting for."""
+        return [side for side in (FIRST, SECOND) if self.side(side).awaiting]
 
     def faults(self) -> list[tuple[Side, RouterFault, bool]]:
         found = []
@@ -308,7 +332,7 @@ class Saga:
         """The awaited replies did not come in time (or the retry wait is over)."""
         if self.step is Step.RETRY_WAIT:
             return self._next_round()
-        late = [side for side in (FIRST, SECOND) if self.side(side).awaiting]
+        late = self.awaited()
         if self.step in (Step.PREPARING, Step.CONFIRMING_FIRST):
             names = ", ".join(s.name.lower() for s in late)
             self.reason = f"no answer in time from {names}"

@@ -194,7 +194,12 @@ def test_the_trace_reaches_circuit_activated_in_the_order_service(demo: DemoRun)
         assert any(s.service == "idc-order" and "ApprovalService/Approve" in s.name for s in chain)
         assert chain[-1] == root, "a commit span not linked up to the story's root"
     confirms = [s for s in trace if s.name == "netconf confirming-commit"]
-    assert {c.attributes["idc.netconf.persist_id"] for c in confirms} == {
+    assert {c.attributes.get("idc.router.name") for c in confirms} == routers
+    # Every pending commit of the story is resolved in it: confirmed, or cancelled when a
+    # slow step was rolled back and prepared again (seen on a loaded machine).
+    resolved = [s for s in trace if s.name in ("netconf confirming-commit",
+                                               "netconf cancel-commit")]
+    assert {c.attributes["idc.netconf.persist_id"] for c in resolved} >= {
         c.attributes["idc.netconf.persist_id"] for c in commits
     }
     assert _processed(trace, "idc-provisioning", "idc.events.v1.ProvisioningReply")

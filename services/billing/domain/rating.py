@@ -22,11 +22,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from fractions import Fraction
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from services.billing.domain.contracts import Segment
 from services.billing.domain.money import EXACT, FACTOR_DISPLAY, round_money
 from services.billing.domain.percentile import (
+    PercentileResult,
     Sample,
     expected_intervals,
     nearest_rank_p95,
@@ -126,14 +128,34 @@ class Totals:
     total: Decimal
 
 
+class Usage(Protocol):
+    """A circuit's usage in a month, asked segment by segment."""
+
+    def percentile(self, start: datetime, end: datetime) -> PercentileResult | None:
+        """The 95th percentile of the valid samples starting in [start, end)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ScannedUsage:
+    """Usage from the samples themselves."""
+
+    samples: Sequence[Sample]
+
+    def percentile(self, start: datetime, end: datetime) -> PercentileResult | None:
+        return nearest_rank_p95([s for s in self.samples if start <= s.interval_start < end])
+
+
 def rate_circuit(
     segments: Sequence[Segment],
-    samples: Sequence[Sample],
+    usage: Usage | Sequence[Sample],
     month: BillingMonth,
     zone: ZoneInfo,
     currency: str,
 ) -> list[Line]:
-    """The lines of one circuit for one month; ``samples`` are its valid samples."""
+    """The lines of one circuit for one month from its usage (or its month's samples)."""
+    if isinstance(usage, Sequence):
+        usage = ScannedUsage(usage)
     month_start, month_end = month.window(zone)
     lines: list[Line] = []
     for segment in segments:
@@ -155,8 +177,7 @@ def rate_circuit(
         if days <= 0:
             continue
         lines.append(_mrc_line(context))
-        inside = [s for s in samples if start <= s.interval_start < end]
-        burst = _burst_line(context, inside)
+        burst = _burst_line(context, usage.percentile(start, end))
         if burst is not None:
             lines.append(burst)
     return lines
@@ -235,8 +256,7 @@ def _nrc_line(context: _SegmentContext) -> Line:
     )
 
 
-def _burst_line(context: _SegmentContext, samples: Sequence[Sample]) -> Line | None:
-    result = nearest_rank_p95(samples)
+def _burst_line(context: _SegmentContext, result: PercentileResult | None) -> Line | None:
     if result is None:
         return None
     segment = context.segment

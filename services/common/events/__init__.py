@@ -3,13 +3,18 @@ idempotent consumer with an inbox and a dead-letter topic.
 
 Producing: ``outbox.add(session, topic, key, message)`` inside the transaction that changes
 state; an :class:`OutboxRelay` publishes the rows. Consuming: an :class:`EventConsumer`
-calls ``handler(session, event, envelope)`` once per event id and consumer group.
+calls ``handler(session, event, envelope)`` once per event id and consumer group; a
+:class:`BatchEventConsumer` calls ``handler(session, items)`` once per poll with the events
+not handled before.
 """
 
 from services.common.events import outbox
 from services.common.events.consumer import (
+    BatchEventConsumer,
+    BatchHandler,
     EventConsumer,
     Handler,
+    RejectedItems,
     TransientError,
     consumer_config,
     is_transient,
@@ -41,6 +46,8 @@ from services.common.events.topics import dead_letter_topic, ensure_topics
 
 __all__ = [
     "BadPayloadError",
+    "BatchEventConsumer",
+    "BatchHandler",
     "DecodeError",
     "EncodedEvent",
     "Envelope",
@@ -51,6 +58,7 @@ __all__ = [
     "MissingHeaderError",
     "OutboxRelay",
     "OutboxRow",
+    "RejectedItems",
     "TransientError",
     "UnknownEventTypeError",
     "consumer_config",

@@ -15,6 +15,15 @@ record that does not decode, go to ``<topic>.dlq`` (original key, value and head
 poison message neither blocks its partition nor vanishes. Transient errors (database
 operational errors, :class:`TransientError`) are retried with backoff; when the retries run
 out the consumer seeks back and tries the record again on a later poll, without committing.
+
+A :class:`BatchEventConsumer` keeps those guarantees for what one poll returns at once: it
+decodes every record (failures: dead-letter topic), then in ONE transaction inserts the
+records' inbox rows in bulk (a conflict means "handled before") and calls
+``handler(session, items)`` with only the new ones, commits, sends the dead letters, and
+commits the highest offset of each partition still assigned, once. A handler that raises
+:class:`RejectedItems` for bad input has those records dead-lettered and the batch handled
+again without them; any other error that is not transient sends the batch through the
+per-record path above, so only the poison record goes to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -23,9 +32,11 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from google.protobuf.message import Message
 from kafka import KafkaConsumer, KafkaProducer
@@ -38,7 +49,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.config import KafkaSettings
+from services.common.events.bulk import insert_new
 from services.common.events.envelope import (
+    HEADER_TRACEPARENT,
     DecodeError,
     Envelope,
     EventRegistry,
@@ -48,7 +61,7 @@ from services.common.events.envelope import (
     headers_dict,
 )
 from services.common.events.relay import producer_config
-from services.common.events.tables import InboxRow
+from services.common.events.tables import InboxRow, inbox_table, utcnow
 from services.common.events.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
@@ -70,10 +83,27 @@ DLQ_HEADERS = (
     HEADER_DLQ_FAILED_AT,
 )
 _MAX_ERROR_BYTES = 4096
+# OpenTelemetry's default span link limit (OTEL_SPAN_LINK_COUNT_LIMIT): links of a batch span.
+_MAX_LINKS = 128
 
 
 class Handler(Protocol):
     def __call__(self, session: Session, event: Message, envelope: Envelope) -> None: ...
+
+
+class BatchHandler(Protocol):
+    """Handles several events in one transaction; ``items`` are in the order polled."""
+
+    def __call__(self, session: Session, items: Sequence[tuple[Message, Envelope]]) -> None: ...
+
+
+class RejectedItems(Exception):
+    """Raised by a batch handler for items that can never be handled (bad input), by their
+    position in ``items``: they go to the dead-letter topic and the rest is handled again."""
+
+    def __init__(self, errors: Mapping[int, Exception]) -> None:
+        super().__init__(f"{len(errors)} item(s) rejected")
+        self.errors = dict(errors)
 
 
 class TransientError(Exception):
@@ -93,6 +123,22 @@ class _AlreadyHandled(Exception):
 
 class _Retry(Exception):
     """Transient retries ran out: leave the offset alone and try again on a later poll."""
+
+
+_Item = tuple[Any, Message, Envelope]  # (record, event, envelope)
+
+
+class _BatchFailed(Exception):
+    """A batch failed for a reason that is not transient: handle its records one by one."""
+
+
+class _Rejected(Exception):
+    """The batch handler rejected these items (ended the transaction)."""
+
+    def __init__(self, items: list[tuple[_Item, Exception]]) -> None:
+        super().__init__(f"{len(items)} item(s) rejected")
+        self.items = items
+
 
 
 def consumer_config(settings: KafkaSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
@@ -159,9 +205,12 @@ class EventConsumer:
     def poll_once(self, timeout: float = 0.5) -> int:
         """Poll once (waiting at most ``timeout`` seconds); return the records consumed
         (handled, skipped as duplicates, or dead-lettered) and committed."""
-        batches = self._consumer.poll(timeout_ms=int(timeout * 1000))
+        return self._consume_each(self._consumer.poll(timeout_ms=int(timeout * 1000)))
+
+    def _consume_each(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> int:
         done = 0
-        for tp, records in batches.items():
+        polled = list(batches.items())
+        for index, (tp, records) in enumerate(polled):
             for record in records:
                 # After a rebalance the rest of a lost partition belongs to another member.
                 if tp not in self._consumer.assignment():
@@ -172,11 +221,20 @@ class EventConsumer:
                     self._consumer.seek(tp, record.offset)
                     break
                 except BaseException:
-                    # Rewind so a caller that goes on polling sees this record again.
+                    # Rewind so a caller that goes on polling sees this record again, and
+                    # the partitions not reached yet from their first record.
                     self._consumer.seek(tp, record.offset)
+                    self._rewind(polled[index + 1 :])
                     raise
                 done += 1
         return done
+
+    def _rewind(self, polled: Iterable[tuple[TopicPartition, Sequence[Any]]]) -> None:
+        """Seek each partition still assigned back to the first of its polled records."""
+        assigned = self._consumer.assignment()
+        for tp, records in polled:
+            if records and tp in assigned:
+                self._consumer.seek(tp, records[0].offset)
 
     def run(self, stop_event: threading.Event, poll_timeout: float = 0.2) -> None:
         """Consume until ``stop_event`` is set; does not close the consumer.
@@ -210,7 +268,7 @@ class EventConsumer:
                 self._dlq_producer.close(timeout=self._settings.request_timeout_ms / 1000)
                 self._dlq_producer = None
 
-    def __enter__(self) -> EventConsumer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -371,6 +429,264 @@ class EventConsumer:
         if self._dlq_producer is None:
             self._dlq_producer = KafkaProducer(**producer_config(self._settings))
         return self._dlq_producer
+
+
+@dataclass
+class _InFlight:
+    """A polled batch whose transaction runs on the database thread."""
+
+    batches: dict[TopicPartition, list[Any]]
+    undecodable: list[tuple[Any, Exception]]
+    # The records the handler rejected, once the transaction committed.
+    rejected: Future[list[tuple[Any, Exception]]] | None
+
+    @property
+    def size(self) -> int:
+        return sum(len(records) for records in self.batches.values())
+
+
+class BatchEventConsumer(EventConsumer):
+    """An :class:`EventConsumer` that handles what one poll returns in one transaction.
+
+    ``handler(session, items)`` gets the poll's new events (not in the inbox yet, each event
+    id once) in poll order. ``max_poll_records`` defaults to 500 (override in
+    ``consumer_overrides``).
+
+    Pipelined: while a batch's transaction runs on a database thread, the polling thread
+    fetches and decodes the next poll. Once the transaction committed, the polling thread
+    sends the batch's dead letters and commits its offsets (one commit for all partitions);
+    only then does the next batch's transaction start. ``poll_once`` therefore returns the
+    records of the batch it finished, usually polled by the call before.
+    """
+
+    def __init__(
+        self,
+        topics: Iterable[str],
+        group_id: str,
+        handler: BatchHandler,
+        session_factory: sessionmaker[Session],
+        settings: KafkaSettings,
+        *,
+        consumer_overrides: Mapping[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        def one(session: Session, event: Message, envelope: Envelope) -> None:
+            # The per-record path (after a batch failed) passes each event on its own; a
+            # rejected one fails like any handler error and is dead-lettered.
+            try:
+                handler(session, [(event, envelope)])
+            except RejectedItems as rejected:
+                raise next(iter(rejected.errors.values())) from None
+
+        super().__init__(
+            topics, group_id, one, session_factory, settings,
+            consumer_overrides={"max_poll_records": 500, **(consumer_overrides or {})},
+            **kw,
+        )
+        self._batch_handler = handler
+        self._database = ThreadPoolExecutor(1, thread_name_prefix=f"{group_id}-db")
+        self._in_flight: _InFlight | None = None
+
+    def poll_once(self, timeout: float = 0.5) -> int:
+        previous, self._in_flight = self._in_flight, None
+        if previous is not None:
+            # A batch is in the database: wait no longer than one fetch for the next one.
+            timeout = min(timeout, self._settings.fetch_max_wait_ms / 1000)
+        polled = self._consumer.poll(timeout_ms=int(timeout * 1000))
+        assigned = self._consumer.assignment()
+        # After a rebalance the records of a lost partition belong to another member.
+        batches = {tp: records for tp, records in polled.items() if records and tp in assigned}
+        done = 0
+        if previous is not None:
+            try:
+                done = self._finish(previous)
+            except _Retry:
+                self._rewind(batches.items())
+                self._rewind(previous.batches.items())
+                return 0
+            except _BatchFailed:
+                self._rewind(batches.items())
+                return self._consume_each(previous.batches)
+            except BaseException:
+                self._rewind(batches.items())
+                self._rewind(previous.batches.items())
+                raise
+        if batches:
+            self._in_flight = self._start(batches)
+        return done
+
+    def close(self) -> None:
+        """Wait for a transaction in progress (its offsets stay uncommitted), then close."""
+        if self._in_flight is not None and self._in_flight.rejected is not None:
+            wait([self._in_flight.rejected])
+        self._in_flight = None
+        self._database.shutdown()
+        super().close()
+
+    def _start(self, batches: dict[TopicPartition, list[Any]]) -> _InFlight:
+        items: list[_Item] = []
+        undecodable: list[tuple[Any, Exception]] = []
+        for records in batches.values():
+            for record in records:
+                try:
+                    event, envelope = decode_record(record, self._registry)
+                except DecodeError as exc:
+                    log.warning(
+                        "undecodable record %s[%d]@%d: %s",
+                        record.topic, record.partition, record.offset, exc,
+                    )
+                    undecodable.append((record, exc))
+                else:
+                    items.append((record, event, envelope))
+        rejected = self._database.submit(self._handle_batch, items) if items else None
+        return _InFlight(batches, undecodable, rejected)
+
+    def _finish(self, batch: _InFlight) -> int:
+        """Wait for ``batch``'s transaction, dead-letter what failed, commit the offsets."""
+        dead = batch.undecodable + (batch.rejected.result() if batch.rejected else [])
+        for record, error in dead:
+            self._dead_letter(record, error)
+        self._commit_offsets(batch.batches)
+        return batch.size
+
+    def _handle_batch(self, items: list[_Item]) -> list[tuple[Any, Exception]]:
+        """Handle ``items`` in one transaction; return the records the handler rejected."""
+        topics = sorted({record.topic for record, _, _ in items})
+        with self._tracer.start_as_current_span(
+            f"{topics[0] if len(topics) == 1 else 'multiple'} process",
+            kind=SpanKind.CONSUMER,
+            record_exception=False,
+            set_status_on_exception=False,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": topics[0] if len(topics) == 1 else "multiple",
+                "messaging.consumer.group.name": self.group_id,
+                "messaging.batch.message_count": len(items),
+            },
+        ) as span:
+            if span.is_recording():
+                self._link_producers(span, items)
+            try:
+                return self._handle_batch_with_retries(items, span)
+            except _Retry:
+                span.set_status(Status(StatusCode.ERROR, "transient failure, will retry"))
+                raise
+            except _BatchFailed as exc:
+                log.warning(
+                    "batch of %d events failed (%s); handling them one by one",
+                    len(items), exc.__cause__,
+                )
+                span.set_status(Status(StatusCode.ERROR, "batch failed, handled one by one"))
+                raise
+
+    @staticmethod
+    def _link_producers(span: trace.Span, items: list[_Item]) -> None:
+        # Messaging conventions for a batch: a link to each record's producer context, up to
+        # the SDK's default link limit (it would drop the rest); every event id stays on the
+        # span as an attribute.
+        span.set_attribute("idc.event_ids", [envelope.event_id for _, _, envelope in items])
+        links = 0
+        for _, _, envelope in items:
+            if links == _MAX_LINKS:
+                break
+            if HEADER_TRACEPARENT not in envelope.headers:
+                continue
+            producer = trace.get_current_span(
+                extract_trace_context(envelope.headers)
+            ).get_span_context()
+            if producer.is_valid:
+                span.add_link(producer, {"messaging.message.id": envelope.event_id})
+                links += 1
+
+    def _handle_batch_with_retries(
+        self, items: list[_Item], span: trace.Span
+    ) -> list[tuple[Any, Exception]]:
+        rejected: list[tuple[Any, Exception]] = []
+        delay = self._retry_backoff_s
+        attempt = 0
+        while items:
+            try:
+                self._handle_batch_in_transaction(items)
+                break
+            except _Rejected as exc:
+                gone = {id(item) for item, _ in exc.items}
+                items = [item for item in items if id(item) not in gone]
+                for (record, _, envelope), error in exc.items:
+                    log.warning(
+                        "handler rejected %s %s (%s[%d]@%d): dead-lettering: %s",
+                        envelope.event_type, envelope.event_id,
+                        record.topic, record.partition, record.offset, error,
+                    )
+                    span.record_exception(error, {"messaging.message.id": envelope.event_id})
+                    rejected.append((record, error))
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise _BatchFailed(str(exc)) from exc
+                if attempt == self._transient_retries:
+                    log.warning("transient failure on a batch, retries exhausted: %s", exc)
+                    raise _Retry from exc
+                log.info("transient failure on a batch, retrying: %s", exc)
+                time.sleep(delay)
+                delay *= 2
+                attempt += 1
+        return rejected
+
+    def _handle_batch_in_transaction(self, items: list[_Item]) -> None:
+        unique: dict[str, _Item] = {}
+        for item in items:
+            unique.setdefault(item[2].event_id, item)
+        with self._session_factory() as session, session.begin():
+            new = self._insert_inbox_rows(session, [envelope for _, _, envelope in unique.values()])
+            fresh = [item for event_id, item in unique.items() if event_id in new]
+            if not fresh:
+                return
+            try:
+                self._batch_handler(session, [(event, envelope) for _, event, envelope in fresh])
+            except RejectedItems as exc:
+                if not exc.errors or not all(0 <= i < len(fresh) for i in exc.errors):
+                    raise ValueError(
+                        f"RejectedItems names no item of the batch: {exc.errors}"
+                    ) from exc
+                raise _Rejected(
+                    [(fresh[i], error) for i, error in sorted(exc.errors.items())]
+                ) from exc
+
+    def _insert_inbox_rows(self, session: Session, envelopes: list[Envelope]) -> set[str]:
+        """Insert the inbox rows not there yet; return the event ids inserted."""
+        rows = [
+            {
+                "event_id": envelope.event_id,
+                "event_type": envelope.event_type,
+                "topic": envelope.topic,
+                "partition": envelope.partition,
+                "offset": envelope.offset,
+            }
+            for envelope in envelopes
+        ]
+        # A conflicting row was handled before, or is being handled by another member of
+        # the group right now (PostgreSQL waits for that transaction to end).
+        inserted = insert_new(
+            session, inbox_table, rows, ["consumer_group", "event_id"], ["event_id"],
+            same={"consumer_group": self.group_id, "processed_at": utcnow()},
+        )
+        return {event_id for (event_id,) in inserted}
+
+    def _commit_offsets(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        assigned = self._consumer.assignment()
+        offsets = {
+            tp: OffsetAndMetadata(records[-1].offset + 1, "", _leader_epoch(records[-1]))
+            for tp, records in batches.items()
+            if tp in assigned
+        }
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets)
+        except CommitFailedError:
+            # The partitions moved to another member, which will see the records again;
+            # the inbox turns that into a no-op.
+            log.warning("offset commit of %d partition(s) failed after a rebalance", len(offsets))
 
 
 def _leader_epoch(record: Any) -> int:

@@ -10,16 +10,21 @@ same row. A relay also holds back every row whose key has an earlier unsent row 
 another relay, which keeps per-key order. On SQLite the batch is read in one short
 transaction and marked in another (holding SQLite's single write lock across a publish would
 stall every writer of the service): run one relay per SQLite database.
+
+The relay wakes as soon as a session of its own session factory commits a transaction that
+wrote outbox rows (an in-process hook), so an event does not wait for the next poll; the
+poll stays as the fallback for rows written by other processes or factories.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaProducer
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +33,9 @@ from services.common.events.envelope import build_headers
 from services.common.events.tables import OutboxRow, utcnow
 
 log = logging.getLogger(__name__)
+
+# Session.info flag: this transaction wrote outbox rows.
+_OUTBOX_WRITTEN = "idc_outbox_written"
 
 
 def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
@@ -73,6 +81,29 @@ class OutboxRelay:
         )
         self._producer_overrides = dict(producer_overrides or {})
         self._producer: KafkaProducer | None = None
+        self._wake = threading.Event()
+        self._hooks: dict[str, Callable[..., None]] = {
+            "after_flush": self._note_outbox_rows,
+            "after_commit": self._wake_if_outbox_rows,
+            "after_rollback": self._forget_outbox_rows,
+        }
+        for name, hook in self._hooks.items():
+            sa_event.listen(session_factory, name, hook)
+
+    # -- wake-up on commit --------------------------------------------------------------
+
+    @staticmethod
+    def _note_outbox_rows(session: Session, _context: object) -> None:
+        if any(isinstance(row, OutboxRow) for row in session.new):
+            session.info[_OUTBOX_WRITTEN] = True
+
+    def _wake_if_outbox_rows(self, session: Session) -> None:
+        if session.info.pop(_OUTBOX_WRITTEN, False):
+            self._wake.set()
+
+    @staticmethod
+    def _forget_outbox_rows(session: Session) -> None:
+        session.info.pop(_OUTBOX_WRITTEN, None)
 
     # -- public -------------------------------------------------------------------------
 
@@ -84,9 +115,12 @@ class OutboxRelay:
             return self._run_once_unlocked(session)
 
     def run(self, stop_event: threading.Event) -> None:
-        """Relay until ``stop_event`` is set; a failure backs off and retries."""
+        """Relay until ``stop_event`` is set; a failure backs off and retries. Between
+        batches it waits for a commit that wrote outbox rows, or the poll interval."""
         backoff = self._poll_interval_s
         while not stop_event.is_set():
+            # Cleared before reading: a commit during the publish wakes the next round.
+            self._wake.clear()
             try:
                 sent = self.run_once()
             except Exception:
@@ -98,9 +132,12 @@ class OutboxRelay:
             backoff = self._poll_interval_s
             # A full batch means more is probably waiting: go again at once.
             if sent < self._batch_size:
-                stop_event.wait(self._poll_interval_s)
+                self._wake.wait(self._poll_interval_s)
 
     def close(self) -> None:
+        for name, hook in self._hooks.items():
+            if sa_event.contains(self._session_factory, name, hook):
+                sa_event.remove(self._session_factory, name, hook)
         if self._producer is not None:
             self._producer.close(timeout=self._flush_timeout_s)
             self._producer = None

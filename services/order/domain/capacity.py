@@ -29,6 +29,11 @@ class Headroom:
     def free_mbps(self) -> int:
         return max(0, self.capacity_mbps - self.committed_mbps - self.reserved_mbps)
 
+    def reserving(self, mbps: int) -> Headroom:
+        """The same resource once ``mbps`` more are reserved on it."""
+        return Headroom(self.name, self.capacity_mbps, self.committed_mbps,
+                        self.reserved_mbps + mbps)
+
 
 def shortfalls(request_mbps: int, resources: Iterable[Headroom]) -> list[str]:
     """One sentence per resource that cannot take ``request_mbps`` more."""
@@ -54,18 +59,35 @@ def reservation_for_change(current_mbps: int, new_mbps: int) -> int:
     return max(0, new_mbps - current_mbps)
 
 
-def allocate_vlan(
-    port_name: str, first: int, last: int, used: set[int], wanted: int | None
-) -> int:
-    """The VLAN asked for if free, else the lowest free one in the port's range."""
-    if wanted is not None:
-        if wanted in used:
+class VlanPool:
+    """The VLANs of one port while orders are admitted one after another: a VLAN taken by
+    one order is in use for the next."""
+
+    def __init__(self, port_name: str, first: int, last: int, used: set[int]) -> None:
+        self.port_name = port_name
+        self.first = first
+        self.last = last
+        self.used = used
+        self._lowest_candidate = first  # every VLAN below it is in use
+
+    def choose(self, wanted: int | None) -> int:
+        """The VLAN asked for if free, else the lowest free one in the port's range; the
+        pool is not changed (``take`` does that)."""
+        if wanted is not None:
+            if wanted in self.used:
+                raise CapacityExhausted(
+                    f"VLAN {wanted} is already in use on port {self.port_name}; leave the VLAN "
+                    "out to get a free one assigned"
+                )
+            return wanted
+        vlan = self._lowest_candidate
+        while vlan <= self.last and vlan in self.used:
+            vlan += 1
+        self._lowest_candidate = vlan
+        if vlan > self.last:
             raise CapacityExhausted(
-                f"VLAN {wanted} is already in use on port {port_name}; leave the VLAN out to "
-                "get a free one assigned"
-            )
-        return wanted
-    for vlan in range(first, last + 1):
-        if vlan not in used:
-            return vlan
-    raise CapacityExhausted(f"port {port_name} has no free VLAN left in {first}..{last}")
+                f"port {self.port_name} has no free VLAN left in {self.first}..{self.last}")
+        return vlan
+
+    def take(self, vlan: int) -> None:
+        self.used.add(vlan)

@@ -7,11 +7,13 @@ import argparse
 import contextlib
 import io
 import json
+import time
 from typing import Any
 
 import pytest
 
 from services.cli.main import build_parser
+from services.common.auth import PRINCIPAL_CACHE_TTL_S
 from services.common.devstack.process import free_port
 from services.common.devstack.run import RunningStack
 from tests.integration.cli.conftest import Idcctl
@@ -151,6 +153,9 @@ def test_admin_tokens_issue_into_every_service_and_revoke(
     assert idcctl("ops", "devices", env=as_bob).code == 5  # known there, but not ops
     revoked = idcctl("admin", "tokens", "revoke", token, env=env)
     assert revoked.code == 0 and "order" in revoked.stdout
+    # A service caches a token's principal this long; a revocation written by another
+    # process (this one) is honoured from then on.
+    time.sleep(PRINCIPAL_CACHE_TTL_S)
     assert idcctl("customer", "orders", env=as_bob).code == 5
     assert idcctl("admin", "tokens", "revoke", token, env=env).code == 4
     bad = idcctl("admin", "tokens", "issue", "--role", "ops", "--subject", "x", env=env)

@@ -43,7 +43,7 @@ def test_forty_concurrent_orders_never_oversell_the_channel(
         assert admitted_total <= capacity
         for _, error in refused:
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
-            assert "Mbps free of 1000 Mbps" in error.details()
+            assert "Mbps free of 1000 Mbps" in (error.details() or "")
         figures = svc.alice.capacity()
         assert figures.channel_reserved_mbps == admitted_total
         assert figures.channel_free_mbps == capacity - admitted_total
@@ -76,7 +76,8 @@ def test_concurrent_orders_never_oversell_a_port(
         for error in results:
             if isinstance(error, grpc.RpcError):
                 assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert "port cq-edge-1:GE0/0/1 has 0 Mbps free of 1000 Mbps" in error.details()
+                assert "port cq-edge-1:GE0/0/1 has 0 Mbps free of 1000 Mbps" in (
+                    error.details() or "")
 
 
 def test_one_request_id_retried_concurrently_yields_one_order(
@@ -145,3 +146,70 @@ def test_bandwidth_changes_and_new_orders_compete_without_overselling(
         assert figures.channel_committed_mbps == 1000
         assert figures.channel_reserved_mbps == admitted
         assert 1000 + admitted <= capacity
+
+
+def test_concurrent_orders_answer_what_get_order_reads_and_reused_ids_are_refused(
+    database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    """Concurrent CreateOrder calls are admitted in shared batches: each reply is the order
+    as stored, VLANs are unique per port, and a request id sent at once with two different
+    contents makes one order while the other content is refused."""
+    with running_order_service(database_url, kafka_settings) as svc:
+        shared_id = str(uuid.uuid4())
+        requests = [order_service_pb2.CreateOrderRequest(
+            request_id=shared_id if index < 6 else str(uuid.uuid4()),
+            spec=spec(100 if index % 2 == 0 or index >= 6 else 200,
+                      a_port=SG_PORTS[index % 3 if index >= 6 else 0],
+                      z_port=CQ_PORTS[index % 3 if index >= 6 else 0]),
+            contacts=[order_pb2.Contact(role="noc", name="Ann", email="ann@acme.example")])
+            for index in range(30)]
+
+        def place(request: order_service_pb2.CreateOrderRequest
+                  ) -> order_pb2.Order | grpc.RpcError:
+            try:
+                reply: order_pb2.Order = svc.alice.call("CreateOrder", request).order
+                return reply
+            except grpc.RpcError as error:
+                return error
+
+        with ThreadPoolExecutor(30) as pool:
+            results = list(pool.map(place, requests))
+
+        shared = results[:6]
+        winners = [r for r in shared if isinstance(r, order_pb2.Order)]
+        losers = [r for r in shared if isinstance(r, grpc.RpcError)]
+        assert len({order.id for order in winners}) == 1
+        winning_bandwidth = winners[0].spec.bandwidth_mbps
+        assert all(order.spec.bandwidth_mbps == winning_bandwidth for order in winners)
+        assert losers and all(e.code() == grpc.StatusCode.ALREADY_EXISTS for e in losers)
+        assert len(losers) == sum(1 for request in requests[:6]
+                                  if request.spec.bandwidth_mbps != winning_bandwidth)
+
+        orders = [winners[0], *results[6:]]
+        assert all(isinstance(order, order_pb2.Order) for order in orders)
+        for order in orders:
+            assert isinstance(order, order_pb2.Order)
+            assert svc.alice.order(order.id) == order
+            assert order.state == order_pb2.ORDER_STATE_PENDING_APPROVAL
+            assert [a.to_state for a in order.audit_trail] == [
+                order_pb2.ORDER_STATE_ACKNOWLEDGED, order_pb2.ORDER_STATE_PENDING_APPROVAL]
+        vlans = [(o.spec.a_end_port_id, o.spec.a_end_vlan_id) for o in orders
+                 if isinstance(o, order_pb2.Order)]
+        assert len(set(vlans)) == len(vlans) == 25
+        assert svc.alice.capacity().channel_reserved_mbps == sum(
+            o.spec.bandwidth_mbps for o in orders if isinstance(o, order_pb2.Order))
+
+        # ListOrders pages (newest first) show each order exactly as GetOrder does.
+        listed: list[order_pb2.Order] = []
+        token = ""
+        while True:
+            page = svc.alice.call("ListOrders", order_service_pb2.ListOrdersRequest(
+                page_size=7, page_token=token))
+            listed.extend(page.orders)
+            token = page.next_page_token
+            if not token:
+                break
+        assert sorted(listed, key=lambda o: o.id) == sorted(
+            (o for o in orders if isinstance(o, order_pb2.Order)), key=lambda o: o.id)
+        times = [(o.create_time.ToDatetime(), o.id) for o in listed]
+        assert times == sorted(times, reverse=True)

@@ -166,6 +166,75 @@ def test_queued_prepares_share_one_commit_and_stay_independent(worker: RouterWor
     assert added == {key(worker, circuits[0].a_end.vlan_id), key(worker, circuits[2].a_end.vlan_id)}
 
 
+def test_a_prepare_joins_the_open_batch(worker: RouterWorker) -> None:
+    """PREPAREs arriving while a batch is open join it (a follow-up confirmed commit), so
+    they never wait for another router's decisions; a member rolled back in the candidate
+    stays rolled back, and one confirming commit keeps the rest."""
+    first, second, third = (circuit(vlan(worker)) for _ in range(3))
+    before = set(subinterfaces(worker.session))
+    enqueue(worker.session_factory, command(worker.device, PREPARE, first, saga_id="s1"))
+    [prepared] = drive(worker, 1)
+    persist = prepared.persist_id
+    enqueue(worker.session_factory, command(worker.device, PREPARE, second, saga_id="s2"))
+    joined = drive(worker, 2)[1]
+    assert joined.success, joined.error
+    assert joined.persist_id == persist
+    enqueue(
+        worker.session_factory,
+        command(worker.device, ROLLBACK, first, saga_id="s1", persist_id=persist),
+        command(worker.device, PREPARE, third, saga_id="s3"),
+    )
+    [also_joined] = drive(worker, 3)[2:]
+    assert also_joined.success, also_joined.error
+    assert also_joined.persist_id == persist
+    enqueue(
+        worker.session_factory,
+        command(worker.device, CONFIRM, second, saga_id="s2", persist_id=persist),
+        command(worker.device, CONFIRM, third, saga_id="s3", persist_id=persist),
+    )
+    outcome = {(r.circuit_id, r.action): r.success for r in drive(worker, 6)[3:]}
+    assert outcome == {
+        (first.circuit_id, ROLLBACK): True,
+        (second.circuit_id, CONFIRM): True,
+        (third.circuit_id, CONFIRM): True,
+    }
+    added = set(subinterfaces(worker.session)) - before
+    assert added == {key(worker, second.a_end.vlan_id), key(worker, third.a_end.vlan_id)}
+
+
+def test_rolling_back_a_grown_batch_reverts_every_member(worker: RouterWorker) -> None:
+    first, second = circuit(vlan(worker)), circuit(vlan(worker))
+    before = worker.session.running()
+    enqueue(worker.session_factory, command(worker.device, PREPARE, first, saga_id="s1"))
+    persist = drive(worker, 1)[0].persist_id
+    enqueue(worker.session_factory, command(worker.device, PREPARE, second, saga_id="s2"))
+    assert drive(worker, 2)[1].persist_id == persist
+    enqueue(
+        worker.session_factory,
+        command(worker.device, ROLLBACK, first, saga_id="s1", persist_id=persist),
+        command(worker.device, ROLLBACK, second, saga_id="s2", persist_id=persist),
+    )
+    assert all(r.success for r in drive(worker, 4)[2:])
+    assert worker.session.running() == before
+
+
+def test_a_prepare_rolled_back_while_queued_leaves_the_router_untouched(
+    worker: RouterWorker,
+) -> None:
+    params = circuit(vlan(worker))
+    before = worker.session.running()
+    enqueue(
+        worker.session_factory,
+        command(worker.device, PREPARE, params),
+        command(worker.device, ROLLBACK, params),
+    )
+    prepare, rollback = sorted(drive(worker, 2), key=lambda r: r.action)
+    assert not prepare.success
+    assert prepare.error.kind == router_error_pb2.ROUTER_ERROR_KIND_TIMEOUT
+    assert rollback.success, rollback.error
+    assert worker.session.running() == before
+
+
 def test_payload_not_matching_the_approval_is_refused_untouched(worker: RouterWorker) -> None:
     params = circuit(vlan(worker))
     before = worker.session.running()
@@ -257,3 +326,88 @@ def test_modify_changes_only_the_rate(worker: RouterWorker) -> None:
     leaves = subinterfaces(worker.session)[key(worker, end.vlan)]
     rates = {v for p, v in leaves.items() if p.endswith(("/cir", "/cir-kbps"))}
     assert rates == {str(end.cir_bps if worker.device.telco == "sg" else end.cir_kbps)}
+
+
+def count_edits(worker: RouterWorker, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The payloads of every edit-config the worker sends from now on."""
+    sent: list[str] = []
+    edit = worker.session.edit_candidate
+
+    def recording(config: str) -> None:
+        sent.append(config)
+        edit(config)
+
+    monkeypatch.setattr(worker.session, "edit_candidate", recording)
+    return sent
+
+
+def test_a_batch_goes_out_as_one_edit(
+    worker: RouterWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A router with thousands of circuits is slow over every edit-config: a batch, and
+    the circuits joining it, are each one edit."""
+    circuits = [circuit(vlan(worker)) for _ in range(5)]
+    before = set(subinterfaces(worker.session))
+    edits = count_edits(worker, monkeypatch)
+    enqueue(
+        worker.session_factory,
+        *(command(worker.device, PREPARE, c, saga_id=f"s{i}") for i, c in enumerate(circuits[:3])),
+    )
+    prepared = drive(worker, 3)
+    assert all(r.success for r in prepared), [r.error for r in prepared]
+    assert len(edits) == 1
+    persist = prepared[0].persist_id
+    enqueue(
+        worker.session_factory,
+        *(command(worker.device, PREPARE, c, saga_id=f"j{i}") for i, c in enumerate(circuits[3:])),
+    )
+    joined = drive(worker, 5)[3:]
+    assert all(r.success and r.persist_id == persist for r in joined), [r.error for r in joined]
+    assert len(edits) == 2
+    enqueue(
+        worker.session_factory,
+        command(worker.device, CONFIRM, circuits[0], saga_id="s0", persist_id=persist),
+    )
+    assert drive(worker, 6)[5].success
+    added = set(subinterfaces(worker.session)) - before
+    assert added == {key(worker, c.a_end.vlan_id) for c in circuits}
+
+
+def test_one_refused_circuit_in_a_batch_is_refused_alone(
+    worker: RouterWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken = vlan(worker)
+    existing = circuit(taken)
+    enqueue(worker.session_factory, command(worker.device, PREPARE, existing, saga_id="old"))
+    [prepared] = drive(worker, 1)
+    enqueue(
+        worker.session_factory,
+        command(worker.device, CONFIRM, existing, saga_id="old", persist_id=prepared.persist_id),
+    )
+    drive(worker, 2)
+    before = set(subinterfaces(worker.session))
+    good = [circuit(vlan(worker)) for _ in range(4)]
+    clash = circuit(taken)
+    edits = count_edits(worker, monkeypatch)
+    enqueue(
+        worker.session_factory,
+        *(command(worker.device, PREPARE, c, saga_id=f"g{i}") for i, c in enumerate(good[:2])),
+        command(worker.device, PREPARE, clash, saga_id="clash"),
+        *(command(worker.device, PREPARE, c, saga_id=f"h{i}") for i, c in enumerate(good[2:])),
+    )
+    outcome = {r.circuit_id: r for r in drive(worker, 7)[2:]}
+    refused = outcome[clash.circuit_id]
+    assert not refused.success
+    assert refused.error.kind == router_error_pb2.ROUTER_ERROR_KIND_RPC_ERROR
+    assert refused.error.error_tag == "data-exists"
+    assert refused.error.message
+    assert all(outcome[c.circuit_id].success for c in good)
+    assert len(edits) > 1  # the merged edit was refused, then its halves
+    persist = outcome[good[0].circuit_id].persist_id
+    enqueue(
+        worker.session_factory,
+        command(worker.device, CONFIRM, good[0], saga_id="g0", persist_id=persist),
+    )
+    assert drive(worker, 8)[7].success
+    added = set(subinterfaces(worker.session)) - before
+    assert added == {key(worker, c.a_end.vlan_id) for c in good}

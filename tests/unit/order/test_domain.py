@@ -13,7 +13,7 @@ from services.common.errors import (
     InvalidArgument,
     PermissionDenied,
 )
-from services.order.domain.capacity import Headroom, admit, allocate_vlan, reservation_for_change
+from services.order.domain.capacity import Headroom, VlanPool, admit, reservation_for_change
 from services.order.domain.catalogue import CatalogueError, Side, load_catalogue, parse_catalogue
 from services.order.domain.lifecycle import (
     ApprovalSlot,
@@ -144,12 +144,34 @@ def test_a_bandwidth_decrease_reserves_nothing() -> None:
 
 
 def test_vlan_allocation_takes_the_wanted_or_the_lowest_free() -> None:
-    assert allocate_vlan("p", 100, 105, {100, 101}, None) == 102
-    assert allocate_vlan("p", 100, 105, set(), 104) == 104
+    assert VlanPool("p", 100, 105, {100, 101}).choose(None) == 102
+    assert VlanPool("p", 100, 105, set()).choose(104) == 104
     with pytest.raises(CapacityExhausted, match="already in use"):
-        allocate_vlan("p", 100, 105, {104}, 104)
+        VlanPool("p", 100, 105, {104}).choose(104)
     with pytest.raises(CapacityExhausted, match="no free VLAN"):
-        allocate_vlan("p", 100, 101, {100, 101}, None)
+        VlanPool("p", 100, 101, {100, 101}).choose(None)
+
+
+def test_vlans_taken_in_a_batch_are_in_use_for_the_next_order() -> None:
+    pool = VlanPool("p", 100, 103, {101})
+    first = pool.choose(None)
+    assert pool.choose(None) == first == 100, "choosing alone takes nothing"
+    pool.take(first)
+    assert pool.choose(None) == 102
+    pool.take(102)
+    with pytest.raises(CapacityExhausted, match="already in use"):
+        pool.choose(102)
+    pool.take(pool.choose(None))
+    with pytest.raises(CapacityExhausted, match=r"no free VLAN left in 100\.\.103"):
+        pool.choose(None)
+
+
+def test_reserving_on_a_resource_lowers_its_free_bandwidth() -> None:
+    port = Headroom("port p", 1000, 300, 100)
+    after = port.reserving(500)
+    assert (after.free_mbps, port.free_mbps) == (100, 600)
+    with pytest.raises(CapacityExhausted, match="port p has 100 Mbps free"):
+        admit(200, [after])
 
 
 def test_order_state_machine() -> None:

@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from services.provisioning.circuits import Operation, Side
 from services.provisioning.faults import FaultKind, RouterFault
-from services.provisioning.saga import Action, Saga, Step, repair_operations
+from services.provisioning.saga import (
+    Action,
+    Saga,
+    Step,
+    extended_deadline,
+    repair_operations,
+)
 
 SG, CQ = Side.SINGAPORE, Side.CHONGQING
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -205,3 +211,30 @@ def test_a_side_operation_survives_the_saga_state_round_trip() -> None:
     for state in old["sides"].values():
         del state["operation"]
     assert Saga.from_json(old).side(CQ).operation == 0
+
+
+def seconds(n: float) -> datetime:
+    return NOW + timedelta(seconds=n)
+
+
+def test_a_deadline_waits_for_agents_heard_from_lately() -> None:
+    # Sent at 0, step deadline 30 s, at most 120 s: both agents answered something at 25 s.
+    assert extended_deadline(NOW, seconds(31), [seconds(25), seconds(20)], 30, 120) == seconds(50)
+
+
+def test_a_deadline_is_not_extended_for_an_agent_not_heard_from() -> None:
+    assert extended_deadline(NOW, seconds(31), [seconds(25), None], 30, 120) is None
+    assert extended_deadline(NOW, seconds(31), [seconds(25), seconds(0.5)], 30, 120) is None
+    assert extended_deadline(NOW, seconds(31), [], 30, 120) is None
+
+
+def test_a_deadline_is_extended_at_most_to_the_longest_wait() -> None:
+    assert extended_deadline(NOW, seconds(100), [seconds(99)], 30, 120) == seconds(120)
+    assert extended_deadline(NOW, seconds(121), [seconds(120)], 30, 120) is None
+
+
+def test_the_awaited_sides_are_those_without_a_reply() -> None:
+    saga = Saga()
+    saga.start()
+    saga.on_reply(CQ, Action.PREPARE, True, persist_id="p-cq", now=NOW)
+    assert saga.awaited() == [SG]
