@@ -13,34 +13,24 @@ a child of whatever span is current (the agent's step, an ops read).
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ncclient import manager
 from ncclient.operations import RaiseMode, RPCError
 from ncclient.operations.errors import TimeoutExpiredError
-from ncclient.transport import session as nc_session
 from ncclient.transport.errors import SSHUnknownHostError, TransportError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from services.common.netconf import open_session
 from services.provisioning.faults import FaultKind, RouterFailure, RouterFault
 from services.provisioning.inventory import Device
-
-log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ncclient.manager import Manager
 
 T = TypeVar("T")
-
-# ncclient's session thread sends queued requests only between select() wake-ups of TICK
-# seconds (0.1 by default, about 100 ms per RPC); 1 ms makes an RPC take about 2 ms.
-nc_session.TICK = 0.001
 
 RETRYABLE_TAGS = frozenset({"lock-denied", "in-use", "resource-denied"})
 CONFIRMED_COMMIT_NOT_ACTIVE = "confirmed commit not active"
@@ -85,33 +75,18 @@ class NetconfSession:
     # -- connection ---------------------------------------------------------------------
 
     def _connect(self) -> Manager:
-        known = self.device.known_hosts_path.resolve()
-        if any(c.isspace() for c in str(known)):
-            raise RouterFailure(
-                self._fault(FaultKind.INTERNAL, f"known_hosts path has spaces: {known}")
-            )
-        # ncclient reads known_hosts only from ~/.ssh/known_hosts or an ssh_config's
-        # UserKnownHostsFile: give it a config that names only this router's file.
-        fd, config_path = tempfile.mkstemp(prefix="idc-ncclient-", suffix=".ssh_config")
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(f"Host *\n    UserKnownHostsFile {known}\n")
-            m = manager.connect(
+            m = open_session(
                 host=self.device.host,
                 port=self.device.port,
                 username=self.device.username,
-                key_filename=str(self.device.key_path),
-                hostkey_verify=True,
-                ssh_config=config_path,
-                look_for_keys=False,
-                allow_agent=False,
-                timeout=self._timeout_s,
+                key_path=self.device.key_path,
+                known_hosts_path=self.device.known_hosts_path,
+                timeout_s=self._timeout_s,
             )
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(config_path)
+        except ValueError as exc:
+            raise RouterFailure(self._fault(FaultKind.INTERNAL, str(exc))) from exc
         m.raise_mode = RaiseMode.ALL
-        m.timeout = self._timeout_s
         self.capabilities = sorted(m.server_capabilities)
         return m
 
@@ -235,24 +210,10 @@ class NetconfSession:
     def running(self, subtree: str | None = None) -> str:
         """The running configuration, or only what the ``subtree`` filter selects."""
         source_filter = ("subtree", subtree) if subtree is not None else None
-
-        def read() -> str:
-            return self.call(
-                "get-config",
-                lambda m: str(m.get_config(source="running", filter=source_filter).data_xml),
-            )
-
-        try:
-            return read()
-        except RouterFailure as exc:
-            if exc.fault.kind is not FaultKind.TIMEOUT:
-                raise
-            # A read is safe to repeat. Seen on the devstack's netconfd: one session's reply
-            # never arrives while a fresh session is answered at once; the timed-out session
-            # was dropped, so this asks on a new one.
-            log.warning("%s: get-config unanswered, asking once more on a new session",
-                        self.device.name)
-            return read()
+        return self.call(
+            "get-config",
+            lambda m: str(m.get_config(source="running", filter=source_filter).data_xml),
+        )
 
     def probe(self) -> bool:
         """True when the router answers (opens the session if needed)."""

@@ -10,13 +10,10 @@ circuits' sub-interface names, or what the router configuration maps them to.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,25 +154,19 @@ class NetconfCounterSource:
         session = self._sessions.get(access.name)
         if session is not None and session.connected:
             return session
-        from ncclient import manager
-        from ncclient.transport import session as nc_session
+        from services.common.netconf import open_session
 
-        # The session thread only sends between select() wake-ups of TICK seconds (0.1 by
-        # default, 100 ms added to every RPC).
-        nc_session.TICK = 0.001
-        with _ssh_config_for(access.known_hosts_file) as ssh_config:
-            session = manager.connect(
+        try:
+            session = open_session(
                 host=access.host,
                 port=access.port,
                 username=access.username,
-                key_filename=str(access.key_file),
-                hostkey_verify=True,
-                ssh_config=ssh_config,
-                look_for_keys=False,
-                allow_agent=False,
-                timeout=self._timeout_s,
+                key_path=access.key_file,
+                known_hosts_path=access.known_hosts_file,
+                timeout_s=self._timeout_s,
             )
-        session.timeout = self._timeout_s
+        except ValueError as exc:
+            raise CounterSourceError(str(exc)) from exc
         self._sessions[access.name] = session
         return session
 
@@ -187,20 +178,3 @@ class NetconfCounterSource:
             session.close_session()
         except Exception:
             log.debug("closing the NETCONF session to %s failed", router_name, exc_info=True)
-
-
-@contextlib.contextmanager
-def _ssh_config_for(known_hosts: Path) -> Iterator[str]:
-    """A temporary ssh_config naming only ``known_hosts``: ncclient reads host keys from
-    ~/.ssh/known_hosts or from an ssh_config's UserKnownHostsFile, nowhere else."""
-    resolved = known_hosts.resolve()
-    if any(c.isspace() for c in str(resolved)):
-        raise CounterSourceError(f"known_hosts path must not contain whitespace: {resolved}")
-    fd, path = tempfile.mkstemp(prefix="meter-", suffix=".ssh_config")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(f"Host *\n    UserKnownHostsFile {resolved}\n")
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)

@@ -28,7 +28,6 @@ import os
 import re
 import signal
 import subprocess
-import tempfile
 import time
 import tomllib
 from collections.abc import Iterable, Iterator, Sequence
@@ -174,36 +173,22 @@ class Router:
         The host key must be in ``known_hosts_path`` (default: this router's own file) as
         ``[host]:port``; an unknown or changed key raises ncclient's
         ``SSHUnknownHostError``. Returns an ``ncclient.manager.Manager`` (close it, or use
-        it as a context manager). Sets ``ncclient.transport.session.TICK`` to 1 ms first
-        (the default 0.1 s adds about 100 ms to every RPC).
+        it as a context manager). Opened by :func:`services.common.netconf.open_session`
+        (1 ms ncclient TICK; first exchange settled, see there).
         """
-        from ncclient import manager
-        from ncclient.transport import session as nc_session
+        from services.common.netconf import open_session
 
-        nc_session.TICK = 0.001
-        known = (known_hosts_path or self.known_hosts_path).resolve()
-        if any(c.isspace() for c in str(known)):
-            raise DevstackError(f"known_hosts path must not contain whitespace: {known}")
-        # ncclient 0.7 reads known_hosts only from ~/.ssh/known_hosts or from the
-        # UserKnownHostsFile of an ssh_config file: give it a config naming only ours.
-        fd, config_path = tempfile.mkstemp(prefix="ncclient-", suffix=".ssh_config")
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(f"Host *\n    UserKnownHostsFile {known}\n")
-            return manager.connect(
+            return open_session(
                 host=self.host,
                 port=self.port,
                 username=self.username,
-                key_filename=str(self.key_path),
-                hostkey_verify=True,
-                ssh_config=config_path,
-                look_for_keys=False,
-                allow_agent=False,
-                timeout=timeout,
+                key_path=self.key_path,
+                known_hosts_path=known_hosts_path or self.known_hosts_path,
+                timeout_s=timeout,
             )
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(config_path)
+        except ValueError as exc:
+            raise DevstackError(str(exc)) from exc
 
 
 class RouterFleet(Peer):
