@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from ncclient.operations import RPCError
 from ncclient.operations.errors import TimeoutExpiredError
 
-from services.common.netconf import FIRST_REPLY_S, SELECT_NOTHING, settle_first_exchange
+from services.common.netconf import (
+    FIRST_REPLY_S,
+    SELECT_NOTHING,
+    open_session,
+    settle_first_exchange,
+)
 
 
 class ScriptedSession:
@@ -19,7 +25,7 @@ class ScriptedSession:
         self.timeout: float = 0.0
         self.asked: list[tuple[float, Any]] = []
 
-    def get_config(self, source: str, filter: Any) -> None:  # noqa: A002 (ncclient's name)
+    def get_config(self, source: str, filter: Any) -> None:
         assert source == "running"
         self.asked.append((self.timeout, filter))
         outcome = self.outcomes.pop(0)
@@ -60,3 +66,16 @@ def test_an_rpc_error_is_an_answer() -> None:
     session = ScriptedSession(refused)
     settle_first_exchange(session, 30.0)  # type: ignore[arg-type]
     assert len(session.asked) == 1
+
+
+def test_a_known_hosts_path_with_whitespace_is_refused_before_connecting(tmp_path: Path) -> None:
+    known = tmp_path / "with space" / "known_hosts"
+    with pytest.raises(ValueError, match="known_hosts path must not contain whitespace"):
+        open_session(
+            host="127.0.0.1",
+            port=1,
+            username="nobody",
+            key_path=tmp_path / "key",
+            known_hosts_path=known,
+            timeout_s=1.0,
+        )
