@@ -135,29 +135,37 @@ def running_subinterfaces(platform: str, running_xml: str) -> dict[SubinterfaceK
     return _RUNNING[platform](root)
 
 
+# Per platform: the sub-interface list, entry and key elements, and what wraps the interfaces.
+_SUBINTERFACE_FILTER: dict[str, tuple[str, str, str, str]] = {
+    "openconfig": (
+        "subinterfaces", "subinterface", "index", f'<interfaces xmlns="{OC_IF}">{{}}</interfaces>'
+    ),
+    "cq-vendor": (
+        "sub-interfaces",
+        "sub-interface",
+        "number",
+        f'<ifm xmlns="{CQ_IFM}"><interfaces>{{}}</interfaces></ifm>',
+    ),
+}
+
+
 def running_filter(platform: str, keys: Iterable[SubinterfaceKey]) -> str:
     """A subtree filter selecting only these sub-interfaces of a get-config: a step reads
     back what it touched, not the whole datastore (thousands of circuits on a router)."""
+    try:
+        listed, entry, key, wrapper = _SUBINTERFACE_FILTER[platform]
+    except KeyError:
+        raise ValueError(f"no running filter for platform {platform!r}") from None
     by_interface: dict[str, list[int]] = {}
     for name, vlan in sorted(set(keys)):
         by_interface.setdefault(name, []).append(vlan)
-    if platform == "openconfig":
-        interfaces = "".join(
-            f"<interface><name>{escape(name)}</name><subinterfaces>"
-            + "".join(f"<subinterface><index>{v}</index></subinterface>" for v in vlans)
-            + "</subinterfaces></interface>"
-            for name, vlans in by_interface.items()
-        )
-        return f'<interfaces xmlns="{OC_IF}">{interfaces}</interfaces>'
-    if platform == "cq-vendor":
-        interfaces = "".join(
-            f"<interface><name>{escape(name)}</name><sub-interfaces>"
-            + "".join(f"<sub-interface><number>{v}</number></sub-interface>" for v in vlans)
-            + "</sub-interfaces></interface>"
-            for name, vlans in by_interface.items()
-        )
-        return f'<ifm xmlns="{CQ_IFM}"><interfaces>{interfaces}</interfaces></ifm>'
-    raise ValueError(f"no running filter for platform {platform!r}")
+    interfaces = "".join(
+        f"<interface><name>{escape(name)}</name><{listed}>"
+        + "".join(f"<{entry}><{key}>{v}</{key}></{entry}>" for v in vlans)
+        + f"</{listed}></interface>"
+        for name, vlans in by_interface.items()
+    )
+    return wrapper.format(interfaces)
 
 
 def differences(intended: Leaves | None, actual: Leaves | None) -> list[Difference]:

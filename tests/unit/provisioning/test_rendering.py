@@ -15,6 +15,7 @@ from services.provisioning.observe import (
     circuit_id_of,
     differences,
     intended_leaves,
+    running_filter,
     running_subinterfaces,
 )
 from services.provisioning.rendering import Renderer, payload_sha256
@@ -145,3 +146,19 @@ def test_bad_values_refused_before_rendering(change, field) -> None:  # type: ig
         circuit_end(p, Side.SINGAPORE)
     assert [v.field for v in refused.value.violations] == [field]
     assert field in refused.value.message
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_the_read_back_filter_selects_the_sub_interfaces_asked_for(side: Side) -> None:
+    platform = PLATFORM_OF_SIDE[side]
+    interface = circuit_end(params(), side).interface
+    keys = [(interface, 300), (interface, 101), ("other<&>", 7), (interface, 101)]
+    subtree = running_filter(platform, keys)
+    # A subtree filter has the shape of the data it selects: read as a reply, it holds
+    # exactly the sub-interfaces asked for.
+    assert set(running_subinterfaces(platform, f"<data>{subtree}</data>")) == set(keys)
+
+
+def test_no_read_back_filter_for_an_unknown_platform() -> None:
+    with pytest.raises(ValueError, match="no running filter for platform 'acme'"):
+        running_filter("acme", [("xe-0/0/1", 1)])
