@@ -31,8 +31,8 @@ from services.common.devstack.netconf import Router, RouterFleet
 from services.common.events import EventRegistry, decode_record, encode_event
 from services.common.events.envelope import UnknownEventTypeError
 from services.common.events.topics import CIRCUIT_EVENTS, ORDER_EVENTS
-from services.provisioning.circuits import Operation, Side, circuit_end
-from services.provisioning.merge import merge_configs
+from services.provisioning.domain.circuits import Operation, Side, circuit_end
+from services.provisioning.domain.merge import merge_configs
 from services.provisioning.rendering import Renderer
 
 # Interfaces: the product's circuits, the floor's, and the preload, kept apart.

@@ -63,20 +63,25 @@ from services.common.errors import InvalidArgument
 from services.common.events import Envelope, outbox
 from services.common.events.envelope import HEADER_TRACEPARENT, capture_trace_headers
 from services.common.grpc_server import Worker
-from services.provisioning.circuits import Operation, circuit_end
 from services.provisioning.crashpoints import AGENT_AFTER_CONFIRMED_COMMIT, crash_point
-from services.provisioning.faults import FaultKind, PayloadMismatch, RouterFailure, RouterFault
-from services.provisioning.inventory import Device
-from services.provisioning.lease import LeaseTerms, LeftOpen, Move, Tenure, settle_left_open
-from services.provisioning.lease_store import LeaseLost, SqlRouterLease, new_holder
-from services.provisioning.merge import MergeConflict, merge_configs
-from services.provisioning.netconf import CONFIRMED_COMMIT_NOT_ACTIVE, NetconfSession
-from services.provisioning.observe import (
+from services.provisioning.domain.circuits import Operation, circuit_end
+from services.provisioning.domain.faults import (
+    FaultKind,
+    PayloadMismatch,
+    RouterFailure,
+    RouterFault,
+)
+from services.provisioning.domain.lease import LeaseTerms, LeftOpen, Move, Tenure, settle_left_open
+from services.provisioning.domain.merge import MergeConflict, merge_configs
+from services.provisioning.domain.observe import (
     differences,
     intended_leaves,
     running_filter,
     running_subinterfaces,
 )
+from services.provisioning.inventory import Device
+from services.provisioning.lease_store import LeaseLost, SqlRouterLease, new_holder
+from services.provisioning.netconf import CONFIRMED_COMMIT_NOT_ACTIVE, NetconfSession
 from services.provisioning.rendering import Renderer
 from services.provisioning.tables import AgentBatch, AgentCommand, LogEntry, utcnow
 

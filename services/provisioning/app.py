@@ -41,7 +41,6 @@ from services.common.grpc_server import GrpcApp, Worker
 from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
 from services.common.servicers import register
 from services.provisioning.agent import CommandQueue, RouterWorker
-from services.provisioning.circuits import SIDE_OF_TELCO, Side
 from services.provisioning.coordinator import (
     REGISTRY,
     Coordinator,
@@ -49,8 +48,9 @@ from services.provisioning.coordinator import (
     SagaTimings,
     Topics,
 )
+from services.provisioning.domain.circuits import SIDE_OF_TELCO, Side
+from services.provisioning.domain.lease import LeaseTerms
 from services.provisioning.inventory import Inventory, load_inventory
-from services.provisioning.lease import LeaseTerms
 from services.provisioning.netconf import NetconfSession, read_running
 from services.provisioning.ops import ProvisioningOps
 from services.provisioning.rendering import Renderer

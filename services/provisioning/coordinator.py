@@ -1,6 +1,6 @@
 """The saga coordinator: order events and agent replies in, commands and circuit events out.
 
-The decisions are in :mod:`services.provisioning.saga`; this module loads and stores saga
+The decisions are in :mod:`services.provisioning.domain.saga`; this module loads and stores saga
 state, turns decisions into ProvisioningCommands (through the outbox, in the same
 transaction as the state change) and publishes the outcome.
 """
@@ -28,19 +28,23 @@ from services.common.errors import DomainError
 from services.common.events import Envelope, EventRegistry, outbox
 from services.common.grpc_server import Worker
 from services.provisioning.agent import timestamp
-from services.provisioning.circuits import TELCO_OF_SIDE, CircuitEnd, Operation, Side, circuit_end
 from services.provisioning.crashpoints import COORDINATOR_AFTER_FIRST_CONFIRM, crash_point
-from services.provisioning.faults import RouterFailure, RouterFault
-from services.provisioning.inventory import Device, Inventory
-from services.provisioning.observe import (
+from services.provisioning.domain.circuits import (
+    TELCO_OF_SIDE,
+    CircuitEnd,
+    Operation,
+    Side,
+    circuit_end,
+)
+from services.provisioning.domain.faults import RouterFailure, RouterFault
+from services.provisioning.domain.observe import (
     Leaves,
     SubinterfaceKey,
     differences,
     intended_leaves,
     running_subinterfaces,
 )
-from services.provisioning.rendering import Renderer
-from services.provisioning.saga import (
+from services.provisioning.domain.saga import (
     Action,
     Saga,
     Send,
@@ -48,6 +52,8 @@ from services.provisioning.saga import (
     extended_deadline,
     repair_operations,
 )
+from services.provisioning.inventory import Device, Inventory
+from services.provisioning.rendering import Renderer
 from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder, SagaRow, utcnow
 
 log = logging.getLogger(__name__)

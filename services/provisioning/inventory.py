@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.config import ConfigError
-from services.provisioning.circuits import CIRCUIT_ID_RE, SIDE_OF_TELCO, Side
+from services.provisioning.domain.circuits import CIRCUIT_ID_RE, SIDE_OF_TELCO, Side
 
 DEFAULT_INVENTORY = Path(__file__).parent / "data" / "inventory.toml"
 DEVSTACK = "devstack"

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from services.provisioning.lease import LeaseTerms
+from services.provisioning.domain.lease import LeaseTerms
 from services.provisioning.tables import RouterLease
 
 

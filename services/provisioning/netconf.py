@@ -24,7 +24,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from services.common.netconf import open_session
-from services.provisioning.faults import FaultKind, RouterFailure, RouterFault
+from services.provisioning.domain.faults import FaultKind, RouterFailure, RouterFault
 from services.provisioning.inventory import Device
 
 if TYPE_CHECKING:

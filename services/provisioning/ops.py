@@ -21,17 +21,17 @@ from idc.type.v1 import circuit_operation_pb2, router_payload_pb2
 from services.common.auth import Role, require_role
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.provisioning.agent import timestamp
-from services.provisioning.circuits import Operation, Side, circuit_end
 from services.provisioning.coordinator import Coordinator
-from services.provisioning.faults import RouterFailure
-from services.provisioning.inventory import Device, Inventory
-from services.provisioning.netconf import NetconfSession, read_running
-from services.provisioning.observe import (
+from services.provisioning.domain.circuits import Operation, Side, circuit_end
+from services.provisioning.domain.faults import RouterFailure
+from services.provisioning.domain.observe import (
     circuit_id_of,
     differences,
     intended_leaves,
     running_subinterfaces,
 )
+from services.provisioning.inventory import Device, Inventory
+from services.provisioning.netconf import NetconfSession, read_running
 from services.provisioning.rendering import Renderer
 from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder, utcnow
 

@@ -41,8 +41,8 @@ from services.common.devstack.netconf import RouterFleet, start_routers
 from services.common.devstack.process import free_port
 from services.common.devstack.services import ServiceProcess, start_service, wait_serving
 from services.common.grpc_server import call_metadata
+from services.provisioning.domain.observe import CQ_IFM, OC_IF
 from services.provisioning.netconf import NetconfSession
-from services.provisioning.observe import CQ_IFM, OC_IF
 from tests.fixtures.database import postgres_databases
 from tests.fixtures.netconf import ROUTER_SPECS
 from tests.integration.provisioning.helpers import device_of

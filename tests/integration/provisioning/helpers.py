@@ -19,10 +19,10 @@ from services.common.devstack.netconf import Router
 from services.common.events.tables import OutboxRow
 from services.provisioning.agent import timestamp
 from services.provisioning.app import MIGRATIONS
-from services.provisioning.circuits import Operation, circuit_end
+from services.provisioning.domain.circuits import Operation, circuit_end
+from services.provisioning.domain.observe import running_subinterfaces
 from services.provisioning.inventory import Device
 from services.provisioning.netconf import NetconfSession
-from services.provisioning.observe import running_subinterfaces
 from services.provisioning.rendering import Renderer
 from services.provisioning.tables import AgentCommand
 

@@ -28,7 +28,7 @@ from services.common.devstack.netconf import Router
 from services.common.devstack.process import free_port
 from services.common.devstack.services import ServiceProcess, start_service, wait_serving
 from services.common.events import EventRegistry, decode_record, encode_event
-from services.provisioning.circuits import Operation, Side, circuit_end
+from services.provisioning.domain.circuits import Operation, Side, circuit_end
 from services.provisioning.netconf import NetconfSession
 from services.provisioning.rendering import Renderer
 from services.provisioning.tables import LogEntry

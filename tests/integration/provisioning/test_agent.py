@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from idc.type.v1 import router_error_pb2
 from services.common.devstack.netconf import RouterFleet
 from services.provisioning.agent import CONFIRM, PREPARE, ROLLBACK, RouterWorker
-from services.provisioning.circuits import circuit_end
+from services.provisioning.domain.circuits import circuit_end
 from services.provisioning.netconf import NetconfSession
 from services.provisioning.rendering import Renderer
 from services.provisioning.tables import LogEntry

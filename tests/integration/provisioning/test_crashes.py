@@ -18,13 +18,13 @@ from sqlalchemy import select
 from idc.events.v1 import circuit_pb2
 from services.common.devstack.netconf import RouterFleet
 from services.common.events.tables import OutboxRow
-from services.provisioning.circuits import Operation
 from services.provisioning.crashpoints import (
     AGENT_AFTER_CONFIRMED_COMMIT,
     COORDINATOR_AFTER_FIRST_CONFIRM,
     ENV,
 )
-from services.provisioning.saga import Step
+from services.provisioning.domain.circuits import Operation
+from services.provisioning.domain.saga import Step
 from services.provisioning.tables import SagaRow
 from tests.integration.provisioning.helpers import circuit, wait_for
 from tests.integration.provisioning.stack import Stack, launched

@@ -23,9 +23,9 @@ from idc.events.v1.provisioning_pb2 import ProvisioningReply
 from idc.type.v1 import router_error_pb2
 from services.common.devstack.netconf import RouterFleet
 from services.provisioning.agent import CONFIRM, OPEN, PREPARE, RouterWorker
-from services.provisioning.faults import RouterFailure
+from services.provisioning.domain.faults import RouterFailure
+from services.provisioning.domain.lease import LeaseTerms, Move
 from services.provisioning.inventory import Device
-from services.provisioning.lease import LeaseTerms, Move
 from services.provisioning.lease_store import LeaseLost, SqlRouterLease, clock
 from services.provisioning.netconf import NetconfSession
 from services.provisioning.rendering import Renderer

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.provisioning.lease import LeaseTerms, LeftOpen, Move, Tenure, settle_left_open
+from services.provisioning.domain.lease import LeaseTerms, LeftOpen, Move, Tenure, settle_left_open
 
 TERMS = LeaseTerms(ttl_s=10.0)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from services.provisioning.circuits import CircuitEnd, Operation
-from services.provisioning.merge import OPERATION, MergeConflict, merge_configs
-from services.provisioning.observe import differences, intended_leaves, running_subinterfaces
+from services.provisioning.domain.circuits import CircuitEnd, Operation
+from services.provisioning.domain.merge import OPERATION, MergeConflict, merge_configs
+from services.provisioning.domain.observe import differences, intended_leaves, running_subinterfaces
 from services.provisioning.rendering import Renderer
 
 PLATFORMS = ["openconfig", "cq-vendor"]

@@ -10,8 +10,8 @@ import pytest
 from idc.events.v1 import common_pb2
 from idc.type.v1 import side_pb2
 from services.common.errors import InvalidArgument
-from services.provisioning.circuits import Operation, Side, circuit_end
-from services.provisioning.observe import (
+from services.provisioning.domain.circuits import Operation, Side, circuit_end
+from services.provisioning.domain.observe import (
     circuit_id_of,
     differences,
     intended_leaves,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.provisioning.circuits import Operation, Side
-from services.provisioning.faults import FaultKind, RouterFault
-from services.provisioning.saga import (
+from services.provisioning.domain.circuits import Operation, Side
+from services.provisioning.domain.faults import FaultKind, RouterFault
+from services.provisioning.domain.saga import (
     Action,
     Saga,
     Step,

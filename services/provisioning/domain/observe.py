@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
-from services.provisioning.circuits import CircuitEnd
+from services.provisioning.domain.circuits import CircuitEnd
 
 OC_IF = "http://openconfig.net/yang/interfaces"
 OC_VLAN = "http://openconfig.net/yang/vlan"

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.provisioning.circuits import Operation, Side
-from services.provisioning.faults import FaultKind, RouterFault
+from services.provisioning.domain.circuits import Operation, Side
+from services.provisioning.domain.faults import FaultKind, RouterFault
 
 FIRST, SECOND = Side.SINGAPORE, Side.CHONGQING
 MAX_ATTEMPTS = 5
