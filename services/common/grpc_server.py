@@ -200,6 +200,10 @@ def _is_abort(error: Exception, context: grpc.ServicerContext) -> bool:
 
 
 HealthCheck = Callable[[], bool]
+# The texts of what is wrong now (empty when nothing is): an alarm for operators that does
+# not make the process unhealthy (a saga stuck on a router, an order waiting too long).
+AlarmCheck = Callable[[], Sequence[str]]
+ALARM_SERVICE_PREFIX = "idc.alarm."
 
 
 @dataclass
@@ -208,15 +212,21 @@ class HealthMonitor:
 
     NOT_SERVING until ``mark_started``; afterwards SERVING only while every check passes;
     NOT_SERVING again from the moment shutdown begins.
+
+    Alarms are reported beside it without changing it: each alarm is the health service
+    name ``idc.alarm.<name>``, NOT_SERVING while raised, and its texts are logged when it
+    is raised, changes and clears (:meth:`active_alarms` gives them to an API).
     """
 
     servicer: health.HealthServicer
     services: Sequence[str]
     checks: dict[str, HealthCheck] = field(default_factory=dict)
+    alarms: dict[str, AlarmCheck] = field(default_factory=dict)
     interval_s: float = 2.0
     _started: threading.Event = field(default_factory=threading.Event)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _failing: list[str] = field(default_factory=list)
+    _raised: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._publish(serving=False)
@@ -240,7 +250,35 @@ class HealthMonitor:
             self._failing = failing
         serving = self._started.is_set() and not self._stopping.is_set() and not failing
         self._publish(serving)
+        self._evaluate_alarms()
         return serving
+
+    def _evaluate_alarms(self) -> None:
+        for name, check in self.alarms.items():
+            try:
+                texts = list(check())
+            except Exception as exc:
+                texts = [f"alarm check failed: {type(exc).__name__}: {exc}"]
+            before = self._raised.get(name, [])
+            if texts != before:
+                if texts:
+                    log.warning("alarm %s: %s", name, "; ".join(texts))
+                else:
+                    log.info("alarm %s cleared", name)
+            if texts:
+                self._raised[name] = texts
+            else:
+                self._raised.pop(name, None)
+            self.servicer.set(
+                ALARM_SERVICE_PREFIX + name,
+                health_pb2.HealthCheckResponse.NOT_SERVING
+                if texts
+                else health_pb2.HealthCheckResponse.SERVING,
+            )
+
+    def active_alarms(self) -> dict[str, list[str]]:
+        """The alarms raised at the last evaluation, with their texts."""
+        return {name: list(texts) for name, texts in self._raised.items()}
 
     def mark_started(self) -> None:
         self._started.set()
@@ -266,6 +304,10 @@ class Worker:
     """A background loop owned by a service (outbox relay, consumer, meter)."""
 
     name: str = "worker"
+
+    def alarms(self) -> dict[str, AlarmCheck]:
+        """What this worker reports to operators beside health (see HealthMonitor)."""
+        return {}
 
     def run(self, stop: threading.Event) -> None:
         raise NotImplementedError
@@ -307,7 +349,8 @@ class GrpcApp:
         names = list(self.register(server))
         health_servicer = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        self.monitor = HealthMonitor(health_servicer, names, dict(self.checks))
+        alarms = {name: check for w in self.workers for name, check in w.alarms().items()}
+        self.monitor = HealthMonitor(health_servicer, names, dict(self.checks), alarms)
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )

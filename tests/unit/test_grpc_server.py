@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -218,3 +219,43 @@ def test_a_generated_base_servicer_answers_unimplemented_honestly(tmp_path: Path
             assert "GetInvoice" in (refused.value.details() or "")
     finally:
         grpc_app.stop()
+
+
+def test_an_alarm_is_its_own_health_entry_and_leaves_serving_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    servicer = health.HealthServicer()
+    stuck: list[str] = []
+    monitor = HealthMonitor(servicer, [SERVICE], {}, {"saga-stuck": lambda: list(stuck)})
+
+    def status(name: str) -> int:
+        reply: health_pb2.HealthCheckResponse = servicer.Check(
+            health_pb2.HealthCheckRequest(service=name), None
+        )
+        return reply.status
+
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    monitor.mark_started()
+    assert status("idc.alarm.saga-stuck") == serving
+    assert monitor.active_alarms() == {}
+    stuck.append("saga s1 waits on cq-edge-1 for 130 s")
+    with caplog.at_level(logging.WARNING):
+        monitor.evaluate()
+    assert status("idc.alarm.saga-stuck") == not_serving
+    assert status(SERVICE) == serving
+    assert monitor.active_alarms() == {"saga-stuck": ["saga s1 waits on cq-edge-1 for 130 s"]}
+    assert "saga s1 waits on cq-edge-1" in caplog.text
+    stuck.clear()
+    monitor.evaluate()
+    assert status("idc.alarm.saga-stuck") == serving
+    assert monitor.active_alarms() == {}
+
+
+def test_an_alarm_check_that_raises_is_an_alarm() -> None:
+    def broken() -> list[str]:
+        raise RuntimeError("database gone")
+
+    monitor = HealthMonitor(health.HealthServicer(), [SERVICE], {}, {"orders-waiting": broken})
+    monitor.mark_started()
+    assert "database gone" in monitor.active_alarms()["orders-waiting"][0]
