@@ -81,8 +81,9 @@ from services.provisioning.domain.observe import (
 )
 from services.provisioning.inventory import Device
 from services.provisioning.lease_store import LeaseLost, SqlRouterLease, new_holder
-from services.provisioning.netconf import CONFIRMED_COMMIT_NOT_ACTIVE, NetconfSession
+from services.provisioning.netconf import NetconfSession
 from services.provisioning.rendering import Renderer
+from services.provisioning.router import CONFIRMED_COMMIT_NOT_ACTIVE
 from services.provisioning.tables import AgentBatch, AgentCommand, LogEntry, utcnow
 
 log = logging.getLogger(__name__)

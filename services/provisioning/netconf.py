@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 RETRYABLE_TAGS = frozenset({"lock-denied", "in-use", "resource-denied"})
-CONFIRMED_COMMIT_NOT_ACTIVE = "confirmed commit not active"
 # The NETCONF RPC behind each operation the agent names (the commit variants are <commit>).
 RPC_OF_OPERATION = {"confirmed-commit": "commit", "confirming-commit": "commit"}
 

@@ -1,0 +1,69 @@
+"""The port to an edge router: what a router agent asks of one router's NETCONF session.
+
+:class:`services.provisioning.netconf.NetconfSession` implements it over SSH; the unit
+tests use an in-memory router that behaves as the devstack's netconfd was measured to
+(confirmed commit 1.1 with persist, revert at the timeout, one pending commit per router).
+
+Every method raises :class:`~services.provisioning.domain.faults.RouterFailure` when the
+step fails. The fault's kind tells what is known:
+
+* ``RPC_ERROR``: the router answered with an rpc-error; the step was not applied;
+* ``TIMEOUT`` or ``TRANSPORT``: no answer (or the session dropped); the step may or may
+  not have been applied. The session is closed; the next call opens a new one.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from services.provisioning.domain.faults import FaultKind, RouterFault
+
+# The router's message when a confirming or cancel commit names no pending commit.
+CONFIRMED_COMMIT_NOT_ACTIVE = "confirmed commit not active"
+
+
+def outcome_unknown(fault: RouterFault) -> bool:
+    """Whether a failed step may have been applied all the same (no answer came)."""
+    return fault.kind in (FaultKind.TIMEOUT, FaultKind.TRANSPORT)
+
+
+def no_pending_commit(fault: RouterFault) -> bool:
+    """Whether the router said it holds no pending confirmed commit by that persist id."""
+    return fault.kind is FaultKind.RPC_ERROR and CONFIRMED_COMMIT_NOT_ACTIVE in fault.message
+
+
+class RouterSession(Protocol):
+    """One router's session, used by one worker at a time."""
+
+    def lock_candidate(self) -> None: ...
+
+    def unlock_candidate(self) -> None: ...
+
+    def edit_candidate(self, config: str) -> None:
+        """edit-config of ``config`` (a ``<config>`` document) into the candidate."""
+
+    def discard(self) -> None:
+        """discard-changes: the candidate back to running."""
+
+    def commit(self) -> None:
+        """A plain commit of the candidate."""
+
+    def confirmed_commit(self, persist_id: str, timeout_s: int) -> None:
+        """A confirmed commit with ``persist`` = ``persist_id``: reverted by the router at
+        ``timeout_s`` unless confirmed, from any session, by that id."""
+
+    def confirmed_commit_more(self, persist_id: str, timeout_s: int) -> None:
+        """A follow-up confirmed commit: the candidate's new edits join the pending commit
+        ``persist_id`` (its timeout restarts)."""
+
+    def confirm(self, persist_id: str) -> None:
+        """The confirming commit of the pending commit ``persist_id``."""
+
+    def cancel(self, persist_id: str) -> None:
+        """cancel-commit of the pending commit ``persist_id`` (running reverts)."""
+
+    def running(self, subtree: str | None = None) -> str:
+        """The running configuration's ``<data>``, or what the ``subtree`` filter selects."""
+
+    def close(self) -> None:
+        """Close the session (a commit without persist would revert; ours have persist)."""
