@@ -40,7 +40,8 @@ from services.common.events.topics import with_dead_letters
 from services.common.grpc_server import GrpcApp, Worker
 from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
 from services.common.servicers import register
-from services.provisioning.agent import CommandQueue, RouterWorker
+from services.provisioning.agent.jobs import CommandQueue
+from services.provisioning.agent.worker import RouterWorker
 from services.provisioning.coordinator import (
     REGISTRY,
     Coordinator,

@@ -27,7 +27,7 @@ from idc.type.v1 import circuit_operation_pb2, router_payload_pb2
 from services.common.errors import DomainError
 from services.common.events import Envelope, EventRegistry, outbox
 from services.common.grpc_server import Worker
-from services.provisioning.agent import timestamp
+from services.common.timestamps import to_timestamp as timestamp
 from services.provisioning.crashpoints import COORDINATOR_AFTER_FIRST_CONFIRM, crash_point
 from services.provisioning.domain.circuits import (
     TELCO_OF_SIDE,

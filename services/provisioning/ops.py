@@ -20,7 +20,7 @@ from idc.provisioning.v1 import provisioning_service_pb2_grpc as pb_grpc
 from idc.type.v1 import circuit_operation_pb2, router_payload_pb2
 from services.common.auth import Role, require_role
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from services.provisioning.agent import timestamp
+from services.common.timestamps import to_timestamp
 from services.provisioning.coordinator import Coordinator
 from services.provisioning.domain.circuits import Operation, Side, circuit_end
 from services.provisioning.domain.faults import RouterFailure
@@ -99,7 +99,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
                 ),
             )
             if reachable:
-                found.last_seen_time.CopyFrom(timestamp(utcnow()))
+                found.last_seen_time.CopyFrom(to_timestamp(utcnow()))
             probe.close()
             response.devices.append(found)
         return response
@@ -142,7 +142,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         device = self._inventory.get(end.router_name)
         if device is None:
             raise FailedPrecondition(f"router {end.router_name!r} is not in the inventory")
-        found.read_time.CopyFrom(timestamp(utcnow()))
+        found.read_time.CopyFrom(to_timestamp(utcnow()))
         try:
             running = running_subinterfaces(device.platform, read_running(device))
         except RouterFailure as exc:
@@ -177,7 +177,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         self, device: Device, active: list[common_pb2.CircuitParameters]
     ) -> pb.DeviceSyncStatus:
         status = pb.DeviceSyncStatus(device_name=device.name, side=device.side.value)
-        status.check_time.CopyFrom(timestamp(utcnow()))
+        status.check_time.CopyFrom(to_timestamp(utcnow()))
         try:
             running = running_subinterfaces(device.platform, read_running(device))
         except RouterFailure as exc:
@@ -229,7 +229,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
             return response
         approved = order_pb2.OrderApproved(
             event_id=str(uuid.uuid4()),
-            occurred_at=timestamp(utcnow()),
+            occurred_at=to_timestamp(utcnow()),
             operation=circuit_operation_pb2.CIRCUIT_OPERATION_MODIFY,
             circuit=params,
             previous_circuit=params,
@@ -273,7 +273,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
                 "message": entry.message,
             }
             item = pb.ProvisioningLogEntry(**fields)
-            item.time.CopyFrom(timestamp(entry.time))
+            item.time.CopyFrom(to_timestamp(entry.time))
             if entry.error:
                 item.error.ParseFromString(entry.error)
             response.log.append(item)
@@ -290,7 +290,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
             device.platform, device.telco, side, Operation.MODIFY, end
         )
         config = pb.RouterCircuitConfig(device_name=device.name, side=side.value, intended=intended)
-        config.read_time.CopyFrom(timestamp(utcnow()))
+        config.read_time.CopyFrom(to_timestamp(utcnow()))
         try:
             running = running_subinterfaces(device.platform, read_running(device))
         except RouterFailure as exc:

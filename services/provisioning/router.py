@@ -18,8 +18,13 @@ from typing import Protocol
 
 from services.provisioning.domain.faults import FaultKind, RouterFault
 
-# The router's message when a confirming or cancel commit names no pending commit.
+# How the devstack's netconfd answers a commit by a persist id that is not pending
+# (measured 2026-12-02): a confirming or follow-up commit -> operation-failed "persistent
+# confirmed commit not active"; a cancel-commit -> operation-failed "operation failed", or
+# invalid-value while another persist id is pending. A router has one pending commit at a
+# time, so each means: nothing is pending under this id.
 CONFIRMED_COMMIT_NOT_ACTIVE = "confirmed commit not active"
+CANCEL_FOUND_NOTHING_TAGS = frozenset({"operation-failed", "invalid-value"})
 
 
 def outcome_unknown(fault: RouterFault) -> bool:
@@ -27,9 +32,17 @@ def outcome_unknown(fault: RouterFault) -> bool:
     return fault.kind in (FaultKind.TIMEOUT, FaultKind.TRANSPORT)
 
 
-def no_pending_commit(fault: RouterFault) -> bool:
-    """Whether the router said it holds no pending confirmed commit by that persist id."""
+def commit_found_nothing(fault: RouterFault) -> bool:
+    """Whether a confirming or follow-up commit was refused because nothing is pending
+    under its persist id (it ended some other way: read running)."""
     return fault.kind is FaultKind.RPC_ERROR and CONFIRMED_COMMIT_NOT_ACTIVE in fault.message
+
+
+def cancel_found_nothing(fault: RouterFault) -> bool:
+    """Whether a cancel-commit was refused because nothing is pending under its id."""
+    return fault.kind is FaultKind.RPC_ERROR and (
+        fault.error_tag in CANCEL_FOUND_NOTHING_TAGS or CONFIRMED_COMMIT_NOT_ACTIVE in fault.message
+    )
 
 
 class RouterSession(Protocol):

@@ -40,7 +40,7 @@ class AgentCommand(ProvisioningBase):
 class AgentBatch(ProvisioningBase):
     """One confirmed commit on one router, holding one or more circuits.
 
-    ``members`` maps circuit id to its state in the batch (see agent.Member).
+    ``members`` maps circuit id to its state in the batch (see domain.batch.Member).
     """
 
     __tablename__ = "agent_batches"

@@ -88,21 +88,3 @@ class Tenure:
 
     def stood_down(self) -> None:
         self._acting = False
-
-
-class LeftOpen(enum.Enum):
-    CONFIRM = "confirm"
-    CANCEL = "cancel"
-
-
-def settle_left_open(*, confirm_queued: bool, rolled_back_in_candidate: bool) -> LeftOpen:
-    """How a new holder settles a confirmed commit left open (it has the persist id).
-
-    Confirmed when a member's CONFIRM is queued (the saga decided) and no member was
-    rolled back into the candidate: that inverse was an edit of the previous holder's
-    session, gone with it, so confirming would keep a circuit the saga gave up. Otherwise
-    cancelled, as a single agent's restart always did: the saga decides again on the
-    replies."""
-    if confirm_queued and not rolled_back_in_candidate:
-        return LeftOpen.CONFIRM
-    return LeftOpen.CANCEL

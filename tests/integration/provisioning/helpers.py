@@ -17,7 +17,7 @@ from idc.type.v1 import circuit_operation_pb2, side_pb2
 from services.common.db import make_engine, make_session_factory, migrate
 from services.common.devstack.netconf import Router
 from services.common.events.tables import OutboxRow
-from services.provisioning.agent import timestamp
+from services.common.timestamps import to_timestamp
 from services.provisioning.app import MIGRATIONS
 from services.provisioning.domain.circuits import Operation, circuit_end
 from services.provisioning.domain.observe import running_subinterfaces
@@ -108,7 +108,7 @@ def command(
         approved_payload_sha256=approved,
         confirm_timeout=duration_pb2.Duration(seconds=confirm_timeout_s),
         persist_id=persist_id,
-        deadline=timestamp(datetime.now(UTC) + timedelta(seconds=60)),
+        deadline=to_timestamp(datetime.now(UTC) + timedelta(seconds=60)),
         attempt=1,
     )
     if previous is not None:

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idc.type.v1 import router_error_pb2
 from services.common.devstack.netconf import RouterFleet
-from services.provisioning.agent import CONFIRM, PREPARE, ROLLBACK, RouterWorker
+from services.provisioning.agent.jobs import CONFIRM, PREPARE, ROLLBACK
+from services.provisioning.agent.worker import RouterWorker
 from services.provisioning.domain.circuits import circuit_end
 from services.provisioning.netconf import NetconfSession
 from services.provisioning.rendering import Renderer

@@ -22,7 +22,9 @@ from idc.events.v1.common_pb2 import CircuitParameters
 from idc.events.v1.provisioning_pb2 import ProvisioningReply
 from idc.type.v1 import router_error_pb2
 from services.common.devstack.netconf import RouterFleet
-from services.provisioning.agent import CONFIRM, OPEN, PREPARE, RouterWorker
+from services.provisioning.agent.jobs import CONFIRM, PREPARE
+from services.provisioning.agent.worker import RouterWorker
+from services.provisioning.domain.batch import BatchState
 from services.provisioning.domain.faults import RouterFailure
 from services.provisioning.domain.lease import LeaseTerms, Move
 from services.provisioning.inventory import Device
@@ -77,7 +79,8 @@ class Pair:
 
     def open_batches(self) -> list[AgentBatch]:
         with self.factory() as db:
-            return list(db.scalars(select(AgentBatch).where(AgentBatch.state == OPEN)))
+            open_state = AgentBatch.state == BatchState.OPEN.value
+            return list(db.scalars(select(AgentBatch).where(open_state)))
 
     def queued(self) -> int:
         with self.factory() as db:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.provisioning.domain.lease import LeaseTerms, LeftOpen, Move, Tenure, settle_left_open
+from services.provisioning.domain.batch import Settle, settle_left_open
+from services.provisioning.domain.lease import LeaseTerms, Move, Tenure
 
 TERMS = LeaseTerms(ttl_s=10.0)
 
@@ -98,15 +99,15 @@ def test_a_lease_must_last(ttl: float) -> None:
 @pytest.mark.parametrize(
     ("confirm_queued", "rolled_back_in_candidate", "settled"),
     [
-        (True, False, LeftOpen.CONFIRM),
-        (False, False, LeftOpen.CANCEL),
+        (True, False, Settle.CONFIRM),
+        (False, False, Settle.CANCEL),
         # The inverse edit was the previous holder's session's, gone with it.
-        (True, True, LeftOpen.CANCEL),
-        (False, True, LeftOpen.CANCEL),
+        (True, True, Settle.CANCEL),
+        (False, True, Settle.CANCEL),
     ],
 )
 def test_a_batch_left_open_is_confirmed_only_when_the_saga_decided_so(
-    confirm_queued: bool, rolled_back_in_candidate: bool, settled: LeftOpen
+    confirm_queued: bool, rolled_back_in_candidate: bool, settled: Settle
 ) -> None:
     assert (
         settle_left_open(

@@ -1,0 +1,106 @@
+"""Ending a batch whose outcome the worker does not know, by reading the router.
+
+Every way a pending commit ends goes through here: the agent's own cancel (the last
+member rolled back, a refused top-up, an expiring batch), and the settling of a batch whose
+commit, confirm or cancel got no answer or lost its session. The rule: an answered cancel
+means reverted; "not active" means the router ended it some other way (its timeout, an
+earlier attempt whose reply was lost), and running says which way; no answer means the
+batch waits, marked to be settled, and nothing else happens on the router until it is.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from services.provisioning.agent.context import RouterContext
+from services.provisioning.agent.ledger import StepResult
+from services.provisioning.domain.batch import Batch, Settle
+from services.provisioning.domain.faults import RouterFailure
+from services.provisioning.router import cancel_found_nothing, commit_found_nothing
+
+log = logging.getLogger(__name__)
+
+
+def waiting_rollback_results(ctx: RouterContext, batch: Batch) -> list[StepResult]:
+    """Answer the ROLLBACKs that waited for the batch to end, after verifying running."""
+    waiting = batch.waiting_rollbacks()
+    if not waiting:
+        return []
+    fault = ctx.verify((member.key, member.before) for member, _ in waiting)
+    results = []
+    for member, reply in waiting:
+        results.append(
+            StepResult(ctx.ledger.job(reply), fault is None, fault, persist_id=batch.persist_id)
+        )
+        batch.answered(member)
+    return results
+
+
+def cancel_batch(ctx: RouterContext, batch: Batch, results: list[StepResult]) -> None:
+    """Cancel the batch's pending commit and record what running holds; store the batch
+    and answer ``results`` with the ROLLBACKs that waited for it. Without an answer the
+    batch is left to be settled, and only ``results`` are answered now."""
+    try:
+        ctx.session.cancel(batch.persist_id)
+    except RouterFailure as exc:
+        if not cancel_found_nothing(exc.fault):
+            log.warning(
+                "%s: cancel-commit %s: %s; to be settled from the router",
+                ctx.device.name,
+                batch.persist_id,
+                exc,
+            )
+            batch.outcome_unknown(Settle.CANCEL)
+            ctx.ledger.finish(results, batch)
+            return
+        if not _record_from_running(ctx, batch, Settle.CANCEL):
+            ctx.ledger.finish(results, batch)
+            return
+    else:
+        batch.reverted()
+    ctx.release()
+    ctx.ledger.finish([*results, *waiting_rollback_results(ctx, batch)], batch)
+
+
+def settle(ctx: RouterContext, batch: Batch, how: Settle) -> bool:
+    """End ``batch`` ``how`` by its persist id (from whatever session is open now) and
+    record each member as running holds it; False, the batch still to be settled, when the
+    router does not answer."""
+    confirming = how is Settle.CONFIRM
+    operation = ctx.session.confirm if confirming else ctx.session.cancel
+    found_nothing = commit_found_nothing if confirming else cancel_found_nothing
+    try:
+        operation(batch.persist_id)
+    except RouterFailure as exc:
+        if not found_nothing(exc.fault):
+            log.warning(
+                "%s: settling batch %s (%s): %s", ctx.device.name, batch.persist_id, how.value, exc
+            )
+            return False
+    if not _record_from_running(ctx, batch, how):
+        return False
+    ctx.release()
+    ctx.ledger.finish(waiting_rollback_results(ctx, batch), batch)
+    log.info(
+        "%s: batch %s settled (%s): %s",
+        ctx.device.name,
+        batch.persist_id,
+        how.value,
+        ", ".join(f"{c} {m.state.value}" for c, m in batch.members.items()),
+    )
+    return True
+
+
+def _record_from_running(ctx: RouterContext, batch: Batch, how: Settle) -> bool:
+    """The batch has ended on the router: each member as running holds it. False (the
+    batch marked to be settled ``how``) when running cannot be read."""
+    try:
+        running = ctx.running_subinterfaces(batch.keys())
+    except RouterFailure as exc:
+        log.warning(
+            "%s: reading batch %s back: %s; to be settled", ctx.device.name, batch.persist_id, exc
+        )
+        batch.outcome_unknown(how)
+        return False
+    batch.recorded_from(running)
+    return True
