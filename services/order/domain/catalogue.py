@@ -1,4 +1,9 @@
-"""Sites, edge routers and customer ports of both sides, loaded from a TOML data file."""
+"""Sites, edge routers and customer ports of both sides, loaded from a TOML data file.
+
+Router names, interface names and VLAN ranges go into every router payload, so a
+catalogue entry provisioning could not render (services.common.limits) stops the service
+at start, naming the entry.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CATALOGUE = Path(__file__).resolve().parent.parent / "data" / "catalogue.toml"
+from services.common.limits import MAX_VLAN, MIN_VLAN, is_id, is_interface
 
-MIN_VLAN = 1
-MAX_VLAN = 4094
+DEFAULT_CATALOGUE = Path(__file__).resolve().parent.parent / "data" / "catalogue.toml"
 
 
 class Side(enum.StrEnum):
@@ -90,6 +94,26 @@ def load_catalogue(path: Path = DEFAULT_CATALOGUE) -> Catalogue:
         return parse_catalogue(tomllib.load(file))
 
 
+def _parse_port(raw: Mapping[str, Any], site_id: str, router: str) -> Port:
+    port = Port(
+        id=f"{router}:{raw['name']}",
+        site_id=site_id,
+        name=str(raw["name"]),
+        speed_mbps=int(raw["speed_mbps"]),
+        vlan_first=int(raw["vlan_first"]),
+        vlan_last=int(raw["vlan_last"]),
+        tenant=str(raw.get("tenant", "")),
+    )
+    if not is_interface(port.name):
+        raise CatalogueError(f"port {port.id}: {port.name!r} is not an interface name the "
+                             "routers accept (such as xe-0/0/1)")
+    if not MIN_VLAN <= port.vlan_first <= port.vlan_last <= MAX_VLAN:
+        raise CatalogueError(f"port {port.id}: VLAN range must lie within {MIN_VLAN}..{MAX_VLAN}")
+    if port.speed_mbps <= 0:
+        raise CatalogueError(f"port {port.id}: speed must be positive")
+    return port
+
+
 def parse_catalogue(data: Mapping[str, Any]) -> Catalogue:
     telcos: dict[str, Telco] = {}
     for entry in data.get("telcos", []):
@@ -112,21 +136,12 @@ def parse_catalogue(data: Mapping[str, Any]) -> Catalogue:
                 f"site {site_id}: telco {site_telco.id} runs the {site_telco.side} side"
             )
         router = str(entry["router"])
+        if not is_id(router):
+            raise CatalogueError(f"site {site_id}: router name {router!r} is not 1 to 64 "
+                                 "letters, digits or . _ : -, starting alphanumeric")
         site_ports = []
         for raw in entry.get("ports", []):
-            port = Port(
-                id=f"{router}:{raw['name']}",
-                site_id=site_id,
-                name=str(raw["name"]),
-                speed_mbps=int(raw["speed_mbps"]),
-                vlan_first=int(raw["vlan_first"]),
-                vlan_last=int(raw["vlan_last"]),
-                tenant=str(raw.get("tenant", "")),
-            )
-            if not MIN_VLAN <= port.vlan_first <= port.vlan_last <= MAX_VLAN:
-                raise CatalogueError(f"port {port.id}: VLAN range must lie within 1..4094")
-            if port.speed_mbps <= 0:
-                raise CatalogueError(f"port {port.id}: speed must be positive")
+            port = _parse_port(raw, site_id, router)
             if port.id in ports:
                 raise CatalogueError(f"port {port.id} is listed twice")
             ports[port.id] = port

@@ -13,6 +13,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from services.common.limits import MAX_BANDWIDTH_MBPS, MIN_BANDWIDTH_MBPS
+
 DEFAULT_PRICE_BOOK = Path(__file__).resolve().parent.parent / "data" / "price_book.toml"
 
 
@@ -77,8 +79,12 @@ def load_price_book(path: Path = DEFAULT_PRICE_BOOK) -> PriceBook:
 def parse_price_book(data: Mapping[str, Any]) -> PriceBook:
     terms = tuple(int(t) for t in data["terms"])
     steps = tuple(int(s) for s in data["bandwidth_steps_mbps"])
-    if list(steps) != sorted(set(steps)) or steps[0] <= 0:
-        raise PriceBookError("bandwidth_steps_mbps must be positive and ascending")
+    if list(steps) != sorted(set(steps)):
+        raise PriceBookError("bandwidth_steps_mbps must be ascending")
+    # A step is a committed rate the routers must take (services.common.limits).
+    if steps[0] < MIN_BANDWIDTH_MBPS or steps[-1] > MAX_BANDWIDTH_MBPS:
+        raise PriceBookError(f"bandwidth_steps_mbps must lie within {MIN_BANDWIDTH_MBPS}.."
+                             f"{MAX_BANDWIDTH_MBPS} Mbps, the rates the routers take")
     currencies: dict[str, CurrencyPrices] = {}
     for code, entry in data["currencies"].items():
         mrc: dict[tuple[int, int], Decimal] = {}

@@ -5,6 +5,9 @@ without the XML metacharacters ``<``, ``>`` and ``&`` (which also rules out ``]]
 routers' templates escape anyway, but a description that needs escaping is refused at the
 door so no payload ever depends on it. Text that stays in the order database (customer
 reference, reasons, contacts) may be any printable Unicode.
+
+Every value that reaches a router is held to the limits provisioning renders within
+(services.common.limits), so an accepted order never waits for a payload that cannot exist.
 """
 
 from __future__ import annotations
@@ -14,16 +17,18 @@ import unicodedata
 from dataclasses import dataclass
 
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.limits import MAX_BURST_MBPS, MAX_DESCRIPTION
 from services.order.domain.catalogue import Catalogue, Port, Side
 from services.order.domain.pricing import PriceBook
 
-MAX_DESCRIPTION = 200  # the cq-vendor YANG allows 242
 MAX_CUSTOMER_REFERENCE = 64
 MAX_REASON = 500
 MAX_REQUEST_ID = 128
 MAX_CONTACTS = 10
 MAX_CONTACT_FIELD = 200
 XML_METACHARACTERS = "<>&"
+
+BURST_TOO_LARGE = f"must be at most {MAX_BURST_MBPS} Mbps (what the routers' rate limits take)"
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]+")
 _ID = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
@@ -183,6 +188,8 @@ def validate_circuit_request(
                               f"({min(speeds)} Mbps)")
     if request.burst_mbps < 0:
         bad("burst_mbps", "must be zero or more")
+    elif request.burst_mbps > MAX_BURST_MBPS:
+        bad("burst_mbps", BURST_TOO_LARGE)
     elif speeds and request.bandwidth_mbps + request.burst_mbps > min(speeds):
         bad("burst_mbps", f"bandwidth plus burst must fit the port speed ({min(speeds)} Mbps)")
     if request.term_months not in price_book.terms:
@@ -218,6 +225,8 @@ def validate_bandwidth_change(
             "bandwidth_mbps", f"the circuit already has {current_mbps} Mbps"))
     if burst_mbps < 0:
         violations.append(FieldViolation("burst_mbps", "must be zero or more"))
+    elif burst_mbps > MAX_BURST_MBPS:
+        violations.append(FieldViolation("burst_mbps", BURST_TOO_LARGE))
     elif new_mbps in steps and new_mbps + burst_mbps > min(port_speeds):
         violations.append(FieldViolation(
             "burst_mbps",

@@ -9,17 +9,25 @@ renderer, so ``</description><config>`` or ``]]>]]>`` arrive on the router as te
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 
 from idc.events.v1 import common_pb2
 from idc.type.v1 import circuit_operation_pb2, side_pb2
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.limits import (
+    ID_PATTERN,
+    INTERFACE_PATTERN,
+    MAX_BANDWIDTH_MBPS,
+    MAX_BURST_MBPS,
+    MAX_DESCRIPTION,
+    MAX_VLAN,
+    MIN_BANDWIDTH_MBPS,
+    MIN_VLAN,
+)
 
-CIRCUIT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-INTERFACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9/.:_-]{0,62}$")
-MAX_DESCRIPTION = 160
-MAX_BANDWIDTH_MBPS = 400_000
+# The limits are shared with the order service, which refuses at the door what they refuse.
+CIRCUIT_ID_RE = ID_PATTERN
+INTERFACE_RE = INTERFACE_PATTERN
 # The committed burst is 100 ms of the peak rate (CIR plus burst allowance), the common
 # vendor default, bounded by what both platforms' models accept.
 BURST_WINDOW_S_NUM, BURST_WINDOW_S_DEN = 1, 10
@@ -122,12 +130,15 @@ def circuit_end(circuit: common_pb2.CircuitParameters, side: Side) -> CircuitEnd
         bad(f"{prefix}.router_name", "1 to 64 letters, digits or . _ : -")
     if not INTERFACE_RE.match(endpoint.interface_name):
         bad(f"{prefix}.interface_name", "an interface name such as xe-0/0/1")
-    if not 1 <= endpoint.vlan_id <= 4094:
-        bad(f"{prefix}.vlan_id", "must be between 1 and 4094")
-    if not 1 <= circuit.bandwidth_mbps <= MAX_BANDWIDTH_MBPS:
-        bad("circuit.bandwidth_mbps", f"must be between 1 and {MAX_BANDWIDTH_MBPS}")
-    if not 0 <= circuit.burst_mbps <= MAX_BANDWIDTH_MBPS:
-        bad("circuit.burst_mbps", f"must be between 0 and {MAX_BANDWIDTH_MBPS}")
+    if not MIN_VLAN <= endpoint.vlan_id <= MAX_VLAN:
+        bad(f"{prefix}.vlan_id", f"must be between {MIN_VLAN} and {MAX_VLAN}")
+    if not MIN_BANDWIDTH_MBPS <= circuit.bandwidth_mbps <= MAX_BANDWIDTH_MBPS:
+        bad(
+            "circuit.bandwidth_mbps",
+            f"must be between {MIN_BANDWIDTH_MBPS} and {MAX_BANDWIDTH_MBPS}",
+        )
+    if not 0 <= circuit.burst_mbps <= MAX_BURST_MBPS:
+        bad("circuit.burst_mbps", f"must be between 0 and {MAX_BURST_MBPS}")
     problem = _check_description(circuit.description)
     if problem:
         bad("circuit.description", problem)

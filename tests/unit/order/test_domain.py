@@ -111,7 +111,7 @@ def test_a_good_request_passes_validation() -> None:
         ({"a_end_port_id": "cq-edge-1:XGE0/0/2"}, "spec.a_end_port_id", "SINGAPORE"),
         ({"z_end_port_id": "nope"}, "spec.z_end_port_id", "does not exist"),
         ({"a_end_vlan_id": 4095}, "spec.a_end_vlan_id", "outside"),
-        ({"description": "x" * 201}, "spec.description", "at most 200"),
+        ({"description": "x" * 161}, "spec.description", "at most 160"),
         ({"description": "evil<config/>"}, "spec.description", "<, > or &"),
         ({"description": "a]]>b"}, "spec.description", "<, > or &"),
         ({"description": "tab\there"}, "spec.description", "control"),

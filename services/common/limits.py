@@ -1,0 +1,47 @@
+"""What a circuit's values may be for provisioning to render them: one limit per field.
+
+The order service refuses at the door (CreateOrder, ModifyBandwidth, its catalogue and
+price book at start) anything outside these limits, and provisioning's renderer checks the
+same ones (services/provisioning/domain/circuits.py), so an order the API accepted never
+waits for a payload that cannot be rendered. The values follow the routers' YANG models
+(netconf_templates/*/yang; tests/unit/order/test_limits.py reads them back):
+
+* the sub-interface description is the circuit id, a space and the customer's description;
+  cq-vendor's ``description-string`` holds 242 characters, so with an id of at most 64 the
+  customer keeps 160 (OpenConfig's description has no length limit);
+* a VLAN is 1..4094 (both platforms);
+* the committed rate reaches 400 Gbit/s on both platforms (``cir-kbps``, ``rate-bps``), and
+  so does the burst allowance above it;
+* names are what both models accept as a key: an interface name as cq-vendor's ``if-name``
+  (1..63 characters), a router name or circuit id of 1..64 letters, digits and ``._:-``.
+
+Plain values and patterns, no I/O; imports no service.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_ID_LENGTH = 64
+# \A and \Z (not ^ and $, which let a trailing newline through) so that match() and
+# fullmatch() agree.
+ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
+INTERFACE_PATTERN = re.compile(r"\A[A-Za-z][A-Za-z0-9/.:_-]{0,62}\Z")
+
+# The customer's part of the router description (the whole must fit cq-vendor's 242).
+MAX_DESCRIPTION = 160
+
+MIN_VLAN, MAX_VLAN = 1, 4094
+
+MIN_BANDWIDTH_MBPS, MAX_BANDWIDTH_MBPS = 1, 400_000
+MAX_BURST_MBPS = 400_000
+
+
+def is_id(value: str) -> bool:
+    """A circuit id or router name both routers' models and templates accept."""
+    return ID_PATTERN.match(value) is not None
+
+
+def is_interface(value: str) -> bool:
+    """An interface name such as ``xe-0/0/1`` or ``XGE0/0/1``."""
+    return INTERFACE_PATTERN.match(value) is not None
