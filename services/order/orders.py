@@ -739,7 +739,7 @@ class OrderApp:
         if decision.verdict is PlanVerdict.IGNORE:
             log.info("plan for order %s ignored: %s", order.id, decision.why_ignored)
             return
-        if decision.verdict in (PlanVerdict.BACK_TO_APPROVAL, PlanVerdict.REJECT):
+        if decision.verdict is PlanVerdict.BACK_TO_APPROVAL or decision.via_approval:
             self._back_to_approval(session, order, plan.reason or
                                    "a router payload changed since it was approved")
         self._replace_plan(session, order, plan, new, decision.superseded)
@@ -790,13 +790,16 @@ class OrderApp:
         circuit.updated_at = self.clock()
 
     def _rejected_unplannable(self, session: Session, order: OrderRow, error: str) -> None:
+        """No router payload can be rendered, so no telco can ever approve: the order ends
+        now, with its capacity and VLANs, instead of waiting out its approval window."""
+        reason = f"provisioning cannot render the router payloads: {error}"
         circuit = self._end(session, order, OrderState.REJECTED, Outcome.WITHDRAWN,
-                            SYSTEM_PROVISIONING, error)
+                            SYSTEM_PROVISIONING, reason)
         self._emit(session, circuit.id, order_events.OrderRejected(
             event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(self.clock()),
             order_id=order.id, circuit_id=circuit.id,
             operation=convert.OPERATION[OrderType(order.type)],
-            rejected_by=SYSTEM_PROVISIONING, reason=error, expired=False))
+            rejected_by=SYSTEM_PROVISIONING, reason=reason, expired=False))
 
     def record_outcome(self, session: Session, message: Message) -> None:
         """CircuitActivated / CircuitModified / CircuitDisconnected / ProvisioningFailed."""

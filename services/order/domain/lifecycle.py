@@ -2,7 +2,8 @@
 
 Order:    ACKNOWLEDGED -> PENDING_APPROVAL -> APPROVED -> COMPLETED | FAILED
           PENDING_APPROVAL -> REJECTED (a telco rejects, the approval window passes, or
-                              a replan carries no renderable payload)
+                              a plan or replan carries no renderable payload: nothing
+                              could ever be approved, so the order does not wait)
           ACKNOWLEDGED | PENDING_APPROVAL -> CANCELLED (by the customer)
           APPROVED | IN_PROGRESS -> PENDING_APPROVAL (a replan, see ``decide_plan``)
 An order becomes APPROVED when both telcos approved the current router payloads; the
@@ -265,7 +266,8 @@ class PlanVerdict(enum.StrEnum):
     REPLACE = "REPLACE"
     # A replan of an approved order: back to PENDING_APPROVAL with the plan.
     BACK_TO_APPROVAL = "BACK_TO_APPROVAL"
-    # A replan without payloads: back to approval, then rejected (nothing can be approved).
+    # A plan without payloads: nothing can ever be approved, so the order is rejected (an
+    # approved order goes back to approval first, see ``PlanDecision.via_approval``).
     REJECT = "REJECT"
 
 
@@ -276,6 +278,9 @@ class PlanDecision:
     superseded: tuple[Side, ...] = ()
     # Why a plan is ignored, for the log.
     why_ignored: str = ""
+    # REJECT of an order handed to provisioning: it returns to PENDING_APPROVAL first, so
+    # the audit trail shows the approval that no longer holds.
+    via_approval: bool = False
 
 
 def decide_plan(order_state: OrderState, slots: Mapping[Side, ApprovalSlot],
@@ -293,10 +298,13 @@ def decide_plan(order_state: OrderState, slots: Mapping[Side, ApprovalSlot],
         return PlanDecision(PlanVerdict.IGNORE,
                             why_ignored="it is the plan already recorded for the order")
     if order_state is OrderState.PENDING_APPROVAL:
-        return PlanDecision(PlanVerdict.REPLACE, tuple(superseded_by_plan(slots, new.hashes)))
+        return PlanDecision(PlanVerdict.REJECT if new.error else PlanVerdict.REPLACE,
+                            tuple(superseded_by_plan(slots, new.hashes)))
     if not replan:
         return PlanDecision(PlanVerdict.IGNORE, why_ignored=(
             f"the order is {order_state} and only a replan sends it back to approval"))
-    hashes = {} if new.error else new.hashes
-    return PlanDecision(PlanVerdict.REJECT if new.error else PlanVerdict.BACK_TO_APPROVAL,
-                        tuple(superseded_by_plan(slots, hashes)))
+    if new.error:
+        return PlanDecision(PlanVerdict.REJECT, tuple(superseded_by_plan(slots, {})),
+                            via_approval=True)
+    return PlanDecision(PlanVerdict.BACK_TO_APPROVAL,
+                        tuple(superseded_by_plan(slots, new.hashes)))

@@ -1,14 +1,17 @@
-"""Replans through the broker: provisioning refused an approved order's payload at prepare
-time (its hash changed since approval), so the order goes back to approval with the new
-plan, or is rejected when no payload could be rendered."""
+"""Plans and replans through the broker: provisioning refused an approved order's payload at
+prepare time (its hash changed since approval), so the order goes back to approval with the
+new plan; an order for which no payload could be rendered, at submission or at a replan, is
+rejected with the reason and its capacity released."""
 
 from __future__ import annotations
+
+import uuid
 
 import grpc
 import pytest
 
 from idc.events.v1 import order_pb2 as order_events
-from idc.order.v1 import circuit_pb2, order_pb2
+from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
 from idc.type.v1 import side_pb2
 from services.common.config import KafkaSettings
 from tests.integration.order.harness import OrderService, activated, running_order_service, wait_for
@@ -134,8 +137,9 @@ def test_a_replan_without_payloads_rejects_the_order_and_releases_capacity(
         back, end = rejected.audit_trail[-2:]
         assert (back.from_state, back.to_state, back.reason) == (
             S.ORDER_STATE_APPROVED, S.ORDER_STATE_PENDING_APPROVAL, "cq-edge-1: payload changed")
+        reason = f"provisioning cannot render the router payloads: {error}"
         assert (end.to_state, end.actor, end.reason) \
-            == (S.ORDER_STATE_REJECTED, "system:provisioning", error)
+            == (S.ORDER_STATE_REJECTED, "system:provisioning", reason)
         assert {a.state for a in rejected.approvals} == {SUPERSEDED}
         assert svc.alice.circuit(order.circuit_id).state \
             == circuit_pb2.CIRCUIT_STATE_DISCONNECTED
@@ -145,5 +149,64 @@ def test_a_replan_without_payloads_rejects_the_order_and_releases_capacity(
         event = wait_for(lambda: svc.order_events(order.circuit_id, order_events.OrderRejected),
                          "OrderRejected")[0]
         assert (event.order_id, event.reason, event.rejected_by, event.expired) \
-            == (order.id, error, "system:provisioning", False)
+            == (order.id, reason, "system:provisioning", False)
         assert event.side == side_pb2.SIDE_UNSPECIFIED
+
+
+def test_a_plan_error_rejects_an_order_awaiting_approval_with_the_reason(
+    database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    """No payload could be rendered at submission: the order does not wait for approvals
+    that can never come; the customer sees why, live, and the capacity is free again."""
+    with running_order_service(database_url, kafka_settings) as svc:
+        order = svc.alice.create(500)
+        assert svc.alice.capacity().channel_reserved_mbps == 500
+        watch = svc.alice.orders.WatchOrder(
+            order_service_pb2.WatchOrderRequest(order_id=order.id), metadata=svc.alice.md,
+            timeout=60)
+        first = next(watch)
+        assert first.order.state == S.ORDER_STATE_PENDING_APPROVAL
+
+        error = "circuit cannot be rendered: circuit.a_end.interface_name: an interface name"
+        svc.plan(order, error=error)
+        reason = f"provisioning cannot render the router payloads: {error}"
+        changes = [m.change for m in watch if m.HasField("change")]
+        assert [(c.from_state, c.to_state, c.actor, c.reason) for c in changes] == [
+            (S.ORDER_STATE_PENDING_APPROVAL, S.ORDER_STATE_REJECTED, "system:provisioning",
+             reason)]
+        rejected = svc.alice.order(order.id)
+        assert rejected.state == S.ORDER_STATE_REJECTED
+        assert rejected.audit_trail[-1].reason == reason
+        assert svc.alice.circuit(order.circuit_id).state \
+            == circuit_pb2.CIRCUIT_STATE_DISCONNECTED
+        capacity = svc.alice.capacity()
+        assert (capacity.channel_reserved_mbps, sum(p.used_vlan_count for p in capacity.ports)) \
+            == (0, 0)
+        assert not svc.olga.pending() and not svc.chen.pending()
+        event = wait_for(lambda: svc.order_events(order.circuit_id, order_events.OrderRejected),
+                         "OrderRejected")[0]
+        assert (event.order_id, event.reason, event.rejected_by) \
+            == (order.id, reason, "system:provisioning")
+
+
+def test_a_plan_error_rejects_a_change_and_leaves_the_circuit_as_it_was(
+    database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    with running_order_service(database_url, kafka_settings) as svc:
+        order = svc.alice.create(100)
+        svc.approve_both(order)
+        svc.publish(activated(order), order.circuit_id)
+        svc.wait_state(order.id, S.ORDER_STATE_COMPLETED)
+        change = svc.alice.call("ModifyBandwidth", order_service_pb2.ModifyBandwidthRequest(
+            request_id=uuid.uuid4().hex, circuit_id=order.circuit_id, bandwidth_mbps=1000
+        )).order
+        assert svc.alice.capacity().channel_reserved_mbps == 900
+
+        svc.plan(change, error="router 'cq-edge-1' is not a CHONGQING router")
+        rejected = svc.wait_state(change.id, S.ORDER_STATE_REJECTED)
+        assert "cannot render" in rejected.audit_trail[-1].reason
+        circuit = svc.alice.circuit(order.circuit_id)
+        assert (circuit.state, circuit.bandwidth_mbps, circuit.pending_order_id) \
+            == (circuit_pb2.CIRCUIT_STATE_ACTIVE, 100, "")
+        capacity = svc.alice.capacity()
+        assert (capacity.channel_reserved_mbps, capacity.channel_committed_mbps) == (0, 100)

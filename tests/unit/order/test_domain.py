@@ -274,6 +274,7 @@ def test_a_replan_sends_an_approved_order_back_superseding_only_the_changed_side
 def test_a_replan_without_payloads_rejects_and_voids_every_approval() -> None:
     decision = on_plan(OrderState.APPROVED, PlanContent({}, "unknown router cq-edge-9"))
     assert decision.verdict is PlanVerdict.REJECT
+    assert decision.via_approval
     assert set(decision.superseded) == {Side.SINGAPORE, Side.CHONGQING}
     # The rejection goes through PENDING_APPROVAL; an approved order is never rejected as such.
     assert not can_transition(OrderState.APPROVED, OrderState.REJECTED)
@@ -308,8 +309,16 @@ def test_only_a_replan_reaches_an_order_handed_to_provisioning() -> None:
 def test_a_plan_for_an_order_awaiting_approval_replaces_the_previous_one() -> None:
     assert on_plan(OrderState.PENDING_APPROVAL, CQ_CHANGED, replan=False) == PlanDecision(
         PlanVerdict.REPLACE, (Side.CHONGQING,))
-    assert on_plan(OrderState.PENDING_APPROVAL, PlanContent({}, "no router"),
-                   replan=False).superseded == (Side.SINGAPORE, Side.CHONGQING)
+
+
+@pytest.mark.parametrize("replan", [False, True])
+def test_a_plan_without_payloads_rejects_an_order_awaiting_approval_at_once(
+    replan: bool,
+) -> None:
+    # Nothing could ever be approved: the order must not wait out its approval window.
+    decision = on_plan(OrderState.PENDING_APPROVAL, PlanContent({}, "no router"), replan=replan)
+    assert decision == PlanDecision(PlanVerdict.REJECT, (Side.SINGAPORE, Side.CHONGQING))
+    assert can_transition(OrderState.PENDING_APPROVAL, OrderState.REJECTED)
 
 
 def test_a_replanned_circuit_goes_back_to_its_state_before_approval() -> None:
