@@ -120,6 +120,7 @@ EXPECTED_EVENTS = {
     "idc.events.v1.CircuitModified",
     "idc.events.v1.CircuitDisconnected",
     "idc.events.v1.ProvisioningFailed",
+    "idc.events.v1.ProvisioningProgress",
     "idc.events.v1.UsageSample",
 }
 

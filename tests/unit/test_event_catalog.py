@@ -12,6 +12,7 @@ def test_every_event_on_the_circuit_topic_decodes() -> None:
         circuit_pb2.CircuitActivated,
         circuit_pb2.ProvisioningFailed,
         provisioning_pb2.ProvisioningPlanned,
+        provisioning_pb2.ProvisioningProgress,
     ):
         assert registry.get(event_type_of(message)) is message
 

@@ -319,3 +319,58 @@ class ProvisioningPlanned(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProvisioningPlanned: _TypeAlias = ProvisioningPlanned  # noqa: Y015
+
+@_typing.final
+class ProvisioningProgress(_message.Message):
+    """A saga started or entered another step. Published by the coordinator through its outbox
+    in the same transaction as the step change, on the circuit events topic, keyed by circuit
+    id (so it comes before the saga's outcome). The order service shows the order
+    IN_PROGRESS with this step. Ids only, no personal data.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CIRCUIT_ID_FIELD_NUMBER: _builtins.int
+    SAGA_ID_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id (UUID)."""
+    order_id: _builtins.str
+    """Order the saga runs (empty for a redeploy)."""
+    circuit_id: _builtins.str
+    """Circuit the saga changes."""
+    saga_id: _builtins.str
+    """Saga id."""
+    operation: _circuit_operation_pb2.CircuitOperation.ValueType
+    """What the saga does to the circuit."""
+    step: _builtins.str
+    """The step, in the coordinator's words (e.g. "preparing", "rolling-back",
+    "waiting-to-retry"). Informative: consumers show it, they do not branch on it, and new
+    steps may appear.
+    """
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the saga entered the step."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        order_id: _builtins.str = ...,
+        circuit_id: _builtins.str = ...,
+        saga_id: _builtins.str = ...,
+        operation: _circuit_operation_pb2.CircuitOperation.ValueType = ...,
+        step: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "event_id", b"event_id", "occurred_at", b"occurred_at", "operation", b"operation", "order_id", b"order_id", "saga_id", b"saga_id", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProvisioningProgress: _TypeAlias = ProvisioningProgress  # noqa: Y015

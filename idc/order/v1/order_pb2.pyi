@@ -64,7 +64,9 @@ class _OrderStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderState
     ORDER_STATE_APPROVED: _OrderState.ValueType  # 3
     """Both telcos approved; waiting for provisioning to start."""
     ORDER_STATE_IN_PROGRESS: _OrderState.ValueType  # 4
-    """Being provisioned on the routers."""
+    """Being provisioned on the routers: from the first provisioning step on (see
+    Order.provisioning_step).
+    """
     ORDER_STATE_COMPLETED: _OrderState.ValueType  # 5
     """Done. Terminal."""
     ORDER_STATE_REJECTED: _OrderState.ValueType  # 6
@@ -78,8 +80,11 @@ class OrderState(_OrderState, metaclass=_OrderStateEnumTypeWrapper):
     """Lifecycle of an order.
 
     ACKNOWLEDGED -> PENDING_APPROVAL -> APPROVED -> IN_PROGRESS -> COMPLETED | FAILED;
-    PENDING_APPROVAL -> REJECTED (either telco rejects, or approvals expire);
-    ACKNOWLEDGED | PENDING_APPROVAL | APPROVED -> CANCELLED (by the customer).
+    APPROVED -> COMPLETED | FAILED (an outcome before any progress was reported);
+    APPROVED | IN_PROGRESS -> PENDING_APPROVAL (a router payload changed since approval);
+    PENDING_APPROVAL -> REJECTED (either telco rejects, approvals expire, or no router
+    payload can be rendered);
+    ACKNOWLEDGED | PENDING_APPROVAL -> CANCELLED (by the customer).
     """
 
 ORDER_STATE_UNSPECIFIED: OrderState.ValueType  # 0
@@ -90,7 +95,9 @@ ORDER_STATE_PENDING_APPROVAL: OrderState.ValueType  # 2
 ORDER_STATE_APPROVED: OrderState.ValueType  # 3
 """Both telcos approved; waiting for provisioning to start."""
 ORDER_STATE_IN_PROGRESS: OrderState.ValueType  # 4
-"""Being provisioned on the routers."""
+"""Being provisioned on the routers: from the first provisioning step on (see
+Order.provisioning_step).
+"""
 ORDER_STATE_COMPLETED: OrderState.ValueType  # 5
 """Done. Terminal."""
 ORDER_STATE_REJECTED: OrderState.ValueType  # 6
@@ -325,6 +332,8 @@ class Order(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
+    PROVISIONING_STEP_FIELD_NUMBER: _builtins.int
+    PROVISIONING_STEP_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Order identifier."""
     tenant_id: _builtins.str
@@ -345,6 +354,11 @@ class Order(_message.Message):
     """The client's idempotency key from the creating request."""
     requested_by: _builtins.str
     """Principal id of who placed the order."""
+    provisioning_step: _builtins.str
+    """The last provisioning step reported for the order, in provisioning's words (e.g.
+    "preparing", "rolling-back", "waiting-to-retry"); empty until provisioning starts, and
+    again when the order goes back to approval.
+    """
     @_builtins.property
     def spec(self) -> _circuit_pb2.CircuitSpec:
         """The circuit as it will be after the order: for NEW the requested spec with the
@@ -384,6 +398,10 @@ class Order(_message.Message):
     def complete_time(self) -> _timestamp_pb2.Timestamp:
         """When the order reached a terminal state."""
 
+    @_builtins.property
+    def provisioning_step_time(self) -> _timestamp_pb2.Timestamp:
+        """When provisioning entered that step."""
+
     def __init__(
         self,
         *,
@@ -405,10 +423,12 @@ class Order(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
+        provisioning_step: _builtins.str = ...,
+        provisioning_step_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "failure", b"failure", "price", b"price", "spec", b"spec", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "failure", b"failure", "price", b"price", "provisioning_step_time", b"provisioning_step_time", "spec", b"spec", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "audit_trail", b"audit_trail", "circuit_id", b"circuit_id", "complete_time", b"complete_time", "contacts", b"contacts", "create_time", b"create_time", "failure", b"failure", "id", b"id", "previous_bandwidth_mbps", b"previous_bandwidth_mbps", "price", b"price", "quote_id", b"quote_id", "request_id", b"request_id", "requested_by", b"requested_by", "spec", b"spec", "state", b"state", "tenant_id", b"tenant_id", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "audit_trail", b"audit_trail", "circuit_id", b"circuit_id", "complete_time", b"complete_time", "contacts", b"contacts", "create_time", b"create_time", "failure", b"failure", "id", b"id", "previous_bandwidth_mbps", b"previous_bandwidth_mbps", "price", b"price", "provisioning_step", b"provisioning_step", "provisioning_step_time", b"provisioning_step_time", "quote_id", b"quote_id", "request_id", b"request_id", "requested_by", b"requested_by", "spec", b"spec", "state", b"state", "tenant_id", b"tenant_id", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

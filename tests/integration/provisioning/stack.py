@@ -42,7 +42,7 @@ CIRCUIT_EVENTS = (
     provisioning_pb2.ProvisioningPlanned,
 )
 OUTCOMES = CIRCUIT_EVENTS[:4]
-REGISTRY = EventRegistry(CIRCUIT_EVENTS)
+REGISTRY = EventRegistry([*CIRCUIT_EVENTS, provisioning_pb2.ProvisioningProgress])
 PRICE = common_pb2.PriceTerms(
     currency_code="SGD",
     mrc=money_pb2.Money(currency_code="SGD", amount="1250.00"),
