@@ -388,6 +388,7 @@ class Coordinator:
             )
             saga.side(send.side).command_id = added.event_id
         waiting_to_retry = saga.step is Step.RETRY_WAIT and row.step != Step.RETRY_WAIT.value
+        self._publish_progress(session, row, saga, approved, now)
         row.step = saga.step.value
         row.state = saga.to_json()
         row.updated_at = now
@@ -408,6 +409,30 @@ class Coordinator:
                 )
         else:
             row.deadline = now + timedelta(seconds=self._timings.step_deadline_s)
+
+    def _publish_progress(
+        self,
+        session: Session,
+        row: SagaRow,
+        saga: Saga,
+        approved: order_pb2.OrderApproved,
+        now: datetime,
+    ) -> None:
+        """ProvisioningProgress (through the outbox) when the saga starts or enters another
+        step, for the order service to show; called before ``row.step`` takes the new step.
+        Not for a finished saga: its outcome event follows."""
+        starting = not row.state  # a saga's row has no state before its first _apply
+        if saga.finished or (row.step == saga.step.value and not starting):
+            return
+        progress = provisioning_pb2.ProvisioningProgress(
+            occurred_at=timestamp(now),
+            order_id=approved.order_id,
+            circuit_id=approved.circuit.circuit_id,
+            saga_id=row.saga_id,
+            operation=approved.operation,
+            step=saga.step.value,
+        )
+        outbox.add(session, self._topics.circuit_events, approved.circuit.circuit_id, progress)
 
     def _command(
         self,
