@@ -18,7 +18,11 @@ from services.order.notifier import ChangeNotifier
 from services.order.orders import OrderApp
 from services.order.servicers import ApprovalServicer, OrderServicer
 from services.order.settings import OrderSettings
-from services.order.workers import ApprovalExpiryWorker, circuit_event_worker
+from services.order.workers import (
+    ApprovalExpiryWorker,
+    OverdueProvisioningWorker,
+    circuit_event_worker,
+)
 
 NAME = "order"
 DEFAULT_PORT = 50051
@@ -42,6 +46,7 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings) -> GrpcApp:
     return build_app(runtime, register_servicers, workers=[
         circuit_event_worker(app, runtime.settings.kafka, settings.consumer_group),
         ApprovalExpiryWorker(app, settings.expiry_interval_s),
+        OverdueProvisioningWorker(app, settings.expiry_interval_s),
     ])
 
 

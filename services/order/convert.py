@@ -179,6 +179,8 @@ def order_message(row: Mapping[Any, Any], approvals: Sequence[Mapping[Any, Any]]
         create_time=timestamp(row["created_at"]),
         update_time=timestamp(row["updated_at"]),
         complete_time=timestamp(row["completed_at"]),
+        provisioning_step=row["provisioning_step"] or "",
+        provisioning_step_time=timestamp(row["provisioning_step_at"]),
     )
     expire_time = timestamp(row["approval_expire_at"])
     for approval in approvals:

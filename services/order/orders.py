@@ -53,6 +53,7 @@ from services.order.domain.lifecycle import (
     Outcome,
     PlanContent,
     PlanVerdict,
+    ProgressVerdict,
     check_approver,
     check_cancellable,
     check_circuit_open_for_order,
@@ -60,7 +61,9 @@ from services.order.domain.lifecycle import (
     circuit_state_after,
     decide_approval,
     decide_plan,
+    decide_progress,
 )
+from services.order.domain.overdue import overdue_report, overdue_since
 from services.order.domain.pricing import PriceBook, PriceTerms
 from services.order.domain.validation import (
     CircuitRequest,
@@ -381,6 +384,7 @@ class OrderApp:
             "contacts": order.contacts, "failure": None, "plan_error": None,
             "approval_expire_at": moment + timedelta(seconds=self.settings.approval_window_s),
             "created_at": moment, "updated_at": moment, "completed_at": None,
+            "approved_at": None, "provisioning_step": None, "provisioning_step_at": None,
             # created ACKNOWLEDGED (version 1), moved to PENDING_APPROVAL (version 2)
             "version": 2, **shape, **money}
         rows[OrderRow].append(values)
@@ -652,6 +656,7 @@ class OrderApp:
     def _approved(self, session: Session, order: OrderRow) -> None:
         self._move(session, order, OrderState.APPROVED, SYSTEM_PROVISIONING,
                    "both telcos approved; handed to provisioning")
+        order.approved_at = self.clock()
         circuit = store.get_circuit(session, order.circuit_id, None)
         previous = convert.circuit_parameters(self.catalogue, circuit, circuit.id,
                                               circuit.bandwidth_mbps, circuit.burst_mbps)
@@ -784,6 +789,8 @@ class OrderApp:
         self._move(session, order, OrderState.PENDING_APPROVAL, SYSTEM_PROVISIONING, reason)
         order.approval_expire_at = self.clock() + timedelta(
             seconds=self.settings.approval_window_s)
+        # The refused saga's steps are over; the next approval starts a new one.
+        order.approved_at = order.provisioning_step = order.provisioning_step_at = None
         circuit = store.get_circuit(session, order.circuit_id, None)
         circuit.state = circuit_state_after(OrderType(order.type), Outcome.REPLANNED,
                                             CircuitState(circuit.state)).value
@@ -800,6 +807,46 @@ class OrderApp:
             order_id=order.id, circuit_id=circuit.id,
             operation=convert.OPERATION[OrderType(order.type)],
             rejected_by=SYSTEM_PROVISIONING, reason=reason, expired=False))
+
+    def record_progress(self, session: Session,
+                        progress: provisioning_pb2.ProvisioningProgress) -> None:
+        """A saga started or entered another step: the order is IN_PROGRESS from the first
+        report on, and shows the last step."""
+        if not progress.order_id:
+            log.debug("progress of a redeploy (no order) ignored")
+            return
+        order = session.get(OrderRow, progress.order_id, with_for_update=True)
+        if order is None:
+            log.warning("progress for unknown order %s ignored", progress.order_id)
+            return
+        if progress.circuit_id != order.circuit_id or not progress.step:
+            raise ValueError(f"progress for order {order.id} names circuit "
+                             f"{progress.circuit_id!r} and step {progress.step!r}; the "
+                             f"order's circuit is {order.circuit_id} and a step is required")
+        step = progress.step[:64]  # as stored in orders.provisioning_step
+        decision = decide_progress(OrderState(order.state))
+        if decision.verdict is ProgressVerdict.IGNORE:
+            log.info("progress %r of order %s ignored: %s", step, order.id,
+                     decision.why_ignored)
+            return
+        if decision.verdict is ProgressVerdict.START:
+            self._move(session, order, OrderState.IN_PROGRESS, SYSTEM_PROVISIONING,
+                       f"provisioning started on the routers (step {step!r})")
+        else:
+            self._touch(order)
+        order.provisioning_step = step
+        order.provisioning_step_at = (progress.occurred_at.ToDatetime(tzinfo=UTC)
+                                      if progress.occurred_at.seconds else self.clock())
+        event.listen(session, "after_commit", lambda _s: self.notifier.notify(), once=True)
+
+    def overdue(self, limit: int = 20) -> list[str]:
+        """The overdue-provisioning alarm's texts (see services.order.domain.overdue)."""
+        moment = self.clock()
+        bound_s = self.settings.provisioning_alarm_s
+        with self.read_one_statement() as session:
+            orders, more = store.approved_before(session, overdue_since(moment, bound_s),
+                                                 limit)
+        return overdue_report(orders, moment, bound_s, more)
 
     def record_outcome(self, session: Session, message: Message) -> None:
         """CircuitActivated / CircuitModified / CircuitDisconnected / ProvisioningFailed."""

@@ -15,8 +15,11 @@ class OrderSettings:
     channel_capacity_mbps: int = 260_000
     # How long an order may wait for both approvals before it expires.
     approval_window_s: int = 72 * 3600
-    # How often the expiry worker looks for expired approvals.
+    # How often the background checks run: expired approvals, overdue provisioning.
     expiry_interval_s: int = 5
+    # How long an order may stay with provisioning (APPROVED or IN_PROGRESS) without an
+    # outcome before operators are alarmed.
+    provisioning_alarm_s: int = 900
     # How long a quote can be ordered.
     quote_ttl_s: int = 24 * 3600
     # Consumer group of the circuit-event consumer.
@@ -34,12 +37,15 @@ class OrderSettings:
             expiry_interval_s=non_negative_int(
                 env, "IDC_ORDER_EXPIRY_INTERVAL_S", d.expiry_interval_s),
             quote_ttl_s=non_negative_int(env, "IDC_ORDER_QUOTE_TTL_S", d.quote_ttl_s),
+            provisioning_alarm_s=non_negative_int(
+                env, "IDC_ORDER_PROVISIONING_ALARM_S", d.provisioning_alarm_s),
             consumer_group=env.get("IDC_ORDER_CONSUMER_GROUP", "").strip() or d.consumer_group,
         )
         for name, value in (
             ("IDC_ORDER_APPROVAL_WINDOW_S", settings.approval_window_s),
             ("IDC_ORDER_EXPIRY_INTERVAL_S", settings.expiry_interval_s),
             ("IDC_ORDER_QUOTE_TTL_S", settings.quote_ttl_s),
+            ("IDC_ORDER_PROVISIONING_ALARM_S", settings.provisioning_alarm_s),
         ):
             if value == 0:
                 raise ConfigError(f"{name} must be greater than zero")

@@ -8,6 +8,7 @@ import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -26,7 +27,8 @@ from sqlalchemy.orm import Session
 from services.common.errors import InvalidArgument, NotFound
 from services.order.domain.capacity import Headroom, VlanPool
 from services.order.domain.catalogue import Catalogue
-from services.order.domain.lifecycle import COMMITTED_CIRCUIT_STATES
+from services.order.domain.lifecycle import COMMITTED_CIRCUIT_STATES, OrderState
+from services.order.domain.overdue import AwaitingOutcome
 from services.order.tables import (
     CHANNEL_LOCK_ROW,
     ApprovalRow,
@@ -318,3 +320,22 @@ def fetch_page(session: Session, query: Select[T], offset: int, limit: int
     return rows[:limit], len(rows) > limit
 
 
+
+
+WITH_PROVISIONING = (OrderState.APPROVED.value, OrderState.IN_PROGRESS.value)
+
+
+def approved_before(session: Session, since: datetime, limit: int
+                    ) -> tuple[list[AwaitingOutcome], bool]:
+    """Orders with provisioning (APPROVED or IN_PROGRESS) approved before ``since``, oldest
+    first, at most ``limit``; and whether there are more."""
+    rows = session.execute(
+        select(OrderRow.id, OrderRow.state, OrderRow.approved_at, OrderRow.provisioning_step,
+               OrderRow.provisioning_step_at)
+        .where(OrderRow.state.in_(WITH_PROVISIONING), OrderRow.approved_at <= since)
+        .order_by(OrderRow.approved_at, OrderRow.id).limit(limit + 1)
+    ).all()
+    found = [AwaitingOutcome(order_id, OrderState(state), approved_at, step, step_at)
+             for order_id, state, approved_at, step, step_at in rows
+             if approved_at is not None]  # never NULL here: the WHERE compares it
+    return found[:limit], len(found) > limit

@@ -124,6 +124,12 @@ class OrderRow(OrderBase):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When both telcos last approved it (handed to provisioning); None while not approved.
+    # The overdue alarm counts from here (migration 0004).
+    approved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The last step provisioning reported for the order, and when it entered it.
+    provisioning_step: Mapped[str | None] = mapped_column(String(64))
+    provisioning_step_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Bumped on every change; WatchOrder compares it.
     version: Mapped[int] = mapped_column(Integer)
 

@@ -1,9 +1,12 @@
-"""Background work of the order service: the circuit-event consumer and approval expiry."""
+"""Background work of the order service: the circuit-event consumer, approval expiry and
+the alarm for orders overdue with provisioning."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
+from typing import Protocol
 
 from google.protobuf.message import Message
 from sqlalchemy.orm import Session
@@ -13,7 +16,7 @@ from services.common.config import KafkaSettings
 from services.common.events import EventConsumer, register_event
 from services.common.events.envelope import Envelope
 from services.common.events.topics import CIRCUIT_EVENTS
-from services.common.grpc_server import Worker
+from services.common.grpc_server import AlarmCheck, Worker
 from services.common.runtime import ConsumerWorker
 from services.order.orders import OrderApp
 
@@ -25,7 +28,8 @@ OUTCOME_EVENTS = (
     circuit_pb2.CircuitDisconnected,
     circuit_pb2.ProvisioningFailed,
 )
-for _event_class in (*OUTCOME_EVENTS, provisioning_pb2.ProvisioningPlanned):
+for _event_class in (*OUTCOME_EVENTS, provisioning_pb2.ProvisioningPlanned,
+                     provisioning_pb2.ProvisioningProgress):
     register_event(_event_class)
 
 
@@ -38,6 +42,8 @@ class CircuitEventHandler:
     def __call__(self, session: Session, event: Message, envelope: Envelope) -> None:
         if isinstance(event, provisioning_pb2.ProvisioningPlanned):
             self.app.record_plan(session, event)
+        elif isinstance(event, provisioning_pb2.ProvisioningProgress):
+            self.app.record_progress(session, event)
         elif isinstance(event, OUTCOME_EVENTS):
             self.app.record_outcome(session, event)
         else:
@@ -69,3 +75,50 @@ class ApprovalExpiryWorker(Worker):
                 continue
             if expired:
                 log.info("%d order(s) expired waiting for approval", expired)
+
+
+OVERDUE_ALARM = "provisioning-overdue"
+
+
+class OverdueSource(Protocol):
+    def overdue(self) -> list[str]:
+        """The texts of the orders overdue with provisioning now."""
+
+
+class OverdueProvisioningWorker(Worker):
+    """Raises the ``provisioning-overdue`` alarm (health service
+    ``idc.alarm.provisioning-overdue``, logged on raise and change) while an order has been
+    with provisioning longer than ``IDC_ORDER_PROVISIONING_ALARM_S`` without an outcome."""
+
+    name = "provisioning-overdue"
+
+    def __init__(self, app: OverdueSource, interval_s: float) -> None:
+        self._app = app
+        self._interval_s = interval_s
+        # The texts of the last check, read by the health monitor's thread.
+        self._texts: list[str] = []
+        self._lock = threading.Lock()
+
+    def alarms(self) -> dict[str, AlarmCheck]:
+        return {OVERDUE_ALARM: self._current}
+
+    def _current(self) -> Sequence[str]:
+        with self._lock:
+            return list(self._texts)
+
+    def run(self, stop: threading.Event) -> None:
+        while True:
+            self.run_once()
+            if stop.wait(self._interval_s):
+                return
+
+    def run_once(self) -> None:
+        try:
+            texts = self._app.overdue()
+        except Exception as exc:
+            # Not knowing is itself worth an alarm: the orders may be waiting unseen.
+            log.exception("overdue provisioning check failed; trying again next round")
+            texts = [f"cannot check for orders overdue with provisioning: "
+                     f"{type(exc).__name__}: {exc}"]
+        with self._lock:
+            self._texts = texts

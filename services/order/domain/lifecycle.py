@@ -1,6 +1,7 @@
 """What happens to orders, circuits and approvals: the state machines in one place.
 
-Order:    ACKNOWLEDGED -> PENDING_APPROVAL -> APPROVED -> COMPLETED | FAILED
+Order:    ACKNOWLEDGED -> PENDING_APPROVAL -> APPROVED -> IN_PROGRESS -> COMPLETED | FAILED
+          APPROVED -> COMPLETED | FAILED (an outcome that came before any progress)
           PENDING_APPROVAL -> REJECTED (a telco rejects, the approval window passes, or
                               a plan or replan carries no renderable payload: nothing
                               could ever be approved, so the order does not wait)
@@ -9,6 +10,8 @@ Order:    ACKNOWLEDGED -> PENDING_APPROVAL -> APPROVED -> COMPLETED | FAILED
 An order becomes APPROVED when both telcos approved the current router payloads; the
 OrderApproved event written in that same transaction hands it to provisioning, so from
 APPROVED on the routers may already be changing and the order can no longer be cancelled.
+The first ProvisioningProgress (the saga started) makes it IN_PROGRESS; every later one
+only records the step, which the customer sees (see ``decide_progress``).
 Provisioning refuses to run a payload whose hash is not the approved one; it rolls both
 routers back and sends a replan, which returns the order to approval with the new plan.
 Every terminal state releases the order's reservation.
@@ -308,3 +311,31 @@ def decide_plan(order_state: OrderState, slots: Mapping[Side, ApprovalSlot],
                             via_approval=True)
     return PlanDecision(PlanVerdict.BACK_TO_APPROVAL,
                         tuple(superseded_by_plan(slots, new.hashes)))
+
+
+class ProgressVerdict(enum.StrEnum):
+    # The first step reported for an approved order: APPROVED -> IN_PROGRESS.
+    START = "START"
+    # A later step of an order in progress: recorded, the state stays.
+    STEP = "STEP"
+    IGNORE = "IGNORE"
+
+
+@dataclass(frozen=True)
+class ProgressDecision:
+    verdict: ProgressVerdict
+    # Why a report is ignored, for the log.
+    why_ignored: str = ""
+
+
+def decide_progress(order_state: OrderState) -> ProgressDecision:
+    """What a ProvisioningProgress does to an order. Reports come in the order the saga
+    made them (one partition per circuit), so the last one received is the last step; one
+    for an order no longer handed to provisioning (ended, or sent back to approval) is
+    late and changes nothing."""
+    if order_state is OrderState.APPROVED:
+        return ProgressDecision(ProgressVerdict.START)
+    if order_state is OrderState.IN_PROGRESS:
+        return ProgressDecision(ProgressVerdict.STEP)
+    return ProgressDecision(ProgressVerdict.IGNORE,
+                            f"the order is {order_state}, not with provisioning")
