@@ -231,9 +231,10 @@ def watch(ctx: Context, args: argparse.Namespace) -> Result:
                 f"{change.actor}: {change.reason}"
             )
         else:
+            step = f", step {render.provisioning_step(last)}" if last.provisioning_step else ""
             ctx.console.print(
                 f"order {last.id} ({render.order_type(last.type)}) is "
-                f"[bold]{render.order_state(last.state)}[/bold]"
+                f"[bold]{render.order_state(last.state)}[/bold]{step}"
             )
     completed = last.state == order_pb2.ORDER_STATE_COMPLETED
     if not completed and not ctx.json_output:

@@ -105,6 +105,11 @@ def key_values(title: str, pairs: Sequence[tuple[str, Any]]) -> Table:
     return grid
 
 
+def provisioning_step(order: order_pb2.Order) -> str:
+    """The last step provisioning reported, e.g. ``preparing since 2026-12-02 10:00:01Z``."""
+    return f"{order.provisioning_step} since {when(order.provisioning_step_time)}"
+
+
 def show_order(console: Console, order: order_pb2.Order) -> None:
     spec = order.spec
     console.print(
@@ -123,6 +128,8 @@ def show_order(console: Console, order: order_pb2.Order) -> None:
                 ("requested by", order.requested_by),
                 ("created", when(order.create_time)),
             ]
+            + ([("provisioning step", provisioning_step(order))]
+               if order.provisioning_step else [])
             + ([("failure", order.failure.message)] if order.failure.message else []),
         )
     )

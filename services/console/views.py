@@ -137,4 +137,7 @@ def order_event(order: order_pb2.Order) -> dict[str, object]:
             for e in order.audit_trail
         ],
         "failure": order.failure.message,
+        # The last provisioning step, e.g. "preparing since 2026-12-02 10:00:01 UTC".
+        "step": (f"{order.provisioning_step} since {when(order.provisioning_step_time)}"
+                 if order.provisioning_step else ""),
     }

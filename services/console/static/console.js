@@ -23,6 +23,8 @@ function watchOrder(section) {
   source.addEventListener("order", (message) => {
     const order = JSON.parse(message.data);
     document.getElementById("order-state").textContent = order.state;
+    document.getElementById("order-step-text").textContent = order.step;
+    document.getElementById("order-step").hidden = !order.step;
     const approvals = document.getElementById("approvals");
     approvals.replaceChildren();
     for (const a of order.approvals) {
