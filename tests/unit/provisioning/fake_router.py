@@ -637,10 +637,16 @@ def _merged(existing: ET.Element, edit: ET.Element) -> ET.Element:
 
 def _selected(shape: _Shape, store: Store, subtree: str) -> Store:
     """What a subtree filter of the ``observe.running_filter`` shape selects: the
-    sub-interfaces it names, or every one of an interface it names without listing any."""
+    sub-interfaces it names, every one of an interface it names without listing any, all
+    of them when it names no interface, none when it is about another model."""
     root = ET.fromstring(f"<filter>{subtree}</filter>")
+    if root.find(shape.ns(shape.top[0])) is None:
+        return {}
+    interfaces = root.findall(shape.ns(*shape.top, "interface"))
+    if not interfaces:
+        return dict(store)
     wanted: set[tuple[str, int | None]] = set()
-    for interface in root.iterfind(shape.ns(*shape.top, "interface")):
+    for interface in interfaces:
         name = (interface.findtext(shape.ns("name")) or "").strip()
         entries = interface.iterfind(shape.ns(shape.listed, shape.entry))
         keys = [e.findtext(shape.ns(shape.key)) for e in entries]
