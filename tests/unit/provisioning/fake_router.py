@@ -29,10 +29,14 @@ run against both in tests/integration/provisioning/test_fake_router_fidelity.py:
 * An edit is all or nothing: create of an existing sub-interface is data-exists, delete of
   an absent one data-missing, remove of an absent one succeeds, replace replaces, merge
   (no operation) merges; a VLAN outside 1..4094 is refused.
+* An interface stays once edited in. One the datastore lacks is refused ("required value
+  instance not found") to an edit that removes a sub-interface from it and, on openconfig,
+  to one without the interface's config (its mandatory type): the modify and delete
+  templates there, the delete template on cq-vendor.
 
-The datastores hold sub-interfaces only, keyed ``(interface, vlan)``: what the payloads of
-netconf_templates/ edit and domain.observe reads back. The rest of an edit (a port's own
-config) is accepted and not kept; an interface-level nc:operation is not modelled
+The datastores hold interfaces by name and their sub-interfaces by VLAN: what the payloads
+of netconf_templates/ edit and domain.observe reads back. The rest of an edit (a port's
+own config) is accepted and not kept; an interface-level nc:operation is not modelled
 (ValueError). get-config understands the filters of ``observe.running_filter``.
 
 Faults: :meth:`FakeRouter.fail_next` makes the next call of a :class:`Step` time out or
@@ -65,7 +69,8 @@ from services.provisioning.domain.observe import (
 from services.provisioning.netconf import RETRYABLE_TAGS
 
 T = TypeVar("T")
-Store = dict[SubinterfaceKey, ET.Element]
+# interface name -> VLAN -> the sub-interface as edited in (never changed in place)
+Store = dict[str, dict[int, ET.Element]]
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 OPERATION = f"{{{NC}}}operation"
@@ -167,17 +172,16 @@ class _Shape:
     vlan_id: str
     vlan_refusal: tuple[str, str, str]  # tag, app tag, message
     key_in_vlan_range: bool
+    new_interface_needs_config: bool
 
     def ns(self, *names: str) -> str:
         return "/".join(f"{{{self.namespace}}}{name}" for name in names)
 
-    def entries(self, root: ET.Element) -> Iterator[tuple[str, ET.Element]]:
+    def interfaces(self, root: ET.Element) -> Iterator[tuple[str, ET.Element, list[ET.Element]]]:
+        """Each interface an edit or filter names: its name, element and entries."""
         for interface in root.iterfind(self.ns(*self.top, "interface")):
-            if interface.get(OPERATION) is not None:
-                raise ValueError("fake router: nc:operation on an interface is not modelled")
             name = (interface.findtext(self.ns("name")) or "").strip()
-            for entry in interface.iterfind(self.ns(self.listed, self.entry)):
-                yield name, entry
+            yield name, interface, interface.findall(self.ns(self.listed, self.entry))
 
 
 _SHAPES = {
@@ -190,6 +194,7 @@ _SHAPES = {
         vlan_id=f"{{{OC_VLAN}}}vlan/{{{OC_VLAN}}}config/{{{OC_VLAN}}}vlan-id",
         vlan_refusal=("unknown-element", "data-invalid", "wrong node type"),
         key_in_vlan_range=False,
+        new_interface_needs_config=True,
     ),
     "cq-vendor": _Shape(
         namespace=CQ_IFM,
@@ -200,6 +205,7 @@ _SHAPES = {
         vlan_id=f"{{{CQ_IFM}}}dot1q/{{{CQ_IFM}}}vlan-id",
         vlan_refusal=("invalid-value", "not-in-range", "value not in range"),
         key_in_vlan_range=True,
+        new_interface_needs_config=False,
     ),
 }
 
@@ -287,7 +293,7 @@ class FakeRouter:
             return _data_xml(self._shape, self._running)
 
     def subinterfaces(self) -> dict[SubinterfaceKey, Leaves]:
-        """Running's sub-interfaces as ``observe.running_subinterfaces`` reads them."""
+        """Running's sub-interfaces, as ``observe.running_subinterfaces`` reads them."""
         return running_subinterfaces(self.platform, self.running_xml())
 
     @property
@@ -417,11 +423,11 @@ class FakeRouter:
             self._pending = replace(self._pending, owner=None)
 
     def _reset_candidate(self) -> None:
-        self._candidate = dict(self._running)
+        self._candidate = self._running
         self._dirty = False
 
     def _commit_candidate(self) -> None:
-        self._running = dict(self._candidate)
+        self._running = self._candidate
         self._dirty = False
 
     def _revert(self, pending: PendingCommit) -> None:
@@ -516,25 +522,43 @@ class FakeRouter:
         except ET.ParseError as exc:
             raise ValueError(f"fake router: edit is not well-formed XML: {exc}") from exc
         edited = dict(store)
-        for name, entry in shape.entries(root):
-            key = (name, self._vlan(entry.findtext(shape.ns(shape.key)), shape.key_in_vlan_range))
-            vlan_id = entry.find(shape.vlan_id)
-            if vlan_id is not None:
-                self._vlan(vlan_id.text, in_range=True)
-            operation = entry.get(OPERATION, "merge")
-            if operation == "create" and key in edited:
-                self._refuse("data-exists", "data exists", "no-access", "application")
-            if operation == "delete" and key not in edited:
-                self._refuse("data-missing", "data missing", "data-incomplete", "application")
-            if operation in ("create", "replace") or (operation == "merge" and key not in edited):
-                edited[key] = _stored(entry)
-            elif operation == "merge":
-                edited[key] = _merged(edited[key], entry)
-            elif operation in ("delete", "remove"):
-                edited.pop(key, None)
-            else:
-                raise ValueError(f"fake router: nc:operation={operation!r} is not modelled")
+        for name, interface, entries in shape.interfaces(root):
+            if interface.get(OPERATION) is not None:
+                raise ValueError("fake router: nc:operation on an interface is not modelled")
+            operations = [entry.get(OPERATION, "merge") for entry in entries]
+            if name not in edited and (
+                (shape.new_interface_needs_config and interface.find(shape.ns("config")) is None)
+                or {"remove", "delete"} & set(operations)
+            ):
+                self._refuse(
+                    "data-missing",
+                    "required value instance not found",
+                    "instance-required",
+                    "application",
+                )
+            subs = edited[name] = dict(edited.get(name, {}))
+            for entry, operation in zip(entries, operations, strict=True):
+                self._edit_entry(subs, entry, operation)
         return edited
+
+    def _edit_entry(self, subs: dict[int, ET.Element], entry: ET.Element, operation: str) -> None:
+        shape = self._shape
+        vlan = self._vlan(entry.findtext(shape.ns(shape.key)), shape.key_in_vlan_range)
+        vlan_id = entry.find(shape.vlan_id)
+        if vlan_id is not None:
+            self._vlan(vlan_id.text, in_range=True)
+        if operation == "create" and vlan in subs:
+            self._refuse("data-exists", "data exists", "no-access", "application")
+        if operation == "delete" and vlan not in subs:
+            self._refuse("data-missing", "data missing", "data-incomplete", "application")
+        if operation in ("create", "replace") or (operation == "merge" and vlan not in subs):
+            subs[vlan] = _stored(entry)
+        elif operation == "merge":
+            subs[vlan] = _merged(subs[vlan], entry)
+        elif operation in ("delete", "remove"):
+            subs.pop(vlan, None)
+        else:
+            raise ValueError(f"fake router: nc:operation={operation!r} is not modelled")
 
     def _vlan(self, text: str | None, in_range: bool) -> int:
         value = (text or "").strip()
@@ -642,16 +666,16 @@ def _selected(shape: _Shape, store: Store, subtree: str) -> Store:
     root = ET.fromstring(f"<filter>{subtree}</filter>")
     if root.find(shape.ns(shape.top[0])) is None:
         return {}
-    interfaces = root.findall(shape.ns(*shape.top, "interface"))
-    if not interfaces:
-        return dict(store)
-    wanted: set[tuple[str, int | None]] = set()
-    for interface in interfaces:
-        name = (interface.findtext(shape.ns("name")) or "").strip()
-        entries = interface.iterfind(shape.ns(shape.listed, shape.entry))
-        keys = [e.findtext(shape.ns(shape.key)) for e in entries]
-        wanted |= {(name, int(k)) for k in keys if k} or {(name, None)}
-    return {k: v for k, v in store.items() if k in wanted or (k[0], None) in wanted}
+    named = list(shape.interfaces(root))
+    if not named:
+        return store
+    selected: Store = {}
+    for name, _, entries in named:
+        if name in store:
+            keys = {int(k) for e in entries if (k := e.findtext(shape.ns(shape.key)))}
+            chosen = {v: e for v, e in store[name].items() if not entries or v in keys}
+            selected[name] = {**selected.get(name, {}), **chosen}
+    return selected
 
 
 def _data_xml(shape: _Shape, store: Store) -> str:
@@ -659,13 +683,11 @@ def _data_xml(shape: _Shape, store: Store) -> str:
     parent = data
     for name in shape.top:
         parent = ET.SubElement(parent, shape.ns(name))
-    interfaces: dict[str, ET.Element] = {}
-    for (name, _), entry in sorted(store.items()):
-        if name not in interfaces:
-            interface = interfaces[name] = ET.SubElement(parent, shape.ns("interface"))
-            ET.SubElement(interface, shape.ns("name")).text = name
-            ET.SubElement(interface, shape.ns(shape.listed))
-        listed = interfaces[name].find(shape.ns(shape.listed))
-        assert listed is not None
-        listed.append(entry)
+    for name, subs in sorted(store.items()):
+        interface = ET.SubElement(parent, shape.ns("interface"))
+        ET.SubElement(interface, shape.ns("name")).text = name
+        if subs:
+            ET.SubElement(interface, shape.ns(shape.listed)).extend(
+                entry for _, entry in sorted(subs.items())
+            )
     return '<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(data, encoding="unicode")

@@ -36,6 +36,7 @@ from tests.unit.provisioning.fake_router import (
 )
 
 INTERFACE = {"openconfig": "xe-0/0/1", "cq-vendor": "GigabitEthernet0/0/1"}
+FRESH_INTERFACE = {"openconfig": "xe-0/9/9", "cq-vendor": "GigabitEthernet0/9/9"}
 RENDERER = Renderer()
 
 
@@ -44,12 +45,15 @@ def router(request: pytest.FixtureRequest) -> FakeRouter:
     return FakeRouter(request.param, name="edge-1", clock=FakeClock())
 
 
-def end(router: FakeRouter, vlan: int, mbps: int = 100) -> CircuitEnd:
-    return CircuitEnd(f"CKT-{vlan}", "edge-1", INTERFACE[router.platform], vlan, "t", mbps, 0)
+def end(router: FakeRouter, vlan: int, mbps: int = 100, interface: str = "") -> CircuitEnd:
+    interface = interface or INTERFACE[router.platform]
+    return CircuitEnd(f"CKT-{vlan}", "edge-1", interface, vlan, "t", mbps, 0)
 
 
-def payload(router: FakeRouter, operation: Operation, vlan: int, mbps: int = 100) -> str:
-    return RENDERER.render(router.platform, operation, end(router, vlan, mbps)).content
+def payload(
+    router: FakeRouter, operation: Operation, vlan: int, mbps: int = 100, interface: str = ""
+) -> str:
+    return RENDERER.render(router.platform, operation, end(router, vlan, mbps, interface)).content
 
 
 def vlans(router: FakeRouter) -> set[int]:
@@ -60,6 +64,10 @@ def refusal(step: Callable[[], object]) -> RouterFault:
     with pytest.raises(RouterFailure) as caught:
         step()
     return caught.value.fault
+
+
+def answer(fault: RouterFault) -> tuple[str, str]:
+    return fault.error_tag, fault.message
 
 
 def pending_commit(router: FakeRouter, vlan: int, persist_id: str, timeout_s: int) -> FakeSession:
@@ -131,6 +139,28 @@ def test_remove_of_an_absent_one_succeeds_delete_is_data_missing_replace_replace
     assert router.subinterfaces() == {
         (INTERFACE[router.platform], 101): intended_leaves(router.platform, end(router, 101, 700))
     }
+
+
+def test_an_interface_the_router_lacks_is_refused_to_edits_that_cannot_create_it(
+    router: FakeRouter,
+) -> None:
+    fresh = FRESH_INTERFACE[router.platform]
+    session = router.session()
+    remove = payload(router, Operation.DELETE, 101, interface=fresh)
+    modify = payload(router, Operation.MODIFY, 101, interface=fresh)
+    missing = ("data-missing", "required value instance not found")
+    assert answer(refusal(lambda: session.edit_candidate(remove))) == missing
+    if router.platform == "openconfig":  # the interface's mandatory config is not in it
+        assert answer(refusal(lambda: session.edit_candidate(modify))) == missing
+    else:
+        session.edit_candidate(modify)
+    session.discard()
+    session.edit_candidate(payload(router, Operation.CREATE, 101, interface=fresh))
+    session.edit_candidate(remove)
+    session.commit()
+    session.edit_candidate(remove)  # the interface stayed
+    session.commit()
+    assert fresh in router.running_xml() and vlans(router) == set()
 
 
 def test_an_edit_without_operation_merges_into_the_subinterface(router: FakeRouter) -> None:
