@@ -82,12 +82,22 @@ def _nonempty(raw: str) -> str:
     return raw
 
 
+# Default bound of IDC_KAFKA_UNASSIGNED_ALARM_S in session timeouts: healthy three-member
+# joins on Tansu were measured taking up to six session timeouts before every member had a
+# formed generation (services/common/events/assignment.py).
+UNASSIGNED_ALARM_SESSIONS = 10
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """Broker connection and consumer-group timing.
 
     The defaults suit a production Kafka cluster; the devstack and tests lower the group
     timings because a group join on Tansu takes about half of ``session_timeout_ms``.
+
+    ``unassigned_alarm_s`` (None: :data:`UNASSIGNED_ALARM_SESSIONS` session timeouts, see
+    :attr:`unassigned_bound_s`) is how long a consumer may wait for a group generation that
+    gives it partitions before it is reported and recreated (services/common/events/assignment.py).
     """
 
     bootstrap: str = ""
@@ -98,6 +108,13 @@ class KafkaSettings:
     request_timeout_ms: int = 30_000
     topic_partitions: int = 6
     replication_factor: int = 1
+    unassigned_alarm_s: float | None = None
+
+    @property
+    def unassigned_bound_s(self) -> float:
+        if self.unassigned_alarm_s is not None:
+            return self.unassigned_alarm_s
+        return UNASSIGNED_ALARM_SESSIONS * self.session_timeout_ms / 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
@@ -138,12 +155,27 @@ class KafkaSettings:
             replication_factor=_read(
                 env, "IDC_KAFKA_REPLICATION_FACTOR", d.replication_factor, _positive_int, "count"
             ),
+            unassigned_alarm_s=_read(
+                env, "IDC_KAFKA_UNASSIGNED_ALARM_S", d.unassigned_alarm_s, _positive_float,
+                "seconds",
+            ),
         )
         if settings.heartbeat_interval_ms * 3 > settings.session_timeout_ms:
             raise ConfigError(
                 "IDC_KAFKA_HEARTBEAT_INTERVAL_MS must be at most a third of "
                 f"IDC_KAFKA_SESSION_TIMEOUT_MS ({settings.heartbeat_interval_ms} * 3 > "
                 f"{settings.session_timeout_ms})"
+            )
+        if (
+            settings.unassigned_alarm_s is not None
+            and settings.unassigned_alarm_s * 1000 < 2 * settings.session_timeout_ms
+        ):
+            # Below that, an ordinary join (Apache Kafka evicts a dead member after one
+            # session timeout, then rebalances) would count as stuck.
+            raise ConfigError(
+                "IDC_KAFKA_UNASSIGNED_ALARM_S must be at least twice "
+                f"IDC_KAFKA_SESSION_TIMEOUT_MS ({settings.unassigned_alarm_s} s < 2 * "
+                f"{settings.session_timeout_ms} ms)"
             )
         return settings
 

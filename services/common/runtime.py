@@ -23,7 +23,7 @@ from services.common.auth import SqlTokenStore
 from services.common.config import ConfigError, ServiceSettings
 from services.common.events import EventConsumer, OutboxRelay
 from services.common.events.topics import ALL_TOPICS, ensure_topics
-from services.common.grpc_server import GrpcApp, Worker
+from services.common.grpc_server import AlarmCheck, GrpcApp, Worker
 from services.common.logs import configure_logging
 from services.common.telemetry import Telemetry, configure_telemetry
 
@@ -112,13 +112,23 @@ class OutboxRelayWorker(Worker):
 class ConsumerWorker(Worker):
     """Runs one EventConsumer as a background worker of the service.
 
-    The consumer is made in the thread that polls it: a KafkaConsumer is not thread-safe.
+    The consumer is made in the thread that polls it: a KafkaConsumer is not thread-safe (a
+    stuck consumer recreates its KafkaConsumer in that thread too). Alarm
+    ``<name>-unassigned`` is raised while the consumer has waited too long for partitions
+    (services/common/events/assignment.py says why that is an alarm, not a health check).
     """
 
     def __init__(self, name: str, make_consumer: Callable[[], EventConsumer]) -> None:
         self.name = name
         self._make_consumer = make_consumer
         self._consumer: EventConsumer | None = None
+
+    def alarms(self) -> dict[str, AlarmCheck]:
+        return {f"{self.name}-unassigned": self._unassigned}
+
+    def _unassigned(self) -> Sequence[str]:
+        consumer = self._consumer
+        return [] if consumer is None else consumer.unassigned_alarm()
 
     def run(self, stop: threading.Event) -> None:
         self._consumer = self._make_consumer()

@@ -24,6 +24,16 @@ commits the highest offset of each partition still assigned, once. A handler tha
 :class:`RejectedItems` for bad input has those records dead-lettered and the batch handled
 again without them; any other error that is not transient sends the batch through the
 per-record path above, so only the poison record goes to the dead-letter topic.
+
+Both watch their own assignment after each poll (rule and measurements in
+services/common/events/assignment.py): a member that has had no partitions and no formed
+group generation for longer than ``IDC_KAFKA_UNASSIGNED_ALARM_S`` logs a warning, raises
+:meth:`EventConsumer.unassigned_alarm`, closes its KafkaConsumer, has the broker drop the
+group's state keeping its committed offsets (:class:`BrokerGroupReset`), and creates a new
+KafkaConsumer, all in the polling thread. Nothing is lost or applied twice: a stuck member
+holds no partitions, so no record of its own is between database commit and offset commit;
+the new member resumes from the group's committed offsets, and whatever is read again is
+absorbed by the inbox.
 """
 
 from __future__ import annotations
@@ -39,9 +49,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, Self
 
 from google.protobuf.message import Message
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
 from sqlalchemy import exc as sa_exc
@@ -49,6 +59,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.config import KafkaSettings
+from services.common.events.assignment import AssignmentWatch, MemberView, Verdict
 from services.common.events.bulk import insert_new
 from services.common.events.envelope import (
     HEADER_TRACEPARENT,
@@ -85,6 +96,11 @@ DLQ_HEADERS = (
 _MAX_ERROR_BYTES = 4096
 # OpenTelemetry's default span link limit (OTEL_SPAN_LINK_COUNT_LIMIT): links of a batch span.
 _MAX_LINKS = 128
+# How often a consumer looks at its own assignment (a missing topic costs a metadata request).
+_WATCH_INTERVAL_S = 1.0
+# How long the unassigned alarm stays raised after recovering: several evaluations of the
+# health monitor (every 2 s), so an episode that ended between two of them is still reported.
+_ALARM_HOLD_S = 10.0
 
 
 class Handler(Protocol):
@@ -115,6 +131,84 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TransientError | sa_exc.OperationalError | sa_exc.TimeoutError):
         return True
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
+class GroupReset(Protocol):
+    """Clears a consumer group's state on the broker, or leaves it; says what it did."""
+
+    def __call__(self, group_id: str) -> str: ...
+
+
+class BrokerGroupReset:
+    """Deletes a group on the broker and commits its offsets again, for a stuck group.
+
+    On Tansu the group's coordinator state keeps a leader that has left
+    (services/common/events/assignment.py): deleting the group clears it, and deletes the
+    group's committed offsets with it, so they are read first and committed again after.
+    Apache Kafka refuses to delete a group that still has members (GROUP_NOT_EMPTY); the group
+    is then left as it is.
+
+    No record is lost or applied twice. The offsets restored are those the group had
+    committed, each after its records' database transaction. A member that joins between the
+    delete and the restore finds no offsets and starts from the earliest record
+    (``auto_offset_reset``), as the group does if the restore fails; the records it reads
+    again are in the inbox already and are skipped.
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+
+    def __call__(self, group_id: str) -> str:
+        admin = KafkaAdminClient(
+            bootstrap_servers=self._settings.bootstrap,
+            request_timeout_ms=self._settings.request_timeout_ms,
+            client_id=f"{group_id}-reset",
+        )
+        try:
+            committed = self._committed(admin, group_id)
+            result = admin.delete_groups([group_id]).get(group_id)
+            if result != "OK":
+                return f"the broker kept the group ({result}); its offsets are unchanged"
+            if not committed:
+                return "the broker dropped the group's state; it had no committed offsets"
+            return "the broker dropped the group's state; " + self._restore(
+                admin, group_id, committed
+            )
+        finally:
+            admin.close()
+
+    @staticmethod
+    def _committed(admin: KafkaAdminClient, group_id: str) -> dict[TopicPartition, Any]:
+        return {
+            tp: OffsetAndMetadata(meta.offset, meta.metadata or "", meta.leader_epoch)
+            for tp, meta in admin.list_group_offsets(group_id).get(group_id, {}).items()
+            if meta.offset >= 0
+        }
+
+    def _restore(
+        self, admin: KafkaAdminClient, group_id: str, offsets: dict[TopicPartition, Any]
+    ) -> str:
+        """Commit ``offsets`` for the group and read them back; say which did not stick."""
+        missing = dict(offsets)
+        for _ in range(2):
+            try:
+                admin.alter_group_offsets(group_id, missing)
+            except KafkaError as exc:
+                # Tansu stores the offsets of a group it has just deleted, then fails to
+                # update the group's record and drops the connection: read back what it holds.
+                log.info("committing the offsets of group %s again: %s", group_id, exc)
+            held = self._committed(admin, group_id)
+            missing = {
+                tp: meta for tp, meta in missing.items()
+                if tp not in held or held[tp].offset != meta.offset
+            }
+            if not missing:
+                return f"{len(offsets)} offset(s) restored"
+        lost = ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in missing))
+        return (
+            f"offsets of {lost} not restored: those partitions start again from the earliest "
+            "record (the inbox skips what was handled)"
+        )
 
 
 class _AlreadyHandled(Exception):
@@ -183,6 +277,7 @@ class EventConsumer:
         tracer_provider: TracerProvider | None = None,
         consumer_overrides: Mapping[str, Any] | None = None,
         dead_letter_topic_for: Callable[[str], str] = dead_letter_topic,
+        group_reset: GroupReset | None = None,
     ) -> None:
         self.topics = list(topics)
         self.group_id = group_id
@@ -194,9 +289,20 @@ class EventConsumer:
         self._retry_backoff_s = retry_backoff_s
         self._dead_letter_topic_for = dead_letter_topic_for
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
-        self._consumer = KafkaConsumer(
-            *self.topics, **consumer_config(settings, group_id, **(consumer_overrides or {}))
+        self._consumer_overrides = dict(consumer_overrides or {})
+        self._consumer = self._new_kafka_consumer()
+        # Set between closing a stuck KafkaConsumer and creating its successor.
+        self._needs_consumer = False
+        self._group_reset = group_reset if group_reset is not None else BrokerGroupReset(settings)
+        self._watch = AssignmentWatch(
+            f"consumer group {group_id} on {', '.join(self.topics)}",
+            settings.unassigned_bound_s,
+            _ALARM_HOLD_S,
         )
+        # The watch is written by the polling thread and read by the health monitor's.
+        self._watch_lock = threading.Lock()
+        self._next_watch = 0.0
+        self._recreations = 0
         self._dlq_producer: KafkaProducer | None = None
         self._closed = False
 
@@ -204,8 +310,34 @@ class EventConsumer:
 
     def poll_once(self, timeout: float = 0.5) -> int:
         """Poll once (waiting at most ``timeout`` seconds); return the records consumed
-        (handled, skipped as duplicates, or dead-lettered) and committed."""
+        (handled, skipped as duplicates, or dead-lettered) and committed.
+
+        Then, at most once a second, look at the member's assignment and recreate the
+        KafkaConsumer when it has waited too long for partitions (module docstring).
+        """
+        if self._needs_consumer:
+            self._open()
+        done = self._poll(timeout)
+        if self._settled():
+            self._watch_assignment()
+        return done
+
+    def _poll(self, timeout: float) -> int:
         return self._consume_each(self._consumer.poll(timeout_ms=int(timeout * 1000)))
+
+    def _settled(self) -> bool:
+        """Nothing polled is waiting for its offset commit (always, one record at a time)."""
+        return True
+
+    @property
+    def recreations(self) -> int:
+        """KafkaConsumers closed and created again because the member was stuck."""
+        return self._recreations
+
+    def unassigned_alarm(self) -> list[str]:
+        """What to report while the member is stuck without partitions (empty when not)."""
+        with self._watch_lock:
+            return self._watch.alarm(time.monotonic())
 
     def _consume_each(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> int:
         done = 0
@@ -255,6 +387,57 @@ class EventConsumer:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
+
+    # -- the member's own assignment ----------------------------------------------------
+
+    def _watch_assignment(self) -> None:
+        now = time.monotonic()
+        if now < self._next_watch:
+            return
+        self._next_watch = now + _WATCH_INTERVAL_S
+        assigned = len(self._consumer.assignment())
+        formed = self._consumer.group_metadata().state == MemberState.STABLE
+        available = (
+            0
+            if assigned or formed
+            else sum(len(self._consumer.partitions_for_topic(t)) for t in self.topics)
+        )
+        with self._watch_lock:
+            stuck_before = self._watch.recreations
+            verdict = self._watch.observe(now, MemberView(formed, assigned, available))
+            alarm = self._watch.alarm(now)
+        if verdict is Verdict.HELD and stuck_before:
+            log.info(
+                "consumer group %s: the member has partitions or a formed generation again "
+                "after %d recreation(s)",
+                self.group_id,
+                stuck_before,
+            )
+        elif verdict is Verdict.RECREATE:
+            self._recreate(alarm[0])
+
+    def _recreate(self, alarm: str) -> None:
+        """Close the stuck KafkaConsumer, have the broker reset the group, open a new one."""
+        log.warning("%s; recreating the consumer", alarm)
+        self._recreations += 1
+        self._needs_consumer = True
+        self._consumer.close(autocommit=False)
+        try:
+            outcome = self._group_reset(self.group_id)
+        except Exception as exc:
+            outcome = f"could not reset the group on the broker: {type(exc).__name__}: {exc}"
+        log.warning("consumer group %s: %s", self.group_id, outcome)
+        self._open()
+
+    def _open(self) -> None:
+        self._consumer = self._new_kafka_consumer()
+        self._needs_consumer = False
+
+    def _new_kafka_consumer(self) -> KafkaConsumer:
+        return KafkaConsumer(
+            *self.topics,
+            **consumer_config(self._settings, self.group_id, **self._consumer_overrides),
+        )
 
     def close(self) -> None:
         """Leave the group without committing anything, and close the DLQ producer."""
@@ -487,7 +670,7 @@ class BatchEventConsumer(EventConsumer):
         self._database = ThreadPoolExecutor(1, thread_name_prefix=f"{group_id}-db")
         self._in_flight: _InFlight | None = None
 
-    def poll_once(self, timeout: float = 0.5) -> int:
+    def _poll(self, timeout: float) -> int:
         previous, self._in_flight = self._in_flight, None
         if previous is not None:
             # A batch is in the database: wait no longer than one fetch for the next one.
@@ -514,6 +697,9 @@ class BatchEventConsumer(EventConsumer):
         if batches:
             self._in_flight = self._start(batches)
         return done
+
+    def _settled(self) -> bool:
+        return self._in_flight is None
 
     def close(self) -> None:
         """Wait for a transaction in progress (its offsets stay uncommitted), then close."""
