@@ -20,11 +20,12 @@ from services.provisioning.domain.faults import FaultKind, RouterFault
 
 # How the devstack's netconfd answers a commit by a persist id that is not pending
 # (measured 2026-12-02): a confirming or follow-up commit -> operation-failed "persistent
-# confirmed commit not active"; a cancel-commit -> operation-failed "operation failed", or
-# invalid-value while another persist id is pending. A router has one pending commit at a
-# time, so each means: nothing is pending under this id.
+# confirmed commit not active"; a cancel-commit -> operation-failed "operation failed"; any
+# of them while another persist id is pending -> invalid-value. A router has one pending
+# commit at a time, so each means: nothing is pending under this id.
 CONFIRMED_COMMIT_NOT_ACTIVE = "confirmed commit not active"
-CANCEL_FOUND_NOTHING_TAGS = frozenset({"operation-failed", "invalid-value"})
+ANOTHER_PENDING_TAG = "invalid-value"
+CANCEL_FOUND_NOTHING_TAGS = frozenset({"operation-failed", ANOTHER_PENDING_TAG})
 
 
 def outcome_unknown(fault: RouterFault) -> bool:
@@ -34,7 +35,10 @@ def outcome_unknown(fault: RouterFault) -> bool:
 
 def commit_found_nothing(fault: RouterFault) -> bool:
     """Whether a confirming or follow-up commit was refused because nothing is pending
-    under its persist id (it ended some other way: read running)."""
+    under its persist id (it ended some other way: read running). Only the router's own
+    words count: an invalid-value may also be the candidate failing validation, with our
+    commit still pending; such a refusal is handled as one (the batch is cancelled, and a
+    cancel that finds another id pending reads running)."""
     return fault.kind is FaultKind.RPC_ERROR and CONFIRMED_COMMIT_NOT_ACTIVE in fault.message
 
 

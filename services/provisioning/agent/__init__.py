@@ -27,11 +27,13 @@ What happens on a router, in one place:
   are the commands answered. A router that cannot be reached meanwhile raises an alarm.
 * The router's own timeout: the devstack's yuma123 netconfd reverts an unconfirmed commit
   at its timeout (measured 2026-12-02: with and without persist, session open holding the
-  lock, closed, dropped or gone; pinned by tests/integration/test_netconf_routers.py). The
-  agent still cancels a batch nobody resolved just before that timeout, so that the batch
-  ends by its own act at a moment it chose (and the waiting ROLLBACKs are answered then)
-  rather than racing the router's timer; a batch that ended by the timeout anyway is found
-  "not active" and read back like any other.
+  lock, closed, dropped or gone), but only once a second has passed with no input on any
+  of its sessions: a router that is read or written more often than once a second holds
+  the revert off indefinitely (measured; tests/integration/provisioning/
+  test_fake_router_fidelity.py). So the router's timeout cannot be relied on to end a
+  batch on a busy router: the agent cancels a batch nobody resolved just before the
+  timeout (decide.py), and a batch that ended by the timeout anyway is found "not
+  pending" and read back like any other.
 * A batch found unresolved by a worker that acquires the router's lease (at start, or
   taking over from a dead peer) is settled the same way: confirmed when a member's CONFIRM
   is queued, cancelled otherwise (domain.batch.settle_left_open), then read from running.

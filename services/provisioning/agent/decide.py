@@ -17,7 +17,11 @@ import time
 from services.provisioning.agent.context import RouterContext
 from services.provisioning.agent.jobs import Job
 from services.provisioning.agent.ledger import StepResult
-from services.provisioning.agent.settle import cancel_batch, waiting_rollback_results
+from services.provisioning.agent.settle import (
+    cancel_batch,
+    ended_on_router,
+    waiting_rollback_results,
+)
 from services.provisioning.domain.batch import (
     IN_RUNNING_FOR_GOOD,
     Batch,
@@ -26,7 +30,7 @@ from services.provisioning.domain.batch import (
     Settle,
     WaitingReply,
 )
-from services.provisioning.domain.faults import FaultKind, RouterFailure
+from services.provisioning.domain.faults import FaultKind, RouterFailure, RouterFault
 from services.provisioning.router import commit_found_nothing, outcome_unknown
 from services.provisioning.tables import utcnow
 
@@ -34,6 +38,11 @@ log = logging.getLogger(__name__)
 
 # Cancel an unresolved batch this long before the router's own timeout would revert it.
 EXPIRY_MARGIN_S = 1.0
+
+
+def _unread(fault: RouterFault | None) -> bool:
+    """Whether a read-back failed to read (rather than found running different)."""
+    return fault is not None and fault.kind is not FaultKind.VERIFICATION_FAILED
 
 
 class Decider:
@@ -105,10 +114,7 @@ class Decider:
                     )
                     return
                 # Not pending any more (the router's timeout): running tells what is left.
-                try:
-                    batch.recorded_from(ctx.running_subinterfaces(batch.keys()))
-                except RouterFailure:
-                    batch.outcome_unknown(Settle.CONFIRM)
+                if not ended_on_router(ctx, batch, Settle.CONFIRM):
                     ctx.ledger.finish([], batch)
                     return
             else:
@@ -118,6 +124,17 @@ class Decider:
         members = [batch.members[job.circuit_id] for job in jobs]
         faults = ctx.check([(m.key, m.after) for m in members if m.state in IN_RUNNING_FOR_GOOD])
         duration = int((time.monotonic() - started) * 1000)
+        unread = [job for job, m in zip(jobs, members, strict=True) if _unread(faults.get(m.key))]
+        if unread:
+            # Confirmed, but running could not be read to verify it: answered once it can
+            # be (a failure now would make the saga prepare again what the router holds).
+            log.warning(
+                "%s: batch %s confirmed; read-back failed, the confirms wait for it",
+                ctx.device.name,
+                batch.persist_id,
+            )
+            ctx.ledger.finish(results, batch)
+            return
         for job, member in zip(jobs, members, strict=True):
             if member.state in IN_RUNNING_FOR_GOOD:
                 fault = faults[member.key]

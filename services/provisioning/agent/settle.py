@@ -53,7 +53,7 @@ def cancel_batch(ctx: RouterContext, batch: Batch, results: list[StepResult]) ->
             batch.outcome_unknown(Settle.CANCEL)
             ctx.ledger.finish(results, batch)
             return
-        if not _record_from_running(ctx, batch, Settle.CANCEL):
+        if not ended_on_router(ctx, batch, Settle.CANCEL):
             ctx.ledger.finish(results, batch)
             return
     else:
@@ -71,13 +71,15 @@ def settle(ctx: RouterContext, batch: Batch, how: Settle) -> bool:
     found_nothing = commit_found_nothing if confirming else cancel_found_nothing
     try:
         operation(batch.persist_id)
+        answered = True
     except RouterFailure as exc:
         if not found_nothing(exc.fault):
             log.warning(
                 "%s: settling batch %s (%s): %s", ctx.device.name, batch.persist_id, how.value, exc
             )
             return False
-    if not _record_from_running(ctx, batch, how):
+        answered = False
+    if not ended_on_router(ctx, batch, how, nothing_pending=answered):
         return False
     ctx.release()
     ctx.ledger.finish(waiting_rollback_results(ctx, batch), batch)
@@ -91,9 +93,22 @@ def settle(ctx: RouterContext, batch: Batch, how: Settle) -> bool:
     return True
 
 
-def _record_from_running(ctx: RouterContext, batch: Batch, how: Settle) -> bool:
-    """The batch has ended on the router: each member as running holds it. False (the
-    batch marked to be settled ``how``) when running cannot be read."""
+def ended_on_router(
+    ctx: RouterContext, batch: Batch, how: Settle, *, nothing_pending: bool = False
+) -> bool:
+    """The router said nothing is pending under the batch's persist id (or, with
+    ``nothing_pending``, the settle's own commit was answered): check that no commit is
+    pending at all, then record each member as running holds it. False, the batch marked to
+    be settled ``how``, when that cannot be established now."""
+    if not nothing_pending and not _no_commit_pending(ctx):
+        log.warning(
+            "%s: batch %s: the router says it is not pending, yet a commit is (or the "
+            "candidate is locked); to be settled",
+            ctx.device.name,
+            batch.persist_id,
+        )
+        batch.outcome_unknown(how)
+        return False
     try:
         running = ctx.running_subinterfaces(batch.keys())
     except RouterFailure as exc:
@@ -103,4 +118,17 @@ def _record_from_running(ctx: RouterContext, batch: Batch, how: Settle) -> bool:
         batch.outcome_unknown(how)
         return False
     batch.recorded_from(running)
+    return True
+
+
+def _no_commit_pending(ctx: RouterContext) -> bool:
+    """The one way this router tells whether any confirmed commit is pending: while one
+    is, it refuses a lock of the candidate to every session (measured on netconfd). Our own
+    lock is released first; the probe's lock is released after."""
+    ctx.release()
+    try:
+        ctx.session.lock_candidate()
+    except RouterFailure:
+        return False
+    ctx.release()
     return True

@@ -17,8 +17,9 @@ and ``SETTLE_CONFIRM`` / ``SETTLE_CANCEL`` when a step's outcome is unknown (no 
 dropped session): then nothing else is done on the router until the batch is settled by its
 persist id the way the saga decided (confirm when a CONFIRM was being carried out, cancel
 otherwise) and each member is recorded as what running holds. The router's own timeout
-reverts an unconfirmed commit too (measured on the devstack's netconfd), which a settle
-finds as "not active" and reads the same way: the outcome is always read, never assumed.
+may have reverted the commit meanwhile (the devstack's netconfd does, once it has been
+idle for a second), which a settle finds as "not pending" and reads the same way: the
+outcome is always read, never assumed.
 """
 
 from __future__ import annotations
