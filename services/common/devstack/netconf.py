@@ -12,12 +12,29 @@ Public API::
     RouterSpec(name, platform, telco)
     start_routers(specs, workdir, *, templates_root=None, timeout=30.0) -> RouterFleet
     RouterFleet: .routers, [name], iter, len, .timings, .close(), context manager
+                 faults for tests: .pause(name) .resume(name) .paused(name)
+                 .restart(name) .kill_sessions(name, client_port=None)
     Router: .name .telco .platform .host .port .username .key_path .known_hosts_path
             .log_path .connect(*, known_hosts_path=None, timeout=30.0) -> ncclient Manager
     Platform.load(name, templates_root=None) -> Platform   (the manifest)
 
 Every process is started with :func:`services.common.devstack.process.spawn`, so it dies
 with the process that started it, and :meth:`RouterFleet.close` stops them all.
+
+Faults a test can inflict on one router (measured with yuma123 netconfd 2.13):
+
+* ``pause``/``resume``: SIGSTOP/SIGCONT its netconfd. sshd still accepts connections, so
+  an RPC sent meanwhile is queued on the agent's socket and gets no answer; a new session
+  gets no ``<hello>`` (ncclient: "Capability exchange timed out"). On resume netconfd
+  handles what was queued, even for a session its client has dropped since: a confirmed
+  commit with persist sent while paused lands then and stays pending.
+* ``kill_sessions``: SIGKILL the sshd processes (and the netconf-subsystem) serving the
+  SSH sessions to that router: the client's session ends at once, and netconfd drops the
+  session as if its client had vanished.
+* ``restart``: stop its netconfd and start it again on the same socket and port. Started
+  with ``--no-startup``, it comes back with an empty running configuration and no pending
+  confirmed commit; sessions open at the restart are ended (sshd closes them when their
+  netconf-subsystem loses the socket).
 """
 
 from __future__ import annotations
@@ -204,6 +221,8 @@ class RouterFleet(Peer):
         self.routers: tuple[Router, ...] = ()
         self.timings: dict[str, float] = {}
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        # How each router's netconfd was started, to start it again (restart).
+        self._agents: dict[str, _AgentCommand] = {}
 
     def __getitem__(self, name: str) -> Router:
         for router in self.routers:
@@ -227,14 +246,101 @@ class RouterFleet(Peer):
             if proc.poll() is not None:
                 raise DevstackError(f"{what} exited with status {proc.returncode}")
 
+    # -- faults, for tests ----------------------------------------------------------------
+
+    def _netconfd(self, name: str) -> subprocess.Popen[bytes]:
+        what = f"netconfd {self[name].name}"
+        for label, proc in self._procs:
+            if label == what:
+                return proc
+        raise DevstackError(f"{what} is not running")
+
+    def _sshd(self) -> subprocess.Popen[bytes]:
+        for label, proc in self._procs:
+            if label == "sshd":
+                return proc
+        raise DevstackError("the fleet's sshd is not running")
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP router ``name``'s netconfd: it answers nothing until :meth:`resume`."""
+        os.kill(self._netconfd(name).pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        """SIGCONT router ``name``'s netconfd: it handles what was queued meanwhile."""
+        os.kill(self._netconfd(name).pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def paused(self, name: str) -> Iterator[None]:
+        """Router ``name``'s netconfd stopped for the duration of the block."""
+        self.pause(name)
+        try:
+            yield
+        finally:
+            self.resume(name)
+
+    def restart(self, name: str, timeout: float = 30.0) -> None:
+        """Stop router ``name``'s netconfd and start it again with the same arguments
+        (same socket, port and HOME); return once it listens. ``--no-startup``: it comes
+        back with an empty running configuration."""
+        proc = self._netconfd(name)
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGCONT)  # a paused one could not handle SIGTERM
+        stop(proc)
+        # In its place among the processes: close() stops sshd before the agents.
+        self._launch(name, timeout, slot=[p for _, p in self._procs].index(proc))
+
+    def kill_sessions(self, name: str, client_port: int | None = None) -> int:
+        """SIGKILL the sshd processes and the netconf-subsystem serving SSH sessions to
+        router ``name`` (only the one from local ``client_port`` when given); return how
+        many sessions were killed, once their processes are gone."""
+        router, listener = self[name], self._sshd().pid
+        killed: list[list[int]] = []
+        for pid in _pids():
+            if "netconf-subsystem" not in _cmdline(pid):
+                continue
+            connection = _environ(pid).get("SSH_CONNECTION", "").split()
+            if len(connection) != 4 or int(connection[3]) != router.port:
+                continue
+            if client_port is not None and int(connection[1]) != client_port:
+                continue
+            chain = _ancestors_below(pid, listener)
+            if chain is None:  # a session of another fleet's sshd
+                continue
+            killed.append([pid, *chain])
+        for pids in killed:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while any(_alive(pid) for pids in killed for pid in pids):
+            if time.monotonic() >= deadline:
+                raise DevstackError(f"the sessions to router {name} did not end within 5 s")
+            time.sleep(0.01)
+        return len(killed)
+
+    def _launch(self, name: str, timeout: float, slot: int | None = None) -> None:
+        """Start router ``name``'s netconfd, recorded in ``slot`` of the processes (else
+        last), and wait for its socket."""
+        agent = self._agents[name]
+        with contextlib.suppress(FileNotFoundError):
+            agent.socket.unlink()
+        proc = spawn(agent.argv, env=agent.env, cwd=agent.cwd, log_path=agent.cwd / "stdout.log")
+        if slot is None:
+            self._procs.append((f"netconfd {name}", proc))
+        else:
+            self._procs[slot] = (f"netconfd {name}", proc)
+        _wait_for_unix_socket(agent.socket, timeout, f"netconfd for router {name}", proc, agent.log)
+
     def close(self) -> None:
         """Stop sshd first, then the agents; every process, even if one stop fails."""
         procs, self._procs = self._procs, []
         # netconfd notices SIGTERM only at its next 1 s select() timeout: signal every
-        # process first so they shut down in parallel, then stop (and reap) each.
+        # process first so they shut down in parallel, then stop (and reap) each. SIGCONT
+        # first: a paused netconfd would not act on SIGTERM.
         for _, proc in reversed(procs):
             if proc.poll() is None:
                 with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGCONT)
                     os.killpg(proc.pid, signal.SIGTERM)
         errors: list[BaseException] = []
         for _, proc in reversed(procs):
@@ -244,6 +350,61 @@ class RouterFleet(Peer):
                 errors.append(exc)
         if errors:
             raise DevstackError(f"could not stop every router process: {errors}")
+
+
+@dataclass(frozen=True)
+class _AgentCommand:
+    """How one router's netconfd is started."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: Path
+    socket: Path
+    log: Path
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _read_proc(pid: int, what: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{what}").read_bytes()
+    except OSError:  # gone meanwhile, or not ours to read
+        return b""
+
+
+def _cmdline(pid: int) -> str:
+    return _read_proc(pid, "cmdline").replace(b"\0", b" ").decode(errors="replace")
+
+
+def _environ(pid: int) -> dict[str, str]:
+    pairs = (item.partition(b"=") for item in _read_proc(pid, "environ").split(b"\0"))
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs if k}
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of ``pid``, None once it is gone."""
+    # The command name, in parentheses, may itself hold spaces and parentheses.
+    fields = _read_proc(pid, "stat").rpartition(b")")[2].split()
+    return (fields[0].decode(), int(fields[1])) if len(fields) > 1 else None
+
+
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def _ancestors_below(pid: int, top: int) -> list[int] | None:
+    """The ancestors of ``pid`` up to (without) ``top``; None if ``top`` is not one."""
+    chain: list[int] = []
+    stat = _stat(pid)
+    while stat is not None and stat[1] > 1:
+        if stat[1] == top:
+            return chain
+        chain.append(stat[1])
+        stat = _stat(stat[1])
+    return None
 
 
 def _current_user() -> str:
@@ -351,10 +512,8 @@ def _start_agent(
     rdir = fleet.workdir / spec.name
     rdir.mkdir(exist_ok=True)
     sock = rdir / "netconfd.sock"
-    with contextlib.suppress(FileNotFoundError):
-        sock.unlink()
     log = rdir / "netconfd.log"
-    argv = [
+    argv = (
         _NETCONFD,
         f"--modpath={platform.modpath()}",
         *(f"--module={m}" for m in platform.module_args()),
@@ -363,12 +522,11 @@ def _start_agent(
         "--no-startup",
         f"--superuser={username}",
         f"--log={log}",
-    ]
+    )
     # Each agent keeps state under $HOME/.yuma: two agents must not share a HOME.
     env = {**os.environ, "HOME": str(rdir)}
-    proc = spawn(argv, env=env, cwd=rdir, log_path=rdir / "stdout.log")
-    fleet._procs.append((f"netconfd {spec.name}", proc))
-    _wait_for_unix_socket(sock, timeout, f"netconfd for router {spec.name}", proc, log)
+    fleet._agents[spec.name] = _AgentCommand(argv, env, rdir, sock, log)
+    fleet._launch(spec.name, timeout)
     return sock, log
 
 
