@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ncclient.operations import RaiseMode, RPCError
 from ncclient.operations.errors import TimeoutExpiredError
-from ncclient.transport.errors import SSHUnknownHostError, TransportError
+from ncclient.transport.errors import SessionError, SSHUnknownHostError, TransportError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -150,7 +150,8 @@ class NetconfSession:
                 raise RouterFailure(
                     self._fault(FaultKind.TIMEOUT, f"{what}: no answer: {exc}", retryable=True)
                 ) from exc
-            except (TimeoutError, TransportError, OSError, EOFError) as exc:
+            # SessionError: no <hello> in time (a router that accepts SSH but is stalled).
+            except (TimeoutError, TransportError, SessionError, OSError, EOFError) as exc:
                 self._drop()
                 raise RouterFailure(
                     self._fault(

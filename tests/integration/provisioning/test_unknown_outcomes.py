@@ -388,11 +388,6 @@ def test_the_faults_do_to_the_router_what_this_module_relies_on(
         own_routers.resume(router)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ncclient's SessionError ('Capability exchange timed out') escapes "
-    "NetconfSession._call unmapped: not a TransportError",
-)
 def test_a_session_opened_to_a_paused_router_fails_as_a_router_failure(
     own_routers: RouterFleet,
 ) -> None:
