@@ -91,6 +91,10 @@ class Ledger:
 
     def unresolved_batches(self) -> list[Batch]:
         """Batches open on the router or waiting to be settled, oldest first."""
+        return [batch for batch, _ in self.unresolved_since()]
+
+    def unresolved_since(self) -> list[tuple[Batch, datetime]]:
+        """Unresolved batches, oldest first, with the time of their last change."""
         with self.session_factory() as db:
             rows = db.scalars(
                 select(AgentBatch)
@@ -99,17 +103,6 @@ class Ledger:
                     AgentBatch.state.in_([s.value for s in UNRESOLVED]),
                 )
                 .order_by(AgentBatch.created_at)
-            )
-            return [_batch(row) for row in rows]
-
-    def unresolved_since(self) -> list[tuple[Batch, datetime]]:
-        """Unresolved batches with the time of their last change (for alarms)."""
-        with self.session_factory() as db:
-            rows = db.scalars(
-                select(AgentBatch).where(
-                    AgentBatch.router_name == self.device.name,
-                    AgentBatch.state.in_([s.value for s in UNRESOLVED]),
-                )
             )
             return [(_batch(row), aware(row.updated_at)) for row in rows]
 

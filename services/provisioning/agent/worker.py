@@ -21,7 +21,7 @@ from services.provisioning.agent.jobs import CONFIRM, PREPARE, ROLLBACK, Job
 from services.provisioning.agent.ledger import Ledger
 from services.provisioning.agent.prepare import Preparer, batchable
 from services.provisioning.agent.settle import settle
-from services.provisioning.domain.batch import MemberState, settle_left_open
+from services.provisioning.domain.batch import Batch, MemberState, settle_left_open
 from services.provisioning.domain.lease import LeaseTerms, Move, Tenure
 from services.provisioning.inventory import Device
 from services.provisioning.lease_store import LeaseLost, SqlRouterLease, new_holder
@@ -110,16 +110,19 @@ class RouterWorker(Worker):
             log.warning("%s: lease lost; releasing the router to its holder", self.device.name)
             self._stand_down()
             return True
+        # One read of the unresolved batches per round (this runs every poll interval).
+        unresolved = self.ledger.unresolved_batches()
         if move is Move.TAKE_OVER:
-            if not self._settle(taking_over=True):
+            if not self._settle(unresolved, taking_over=True):
                 return False
             log.info("%s: driven by %s from now on", self.device.name, self.holder)
             self.tenure.took_over()
-            self._work()
+            self._work(None)  # every batch left open was just settled
             return True
-        if not self._settle(taking_over=False):
+        if not self._settle(unresolved, taking_over=False):
             return False
-        return self._work()
+        # Settling touched only batches to be settled: the open one is still as read.
+        return self._work(next((b for b in unresolved if b.is_open), None))
 
     def alarms(self) -> dict[str, AlarmCheck]:
         return {f"router-commit:{self.device.name}": self._commit_alarms}
@@ -185,13 +188,11 @@ class RouterWorker(Worker):
 
     # -- settling -----------------------------------------------------------------------
 
-    def _settle(self, *, taking_over: bool) -> bool:
+    def _settle(self, unresolved: Sequence[Batch], *, taking_over: bool) -> bool:
         """Settle every batch whose outcome is not known (and, taking over, every batch
         left open: its previous holder's session is gone). False while the router does not
         answer: nothing else may happen on it meanwhile."""
-        batches = [
-            b for b in self.ledger.unresolved_batches() if taking_over or b.settle is not None
-        ]
+        batches = [b for b in unresolved if taking_over or b.settle is not None]
         if not batches:
             return True
         if time.monotonic() < self._settle_at:
@@ -216,9 +217,9 @@ class RouterWorker(Worker):
 
     # -- work ---------------------------------------------------------------------------
 
-    def _work(self) -> bool:
+    def _work(self, open_batch: Batch | None) -> bool:
         jobs = self.ledger.pending_jobs()
-        expired = self._decider.cancel_expiring(self.ledger.open_batch())
+        expired = self._decider.cancel_expiring(open_batch)
         if not jobs or (expired and self._unsettled()):
             return expired
         # A decision waits for an earlier PREPARE of its circuit still queued (a ROLLBACK
