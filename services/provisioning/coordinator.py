@@ -28,7 +28,7 @@ from services.common.errors import DomainError
 from services.common.events import Envelope, EventRegistry, outbox
 from services.common.grpc_server import Worker
 from services.common.timestamps import to_timestamp as timestamp
-from services.provisioning.crashpoints import COORDINATOR_AFTER_FIRST_CONFIRM, crash_point
+from services.provisioning.crashpoints import COORDINATOR_AFTER_DECISION, crash_point
 from services.provisioning.domain.circuits import (
     TELCO_OF_SIDE,
     CircuitEnd,
@@ -256,6 +256,7 @@ class Coordinator:
         fault = RouterFault.from_proto(reply.error) if reply.HasField("error") else None
         approved = order_pb2.OrderApproved()
         approved.ParseFromString(row.approved)
+        deciding = saga.step is Step.PREPARING
         sends = saga.on_reply(
             side,
             action,
@@ -266,12 +267,12 @@ class Coordinator:
             now=utcnow(),
         )
         self._apply(session, row, saga, approved, sends)
-        if action is Action.CONFIRM and side is Side.SINGAPORE and reply.success:
+        if deciding and saga.step is Step.CONFIRMING:
             circuit_id = reply.circuit_id
             sa_event.listen(
                 session,
                 "after_commit",
-                lambda _s: crash_point(COORDINATOR_AFTER_FIRST_CONFIRM, circuit_id),
+                lambda _s: crash_point(COORDINATOR_AFTER_DECISION, circuit_id),
                 once=True,
             )
 
@@ -387,6 +388,7 @@ class Coordinator:
                 session, self._topics.commands[send.side], approved.circuit.circuit_id, command
             )
             saga.side(send.side).command_id = added.event_id
+            saga.side(send.side).sent_at = now.isoformat()
         waiting_to_retry = saga.step is Step.RETRY_WAIT and row.step != Step.RETRY_WAIT.value
         self._publish_progress(session, row, saga, approved, now)
         row.step = saga.step.value

@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 ENV = "IDC_PROVISIONING_CRASH_AT"
 # The router holds a confirmed commit for the circuit; the agent has not replied yet.
 AGENT_AFTER_CONFIRMED_COMMIT = "agent-after-confirmed-commit"
-# The coordinator has recorded Singapore's confirm and queued Chongqing's, nothing sent.
-COORDINATOR_AFTER_FIRST_CONFIRM = "coordinator-after-first-confirm"
+# The coordinator has recorded the decision to confirm and queued both CONFIRMs, before
+# its outbox relay may or may not have sent them.
+COORDINATOR_AFTER_DECISION = "coordinator-after-decision"
 
 
 def crash_point(point: str, circuit_id: str) -> None:

@@ -2,20 +2,27 @@
 
 Both routers, or neither:
 
-1. PREPARING: PREPARE to both sides (each router holds a confirmed commit).
-2. Both prepared -> CONFIRMING_FIRST: CONFIRM to Singapore only. Until a router has
-   confirmed, any failure or missed deadline rolls both back (ROLLING_BACK -> FAILED).
-3. Singapore confirmed -> CONFIRMING_SECOND: CONFIRM to Chongqing. From here the saga rolls
-   *forward*: a failed or late confirm (e.g. the Chongqing router reverted at its timeout)
-   re-prepares Chongqing and confirms again, up to MAX_ATTEMPTS; only a permanent refusal
-   then compensates Singapore (ROLLBACK applies the inverse) and fails the saga.
-4. Chongqing confirmed -> DONE.
+1. PREPARING: PREPARE to both sides (each router holds a confirmed commit). Until both
+   have prepared, any failure or missed deadline rolls both back (ROLLING_BACK -> FAILED).
+2. Both prepared -> CONFIRMING: the **decision to confirm** is recorded (the step and
+   ``decided_at``, in the same transaction as both CONFIRMs in the outbox), and both
+   routers confirm in parallel. From the decision on the saga rolls *forward*: a failed or
+   late confirm (e.g. a router reverted at its timeout) re-prepares that side and
+   confirms again, up to MAX_ATTEMPTS; only a permanent refusal then compensates the other
+   side (ROLLBACK applies the inverse of a confirmed change) and fails the saga. Recovery
+   after a coordinator restart rolls forward from the recorded decision too.
+3. Both confirmed -> DONE.
 
 A round that failed only for reasons that may pass (a router unreachable, no answer in
 time, a lock held: retryable faults) and was rolled back on both routers is not the end:
 the saga waits (RETRY_WAIT, backing off) and runs a new round from PREPARING, until its
 retry window closes; only then is it FAILED. A permanent refusal (the router's YANG
 rejected the payload) fails at once.
+
+A rollback is never given up on unread: an unanswered or failed ROLLBACK is sent again at
+each deadline, and a side whose agent has been silent for longer than a prepared commit
+can live is settled from a read of its router instead (:meth:`Saga.on_router_read`, the
+coordinator's watchdog), as is a CONFIRM nobody answers.
 
 A router payload that no longer matches its approved hash (PAYLOAD_MISMATCH: templates or
 inventory changed after approval) ends the saga in REPLAN once both routers are rolled
@@ -44,13 +51,25 @@ MAX_BACKOFF_S = 60.0
 
 class Step(enum.StrEnum):
     PREPARING = "preparing"
-    CONFIRMING_FIRST = "confirming-first"
-    CONFIRMING_SECOND = "confirming-second"
+    CONFIRMING = "confirming"
     ROLLING_BACK = "rolling-back"
     RETRY_WAIT = "waiting-to-retry"
     DONE = "done"
     FAILED = "failed"
     REPLAN = "replan"
+
+
+# Steps of sagas stored while the confirms ran one after the other: both came after both
+# prepares, so such a saga carries on under the decision to confirm.
+STEP_OF_STORED = {"confirming-first": Step.CONFIRMING, "confirming-second": Step.CONFIRMING}
+
+
+class Held(enum.Enum):
+    """What a router's running configuration holds of a saga's circuit (nothing pending)."""
+
+    TARGET = 1  # the saga's change
+    PREVIOUS = 2  # what was there before the saga
+    OTHER = 3  # neither: someone else's change, or a half-applied one
 
 
 class Action(enum.Enum):
@@ -77,6 +96,7 @@ class SideState:
     rolled_back: bool = False
     awaiting: str = ""  # action name awaited, '' when none
     command_id: str = ""  # event id of the command awaited
+    sent_at: str = ""  # ISO time the command awaited was sent
     attempt: int = 0
     fault: dict[str, Any] | None = None
     # The hash of the payload the agent rendered (replied to PREPARE, also on a mismatch).
@@ -124,6 +144,8 @@ class Saga:
     round: int = 1
     # ISO time after which a failed round is final; '' never retries.
     retry_until: str = ""
+    # ISO time both routers had prepared and the saga decided to confirm; '' before.
+    decided_at: str = ""
 
     @property
     def finished(self) -> bool:
@@ -153,17 +175,19 @@ class Saga:
             "reason": self.reason,
             "round": self.round,
             "retry_until": self.retry_until,
+            "decided_at": self.decided_at,
             "sides": {name: vars(state) for name, state in self.sides.items()},
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Saga:
         return cls(
-            step=Step(data["step"]),
+            step=STEP_OF_STORED.get(data["step"]) or Step(data["step"]),
             sides={name: SideState(**state) for name, state in data["sides"].items()},
             reason=data.get("reason", ""),
             round=data.get("round", 1),
             retry_until=data.get("retry_until", ""),
+            decided_at=data.get("decided_at", ""),
         )
 
     # -- transitions --------------------------------------------------------------------
@@ -203,7 +227,7 @@ class Saga:
         if action is Action.PREPARE:
             if success:
                 state.prepared, state.persist_id, state.fault = True, persist_id, None
-            return self._after_prepare(side, success, fault)
+            return self._after_prepare(side, success, fault, now)
         if action is Action.CONFIRM:
             if success:
                 state.confirmed, state.fault = True, None
@@ -211,6 +235,9 @@ class Saga:
         state.rolled_back = success
         if not success:
             return self._retry_rollback(side, fault)
+        return self._rollback_answered(now)
+
+    def _rollback_answered(self, now: datetime) -> list[Send]:
         if all(not s.awaiting for s in self.sides.values()):
             self._rolled_back(now)
         return []
@@ -235,55 +262,58 @@ class Saga:
 
     def _next_round(self) -> list[Send]:
         self.round += 1
-        self.reason = ""
+        self.reason, self.decided_at = "", ""
         self.sides = {s.name: SideState() for s in (FIRST, SECOND)}
         return self.start()
 
-    def _after_prepare(self, side: Side, success: bool, fault: RouterFault | None) -> list[Send]:
-        if self.step is Step.CONFIRMING_SECOND and side is SECOND:
-            # Rolling forward after the first router confirmed.
+    def _after_prepare(
+        self, side: Side, success: bool, fault: RouterFault | None, now: datetime
+    ) -> list[Send]:
+        if self.step is Step.CONFIRMING:
+            # Rolling forward under the decision: this side prepared again.
             if success:
-                return [self._send(SECOND, Action.CONFIRM)]
-            return self._retry_second(fault)
+                return [self._send(side, Action.CONFIRM)]
+            return self._roll_forward(side, fault)
         if self.step is not Step.PREPARING:
             return []
         if not success:
             self.reason = f"{side.name.lower()} router refused: {fault.message if fault else ''}"
             return self._roll_back_all()
         if all(s.prepared for s in self.sides.values()):
-            self.step = Step.CONFIRMING_FIRST
-            return [self._send(FIRST, Action.CONFIRM)]
+            self.step, self.decided_at = Step.CONFIRMING, now.isoformat()
+            return [self._send(FIRST, Action.CONFIRM), self._send(SECOND, Action.CONFIRM)]
         return []
 
     def _after_confirm(self, side: Side, success: bool, fault: RouterFault | None) -> list[Send]:
-        if side is FIRST and self.step is Step.CONFIRMING_FIRST:
-            if success:
-                self.step = Step.CONFIRMING_SECOND
-                return [self._send(SECOND, Action.CONFIRM)]
-            self.reason = f"singapore confirm failed: {fault.message if fault else ''}"
-            return self._roll_back_all()
-        if side is SECOND and self.step is Step.CONFIRMING_SECOND:
-            if success:
-                self.step = Step.DONE
-                return []
-            return self._retry_second(fault)
+        if self.step is not Step.CONFIRMING:
+            return []
+        if not success:
+            return self._roll_forward(side, fault)
+        if all(s.confirmed for s in self.sides.values()):
+            self.step = Step.DONE
         return []
 
-    def _retry_second(self, fault: RouterFault | None) -> list[Send]:
-        state = self.side(SECOND)
+    def _roll_forward(self, side: Side, fault: RouterFault | None) -> list[Send]:
+        """A side failed or missed its deadline after the decision to confirm: prepare it
+        again, unless the refusal is permanent or it has had its attempts; then the other
+        side is compensated and the saga fails."""
+        state = self.side(side)
         permanent = (
             fault is not None and not fault.retryable and fault.kind is not FaultKind.TIMEOUT
         )
         if permanent or state.attempt >= MAX_ATTEMPTS:
             self.reason = (
-                f"chongqing failed after singapore confirmed: {fault.message if fault else ''}; "
-                "singapore compensated"
+                f"{side.name.lower()} failed after both routers prepared: "
+                f"{fault.message if fault else 'no answer in time'}; "
+                f"{_other(side).name.lower()} compensated"
             )
             return self._roll_back_all()
         state.prepared, state.persist_id = False, ""
-        return [self._send(SECOND, Action.PREPARE)]
+        return [self._send(side, Action.PREPARE)]
 
     def _retry_rollback(self, side: Side, fault: RouterFault | None) -> list[Send]:
+        """A ROLLBACK the agent answered as failed (it read the router): send it again, up
+        to MAX_ATTEMPTS; then the saga fails with the change left on that router."""
         if self.side(side).attempt >= MAX_ATTEMPTS:
             self.step = Step.FAILED
             self.reason += (
@@ -305,21 +335,20 @@ class Saga:
         PREPARING needs nothing (the prepares are in the outbox, the deadline covers lost
         replies), nor does RETRY_WAIT.
         """
-        if self.step is Step.CONFIRMING_FIRST:
-            if carries[FIRST]:
-                return [self._send(FIRST, Action.CONFIRM)]
-            self.reason = "singapore's confirmed commit expired while the coordinator was down"
-            self.side(FIRST).fault = {
-                **vars(RouterFault(FaultKind.TIMEOUT, FIRST.name, self.reason, retryable=True)),
-                "kind": FaultKind.TIMEOUT.value,
-            }
-            return self._roll_back_all()
-        if self.step is Step.CONFIRMING_SECOND:
-            # Singapore is confirmed: roll forward. Chongqing still carrying the circuit
-            # may be its pending confirmed commit; confirm it, or prepare it again.
-            if carries[SECOND]:
-                return [self._send(SECOND, Action.CONFIRM)]
-            return self._retry_second(None)
+        if self.step is Step.CONFIRMING:
+            # Roll forward from the recorded decision: confirm what the router still
+            # carries (confirmed or pending), prepare again what it lost. A side preparing
+            # again has its PREPARE out; its reply or deadline drives it.
+            sends: list[Send] = []
+            for side in (FIRST, SECOND):
+                state = self.side(side)
+                if state.confirmed or not state.prepared or self.step is not Step.CONFIRMING:
+                    continue
+                if carries[side]:
+                    sends.append(self._send(side, Action.CONFIRM))
+                else:
+                    sends += self._roll_forward(side, None)
+            return sends
         if self.step is Step.ROLLING_BACK:
             return [
                 self._send(side, Action.ROLLBACK)
@@ -333,20 +362,60 @@ class Saga:
         if self.step is Step.RETRY_WAIT:
             return self._next_round()
         late = self.awaited()
-        if self.step in (Step.PREPARING, Step.CONFIRMING_FIRST):
+        if self.step is Step.PREPARING:
             names = ", ".join(s.name.lower() for s in late)
             self.reason = f"no answer in time from {names}"
             for side in late:
-                self.side(side).fault = {
-                    **vars(RouterFault(FaultKind.TIMEOUT, side.name, self.reason, retryable=True)),
-                    "kind": FaultKind.TIMEOUT.value,
-                }
+                self.side(side).fault = _fault(side, FaultKind.TIMEOUT, self.reason)
             return self._roll_back_all()
-        if self.step is Step.CONFIRMING_SECOND:
-            return self._retry_second(None)
-        if self.step is Step.ROLLING_BACK:
-            sends = []
+        if self.step is Step.CONFIRMING:
+            sends: list[Send] = []
             for side in late:
-                sends += self._retry_rollback(side, None)
+                if self.step is Step.CONFIRMING:
+                    sends += self._roll_forward(side, None)
             return sends
+        if self.step is Step.ROLLING_BACK:
+            # Never given up unread: sent again until answered, or settled from a read of
+            # the router (on_router_read) once its agent has been silent too long.
+            return [self._send(side, Action.ROLLBACK) for side in late]
         return []
+
+    def on_router_read(self, side: Side, held: Held, now: datetime) -> list[Send]:
+        """The watchdog read ``side``'s router, whose agent has been silent for longer than
+        a prepared commit can live, found no commit pending on it, and saw ``held``: settle
+        the command awaited from that side as the router shows it.
+
+        A ROLLBACK is answered by the previous state; a CONFIRM (or a PREPARE rolling
+        forward) by the target state: that side is confirmed. A side that lost its change
+        after the decision cannot be rolled forward without its agent: the other side is
+        compensated. Anything else stays awaited (an agent must act on it)."""
+        state = self.side(side)
+        name = side.name.lower()
+        if state.awaiting == Action.ROLLBACK.name and held is Held.PREVIOUS:
+            state.awaiting, state.rolled_back = "", True
+            return self._rollback_answered(now)
+        if self.step is not Step.CONFIRMING or not state.awaiting:
+            return []
+        if held is Held.TARGET:
+            state.awaiting, state.confirmed = "", True
+            return self._after_confirm(side, True, None)
+        if held is Held.PREVIOUS:
+            self.reason = (
+                f"{name}'s agent went silent after both routers prepared and its router "
+                f"holds the previous state (read from running); "
+                f"{_other(side).name.lower()} compensated"
+            )
+            state.fault = _fault(side, FaultKind.TIMEOUT, self.reason)
+            state.awaiting, state.rolled_back = "", True
+            self.step = Step.ROLLING_BACK
+            return [self._send(_other(side), Action.ROLLBACK, attempt=1)]
+        return []
+
+
+def _other(side: Side) -> Side:
+    return SECOND if side is FIRST else FIRST
+
+
+def _fault(side: Side, kind: FaultKind, message: str) -> dict[str, Any]:
+    """A fault as the saga stores it (retryable: a passing reason)."""
+    return {**vars(RouterFault(kind, side.name, message, retryable=True)), "kind": kind.value}

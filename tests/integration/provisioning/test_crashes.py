@@ -20,12 +20,13 @@ from services.common.devstack.netconf import RouterFleet
 from services.common.events.tables import OutboxRow
 from services.provisioning.crashpoints import (
     AGENT_AFTER_CONFIRMED_COMMIT,
-    COORDINATOR_AFTER_FIRST_CONFIRM,
+    COORDINATOR_AFTER_DECISION,
     ENV,
 )
+from services.provisioning.domain.batch import UNRESOLVED
 from services.provisioning.domain.circuits import Operation
 from services.provisioning.domain.saga import Step
-from services.provisioning.tables import SagaRow
+from services.provisioning.tables import AgentBatch, SagaRow
 from tests.integration.provisioning.helpers import circuit, wait_for
 from tests.integration.provisioning.stack import Stack, launched
 
@@ -48,7 +49,7 @@ def stack(
     roles = {
         "coordinator": {
             **COORDINATOR,
-            ENV: f"{COORDINATOR_AFTER_FIRST_CONFIRM}:{COORDINATOR_KILLED}",
+            ENV: f"{COORDINATOR_AFTER_DECISION}:{COORDINATOR_KILLED}",
         },
         "agent-sg": AGENT_SG,
         "agent-cq": {**AGENT_CQ, ENV: f"{AGENT_AFTER_CONFIRMED_COMMIT}:{AGENT_KILLED}"},
@@ -104,22 +105,34 @@ def saga_step(stack: Stack, circuit_id: str) -> str:
         return db.scalars(select(SagaRow.step).where(SagaRow.circuit_id == circuit_id)).one()
 
 
-def test_coordinator_killed_between_the_confirms_recovers_both(stack: Stack) -> None:
+def open_batches(stack: Stack, agent: str) -> int:
+    with stack.database(agent)() as db:
+        return len(
+            db.scalars(select(AgentBatch).where(AgentBatch.state.in_(UNRESOLVED))).all()
+        )
+
+
+def test_coordinator_killed_after_the_decision_rolls_forward(stack: Stack) -> None:
     params = circuit(stack.vlan(next(VLANS)), circuit_id=COORDINATOR_KILLED)
     stack.approve(Operation.CREATE, params)
     killed(stack, "coordinator")
-    # Singapore is confirmed; Chongqing's confirmed commit runs out with nobody to confirm
-    # it (its agent cancels it at the timeout): the half-done state a restart must repair.
+    # The decision to confirm is durable: it was recorded with both CONFIRMs queued.
+    assert saga_step(stack, params.circuit_id) == Step.CONFIRMING.value
+    # Whether or not the relay sent the CONFIRMs before the kill, the agents end their
+    # batches (confirmed, or cancelled before the router's timeout): the coordinator comes
+    # back to routers that hold the circuit confirmed or not at all.
     wait_for(
-        "Chongqing's confirmed commit to run out",
-        lambda: stack.carries(params) == {"sg-edge-1": True, "cq-edge-1": False},
-        timeout=CONFIRM_TIMEOUT_S + 10,
+        "both agents to end their batches",
+        lambda: open_batches(stack, "agent-sg") == open_batches(stack, "agent-cq") == 0,
+        timeout=CONFIRM_TIMEOUT_S + 30,
     )
     stack.launch({"coordinator": {**COORDINATOR, **NO_CRASH}})
     [activated] = stack.outcome(params.circuit_id)
     assert isinstance(activated, circuit_pb2.CircuitActivated), activated
     assert stack.carries(params) == {"sg-edge-1": True, "cq-edge-1": True}
-    assert [e for e in stack.log(params.circuit_id) if e.message.startswith("recovered at start")]
+    recovered = [e.message for e in stack.log(params.circuit_id)
+                 if e.message.startswith("recovered at start")]
+    assert recovered and "in step confirming" in recovered[0], recovered
     with stack.database("coordinator")() as db:
         published = db.scalars(
             select(OutboxRow.event_type).where(OutboxRow.key == params.circuit_id.encode())

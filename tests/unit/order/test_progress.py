@@ -205,9 +205,9 @@ def test_an_approved_order_is_in_progress_from_the_first_step_and_shows_the_last
         S.ORDER_STATE_APPROVED, S.ORDER_STATE_IN_PROGRESS, "system:provisioning",
         "provisioning started on the routers (step 'preparing')")
 
-    later = progress(app, order, "confirming-first", T0 + timedelta(seconds=2))
+    later = progress(app, order, "confirming", T0 + timedelta(seconds=2))
     assert (later.state, later.provisioning_step) \
-        == (S.ORDER_STATE_IN_PROGRESS, "confirming-first")
+        == (S.ORDER_STATE_IN_PROGRESS, "confirming")
     assert len(later.audit_trail) == len(started.audit_trail), "a step is not a transition"
 
     with app.write() as session:
@@ -216,7 +216,7 @@ def test_an_approved_order_is_in_progress_from_the_first_step_and_shows_the_last
     done = get(app, order.id)
     assert (done.state, done.audit_trail[-1].from_state) \
         == (S.ORDER_STATE_COMPLETED, S.ORDER_STATE_IN_PROGRESS)
-    assert done.provisioning_step == "confirming-first", "the last step known stays"
+    assert done.provisioning_step == "confirming", "the last step known stays"
     # A late report changes nothing.
     assert progress(app, order, "preparing", T0 + timedelta(seconds=3)) == done
 

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from services.provisioning.domain.circuits import Operation, Side
 from services.provisioning.domain.faults import FaultKind, RouterFault
 from services.provisioning.domain.saga import (
+    MAX_ATTEMPTS,
     Action,
+    Held,
     Saga,
     Step,
     extended_deadline,
@@ -30,22 +32,23 @@ def prepared_saga() -> Saga:
     saga = Saga()
     assert sends(saga.start()) == [(SG, Action.PREPARE), (CQ, Action.PREPARE)]
     assert saga.on_reply(CQ, Action.PREPARE, True, persist_id="p-cq", now=NOW) == []
-    assert sends(saga.on_reply(SG, Action.PREPARE, True, persist_id="p-sg", now=NOW)) == [
-        (SG, Action.CONFIRM)
-    ]
+    assert saga.decided_at == ""
+    both = saga.on_reply(SG, Action.PREPARE, True, persist_id="p-sg", now=NOW)
+    assert [(s.side, s.action, s.persist_id) for s in both] == [
+        (SG, Action.CONFIRM, "p-sg"),
+        (CQ, Action.CONFIRM, "p-cq"),
+    ], "both routers confirm at once"
+    assert (saga.step, saga.decided_at) == (Step.CONFIRMING, NOW.isoformat())
     return saga
 
 
-def test_happy_path_confirms_singapore_then_chongqing() -> None:
-    saga = prepared_saga()
-    [confirm_cq] = saga.on_reply(SG, Action.CONFIRM, True, now=NOW)
-    assert (confirm_cq.side, confirm_cq.action, confirm_cq.persist_id) == (
-        CQ,
-        Action.CONFIRM,
-        "p-cq",
-    )
-    assert saga.on_reply(CQ, Action.CONFIRM, True, now=NOW) == []
-    assert saga.step is Step.DONE
+def test_happy_path_confirms_both_in_parallel_in_either_order() -> None:
+    for first, second in ((SG, CQ), (CQ, SG)):
+        saga = prepared_saga()
+        assert saga.on_reply(first, Action.CONFIRM, True, now=NOW) == []
+        assert saga.step is Step.CONFIRMING
+        assert saga.on_reply(second, Action.CONFIRM, True, now=NOW) == []
+        assert saga.step is Step.DONE
 
 
 def test_refused_prepare_rolls_both_back_then_fails() -> None:
@@ -64,28 +67,48 @@ def test_refused_prepare_rolls_both_back_then_fails() -> None:
     assert (side, fault.message, rolled_back) == (CQ, "data exists", True)
 
 
-def test_first_confirm_failure_rolls_back() -> None:
-    saga = prepared_saga()
-    assert sends(saga.on_reply(SG, Action.CONFIRM, False, fault=refused(True), now=NOW)) == [
-        (SG, Action.ROLLBACK),
-        (CQ, Action.ROLLBACK),
-    ]
+def test_a_failed_confirm_after_the_decision_rolls_that_side_forward() -> None:
+    # Either side: the decision holds, the failed side is prepared and confirmed again.
+    for failing, other in ((SG, CQ), (CQ, SG)):
+        saga = prepared_saga()
+        timeout = RouterFault(FaultKind.TIMEOUT, "edge", "expired", retryable=True)
+        assert sends(saga.on_reply(failing, Action.CONFIRM, False, fault=timeout, now=NOW)) == [
+            (failing, Action.PREPARE)
+        ]
+        assert saga.side(failing).persist_id == ""
+        assert saga.on_reply(other, Action.CONFIRM, True, now=NOW) == []
+        assert sends(saga.on_reply(failing, Action.PREPARE, True, persist_id="p2", now=NOW)) == [
+            (failing, Action.CONFIRM)
+        ]
+        assert saga.on_reply(failing, Action.CONFIRM, True, now=NOW) == []
+        assert saga.step is Step.DONE
 
 
-def test_second_confirm_failure_rolls_forward_then_compensates_when_permanent() -> None:
+def test_a_permanent_refusal_after_the_decision_compensates_the_other_side() -> None:
     saga = prepared_saga()
     saga.on_reply(SG, Action.CONFIRM, True, now=NOW)
-    timeout = RouterFault(FaultKind.TIMEOUT, "cq-edge-1", "expired", retryable=True)
-    assert sends(saga.on_reply(CQ, Action.CONFIRM, False, fault=timeout, now=NOW)) == [
-        (CQ, Action.PREPARE)
-    ]
-    assert sends(saga.on_reply(CQ, Action.PREPARE, True, persist_id="p2", now=NOW)) == [
-        (CQ, Action.CONFIRM)
-    ]
     assert sends(saga.on_reply(CQ, Action.CONFIRM, False, fault=refused(), now=NOW)) == [
         (SG, Action.ROLLBACK),
         (CQ, Action.ROLLBACK),
     ]
+    assert "chongqing failed after both routers prepared" in saga.reason
+    assert saga.reason.endswith("singapore compensated")
+
+
+def test_rolling_forward_ends_after_its_attempts() -> None:
+    saga = prepared_saga()
+    saga.on_reply(SG, Action.CONFIRM, True, now=NOW)
+    timeout = RouterFault(FaultKind.TIMEOUT, "cq-edge-1", "expired", retryable=True)
+    rounds = 0
+    while saga.step is Step.CONFIRMING:
+        saga.on_reply(CQ, Action.CONFIRM, False, fault=timeout, now=NOW)
+        if saga.step is Step.CONFIRMING:
+            saga.on_reply(CQ, Action.PREPARE, True, persist_id=f"p{rounds}", now=NOW)
+        rounds += 1
+        assert rounds < 10
+    # Each CONFIRM and PREPARE counts: MAX_ATTEMPTS sends after the first prepare.
+    assert rounds == (MAX_ATTEMPTS + 1) // 2
+    assert saga.step is Step.ROLLING_BACK and saga.reason.endswith("singapore compensated")
 
 
 def test_deadline_while_preparing_rolls_back_and_stale_replies_are_ignored() -> None:
@@ -136,6 +159,54 @@ def test_permanent_refusal_is_not_retried() -> None:
     assert saga.step is Step.FAILED
 
 
+def rolling_back() -> Saga:
+    """Chongqing refused its prepare; both ROLLBACKs are out."""
+    saga = Saga(retry_until=(NOW + timedelta(minutes=10)).isoformat())
+    saga.start()
+    saga.on_reply(SG, Action.PREPARE, True, persist_id="p-sg", now=NOW)
+    saga.on_reply(CQ, Action.PREPARE, False, fault=unreachable(), now=NOW)
+    return saga
+
+
+def test_an_unanswered_rollback_is_sent_again_never_given_up_unread() -> None:
+    saga = rolling_back()
+    saga.on_reply(SG, Action.ROLLBACK, True, now=NOW)
+    for _ in range(2 * MAX_ATTEMPTS):
+        assert sends(saga.on_deadline()) == [(CQ, Action.ROLLBACK)]
+    assert saga.step is Step.ROLLING_BACK
+
+
+def test_a_silent_sides_rollback_is_settled_by_reading_its_router() -> None:
+    saga = rolling_back()
+    saga.on_reply(SG, Action.ROLLBACK, True, now=NOW)
+    # The router still holds the change (or something else): only an agent can act.
+    assert saga.on_router_read(CQ, Held.TARGET, NOW) == []
+    assert saga.on_router_read(CQ, Held.OTHER, NOW) == []
+    assert saga.side(CQ).awaiting == Action.ROLLBACK.name
+    assert saga.on_router_read(CQ, Held.PREVIOUS, NOW) == []
+    assert saga.step is Step.RETRY_WAIT and saga.side(CQ).rolled_back
+
+
+def test_a_silent_sides_confirm_is_settled_by_reading_its_router() -> None:
+    saga = prepared_saga()
+    saga.on_reply(SG, Action.CONFIRM, True, now=NOW)
+    assert saga.on_router_read(CQ, Held.OTHER, NOW) == []
+    assert saga.on_router_read(CQ, Held.TARGET, NOW) == []
+    assert saga.step is Step.DONE
+
+
+def test_a_silent_side_that_lost_its_change_after_the_decision_compensates_the_other() -> None:
+    saga = prepared_saga()
+    saga.on_reply(SG, Action.CONFIRM, True, now=NOW)
+    assert sends(saga.on_router_read(CQ, Held.PREVIOUS, NOW)) == [(SG, Action.ROLLBACK)]
+    assert "chongqing's agent went silent" in saga.reason
+    assert saga.side(CQ).rolled_back and not saga.side(CQ).awaiting
+    saga.on_reply(SG, Action.ROLLBACK, True, now=NOW)
+    assert saga.step is Step.FAILED, "no retry window in this saga"
+    [(side, fault, rolled_back)] = saga.faults()
+    assert (side, fault.kind, rolled_back) == (CQ, FaultKind.TIMEOUT, True)
+
+
 def test_no_retry_when_a_rollback_could_not_be_verified() -> None:
     saga = Saga(retry_until=(NOW + timedelta(minutes=10)).isoformat())
     saga.start()
@@ -148,27 +219,34 @@ def test_no_retry_when_a_rollback_could_not_be_verified() -> None:
     assert saga.step is Step.FAILED
 
 
-def test_recovery_between_the_confirms_rolls_forward() -> None:
+def test_recovery_rolls_forward_from_the_recorded_decision() -> None:
+    saga = prepared_saga()
+    assert sends(saga.recover({SG: True, CQ: True})) == [
+        (SG, Action.CONFIRM),
+        (CQ, Action.CONFIRM),
+    ]
     saga = prepared_saga()
     saga.on_reply(SG, Action.CONFIRM, True, now=NOW)
-    assert saga.step is Step.CONFIRMING_SECOND
     [confirm] = saga.recover({SG: True, CQ: True})
     assert (confirm.side, confirm.action, confirm.persist_id) == (CQ, Action.CONFIRM, "p-cq")
-    # Chongqing's confirmed commit expired while the coordinator was down: prepare again.
-    assert sends(saga.recover({SG: True, CQ: False})) == [(CQ, Action.PREPARE)]
-    assert saga.side(CQ).persist_id == ""
-
-
-def test_recovery_before_the_first_confirm() -> None:
+    # Both prepares expired while the coordinator was down: prepared again, never rolled back.
     saga = prepared_saga()
-    assert sends(saga.recover({SG: True, CQ: True})) == [(SG, Action.CONFIRM)]
-    saga = prepared_saga()
-    assert sends(saga.recover({SG: False, CQ: True})) == [
-        (SG, Action.ROLLBACK),
-        (CQ, Action.ROLLBACK),
+    assert sends(saga.recover({SG: False, CQ: False})) == [
+        (SG, Action.PREPARE),
+        (CQ, Action.PREPARE),
     ]
-    [(side, fault, _)] = saga.faults()
-    assert (side, fault.kind, fault.retryable) == (SG, FaultKind.TIMEOUT, True)
+    assert saga.step is Step.CONFIRMING and saga.side(CQ).persist_id == ""
+
+
+def test_a_saga_stored_while_the_confirms_were_ordered_carries_on_under_the_decision() -> None:
+    saga = prepared_saga()
+    stored = saga.to_json()
+    for old in ("confirming-first", "confirming-second"):
+        stored["step"] = old
+        del stored["decided_at"]
+        restored = Saga.from_json(stored)
+        assert (restored.step, restored.decided_at) == (Step.CONFIRMING, "")
+        stored = saga.to_json()
 
 
 def test_recovery_resends_unanswered_rollbacks_and_leaves_preparing_alone() -> None:
