@@ -55,6 +55,7 @@ from services.provisioning.inventory import Inventory, load_inventory
 from services.provisioning.netconf import NetconfSession, read_running
 from services.provisioning.ops import ProvisioningOps
 from services.provisioning.rendering import Renderer
+from services.provisioning.watchdog import SagaWatchdog
 
 NAME = "provisioning"
 DEFAULT_PORT = 50052
@@ -190,6 +191,13 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
                 ),
             ),
             DeadlineWorker(coordinator, runtime.session_factory),
+            SagaWatchdog(
+                coordinator,
+                runtime.session_factory,
+                inventory,
+                lambda device: NetconfSession(device, timeout_s=10),
+                silence_s=timings.confirm_timeout_s + timings.step_deadline_s,
+            ),
         ]
     for agent_telco in SIDE_OF_TELCO if role == "all" else [telco] if role == "agent" else []:
         workers += agent_workers(

@@ -46,10 +46,12 @@ from services.provisioning.domain.observe import (
 )
 from services.provisioning.domain.saga import (
     Action,
+    Held,
     Saga,
     Send,
     Step,
     extended_deadline,
+    held_of,
     repair_operations,
 )
 from services.provisioning.inventory import Device, Inventory
@@ -121,6 +123,7 @@ class Coordinator:
         # process: a coordinator that has heard nothing yet (just started) keeps the plain
         # step deadline.
         self._last_heard: dict[str, datetime] = {}
+        self._started = utcnow()
 
     # -- consumer handler ---------------------------------------------------------------
 
@@ -351,6 +354,54 @@ class Coordinator:
             found[side] = not differences(target, running.get((end.interface, end.vlan)))
         return found
 
+    # -- the watchdog's reads -------------------------------------------------------------
+
+    def silent_since(self, router_name: str) -> datetime:
+        """Since when this process has heard nothing from the router's agent."""
+        return self._last_heard.get(router_name, self._started)
+
+    def held(self, approved: order_pb2.OrderApproved, saga: Saga, side: Side, running: str) -> Held:
+        """What the router's ``running`` configuration holds of the saga's circuit end."""
+        end = circuit_end(approved.circuit, side)
+        device = self._inventory.get(end.router_name)
+        if device is None:
+            return Held.OTHER
+        actual = running_subinterfaces(device.platform, running).get((end.interface, end.vlan))
+        operation = Operation(saga.side(side).operation or approved.operation)
+        target = None if operation is Operation.DELETE else intended_leaves(device.platform, end)
+        if approved.HasField("previous_circuit") and operation is Operation.MODIFY:
+            previous_end = circuit_end(approved.previous_circuit, side)
+            return held_of(actual, target, intended_leaves(device.platform, previous_end))
+        if operation is Operation.DELETE:
+            return held_of(actual, target, intended_leaves(device.platform, end))
+        # A CREATE's previous state is no sub-interface; a redeploy's MODIFY does not know it.
+        return held_of(actual, target, None, known=operation is Operation.CREATE)
+
+    def on_router_read(self, session: Session, row: SagaRow, side: Side, running: str) -> bool:
+        """Settle what ``side`` owes the saga from its router's running configuration, read
+        with no commit pending while its agent was silent (Saga.on_router_read); whether
+        the saga moved."""
+        saga = Saga.from_json(row.state)
+        approved = order_pb2.OrderApproved()
+        approved.ParseFromString(row.approved)
+        held = self.held(approved, saga, side, running)
+        before = saga.to_json()
+        sends = saga.on_router_read(side, held, utcnow())
+        if saga.to_json() == before:
+            return False
+        sent = ", ".join(f"{s.action.name} to {s.side.name.lower()}" for s in sends)
+        self._log_saga(
+            session,
+            row,
+            approved,
+            ops_pb2.PROVISIONING_OUTCOME_PENDING,
+            f"{side.name.lower()}'s agent silent past the longest a prepare can live; its "
+            f"router holds the {held.name.lower()} state (read from running, no commit "
+            f"pending): settled; sent: {sent or 'nothing'}",
+        )
+        self._apply(session, row, saga, approved, sends)
+        return True
+
     def on_deadline(self, session: Session, row: SagaRow) -> None:
         saga = Saga.from_json(row.state)
         approved = order_pb2.OrderApproved()
@@ -388,7 +439,8 @@ class Coordinator:
                 session, self._topics.commands[send.side], approved.circuit.circuit_id, command
             )
             saga.side(send.side).command_id = added.event_id
-            saga.side(send.side).sent_at = now.isoformat()
+            if not (send.again and saga.side(send.side).sent_at):
+                saga.side(send.side).sent_at = now.isoformat()
         waiting_to_retry = saga.step is Step.RETRY_WAIT and row.step != Step.RETRY_WAIT.value
         self._publish_progress(session, row, saga, approved, now)
         row.step = saga.step.value

@@ -43,6 +43,7 @@ from typing import Any
 
 from services.provisioning.domain.circuits import Operation, Side
 from services.provisioning.domain.faults import FaultKind, RouterFault
+from services.provisioning.domain.observe import Leaves, differences
 
 FIRST, SECOND = Side.SINGAPORE, Side.CHONGQING
 MAX_ATTEMPTS = 5
@@ -72,6 +73,19 @@ class Held(enum.Enum):
     OTHER = 3  # neither: someone else's change, or a half-applied one
 
 
+def held_of(
+    actual: Leaves | None, target: Leaves | None, previous: Leaves | None, *, known: bool = True
+) -> Held:
+    """What a router holds of a circuit end: ``actual`` (its sub-interface's running leaves,
+    None when absent) against the saga's ``target`` and the ``previous`` state (None:
+    absent; ``known`` False when the saga does not know it, e.g. a redeploy's)."""
+    if not differences(target, actual):
+        return Held.TARGET
+    if known and not differences(previous, actual):
+        return Held.PREVIOUS
+    return Held.OTHER
+
+
 class Action(enum.Enum):
     PREPARE = 1
     CONFIRM = 2
@@ -86,6 +100,8 @@ class Send:
     action: Action
     persist_id: str
     attempt: int
+    # The command the side already awaits, sent again (its wait goes on from the first).
+    again: bool = False
 
 
 @dataclass
@@ -96,7 +112,7 @@ class SideState:
     rolled_back: bool = False
     awaiting: str = ""  # action name awaited, '' when none
     command_id: str = ""  # event id of the command awaited
-    sent_at: str = ""  # ISO time the command awaited was sent
+    sent_at: str = ""  # ISO time the command awaited was first sent
     attempt: int = 0
     fault: dict[str, Any] | None = None
     # The hash of the payload the agent rendered (replied to PREPARE, also on a mismatch).
@@ -198,9 +214,10 @@ class Saga:
 
     def _send(self, side: Side, action: Action, attempt: int | None = None) -> Send:
         state = self.side(side)
+        again = state.awaiting == action.name
         state.awaiting = action.name
         state.attempt = attempt if attempt is not None else state.attempt + 1
-        return Send(side, action, state.persist_id, state.attempt)
+        return Send(side, action, state.persist_id, state.attempt, again)
 
     def expects(self, side: Side, action: Action, command_id: str) -> bool:
         """Whether a reply answers the command this saga is waiting for (else stale)."""
