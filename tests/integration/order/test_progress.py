@@ -156,6 +156,9 @@ def test_an_approved_order_shows_in_progress_with_its_step_and_is_alarmed_when_o
                 for side, name, ops in ((side_pb2.SIDE_SINGAPORE, "sg", svc.olga),
                                         (side_pb2.SIDE_CHONGQING, "cq", svc.chen))}
             watcher = Watcher(svc, order.id)
+            # The watch's first message is the state when the server takes the call: wait
+            # for it before approving (on a busy machine the call can come after).
+            wait_for(lambda: watcher.seen, "the watch's first message", timeout_s=30)
             svc.olga.approve(order.id, hashes[side_pb2.SIDE_SINGAPORE])
             svc.chen.approve(order.id, hashes[side_pb2.SIDE_CHONGQING])
 
