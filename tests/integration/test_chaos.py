@@ -47,7 +47,6 @@ from tests.integration.provisioning.helpers import device_of
 from tests.integration.scale_out_stack import (
     AWAITING_APPROVAL,
     CQ_PORTS,
-    FINAL,
     SG_PORTS,
     ScaleOutStack,
     scale_out_stack,
@@ -264,7 +263,8 @@ def run(chaos: Chaos) -> None:
     approver.join(SETTLE_S + KILLS * 30)
     assert not approver.is_alive() and not chaos.errors, chaos.errors
     say("approved; waiting for the outcomes")
-    final = wait_final(chaos, set(ids), FINAL_S)
+    # Every process serves again by now (restarted and waited for).
+    final = stack.wait_final(set(ids), FINAL_S)
     print(f"chaos: kills {chaos.kills}; final after {time.monotonic() - started:.0f} s: "
           f"{Counter(order_pb2.OrderState.Name(o.state) for o in final.values())}")
     unexplained = {i: order_pb2.OrderState.Name(o.state) for i, o in final.items()
@@ -278,19 +278,6 @@ def run(chaos: Chaos) -> None:
     check_routers(stack, circuits)
     check_capacity(chaos, circuits)
     check_nothing_pending(stack)
-
-
-def wait_final(chaos: Chaos, ids: set[str], timeout: float) -> dict[str, order_pb2.Order]:
-    deadline = time.monotonic() + timeout
-    while True:
-        orders = chaos.read_orders(ids)
-        moving = {i: order_pb2.OrderState.Name(o.state)
-                  for i, o in orders.items() if o.state not in FINAL}
-        if not moving and len(orders) == len(ids):
-            return orders
-        if time.monotonic() > deadline:
-            raise AssertionError(f"orders not final after {timeout:.0f} s: {moving}")
-        time.sleep(0.5)
 
 
 # -- checks ---------------------------------------------------------------------------------

@@ -270,6 +270,12 @@ class Decider:
             return
         carrier.undo_in_candidate(job.circuit_id, member, waiting)
         ctx.ledger.finish([], carrier, done_jobs=[job])
+        log.info(
+            "%s: inverse of %s edited into batch %s (its lock held); answered when it ends",
+            ctx.device.name,
+            job.circuit_id,
+            carrier.persist_id,
+        )
 
     def _transaction(self, config: str) -> None:
         """lock, edit-config, commit, unlock (candidate discarded on failure)."""
