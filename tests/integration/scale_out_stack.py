@@ -105,6 +105,8 @@ class ScaleOutStack:
     processes: dict[str, ServiceProcess]
     tokens: dict[str, str]
     agent_databases: dict[str, str]
+    # How each process is started: service name and environment (for a restart).
+    launches: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     vlans: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
     _channels: dict[str, grpc.Channel] = field(default_factory=dict)
 
@@ -112,7 +114,11 @@ class ScaleOutStack:
 
     def channel(self, api: ServiceProcess) -> grpc.Channel:
         if api.address not in self._channels:
-            self._channels[api.address] = grpc.insecure_channel(api.address)
+            # A killed process comes back within seconds: reconnect at that pace, not with
+            # gRPC's default backoff of up to two minutes.
+            self._channels[api.address] = grpc.insecure_channel(
+                api.address, options=[("grpc.initial_reconnect_backoff_ms", 200),
+                                      ("grpc.max_reconnect_backoff_ms", 1000)])
         return self._channels[api.address]
 
     def orders(self, api: ServiceProcess) -> orders_grpc.OrderServiceStub:
@@ -129,6 +135,15 @@ class ScaleOutStack:
         process = self.processes.pop(name)
         process.proc.send_signal(signal.SIGKILL)
         process.proc.wait(10)
+
+    def restart(self, name: str, address: str) -> None:
+        """Start a killed process again as it was, on its address, and wait until it
+        serves."""
+        service, env = self.launches[name]
+        process = start_service(service, address, env, self.work / f"{name}.log")
+        self.processes[name] = process
+        self.order_apis[:] = [process if a.address == address else a for a in self.order_apis]
+        wait_serving(process, timeout=90)
 
     def router_driver(self, telco: str, router: str) -> str:
         """The name of the agent process holding the router's lease (services/provisioning/
@@ -287,10 +302,12 @@ def _issue_tokens(database_url: str, tokens: dict[str, str]) -> None:
 
 
 @contextmanager
-def scale_out_stack(work: Path, postgres_admin_url: str,
-                    channel_capacity_mbps: int) -> Iterator[ScaleOutStack]:
-    """Start everything (routers, broker, 2 order APIs, 2 coordinators, 2 agents per telco)
-    and stop it again."""
+def scale_out_stack(work: Path, postgres_admin_url: str, channel_capacity_mbps: int,
+                    instances: int = 2,
+                    settings: dict[str, str] | None = None) -> Iterator[ScaleOutStack]:
+    """Start everything (routers, broker, and ``instances`` order APIs, coordinators and
+    agents per telco, with ``settings`` on top of the shared environment) and stop it
+    again."""
     with ExitStack() as stack:
         routers = stack.enter_context(start_routers(ROUTER_SPECS, work / "routers"))
         broker = stack.enter_context(start_broker(work / "kafka"))
@@ -312,10 +329,11 @@ def scale_out_stack(work: Path, postgres_admin_url: str,
             "IDC_ORDER_CHANNEL_CAPACITY_MBPS": str(channel_capacity_mbps),
             "IDC_PROVISIONING_INVENTORY": "devstack",
             "IDC_DEVSTACK_FILE": str(devstack),
+            **(settings or {}),
         }
         layout: dict[str, tuple[str, dict[str, str]]] = {
-            f"order-{n}": ("order", {}) for n in (1, 2)}
-        for n in (1, 2):
+            f"order-{n}": ("order", {}) for n in range(1, instances + 1)}
+        for n in range(1, instances + 1):
             layout[f"coordinator-{n}"] = ("provisioning", {
                 "IDC_PROVISIONING_ROLE": "coordinator",
                 "IDC_PROVISIONING_DATABASE_URL": databases["coordinator"]})
@@ -331,14 +349,15 @@ def scale_out_stack(work: Path, postgres_admin_url: str,
         # The first instance on each database before the second: two instances migrating
         # one schema at the same moment is not what a deployment does (a migration Job runs
         # before the Deployments).
-        for wave in ("1", "2"):
-            started = [name for name in layout if name.endswith(wave)]
+        for wave in range(1, instances + 1):
+            started = [name for name in layout if name.endswith(f"-{wave}")]
             for name in started:
-                service, settings = layout[name]
+                service, own = layout[name]
+                result.launches[name] = (service, {**env, **own})
                 processes[name] = start_service(service, f"127.0.0.1:{free_port()}",
-                                                {**env, **settings}, work / f"{name}.log")
+                                                {**env, **own}, work / f"{name}.log")
             for name in started:
                 wait_serving(processes[name], timeout=90)
-        result.order_apis.extend([processes["order-1"], processes["order-2"]])
+        result.order_apis.extend(processes[f"order-{n}"] for n in range(1, instances + 1))
         _issue_tokens(order_database_url, tokens)
         yield result

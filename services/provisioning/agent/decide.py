@@ -25,6 +25,7 @@ from services.provisioning.agent.settle import (
 from services.provisioning.domain.batch import (
     IN_RUNNING_FOR_GOOD,
     Batch,
+    Member,
     MemberState,
     RollbackPlan,
     Settle,
@@ -200,14 +201,12 @@ class Decider:
             batch.wait_for_end(job.circuit_id, waiting)
             ctx.ledger.finish([], batch, done_jobs=[job])
             return
-        if plan is RollbackPlan.APPLY_INVERSE and ctx.verify([(member.key, member.before)]):
-            try:
-                self._transaction(member.inverse)
-            except RouterFailure as exc:
-                if not outcome_unknown(exc.fault):
-                    ctx.ledger.finish([StepResult(job, False, exc.fault)], batch)
-                    return
-                # No answer: whether the inverse landed is read below.
+        if (
+            plan is RollbackPlan.APPLY_INVERSE
+            and ctx.verify([(member.key, member.before)])
+            and self._apply_inverse(job, batch, member, waiting)
+        ):
+            return
         fault = ctx.verify([(member.key, member.before)])
         if fault is None:
             member.state = MemberState.REVERTED
@@ -222,6 +221,60 @@ class Decider:
                 )
             ],
             batch,
+        )
+
+    def _apply_inverse(
+        self, job: Job, batch: Batch, member: Member, waiting: WaitingReply
+    ) -> bool:
+        """Undo a member in running for good; True when the ROLLBACK is answered (or waits
+        for another batch), False when running is to be read for its answer."""
+        carrier = self.ctx.ledger.open_batch()
+        if carrier is not None:
+            self._undo_in_open_batch(job, carrier, member, waiting)
+            return True
+        try:
+            self._transaction(member.inverse)
+        except RouterFailure as exc:
+            if not outcome_unknown(exc.fault):
+                self.ctx.ledger.finish([StepResult(job, False, exc.fault)], batch)
+                return True
+            # No answer: whether the inverse landed is read from running.
+        return False
+
+    def _undo_in_open_batch(
+        self, job: Job, carrier: Batch, member: Member, waiting: WaitingReply
+    ) -> None:
+        """The inverse of a circuit in running for good, while the worker's open batch holds
+        the candidate lock (and the router's one pending commit): a transaction of its own
+        would be refused the lock. The inverse goes into that batch's candidate instead and
+        the ROLLBACK is answered when the batch ends."""
+        ctx = self.ctx
+        if job.circuit_id in carrier.members:
+            # Another saga of this circuit is in that batch: this one is sent again later.
+            fault = ctx.fault(
+                FaultKind.TIMEOUT,
+                f"circuit {job.circuit_id} is in the pending commit {carrier.persist_id}; "
+                "router untouched",
+                retryable=True,
+            )
+            ctx.ledger.finish([StepResult(job, False, fault)])
+            return
+        try:
+            ctx.session.edit_candidate(member.inverse)
+        except RouterFailure as exc:
+            if outcome_unknown(exc.fault):
+                # The session, its lock and the candidate are gone: end the carrier too.
+                cancel_batch(ctx, carrier, [StepResult(job, False, exc.fault)])
+                return
+            ctx.ledger.finish([StepResult(job, False, exc.fault)])
+            return
+        carrier.undo_in_candidate(job.circuit_id, member, waiting)
+        ctx.ledger.finish([], carrier, done_jobs=[job])
+        log.info(
+            "%s: inverse of %s edited into batch %s (its lock held); answered when it ends",
+            ctx.device.name,
+            job.circuit_id,
+            carrier.persist_id,
         )
 
     def _transaction(self, config: str) -> None:

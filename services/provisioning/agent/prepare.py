@@ -247,6 +247,8 @@ class Preparer:
             batch.expire_at = previous_expiry
             self._top_up_refused(batch, accepted, kept, results, exc)
             return
+        # The kept inverses went in with it: the next top-up must not edit them in again.
+        batch.follow_up_committed()
         self._verify_prepared(
             batch, accepted, results, started, f"joined a batch of {len(batch.members)}"
         )

@@ -26,9 +26,12 @@ def waiting_rollback_results(ctx: RouterContext, batch: Batch) -> list[StepResul
     waiting = batch.waiting_rollbacks()
     if not waiting:
         return []
-    fault = ctx.verify((member.key, member.before) for member, _ in waiting)
+    # Each on its own: an inverse the batch carried for a circuit of an earlier batch is
+    # gone if the batch was cancelled, and only that ROLLBACK fails.
+    faults = ctx.check([(member.key, member.before) for member, _ in waiting])
     results = []
     for member, reply in waiting:
+        fault = faults[member.key]
         results.append(
             StepResult(ctx.ledger.job(reply), fault is None, fault, persist_id=batch.persist_id)
         )

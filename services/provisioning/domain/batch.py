@@ -8,9 +8,18 @@ on the router:
 * ``UNDECIDED``: in the pending commit, no decision yet;
 * ``ROLLED_BACK_IN_CANDIDATE``: its inverse is edited into the candidate (the saga rolled
   it back while others of the batch wait); running still shows it until the batch ends;
+* ``ROLLED_BACK_IN_COMMIT``: that inverse went into the pending commit with a follow-up
+  commit (a circuit joining); running no longer shows it, and the inverse is not edited in
+  again (the router would refuse a create twice); the batch's end makes it final;
 * ``COMMITTED``: in running for good (the batch was confirmed), not yet confirmed itself;
 * ``CONFIRMED``: its CONFIRM was answered;
 * ``REVERTED``: not in running (cancelled, expired, or its inverse applied).
+
+A member marked ``undo`` was in running for good before this batch (an earlier batch
+confirmed it): its saga rolled it back while this batch held the candidate lock, so this
+batch carries only its inverse. Cancelling the batch takes that inverse away with the rest,
+which leaves the member in running (``COMMITTED``); its ROLLBACK then fails and is sent
+again.
 
 The batch is ``OPEN`` while its commit is pending, ``CLOSED`` once it is confirmed or gone,
 and ``SETTLE_CONFIRM`` / ``SETTLE_CANCEL`` when a step's outcome is unknown (no answer, a
@@ -26,7 +35,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,12 +45,15 @@ from services.provisioning.domain.observe import Leaves, SubinterfaceKey, differ
 class MemberState(enum.StrEnum):
     UNDECIDED = "undecided"
     ROLLED_BACK_IN_CANDIDATE = "rollback-edited"
+    ROLLED_BACK_IN_COMMIT = "rollback-committed"
     COMMITTED = "committed"
     CONFIRMED = "confirmed"
     REVERTED = "reverted"
 
 
 IN_RUNNING_FOR_GOOD = (MemberState.COMMITTED, MemberState.CONFIRMED)
+ROLLED_BACK_PENDING = (MemberState.ROLLED_BACK_IN_CANDIDATE, MemberState.ROLLED_BACK_IN_COMMIT)
+IN_QUESTION = (MemberState.UNDECIDED, *ROLLED_BACK_PENDING)
 
 
 class BatchState(enum.StrEnum):
@@ -91,6 +103,7 @@ class Member:
     before: Leaves | None
     sha256: str
     rollback: WaitingReply | None = None
+    undo: bool = False
 
     @property
     def key(self) -> SubinterfaceKey:
@@ -115,6 +128,8 @@ class Member:
         if self.rollback is not None:
             data["rollback_job"] = self.rollback.row_id
             data["rollback_trace"] = self.rollback.traceparent
+        if self.undo:
+            data["undo"] = True
         return data
 
     @classmethod
@@ -134,6 +149,7 @@ class Member:
             before=data.get("before"),
             sha256=str(data.get("sha256", "")),
             rollback=rollback,
+            undo=bool(data.get("undo", False)),
         )
 
 
@@ -190,7 +206,7 @@ class Batch:
             if len(self.undecided()) == 1:
                 return RollbackPlan.CANCEL_BATCH
             return RollbackPlan.EDIT_INVERSE
-        if self.is_open and member.state is MemberState.ROLLED_BACK_IN_CANDIDATE:
+        if self.is_open and member.state in ROLLED_BACK_PENDING:
             return RollbackPlan.ALREADY_WAITING
         if member.state in IN_RUNNING_FOR_GOOD:
             return RollbackPlan.APPLY_INVERSE
@@ -214,6 +230,23 @@ class Batch:
         member.state = MemberState.ROLLED_BACK_IN_CANDIDATE
         member.rollback = reply
 
+    def undo_in_candidate(self, circuit_id: str, member: Member, reply: WaitingReply) -> None:
+        """The inverse of ``member`` (in running for good, from an earlier batch) is edited
+        into this batch's candidate: it lands when the batch is confirmed."""
+        self.members = {
+            **self.members,
+            circuit_id: replace(
+                member, state=MemberState.ROLLED_BACK_IN_CANDIDATE, rollback=reply, undo=True
+            ),
+        }
+
+    def follow_up_committed(self) -> None:
+        """A follow-up commit was answered: the inverses edited into the candidate are in
+        the pending commit now."""
+        for member in self.members.values():
+            if member.state is MemberState.ROLLED_BACK_IN_CANDIDATE:
+                member.state = MemberState.ROLLED_BACK_IN_COMMIT
+
     def wait_for_end(self, circuit_id: str, reply: WaitingReply) -> None:
         """A ROLLBACK answered when the batch ends (replacing one sent before)."""
         self.members[circuit_id].rollback = reply
@@ -222,17 +255,18 @@ class Batch:
         """The confirming commit was answered: the candidate's inverses are in running,
         every undecided member is there for good."""
         for member in self.members.values():
-            if member.state is MemberState.ROLLED_BACK_IN_CANDIDATE:
+            if member.state in ROLLED_BACK_PENDING:
                 member.state = MemberState.REVERTED
             elif member.state is MemberState.UNDECIDED:
                 member.state = MemberState.COMMITTED
         self.state = BatchState.CLOSED
 
     def reverted(self) -> None:
-        """The pending commit was cancelled (or refused before it was made)."""
+        """The pending commit was cancelled (or refused before it was made): running is
+        back to before the batch, which held an ``undo`` member's circuit."""
         for member in self.members.values():
-            if member.state in (MemberState.UNDECIDED, MemberState.ROLLED_BACK_IN_CANDIDATE):
-                member.state = MemberState.REVERTED
+            if member.state in IN_QUESTION:
+                member.state = MemberState.COMMITTED if member.undo else MemberState.REVERTED
         self.state = BatchState.CLOSED
 
     def outcome_unknown(self, settle: Settle) -> None:
@@ -247,7 +281,7 @@ class Batch:
         still in question is what ``running`` holds: there for good when running carries
         what it meant to leave, reverted otherwise."""
         for member in self.members.values():
-            if member.state in (MemberState.UNDECIDED, MemberState.ROLLED_BACK_IN_CANDIDATE):
+            if member.state in IN_QUESTION:
                 member.state = (
                     MemberState.COMMITTED if member.applied_in(running) else MemberState.REVERTED
                 )

@@ -25,6 +25,7 @@ from services.provisioning.agent.jobs import CONFIRM, PREPARE, ROLLBACK
 from services.provisioning.agent.worker import RouterWorker
 from services.provisioning.app import MIGRATIONS
 from services.provisioning.domain.batch import Batch, BatchState, MemberState
+from services.provisioning.domain.circuits import Operation, Side, circuit_end
 from services.provisioning.inventory import Device
 from services.provisioning.rendering import Renderer
 from services.provisioning.tables import AgentBatch, AgentCommand
@@ -305,3 +306,120 @@ def test_a_new_holder_settles_a_batch_left_to_be_settled(
     assert confirmed.success, confirmed.error
     assert router.pending is None and KEY in router.subinterfaces()
     assert_records_match_the_router(heir, router)
+
+
+# -- rollbacks next to an open batch ------------------------------------------------------
+
+
+def sent(
+    worker: RouterWorker, action: int, vlan: int, *, saga: str, persist_id: str = "",
+    operation: Operation = Operation.CREATE,
+) -> None:
+    params = circuit(vlan, circuit_id=f"CKT-{vlan}")
+    enqueue(
+        worker.session_factory,
+        command(DEVICE, action, params, saga_id=saga, persist_id=persist_id,
+                operation=operation.value),
+    )
+
+
+def reply_to(worker: RouterWorker, action: int, vlan: int) -> provisioning_pb2.ProvisioningReply:
+    [found] = [
+        r for r in replies(worker.session_factory)
+        if r.action == action and r.circuit_id == f"CKT-{vlan}"
+    ]
+    return found
+
+
+def held(router: FakeRouter, vlan: int) -> bool:
+    return ("xe-0/0/1", vlan) in router.subinterfaces()
+
+
+def lock_refusals(router: FakeRouter) -> list[str]:
+    return [c.error for c in router.calls if c.step is Step.LOCK and not c.applied]
+
+
+def confirmed_then_another_batch_open(worker: RouterWorker) -> str:
+    """CKT-100 prepared and confirmed (its batch closed), CKT-101 pending in a new batch
+    (its lock held); the second batch's persist id."""
+    sent(worker, PREPARE, 100, saga="saga-100")
+    [first] = answers(worker, 1)
+    sent(worker, CONFIRM, 100, saga="saga-100", persist_id=first.persist_id)
+    sent(worker, PREPARE, 101, saga="saga-101")
+    second = answers(worker, 3)[2]
+    assert second.success and second.persist_id != first.persist_id
+    return second.persist_id
+
+
+def test_a_rollback_of_a_confirmed_circuit_next_to_an_open_batch_lands_with_its_confirm(
+    worker: RouterWorker, router: FakeRouter
+) -> None:
+    # The saga of CKT-100 gives up after its confirm (the other router failed), while the
+    # worker holds the lock of CKT-101's batch: the inverse goes into that candidate.
+    persist_id = confirmed_then_another_batch_open(worker)
+    sent(worker, ROLLBACK, 100, saga="saga-100")
+    drive(worker, lambda: queued(worker) == 0)
+    assert len(replies(worker.session_factory)) == 3, "answered before the batch ended"
+    assert held(router, 100)
+    sent(worker, CONFIRM, 101, saga="saga-101", persist_id=persist_id)
+    answers(worker, 5)
+    rolled_back = reply_to(worker, ROLLBACK, 100)
+    assert rolled_back.success, rolled_back.error
+    assert reply_to(worker, CONFIRM, 101).success
+    assert not held(router, 100) and held(router, 101) and router.pending is None
+    assert lock_refusals(router) == []
+    assert_records_match_the_router(worker, router)
+
+
+def test_a_rollback_of_a_confirmed_circuit_whose_carrier_batch_is_cancelled_runs_again(
+    worker: RouterWorker, router: FakeRouter
+) -> None:
+    confirmed_then_another_batch_open(worker)
+    sent(worker, ROLLBACK, 100, saga="saga-100")
+    drive(worker, lambda: queued(worker) == 0)
+    # CKT-101's saga rolls back too: its batch is cancelled, and the inverse with it.
+    sent(worker, ROLLBACK, 101, saga="saga-101")
+    answers(worker, 5)
+    assert reply_to(worker, ROLLBACK, 101).success
+    lost = reply_to(worker, ROLLBACK, 100)
+    assert not lost.success and held(router, 100)
+    assert_records_match_the_router(worker, router)
+    # The saga sends its ROLLBACK again: no batch is open now, so it runs on its own.
+    sent(worker, ROLLBACK, 100, saga="saga-100")
+    again = answers(worker, 6)[5]
+    assert again.success, again.error
+    assert not held(router, 100) and not held(router, 101) and router.pending is None
+    assert lock_refusals(router) == []
+    assert_records_match_the_router(worker, router)
+
+
+def test_an_inverse_committed_by_a_top_up_is_not_applied_again_by_the_next(
+    worker: RouterWorker, router: FakeRouter
+) -> None:
+    # Two disconnects in one batch; one is rolled back (its inverse, a create, goes into
+    # the candidate); two circuits join one after the other: the first join commits that
+    # inverse, the second must not edit it in again (the router: data-exists).
+    renderer = Renderer()
+    router.seed(*(
+        renderer.render(
+            "openconfig", Operation.CREATE, circuit_end(circuit(v), Side.SINGAPORE)
+        ).content
+        for v in (100, 101)
+    ))
+    sent(worker, PREPARE, 100, saga="saga-100", operation=Operation.DELETE)
+    sent(worker, PREPARE, 101, saga="saga-101", operation=Operation.DELETE)
+    persist_id = answers(worker, 2)[0].persist_id
+    sent(worker, ROLLBACK, 100, saga="saga-100")
+    drive(worker, lambda: queued(worker) == 0)
+    for vlan in (102, 103):
+        sent(worker, PREPARE, vlan, saga=f"saga-{vlan}")
+        drive(worker, lambda: queued(worker) == 0)
+    for vlan in (102, 103):
+        joined = reply_to(worker, PREPARE, vlan)
+        assert joined.success and joined.persist_id == persist_id, joined.error
+    sent(worker, CONFIRM, 101, saga="saga-101", persist_id=persist_id)
+    answers(worker, 6)
+    assert reply_to(worker, ROLLBACK, 100).success
+    assert held(router, 100) and not held(router, 101)
+    assert held(router, 102) and held(router, 103) and router.pending is None
+    assert_records_match_the_router(worker, router)

@@ -176,3 +176,38 @@ def test_the_stored_form_round_trips_and_reads_what_the_old_agent_stored() -> No
     read = Batch.from_json("idc-2", "sg-edge-1", "closed", NOW, old)
     assert read.members["c1"].rollback == WaitingReply(3, "t")
     assert read.members_json() == old
+
+
+def test_a_follow_up_commit_makes_the_inverses_in_the_candidate_pending() -> None:
+    b = batch(member(1), member(2))
+    b.roll_back_in_candidate("c1", WaitingReply(7, "00-trace"))
+    b.follow_up_committed()
+    assert b.members["c1"].state is MemberState.ROLLED_BACK_IN_COMMIT
+    assert b.inverses_in_candidate() == [], "a committed inverse is not edited in again"
+    assert b.rollback_plan("c1") is RollbackPlan.ALREADY_WAITING
+    b.confirmed()
+    assert b.members["c1"].state is MemberState.REVERTED
+
+
+def test_an_undo_carried_for_an_earlier_batch_is_lost_with_a_cancel() -> None:
+    earlier = member(1, MemberState.CONFIRMED)
+    b = batch(member(2), member(3))
+    b.undo_in_candidate("c1", earlier, WaitingReply(8, "00-t"))
+    undo = b.members["c1"]
+    assert undo.undo and undo.state is MemberState.ROLLED_BACK_IN_CANDIDATE
+    assert earlier.state is MemberState.CONFIRMED and not earlier.undo
+    assert b.inverses_in_candidate() == ["<inverse 1/>"]
+    assert [m.vlan for m in b.undecided()] == [2, 3]
+    b.reverted()
+    assert undo.state is MemberState.COMMITTED, "still in running: the cancel took its inverse"
+    assert b.rollback_plan("c1") is RollbackPlan.APPLY_INVERSE
+    again = Batch.from_json("idc-1", "sg-edge-1", "closed", b.expire_at, b.members_json())
+    assert again.members["c1"].undo
+
+
+def test_an_undo_lands_with_the_confirm() -> None:
+    b = batch(member(2))
+    b.undo_in_candidate("c1", member(1, MemberState.COMMITTED), WaitingReply(8, "00-t"))
+    b.follow_up_committed()
+    b.confirmed()
+    assert b.members["c1"].state is MemberState.REVERTED
