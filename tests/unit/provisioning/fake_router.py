@@ -579,6 +579,10 @@ class FakeSession:
         self.router = router
         self.session_id: int | None = None
 
+    @property
+    def holds_lock(self) -> bool:
+        return self.session_id is not None and self.router.lock_owner == self.session_id
+
     def lock_candidate(self) -> None:
         self.router._call(self, Step.LOCK, "", self.router._lock)
 
