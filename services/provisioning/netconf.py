@@ -77,21 +77,9 @@ def is_warning(error: Any) -> bool:
     return str(error.severity or "").strip() == "warning"
 
 
-def _lock_holder(error: Any) -> str:
-    """The session-id the router names in a lock refusal's error-info ("" if none)."""
-    if not error.info:
-        return ""
-    try:
-        info = etree.fromstring(str(error.info).encode("utf-8"))
-    except etree.XMLSyntaxError:
-        return ""
-    found = info.find(".//" + qualify("session-id"))
-    return (found.text or "").strip() if found is not None else ""
-
-
-def _explained(error: Any, text: str) -> str:
-    """The router's text, prefixed with what a refused lock or write means."""
-    tag = str(error.tag or "")
+def explain(tag: str, text: str) -> str:
+    """The router's text, prefixed with what a refused lock or write means (the session
+    holding the lock is named in the fault's raw reply)."""
     if DIRTY_CANDIDATE in text:
         return (
             "candidate holds uncommitted changes another session made without a lock; the "
@@ -99,9 +87,7 @@ def _explained(error: Any, text: str) -> str:
             f"discards them without holding the lock: {text}"
         )
     if tag == "lock-denied" or (tag == "in-use" and COMMIT_PENDING not in text):
-        holder = _lock_holder(error)
-        by = f" (session {holder})" if holder and holder != "0" else ""
-        return f"candidate locked by another session{by}: {text}"
+        return f"candidate locked by another session: {text}"
     return text
 
 
@@ -114,7 +100,7 @@ def fault_from_rpc_errors(router: str, errors: Sequence[Any], raw: str = "") -> 
     texts += [f"warning: {str(e.message or e.tag).strip()}" for e in errors if is_warning(e)]
     messages = list(dict.fromkeys(texts))
     tag = str(first.tag or "")
-    messages[0] = _explained(first, messages[0])
+    messages[0] = explain(tag, messages[0])
     return RouterFault(
         kind=FaultKind.RPC_ERROR,
         router_name=router,

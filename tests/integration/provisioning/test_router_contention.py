@@ -118,7 +118,7 @@ def test_a_candidate_locked_by_another_session_fails_the_saga_after_its_retries(
     assert "locked by another session" in failed.message, failed.message
     error = sg_failure(failed)
     assert error.error_tag == "lock-denied"
-    assert error.message.startswith("candidate locked by another session (session "), error
+    assert error.message.startswith("candidate locked by another session: "), error
     # Released: the next order goes through.
     later = circuit(s.vlan(next(VLANS)))
     s.approve(Operation.CREATE, later)

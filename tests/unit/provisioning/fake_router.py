@@ -66,7 +66,7 @@ from services.provisioning.domain.observe import (
     SubinterfaceKey,
     running_subinterfaces,
 )
-from services.provisioning.netconf import RETRYABLE_TAGS
+from services.provisioning.netconf import RETRYABLE_TAGS, explain
 
 T = TypeVar("T")
 # interface name -> VLAN -> the sub-interface as edited in (never changed in place)
@@ -378,7 +378,7 @@ class FakeRouter:
         return RouterFault(
             FaultKind.RPC_ERROR,
             self.name,
-            message,
+            explain(tag, message),  # as NetconfSession words it
             error_type=error_type,
             error_tag=tag,
             error_severity="error",
