@@ -62,6 +62,8 @@ RPC_OF_OPERATION = {"confirmed-commit": "commit", "confirming-commit": "commit"}
 # netconfd's refusal of a lock while the candidate holds edits made without one (measured).
 DIRTY_CANDIDATE = "discard-changes needed"
 COMMIT_PENDING = "confirmed-commit pending"
+# A fault travels in events and the log: a router's words are kept to this many characters.
+MESSAGE_LIMIT, RAW_LIMIT = 1000, 4000
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -101,16 +103,17 @@ def fault_from_rpc_errors(router: str, errors: Sequence[Any], raw: str = "") -> 
     messages = list(dict.fromkeys(texts))
     tag = str(first.tag or "")
     messages[0] = explain(tag, messages[0])
+    message = "; ".join(messages)
     return RouterFault(
         kind=FaultKind.RPC_ERROR,
         router_name=router,
-        message="; ".join(messages),
+        message=message if len(message) <= MESSAGE_LIMIT else message[:MESSAGE_LIMIT] + "...",
         error_type=str(first.type or ""),
         error_tag=tag,
         error_severity=str(first.severity or ""),
         error_app_tag=str(first.app_tag or ""),
         error_path=str(first.path or "").strip(),
-        raw=raw,
+        raw=raw[:RAW_LIMIT],
         retryable=tag in RETRYABLE_TAGS or any(COMMIT_PENDING in t for t in texts),
     )
 

@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 
 from services.provisioning.domain.faults import FaultKind, RouterFailure, RouterFault
-from services.provisioning.netconf import MAX_REPLY_BYTES_SETTING, NetconfSession
+from services.provisioning.netconf import (
+    MAX_REPLY_BYTES_SETTING,
+    MESSAGE_LIMIT,
+    RAW_LIMIT,
+    NetconfSession,
+)
 from services.provisioning.router import outcome_unknown
 from tests.integration.provisioning.hostile_server import (
     HELLO_BODY,
@@ -231,3 +236,12 @@ def test_warnings_alone_are_a_success(hostile: HostileRouter, session: NetconfSe
     session.commit()
     hostile.answer("get-config", reply_body(warning + data_of(10)))
     assert "x" * 10 in session.running()
+
+
+def test_an_error_of_any_length_is_kept_short(
+    hostile: HostileRouter, session: NetconfSession
+) -> None:
+    hostile.answer("commit", reply_body(rpc_error("operation-failed", "z" * (CAP // 2))))
+    fault, _ = refused(session.commit)
+    assert fault.message.startswith("zzz") and len(fault.message) <= MESSAGE_LIMIT + 3
+    assert fault.raw.startswith("<rpc-reply") and len(fault.raw) <= RAW_LIMIT
