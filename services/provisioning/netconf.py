@@ -141,7 +141,7 @@ class NetconfSession:
     def holds_lock(self) -> bool:
         """Whether this session holds the candidate lock: taken by it, not released, and
         its SSH session not closed or dropped since (a new one holds no lock)."""
-        return self._holds_lock
+        return self._holds_lock and self._manager is not None and self._manager.connected
 
     # -- connection ---------------------------------------------------------------------
 
@@ -205,7 +205,18 @@ class NetconfSession:
         with self._lock:
             try:
                 if self._manager is None or not self._manager.connected:
+                    lost_lock = self._holds_lock
                     self._drop()
+                    if lost_lock:
+                        # Never carried over silently: a new session holds no lock.
+                        raise RouterFailure(
+                            self._fault(
+                                FaultKind.TRANSPORT,
+                                f"{what}: not sent: the session holding the candidate lock "
+                                "was lost",
+                                retryable=True,
+                            )
+                        )
                     self._manager = self._connect()
                 return self._checked(operation(self._manager))
             except (ReplyRefused, UnicodeError) as exc:
