@@ -16,7 +16,9 @@ passing reason, e.g. an unreachable router, is retried, 600; 0 never retries),
 ``IDC_PROVISIONING_LEASE_S`` (time-to-live of an agent's lease on a router, renewed four
 times as often, 10: how long a dead agent's routers wait for a peer to take them over),
 ``IDC_PROVISIONING_TOPIC_SUFFIX`` (appended to every topic name, to keep deployments that
-share a Kafka cluster apart, e.g. tests; empty by default).
+share a Kafka cluster apart, e.g. tests; empty by default),
+``IDC_PROVISIONING_MAX_REPLY_BYTES`` (the largest message taken from a router, 16 MiB;
+read by every router session, see netconf.py).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from services.provisioning.coordinator import (
 from services.provisioning.domain.circuits import SIDE_OF_TELCO, Side
 from services.provisioning.domain.lease import LeaseTerms
 from services.provisioning.inventory import Inventory, load_inventory
-from services.provisioning.netconf import NetconfSession, read_running
+from services.provisioning.netconf import NetconfSession, max_reply_bytes, read_running
 from services.provisioning.ops import ProvisioningOps
 from services.provisioning.rendering import Renderer
 from services.provisioning.watchdog import SagaWatchdog
@@ -111,12 +113,13 @@ def agent_workers(
     topic_names: Topics,
     telco: str,
     lease_terms: LeaseTerms,
+    reply_cap: int,
 ) -> list[Worker]:
     devices = inventory.of_telco(telco)
     routers = [
         RouterWorker(
             d,
-            NetconfSession(d),
+            NetconfSession(d, max_reply_bytes=reply_cap),
             runtime.session_factory,
             renderer,
             topic_names.replies,
@@ -158,6 +161,7 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
         retry_backoff_s=float(non_negative_int(env, "IDC_PROVISIONING_RETRY_BACKOFF_S", 5) or 5),
     )
     lease_terms = LeaseTerms(float(non_negative_int(env, "IDC_PROVISIONING_LEASE_S", 10) or 10))
+    reply_cap = max_reply_bytes(env)  # a bad value stops the start
     kafka: KafkaSettings = runtime.settings.kafka
     ensure_topics(
         kafka.bootstrap,
@@ -201,7 +205,7 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
         ]
     for agent_telco in SIDE_OF_TELCO if role == "all" else [telco] if role == "agent" else []:
         workers += agent_workers(
-            runtime, inventory, renderer, topic_names, agent_telco, lease_terms
+            runtime, inventory, renderer, topic_names, agent_telco, lease_terms, reply_cap
         )
     ops = ProvisioningOps(inventory, renderer, coordinator, runtime.session_factory)
 

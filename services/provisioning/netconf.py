@@ -1,9 +1,23 @@
 """NETCONF sessions to the edge routers (ncclient over SSH), with host keys verified.
 
 One :class:`NetconfSession` per router keeps its SSH session open and reopens it when it
-drops. ncclient's raise mode stays ALL, so an rpc-error of any severity (a warning too)
-fails the step. Every failure is raised as :class:`RouterFailure` with a
-:class:`RouterFault` naming the router's own error text.
+drops. Every failure is raised as :class:`RouterFailure` with a :class:`RouterFault`
+naming the router's own error text:
+
+* A reply with an rpc-error of severity ``error`` (or of no known severity) fails the step,
+  classified by its first such error, whatever warnings come before it.
+* A reply holding only warnings is a success (RFC 6241 4.3: a warning does not fail the
+  operation); the warnings are logged and recorded on the span. Every step that changes
+  the router is read back from running by the agent, so a router that wrongly warns
+  instead of failing is caught there, while failing on a warning would record as not
+  applied a step the router did apply.
+* A reply refused unread (larger than ``IDC_PROVISIONING_MAX_REPLY_BYTES``, with a DTD, or
+  not XML: see services/common/netconf.py) is a ``TRANSPORT`` fault: the session is
+  closed, and whether the router did the step is unknown.
+* A lock refused because another session holds it says "locked by another session"; one
+  refused because another session left the candidate edited without a lock says so too
+  (the router refuses every lock until those edits are discarded, and they are never
+  discarded without our lock: :attr:`NetconfSession.holds_lock`).
 
 Every operation is a CLIENT span (``netconf <operation>``, RPC semantic conventions with
 ``rpc.system=netconf``) carrying the router's name and the confirmed commit's persist id,
@@ -13,63 +27,121 @@ a child of whatever span is current (the agent's step, an ops read).
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from ncclient.operations import RaiseMode, RPCError
+from lxml import etree
+from ncclient.manager import Manager
+from ncclient.operations import RaiseMode
 from ncclient.operations.errors import TimeoutExpiredError
+from ncclient.operations.rpc import RPCReply
 from ncclient.transport.errors import SessionError, SSHUnknownHostError, TransportError
+from ncclient.xml_ import qualify, to_xml
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from services.common.netconf import open_session
+from services.common.config import non_negative_int
+from services.common.netconf import (
+    DEFAULT_MAX_REPLY_BYTES,
+    ReplyRefused,
+    ReplyTooLarge,
+    open_session,
+)
 from services.provisioning.domain.faults import FaultKind, RouterFailure, RouterFault
 from services.provisioning.inventory import Device
 
-if TYPE_CHECKING:
-    from ncclient.manager import Manager
-
 T = TypeVar("T")
 
+MAX_REPLY_BYTES_SETTING = "IDC_PROVISIONING_MAX_REPLY_BYTES"
 RETRYABLE_TAGS = frozenset({"lock-denied", "in-use", "resource-denied"})
 # The NETCONF RPC behind each operation the agent names (the commit variants are <commit>).
 RPC_OF_OPERATION = {"confirmed-commit": "commit", "confirming-commit": "commit"}
+# netconfd's refusal of a lock while the candidate holds edits made without one (measured).
+DIRTY_CANDIDATE = "discard-changes needed"
+COMMIT_PENDING = "confirmed-commit pending"
+# A fault travels in events and the log: a router's words are kept to this many characters.
+MESSAGE_LIMIT, RAW_LIMIT = 1000, 4000
 
+log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 
-def fault_from_rpc_error(router: str, exc: RPCError) -> RouterFault:
-    """One fault from an RPCError of either shape: several rpc-errors carry ``errors``,
-    a single one carries ``tag`` and friends itself."""
-    errors: list[Any] = list(getattr(exc, "errors", None) or [exc])
-    first = errors[0]
-    messages = [str(e.message or e.tag or "rpc-error").strip() for e in errors]
+def max_reply_bytes(env: Mapping[str, str]) -> int:
+    """The cap on one message from a router (0 or unset: the default, 16 MiB)."""
+    return non_negative_int(env, MAX_REPLY_BYTES_SETTING, 0) or DEFAULT_MAX_REPLY_BYTES
+
+
+def is_warning(error: Any) -> bool:
+    """Whether an rpc-error is only a warning (any other severity, or none, fails)."""
+    return str(error.severity or "").strip() == "warning"
+
+
+def explain(tag: str, text: str) -> str:
+    """The router's text, prefixed with what a refused lock or write means (the session
+    holding the lock is named in the fault's raw reply)."""
+    if DIRTY_CANDIDATE in text:
+        return (
+            "candidate holds uncommitted changes another session made without a lock; the "
+            "router refuses every lock until they are discarded, and the agent never "
+            f"discards them without holding the lock: {text}"
+        )
+    if tag == "lock-denied" or (tag == "in-use" and COMMIT_PENDING not in text):
+        return f"candidate locked by another session: {text}"
+    return text
+
+
+def fault_from_rpc_errors(router: str, errors: Sequence[Any], raw: str = "") -> RouterFault:
+    """One fault from a reply's rpc-errors (at least one not a warning): classified by the
+    first error that is not a warning; the message lists the errors, then the warnings."""
+    failing = [e for e in errors if not is_warning(e)]
+    first = failing[0]
+    texts = [str(e.message or e.tag or "rpc-error").strip() for e in failing]
+    texts += [f"warning: {str(e.message or e.tag).strip()}" for e in errors if is_warning(e)]
+    messages = list(dict.fromkeys(texts))
     tag = str(first.tag or "")
-    raw = exc.xml
+    messages[0] = explain(tag, messages[0])
+    message = "; ".join(messages)
     return RouterFault(
         kind=FaultKind.RPC_ERROR,
         router_name=router,
-        message="; ".join(dict.fromkeys(messages)),
+        message=message if len(message) <= MESSAGE_LIMIT else message[:MESSAGE_LIMIT] + "...",
         error_type=str(first.type or ""),
         error_tag=tag,
         error_severity=str(first.severity or ""),
         error_app_tag=str(first.app_tag or ""),
         error_path=str(first.path or "").strip(),
-        raw=raw if isinstance(raw, str) else "",
-        retryable=tag in RETRYABLE_TAGS or "confirmed-commit pending" in " ".join(messages),
+        raw=raw[:RAW_LIMIT],
+        retryable=tag in RETRYABLE_TAGS or any(COMMIT_PENDING in t for t in texts),
     )
 
 
 class NetconfSession:
-    """One router's session; every call is serialised by an internal lock."""
+    """One router's session; every call is serialised by an internal lock.
 
-    def __init__(self, device: Device, *, timeout_s: float = 30.0) -> None:
+    ``max_reply_bytes`` caps every message from the router (default: the
+    ``IDC_PROVISIONING_MAX_REPLY_BYTES`` setting)."""
+
+    def __init__(
+        self, device: Device, *, timeout_s: float = 30.0, max_reply_bytes: int | None = None
+    ) -> None:
         self.device = device
         self._timeout_s = timeout_s
+        self._max_reply_bytes = (
+            max_reply_bytes if max_reply_bytes is not None else max_reply_bytes_setting()
+        )
         self._manager: Manager | None = None
         self._lock = threading.RLock()
+        self._holds_lock = False
         self.capabilities: list[str] = []
+
+    @property
+    def holds_lock(self) -> bool:
+        """Whether this session holds the candidate lock: taken by it, not released, and
+        its SSH session not closed or dropped since (a new one holds no lock)."""
+        return self._holds_lock and self._manager is not None and self._manager.connected
 
     # -- connection ---------------------------------------------------------------------
 
@@ -82,10 +154,12 @@ class NetconfSession:
                 key_path=self.device.key_path,
                 known_hosts_path=self.device.known_hosts_path,
                 timeout_s=self._timeout_s,
+                max_reply_bytes=self._max_reply_bytes,
             )
         except ValueError as exc:
             raise RouterFailure(self._fault(FaultKind.INTERNAL, str(exc))) from exc
-        m.raise_mode = RaiseMode.ALL
+        # rpc-errors are classified here (_checked), by severity.
+        m.raise_mode = RaiseMode.NONE
         self.capabilities = sorted(m.server_capabilities)
         return m
 
@@ -94,13 +168,13 @@ class NetconfSession:
 
     def close(self) -> None:
         with self._lock:
-            m, self._manager = self._manager, None
+            m, self._manager, self._holds_lock = self._manager, None, False
             if m is not None:
                 with contextlib.suppress(Exception):
                     m.close_session()
 
     def _drop(self) -> None:
-        m, self._manager = self._manager, None
+        m, self._manager, self._holds_lock = self._manager, None, False
         if m is not None:
             with contextlib.suppress(Exception):
                 m._session.close()
@@ -131,11 +205,29 @@ class NetconfSession:
         with self._lock:
             try:
                 if self._manager is None or not self._manager.connected:
+                    lost_lock = self._holds_lock
                     self._drop()
+                    if lost_lock:
+                        # Never carried over silently: a new session holds no lock.
+                        raise RouterFailure(
+                            self._fault(
+                                FaultKind.TRANSPORT,
+                                f"{what}: not sent: the session holding the candidate lock "
+                                "was lost",
+                                retryable=True,
+                            )
+                        )
                     self._manager = self._connect()
-                return operation(self._manager)
-            except RPCError as exc:
-                raise RouterFailure(fault_from_rpc_error(self.device.name, exc)) from exc
+                return self._checked(operation(self._manager))
+            except (ReplyRefused, UnicodeError) as exc:
+                # Refused unread: the session is closed; what the router did is unknown.
+                self._drop()
+                why = str(exc) if isinstance(exc, ReplyRefused) else f"reply refused: {exc}"
+                if isinstance(exc, ReplyTooLarge):
+                    why += f" ({MAX_REPLY_BYTES_SETTING})"
+                raise RouterFailure(
+                    self._fault(FaultKind.TRANSPORT, f"{what}: {why}", retryable=True)
+                ) from exc
             except SSHUnknownHostError as exc:
                 self._drop()
                 raise RouterFailure(
@@ -159,13 +251,31 @@ class NetconfSession:
                     )
                 ) from exc
 
+    def _checked(self, result: T) -> T:
+        """A reply with an rpc-error that is not a warning raises; warnings are logged."""
+        if not isinstance(result, RPCReply) or not result.errors:
+            return result
+        errors = result.errors
+        if not all(is_warning(e) for e in errors):
+            raise RouterFailure(fault_from_rpc_errors(self.device.name, errors, result.xml))
+        span = trace.get_current_span()
+        for warning in errors:
+            text = str(warning.message or warning.tag or "").strip()
+            log.warning("%s: the router warned: %s", self.device.name, text)
+            span.add_event("netconf warning", {"idc.netconf.warning": text})
+        return result
+
     # -- operations ---------------------------------------------------------------------
 
     def lock_candidate(self) -> None:
         self.call("lock", lambda m: m.lock(target="candidate"))
+        self._holds_lock = True
 
     def unlock_candidate(self) -> None:
-        self.call("unlock", lambda m: m.unlock(target="candidate"))
+        try:
+            self.call("unlock", lambda m: m.unlock(target="candidate"))
+        finally:
+            self._holds_lock = False
 
     def edit_candidate(self, config: str) -> None:
         # No <validate> of the candidate: on yuma123 a validate before commit loses the
@@ -210,10 +320,19 @@ class NetconfSession:
     def running(self, subtree: str | None = None) -> str:
         """The running configuration, or only what the ``subtree`` filter selects."""
         source_filter = ("subtree", subtree) if subtree is not None else None
-        return self.call(
-            "get-config",
-            lambda m: str(m.get_config(source="running", filter=source_filter).data_xml),
+        reply = self.call(
+            "get-config", lambda m: m.get_config(source="running", filter=source_filter)
         )
+        data = reply.data_ele
+        if data is None:
+            # ncclient keeps no <data> from a reply with rpc-errors, warnings included.
+            root = etree.fromstring(str(reply.xml).encode("utf-8"))
+            data = root.find(qualify("data"))
+        if data is None:
+            raise RouterFailure(
+                self._fault(FaultKind.TRANSPORT, "get-config: reply without <data>", retryable=True)
+            )
+        return str(to_xml(data))
 
     def probe(self) -> bool:
         """True when the router answers (opens the session if needed)."""
@@ -222,6 +341,10 @@ class NetconfSession:
         except RouterFailure:
             return False
         return True
+
+
+def max_reply_bytes_setting() -> int:
+    return max_reply_bytes(os.environ)
 
 
 def read_running(device: Device) -> str:

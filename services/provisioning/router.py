@@ -52,6 +52,11 @@ def cancel_found_nothing(fault: RouterFault) -> bool:
 class RouterSession(Protocol):
     """One router's session, used by one worker at a time."""
 
+    @property
+    def holds_lock(self) -> bool:
+        """Whether this session holds the candidate lock (a session reopened after a drop
+        holds none): the candidate is discarded only then, never someone else's edits."""
+
     def lock_candidate(self) -> None: ...
 
     def unlock_candidate(self) -> None: ...

@@ -73,8 +73,12 @@ class RouterContext:
         return RouterFault(kind, self.device.name, message, retryable=retryable)
 
     def release(self) -> None:
-        """The candidate discarded and unlocked, whatever fails (logged)."""
+        """The candidate discarded and unlocked, whatever fails (logged). Only while the
+        session holds the lock: what a session without it would discard is not ours (an
+        edit another session made without a lock), and our own edits went with our lock."""
         for step in (self.session.discard, self.session.unlock_candidate):
+            if not self.session.holds_lock:
+                return  # never held, or lost with a session that dropped on the way
             try:
                 step()
             except RouterFailure as exc:

@@ -112,15 +112,19 @@ class RouterWorker(Worker):
             return True
         # One read of the unresolved batches per round (this runs every poll interval).
         unresolved = self.ledger.unresolved_batches()
-        if move is Move.TAKE_OVER:
-            if not self._settle(unresolved, taking_over=True):
-                return False
+        taking_over = move is Move.TAKE_OVER
+        # An open batch holds the candidate lock: one whose lock went with a lost session
+        # (killed, router restarted) is settled as if a previous holder had left it open,
+        # never edited further without the lock.
+        lock_lost = any(b.is_open for b in unresolved) and not self.session.holds_lock
+        if not self._settle(unresolved, taking_over=taking_over or lock_lost):
+            return False
+        if taking_over:
             log.info("%s: driven by %s from now on", self.device.name, self.holder)
             self.tenure.took_over()
+        if taking_over or lock_lost:
             self._work(None)  # every batch left open was just settled
             return True
-        if not self._settle(unresolved, taking_over=False):
-            return False
         # Settling touched only batches to be settled: the open one is still as read.
         return self._work(next((b for b in unresolved if b.is_open), None))
 

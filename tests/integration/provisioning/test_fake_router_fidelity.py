@@ -30,7 +30,7 @@ from services.provisioning.domain.observe import (
     running_filter,
     running_subinterfaces,
 )
-from services.provisioning.netconf import NetconfSession
+from services.provisioning.netconf import NetconfSession, explain
 from services.provisioning.rendering import Renderer
 from services.provisioning.router import (
     CONFIRMED_COMMIT_NOT_ACTIVE,
@@ -53,6 +53,7 @@ SHORT_TIMEOUT_S = 2
 IDLE_POLL_S, BUSY_POLL_S, STALL_S = 1.5, 0.2, 0.8
 REVERT_BOUND_S = 20.0
 IN_USE_COMMIT = ("in-use", "cannot perform the operation with confirmed-commit pending")
+LOCKED = "candidate locked by another session: "
 RENDERER = Renderer()
 
 
@@ -219,7 +220,7 @@ def test_a_pending_commit_is_reverted_at_its_timeout(bench: Bench, ending: str) 
     bench.wait_until("the commit's revert", lambda: bench.present(observer) == set())
     if ending == "open":
         # The committing session keeps its lock over the revert.
-        assert answer(refusal(observer.lock_candidate)) == ("lock-denied", "lock denied")
+        assert answer(refusal(observer.lock_candidate)) == ("lock-denied", LOCKED + "lock denied")
         first.unlock_candidate()
     observer.lock_candidate()
     observer.unlock_candidate()
@@ -426,7 +427,7 @@ def test_an_edit_without_the_lock_is_accepted_and_keeps_the_lock_away_until_disc
     for session in (writer, other):
         assert answer(refusal(session.lock_candidate)) == (
             "resource-denied",
-            "candidate cannot be locked, discard-changes needed",
+            explain("resource-denied", "candidate cannot be locked, discard-changes needed"),
         )
     other.discard()
     other.lock_candidate()
@@ -450,8 +451,11 @@ def test_another_sessions_lock_stops_a_confirm_but_not_a_cancel(bench: Bench) ->
     persist_id = bench.persist_id()
     holder = commit_pending(bench, bench.vlan(), persist_id, 60)
     other = bench.session()
-    assert answer(refusal(lambda: other.confirm(persist_id))) == ("in-use", "config locked")
+    assert answer(refusal(lambda: other.confirm(persist_id))) == (
+        "in-use",
+        LOCKED + "config locked",
+    )
     other.cancel(persist_id)
     assert bench.present(other) == set()
-    assert answer(refusal(other.lock_candidate)) == ("lock-denied", "lock denied")
+    assert answer(refusal(other.lock_candidate)) == ("lock-denied", LOCKED + "lock denied")
     holder.unlock_candidate()

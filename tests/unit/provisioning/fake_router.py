@@ -66,7 +66,7 @@ from services.provisioning.domain.observe import (
     SubinterfaceKey,
     running_subinterfaces,
 )
-from services.provisioning.netconf import RETRYABLE_TAGS
+from services.provisioning.netconf import RETRYABLE_TAGS, explain
 
 T = TypeVar("T")
 # interface name -> VLAN -> the sub-interface as edited in (never changed in place)
@@ -378,7 +378,7 @@ class FakeRouter:
         return RouterFault(
             FaultKind.RPC_ERROR,
             self.name,
-            message,
+            explain(tag, message),  # as NetconfSession words it
             error_type=error_type,
             error_tag=tag,
             error_severity="error",
@@ -578,6 +578,10 @@ class FakeSession:
     def __init__(self, router: FakeRouter) -> None:
         self.router = router
         self.session_id: int | None = None
+
+    @property
+    def holds_lock(self) -> bool:
+        return self.session_id is not None and self.router.lock_owner == self.session_id
 
     def lock_candidate(self) -> None:
         self.router._call(self, Step.LOCK, "", self.router._lock)

@@ -390,7 +390,10 @@ def test_another_sessions_lock_stops_writes_and_confirms_but_not_a_cancel(
         lambda: other.confirmed_commit_more("P1", 60),
     ):
         refused = refusal(step)
-        assert (refused.error_tag, refused.message) == ("in-use", "config locked")
+        assert (refused.error_tag, refused.message) == (
+            "in-use",
+            "candidate locked by another session: config locked",
+        )
     other.cancel("P1")
     assert vlans(router) == set()
 
