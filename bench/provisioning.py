@@ -149,7 +149,8 @@ class Product:
         self.producer.close()
         self.consumer.close()
 
-    def approve(self, params: common_pb2.CircuitParameters) -> None:
+    def approve(self, params: common_pb2.CircuitParameters) -> str:
+        """Publish an OrderApproved for ``params``; returns its event id."""
         event = order_pb2.OrderApproved(
             event_id=str(uuid.uuid4()), order_id=f"order-{uuid.uuid4().hex[:8]}",
             operation=Operation.CREATE.value, circuit=params,
@@ -158,6 +159,7 @@ class Product:
         encoded = encode_event(event, params.circuit_id)
         self.producer.send(ORDER_EVENTS + TOPIC_SUFFIX, key=encoded.key, value=encoded.payload,
                            headers=encoded.headers)
+        return event.event_id
 
     def wait_outcomes(self, circuit_ids: set[str], timeout: float) -> set[str]:
         """Wait for an outcome of every circuit; return those that failed."""
@@ -242,7 +244,7 @@ def measure_product(product: Product, runs: int, batch: int) -> ProductFigures:
 
 @contextmanager
 def provisioning_service(workdir: Path, bootstrap: str, fleet: RouterFleet,
-                         url: str) -> Iterator[Any]:
+                         url: str, extra_env: dict[str, str] | None = None) -> Iterator[Any]:
     devstack = workdir / "provisioning-devstack.json"
     devstack.write_text(json.dumps({"routers": [_router_entry(r) for r in fleet]}))
     env = {
@@ -251,6 +253,7 @@ def provisioning_service(workdir: Path, bootstrap: str, fleet: RouterFleet,
         "IDC_PROVISIONING_INVENTORY": "devstack",
         "IDC_DEVSTACK_FILE": str(devstack),
         "IDC_PROVISIONING_TOPIC_SUFFIX": TOPIC_SUFFIX,
+        **(extra_env or {}),
     }
     with running_service("provisioning", workdir, env) as service:
         yield service

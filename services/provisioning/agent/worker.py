@@ -79,6 +79,9 @@ class RouterWorker(Worker):
         heartbeat.start()
         try:
             while not stop.is_set():
+                # Cleared before the round reads the queue: a command queued during the
+                # round wakes the next one at once instead of waiting a poll interval.
+                self.wake_event.clear()
                 try:
                     worked = self.run_once()
                 except LeaseLost as exc:
@@ -91,7 +94,6 @@ class RouterWorker(Worker):
                     stop.wait(1.0)
                 if not worked:
                     self.wake_event.wait(self.poll_interval_s)
-                    self.wake_event.clear()
         finally:
             heartbeat.join()
             self._let_go()
@@ -258,7 +260,8 @@ class RouterWorker(Worker):
         # router holds one pending confirmed commit; a PREPARE waiting for it while the
         # other router's batch waits for this one's members would deadlock both). A
         # circuit already in the open batch (an earlier round) waits for it to resolve.
-        batch = self.ledger.open_batch()
+        # The open batch as this round read it, unless a decision or expiry changed it.
+        batch = self.ledger.open_batch() if decisions or expired else open_batch
         members = set(batch.members) if batch is not None else set()
         # The last ROLLBACK queued per saga and circuit: a PREPARE queued before it is moot.
         rollbacks = {
