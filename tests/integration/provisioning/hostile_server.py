@@ -148,26 +148,32 @@ class HostileRouter:
             transport.start_server(server=_Login(self))
 
     def _serve(self, channel: paramiko.Channel) -> None:
+        # The client may close the session at any point (that is what a refusal does).
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-            hello = self.hellos.popleft() if self.hellos else raw(HELLO)
-            if not self._send(channel, hello("")):
+            try:
+                self._converse(channel)
+            finally:
+                channel.close()
+
+    def _converse(self, channel: paramiko.Channel) -> None:
+        hello = self.hellos.popleft() if self.hellos else raw(HELLO)
+        if not self._send(channel, hello("")):
+            return
+        messages = _messages(channel)
+        next(messages)  # the client's <hello>
+        for message in messages:
+            request = etree.fromstring(message)
+            mid = request.get("message-id", "")
+            operation = etree.QName(request[0]).localname
+            self.received.append(operation)
+            first_exchange = SESSION_CHECK in message.decode()
+            queued = self._replies[operation]
+            if queued and not first_exchange:
+                reply = queued.popleft()
+            else:
+                reply = reply_body("<data/>" if operation == "get-config" else "<ok/>")
+            if not self._send(channel, reply(mid)):
                 return
-            messages = _messages(channel)
-            next(messages)  # the client's <hello>
-            for message in messages:
-                request = etree.fromstring(message)
-                mid = request.get("message-id", "")
-                operation = etree.QName(request[0]).localname
-                self.received.append(operation)
-                first_exchange = SESSION_CHECK in message.decode()
-                queued = self._replies[operation]
-                if queued and not first_exchange:
-                    reply = queued.popleft()
-                else:
-                    reply = reply_body("<data/>" if operation == "get-config" else "<ok/>")
-                if not self._send(channel, reply(mid)):
-                    return
-        channel.close()
 
     @staticmethod
     def _send(channel: paramiko.Channel, chunks: Iterable[bytes]) -> bool:

@@ -163,8 +163,8 @@ def test_a_lost_lock_is_not_released_on_the_new_session(
         assert own_routers.kill_sessions(SG, client_port=client_port) == 1
         # netconfd drops our edits with our lock; another session then edits, lockless.
         wait_for("the lock to go with the session", lambda: _edit_accepted(other, theirs))
-        # The next call notices the drop: sent on the dead session (TRANSPORT), or on a new
-        # one if ncclient saw the close first. Either way the lock is no longer ours.
+        # The next call notices the drop: sent on the dead session, or not sent at all if
+        # ncclient saw the close first (both TRANSPORT). Either way the lock is not ours.
         with contextlib.suppress(RouterFailure):
             ours.running()
         assert not ours.holds_lock
