@@ -119,9 +119,11 @@ def open_session(
     known_hosts_path: Path,
     timeout_s: float,
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+    connect_timeout_s: float | None = None,
 ) -> Manager:
-    """A connected session whose first exchange is done; ``timeout_s`` bounds the SSH
-    connect and every RPC, ``max_reply_bytes`` every message from the router. Raises
+    """A connected session whose first exchange is done; ``connect_timeout_s`` (default
+    ``timeout_s``) bounds the SSH connect and the <hello>, ``timeout_s`` every RPC,
+    ``max_reply_bytes`` every message from the router. Raises
     ValueError for a known_hosts path ncclient cannot use, ncclient's errors otherwise
     (``SSHUnknownHostError`` for an unknown or changed key, :class:`ReplyRefused`)."""
     known = known_hosts_path.resolve()
@@ -146,7 +148,7 @@ def open_session(
                 ssh_config=config_path,
                 look_for_keys=False,
                 allow_agent=False,
-                timeout=timeout_s,
+                timeout=connect_timeout_s or timeout_s,
             )
         except BaseException:
             if transport.transport:

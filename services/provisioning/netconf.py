@@ -66,6 +66,8 @@ COMMIT_PENDING = "confirmed-commit pending"
 MESSAGE_LIMIT, RAW_LIMIT = 1000, 4000
 
 log = logging.getLogger(__name__)
+CONNECT_TIMEOUT_S = 15.0
+
 tracer = trace.get_tracer(__name__)
 
 
@@ -129,6 +131,10 @@ class NetconfSession:
     ) -> None:
         self.device = device
         self._timeout_s = timeout_s
+        # Opening a session (SSH handshake, the router's <hello>) may take longer than an
+        # RPC on a busy machine (seen: over 3 s); it changes nothing on the router, so it
+        # is given at least CONNECT_TIMEOUT_S.
+        self._connect_timeout_s = max(timeout_s, CONNECT_TIMEOUT_S)
         self._max_reply_bytes = (
             max_reply_bytes if max_reply_bytes is not None else max_reply_bytes_setting()
         )
@@ -155,6 +161,7 @@ class NetconfSession:
                 known_hosts_path=self.device.known_hosts_path,
                 timeout_s=self._timeout_s,
                 max_reply_bytes=self._max_reply_bytes,
+                connect_timeout_s=self._connect_timeout_s,
             )
         except ValueError as exc:
             raise RouterFailure(self._fault(FaultKind.INTERNAL, str(exc))) from exc

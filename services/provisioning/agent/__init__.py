@@ -19,6 +19,8 @@ What happens on a router, in one place:
   the inverse of members already rolled back into the candidate; ROLLBACK of the last
   undecided member cancels it (cancel-commit by persist id); earlier ROLLBACKs edit the
   member's inverse into the candidate and are answered when the batch ends (decide.py).
+  A ROLLBACK of a circuit confirmed earlier that arrives while a batch is open edits its
+  inverse into that batch too (the batch holds the lock), answered when the batch ends.
 * **No outcome is guessed** (settle.py). A commit, confirm or cancel that gets no answer,
   or whose session drops, may or may not have been applied: the batch is marked to be
   settled (confirm when a CONFIRM was being carried out, cancel otherwise), its commands
