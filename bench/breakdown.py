@@ -6,7 +6,9 @@ another, then joins, per circuit, what the stack recorded on the way: the outbox
 (written, marked sent), the Kafka records' timestamps (the relay's send), the inbox rows
 (consumed), the agents' step spans and their NETCONF spans, and the bench's own send and
 receive. Prints the median of each hop along the critical path (the later side of each
-round trip), in ms. Not part of ``python -m bench``: spans cost time of their own.
+round trip), in ms, beside the floor (raw ncclient, as the provisioning workload measures
+it) and the idle service's CPU. Not part of ``python -m bench``: exporting spans costs time
+of its own, so totals run higher than the bench's; the shares are what this is for.
 """
 
 from __future__ import annotations
