@@ -127,14 +127,22 @@ class NetconfSession:
     ``IDC_PROVISIONING_MAX_REPLY_BYTES`` setting)."""
 
     def __init__(
-        self, device: Device, *, timeout_s: float = 30.0, max_reply_bytes: int | None = None
+        self,
+        device: Device,
+        *,
+        timeout_s: float = 30.0,
+        max_reply_bytes: int | None = None,
+        connect_timeout_s: float | None = None,
     ) -> None:
         self.device = device
         self._timeout_s = timeout_s
         # Opening a session (SSH handshake, the router's <hello>) may take longer than an
         # RPC on a busy machine (seen: over 3 s); it changes nothing on the router, so it
-        # is given at least CONNECT_TIMEOUT_S.
-        self._connect_timeout_s = max(timeout_s, CONNECT_TIMEOUT_S)
+        # is given at least CONNECT_TIMEOUT_S unless told otherwise.
+        self._connect_timeout_s = (
+            connect_timeout_s if connect_timeout_s is not None
+            else max(timeout_s, CONNECT_TIMEOUT_S)
+        )
         self._max_reply_bytes = (
             max_reply_bytes if max_reply_bytes is not None else max_reply_bytes_setting()
         )

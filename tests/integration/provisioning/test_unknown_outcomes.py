@@ -399,7 +399,7 @@ def test_a_session_opened_to_a_paused_router_fails_as_a_router_failure(
     """sshd answers, netconfd never sends its <hello>: a RouterFailure without an answer
     (what the agent's settle expects), not a raw ncclient error."""
     device = device_of(own_routers["sg-edge-1"])
-    client = NetconfSession(device, timeout_s=RPC_TIMEOUT_S)
+    client = NetconfSession(device, timeout_s=RPC_TIMEOUT_S, connect_timeout_s=RPC_TIMEOUT_S)
     try:
         with own_routers.paused("sg-edge-1"), pytest.raises(RouterFailure) as failed:
             client.running()
