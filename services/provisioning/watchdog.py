@@ -54,11 +54,12 @@ class Waiting:
     command_id: str
     since: datetime
 
-    def text(self, now: datetime, found: str) -> str:
+    def text(self, found: str) -> str:
+        """The alarm's text: stable while nothing changes (it is logged when it does)."""
         return (
-            f"saga {self.saga_id} (circuit {self.circuit_id}) has waited "
-            f"{(now - self.since).total_seconds():.0f} s for {self.side.name.lower()}'s "
-            f"{self.action} on {self.router_name}, its agent silent: {found}"
+            f"saga {self.saga_id} (circuit {self.circuit_id}) waits for "
+            f"{self.side.name.lower()}'s {self.action} on {self.router_name}, its agent silent "
+            f"since {self.since.isoformat(timespec='seconds')}: {found}"
         )
 
 
@@ -151,11 +152,8 @@ class SagaWatchdog(Worker):
             moved = running is not None and self._settle(wait, running)
             settled += moved
             if not moved:
-                texts.append(wait.text(now, findings[wait.router_name]))
-        if texts != self._texts:
-            for text in texts:
-                log.warning("%s", text)
-        self._texts = texts
+                texts.append(wait.text(findings[wait.router_name]))
+        self._texts = texts  # the health monitor logs them as they are raised and cleared
         return settled
 
     def _read(self, router: str) -> tuple[str | None, str]:
