@@ -311,13 +311,12 @@ class Coordinator:
                     f"{side.name.lower()} {'carries' if c else 'lacks'} the target state"
                     for side, c in carries.items()
                 )
-                sent = ", ".join(f"{s.action.name} to {s.side.name.lower()}" for s in sends)
                 self._log_saga(
                     session,
                     row,
                     approved,
                     ops_pb2.PROVISIONING_OUTCOME_PENDING,
-                    f"recovered at start in step {row.step}: {routers}; sent: {sent or 'nothing'}",
+                    f"recovered at start in step {row.step}: {routers}; sent: {_sent(sends)}",
                 )
                 self._apply(session, row, saga, approved, sends)
             driven += 1
@@ -389,7 +388,6 @@ class Coordinator:
         sends = saga.on_router_read(side, held, utcnow())
         if saga.to_json() == before:
             return False
-        sent = ", ".join(f"{s.action.name} to {s.side.name.lower()}" for s in sends)
         self._log_saga(
             session,
             row,
@@ -397,7 +395,7 @@ class Coordinator:
             ops_pb2.PROVISIONING_OUTCOME_PENDING,
             f"{side.name.lower()}'s agent silent past the longest a prepare can live; its "
             f"router holds the {held.name.lower()} state (read from running, no commit "
-            f"pending): settled; sent: {sent or 'nothing'}",
+            f"pending): settled; sent: {_sent(sends)}",
         )
         self._apply(session, row, saga, approved, sends)
         return True
@@ -663,6 +661,11 @@ class Coordinator:
                 updated_at=utcnow(),
             )
         )
+
+
+def _sent(sends: list[Send]) -> str:
+    """What a log entry says the saga sent."""
+    return ", ".join(f"{s.action.name} to {s.side.name.lower()}" for s in sends) or "nothing"
 
 
 class DeadlineWorker(Worker):
