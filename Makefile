@@ -31,10 +31,10 @@ tools: venv node_modules/.installed
 	$(PY) -m tools.prereqs
 
 run: tools
-	$(PY) -m services.common.devstack.run
+	$(PY) -m devstack.run
 
 demo: tools
-	$(PY) -m services.cli.demo
+	$(PY) -m devstack.demo
 
 test: tools
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from bench import billing, ingest, order, provisioning
 from bench.harness import Results, format_row, markdown_table
-from services.common.devstack.kafka import start_broker
-from services.common.devstack.netconf import start_routers
-from services.common.devstack.stack import DEFAULT_ROUTERS
+from devstack.kafka import start_broker
+from devstack.netconf import start_routers
+from devstack.stack import DEFAULT_ROUTERS
 
 WORKLOADS = ("order", "provisioning", "ingest", "billing")
 DEFAULT_RESULTS = Path(__file__).parent / "results.json"

@@ -41,10 +41,10 @@ from bench.provisioning import (
     provisioning_service,
 )
 from bench.stack import postgres_database
+from devstack.kafka import start_broker
+from devstack.netconf import start_routers
+from devstack.stack import DEFAULT_ROUTERS
 from idc.events.v1 import provisioning_pb2
-from services.common.devstack.kafka import start_broker
-from services.common.devstack.netconf import start_routers
-from services.common.devstack.stack import DEFAULT_ROUTERS
 from services.common.events.envelope import HEADER_EVENT_ID
 from services.common.events.topics import (
     CIRCUIT_EVENTS,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.common.devstack.services import ServiceProcess
+from devstack.services import ServiceProcess
 
 RSS_LIMIT_MB = 250.0
 

@@ -15,11 +15,11 @@ import grpc
 from bench.harness import Results, Row, at_least, at_most, judged, memory_row
 from bench.load import LoadFigures, Metadata, raw_caller, raw_method, run_closed_loop
 from bench.stack import PEPPER, postgres_database, running_service
+from devstack.process import free_port, spawn, stop, wait_for_port
+from devstack.services import REPO_ROOT
 from idc.order.v1 import circuit_pb2, order_service_pb2
 from services.common import db
 from services.common.auth import Principal, Role, SqlTokenStore
-from services.common.devstack.process import free_port, spawn, stop, wait_for_port
-from services.common.devstack.services import REPO_ROOT
 from services.common.grpc_server import call_metadata
 
 SERVICE = "/idc.order.v1.OrderService/"

@@ -25,9 +25,9 @@ from kafka.structs import TopicPartition
 
 from bench.harness import Results, Row, at_least, judged, memory_row, nearest_rank
 from bench.stack import postgres_database, running_service
+from devstack.netconf import Router, RouterFleet
 from idc.events.v1 import circuit_pb2, common_pb2, order_pb2
 from idc.type.v1 import money_pb2, side_pb2
-from services.common.devstack.netconf import Router, RouterFleet
 from services.common.events import EventRegistry, decode_record, encode_event
 from services.common.events.envelope import UnknownEventTypeError
 from services.common.events.topics import CIRCUIT_EVENTS, ORDER_EVENTS

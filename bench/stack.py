@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from services.common.devstack.process import free_port
-from services.common.devstack.services import ServiceProcess, start_service, wait_serving
+from devstack.process import free_port
+from devstack.services import ServiceProcess, start_service, wait_serving
 from tools.prereqs import postgres_answers, postgres_url
 
 PEPPER = "bench-pepper"

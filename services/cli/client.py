@@ -20,16 +20,13 @@ from idc.order.v1 import order_service_pb2_grpc
 from idc.provisioning.v1 import provisioning_service_pb2_grpc
 from services.cli.errors import CliError, ExitCode
 from services.common.grpc_server import call_metadata, client_channel
+from services.common.service_table import API_SERVICES
 
 R = TypeVar("R", bound=Message)
 
 tracer = trace.get_tracer("idcctl")
 
-DEFAULT_ADDRESSES = {
-    "order": "127.0.0.1:50051",
-    "provisioning": "127.0.0.1:50052",
-    "billing": "127.0.0.1:50053",
-}
+DEFAULT_ADDRESSES = {service.name: service.default_address for service in API_SERVICES}
 
 
 @dataclass(frozen=True)

@@ -18,29 +18,27 @@ from pathlib import Path
 from services.common import db
 from services.common.auth import Principal, Role, SqlTokenStore
 from services.common.config import ServiceSettings
-from services.common.devstack.services import REPO_ROOT, SERVICES
-
-#: Services whose APIs take bearer tokens, with their migration scripts.
-TOKEN_SERVICES = {
-    name: REPO_ROOT / "services" / name / "migrations" for name in SERVICES
-}
+from services.common.service_table import API_SERVICES, ORDER
 
 
 def database_urls(env: Mapping[str, str] | None = None) -> dict[str, str]:
     env = os.environ if env is None else env
     return {
-        name: ServiceSettings.from_env(name, port, env).database_url
-        for name, port in SERVICES.items()
+        service.name: ServiceSettings.from_env(
+            service.name, service.default_port, env
+        ).database_url
+        for service in API_SERVICES
     }
 
 
 def token_stores(env: Mapping[str, str] | None = None) -> dict[str, SqlTokenStore]:
     """One token store per service database, each migrated to the current schema."""
     env = os.environ if env is None else env
-    pepper = ServiceSettings.from_env("order", SERVICES["order"], env).token_pepper
+    pepper = ServiceSettings.from_env(ORDER.name, ORDER.default_port, env).token_pepper
     stores = {}
+    migrations = {service.name: service.migrations_dir for service in API_SERVICES}
     for name, url in database_urls(env).items():
-        db.migrate(url, TOKEN_SERVICES[name])
+        db.migrate(url, migrations[name])
         stores[name] = SqlTokenStore(db.make_session_factory(db.make_engine(url)), pepper)
     return stores
 

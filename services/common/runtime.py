@@ -25,6 +25,7 @@ from services.common.events import EventConsumer, OutboxRelay
 from services.common.events.topics import ALL_TOPICS, ensure_topics
 from services.common.grpc_server import AlarmCheck, GrpcApp, Worker
 from services.common.logs import configure_logging
+from services.common.service_table import ServiceEntry
 from services.common.telemetry import Telemetry, configure_telemetry
 
 log = logging.getLogger(__name__)
@@ -160,15 +161,11 @@ def build_app(
     )
 
 
-def run_service(
-    name: str,
-    default_port: int,
-    migrations_dir: Path,
-    make_app: Callable[[ServiceRuntime], GrpcApp],
-) -> int:
+def run_service(service: ServiceEntry, make_app: Callable[[ServiceRuntime], GrpcApp]) -> int:
     """Entry point of ``python -m services.<name>``; returns the process exit code."""
+    name = service.name
     try:
-        runtime = bootstrap(name, default_port, migrations_dir)
+        runtime = bootstrap(name, service.default_port, service.migrations_dir)
         app = make_app(runtime)
     except ConfigError as error:
         print(f"{name}: configuration error: {error}", file=sys.stderr)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.config import ConfigError, non_negative_int
+from services.common.service_table import CONSOLE, ORDER, PROVISIONING
 
 
 def _address(env: Mapping[str, str], name: str, default: str) -> str:
@@ -20,11 +21,11 @@ def _address(env: Mapping[str, str], name: str, default: str) -> str:
 @dataclass(frozen=True)
 class ConsoleSettings:
     # Where the web server listens (http, or https when a certificate is given).
-    listen: str = "127.0.0.1:8080"
+    listen: str = CONSOLE.default_address
     # The order service (OrderService, ApprovalService).
-    order_address: str = "127.0.0.1:50051"
+    order_address: str = ORDER.default_address
     # The provisioning service (ProvisioningService).
-    provisioning_address: str = "127.0.0.1:50052"
+    provisioning_address: str = PROVISIONING.default_address
     # PEM certificate and key; both set serves https (and session cookies become Secure).
     tls_cert: str = ""
     tls_key: str = ""

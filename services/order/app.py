@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import grpc
 
@@ -11,6 +10,7 @@ from idc.ops.v1 import approval_service_pb2, approval_service_pb2_grpc
 from idc.order.v1 import order_service_pb2, order_service_pb2_grpc
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ServiceRuntime, build_app, run_service
+from services.common.service_table import ORDER
 from services.common.servicers import register
 from services.order.domain.catalogue import load_catalogue
 from services.order.domain.pricing import load_price_book
@@ -24,9 +24,7 @@ from services.order.workers import (
     circuit_event_worker,
 )
 
-NAME = "order"
-DEFAULT_PORT = 50051
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = ORDER.migrations_dir
 
 
 def make_order_app(runtime: ServiceRuntime, settings: OrderSettings) -> GrpcApp:
@@ -55,4 +53,4 @@ def make_app(runtime: ServiceRuntime) -> GrpcApp:
 
 
 def main() -> int:
-    return run_service(NAME, DEFAULT_PORT, MIGRATIONS, make_app)
+    return run_service(ORDER, make_app)

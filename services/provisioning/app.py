@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import grpc
 from google.protobuf.message import Message
@@ -41,6 +40,7 @@ from services.common.events.envelope import extract_trace_context
 from services.common.events.topics import with_dead_letters
 from services.common.grpc_server import GrpcApp, Worker
 from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
+from services.common.service_table import PROVISIONING
 from services.common.servicers import register
 from services.provisioning.agent.jobs import CommandQueue
 from services.provisioning.agent.worker import RouterWorker
@@ -59,9 +59,7 @@ from services.provisioning.ops import ProvisioningOps
 from services.provisioning.rendering import Renderer
 from services.provisioning.watchdog import SagaWatchdog
 
-NAME = "provisioning"
-DEFAULT_PORT = 50052
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = PROVISIONING.migrations_dir
 ROLES = ("all", "coordinator", "agent")
 
 tracer = trace.get_tracer(__name__)
@@ -224,4 +222,4 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
 
 
 def main() -> int:
-    return run_service(NAME, DEFAULT_PORT, MIGRATIONS, make_app)
+    return run_service(PROVISIONING, make_app)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.devstack.services import REPO_ROOT
+from devstack.services import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

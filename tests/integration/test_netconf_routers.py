@@ -21,7 +21,7 @@ import pytest
 from ncclient.operations import RPCError
 from ncclient.transport.errors import SSHUnknownHostError
 
-from services.common.devstack.netconf import Router, RouterFleet
+from devstack.netconf import Router, RouterFleet
 
 pytestmark = pytest.mark.integration
 

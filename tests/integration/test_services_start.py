@@ -16,20 +16,20 @@ from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from idc.billing.v1 import billing_service_pb2
-from idc.ops.v1 import approval_service_pb2
-from idc.order.v1 import order_service_pb2
-from idc.provisioning.v1 import provisioning_service_pb2
-from services.common import db
-from services.common.auth import Principal, Role, SqlTokenStore
-from services.common.devstack.process import free_port, spawn, stop, wait_for_port
-from services.common.devstack.services import (
+from devstack.process import free_port, spawn, stop, wait_for_port
+from devstack.services import (
     REPO_ROOT,
     ServiceProcess,
     health_status,
     start_service,
     wait_serving,
 )
+from idc.billing.v1 import billing_service_pb2
+from idc.ops.v1 import approval_service_pb2
+from idc.order.v1 import order_service_pb2
+from idc.provisioning.v1 import provisioning_service_pb2
+from services.common import db
+from services.common.auth import Principal, Role, SqlTokenStore
 from services.common.grpc_server import call_metadata
 from tools.prereqs import postgres_url
 

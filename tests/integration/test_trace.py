@@ -18,7 +18,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from services.common.devstack.services import REPO_ROOT
+from devstack.services import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +98,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     env.pop("OTEL_SERVICE_NAME", None)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "services.cli.demo", "--dir", str(directory)],
+            [sys.executable, "-m", "devstack.demo", "--dir", str(directory)],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
         )
         # Every process flushes its spans when it stops, before the demo exits.

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import grpc
 
-from services.billing.meter.config import DEFAULT_PORT, MeterSettings, load_routers
+from services.billing.meter.config import MeterSettings, load_routers
 from services.billing.meter.service import (
     CIRCUIT_EVENT_REGISTRY,
     CircuitEventHandler,
@@ -23,9 +22,9 @@ from services.common.events import EventConsumer
 from services.common.events.topics import CIRCUIT_EVENTS
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
+from services.common.service_table import METER
 
-NAME = "meter"
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = METER.migrations_dir
 
 
 def register_servicers(_server: grpc.Server) -> Sequence[str]:
@@ -63,8 +62,6 @@ def main() -> int:
         settings = MeterSettings.from_env()
         routers = load_routers(settings.routers_file)
     except ConfigError as error:
-        print(f"{NAME}: configuration error: {error}", file=sys.stderr)
+        print(f"{METER.name}: configuration error: {error}", file=sys.stderr)
         return 2
-    return run_service(
-        NAME, DEFAULT_PORT, MIGRATIONS, lambda runtime: make_app(runtime, settings, routers)
-    )
+    return run_service(METER, lambda runtime: make_app(runtime, settings, routers))

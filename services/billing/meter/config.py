@@ -31,7 +31,6 @@ from services.billing.meter.source import RouterAccess
 from services.common.config import ConfigError
 
 DEFAULT_INTERVAL_S = 300
-DEFAULT_PORT = 50054
 
 _SIDES = {
     "singapore": side_pb2.SIDE_SINGAPORE,

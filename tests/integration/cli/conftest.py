@@ -14,9 +14,9 @@ from unittest import mock
 import pytest
 from rich.console import Console
 
+from devstack.run import RunningStack, StackOptions, start_everything
+from devstack.services import REPO_ROOT
 from services.cli import main
-from services.common.devstack.run import RunningStack, StackOptions, start_everything
-from services.common.devstack.services import REPO_ROOT
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from devstack.process import free_port
+from devstack.run import RunningStack
 from services.cli.main import build_parser
 from services.common.auth import PRINCIPAL_CACHE_TTL_S
-from services.common.devstack.process import free_port
-from services.common.devstack.run import RunningStack
 from tests.integration.cli.conftest import Idcctl
 
 pytestmark = pytest.mark.integration

@@ -26,6 +26,11 @@ import pytest
 from PIL import Image, ImageStat
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
+from devstack.kafka import start_broker
+from devstack.netconf import RouterFleet
+from devstack.packages import ensure_debian_packages
+from devstack.process import free_port
+from devstack.services import ServiceProcess, start_service, wait_serving
 from idc.ops.v1 import approval_service_pb2 as approvals_pb
 from idc.ops.v1 import approval_service_pb2_grpc as approvals_grpc
 from idc.order.v1 import circuit_pb2, order_pb2
@@ -33,11 +38,6 @@ from idc.order.v1 import order_service_pb2 as orders_pb
 from idc.order.v1 import order_service_pb2_grpc as orders_grpc
 from services.common.auth import Principal, Role, SqlTokenStore
 from services.common.db import make_engine, make_session_factory
-from services.common.devstack.kafka import start_broker
-from services.common.devstack.netconf import RouterFleet
-from services.common.devstack.packages import ensure_debian_packages
-from services.common.devstack.process import free_port
-from services.common.devstack.services import ServiceProcess, start_service, wait_serving
 from services.common.grpc_server import call_metadata
 from services.provisioning.netconf import NetconfSession
 from tests.integration.provisioning.helpers import device_of

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.common.devstack.counters import CounterAgent, start_counter_agent
+from devstack.counters import CounterAgent, start_counter_agent
 
 #: The customer interface of the metered circuit on sg-edge-1 (openconfig naming).
 METERED_INTERFACE = "xe-0/0/1.100"

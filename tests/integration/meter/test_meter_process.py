@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from devstack.counters import AGENT_REFRESH_S, CounterAgent
+from devstack.process import free_port
+from devstack.services import ServiceProcess, start_service, wait_serving
 from idc.events.v1 import circuit_pb2, common_pb2, usage_pb2
 from idc.type.v1 import side_pb2
 from services.billing.meter.config import dump_routers
 from services.common.config import KafkaSettings
-from services.common.devstack.counters import AGENT_REFRESH_S, CounterAgent
-from services.common.devstack.process import free_port
-from services.common.devstack.services import ServiceProcess, start_service, wait_serving
 from services.common.events import encode_event
 from services.common.events.topics import (
     CIRCUIT_EVENTS,

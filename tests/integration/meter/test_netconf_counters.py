@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from devstack.counters import AGENT_REFRESH_S, CounterAgent
 from services.billing.meter.domain import Reading
 from services.billing.meter.source import CounterSourceError, NetconfCounterSource
-from services.common.devstack.counters import AGENT_REFRESH_S, CounterAgent
 from tests.integration.meter.conftest import METERED_INTERFACE
 
 pytestmark = pytest.mark.integration

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import grpc
 import pytest
@@ -16,10 +12,7 @@ from grpc_status import rpc_status
 
 from idc.ops.v1 import approval_service_pb2
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
-from services.common import db
-from services.common.auth import Role, SqlTokenStore
 from services.common.config import KafkaSettings
-from services.common.devstack.services import REPO_ROOT
 from tests.integration.order.harness import (
     Client,
     activated,
@@ -200,25 +193,4 @@ def test_catalogue_quote_and_capacity_reads(
         after = svc.alice.call("ListSites", order_service_pb2.ListSitesRequest()).sites
         assert {p.id: p for s in after for p in s.ports}["sg-edge-1:xe-0/0/1"].free_mbps \
             == 9_800
-
-
-def test_token_command_issues_a_token_the_service_accepts(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'order.db'}"
-    env = {**os.environ, "IDC_ORDER_DATABASE_URL": url, "IDC_TOKEN_PEPPER": "p"}
-    done = subprocess.run(
-        [sys.executable, "-m", "services.order", "tokens", "issue", "--role", "customer",
-         "--tenant", "acme", "--subject", "alice@acme"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    token = done.stdout.strip()
-    principal = SqlTokenStore(db.make_session_factory(db.make_engine(url)), "p") \
-        .principal_for(token)
-    assert principal is not None
-    assert (principal.role, principal.tenant, principal.subject) \
-        == (Role.CUSTOMER, "acme", "alice@acme")
-    refused = subprocess.run(
-        [sys.executable, "-m", "services.order", "tokens", "issue", "--role", "ops",
-         "--subject", "olga@sg"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert refused.returncode == 2 and "telco" in refused.stderr
 

@@ -21,12 +21,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from devstack.kafka import start_broker
+from devstack.netconf import RouterFleet
+from devstack.services import health_status
 from idc.order.v1 import order_pb2, order_service_pb2
 from idc.type.v1 import side_pb2
 from services.common.config import KafkaSettings
-from services.common.devstack.kafka import start_broker
-from services.common.devstack.netconf import RouterFleet
-from services.common.devstack.services import health_status
 from services.common.limits import MAX_DESCRIPTION
 from services.order import convert
 from services.order.domain.catalogue import load_catalogue

@@ -12,10 +12,10 @@ from google.protobuf import duration_pb2
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from devstack.netconf import Router
 from idc.events.v1 import common_pb2, provisioning_pb2
 from idc.type.v1 import circuit_operation_pb2, side_pb2
 from services.common.db import make_engine, make_session_factory, migrate
-from services.common.devstack.netconf import Router
 from services.common.events.tables import OutboxRow
 from services.common.timestamps import to_timestamp
 from services.provisioning.app import MIGRATIONS

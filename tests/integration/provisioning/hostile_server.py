@@ -22,7 +22,7 @@ from pathlib import Path
 import paramiko
 from lxml import etree
 
-from services.common.devstack.process import free_port
+from devstack.process import free_port
 from services.provisioning.inventory import Device
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"

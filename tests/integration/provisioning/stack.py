@@ -19,14 +19,14 @@ from kafka import KafkaConsumer, KafkaProducer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from devstack.netconf import Router
+from devstack.process import free_port
+from devstack.services import ServiceProcess, start_service, wait_serving
 from idc.events.v1 import circuit_pb2, common_pb2, order_pb2, provisioning_pb2
 from idc.provisioning.v1 import provisioning_service_pb2_grpc as pb_grpc
 from idc.type.v1 import money_pb2
 from services.common.auth import Principal, Role, SqlTokenStore
 from services.common.db import make_engine, make_session_factory
-from services.common.devstack.netconf import Router
-from services.common.devstack.process import free_port
-from services.common.devstack.services import ServiceProcess, start_service, wait_serving
 from services.common.events import EventRegistry, decode_record, encode_event
 from services.provisioning.domain.circuits import Operation, Side, circuit_end
 from services.provisioning.netconf import NetconfSession

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from devstack.netconf import RouterFleet
 from idc.type.v1 import router_error_pb2
-from services.common.devstack.netconf import RouterFleet
 from services.provisioning.agent.jobs import CONFIRM, PREPARE, ROLLBACK
 from services.provisioning.agent.worker import RouterWorker
 from services.provisioning.domain.circuits import circuit_end

@@ -17,9 +17,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 from sqlalchemy import select
 
+from devstack.netconf import RouterFleet
+from devstack.services import health_status
 from idc.events.v1 import circuit_pb2
-from services.common.devstack.netconf import RouterFleet
-from services.common.devstack.services import health_status
 from services.common.events.tables import OutboxRow
 from services.provisioning.crashpoints import (
     AGENT_AFTER_CONFIRMED_COMMIT,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.common.devstack.netconf import RouterFleet
+from devstack.netconf import RouterFleet
 from services.provisioning.domain.circuits import CircuitEnd, Operation
 from services.provisioning.domain.faults import RouterFailure, RouterFault
 from services.provisioning.domain.merge import merge_configs

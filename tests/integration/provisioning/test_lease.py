@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from devstack.netconf import RouterFleet
 from idc.events.v1.common_pb2 import CircuitParameters
 from idc.events.v1.provisioning_pb2 import ProvisioningReply
 from idc.type.v1 import router_error_pb2
-from services.common.devstack.netconf import RouterFleet
 from services.provisioning.agent.jobs import CONFIRM, PREPARE
 from services.provisioning.agent.worker import RouterWorker
 from services.provisioning.domain.batch import BatchState

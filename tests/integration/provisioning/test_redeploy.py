@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from devstack.netconf import RouterFleet
 from idc.events.v1 import circuit_pb2
 from idc.provisioning.v1 import provisioning_service_pb2 as pb
 from idc.type.v1 import circuit_operation_pb2
-from services.common.devstack.netconf import RouterFleet
 from services.provisioning.domain.circuits import Operation, Side, circuit_end
 from services.provisioning.rendering import Renderer
 from tests.integration.provisioning.helpers import circuit, remove_vlans, wait_for

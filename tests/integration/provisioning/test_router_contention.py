@@ -26,9 +26,9 @@ import pytest
 from ncclient.manager import Manager
 from ncclient.operations import RPCError
 
+from devstack.netconf import RouterFleet
 from idc.events.v1 import circuit_pb2
 from idc.type.v1 import router_error_pb2
-from services.common.devstack.netconf import RouterFleet
 from services.provisioning.agent.context import RouterContext
 from services.provisioning.domain.circuits import Operation, Side, circuit_end
 from services.provisioning.domain.faults import RouterFailure

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from devstack.netconf import RouterFleet
 from idc.events.v1 import circuit_pb2, common_pb2, order_pb2, provisioning_pb2
 from idc.provisioning.v1 import provisioning_service_pb2 as pb
-from services.common.devstack.netconf import RouterFleet
 from services.provisioning.domain.circuits import Operation, Side, circuit_end
 from services.provisioning.rendering import Renderer
 from services.provisioning.tables import LogEntry

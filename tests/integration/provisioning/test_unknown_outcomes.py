@@ -46,9 +46,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from devstack.netconf import RouterFleet
 from idc.events.v1 import common_pb2, provisioning_pb2
 from idc.type.v1 import router_error_pb2
-from services.common.devstack.netconf import RouterFleet
 from services.provisioning.agent.jobs import CONFIRM, PREPARE
 from services.provisioning.agent.worker import RouterWorker
 from services.provisioning.domain.batch import MemberState

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from devstack.netconf import RouterFleet, RouterSpec, start_routers
+from devstack.process import spawn, stop, wait_for_port
 from idc.events.v1 import circuit_pb2
 from idc.provisioning.v1 import provisioning_service_pb2 as pb
 from idc.type.v1 import router_error_pb2
-from services.common.devstack.netconf import RouterFleet, RouterSpec, start_routers
-from services.common.devstack.process import spawn, stop, wait_for_port
 from services.provisioning.domain.circuits import Operation
 from tests.integration.provisioning.helpers import circuit, wait_for
 from tests.integration.provisioning.stack import Stack

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from devstack.services import REPO_ROOT
 from services.common.config import ConfigError
-from services.common.devstack.services import REPO_ROOT
 from services.console.settings import ConsoleSettings
 
 

@@ -28,34 +28,30 @@ from types import FrameType
 
 import grpc
 
+from devstack.counters import CounterAgent, start_counter_agent
+from devstack.process import DevstackError, free_port, wait_for_port
+from devstack.services import (
+    REPO_ROOT,
+    ServiceProcess,
+    start_service,
+    wait_serving,
+)
+from devstack.stack import Devstack, start_devstack
 from idc.provisioning.v1 import provisioning_service_pb2 as prov_pb
 from services.billing.meter.config import dump_routers
 from services.cli.client import Api, Connection
 from services.cli.tokens import DemoToken, describe, ensure_demo_tokens
 from services.common.config import KafkaSettings
-from services.common.devstack.counters import CounterAgent, start_counter_agent
-from services.common.devstack.process import DevstackError, free_port, wait_for_port
-from services.common.devstack.services import (
-    REPO_ROOT,
-    SERVICES,
-    ServiceProcess,
-    start_service,
-    wait_serving,
-)
-from services.common.devstack.stack import Devstack, start_devstack
 from services.common.events.topics import ALL_TOPICS, ensure_topics
+from services.common.service_table import API_SERVICES, CONSOLE, METER
 
 log = logging.getLogger("devstack")
 
-METER = "billing.meter"
-METER_PORT = 50054
 CATALOGUE = REPO_ROOT / "services" / "order" / "data" / "catalogue.toml"
 # Sub-interfaces the counter agent backs with a veth, per Singapore port: the first VLANs
 # of each port's range, which is what the order service assigns first.
 METERED_VLANS_PER_PORT = 5
 SG_ROUTER = "sg-edge-1"
-CONSOLE = "console"
-CONSOLE_PORT = 8080
 
 
 @dataclass(frozen=True)
@@ -86,7 +82,8 @@ class RunningStack:
     def cli_env(self, token: str = "customer") -> dict[str, str]:
         """Variables that point idcctl at this stack with one of the demo tokens."""
         env = {
-            f"IDC_{name.upper()}_ADDRESS": self.address(name) for name in SERVICES
+            f"IDC_{service.name.upper()}_ADDRESS": self.address(service.name)
+            for service in API_SERVICES
         }
         env["IDC_TOKEN"] = self.tokens[token].token
         return env
@@ -177,12 +174,12 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
         env = service_env(devstack, options)
         tokens = ensure_demo_tokens(var_dir / "demo-tokens.json", {**os.environ, **env})
         agent, meter_note = start_meter_source(var_dir, exits)
-        ports = {**SERVICES, METER: METER_PORT}
         services: dict[str, ServiceProcess] = {}
-        for name, port in ports.items():
-            listen = f"127.0.0.1:{port if options.fixed_ports else free_port()}"
-            log_path = var_dir / "log" / f"{name.rsplit('.', 1)[-1]}.log"
-            service = start_service(name, listen, env, log_path)
+        for entry in (*API_SERVICES, METER):
+            port = entry.default_port if options.fixed_ports else free_port()
+            name = entry.module.removeprefix("services.")
+            log_path = var_dir / "log" / f"{entry.name}.log"
+            service = start_service(name, f"127.0.0.1:{port}", env, log_path)
             exits.callback(service.terminate)
             services[name] = service
         for service in services.values():
@@ -190,8 +187,8 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
         # The console has no gRPC health: it starts once its backends serve, and is up
         # when its HTTP port answers.
         console = start_service(
-            CONSOLE,
-            f"127.0.0.1:{CONSOLE_PORT if options.fixed_ports else free_port()}",
+            CONSOLE.name,
+            f"127.0.0.1:{CONSOLE.default_port if options.fixed_ports else free_port()}",
             {
                 **env,
                 "IDC_ORDER_ADDRESS": services["order"].address,
@@ -205,11 +202,11 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
             console_host,
             int(console_port),
             60.0,
-            name=CONSOLE,
+            name=CONSOLE.name,
             proc=console.proc,
             log_path=console.log_path,
         )
-        services[CONSOLE] = console
+        services[CONSOLE.name] = console
         stack = RunningStack(devstack, services, tokens, var_dir, agent, [meter_note])
         yield stack
 
@@ -285,7 +282,7 @@ def _reapply(api: Api, deadline: float) -> list[str]:
 def banner(stack: RunningStack) -> str:
     lines = ["", "IDC bandwidth orchestrator is running", ""]
     for name, service in stack.services.items():
-        scheme = "http" if name == CONSOLE else "grpc"
+        scheme = "http" if name == CONSOLE.name else "grpc"
         lines.append(f"  {name:<13} {scheme}://{service.address}   log {service.log_path}")
     lines.append(f"  {'kafka':<13} {stack.devstack.broker.bootstrap}")
     for router in stack.devstack.routers:

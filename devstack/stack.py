@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.devstack.kafka import Broker, start_broker
-from services.common.devstack.netconf import RouterFleet, RouterSpec, start_routers
-from services.common.devstack.process import Peer
+from devstack.kafka import Broker, start_broker
+from devstack.netconf import RouterFleet, RouterSpec, start_routers
+from devstack.process import Peer
 
 # One edge router per telco: the Singapore telco's speaks OpenConfig, the Chongqing telco's
 # its vendor-native model.

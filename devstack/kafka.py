@@ -19,7 +19,7 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaConfigurationError, KafkaError
 
-from services.common.devstack.process import (
+from devstack.process import (
     DevstackError,
     free_port,
     log_tail,

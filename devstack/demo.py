@@ -29,10 +29,10 @@ from opentelemetry import trace
 from rich.console import Console
 from rich.rule import Rule
 
+from devstack.process import DevstackError
+from devstack.run import RunningStack, StackOptions, start_everything
 from idc.order.v1 import circuit_pb2
 from services.cli.main import run
-from services.common.devstack.process import DevstackError
-from services.common.devstack.run import RunningStack, StackOptions, start_everything
 from services.common.telemetry import configure_telemetry
 
 T = TypeVar("T")

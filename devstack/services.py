@@ -13,12 +13,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.devstack.process import DevstackError, log_tail, spawn, stop
+from devstack.process import DevstackError, log_tail, spawn, stop
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-
-# name -> default port of `python -m services.<name>`
-SERVICES = {"order": 50051, "provisioning": 50052, "billing": 50053}
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass

@@ -41,8 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from services.billing.meter.source import RouterAccess
-from services.common.devstack.netconf import (
+from devstack.netconf import (
     NETCONF_PACKAGES,
     Router,
     _current_user,
@@ -50,8 +49,9 @@ from services.common.devstack.netconf import (
     _sshd_config,
     _wait_for_unix_socket,
 )
-from services.common.devstack.packages import ensure_debian_packages
-from services.common.devstack.process import DevstackError, free_port, spawn, stop, wait_for_port
+from devstack.packages import ensure_debian_packages
+from devstack.process import DevstackError, free_port, spawn, stop, wait_for_port
+from services.billing.meter.source import RouterAccess
 
 __all__ = ["AGENT_REFRESH_S", "CounterAgent", "MeteredPort", "start_counter_agent"]
 
@@ -66,7 +66,7 @@ _ETHERTYPE_EXPERIMENTAL = b"\x88\xb5"  # IEEE 802 local experimental: no stack h
 # exit 0; what it prints (nothing, or an ietf-ip <ipv4> element) becomes the interface's
 # ipv4 state.
 GET_INTERFACE_IPV4 = r"""#!/bin/sh
-# Written by services/common/devstack/counters.py (Debian's package lacks this helper).
+# Written by devstack/counters.py (Debian's package lacks this helper).
 ip -4 -o addr show dev "$1" 2>/dev/null | awk '
   { split($4, a, "/")
     body = body "<address><ip>" a[1] "</ip><prefix-length>" a[2] "</prefix-length></address>" }

@@ -20,7 +20,7 @@ import subprocess
 import threading
 from collections.abc import Mapping
 
-from services.common.devstack.process import DevstackError
+from devstack.process import DevstackError
 
 __all__ = ["ensure_debian_packages", "missing_debian_packages"]
 
