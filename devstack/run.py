@@ -43,7 +43,7 @@ from services.cli.client import Api, Connection
 from services.cli.tokens import DemoToken, describe, ensure_demo_tokens
 from services.common.config import KafkaSettings
 from services.common.events.topics import ALL_TOPICS, ensure_topics
-from services.common.service_table import API_SERVICES, CONSOLE, METER
+from services.common.service_table import API_SERVICES, CONSOLE, METER, ServiceEntry
 
 log = logging.getLogger("devstack")
 
@@ -156,6 +156,13 @@ def start_meter_source(
     )
 
 
+def ports(entry: ServiceEntry, options: StackOptions) -> tuple[str, str]:
+    """The API and metrics addresses of one process: the table's ports, or free ones."""
+    if options.fixed_ports:
+        return f"127.0.0.1:{entry.default_port}", f"127.0.0.1:{entry.metrics_port}"
+    return f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+
+
 @contextlib.contextmanager
 def start_everything(options: StackOptions) -> Iterator[RunningStack]:
     """Broker, routers, counter agent, order/provisioning/billing, the meter and the
@@ -176,10 +183,10 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
         agent, meter_note = start_meter_source(var_dir, exits)
         services: dict[str, ServiceProcess] = {}
         for entry in (*API_SERVICES, METER):
-            port = entry.default_port if options.fixed_ports else free_port()
+            port, metrics = ports(entry, options)
             name = entry.module.removeprefix("services.")
             log_path = var_dir / "log" / f"{entry.name}.log"
-            service = start_service(name, f"127.0.0.1:{port}", env, log_path)
+            service = start_service(name, port, env, log_path, metrics)
             exits.callback(service.terminate)
             services[name] = service
         for service in services.values():
@@ -188,13 +195,14 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
         # when its HTTP port answers.
         console = start_service(
             CONSOLE.name,
-            f"127.0.0.1:{CONSOLE.default_port if options.fixed_ports else free_port()}",
+            ports(CONSOLE, options)[0],
             {
                 **env,
                 "IDC_ORDER_ADDRESS": services["order"].address,
                 "IDC_PROVISIONING_ADDRESS": services["provisioning"].address,
             },
             var_dir / "log" / "console.log",
+            ports(CONSOLE, options)[1],
         )
         exits.callback(console.terminate)
         console_host, console_port = console.address.rsplit(":", 1)
@@ -284,6 +292,8 @@ def banner(stack: RunningStack) -> str:
     for name, service in stack.services.items():
         scheme = "http" if name == CONSOLE.name else "grpc"
         lines.append(f"  {name:<13} {scheme}://{service.address}   log {service.log_path}")
+        if service.metrics_address is not None:
+            lines.append(f"  {'':<13} metrics {service.metrics_url}")
     lines.append(f"  {'kafka':<13} {stack.devstack.broker.bootstrap}")
     for router in stack.devstack.routers:
         lines.append(

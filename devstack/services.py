@@ -24,6 +24,14 @@ class ServiceProcess:
     address: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    # Where its Prometheus metrics are served (http://.../metrics), when asked for.
+    metrics_address: str | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        if self.metrics_address is None:
+            raise DevstackError(f"{self.name} was started without a metrics address")
+        return f"http://{self.metrics_address}/metrics"
 
     def terminate(self, timeout: float = 15.0) -> int:
         """SIGTERM (graceful shutdown), then SIGKILL if it does not exit in time."""
@@ -66,7 +74,8 @@ def wait_serving(service: ServiceProcess, timeout: float = 60.0) -> None:
 
 
 def start_service(
-    name: str, listen: str, env: dict[str, str], log_path: Path
+    name: str, listen: str, env: dict[str, str], log_path: Path,
+    metrics_listen: str | None = None,
 ) -> ServiceProcess:
     """``python -m services.<name>`` listening on ``listen``, with ``env`` on top of ours.
 
@@ -75,6 +84,8 @@ def start_service(
     """
     prefix = name.rsplit(".", 1)[-1].upper()
     child_env = {**os.environ, **env, f"IDC_{prefix}_LISTEN": listen}
+    if metrics_listen is not None:
+        child_env["IDC_METRICS_LISTEN"] = metrics_listen
     log_path.parent.mkdir(parents=True, exist_ok=True)
     proc = spawn(
         [sys.executable, "-m", f"services.{name}"],
@@ -82,4 +93,4 @@ def start_service(
         cwd=REPO_ROOT,
         log_path=log_path,
     )
-    return ServiceProcess(name=name, address=listen, proc=proc, log_path=log_path)
+    return ServiceProcess(name, listen, proc, log_path, metrics_listen)

@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from services.common import errors
+from services.common import errors, metric_catalogue, metrics
 from services.common.auth import TokenStore, bind_principal, parse_bearer, reset_principal
 from services.common.config import ServiceSettings
 from services.common.db import GRPC_THREADS
@@ -44,6 +44,7 @@ else:
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
+_RPC_DURATION = metrics.histogram(metric_catalogue.RPC_DURATION)
 
 # Health and reflection are open to anyone who can reach the port (kubelet probes, grpcurl).
 PUBLIC_SERVICES = frozenset(
@@ -147,8 +148,28 @@ class ServiceInterceptor(_ServerInterceptor):
     def _rpc_scope(
         self, method: str, metadata: dict[str, Any], context: grpc.ServicerContext
     ) -> Iterator[None]:
-        """Span, principal and error mapping around one call, unary or streaming."""
+        """Span, principal, error mapping and the call's metric, unary or streaming."""
         parent = propagate.extract(metadata)
+        started = time.perf_counter()
+        try:
+            with self._traced_call(method, metadata, context, parent):
+                yield
+        finally:
+            code = context.code()  # type: ignore[attr-defined]
+            _RPC_DURATION.record(
+                time.perf_counter() - started,
+                {
+                    "rpc.system": "grpc",
+                    "rpc.method": method.lstrip("/"),
+                    "rpc.response.status_code": (code or grpc.StatusCode.OK).name,
+                },
+            )
+
+    @contextmanager
+    def _traced_call(
+        self, method: str, metadata: dict[str, Any], context: grpc.ServicerContext,
+        parent: otel_context.Context,
+    ) -> Iterator[None]:
         with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER):
             try:
                 principal_token = bind_principal(self._authenticate(metadata))
@@ -200,10 +221,15 @@ def _is_abort(error: Exception, context: grpc.ServicerContext) -> bool:
 
 
 HealthCheck = Callable[[], bool]
+_WORKER_CHECK = "worker:"
 # The texts of what is wrong now (empty when nothing is): an alarm for operators that does
 # not make the process unhealthy (a saga stuck on a router, an order waiting too long).
 AlarmCheck = Callable[[], Sequence[str]]
 ALARM_SERVICE_PREFIX = "idc.alarm."
+# SERVING while the process runs and none of its workers has died; unlike the whole server's
+# status it does not follow the database or the broker (Kubernetes' liveness probe asks it:
+# restarting a process does not bring a database back).
+LIVENESS_SERVICE = "liveness"
 
 
 @dataclass
@@ -230,6 +256,7 @@ class HealthMonitor:
 
     def __post_init__(self) -> None:
         self._publish(serving=False)
+        self.servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
 
     def _publish(self, serving: bool) -> None:
         status = (
@@ -250,6 +277,14 @@ class HealthMonitor:
             self._failing = failing
         serving = self._started.is_set() and not self._stopping.is_set() and not failing
         self._publish(serving)
+        if not self._stopping.is_set():
+            dead = any(name.startswith(_WORKER_CHECK) for name in failing)
+            self.servicer.set(
+                LIVENESS_SERVICE,
+                health_pb2.HealthCheckResponse.NOT_SERVING
+                if dead
+                else health_pb2.HealthCheckResponse.SERVING,
+            )
         self._evaluate_alarms()
         return serving
 
@@ -374,7 +409,7 @@ class GrpcApp:
             except Exception:
                 log.exception("background worker %s stopped with an error", name)
                 if self.monitor is not None:
-                    self.monitor.checks[f"worker:{name}"] = lambda: False
+                    self.monitor.checks[f"{_WORKER_CHECK}{name}"] = lambda: False
                     self.monitor.evaluate()
 
         thread = threading.Thread(target=run, name=f"{self.settings.name}-{name}", daemon=True)

@@ -69,8 +69,9 @@ MESSAGES_SENT = _counter(
     "messaging.destination.name",
 )
 MESSAGES_CONSUMED = _counter(
-    "messaging.client.consumed.messages", "{message}", "records a consumer handled",
-    "messaging.consumer.group.name", "messaging.destination.name",
+    "messaging.client.consumed.messages", "{message}",
+    "records a consumer group handled (or skipped as duplicates, or dead-lettered)",
+    "messaging.consumer.group.name",
 )
 DEAD_LETTERED = _counter(
     "idc.consumer.dead_lettered", "{message}",

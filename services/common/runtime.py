@@ -19,12 +19,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common import db
+from services.common import metric_catalogue as catalogue
 from services.common.auth import SqlTokenStore
 from services.common.config import ConfigError, ServiceSettings
 from services.common.events import EventConsumer, OutboxRelay
+from services.common.events.metrics import ConsumerLag, OutboxBacklog
 from services.common.events.topics import ALL_TOPICS, ensure_topics
 from services.common.grpc_server import AlarmCheck, GrpcApp, Worker
 from services.common.logs import configure_logging
+from services.common.metrics import Registration, observe, one
 from services.common.service_table import ServiceEntry
 from services.common.telemetry import Telemetry, configure_telemetry
 
@@ -102,11 +105,14 @@ class OutboxRelayWorker(Worker):
             runtime.settings.kafka,
             poll_interval_s=runtime.settings.relay_poll_interval_s,
         )
+        self._gauges = OutboxBacklog(runtime.session_factory).register()
 
     def run(self, stop: threading.Event) -> None:
         self._relay.run(stop)
 
     def close(self) -> None:
+        for gauge in self._gauges:
+            gauge.cancel()
         self._relay.close()
 
 
@@ -123,6 +129,8 @@ class ConsumerWorker(Worker):
         self.name = name
         self._make_consumer = make_consumer
         self._consumer: EventConsumer | None = None
+        self._lag: ConsumerLag | None = None
+        self._gauges: list[Registration] = []
 
     def alarms(self) -> dict[str, AlarmCheck]:
         return {f"{self.name}-unassigned": self._unassigned}
@@ -132,10 +140,25 @@ class ConsumerWorker(Worker):
         return [] if consumer is None else consumer.unassigned_alarm()
 
     def run(self, stop: threading.Event) -> None:
-        self._consumer = self._make_consumer()
-        self._consumer.run(stop)
+        consumer = self._consumer = self._make_consumer()
+        self._lag = ConsumerLag(consumer.kafka_settings, consumer.group_id, consumer.topics)
+        self._gauges = [
+            self._lag.register(),
+            observe(
+                catalogue.PARTITIONS_ASSIGNED,
+                lambda: one(
+                    consumer.partitions_assigned,
+                    **{"messaging.consumer.group.name": consumer.group_id},
+                ),
+            ),
+        ]
+        consumer.run(stop)
 
     def close(self) -> None:
+        for gauge in self._gauges:
+            gauge.cancel()
+        if self._lag is not None:
+            self._lag.close()
         if self._consumer is not None:
             self._consumer.close()
 

@@ -23,6 +23,9 @@ class ServiceEntry:
     migrations: Path | None
     # Its API checks bearer tokens against its own database.
     takes_tokens: bool
+    # Where `make run` serves its Prometheus metrics (IDC_METRICS_LISTEN); in Kubernetes
+    # every pod uses the exporter's conventional 9464.
+    metrics_port: int
 
     @property
     def default_address(self) -> str:
@@ -35,19 +38,21 @@ class ServiceEntry:
         return self.migrations
 
 
-ORDER = ServiceEntry("order", "services.order", 50051, _PACKAGE / "order" / "migrations", True)
+ORDER = ServiceEntry(
+    "order", "services.order", 50051, _PACKAGE / "order" / "migrations", True, 9461
+)
 PROVISIONING = ServiceEntry(
     "provisioning", "services.provisioning", 50052,
-    _PACKAGE / "provisioning" / "migrations", True,
+    _PACKAGE / "provisioning" / "migrations", True, 9462,
 )
 BILLING = ServiceEntry(
-    "billing", "services.billing", 50053, _PACKAGE / "billing" / "migrations", True
+    "billing", "services.billing", 50053, _PACKAGE / "billing" / "migrations", True, 9463
 )
 METER = ServiceEntry(
     "meter", "services.billing.meter", 50054,
-    _PACKAGE / "billing" / "meter" / "migrations", False,
+    _PACKAGE / "billing" / "meter" / "migrations", False, 9464,
 )
-CONSOLE = ServiceEntry("console", "services.console", 8080, None, False)
+CONSOLE = ServiceEntry("console", "services.console", 8080, None, False, 9465)
 
 SERVICES: tuple[ServiceEntry, ...] = (ORDER, PROVISIONING, BILLING, METER, CONSOLE)
 # The gRPC APIs people and idcctl call with a token.

@@ -3,6 +3,7 @@
 Listens on IDC_CONSOLE_LISTEN (127.0.0.1:8080) and talks to the order service at
 IDC_ORDER_ADDRESS (127.0.0.1:50051) and the provisioning service at IDC_PROVISIONING_ADDRESS
 (127.0.0.1:50052). With IDC_CONSOLE_TLS_CERT and IDC_CONSOLE_TLS_KEY it serves https.
+IDC_METRICS_LISTEN serves its process metrics (services/common/telemetry.py).
 """
 
 import os
@@ -12,6 +13,7 @@ import uvicorn
 
 from services.common.config import ConfigError
 from services.common.logs import configure_logging
+from services.common.telemetry import configure_telemetry
 from services.console.app import make_app
 from services.console.settings import ConsoleSettings
 
@@ -19,6 +21,7 @@ from services.console.settings import ConsoleSettings
 def main() -> int:
     try:
         settings = ConsoleSettings.from_env()
+        configure_telemetry("console")
     except ConfigError as error:
         print(f"console: configuration error: {error}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from services.common.service_table import ORDER
 from services.common.servicers import register
 from services.order.domain.catalogue import load_catalogue
 from services.order.domain.pricing import load_price_book
+from services.order.metrics import register_gauges
 from services.order.notifier import ChangeNotifier
 from services.order.orders import OrderApp
 from services.order.servicers import ApprovalServicer, OrderServicer
@@ -41,11 +42,14 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings) -> GrpcApp:
                      ApprovalServicer(app)),
         ]
 
-    return build_app(runtime, register_servicers, workers=[
+    gauges = register_gauges(runtime.session_factory, app.clock, app.capacity)
+    order_app = build_app(runtime, register_servicers, workers=[
         circuit_event_worker(app, runtime.settings.kafka, settings.consumer_group),
         ApprovalExpiryWorker(app, settings.expiry_interval_s),
         OverdueProvisioningWorker(app, settings.expiry_interval_s),
     ])
+    order_app.on_stop += [gauge.cancel for gauge in gauges]
+    return order_app
 
 
 def make_app(runtime: ServiceRuntime) -> GrpcApp:

@@ -73,6 +73,7 @@ from services.order.domain.validation import (
     validate_circuit_request,
     validate_contacts,
 )
+from services.order.metrics import OrderMetrics
 from services.order.notifier import ChangeNotifier
 from services.order.settings import OrderSettings
 from services.order.tables import (
@@ -136,6 +137,7 @@ class OrderApp:
         self.settings = settings
         self.notifier = notifier
         self.clock = clock
+        self.metrics = OrderMetrics(clock)
         self.admissions: GroupCommit[Placement, order_pb2.Order] = GroupCommit(self._admit)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -172,6 +174,7 @@ class OrderApp:
               reason: str) -> None:
         current = OrderState(order.state)
         check_transition(current, target, order.id)
+        self.metrics.left(session, order, current)
         order.state = target.value
         if target.terminal:
             order.completed_at = self.clock()
@@ -490,6 +493,7 @@ class OrderApp:
             created_at=moment, updated_at=moment, completed_at=None, version=1,
             **shape, **money)
         session.add(order)
+        self.metrics.placed(session, order_type)
         for side in Side:
             session.add(ApprovalRow(
                 order_id=order_id, side=side.value,

@@ -58,6 +58,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.common import metric_catalogue as catalogue
 from services.common.config import KafkaSettings
 from services.common.events.assignment import AssignmentWatch, MemberView, Verdict
 from services.common.events.bulk import insert_new
@@ -74,8 +75,11 @@ from services.common.events.envelope import (
 from services.common.events.relay import producer_config
 from services.common.events.tables import InboxRow, inbox_table, utcnow
 from services.common.events.topics import dead_letter_topic
+from services.common.metrics import counter
 
 log = logging.getLogger(__name__)
+_CONSUMED = counter(catalogue.MESSAGES_CONSUMED)
+_DEAD_LETTERED = counter(catalogue.DEAD_LETTERED)
 
 HEADER_DLQ_ERROR = "dlq-error"
 HEADER_DLQ_ERROR_TYPE = "dlq-error-type"
@@ -305,6 +309,8 @@ class EventConsumer:
         self._recreations = 0
         self._dlq_producer: KafkaProducer | None = None
         self._closed = False
+        # Written by the polling thread at each assignment look, read by the metrics scrape.
+        self.partitions_assigned = 0
 
     # -- public -------------------------------------------------------------------------
 
@@ -318,6 +324,8 @@ class EventConsumer:
         if self._needs_consumer:
             self._open()
         done = self._poll(timeout)
+        if done:
+            _CONSUMED.add(done, {"messaging.consumer.group.name": self.group_id})
         if self._settled():
             self._watch_assignment()
         return done
@@ -388,6 +396,10 @@ class EventConsumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
 
+    @property
+    def kafka_settings(self) -> KafkaSettings:
+        return self._settings
+
     # -- the member's own assignment ----------------------------------------------------
 
     def _watch_assignment(self) -> None:
@@ -396,6 +408,7 @@ class EventConsumer:
             return
         self._next_watch = now + _WATCH_INTERVAL_S
         assigned = len(self._consumer.assignment())
+        self.partitions_assigned = assigned
         formed = self._consumer.group_metadata().state == MemberState.STABLE
         available = (
             0
@@ -591,6 +604,11 @@ class EventConsumer:
         producer.flush(timeout=self._settings.request_timeout_ms / 1000)
         # Raises if the broker did not take it: then the offset is not committed either.
         future.get(timeout=self._settings.request_timeout_ms / 1000)
+        _DEAD_LETTERED.add(
+            1,
+            {"messaging.consumer.group.name": self.group_id,
+             "messaging.destination.name": record.topic},
+        )
 
     def _commit_offset(self, record: Any) -> None:
         tp = TopicPartition(record.topic, record.partition)

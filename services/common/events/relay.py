@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,11 +31,14 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from services.common import metric_catalogue as catalogue
 from services.common.config import KafkaSettings
 from services.common.events.envelope import build_headers
 from services.common.events.tables import OutboxRow, utcnow
+from services.common.metrics import counter
 
 log = logging.getLogger(__name__)
+_SENT = counter(catalogue.MESSAGES_SENT)
 
 # Session.info flag: this transaction wrote outbox rows.
 _OUTBOX_WRITTEN = "idc_outbox_written"
@@ -249,6 +253,8 @@ class OutboxRelay:
             if row.key is not None and row.key in failed_keys:
                 continue
             published.append(row)
+        for topic, sent in Counter(row.topic for row in published).items():
+            _SENT.add(sent, {"messaging.destination.name": topic})
         if first_error is not None:
             log.warning(
                 "outbox relay: %d of %d records not acknowledged: %s",
