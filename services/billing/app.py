@@ -14,6 +14,7 @@ from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from services.billing.cycle import BillingCycle, utcnow
 from services.billing.directory import load_directory
 from services.billing.ingest import contracts_consumer, usage_consumer
+from services.billing.metrics import register_gauges
 from services.billing.servicer import BillingServicer
 from services.billing.store import SqlBillingStore
 from services.common.config import ConfigError
@@ -46,7 +47,9 @@ def make_app(runtime: ServiceRuntime) -> GrpcApp:
         ConsumerWorker("usage-ingest", lambda: usage_consumer(runtime.session_factory, kafka)),
         ConsumerWorker("contracts", lambda: contracts_consumer(runtime.session_factory, kafka)),
     ]
-    return build_app(runtime, register_servicers, workers=workers)
+    app = build_app(runtime, register_servicers, workers=workers)
+    app.on_stop += [gauge.cancel for gauge in register_gauges(runtime.session_factory, utcnow)]
+    return app
 
 
 def main() -> int:

@@ -45,6 +45,7 @@ from services.billing.invoices import (
     StoredInvoice,
     invoice_id_for,
 )
+from services.billing.metrics import RUN_DURATION
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,7 @@ class BillingCycle:
             )
         if not request.dry_run:
             self._store.finish_run(summary.run_id, summary.as_record(), self._clock())
+        RUN_DURATION.record((self._clock() - now).total_seconds())
         yield Progress("DONE", circuits_total, circuits_done, len(customers), invoices_done)
         yield summary
 

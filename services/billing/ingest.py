@@ -23,6 +23,7 @@ from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from idc.events.v1 import circuit_pb2, common_pb2, usage_pb2
+from services.billing import metrics
 from services.billing.domain.contracts import ChangeKind
 from services.billing.domain.money import minor_unit, parse_amount
 from services.billing.peaks import record_samples
@@ -163,14 +164,15 @@ def _store_samples(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         for row in insert_new(session, _SAMPLES, list(first.values()), interval, interval)
     }
     again = [row for key, row in first.items() if key not in inserted] + later
-    if again:
-        _set_aside_conflicts(session, again)
+    set_aside = _set_aside_conflicts(session, again) if again else 0
     # Exactly the samples stored now: the peaks stand for "every stored sample".
     record_samples(session, [row for key, row in first.items() if key in inserted])
+    metrics.ingested(session, len(inserted), set_aside)
 
 
-def _set_aside_conflicts(session: Session, rows: list[Mapping[str, Any]]) -> None:
-    """``rows`` repeat an interval already stored: compare them with the stored report."""
+def _set_aside_conflicts(session: Session, rows: list[Mapping[str, Any]]) -> int:
+    """``rows`` repeat an interval already stored: compare them with the stored report;
+    returns how many differed and were set aside."""
     columns = _SAMPLES.c
     keys = {(row["circuit_id"], row["interval_start"]) for row in rows}
     stored = {
@@ -198,6 +200,7 @@ def _set_aside_conflicts(session: Session, rows: list[Mapping[str, Any]]) -> Non
         )
     if conflicts:
         session.execute(insert(_CONFLICTS), conflicts)
+    return len(conflicts)
 
 
 _CONFLICT_COLUMNS = (

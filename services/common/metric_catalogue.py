@@ -143,8 +143,9 @@ USAGE_CONFLICTS = _counter(
     "usage samples refused because a different value was already stored",
 )
 INGEST_LAG = _gauge(
-    "idc.billing.ingest.lag", "s", "age of the newest usage sample per circuit side",
-    "circuit", "side",
+    "idc.billing.ingest.lag", "s",
+    "per billable circuit and metered router, age of the end of the newest usage sample",
+    "circuit", "router",
 )
 BILLING_RUN_DURATION = _histogram("idc.billing.run.duration", "billing runs, start to end")
 INVOICES = _gauge("idc.billing.invoices", "{invoice}", "invoices by state", "state")

@@ -18,6 +18,8 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
 
 from services.common.metric_catalogue import MetricKind, MetricSpec
 
@@ -133,3 +135,26 @@ def observe(spec: MetricSpec, source: ReadingSource) -> Registration:
 def one(value: float, **attributes: Any) -> list[Reading]:
     """A reading list of one value (the usual shape of a gauge without attributes)."""
     return [Reading(value, attributes)]
+
+
+def after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Run ``action`` once ``session``'s transaction has committed (never on a rollback), so
+    a handler rolled back and run again is counted once."""
+    settled = False
+
+    def committed(_session: Session) -> None:
+        nonlocal settled
+        if not settled:
+            settled = True
+            action()
+
+    def rolled_back(_session: Session, previous: SessionTransaction) -> None:
+        nonlocal settled
+        # A savepoint rolled back inside the transaction does not undo the action.
+        if not previous.nested:
+            settled = True
+
+    event.listen(session, "after_commit", committed, once=True)
+    # Not ``once``: a savepoint's rollback must not use it up. Sessions here live for one
+    # transaction, so the settled listener goes with its session.
+    event.listen(session, "after_soft_rollback", rolled_back)

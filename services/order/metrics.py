@@ -11,11 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common import metric_catalogue as catalogue
-from services.common.metrics import Reading, Registration, counter, histogram, observe
+from services.common.metrics import (
+    Reading,
+    Registration,
+    after_commit,
+    counter,
+    histogram,
+    observe,
+)
 from services.order.domain.lifecycle import OrderState, OrderType
 from services.order.store import CapacityFigures
 from services.order.tables import OrderRow
@@ -34,18 +41,15 @@ _PLACED = counter(catalogue.ORDERS_PLACED)
 _STATE_DURATION = histogram(catalogue.ORDER_STATE_DURATION)
 
 
-def after_commit(session: Session, action: Callable[[], None]) -> None:
-    event.listen(session, "after_commit", lambda _s: action(), once=True)
-
-
 class OrderMetrics:
     """What the use cases record; the clock is theirs."""
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
         self._clock = clock
 
-    def placed(self, session: Session, order_type: OrderType) -> None:
-        after_commit(session, lambda: _PLACED.add(1, {"type": order_type.value}))
+    def placed(self, session: Session, order_type: OrderType, count: int = 1) -> None:
+        if count:
+            after_commit(session, lambda: _PLACED.add(count, {"type": order_type.value}))
 
     def left(self, session: Session, order: OrderRow, state: OrderState) -> None:
         """``order`` leaves ``state``: record the time it waited there, if it is a wait."""

@@ -346,6 +346,7 @@ class OrderApp:
                                                              events)))
             store.insert_rows(session, rows)
             session.add_all(events)
+            self.metrics.placed(session, OrderType.NEW, len(views))
         for pending, order_values, approvals, audit in views:
             pending.result = convert.order_message(order_values, approvals, audit)
         if replays:

@@ -54,6 +54,7 @@ from services.provisioning.coordinator import (
 from services.provisioning.domain.circuits import SIDE_OF_TELCO, Side
 from services.provisioning.domain.lease import LeaseTerms
 from services.provisioning.inventory import Inventory, load_inventory
+from services.provisioning.metrics import register_pending_commits
 from services.provisioning.netconf import NetconfSession, max_reply_bytes, read_running
 from services.provisioning.ops import ProvisioningOps
 from services.provisioning.rendering import Renderer
@@ -201,10 +202,15 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
                 silence_s=timings.confirm_timeout_s + timings.step_deadline_s,
             ),
         ]
-    for agent_telco in SIDE_OF_TELCO if role == "all" else [telco] if role == "agent" else []:
+    agent_telcos = list(SIDE_OF_TELCO) if role == "all" else [telco] if role == "agent" else []
+    for agent_telco in agent_telcos:
         workers += agent_workers(
             runtime, inventory, renderer, topic_names, agent_telco, lease_terms, reply_cap
         )
+    gauges = register_pending_commits(
+        runtime.session_factory,
+        [device.name for t in agent_telcos for device in inventory.of_telco(t)],
+    ) if agent_telcos else []
     ops = ProvisioningOps(inventory, renderer, coordinator, runtime.session_factory)
 
     def register_servicers(server: grpc.Server) -> Sequence[str]:
@@ -218,7 +224,9 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
             )
         ]
 
-    return build_app(runtime, register_servicers, workers)
+    app = build_app(runtime, register_servicers, workers)
+    app.on_stop += [gauge.cancel for gauge in gauges]
+    return app
 
 
 def main() -> int:

@@ -28,6 +28,7 @@ from services.common.errors import DomainError
 from services.common.events import Envelope, EventRegistry, outbox
 from services.common.grpc_server import Worker
 from services.common.timestamps import to_timestamp as timestamp
+from services.provisioning import metrics
 from services.provisioning.crashpoints import COORDINATOR_AFTER_DECISION, crash_point
 from services.provisioning.domain.circuits import (
     TELCO_OF_SIDE,
@@ -441,6 +442,9 @@ class Coordinator:
                 saga.side(send.side).sent_at = now.isoformat()
         waiting_to_retry = saga.step is Step.RETRY_WAIT and row.step != Step.RETRY_WAIT.value
         self._publish_progress(session, row, saga, approved, now)
+        if row.step != saga.step.value or row.step_at is None:
+            metrics.step_left(session, row.step, row.step_at, now)
+            row.step_at = now
         row.step = saga.step.value
         row.state = saga.to_json()
         row.updated_at = now
@@ -541,6 +545,13 @@ class Coordinator:
             "effective_time": timestamp(now),
         }
         event: Message
+        activated = (
+            approved.occurred_at.ToDatetime(tzinfo=UTC)
+            if saga.step is Step.DONE and operation is Operation.CREATE
+            and approved.HasField("occurred_at")
+            else None
+        )
+        metrics.saga_finished(session, saga.step.value, activated, now)
         if saga.step is Step.REPLAN:
             self._replan(session, row, saga, approved)
             return

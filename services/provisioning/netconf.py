@@ -52,6 +52,7 @@ from services.common.netconf import (
 )
 from services.provisioning.domain.faults import FaultKind, RouterFailure, RouterFault
 from services.provisioning.inventory import Device
+from services.provisioning.metrics import REACHABILITY
 
 T = TypeVar("T")
 
@@ -161,7 +162,19 @@ class NetconfSession:
 
     def _connect(self) -> Manager:
         try:
-            m = open_session(
+            m = self._open()
+        except BaseException:
+            REACHABILITY.opened(self.device.name, ok=False)
+            raise
+        REACHABILITY.opened(self.device.name, ok=True)
+        # rpc-errors are classified here (_checked), by severity.
+        m.raise_mode = RaiseMode.NONE
+        self.capabilities = sorted(m.server_capabilities)
+        return m
+
+    def _open(self) -> Manager:
+        try:
+            return open_session(
                 host=self.device.host,
                 port=self.device.port,
                 username=self.device.username,
@@ -173,10 +186,6 @@ class NetconfSession:
             )
         except ValueError as exc:
             raise RouterFailure(self._fault(FaultKind.INTERNAL, str(exc))) from exc
-        # rpc-errors are classified here (_checked), by severity.
-        m.raise_mode = RaiseMode.NONE
-        self.capabilities = sorted(m.server_capabilities)
-        return m
 
     def _fault(self, kind: FaultKind, message: str, *, retryable: bool = False) -> RouterFault:
         return RouterFault(kind, self.device.name, message, retryable=retryable)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
+from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -76,3 +77,10 @@ def test_a_bad_metrics_address_names_the_variable(raw: str) -> None:
 def test_no_address_means_no_endpoint() -> None:
     assert metrics_listen({}) is None
     assert metrics_listen({"IDC_METRICS_LISTEN": "0.0.0.0:9464"}) == ("0.0.0.0", 9464)
+
+
+def test_readme_lists_every_metric() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [spec.prometheus_name for spec in CATALOGUE
+               if f"| `{spec.prometheus_name}` |" not in readme]
+    assert missing == []

@@ -28,14 +28,17 @@ from idc.events.v1 import circuit_pb2, common_pb2, usage_pb2
 from services.billing.meter.domain import IntervalUsage, advance, slot_start, subinterface_name
 from services.billing.meter.source import CounterSource, CounterSourceError
 from services.billing.meter.store import MeteredCircuit, MeterStore
+from services.common import metric_catalogue as catalogue
 from services.common.db import transaction
 from services.common.events import outbox
 from services.common.events.catalog import circuit_topic_registry
 from services.common.events.envelope import Envelope
 from services.common.events.topics import USAGE_SAMPLES
 from services.common.grpc_server import Worker
+from services.common.metrics import counter
 
 log = logging.getLogger(__name__)
+_POLLS = counter(catalogue.METER_POLLS)
 
 #: Every event type on idc.circuit.events; the meter acts on three and ignores the rest.
 # Everything on idc.circuit.events decodes; plans and failures are ignored, not dead-lettered.
@@ -161,7 +164,9 @@ class Meter:
             log.warning(
                 "poll of %s skipped (a gap for %d circuits): %s", router_name, len(circuits), exc
             )
+            _POLLS.add(1, {"router": router_name, "result": "unreachable"})
             return 0
+        _POLLS.add(1, {"router": router_name, "result": "read"})
         staged = 0
         now = self._clock()
         with transaction(self._session_factory) as session:
