@@ -31,7 +31,15 @@ CRD_KINDS = {
     "KafkaNodePool": "kafka.strimzi.io/v1beta2",
     "KafkaTopic": "kafka.strimzi.io/v1beta2",
     "Cluster": "postgresql.cnpg.io/v1",
+    "ScheduledBackup": "postgresql.cnpg.io/v1",
+    # Prometheus Operator; their structure is checked in test_alerts.py.
+    "PodMonitor": "monitoring.coreos.com/v1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
 }
+METRICS_PORT = 9464
+# The services' health server answers this service name while the process and its threads
+# run, whatever the database and the broker do (liveness); "" is the whole server.
+LIVENESS_SERVICE = "liveness"
 Manifest = dict[str, Any]
 
 
@@ -100,14 +108,46 @@ def _pod_security_problems(deployment: Manifest) -> Iterator[str]:
             yield f"{where}: adds capabilities"
 
 
+def _probe_problems(container: Manifest, where: str) -> Iterator[str]:
+    """gRPC services: readiness asks the whole server, startup and liveness the liveness
+    service (a lost database or broker must not restart them). The console (no gRPC
+    server) is probed with HTTP GET on its own port."""
+    ports = {port["containerPort"] for port in container.get("ports", [])}
+    names = {port.get("name") for port in container.get("ports", [])}
+    probes = {
+        name: container.get(name, {})
+        for name in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
+    if all("httpGet" in probe for probe in probes.values()):
+        for name, probe in probes.items():
+            port = probe["httpGet"].get("port")
+            if port not in ports | names or port in {"metrics", METRICS_PORT}:
+                yield f"{where}: {name} is not an HTTP GET on its own port"
+        return
+    for name, probe in probes.items():
+        grpc = probe.get("grpc")
+        if not grpc or grpc.get("port") not in ports:
+            yield f"{where}: {name} is not a gRPC health probe on its own port"
+            continue
+        wanted = "" if name == "readinessProbe" else LIVENESS_SERVICE
+        if grpc.get("service", "") != wanted:
+            yield f"{where}: {name} asks health service {grpc.get('service', '')!r}, not {wanted!r}"
+
+
+def _metrics_problems(container: Manifest, where: str) -> Iterator[str]:
+    ports = {port.get("name"): port["containerPort"] for port in container.get("ports", [])}
+    if ports.get("metrics") != METRICS_PORT:
+        yield f"{where}: no container port `metrics` {METRICS_PORT}"
+    listen = [e.get("value") for e in container.get("env", []) if e["name"] == "IDC_METRICS_LISTEN"]
+    if listen != [f"0.0.0.0:{METRICS_PORT}"]:
+        yield f"{where}: IDC_METRICS_LISTEN is not 0.0.0.0:{METRICS_PORT}"
+
+
 def _container_problems(deployment: Manifest) -> Iterator[str]:
     for container in containers(deployment):
         where = f"{name_of(deployment)} container {container['name']}"
-        ports = {port["containerPort"] for port in container.get("ports", [])}
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            grpc = container.get(probe, {}).get("grpc")
-            if not grpc or grpc.get("port") not in ports:
-                yield f"{where}: {probe} is not a gRPC health probe on its own port"
+        yield from _probe_problems(container, where)
+        yield from _metrics_problems(container, where)
         resources = container.get("resources", {})
         for bound in ("requests", "limits"):
             if set(resources.get(bound, {})) != {"cpu", "memory"}:
@@ -158,14 +198,20 @@ def _is_default_deny(policy: Manifest) -> bool:
     )
 
 
+def _matches(rule: Manifest, labels: dict[str, str]) -> bool:
+    value = labels.get(rule["key"])
+    return {
+        "In": value in rule.get("values", []),
+        "NotIn": value not in rule.get("values", []),
+        "Exists": value is not None,
+        "DoesNotExist": value is None,
+    }[rule["operator"]]
+
+
 def _selects(selector: Manifest, labels: dict[str, str]) -> bool:
     if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
         return False
-    return all(
-        labels.get(rule["key"]) in rule["values"]
-        for rule in selector.get("matchExpressions", [])
-        if rule["operator"] == "In"
-    )
+    return all(_matches(rule, labels) for rule in selector.get("matchExpressions", []))
 
 
 def egress_ports(policies: list[Manifest], labels: dict[str, str]) -> set[int]:
@@ -178,6 +224,30 @@ def egress_ports(policies: list[Manifest], labels: dict[str, str]) -> set[int]:
     return ports
 
 
+def ingress_ports_from_namespace(
+    policies: list[Manifest], labels: dict[str, str], namespace: str
+) -> set[int]:
+    """The TCP ports of a pod with ``labels`` that pods of ``namespace`` may connect to."""
+    ports: set[int] = set()
+    for policy in policies:
+        if not _selects(policy["spec"]["podSelector"], labels):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            sources = [peer.get("namespaceSelector", {}) for peer in rule.get("from", [])]
+            names = [s.get("matchLabels", {}).get("kubernetes.io/metadata.name") for s in sources]
+            if namespace in names:
+                ports |= {p["port"] for p in rule.get("ports", []) if p.get("protocol") == "TCP"}
+    return ports
+
+
+def has_database(deployment: Manifest) -> bool:
+    return any(
+        e["name"].endswith("_DATABASE_URL")
+        for c in containers(deployment)
+        for e in c.get("env", [])
+    )
+
+
 def network_problems(manifests: list[Manifest]) -> list[str]:
     policies = of_kind(manifests, "NetworkPolicy")
     found = []
@@ -186,9 +256,19 @@ def network_problems(manifests: list[Manifest]) -> list[str]:
     for deployment in of_kind(manifests, "Deployment"):
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         allowed = egress_ports(policies, labels)
-        for port, what in ((53, "DNS"), (9092, "Kafka"), (5432, "PostgreSQL")):
+        # The console has no database and no broker: it calls the two APIs only.
+        needed = (
+            ((9092, "Kafka"), (5432, "PostgreSQL"))
+            if has_database(deployment)
+            else ((50051, "the order API"), (50052, "the provisioning API"))
+        )
+        for port, what in ((53, "DNS"), *needed):
             if port not in allowed:
                 found.append(f"{name_of(deployment)}: no egress to {what} ({port})")
+        if not has_database(deployment) and allowed & {9092, 5432}:
+            found.append(f"{name_of(deployment)}: may reach Kafka or PostgreSQL without need")
+        if METRICS_PORT not in ingress_ports_from_namespace(policies, labels, "monitoring"):
+            found.append(f"{name_of(deployment)}: monitoring cannot scrape {METRICS_PORT}")
         name = deployment["metadata"]["name"]
         if (name.startswith("provisioning-agent") or name == "meter") and 830 not in allowed:
             found.append(f"{name_of(deployment)}: no egress to the routers' NETCONF port")
@@ -350,7 +430,7 @@ def test_dev_runs_one_replica_of_everything_in_one_namespace() -> None:
     manifests = render("dev")
     deployments = of_kind(manifests, "Deployment")
     assert {d["spec"]["replicas"] for d in deployments} == {1}
-    assert len(deployments) == 6
+    assert len(deployments) == 7
     assert {m["metadata"].get("namespace") for m in manifests if m["kind"] != "Namespace"} == {
         "idc-dev"
     }
@@ -387,6 +467,9 @@ def test_one_database_per_service_and_each_service_reads_its_own() -> None:
             for e in c["env"]
             if e["name"].endswith("_DATABASE_URL")
         ]
+        if deployment["metadata"]["name"] == "console":
+            assert urls == []
+            continue
         assert len(urls) == 1, name_of(deployment)
         secret = urls[0]["valueFrom"]["secretKeyRef"]["name"]
         # CloudNativePG writes <cluster>-app with a `uri` key.
@@ -424,6 +507,19 @@ DEPLOYMENT_BREAKAGES: dict[str, Callable[[list[Manifest]], None]] = {
         livenessProbe={"httpGet": {"path": "/", "port": 50051}}
     ),
     "probe on wrong port": lambda m: _container(m)["readinessProbe"]["grpc"].update(port=1),
+    "liveness asks the whole server": lambda m: _container(m)["livenessProbe"]["grpc"].pop(
+        "service"
+    ),
+    "readiness asks liveness": lambda m: _container(m)["readinessProbe"]["grpc"].update(
+        service="liveness"
+    ),
+    "no startup probe": lambda m: _container(m).pop("startupProbe"),
+    "no metrics port": lambda m: _container(m).update(
+        ports=[p for p in _container(m)["ports"] if p["name"] != "metrics"]
+    ),
+    "no metrics listen": lambda m: _container(m).update(
+        env=[e for e in _container(m)["env"] if e["name"] != "IDC_METRICS_LISTEN"]
+    ),
     "no limits": lambda m: _container(m)["resources"].pop("limits"),
     "no memory request": lambda m: _container(m)["resources"]["requests"].pop("memory"),
     "latest image": lambda m: _container(m).update(image="idc-orchestrator:latest"),
@@ -464,6 +560,19 @@ NETWORK_BREAKAGES: dict[str, Callable[[list[Manifest]], list[Manifest]]] = {
         x for x in m if not (x["kind"] == "NetworkPolicy" and _is_default_deny(x))
     ],
     "no dns": lambda m: [x for x in m if x["metadata"]["name"] != "allow-dns"],
+    "no scrape": lambda m: [x for x in m if x["metadata"]["name"] != "allow-metrics-scrape"],
+    "console cut off": lambda m: [x for x in m if x["metadata"]["name"] != "console-to-apis"],
+    "console reaches kafka": lambda m: [
+        *m,
+        {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "bad"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "console"}},
+                "egress": [{"ports": [{"protocol": "TCP", "port": 9092}]}],
+            },
+        },
+    ],
     "no kafka": lambda m: [x for x in m if x["metadata"]["name"] != "services-to-kafka"],
     "no database": lambda m: [x for x in m if x["metadata"]["name"] != "billing-to-billing-db"],
     "agent cut off": lambda m: [
