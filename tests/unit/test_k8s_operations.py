@@ -18,11 +18,11 @@ from tests.unit.test_k8s import (
     REPO,
     Manifest,
     containers,
-    ingress_ports_from_namespace,
     name_of,
     of_kind,
     render,
 )
+from tests.unit.test_k8s_network import ingress_ports_from_namespace
 
 README = (K8S / "README.md").read_text()
 SIX_FIELD_CRON = re.compile(r"^(\S+ ){5}\S+$")
