@@ -18,6 +18,7 @@ import yaml  # type: ignore[import-untyped]
 from kubernetes_validate import utils as kubernetes_schemas  # type: ignore[import-untyped]
 
 from services.common.events.topics import ALL_TOPICS
+from services.common.grpc_server import LIVENESS_SERVICE
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
@@ -37,9 +38,6 @@ CRD_KINDS = {
     "PrometheusRule": "monitoring.coreos.com/v1",
 }
 METRICS_PORT = 9464
-# The services' health server answers this service name while the process and its threads
-# run, whatever the database and the broker do (liveness); "" is the whole server.
-LIVENESS_SERVICE = "liveness"
 Manifest = dict[str, Any]
 
 
