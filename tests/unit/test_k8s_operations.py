@@ -153,7 +153,9 @@ def test_the_apis_run_two_replicas_and_lose_at_most_one_to_a_disruption() -> Non
 
 def _workdir() -> str:
     dockerfile = (REPO / "Dockerfile").read_text()
-    return re.findall(r"^WORKDIR (\S+)", dockerfile, re.M)[-1]
+    # The last stage's working directory: where the code (and services/order/data) lives.
+    workdirs: list[str] = re.findall(r"^WORKDIR (\S+)", dockerfile, re.M)
+    return workdirs[-1]
 
 
 def _mounted_config_map(manifests: list[Manifest], deployment: Manifest, path: Path) -> Manifest:
