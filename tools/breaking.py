@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if _git("cat-file", "-e", f"{commit}:{PROTO}") is None:
         print(f"buf breaking: {commit} has no {PROTO}/ yet; skipped")
         return 0
+    if not BUF.exists():
+        print(f"buf breaking: {BUF} is missing; `make tools` installs it", file=sys.stderr)
+        return 2
     print(f"buf breaking: {PROTO}/ against {commit}")
     with tempfile.TemporaryDirectory() as tmp:
         old = extract_proto(commit, Path(tmp))
