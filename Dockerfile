@@ -4,22 +4,24 @@
 # Kubernetes manifests are under k8s/. No Docker engine runs on the machine this project is
 # developed on, so this file is checked by tests/unit/test_dockerfile.py, not by a build.
 
-# Builder: resolves and installs the pinned dependencies into a virtual environment.
+# Builder: installs the pinned dependencies, then the project's wheel, into a virtual environment.
 FROM python:3.11.13-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml requirements.lock ./
+COPY pyproject.toml requirements-runtime.lock ./
+# Every package at the version and hash of the runtime lock (the build backend included), so
+# nothing is resolved here; the project then installs without dependencies of its own.
+RUN /opt/venv/bin/pip install --require-hashes -r requirements-runtime.lock
 COPY services ./services
 COPY idc ./idc
-# Installing the project pulls its dependencies at the versions of requirements.lock; the
-# project itself is then removed again because it runs from /app, next to the data files
-# (netconf_templates/, migrations, price book) it finds relative to its source.
-RUN /opt/venv/bin/pip install -c requirements.lock . \
- && /opt/venv/bin/pip uninstall -y idc-orchestrator
+# A regular install: the data files the services open (NETCONF templates, migrations, price
+# book, console assets) are package data, and pip byte-compiles everything it installs.
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation .
 
-# Runtime: slim base, no compilers, code owned by root and read-only to the service user.
+# Runtime: slim base, no compilers, no source tree; the code is the installed package in
+# /opt/venv, owned by root and read-only to the service user.
 FROM python:3.11.13-slim-bookworm AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -27,12 +29,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     IDC_VAR_DIR=/tmp/idc
 COPY --from=builder /opt/venv /opt/venv
+# Empty and root-owned: `python -m` puts the working directory first on sys.path.
 WORKDIR /app
-COPY services ./services
-COPY idc ./idc
-COPY netconf_templates ./netconf_templates
-# Byte-compile now: at run time the root filesystem is read-only.
-RUN python -m compileall -q /app/services /app/idc
 # A numeric user, so Kubernetes can verify runAsNonRoot without a passwd lookup.
 USER 10001:10001
 EXPOSE 50051 50052 50053 50054

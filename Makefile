@@ -5,21 +5,37 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pip-compile lives in a virtual environment of its own: it pins pip, which the project's must not.
+PIP_TOOLS := $(VENV)/pip-tools
+PIP_TOOLS_VERSION := 7.6.2
 
-.PHONY: help venv tools run demo test test-unit test-integration proto proto-check lint clean
+.PHONY: help venv tools run demo test test-unit test-integration proto proto-check lint lock clean
 
 help:
 	@echo "make run      start the devstack and every service on this machine (Ctrl-C stops)"
 	@echo "make demo     tell the product's story against a fresh stack (order to invoice)"
-	@echo "make test     install what is missing and run the whole suite against real peers"
+	@echo "make test     install what is missing, lint, then run the whole suite against real peers"
 	@echo "make proto    regenerate the Python package idc/ from proto/"
-	@echo "make lint     ruff, mypy (strict) and buf lint"
+	@echo "make lint     ruff, mypy (strict), buf lint and buf breaking"
+	@echo "make lock     re-resolve requirements.lock (with hashes) after pyproject.toml changed"
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# requirements.lock: what `make venv` installs (dev extra and the build backend);
+# requirements-runtime.lock: the image's subset, at the same versions. Both keep every pin
+# they already have; `make lock LOCK_ARGS=--upgrade-package=NAME` moves one.
+COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(PIP_TOOLS)/bin/pip-compile --quiet \
+	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+lock:
+	test -x $(PIP_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(PIP_TOOLS) \
+	  && $(PIP_TOOLS)/bin/pip install --quiet pip-tools==$(PIP_TOOLS_VERSION); }
+	$(COMPILE) --extra dev --build-deps-for editable $(LOCK_ARGS) -o requirements.lock pyproject.toml
+	$(COMPILE) --build-deps-for wheel -c requirements.lock -o requirements-runtime.lock pyproject.toml
 
 venv: $(STAMP)
 
@@ -36,7 +52,8 @@ run: tools
 demo: tools
 	$(PY) -m devstack.demo
 
-test: tools
+# What a reviewer checks comes first: a lint failure stops before the suite starts.
+test: tools lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
@@ -55,6 +72,7 @@ lint: venv node_modules/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	node_modules/.bin/buf lint proto
+	$(PY) -m tools.breaking
 
 clean:
 	rm -rf $(VENV) node_modules var .mypy_cache .ruff_cache .pytest_cache

@@ -62,6 +62,7 @@ from devstack.process import (
     stop,
     wait_for_port,
 )
+from services.provisioning.rendering import TEMPLATES_ROOT
 
 if TYPE_CHECKING:
     from ncclient.manager import Manager
@@ -76,8 +77,8 @@ __all__ = [
     "start_routers",
 ]
 
-#: ``netconf_templates/`` at the root of the repository.
-DEFAULT_TEMPLATES_ROOT = Path(__file__).resolve().parents[1] / "netconf_templates"
+#: The platforms provisioning renders for, so the routers load the same YANG modules.
+DEFAULT_TEMPLATES_ROOT = TEMPLATES_ROOT
 
 #: Debian package -> a file it installs (see ``ensure_debian_packages``).
 NETCONF_PACKAGES: dict[str, str] = {

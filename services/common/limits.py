@@ -4,7 +4,8 @@ The order service refuses at the door (CreateOrder, ModifyBandwidth, its catalog
 price book at start) anything outside these limits, and provisioning's renderer checks the
 same ones (services/provisioning/domain/circuits.py), so an order the API accepted never
 waits for a payload that cannot be rendered. The values follow the routers' YANG models
-(netconf_templates/*/yang; tests/unit/order/test_limits.py reads them back):
+(services/provisioning/netconf_templates/*/yang; tests/unit/order/test_limits.py reads them
+back):
 
 * the sub-interface description is the circuit id, a space and the customer's description;
   cq-vendor's ``description-string`` holds 242 characters, so with an id of at most 64 the

@@ -19,7 +19,7 @@ import jinja2
 from idc.type.v1 import router_payload_pb2
 from services.provisioning.domain.circuits import CircuitEnd, Operation, Side
 
-TEMPLATES_ROOT = Path(__file__).resolve().parents[2] / "netconf_templates"
+TEMPLATES_ROOT = Path(__file__).resolve().parent / "netconf_templates"
 PAYLOAD_FORMAT = "netconf-xml"
 
 

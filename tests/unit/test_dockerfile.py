@@ -16,8 +16,13 @@ DOCKERIGNORE = REPO / ".dockerignore"
 
 BUILD_TOOLS = ("gcc", "g++", "build-essential", "make ", "clang", "cmake", "python3-dev")
 SECRET_WORDS = ("PASSWORD", "TOKEN", "PEPPER", "SECRET", "KEY", "DATABASE_URL")
-# Paths a build context must never carry: local state, keys, the git history.
-MUST_IGNORE = (".git", ".venv", "node_modules", "var", "**/*.pem", "**/id_ed25519*", ".env")
+# What the image must not carry: the development packages (the devstack, tests, bench, tools).
+DEVELOPMENT = ("devstack", "tests", "bench", "tools")
+# Paths a build context must never carry: local state, keys, the git history, development code.
+MUST_IGNORE = (
+    ".git", ".venv", "node_modules", "var", "**/*.pem", "**/id_ed25519*", ".env", *DEVELOPMENT
+)
+LOCK = "requirements-runtime.lock"
 
 
 @dataclass
@@ -91,15 +96,39 @@ def _build_tool_problems(final: Stage) -> list[str]:
 
 def _dependency_problems(builder: Stage, final: Stage) -> list[str]:
     found: list[str] = []
-    if not any("requirements.lock" in args for args in builder.arguments("COPY")):
-        found.append("builder stage does not COPY requirements.lock")
-    if not any("pip install -c requirements.lock" in args for args in builder.arguments("RUN")):
-        found.append("builder stage does not install with -c requirements.lock")
+    runs = builder.arguments("RUN")
+    if not any(LOCK in args for args in builder.arguments("COPY")):
+        found.append(f"builder stage does not COPY {LOCK}")
+    if not any(f"pip install --require-hashes -r {LOCK}" in args for args in runs):
+        found.append(f"builder stage does not install {LOCK} with --require-hashes")
+    # Any other install must not resolve dependencies past the lock.
+    found += [
+        f"builder runs pip install without --no-deps or the lock: {args}"
+        for args in runs
+        if "pip install" in args and LOCK not in args and "--no-deps" not in args
+    ]
     if not any(
         args.startswith(f"--from={builder.name}") and "/opt/venv" in args
         for args in final.arguments("COPY")
     ):
         found.append("final stage does not take the virtual environment from the builder")
+    return found
+
+
+def _content_problems(stages: list[Stage]) -> list[str]:
+    """The image is the installed package: no development code, no source in the final stage."""
+    found = [
+        f"a stage copies {word}"
+        for stage in stages
+        for args in stage.arguments("COPY") + stage.arguments("ADD")
+        for word in args.split()[:-1]
+        if word.strip("./") in DEVELOPMENT
+    ]
+    found += [
+        f"final stage copies from the build context: COPY {args}"
+        for args in stages[-1].arguments("COPY") + stages[-1].arguments("ADD")
+        if not args.startswith("--from=")
+    ]
     return found
 
 
@@ -138,6 +167,7 @@ def problems(text: str) -> list[str]:
         *_user_problems(final),
         *_build_tool_problems(final),
         *_dependency_problems(builder, final),
+        *_content_problems(stages),
         *_secret_problems(stages),
         *_command_problems(final),
     ]
@@ -171,14 +201,23 @@ BROKEN: dict[str, Callable[[str], str]] = {
     "uid 0": lambda t: t.replace("USER 10001:10001", "USER 0"),
     "named user": lambda t: t.replace("USER 10001:10001", "USER app"),
     "compiler in final stage": lambda t: t.replace(
-        "RUN python -m compileall", "RUN apt-get install -y gcc && python -m compileall"
+        "USER 10001:10001", "RUN apt-get install -y gcc\nUSER 10001:10001"
     ),
     "unpinned base": lambda t: t.replace("python:3.11.13-slim-bookworm", "python:3.11-slim"),
     "latest base": lambda t: t.replace("python:3.11.13-bookworm", "python:latest"),
     "lock not copied": lambda t: t.replace(
-        "COPY pyproject.toml requirements.lock ./", "COPY pyproject.toml ./"
+        f"COPY pyproject.toml {LOCK} ./", "COPY pyproject.toml ./"
     ),
-    "lock not used": lambda t: t.replace("pip install -c requirements.lock .", "pip install ."),
+    "lock without hashes": lambda t: t.replace(f"--require-hashes -r {LOCK}", f"-r {LOCK}"),
+    "project resolves its own dependencies": lambda t: t.replace(
+        "pip install --no-deps", "pip install"
+    ),
+    "devstack in the builder": lambda t: t.replace(
+        "COPY idc ./idc", "COPY idc ./idc\nCOPY devstack ./devstack", 1
+    ),
+    "source tree in final stage": lambda t: t.replace(
+        "WORKDIR /app", "WORKDIR /app\nCOPY services ./services"
+    ),
     "secret in ENV": lambda t: t.replace("HOME=/tmp", "HOME=/tmp IDC_TOKEN_PEPPER=x"),
     "fixed entrypoint": lambda t: t + '\nENTRYPOINT ["python", "-m", "services.order"]\n',
     "single stage": lambda t: t[t.index("FROM python:3.11.13-slim") :],
@@ -193,6 +232,7 @@ def test_a_broken_dockerfile_is_caught(breakage: str) -> None:
     assert problems(broken), f"{breakage} passed the checks"
 
 
-def test_a_dockerignore_that_lets_keys_in_is_caught() -> None:
-    text = DOCKERIGNORE.read_text().replace("**/*.pem\n", "")
-    assert ignore_problems(text) == [".dockerignore does not exclude **/*.pem"]
+@pytest.mark.parametrize("entry", ["**/*.pem", "devstack"])
+def test_a_dockerignore_that_lets_keys_or_the_devstack_in_is_caught(entry: str) -> None:
+    text = DOCKERIGNORE.read_text().replace(f"{entry}\n", "")
+    assert ignore_problems(text) == [f".dockerignore does not exclude {entry}"]

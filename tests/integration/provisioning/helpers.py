@@ -6,13 +6,12 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from google.protobuf import duration_pb2
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from devstack.netconf import Router
 from idc.events.v1 import common_pb2, provisioning_pb2
 from idc.type.v1 import circuit_operation_pb2, side_pb2
 from services.common.db import make_engine, make_session_factory, migrate
@@ -25,6 +24,10 @@ from services.provisioning.inventory import Device
 from services.provisioning.netconf import NetconfSession
 from services.provisioning.rendering import Renderer
 from services.provisioning.tables import AgentCommand
+
+if TYPE_CHECKING:
+    # A type only: the unit tests share the command helpers below without the devstack.
+    from devstack.netconf import Router
 
 T = TypeVar("T")
 SG_IF = "xe-0/0/1"

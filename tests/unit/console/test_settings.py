@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from devstack.services import REPO_ROOT
 from services.common.config import ConfigError
 from services.console.settings import ConsoleSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_defaults_run_next_to_the_services_on_one_machine() -> None:

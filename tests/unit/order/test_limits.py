@@ -32,11 +32,11 @@ from services.order.domain.validation import (
 from services.order.orders import new_id
 from services.order.tables import OrderRow
 from services.provisioning.domain.circuits import Operation, Side, circuit_end
-from services.provisioning.rendering import Renderer
+from services.provisioning.rendering import TEMPLATES_ROOT, Renderer
 
 CATALOGUE = load_catalogue()
 PRICES = load_price_book()
-YANG = Path(__file__).resolve().parents[3] / "netconf_templates"
+YANG = TEMPLATES_ROOT
 PLATFORM_OF_SIDE = {Side.SINGAPORE: "openconfig", Side.CHONGQING: "cq-vendor"}
 REQUEST = CircuitRequest(
     a_end_port_id="sg-edge-1:xe-0/0/1", z_end_port_id="cq-edge-1:XGE0/0/1",
