@@ -46,6 +46,7 @@ from services.common.grpc_server import GrpcApp
 from services.common.runtime import ServiceRuntime, build_app
 from services.common.service_table import METER
 from services.common.telemetry import configure_telemetry
+from tests.integration.test_event_bus import consume
 
 pytestmark = pytest.mark.integration
 
@@ -119,14 +120,6 @@ def idcctl(service: Service, *argv: str, token: str | None = None) -> tuple[int,
                            console=Console(file=out), error_console=Console(file=err))
     text = out.getvalue()
     return code, json.loads(text) if text.strip() else None, err.getvalue()
-
-
-def consume(consumer: EventConsumer, records: int) -> None:
-    done = 0
-    deadline = time.monotonic() + WAIT_S
-    while done < records and time.monotonic() < deadline:
-        done += consumer.poll_once(0.2)
-    assert done >= records, f"consumed {done} of {records} records in {WAIT_S} s"
 
 
 def effect_texts(service: Service, group: str) -> list[str]:
