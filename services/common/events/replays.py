@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     Integer,
     PrimaryKeyConstraint,
     String,
@@ -29,7 +28,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.schema import SchemaItem
 
-from services.common.db import Base
+from services.common.db import Base, UtcDateTime
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound
 from services.common.events.admin import DeadLetter, DeadLetterRef, Replay, SentWindow
 from services.common.events.envelope import HEADER_EVENT_ID, REQUIRED_HEADERS
@@ -53,7 +52,7 @@ def _replay_schema() -> list[SchemaItem]:
         Column("dead_letter_partition", Integer(), nullable=False),
         Column("dead_letter_offset", BigInteger(), nullable=False),
         Column("actor", String(128), nullable=False),
-        Column("replayed_at", DateTime(timezone=True), nullable=False),
+        Column("replayed_at", UtcDateTime(), nullable=False),
         PrimaryKeyConstraint("id", name="pk_event_replays"),
         UniqueConstraint("replay_id", name="uq_event_replays_replay_id"),
         # One replay per dead letter (a broker started empty reuses offsets: the event id
@@ -157,14 +156,13 @@ class SqlEventStore:
                     )
                 )
         except sa_exc.IntegrityError:
-            earlier = self.replays_of([dead.ref]).get(dead.ref, [])
-            same = [r for r in earlier if r.event_id == dead.event_id]
-            detail = f" by {same[0].actor} at {same[0].replayed_at:%Y-%m-%d %H:%M:%SZ}" \
-                if same else ""
+            earlier = [r for r in self.replays_of([dead.ref]).get(dead.ref, [])
+                       if r.event_id == dead.event_id]
+            by = f" by {earlier[0].actor} at {earlier[0].replayed_at:%Y-%m-%d %H:%M:%SZ}" \
+                if earlier else ""
             raise AlreadyExists(
-                f"dead letter {dead.ref} (event {dead.event_id}) was replayed already"
-                f"{detail}; consumers deduplicate by event id, so a second replay "
-                "would change nothing"
+                f"dead letter {dead.ref} (event {dead.event_id}) was replayed already{by}; "
+                "consumers deduplicate by event id, so a second replay would change nothing"
             ) from None
         return replay
 
