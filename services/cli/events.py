@@ -95,7 +95,8 @@ def dlq_list(ctx: Context, args: argparse.Namespace) -> Result:
     def show(console: Console) -> None:
         rows = [
             (_place(d), d.event_type, d.event_id, _origin(d), d.consumer_group,
-             f"{d.error_type}: {d.error.splitlines()[0] if d.error else ''}"[:_ERROR_WIDTH],
+             # The error's first line names its type (consumer.py writes "Type: message").
+             (d.error.splitlines() or [d.error_type])[0][:_ERROR_WIDTH],
              render.when(d.fail_time), _header_lines(d), _replayed(d))
             for d in reply.dead_letters
         ]

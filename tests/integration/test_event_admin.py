@@ -111,14 +111,18 @@ def running_service(url: str, kafka: KafkaSettings) -> Iterator[Service]:
         app.stop()
 
 
-def idcctl(service: Service, *argv: str, token: str | None = None) -> tuple[int, Any, str]:
-    """Run idcctl against ``service`` (as the meter) with --output json."""
+def idcctl(service: Service, *argv: str, token: str | None = None,
+           as_json: bool = True) -> tuple[int, Any, str]:
+    """Run idcctl against ``service`` (as the meter); the output parsed, or as text."""
     out, err = io.StringIO(), io.StringIO()
     variables = {"IDC_METER_ADDRESS": service.address, "IDC_TOKEN": token or service.admin_token}
     with mock.patch.dict(os.environ, variables):
-        code, _ = main.run([*argv, "--service", "meter", "--output", "json"],
-                           console=Console(file=out), error_console=Console(file=err))
+        code, _ = main.run([*argv, "--service", "meter", "--output",
+                            "json" if as_json else "table"],
+                           console=Console(file=out, width=250), error_console=Console(file=err))
     text = out.getvalue()
+    if not as_json:
+        return code, text, err.getvalue()
     return code, json.loads(text) if text.strip() else None, err.getvalue()
 
 
@@ -178,6 +182,10 @@ def test_a_fixed_poison_event_replayed_is_handled_exactly_once(
             assert dead["consumerGroup"] == "refusing"
             assert {h["name"] for h in dead["headers"]} >= {"event-id", "event-type"}
             place = f"{dead.get('partition', 0)}:{dead.get('offset', 0)}"
+            code, table, err = idcctl(service, "ops", "dlq", "list", topic, as_json=False)
+            assert code == 0 and place in table and "cannot handle" in table, err
+            code, text, err = idcctl(service, "ops", "dlq", "show", topic, place, as_json=False)
+            assert code == 0 and 'order_id: "poison"' in text and "event-type=" in text, err
 
             code, shown, err = idcctl(service, "ops", "dlq", "show", topic, place)
             assert code == 0, err
