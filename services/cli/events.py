@@ -53,8 +53,9 @@ def service_for(args: argparse.Namespace) -> str:
     service: str | None = args.service
     if service is None:
         topic = args.topic.removesuffix(topics.DLQ_SUFFIX)
-        # The longest known topic the name starts with (a deployment suffix may follow).
-        owners = [t for t in TOPIC_OWNERS if topic == t or topic.startswith(t + ".")]
+        # The longest known topic the name starts with (IDC_PROVISIONING_TOPIC_SUFFIX and
+        # the like append to it).
+        owners = [t for t in TOPIC_OWNERS if topic.startswith(t)]
         if not owners:
             raise CliError(
                 f"unknown topic {args.topic!r}: the topics are "

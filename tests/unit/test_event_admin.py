@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from idc.ops.v1 import event_admin_service_pb2 as pb
-from services.cli import main
+from services.cli import events, main
 from services.common.auth import Principal, Role, bind_principal, reset_principal
 from services.common.errors import (
     AlreadyExists,
@@ -288,6 +288,19 @@ def test_idcctl_names_bad_input_before_calling(argv: list[str], message: str) ->
     code, err = run_cli(*argv, "--order-address", "127.0.0.1:9", "--deadline", "1")
     assert code == 2
     assert message in err
+
+
+@pytest.mark.parametrize(("topic", "owner"), [
+    ("idc.order.events", "order"),
+    ("idc.usage.samples.dlq", "meter"),
+    ("idc.provisioning.commands.sg-blue", "provisioning"),
+    ("idc.circuit.events", "provisioning"),
+])
+def test_a_dead_letter_command_goes_to_the_topics_producer(topic: str, owner: str) -> None:
+    args = main.build_parser().parse_args(["ops", "dlq", "list", topic])
+    assert events.service_for(args) == owner
+    args = main.build_parser().parse_args(["ops", "dlq", "list", topic, "--service", "billing"])
+    assert events.service_for(args) == "billing"
 
 
 def test_idcctl_refuses_a_malformed_place() -> None:
