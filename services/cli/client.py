@@ -15,18 +15,21 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from idc.billing.v1 import billing_service_pb2_grpc
-from idc.ops.v1 import approval_service_pb2_grpc
+from idc.ops.v1 import approval_service_pb2_grpc, event_admin_service_pb2_grpc
 from idc.order.v1 import order_service_pb2_grpc
 from idc.provisioning.v1 import provisioning_service_pb2_grpc
 from services.cli.errors import CliError, ExitCode
 from services.common.grpc_server import call_metadata, client_channel
-from services.common.service_table import API_SERVICES
+from services.common.service_table import API_SERVICES, METER
 
 R = TypeVar("R", bound=Message)
 
 tracer = trace.get_tracer("idcctl")
 
-DEFAULT_ADDRESSES = {service.name: service.default_address for service in API_SERVICES}
+# The meter's API is only EventAdminService (idcctl ops dlq / outbox).
+DEFAULT_ADDRESSES = {
+    service.name: service.default_address for service in (*API_SERVICES, METER)
+}
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,10 @@ class Api:
     @property
     def billing(self) -> billing_service_pb2_grpc.BillingServiceStub:
         return billing_service_pb2_grpc.BillingServiceStub(self._channel("billing"))
+
+    def event_admin(self, service: str) -> event_admin_service_pb2_grpc.EventAdminServiceStub:
+        """Every service with a database offers it, for its own outbox."""
+        return event_admin_service_pb2_grpc.EventAdminServiceStub(self._channel(service))
 
     def _span(self, service: str, method: Callable[..., Any]) -> AbstractContextManager[Any]:
         full_name = _method_name(method)

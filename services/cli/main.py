@@ -3,7 +3,7 @@
     idcctl customer sites | quote | order | orders | watch | circuits | modify | disconnect
                    | cancel | usage | invoices | invoice export
     idcctl ops     pending | show | approve | reject | devices | check-sync | redeploy
-                   | config | capacity
+                   | config | capacity | dlq list | dlq show | dlq replay | outbox republish
     idcctl billing run | invoices | export | finalize
     idcctl admin   tokens issue | tokens revoke
 """
@@ -22,7 +22,7 @@ from rich.console import Console
 
 from idc.billing.v1 import invoice_pb2
 from idc.order.v1 import circuit_pb2, order_pb2
-from services.cli import commands
+from services.cli import commands, events
 from services.cli.client import Api, Connection, story_context
 from services.cli.errors import EXIT_CODE_HELP, CallFailure, CliError, ExitCode, failure_of
 from services.cli.render import Result, dumps
@@ -40,6 +40,7 @@ EPILOG = f"""environment:
   IDC_ORDER_ADDRESS         order service host:port (default 127.0.0.1:50051)
   IDC_PROVISIONING_ADDRESS  provisioning service host:port (default 127.0.0.1:50052)
   IDC_BILLING_ADDRESS       billing service host:port (default 127.0.0.1:50053)
+  IDC_METER_ADDRESS         meter host:port (default 127.0.0.1:50054; `ops dlq`, `ops outbox`)
   IDC_DEFAULT_DEADLINE_S    deadline of each call in seconds (default 30)
   IDC_OUTPUT                table or json when --output is not given
   TRACEPARENT               W3C trace context to continue (puts a script's calls in one trace)
@@ -249,6 +250,7 @@ def _ops_commands(b: _Builder, roles: Any) -> None:
     p.add_argument("circuit_id")
     p = b.leaf(ops, "capacity", commands.capacity, "channel and port capacity")
     p.add_argument("--port", action="append", default=[], help="only these ports")
+    events.add_commands(b, ops)
 
 
 def _billing_commands(b: _Builder, roles: Any) -> None:
@@ -338,6 +340,9 @@ def run(
 
 
 def _service_of(args: argparse.Namespace) -> str:
+    target: str | None = getattr(args, "target_service", None)
+    if target is not None:
+        return target
     handler = args.handler
     if handler in (commands.devices, commands.check_sync, commands.redeploy,
                    commands.circuit_config, commands.show_pending):

@@ -18,7 +18,10 @@ from pathlib import Path
 from services.common import db
 from services.common.auth import Principal, Role, SqlTokenStore
 from services.common.config import ServiceSettings
-from services.common.service_table import API_SERVICES, ORDER
+from services.common.service_table import ORDER, SERVICES
+
+# Every service with a database checks tokens on its API (the meter's: EventAdminService).
+TOKEN_SERVICES = tuple(service for service in SERVICES if service.migrations is not None)
 
 
 def database_urls(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -27,7 +30,7 @@ def database_urls(env: Mapping[str, str] | None = None) -> dict[str, str]:
         service.name: ServiceSettings.from_env(
             service.name, service.default_port, env
         ).database_url
-        for service in API_SERVICES
+        for service in TOKEN_SERVICES
     }
 
 
@@ -36,7 +39,7 @@ def token_stores(env: Mapping[str, str] | None = None) -> dict[str, SqlTokenStor
     env = os.environ if env is None else env
     pepper = ServiceSettings.from_env(ORDER.name, ORDER.default_port, env).token_pepper
     stores = {}
-    migrations = {service.name: service.migrations_dir for service in API_SERVICES}
+    migrations = {service.name: service.migrations_dir for service in TOKEN_SERVICES}
     for name, url in database_urls(env).items():
         db.migrate(url, migrations[name])
         stores[name] = SqlTokenStore(db.make_session_factory(db.make_engine(url)), pepper)

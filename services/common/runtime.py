@@ -23,6 +23,7 @@ from services.common import metric_catalogue as catalogue
 from services.common.auth import SqlTokenStore
 from services.common.config import ConfigError, ServiceSettings
 from services.common.events import EventConsumer, OutboxRelay
+from services.common.events.admin_servicer import register_event_admin
 from services.common.events.metrics import ConsumerLag, OutboxBacklog
 from services.common.events.topics import ALL_TOPICS, ensure_topics
 from services.common.grpc_server import AlarmCheck, GrpcApp, Worker
@@ -169,11 +170,18 @@ def build_app(
     workers: Sequence[Worker] = (),
 ) -> GrpcApp:
     """The service's gRPC app with health checks on its database and broker, its outbox
-    relay and its own ``workers``."""
+    relay, the event admin API (services/common/events/admin.py) and its own ``workers``."""
     settings = runtime.settings
+
+    def register_all(server: grpc.Server) -> Sequence[str]:
+        return [
+            *register(server),
+            register_event_admin(server, runtime.session_factory, settings.kafka),
+        ]
+
     return GrpcApp(
         settings=settings,
-        register=register,
+        register=register_all,
         tokens=runtime.tokens,
         checks={
             "database": lambda: db.ping(runtime.engine),

@@ -25,7 +25,7 @@ from devstack.services import (
     wait_serving,
 )
 from idc.billing.v1 import billing_service_pb2
-from idc.ops.v1 import approval_service_pb2
+from idc.ops.v1 import approval_service_pb2, event_admin_service_pb2
 from idc.order.v1 import order_service_pb2
 from idc.provisioning.v1 import provisioning_service_pb2
 from services.common import db
@@ -39,15 +39,19 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 PEPPER = "test-pepper"
 
+# Every service serves the event admin tools for its own outbox (build_app).
+EVENT_ADMIN = event_admin_service_pb2.DESCRIPTOR.services_by_name["EventAdminService"]
 SERVICES = {
     "order": [
         order_service_pb2.DESCRIPTOR.services_by_name["OrderService"],
         approval_service_pb2.DESCRIPTOR.services_by_name["ApprovalService"],
+        EVENT_ADMIN,
     ],
     "provisioning": [
-        provisioning_service_pb2.DESCRIPTOR.services_by_name["ProvisioningService"]
+        provisioning_service_pb2.DESCRIPTOR.services_by_name["ProvisioningService"],
+        EVENT_ADMIN,
     ],
-    "billing": [billing_service_pb2.DESCRIPTOR.services_by_name["BillingService"]],
+    "billing": [billing_service_pb2.DESCRIPTOR.services_by_name["BillingService"], EVENT_ADMIN],
 }
 
 

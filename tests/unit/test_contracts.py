@@ -88,6 +88,12 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "GetCapacity",
     },
     "idc.ops.v1.ApprovalService": {"ListPendingApprovals", "Approve", "Reject"},
+    "idc.ops.v1.EventAdminService": {
+        "ListDeadLetters",
+        "GetDeadLetter",
+        "ReplayDeadLetter",
+        "RepublishOutbox",
+    },
     "idc.provisioning.v1.ProvisioningService": {
         "ListDevices",
         "DryRun",

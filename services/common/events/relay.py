@@ -234,7 +234,7 @@ class OutboxRelay:
                 key=row.key,
                 value=row.payload,
                 headers=build_headers(
-                    row.event_id, row.event_type, row.schema_version, row.headers
+                    row.published_event_id, row.event_type, row.schema_version, row.headers
                 ),
             )
             for row in rows

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Mapped
 from sqlalchemy.sql.schema import SchemaItem
 
 from services.common.db import Base
+from services.common.events.envelope import HEADER_EVENT_ID
 
 OUTBOX = "outbox"
 INBOX = "inbox"
@@ -108,6 +109,12 @@ class OutboxRow(Base):
     headers: Mapped[dict[str, str]]
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+    @property
+    def published_event_id(self) -> str:
+        """The ``event-id`` it is sent with: its own, or for a replayed dead letter the dead
+        letter's (``event_id`` stays unique in the outbox; consumers deduplicate on this)."""
+        return self.headers.get(HEADER_EVENT_ID, self.event_id)
 
 
 class InboxRow(Base):
