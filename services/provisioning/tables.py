@@ -79,7 +79,7 @@ class SagaRow(ProvisioningBase):
     deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    # Since when the saga is in ``step`` (the step-latency metric); migration 0004.
+    # Since when the saga is in ``step`` (the step-latency metric); migration 0005.
     step_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 

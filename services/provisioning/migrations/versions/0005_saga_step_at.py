@@ -1,15 +1,15 @@
 """Sagas: since when a saga is in its current step (the step-latency metric).
 
-Revision ID: provisioning_0004
-Revises: provisioning_0003
+Revision ID: provisioning_0005
+Revises: provisioning_0004
 Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "provisioning_0004"
-down_revision = "provisioning_0003"
+revision = "provisioning_0005"
+down_revision = "provisioning_0004"
 branch_labels = None
 depends_on = None
 
