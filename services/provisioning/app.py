@@ -18,7 +18,9 @@ times as often, 10: how long a dead agent's routers wait for a peer to take them
 ``IDC_PROVISIONING_TOPIC_SUFFIX`` (appended to every topic name, to keep deployments that
 share a Kafka cluster apart, e.g. tests; empty by default),
 ``IDC_PROVISIONING_MAX_REPLY_BYTES`` (the largest message taken from a router, 16 MiB;
-read by every router session, see netconf.py).
+read by every router session, see netconf.py),
+``IDC_PROVISIONING_DRIFT_INTERVAL_S`` (how often the coordinator's drift watch reads every
+router and compares it with what was deployed, 60; 0 turns the watch off; see drift.py).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from services.provisioning.coordinator import (
 )
 from services.provisioning.domain.circuits import SIDE_OF_TELCO, Side
 from services.provisioning.domain.lease import LeaseTerms
+from services.provisioning.drift import INTERVAL_SETTING, DriftWatch
 from services.provisioning.inventory import Inventory, load_inventory
 from services.provisioning.netconf import NetconfSession, max_reply_bytes, read_running
 from services.provisioning.ops import ProvisioningOps
@@ -160,6 +163,7 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
     )
     lease_terms = LeaseTerms(float(non_negative_int(env, "IDC_PROVISIONING_LEASE_S", 10) or 10))
     reply_cap = max_reply_bytes(env)  # a bad value stops the start
+    drift_interval_s = non_negative_int(env, INTERVAL_SETTING, 60)
     kafka: KafkaSettings = runtime.settings.kafka
     ensure_topics(
         kafka.bootstrap,
@@ -201,11 +205,22 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
                 silence_s=timings.confirm_timeout_s + timings.step_deadline_s,
             ),
         ]
+        if drift_interval_s:
+            workers.append(
+                DriftWatch(
+                    runtime.session_factory,
+                    inventory,
+                    topic_names.circuit_events,
+                    float(drift_interval_s),
+                )
+            )
     for agent_telco in SIDE_OF_TELCO if role == "all" else [telco] if role == "agent" else []:
         workers += agent_workers(
             runtime, inventory, renderer, topic_names, agent_telco, lease_terms, reply_cap
         )
-    ops = ProvisioningOps(inventory, renderer, coordinator, runtime.session_factory)
+    ops = ProvisioningOps(
+        inventory, renderer, coordinator, runtime.session_factory, drift_interval_s
+    )
 
     def register_servicers(server: grpc.Server) -> Sequence[str]:
         return [

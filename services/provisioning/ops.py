@@ -30,6 +30,7 @@ from services.provisioning.domain.observe import (
     intended_leaves,
     running_subinterfaces,
 )
+from services.provisioning.drift import sync_status_proto, sync_statuses
 from services.provisioning.inventory import Device, Inventory
 from services.provisioning.netconf import NetconfSession, read_running
 from services.provisioning.rendering import Renderer
@@ -52,11 +53,13 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         renderer: Renderer,
         coordinator: Coordinator,
         session_factory: sessionmaker[Session],
+        drift_interval_s: int = 0,
     ) -> None:
         self._inventory = inventory
         self._renderer = renderer
         self._coordinator = coordinator
         self._factory = session_factory
+        self._drift_interval_s = drift_interval_s
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -212,6 +215,16 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
             status.missing_circuit_ids or status.extra_circuit_ids or status.different
         )
         return status
+
+    def ListSyncStatus(
+        self, request: pb.ListSyncStatusRequest, context: Any
+    ) -> pb.ListSyncStatusResponse:
+        require_role(*OPS_ROLES)
+        rows = sync_statuses(self._factory, request.circuit_id, request.not_in_sync_only)
+        return pb.ListSyncStatusResponse(
+            statuses=[sync_status_proto(row) for row in rows],
+            interval_seconds=self._drift_interval_s,
+        )
 
     def Redeploy(self, request: pb.RedeployRequest, context: Any) -> pb.RedeployResponse:
         require_role(*OPS_ROLES)
