@@ -289,14 +289,20 @@ class DriftWatch(Worker):
 
 
 def sync_statuses(
-    factory: sessionmaker[Session], circuit_id: str = "", not_in_sync_only: bool = False
+    factory: sessionmaker[Session],
+    circuit_id: str = "",
+    not_in_sync_only: bool = False,
+    offset: int = 0,
+    limit: int | None = None,
 ) -> list[CircuitSync]:
-    """The stored records, by circuit id, Singapore first."""
+    """The stored records, by circuit id, Singapore first (``limit`` of them from
+    ``offset``: all by default)."""
     query = select(CircuitSync).order_by(CircuitSync.circuit_id, CircuitSync.side)
     if circuit_id:
         query = query.where(CircuitSync.circuit_id == circuit_id)
     if not_in_sync_only:
         query = query.where(CircuitSync.status != SyncStatus.IN_SYNC.value)
+    query = query.offset(offset).limit(limit)
     with factory() as session:
         rows = list(session.scalars(query))
         session.expunge_all()

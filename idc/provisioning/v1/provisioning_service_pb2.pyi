@@ -772,19 +772,27 @@ class ListSyncStatusRequest(_message.Message):
 
     CIRCUIT_ID_FIELD_NUMBER: _builtins.int
     NOT_IN_SYNC_ONLY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     circuit_id: _builtins.str
     """Only this circuit; empty for all."""
     not_in_sync_only: _builtins.bool
     """Only circuit ends that are not in sync (drifted or unknown)."""
+    page_size: _builtins.int
+    """Maximum number of entries to return (default and at most 1000)."""
+    page_token: _builtins.str
+    """Token from the previous response."""
     def __init__(
         self,
         *,
         circuit_id: _builtins.str = ...,
         not_in_sync_only: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "not_in_sync_only", b"not_in_sync_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "not_in_sync_only", b"not_in_sync_only", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -798,8 +806,11 @@ class ListSyncStatusResponse(_message.Message):
 
     STATUSES_FIELD_NUMBER: _builtins.int
     INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     interval_seconds: _builtins.int
-    """How often the watch reads every router, in seconds."""
+    """How often the watch reads every router, in seconds (0: the watch is off)."""
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___CircuitSyncStatus]:
         """One entry per circuit and router, ordered by circuit id, Singapore first."""
@@ -809,10 +820,11 @@ class ListSyncStatusResponse(_message.Message):
         *,
         statuses: _abc.Iterable[Global___CircuitSyncStatus] | None = ...,
         interval_seconds: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_seconds", b"interval_seconds", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_seconds", b"interval_seconds", "next_page_token", b"next_page_token", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
