@@ -44,9 +44,9 @@ def shown_as(svc: OrderService, circuit_id: str, health: int) -> circuit_pb2.Cir
 
 
 def test_drift_events_show_on_the_customers_circuit(
-    sqlite_database_url: str, kafka_settings: KafkaSettings
+    database_url: str, kafka_settings: KafkaSettings
 ) -> None:
-    with running_order_service(sqlite_database_url, kafka_settings) as svc:
+    with running_order_service(database_url, kafka_settings) as svc:
         order = svc.alice.call("CreateOrder", order_service_pb2.CreateOrderRequest(
             request_id=str(uuid.uuid4()), spec=spec(100))).order
         svc.approve_both(order)

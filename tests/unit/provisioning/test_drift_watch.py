@@ -3,8 +3,6 @@ events staged in the outbox only on a change of state, busy circuits left alone.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,9 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idc.events.v1 import circuit_pb2, common_pb2
-from services.common.db import make_engine, make_session_factory, migrate
 from services.common.events import OutboxRow
-from services.provisioning.app import MIGRATIONS
 from services.provisioning.domain.circuits import Operation, Side, circuit_end
 from services.provisioning.domain.drift import SyncStatus
 from services.provisioning.domain.faults import FaultKind, RouterFailure, RouterFault
@@ -59,22 +55,6 @@ class FakeRouters:
         if device.name in self.down:
             raise RouterFailure(RouterFault(FaultKind.TIMEOUT, device.name, "no answer in 10 s"))
         return self.running.get(device.name, EMPTY)
-
-
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("drift-db") / "template.db"
-    migrate(f"sqlite:///{path}", MIGRATIONS)
-    return path
-
-
-@pytest.fixture
-def factory(migrated: Path, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    path = tmp_path / "provisioning.db"
-    shutil.copy(migrated, path)
-    engine = make_engine(f"sqlite:///{path}")
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture
