@@ -120,3 +120,23 @@ def test_a_change_behind_the_back_is_reported_then_cleared_by_redeploy(stack: St
     stack.poll_events()
     assert len(stack.events_for(params.circuit_id, DETECTED)) == 2
     assert len(stack.events_for(params.circuit_id, CLEARED)) == 2
+
+
+def test_a_paused_router_is_unknown_never_drift(stack: Stack, routers: RouterFleet) -> None:
+    params = circuit(stack.vlan(next(VLANS)), mbps=100)
+    stack.approve(Operation.CREATE, params)
+    assert isinstance(stack.outcome(params.circuit_id)[0], circuit_pb2.CircuitActivated)
+    wait_for("both ends in sync", lambda: all_in(stack, params.circuit_id,
+                                                 pb.SYNC_STATE_IN_SYNC))
+    with routers.paused("sg-edge-1"):
+        # One read waits out its bounds (connect 15 s), then the round reports.
+        unknown = wait_for("sg-edge-1 unknown", lambda: (
+            found if (found := statuses(stack, params.circuit_id))["sg-edge-1"].state
+            == pb.SYNC_STATE_UNKNOWN else None), timeout=60)
+        assert "router not read" in unknown["sg-edge-1"].detail
+        assert unknown["cq-edge-1"].state == pb.SYNC_STATE_IN_SYNC
+        assert not unknown["sg-edge-1"].drift_reported
+    wait_for("sg-edge-1 in sync again", lambda: all_in(stack, params.circuit_id,
+                                                       pb.SYNC_STATE_IN_SYNC), timeout=60)
+    stack.poll_events()
+    assert stack.events_for(params.circuit_id, DETECTED + CLEARED) == []
