@@ -85,6 +85,7 @@ class RunningStack:
             f"IDC_{service.name.upper()}_ADDRESS": self.address(service.name)
             for service in API_SERVICES
         }
+        env["IDC_METER_ADDRESS"] = self.address("billing.meter")
         env["IDC_TOKEN"] = self.tokens[token].token
         return env
 

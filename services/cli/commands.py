@@ -571,6 +571,47 @@ def check_sync(ctx: Context, args: argparse.Namespace) -> Result:
     )
 
 
+SYNC_STATES = {
+    prov_pb.SYNC_STATE_IN_SYNC: "in sync",
+    prov_pb.SYNC_STATE_DRIFTED: "DRIFTED",
+    prov_pb.SYNC_STATE_UNKNOWN: "unknown",
+}
+
+
+def sync_status(ctx: Context, args: argparse.Namespace) -> Result:
+    """What the continuous drift watch last saw, per circuit and router (no router read)."""
+    reply = prov_pb.ListSyncStatusResponse()
+    token = ""
+    while True:
+        page = ctx.api.call(
+            "provisioning",
+            ctx.api.provisioning.ListSyncStatus,
+            prov_pb.ListSyncStatusRequest(circuit_id=args.circuit or "",
+                                          not_in_sync_only=args.not_in_sync, page_token=token),
+        )
+        reply.statuses.extend(page.statuses)
+        reply.interval_seconds = page.interval_seconds
+        token = page.next_page_token
+        if not token:
+            break
+    every = f"every {reply.interval_seconds} s" if reply.interval_seconds else "off"
+    return Result(
+        reply,
+        lambda console: console.print(
+            render.table(
+                f"Circuit sync status (drift watch {every})",
+                ["circuit", "router", "side", "status", "since", "last seen in sync", "detail"],
+                [
+                    [s.circuit_id, s.device_name, render.side(s.side),
+                     SYNC_STATES.get(s.state, "?"), render.when(s.since),
+                     render.when(s.last_seen_in_sync_time), s.detail]
+                    for s in reply.statuses
+                ],
+            )
+        ),
+    )
+
+
 def redeploy(ctx: Context, args: argparse.Namespace) -> Result:
     reply = ctx.api.call(
         "provisioning",

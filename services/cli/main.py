@@ -2,8 +2,9 @@
 
     idcctl customer sites | quote | order | orders | watch | circuits | modify | disconnect
                    | cancel | usage | invoices | invoice export
-    idcctl ops     pending | show | approve | reject | devices | check-sync | redeploy
-                   | config | capacity | dlq list | dlq show | dlq replay | outbox republish
+    idcctl ops     pending | show | approve | reject | devices | check-sync | sync
+                   | redeploy | config | capacity | dlq list | dlq show | dlq replay
+                   | outbox republish
     idcctl billing run | invoices | export | finalize
     idcctl admin   tokens issue | tokens revoke
 """
@@ -241,6 +242,11 @@ def _ops_commands(b: _Builder, roles: Any) -> None:
     p = b.leaf(ops, "check-sync", commands.check_sync,
                "compare each router's running configuration with the intended circuits")
     p.add_argument("device", nargs="*", help="only these routers")
+    p = b.leaf(ops, "sync", commands.sync_status,
+               "per circuit and router: in sync, drifted or unknown, as the drift watch "
+               "last saw it (since when, last seen in sync)")
+    p.add_argument("--circuit", help="only this circuit")
+    p.add_argument("--not-in-sync", action="store_true", help="only drifted or unknown ends")
     p = b.leaf(ops, "redeploy", commands.redeploy,
                "push a circuit's intended configuration to its routers again")
     p.add_argument("circuit_id")
@@ -344,7 +350,7 @@ def _service_of(args: argparse.Namespace) -> str:
     if target is not None:
         return target
     handler = args.handler
-    if handler in (commands.devices, commands.check_sync, commands.redeploy,
+    if handler in (commands.devices, commands.check_sync, commands.sync_status, commands.redeploy,
                    commands.circuit_config, commands.show_pending):
         return "provisioning"
     if handler in (commands.usage, commands.invoices, commands.export_invoice,

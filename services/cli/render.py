@@ -171,14 +171,23 @@ def orders_table(orders: Sequence[order_pb2.Order]) -> Table:
     )
 
 
+def health(circuit: circuit_pb2.Circuit) -> str:
+    """``in sync``, ``drift being repaired`` or ``out of service``, with since when."""
+    if circuit.health == circuit_pb2.CIRCUIT_HEALTH_UNSPECIFIED:
+        return ""
+    words = enum_name(circuit_pb2.CircuitHealth, circuit.health, "CIRCUIT_HEALTH_")
+    since = when(circuit.health_since)
+    return words.lower().replace("_", " ") + (f" since {since}" if since else "")
+
+
 def circuits_table(circuits: Sequence[circuit_pb2.Circuit]) -> Table:
     return table(
         "Circuits",
-        ["id", "state", "A-end", "Z-end", "Mbps", "monthly", "active since"],
+        ["id", "state", "A-end", "Z-end", "Mbps", "monthly", "active since", "health"],
         [
             [c.id, circuit_state(c.state),
              f"{c.a_end.port_id}.{c.a_end.vlan_id}", f"{c.z_end.port_id}.{c.z_end.vlan_id}",
-             c.bandwidth_mbps, money(c.price.mrc), when(c.activate_time)]
+             c.bandwidth_mbps, money(c.price.mrc), when(c.activate_time), health(c)]
             for c in circuits
         ],
     )

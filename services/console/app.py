@@ -94,6 +94,7 @@ def _templates() -> Jinja2Templates:
         approval_state=views.approval_state, circuit_state=views.circuit_state,
         side=views.side, operation=views.operation, step=views.step, outcome=views.outcome,
         when=views.when, end_text=views.end_text,
+        watch_state=lambda value: views.WATCH_STATES.get(value, "?"),
     )
     return templates
 
@@ -357,16 +358,27 @@ class Console:
     async def circuits(self, request: Request, session: WebSession) -> Response:
         query = request.query_params.get("q", "")[:200]
         state = request.query_params.get("state", "")[:40]
-        listed, (checks, problem) = await asyncio.gather(
-            self.backend.circuits(session.token), self._checks(session.token))
+        listed, (checks, problem), (watched, watch_problem) = await asyncio.gather(
+            self.backend.circuits(session.token), self._checks(session.token),
+            self._watched(session.token, not_in_sync_only=True))
         summaries = search([views.circuit_summary(c) for c in listed], query, state)
-        rows = [(c, [(r, sync_label(c, r, checks).value) for r in c.routers])
+        rows = [(c, [(r, sync_label(c, r, checks).value) for r in c.routers],
+                 [views.watch_label(w) for w in watched if w.circuit_id == c.id])
                 for c in summaries]
         return self.render(request, session, "circuits.html", rows=rows, query=query,
+                           drift_banner=views.drift_banner(watched),
+                           watch_problem=watch_problem,
                            state=state, checks=sorted(checks.values(),
                                                       key=lambda c: c.device_name),
                            sync_problem=problem, summary=views.sync_summary,
                            states=[views.circuit_state(v) for v in range(1, 8)])
+
+    async def _watched(self, token: str, circuit_id: str = "", not_in_sync_only: bool = False
+                       ) -> tuple[list[prov_pb.CircuitSyncStatus], str]:
+        try:
+            return await self.backend.sync_statuses(token, circuit_id, not_in_sync_only), ""
+        except Refused as refusal:
+            return [], f"Drift watch unavailable: {refusal.message}"
 
     async def check_device(self, request: Request, session: WebSession) -> Response:
         name = request.path_params["name"]
@@ -385,8 +397,10 @@ class Console:
             config = await self.backend.circuit_config(session.token, circuit_id)
         except Refused as refusal:
             problem = refusal.message
+        watched, watch_problem = await self._watched(session.token, circuit_id)
         return self.render(request, session, "circuit.html", circuit=circuit, config=config,
-                           config_problem=problem)
+                           config_problem=problem, watched=watched, watch_problem=watch_problem,
+                           drift_banner=views.drift_banner(watched))
 
     async def circuit_sync(self, request: Request, session: WebSession) -> Response:
         """Each router's sync status of one circuit, for the page's live refresh."""

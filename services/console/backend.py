@@ -55,6 +55,9 @@ class Backend(Protocol):
     async def circuit_config(self, token: str,
                              circuit_id: str) -> prov_pb.GetCircuitConfigResponse: ...
     async def dry_run(self, token: str, order_id: str) -> prov_pb.DryRunResponse: ...
+    async def sync_statuses(self, token: str, circuit_id: str = "",
+                            not_in_sync_only: bool = False
+                            ) -> list[prov_pb.CircuitSyncStatus]: ...
 
 
 def _refused(service: str, error: aio.AioRpcError) -> Refused:
@@ -239,3 +242,23 @@ class GrpcBackend:
         except aio.AioRpcError as error:
             raise _refused("provisioning", error) from None
         return reply
+
+    async def sync_statuses(self, token: str, circuit_id: str = "",
+                            not_in_sync_only: bool = False
+                            ) -> list[prov_pb.CircuitSyncStatus]:
+        """What the drift watch last saw, per circuit and router (every page of it)."""
+        found: list[prov_pb.CircuitSyncStatus] = []
+        page = ""
+        try:
+            while len(found) < MAX_ITEMS:
+                reply = await self._provisioning.ListSyncStatus(
+                    prov_pb.ListSyncStatusRequest(circuit_id=circuit_id, page_token=page,
+                                                  not_in_sync_only=not_in_sync_only),
+                    metadata=call_metadata(token), timeout=self._timeout)
+                found += reply.statuses
+                page = reply.next_page_token
+                if not page:
+                    break
+        except aio.AioRpcError as error:
+            raise _refused("provisioning", error) from None
+        return found

@@ -141,3 +141,27 @@ def order_event(order: order_pb2.Order) -> dict[str, object]:
         "step": (f"{order.provisioning_step} since {when(order.provisioning_step_time)}"
                  if order.provisioning_step else ""),
     }
+
+
+WATCH_STATES = {
+    prov_pb.SYNC_STATE_IN_SYNC: "in sync",
+    prov_pb.SYNC_STATE_DRIFTED: "drifted",
+    prov_pb.SYNC_STATE_UNKNOWN: "unknown",
+}
+
+
+def watch_label(status: prov_pb.CircuitSyncStatus) -> str:
+    """One circuit end as the drift watch last saw it, e.g. ``drifted since ...``."""
+    label = WATCH_STATES.get(status.state, "?")
+    return f"{status.device_name}: {label} since {when(status.since)}"
+
+
+def drift_banner(statuses: list[prov_pb.CircuitSyncStatus]) -> str:
+    """The banner over every circuits page while any circuit drifts; empty when none."""
+    drifted = sorted({s.circuit_id for s in statuses if s.state == prov_pb.SYNC_STATE_DRIFTED})
+    if not drifted:
+        return ""
+    shown = ", ".join(drifted[:10]) + (f" and {len(drifted) - 10} more" if len(drifted) > 10
+                                       else "")
+    return (f"{len(drifted)} circuit(s) drifted from what was deployed: {shown}. "
+            "Open a circuit to see the difference and redeploy it.")

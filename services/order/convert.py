@@ -16,7 +16,13 @@ from idc.type.v1 import circuit_operation_pb2, money_pb2, side_pb2
 from services.common.errors import InvalidArgument
 from services.order import store
 from services.order.domain.catalogue import Catalogue, Side
-from services.order.domain.lifecycle import CircuitState, OrderState, OrderType
+from services.order.domain.health import Health
+from services.order.domain.lifecycle import (
+    COMMITTED_CIRCUIT_STATES,
+    CircuitState,
+    OrderState,
+    OrderType,
+)
 from services.order.domain.validation import CircuitRequest, ContactInfo
 from services.order.tables import CircuitRow, OrderRow, QuoteRow
 
@@ -237,7 +243,24 @@ def circuit(catalogue: Catalogue, row: CircuitRow) -> circuit_pb2.Circuit:
         update_time=timestamp(row.updated_at),
         disconnect_time=timestamp(row.disconnected_at),
         term_end_time=timestamp(term_end),
+        **_health(row),
     )
+
+
+HEALTH_PROTO = {
+    Health.IN_SYNC: circuit_pb2.CIRCUIT_HEALTH_IN_SYNC,
+    Health.DRIFT_BEING_REPAIRED: circuit_pb2.CIRCUIT_HEALTH_DRIFT_BEING_REPAIRED,
+    Health.OUT_OF_SERVICE: circuit_pb2.CIRCUIT_HEALTH_OUT_OF_SERVICE,
+}
+
+
+def _health(row: CircuitRow) -> dict[str, Any]:
+    """Health only while the routers are meant to carry the circuit (the drift watch
+    checks those); in sync since the last drift cleared, or since activation."""
+    if row.state not in COMMITTED_CIRCUIT_STATES:
+        return {}
+    return {"health": HEALTH_PROTO[Health(row.health or "")],
+            "health_since": timestamp(row.health_since or row.activated_at)}
 
 
 def endpoint(catalogue: Catalogue, port_id: str, vlan: int) -> common_pb2.CircuitEndpoint:

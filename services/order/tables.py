@@ -78,6 +78,9 @@ class CircuitRow(OrderBase):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     disconnected_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The routers' drift summed up (domain.health; migration 0006): "" in sync.
+    health: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    health_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class OrderRow(OrderBase):
@@ -175,3 +178,15 @@ class PortVlanRow(OrderBase):
     port_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     vlan_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     circuit_id: Mapped[str] = mapped_column(String(40), index=True)
+
+
+class CircuitDriftRow(OrderBase):
+    """A drift provisioning reported on one side of a circuit, until it is cleared
+    (migration 0006); the circuit's ``health`` columns sum them up."""
+
+    __tablename__ = "circuit_drift"
+    circuit_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    side: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime)

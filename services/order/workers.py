@@ -18,6 +18,7 @@ from services.common.events.envelope import Envelope
 from services.common.events.topics import CIRCUIT_EVENTS
 from services.common.grpc_server import AlarmCheck, Worker
 from services.common.runtime import ConsumerWorker
+from services.order.health import DRIFT_EVENTS, record_drift
 from services.order.orders import OrderApp
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ OUTCOME_EVENTS = (
     circuit_pb2.CircuitDisconnected,
     circuit_pb2.ProvisioningFailed,
 )
-for _event_class in (*OUTCOME_EVENTS, provisioning_pb2.ProvisioningPlanned,
+for _event_class in (*OUTCOME_EVENTS, *DRIFT_EVENTS, provisioning_pb2.ProvisioningPlanned,
                      provisioning_pb2.ProvisioningProgress):
     register_event(_event_class)
 
@@ -46,6 +47,8 @@ class CircuitEventHandler:
             self.app.record_progress(session, event)
         elif isinstance(event, OUTCOME_EVENTS):
             self.app.record_outcome(session, event)
+        elif isinstance(event, DRIFT_EVENTS):
+            record_drift(session, event, self.app.clock())
         else:
             log.debug("event %s is not for the order service", envelope.event_type)
 

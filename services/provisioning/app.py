@@ -18,7 +18,9 @@ times as often, 10: how long a dead agent's routers wait for a peer to take them
 ``IDC_PROVISIONING_TOPIC_SUFFIX`` (appended to every topic name, to keep deployments that
 share a Kafka cluster apart, e.g. tests; empty by default),
 ``IDC_PROVISIONING_MAX_REPLY_BYTES`` (the largest message taken from a router, 16 MiB;
-read by every router session, see netconf.py).
+read by every router session, see netconf.py),
+``IDC_PROVISIONING_DRIFT_INTERVAL_S`` (how often the coordinator's drift watch reads every
+router and compares it with what was deployed, 60; 0 turns the watch off; see drift.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from services.common.events.consumer import BatchHandler, Handler
 from services.common.events.envelope import extract_trace_context
 from services.common.events.topics import with_dead_letters
 from services.common.grpc_server import GrpcApp, Worker
+from services.common.metrics import Registration
 from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
 from services.common.service_table import PROVISIONING
 from services.common.servicers import register
@@ -53,8 +56,13 @@ from services.provisioning.coordinator import (
 )
 from services.provisioning.domain.circuits import SIDE_OF_TELCO, Side
 from services.provisioning.domain.lease import LeaseTerms
+from services.provisioning.drift import (
+    INTERVAL_SETTING,
+    DriftWatch,
+    out_of_sync_circuits_per_router,
+)
 from services.provisioning.inventory import Inventory, load_inventory
-from services.provisioning.metrics import register_pending_commits
+from services.provisioning.metrics import register_out_of_sync, register_pending_commits
 from services.provisioning.netconf import NetconfSession, max_reply_bytes, read_running
 from services.provisioning.ops import ProvisioningOps
 from services.provisioning.rendering import Renderer
@@ -161,6 +169,7 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
     )
     lease_terms = LeaseTerms(float(non_negative_int(env, "IDC_PROVISIONING_LEASE_S", 10) or 10))
     reply_cap = max_reply_bytes(env)  # a bad value stops the start
+    drift_interval_s = non_negative_int(env, INTERVAL_SETTING, 60)
     kafka: KafkaSettings = runtime.settings.kafka
     ensure_topics(
         kafka.bootstrap,
@@ -177,6 +186,7 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
     )
     coordinator = Coordinator(inventory, renderer, topic_names, timings, read_running)
     workers: list[Worker] = []
+    gauges: list[Registration] = []
     if role in ("all", "coordinator"):
         # Before the consumers and the outbox relay start, so nothing moves a saga while
         # recovery decides from what the routers carry.
@@ -202,16 +212,32 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
                 silence_s=timings.confirm_timeout_s + timings.step_deadline_s,
             ),
         ]
+        if drift_interval_s:
+            workers.append(
+                DriftWatch(
+                    runtime.session_factory,
+                    inventory,
+                    topic_names.circuit_events,
+                    float(drift_interval_s),
+                )
+            )
+            gauges.append(register_out_of_sync(
+                lambda: out_of_sync_circuits_per_router(runtime.session_factory),
+                [device.name for device in inventory],
+            ))
     agent_telcos = list(SIDE_OF_TELCO) if role == "all" else [telco] if role == "agent" else []
     for agent_telco in agent_telcos:
         workers += agent_workers(
             runtime, inventory, renderer, topic_names, agent_telco, lease_terms, reply_cap
         )
-    gauges = register_pending_commits(
-        runtime.session_factory,
-        [device.name for t in agent_telcos for device in inventory.of_telco(t)],
-    ) if agent_telcos else []
-    ops = ProvisioningOps(inventory, renderer, coordinator, runtime.session_factory)
+    if agent_telcos:
+        gauges += register_pending_commits(
+            runtime.session_factory,
+            [device.name for t in agent_telcos for device in inventory.of_telco(t)],
+        )
+    ops = ProvisioningOps(
+        inventory, renderer, coordinator, runtime.session_factory, drift_interval_s
+    )
 
     def register_servicers(server: grpc.Server) -> Sequence[str]:
         return [

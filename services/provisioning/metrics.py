@@ -9,7 +9,7 @@ counts once. Pending commits are read from the agent's batch ledger at each scra
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -106,3 +106,17 @@ def register_pending_commits(
         observe(catalogue.PENDING_COMMITS, lambda: pending_commits(factory, names, now())[0]),
         observe(catalogue.PENDING_COMMIT_AGE, lambda: pending_commits(factory, names, now())[1]),
     ]
+
+
+def register_out_of_sync(
+    per_router: Callable[[], Mapping[str, int]], routers: Iterable[str]
+) -> Registration:
+    """Drifted circuits per router as the drift watch last saw them (0 for a clean one)."""
+    names = list(routers)
+
+    def readings() -> list[Reading]:
+        found = per_router()
+        return [Reading(found.get(router, 0), {"router": router})
+                for router in sorted({*names, *found})]
+
+    return observe(catalogue.CIRCUITS_OUT_OF_SYNC, readings)

@@ -30,6 +30,7 @@ from services.provisioning.domain.observe import (
     intended_leaves,
     running_subinterfaces,
 )
+from services.provisioning.drift import sync_status_proto, sync_statuses
 from services.provisioning.inventory import Device, Inventory
 from services.provisioning.netconf import NetconfSession, read_running
 from services.provisioning.rendering import Renderer
@@ -37,6 +38,7 @@ from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder
 
 ACTIVE = "active"
 OPS_ROLES = (Role.OPS, Role.ADMIN)
+SYNC_PAGE_SIZE = 1000
 
 
 def _params(row: IntendedCircuit) -> common_pb2.CircuitParameters:
@@ -52,11 +54,13 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         renderer: Renderer,
         coordinator: Coordinator,
         session_factory: sessionmaker[Session],
+        drift_interval_s: int = 0,
     ) -> None:
         self._inventory = inventory
         self._renderer = renderer
         self._coordinator = coordinator
         self._factory = session_factory
+        self._drift_interval_s = drift_interval_s
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -212,6 +216,28 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
             status.missing_circuit_ids or status.extra_circuit_ids or status.different
         )
         return status
+
+    def ListSyncStatus(
+        self, request: pb.ListSyncStatusRequest, context: Any
+    ) -> pb.ListSyncStatusResponse:
+        require_role(*OPS_ROLES)
+        if request.page_size < 0:
+            raise InvalidArgument.for_field("page_size", "must be zero (the default) or more")
+        limit = min(request.page_size or SYNC_PAGE_SIZE, SYNC_PAGE_SIZE)
+        try:
+            offset = int(request.page_token or "0")
+        except ValueError:
+            offset = -1
+        if offset < 0:
+            raise InvalidArgument.for_field("page_token", "is not a token from a response")
+        rows = sync_statuses(
+            self._factory, request.circuit_id, request.not_in_sync_only, offset, limit + 1
+        )
+        return pb.ListSyncStatusResponse(
+            statuses=[sync_status_proto(row) for row in rows[:limit]],
+            interval_seconds=self._drift_interval_s,
+            next_page_token=str(offset + limit) if len(rows) > limit else "",
+        )
 
     def Redeploy(self, request: pb.RedeployRequest, context: Any) -> pb.RedeployResponse:
         require_role(*OPS_ROLES)

@@ -1,4 +1,4 @@
-"""The provisioning service's own tables (migrations 0002 and 0003)."""
+"""The provisioning service's own tables (migrations 0002 to 0006)."""
 
 from __future__ import annotations
 
@@ -128,3 +128,23 @@ class LogEntry(ProvisioningBase):
     trace_id: Mapped[str] = mapped_column(String(32), default="")
     error: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
     message: Mapped[str] = mapped_column(Text, default="")
+
+
+class CircuitSync(ProvisioningBase):
+    """The drift watch's view of one circuit end (see domain.drift.EndRecord)."""
+
+    __tablename__ = "circuit_sync"
+
+    circuit_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    router_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    side: Mapped[int] = mapped_column(Integer)
+    tenant_id: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_in_sync_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    reported: Mapped[str] = mapped_column(String(16), default="")
+    reported_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -100,6 +100,7 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "CheckSync",
         "Redeploy",
         "GetCircuitConfig",
+        "ListSyncStatus",
     },
     "idc.billing.v1.BillingService": {
         "GetUsage",

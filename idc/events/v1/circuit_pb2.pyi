@@ -8,9 +8,11 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from idc.events.v1 import common_pb2 as _common_pb2
 from idc.type.v1 import circuit_operation_pb2 as _circuit_operation_pb2
 from idc.type.v1 import router_error_pb2 as _router_error_pb2
+from idc.type.v1 import side_pb2 as _side_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +23,28 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _DriftKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DriftKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DriftKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DRIFT_KIND_UNSPECIFIED: _DriftKind.ValueType  # 0
+    DRIFT_KIND_MISSING: _DriftKind.ValueType  # 1
+    """The router carries nothing for the circuit: it carries no traffic there."""
+    DRIFT_KIND_DIFFERENT: _DriftKind.ValueType  # 2
+    """The router carries the circuit configured otherwise than intended (e.g. its rate)."""
+
+class DriftKind(_DriftKind, metaclass=_DriftKindEnumTypeWrapper):
+    """What a drifted circuit end lacks on its router (see DriftDetected)."""
+
+DRIFT_KIND_UNSPECIFIED: DriftKind.ValueType  # 0
+DRIFT_KIND_MISSING: DriftKind.ValueType  # 1
+"""The router carries nothing for the circuit: it carries no traffic there."""
+DRIFT_KIND_DIFFERENT: DriftKind.ValueType  # 2
+"""The router carries the circuit configured otherwise than intended (e.g. its rate)."""
+Global___DriftKind: _TypeAlias = DriftKind  # noqa: Y015
 
 @_typing.final
 class CircuitActivated(_message.Message):
@@ -345,3 +369,120 @@ class ProvisioningFailed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProvisioningFailed: _TypeAlias = ProvisioningFailed  # noqa: Y015
+
+@_typing.final
+class DriftDetected(_message.Message):
+    """The provisioning drift watch found an active circuit's configuration on one router no
+    longer what the system deployed (changed behind its back). Published through the
+    provisioning outbox on the circuit events topic, keyed by circuit id, only when the
+    circuit end's state changes (first seen drifted, or drifted in another way). No
+    configuration difference: ops read that with ListSyncStatus / CheckSync.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    CIRCUIT_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    ROUTER_NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DRIFTED_SINCE_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_IN_SYNC_TIME_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id (UUID)."""
+    circuit_id: _builtins.str
+    """Circuit id."""
+    tenant_id: _builtins.str
+    """Tenant that owns the circuit."""
+    side: _side_pb2.Side.ValueType
+    """Side of the drifted end."""
+    router_name: _builtins.str
+    """Router of the drifted end."""
+    kind: Global___DriftKind.ValueType
+    """What drifted."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the watch read the router."""
+
+    @_builtins.property
+    def drifted_since(self) -> _timestamp_pb2.Timestamp:
+        """Since when the end is drifted (the first round that saw it drifted)."""
+
+    @_builtins.property
+    def last_seen_in_sync_time(self) -> _timestamp_pb2.Timestamp:
+        """The last round that saw the end in sync; unset if none did."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        circuit_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        side: _side_pb2.Side.ValueType = ...,
+        router_name: _builtins.str = ...,
+        kind: Global___DriftKind.ValueType = ...,
+        drifted_since: _timestamp_pb2.Timestamp | None = ...,
+        last_seen_in_sync_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["drifted_since", b"drifted_since", "last_seen_in_sync_time", b"last_seen_in_sync_time", "occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "drifted_since", b"drifted_since", "event_id", b"event_id", "kind", b"kind", "last_seen_in_sync_time", b"last_seen_in_sync_time", "occurred_at", b"occurred_at", "router_name", b"router_name", "side", b"side", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriftDetected: _TypeAlias = DriftDetected  # noqa: Y015
+
+@_typing.final
+class DriftCleared(_message.Message):
+    """A drifted circuit end is what the system deployed again (e.g. after Redeploy), or the
+    circuit is no longer active. Published like DriftDetected, once per drift.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    CIRCUIT_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    ROUTER_NAME_FIELD_NUMBER: _builtins.int
+    DRIFTED_SINCE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id (UUID)."""
+    circuit_id: _builtins.str
+    """Circuit id."""
+    tenant_id: _builtins.str
+    """Tenant that owns the circuit."""
+    side: _side_pb2.Side.ValueType
+    """Side of the end."""
+    router_name: _builtins.str
+    """Router of the end."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the watch read the router."""
+
+    @_builtins.property
+    def drifted_since(self) -> _timestamp_pb2.Timestamp:
+        """Since when the end had been drifted."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        circuit_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        side: _side_pb2.Side.ValueType = ...,
+        router_name: _builtins.str = ...,
+        drifted_since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["drifted_since", b"drifted_since", "occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "drifted_since", b"drifted_since", "event_id", b"event_id", "occurred_at", b"occurred_at", "router_name", b"router_name", "side", b"side", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriftCleared: _TypeAlias = DriftCleared  # noqa: Y015

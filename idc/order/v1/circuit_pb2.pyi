@@ -62,6 +62,34 @@ CIRCUIT_STATE_FAILED: CircuitState.ValueType  # 7
 """Provisioning failed and was rolled back; capacity released. Terminal."""
 Global___CircuitState: _TypeAlias = CircuitState  # noqa: Y015
 
+class _CircuitHealth:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CircuitHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CircuitHealth.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CIRCUIT_HEALTH_UNSPECIFIED: _CircuitHealth.ValueType  # 0
+    """Not watched (not active) or not checked yet."""
+    CIRCUIT_HEALTH_IN_SYNC: _CircuitHealth.ValueType  # 1
+    """Both routers carry the circuit as ordered."""
+    CIRCUIT_HEALTH_DRIFT_BEING_REPAIRED: _CircuitHealth.ValueType  # 2
+    """A router carries the circuit otherwise than ordered; operations are repairing it."""
+    CIRCUIT_HEALTH_OUT_OF_SERVICE: _CircuitHealth.ValueType  # 3
+    """A router lost the circuit: out of service until repaired."""
+
+class CircuitHealth(_CircuitHealth, metaclass=_CircuitHealthEnumTypeWrapper):
+    """Health of an active circuit's configuration on the routers."""
+
+CIRCUIT_HEALTH_UNSPECIFIED: CircuitHealth.ValueType  # 0
+"""Not watched (not active) or not checked yet."""
+CIRCUIT_HEALTH_IN_SYNC: CircuitHealth.ValueType  # 1
+"""Both routers carry the circuit as ordered."""
+CIRCUIT_HEALTH_DRIFT_BEING_REPAIRED: CircuitHealth.ValueType  # 2
+"""A router carries the circuit otherwise than ordered; operations are repairing it."""
+CIRCUIT_HEALTH_OUT_OF_SERVICE: CircuitHealth.ValueType  # 3
+"""A router lost the circuit: out of service until repaired."""
+Global___CircuitHealth: _TypeAlias = CircuitHealth  # noqa: Y015
+
 @_typing.final
 class CircuitSpec(_message.Message):
     """What a customer asks for: a point-to-point circuit from a Singapore port (A-end)
@@ -201,6 +229,8 @@ class Circuit(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     DISCONNECT_TIME_FIELD_NUMBER: _builtins.int
     TERM_END_TIME_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    HEALTH_SINCE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable circuit identifier, e.g. "cct-01J9...". Also the Kafka key of its events."""
     tenant_id: _builtins.str
@@ -221,6 +251,8 @@ class Circuit(_message.Message):
     """The order that created the circuit."""
     pending_order_id: _builtins.str
     """The order currently acting on the circuit (pending change or disconnect), if any."""
+    health: Global___CircuitHealth.ValueType
+    """Whether the routers carry the circuit as ordered (watched continuously while ACTIVE)."""
     @_builtins.property
     def a_end(self) -> Global___CircuitEnd:
         """Singapore end."""
@@ -253,6 +285,10 @@ class Circuit(_message.Message):
     def term_end_time(self) -> _timestamp_pb2.Timestamp:
         """End of the minimum term (activate_time + term_months); unset before activation."""
 
+    @_builtins.property
+    def health_since(self) -> _timestamp_pb2.Timestamp:
+        """Since when health holds; unset while UNSPECIFIED."""
+
     def __init__(
         self,
         *,
@@ -274,10 +310,12 @@ class Circuit(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         disconnect_time: _timestamp_pb2.Timestamp | None = ...,
         term_end_time: _timestamp_pb2.Timestamp | None = ...,
+        health: Global___CircuitHealth.ValueType = ...,
+        health_since: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "activate_time", b"activate_time", "create_time", b"create_time", "disconnect_time", b"disconnect_time", "price", b"price", "term_end_time", b"term_end_time", "update_time", b"update_time", "z_end", b"z_end"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "activate_time", b"activate_time", "create_time", b"create_time", "disconnect_time", b"disconnect_time", "health_since", b"health_since", "price", b"price", "term_end_time", b"term_end_time", "update_time", b"update_time", "z_end", b"z_end"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "activate_time", b"activate_time", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "create_time", b"create_time", "created_by_order_id", b"created_by_order_id", "customer_reference", b"customer_reference", "description", b"description", "disconnect_time", b"disconnect_time", "id", b"id", "pending_order_id", b"pending_order_id", "price", b"price", "state", b"state", "tenant_id", b"tenant_id", "term_end_time", b"term_end_time", "term_months", b"term_months", "update_time", b"update_time", "z_end", b"z_end"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "activate_time", b"activate_time", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "create_time", b"create_time", "created_by_order_id", b"created_by_order_id", "customer_reference", b"customer_reference", "description", b"description", "disconnect_time", b"disconnect_time", "health", b"health", "health_since", b"health_since", "id", b"id", "pending_order_id", b"pending_order_id", "price", b"price", "state", b"state", "tenant_id", b"tenant_id", "term_end_time", b"term_end_time", "term_months", b"term_months", "update_time", b"update_time", "z_end", b"z_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

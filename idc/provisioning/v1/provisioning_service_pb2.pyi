@@ -84,6 +84,32 @@ PROVISIONING_OUTCOME_TIMED_OUT: ProvisioningOutcome.ValueType  # 4
 """No reply within the deadline."""
 Global___ProvisioningOutcome: _TypeAlias = ProvisioningOutcome  # noqa: Y015
 
+class _SyncState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SyncStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SyncState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SYNC_STATE_UNSPECIFIED: _SyncState.ValueType  # 0
+    SYNC_STATE_IN_SYNC: _SyncState.ValueType  # 1
+    """The router carries what was deployed."""
+    SYNC_STATE_DRIFTED: _SyncState.ValueType  # 2
+    """The router carries something else (or nothing) for the circuit."""
+    SYNC_STATE_UNKNOWN: _SyncState.ValueType  # 3
+    """The router could not be read: not known (never reported as drift)."""
+
+class SyncState(_SyncState, metaclass=_SyncStateEnumTypeWrapper):
+    """Sync state of one circuit end as the drift watch sees it."""
+
+SYNC_STATE_UNSPECIFIED: SyncState.ValueType  # 0
+SYNC_STATE_IN_SYNC: SyncState.ValueType  # 1
+"""The router carries what was deployed."""
+SYNC_STATE_DRIFTED: SyncState.ValueType  # 2
+"""The router carries something else (or nothing) for the circuit."""
+SYNC_STATE_UNKNOWN: SyncState.ValueType  # 3
+"""The router could not be read: not known (never reported as drift)."""
+Global___SyncState: _TypeAlias = SyncState  # noqa: Y015
+
 @_typing.final
 class Device(_message.Message):
     """An edge router managed over NETCONF."""
@@ -737,3 +763,129 @@ class ProvisioningLogEntry(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProvisioningLogEntry: _TypeAlias = ProvisioningLogEntry  # noqa: Y015
+
+@_typing.final
+class ListSyncStatusRequest(_message.Message):
+    """Request for ListSyncStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CIRCUIT_ID_FIELD_NUMBER: _builtins.int
+    NOT_IN_SYNC_ONLY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    circuit_id: _builtins.str
+    """Only this circuit; empty for all."""
+    not_in_sync_only: _builtins.bool
+    """Only circuit ends that are not in sync (drifted or unknown)."""
+    page_size: _builtins.int
+    """Maximum number of entries to return (default and at most 1000)."""
+    page_token: _builtins.str
+    """Token from the previous response."""
+    def __init__(
+        self,
+        *,
+        circuit_id: _builtins.str = ...,
+        not_in_sync_only: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "not_in_sync_only", b"not_in_sync_only", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSyncStatusRequest: _TypeAlias = ListSyncStatusRequest  # noqa: Y015
+
+@_typing.final
+class ListSyncStatusResponse(_message.Message):
+    """Response for ListSyncStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    interval_seconds: _builtins.int
+    """How often the watch reads every router, in seconds (0: the watch is off)."""
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___CircuitSyncStatus]:
+        """One entry per circuit and router, ordered by circuit id, Singapore first."""
+
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[Global___CircuitSyncStatus] | None = ...,
+        interval_seconds: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_seconds", b"interval_seconds", "next_page_token", b"next_page_token", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSyncStatusResponse: _TypeAlias = ListSyncStatusResponse  # noqa: Y015
+
+@_typing.final
+class CircuitSyncStatus(_message.Message):
+    """One circuit end's sync status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CIRCUIT_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_NAME_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_IN_SYNC_TIME_FIELD_NUMBER: _builtins.int
+    CHECK_TIME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    DRIFT_REPORTED_FIELD_NUMBER: _builtins.int
+    circuit_id: _builtins.str
+    """Circuit id."""
+    device_name: _builtins.str
+    """Router name."""
+    side: _side_pb2.Side.ValueType
+    """Side of the channel."""
+    state: Global___SyncState.ValueType
+    """State."""
+    detail: _builtins.str
+    """In words: what differs, or why the router could not be read; empty when in sync."""
+    drift_reported: _builtins.bool
+    """Whether a DriftDetected is outstanding (no DriftCleared yet), e.g. while UNKNOWN."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Since when the end is in this state."""
+
+    @_builtins.property
+    def last_seen_in_sync_time(self) -> _timestamp_pb2.Timestamp:
+        """The last round that saw the end in sync; unset if none did."""
+
+    @_builtins.property
+    def check_time(self) -> _timestamp_pb2.Timestamp:
+        """The last round that read (or tried to read) the router."""
+
+    def __init__(
+        self,
+        *,
+        circuit_id: _builtins.str = ...,
+        device_name: _builtins.str = ...,
+        side: _side_pb2.Side.ValueType = ...,
+        state: Global___SyncState.ValueType = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        last_seen_in_sync_time: _timestamp_pb2.Timestamp | None = ...,
+        check_time: _timestamp_pb2.Timestamp | None = ...,
+        detail: _builtins.str = ...,
+        drift_reported: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["check_time", b"check_time", "last_seen_in_sync_time", b"last_seen_in_sync_time", "since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_time", b"check_time", "circuit_id", b"circuit_id", "detail", b"detail", "device_name", b"device_name", "drift_reported", b"drift_reported", "last_seen_in_sync_time", b"last_seen_in_sync_time", "side", b"side", "since", b"since", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CircuitSyncStatus: _TypeAlias = CircuitSyncStatus  # noqa: Y015

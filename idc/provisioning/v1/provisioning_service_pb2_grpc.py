@@ -61,6 +61,11 @@ class ProvisioningServiceStub:
                 request_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.GetCircuitConfigRequest.SerializeToString,
                 response_deserializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.GetCircuitConfigResponse.FromString,
                 _registered_method=True)
+        self.ListSyncStatus = channel.unary_unary(
+                '/idc.provisioning.v1.ProvisioningService/ListSyncStatus',
+                request_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ListSyncStatusRequest.SerializeToString,
+                response_deserializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ListSyncStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ProvisioningServiceServicer:
@@ -105,6 +110,14 @@ class ProvisioningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSyncStatus(self, request, context):
+        """Each active circuit's sync status per router as the continuous drift watch last saw
+        it (no router is read by this call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProvisioningServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +145,11 @@ def add_ProvisioningServiceServicer_to_server(servicer, server):
                     servicer.GetCircuitConfig,
                     request_deserializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.GetCircuitConfigRequest.FromString,
                     response_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.GetCircuitConfigResponse.SerializeToString,
+            ),
+            'ListSyncStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSyncStatus,
+                    request_deserializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ListSyncStatusRequest.FromString,
+                    response_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ListSyncStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +289,33 @@ class ProvisioningService:
             '/idc.provisioning.v1.ProvisioningService/GetCircuitConfig',
             idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.GetCircuitConfigRequest.SerializeToString,
             idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.GetCircuitConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSyncStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.provisioning.v1.ProvisioningService/ListSyncStatus',
+            idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ListSyncStatusRequest.SerializeToString,
+            idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ListSyncStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,10 @@ class ProvisioningServiceStub:
     """
     GetCircuitConfig: _grpc.UnaryUnaryMultiCallable[_provisioning_service_pb2.GetCircuitConfigRequest, _provisioning_service_pb2.GetCircuitConfigResponse]
     """A circuit's running configuration on each router, and its provisioning log."""
+    ListSyncStatus: _grpc.UnaryUnaryMultiCallable[_provisioning_service_pb2.ListSyncStatusRequest, _provisioning_service_pb2.ListSyncStatusResponse]
+    """Each active circuit's sync status per router as the continuous drift watch last saw
+    it (no router is read by this call).
+    """
 
 @_typing.type_check_only
 class ProvisioningServiceAsyncStub(ProvisioningServiceStub):
@@ -71,6 +75,10 @@ class ProvisioningServiceAsyncStub(ProvisioningServiceStub):
     """
     GetCircuitConfig: _aio.UnaryUnaryMultiCallable[_provisioning_service_pb2.GetCircuitConfigRequest, _provisioning_service_pb2.GetCircuitConfigResponse]  # type: ignore[assignment]
     """A circuit's running configuration on each router, and its provisioning log."""
+    ListSyncStatus: _aio.UnaryUnaryMultiCallable[_provisioning_service_pb2.ListSyncStatusRequest, _provisioning_service_pb2.ListSyncStatusResponse]  # type: ignore[assignment]
+    """Each active circuit's sync status per router as the continuous drift watch last saw
+    it (no router is read by this call).
+    """
 
 class ProvisioningServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operations view of the edge routers and the circuits configured on them. For ops and
@@ -120,5 +128,15 @@ class ProvisioningServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_provisioning_service_pb2.GetCircuitConfigResponse, _abc.Awaitable[_provisioning_service_pb2.GetCircuitConfigResponse]]:
         """A circuit's running configuration on each router, and its provisioning log."""
+
+    @_abc_1.abstractmethod
+    def ListSyncStatus(
+        self,
+        request: _provisioning_service_pb2.ListSyncStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provisioning_service_pb2.ListSyncStatusResponse, _abc.Awaitable[_provisioning_service_pb2.ListSyncStatusResponse]]:
+        """Each active circuit's sync status per router as the continuous drift watch last saw
+        it (no router is read by this call).
+        """
 
 def add_ProvisioningServiceServicer_to_server(servicer: ProvisioningServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

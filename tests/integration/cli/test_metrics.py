@@ -70,6 +70,7 @@ def test_every_process_serves_its_metrics_and_only_catalogued_ones(
                   "idc_port_headroom_Mbit_per_second", "idc_orders_oldest_age_seconds",
                   "idc_outbox_backlog", "idc_consumer_partitions_assigned"},
         "provisioning": {"idc_provisioning_pending_commits",
+                         "idc_provisioning_circuits_out_of_sync",
                          "idc_provisioning_pending_commit_age_seconds", "idc_consumer_lag"},
         "billing": {"idc_outbox_oldest_unsent_age_seconds", "idc_consumer_lag"},
         # It polls only routers with circuits: its poll counter shows in the next test.

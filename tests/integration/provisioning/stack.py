@@ -42,7 +42,8 @@ CIRCUIT_EVENTS = (
     provisioning_pb2.ProvisioningPlanned,
 )
 OUTCOMES = CIRCUIT_EVENTS[:4]
-REGISTRY = EventRegistry([*CIRCUIT_EVENTS, provisioning_pb2.ProvisioningProgress])
+DRIFT_EVENTS = (circuit_pb2.DriftDetected, circuit_pb2.DriftCleared)
+REGISTRY = EventRegistry([*CIRCUIT_EVENTS, *DRIFT_EVENTS, provisioning_pb2.ProvisioningProgress])
 PRICE = common_pb2.PriceTerms(
     currency_code="SGD",
     mrc=money_pb2.Money(currency_code="SGD", amount="1250.00"),
@@ -58,6 +59,8 @@ FAST = {
     "IDC_RELAY_POLL_INTERVAL_S": "0.05",
     "IDC_GRACE_PERIOD_S": "2",
     "IDC_LOG_FORMAT": "text",
+    # The drift watch reads every router; only the tests of it turn it on.
+    "IDC_PROVISIONING_DRIFT_INTERVAL_S": "0",
 }
 
 

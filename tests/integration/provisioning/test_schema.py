@@ -1,4 +1,4 @@
-"""Migrations 0002 and 0003 build exactly the tables the provisioning service maps, on
+"""Migrations 0002 to 0004 build exactly the tables the provisioning service maps, on
 SQLite and PostgreSQL, and come down again."""
 
 from __future__ import annotations

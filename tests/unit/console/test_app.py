@@ -50,6 +50,8 @@ class FakeApis:
         self.rejected: list[tuple[str, str]] = []
         # What a provisioning service with DryRun's per-router difference answers.
         self.dry_run_routers: list[prov_pb.RouterDryRun] = []
+        # What the drift watch last saw (ListSyncStatus).
+        self.watched: list[prov_pb.CircuitSyncStatus] = []
         self.payload = router_payload_pb2.RouterPayload(
             side=side_pb2.SIDE_SINGAPORE, telco_id="sg", router_name="sg-edge-1",
             platform="openconfig", circuit_id="cct-1", content=PAYLOAD,
@@ -127,6 +129,13 @@ class FakeApis:
 
     async def dry_run(self, token: str, order_id: str) -> prov_pb.DryRunResponse:
         return prov_pb.DryRunResponse(payloads=[self.payload], routers=self.dry_run_routers)
+
+    async def sync_statuses(self, token: str, circuit_id: str = "",
+                            not_in_sync_only: bool = False
+                            ) -> list[prov_pb.CircuitSyncStatus]:
+        return [w for w in self.watched
+                if (not circuit_id or w.circuit_id == circuit_id)
+                and not (not_in_sync_only and w.state == prov_pb.SYNC_STATE_IN_SYNC)]
 
 
 @pytest.fixture
@@ -281,3 +290,22 @@ def test_signed_out_pages_and_streams_need_a_session(client: TestClient) -> None
     for path in ("/approvals", "/circuits", "/capacity", "/orders/ord-1"):
         assert client.get(path).headers["location"] == "/signin"
     assert client.get("/orders/ord-1/events").status_code == 401
+
+
+def test_a_drifted_circuit_raises_the_banner_and_shows_per_circuit(
+        client: TestClient, apis: FakeApis) -> None:
+    sign_in(client)
+    assert 'id="drift-banner"' not in client.get("/circuits").text
+    since = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    drifted = prov_pb.CircuitSyncStatus(
+        circuit_id="cct-1", device_name="cq-edge-1", state=prov_pb.SYNC_STATE_DRIFTED,
+        detail="absent from the router")
+    drifted.since.FromDatetime(since)
+    apis.watched = [drifted, prov_pb.CircuitSyncStatus(
+        circuit_id="cct-1", device_name="sg-edge-1", state=prov_pb.SYNC_STATE_IN_SYNC)]
+    listing = client.get("/circuits").text
+    assert 'id="drift-banner"' in listing and "1 circuit(s) drifted" in listing
+    assert "cq-edge-1: drifted since 2026-12-02 12:00" in listing
+    assert "sg-edge-1: in sync since" not in listing, "only what is not in sync is listed"
+    page = client.get("/circuits/cct-1").text
+    assert 'id="drift-banner"' in page and "absent from the router" in page

@@ -11,8 +11,7 @@ answered success leaves it in running for good, nothing pending.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idc.events.v1 import provisioning_pb2
-from services.common.db import make_engine, make_session_factory, migrate
 from services.provisioning.agent.jobs import CONFIRM, PREPARE, ROLLBACK
 from services.provisioning.agent.worker import RouterWorker
-from services.provisioning.app import MIGRATIONS
 from services.provisioning.domain.batch import Batch, BatchState, MemberState
 from services.provisioning.domain.circuits import Operation, Side, circuit_end
 from services.provisioning.inventory import Device
@@ -50,22 +47,6 @@ FAULTS = list(Fault)
 PREPARE_STEPS = [Step.LOCK, Step.DISCARD, Step.EDIT, Step.CONFIRMED_COMMIT, Step.GET_CONFIG]
 CONFIRM_STEPS = [Step.CONFIRM, Step.GET_CONFIG, Step.DISCARD, Step.UNLOCK]
 ROLLBACK_STEPS = [Step.CANCEL, Step.GET_CONFIG, Step.DISCARD, Step.UNLOCK]
-
-
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("agent-db") / "template.db"
-    migrate(f"sqlite:///{path}", MIGRATIONS)
-    return path
-
-
-@pytest.fixture
-def factory(migrated: Path, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    path = tmp_path / "provisioning.db"
-    shutil.copy(migrated, path)
-    engine = make_engine(f"sqlite:///{path}")
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture
