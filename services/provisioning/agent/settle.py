@@ -72,6 +72,8 @@ def settle(ctx: RouterContext, batch: Batch, how: Settle) -> bool:
     confirming = how is Settle.CONFIRM
     operation = ctx.session.confirm if confirming else ctx.session.cancel
     found_nothing = commit_found_nothing if confirming else cancel_found_nothing
+    if confirming:
+        _drop_foreign_edits(ctx, batch)
     try:
         operation(batch.persist_id)
         answered = True
@@ -94,6 +96,19 @@ def settle(ctx: RouterContext, batch: Batch, how: Settle) -> bool:
         ", ".join(f"{c} {m.state.value}" for c, m in batch.members.items()),
     )
     return True
+
+
+def _drop_foreign_edits(ctx: RouterContext, batch: Batch) -> None:
+    """A confirm commits the whole candidate: an agent killed between its edit and its commit
+    leaves that edit there, and confirming would put it on the router unasked (a later create
+    of that circuit then meets "data exists"). Resetting the candidate to running first keeps
+    the pending commit (running holds it) and drops only the stray edit. A router that refuses
+    (another session holds the lock) is confirmed as before."""
+    try:
+        ctx.session.discard()
+    except RouterFailure as exc:
+        log.info("%s: candidate not reset before settling %s: %s",
+                 ctx.device.name, batch.persist_id, exc)
 
 
 def ended_on_router(
