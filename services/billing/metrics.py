@@ -10,7 +10,7 @@ usage is complete before a run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +26,7 @@ from services.common.metrics import (
     histogram,
     observe,
 )
+from services.common.timestamps import as_utc
 
 _INGESTED = counter(catalogue.SAMPLES_INGESTED)
 _CONFLICTS = counter(catalogue.USAGE_CONFLICTS)
@@ -43,10 +44,6 @@ def ingested(session: Session, stored: int, set_aside: int) -> None:
         after_commit(session, record)
 
 
-def _utc(moment: datetime) -> datetime:
-    # Aggregates bypass the UtcDateTime column type (SQLite answers naive UTC).
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
 
 def ingest_lag(factory: sessionmaker[Session], now: Callable[[], datetime]) -> list[Reading]:
     with factory() as session:
@@ -55,7 +52,7 @@ def ingest_lag(factory: sessionmaker[Session], now: Callable[[], datetime]) -> l
             .scalar_subquery()
         )
         billable = {
-            circuit: _utc(effective)
+            circuit: as_utc(effective)
             for circuit, kind, effective in session.execute(
                 select(CircuitChangeRow.circuit_id, CircuitChangeRow.kind,
                        CircuitChangeRow.effective_time)
@@ -72,7 +69,7 @@ def ingest_lag(factory: sessionmaker[Session], now: Callable[[], datetime]) -> l
         ).all()
     moment = now()
     readings = [
-        Reading(max((moment - _utc(start) - timedelta(seconds=seconds)).total_seconds(), 0.0),
+        Reading(max((moment - as_utc(start) - timedelta(seconds=seconds)).total_seconds(), 0.0),
                 {"circuit": circuit, "router": router})
         for circuit, router, start, seconds in newest
     ]

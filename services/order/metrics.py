@@ -9,7 +9,7 @@ nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +23,7 @@ from services.common.metrics import (
     histogram,
     observe,
 )
+from services.common.timestamps import as_utc
 from services.order.domain.lifecycle import OrderState, OrderType
 from services.order.store import CapacityFigures
 from services.order.tables import OrderRow
@@ -76,15 +77,10 @@ def _oldest_waiting(factory: sessionmaker[Session], now: Callable[[], datetime]
     with factory() as session:
         for state, column in WAITING_SINCE.items():
             oldest = session.scalar(select(func.min(column)).where(OrderRow.state == state.value))
-            age = 0.0 if oldest is None else max((now() - _utc(oldest)).total_seconds(), 0.0)
+            age = 0.0 if oldest is None else max((now() - as_utc(oldest)).total_seconds(), 0.0)
             readings.append(Reading(age, {"state": state.value}))
     return readings
 
-
-def _utc(moment: datetime) -> datetime:
-    # func.min bypasses the UtcDateTime column type: SQLite answers a naive datetime that
-    # was written in UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def register_gauges(

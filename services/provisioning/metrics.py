@@ -24,6 +24,7 @@ from services.common.metrics import (
     histogram,
     observe,
 )
+from services.common.timestamps import as_utc
 from services.provisioning.domain.batch import UNRESOLVED
 from services.provisioning.tables import AgentBatch
 
@@ -32,14 +33,11 @@ _STEP = histogram(catalogue.SAGA_STEP_DURATION)
 _APPROVE_TO_ACTIVE = histogram(catalogue.APPROVE_TO_ACTIVE)
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
 
 def step_left(session: Session, step: str, entered: datetime | None, now: datetime) -> None:
     if entered is None:
         return
-    seconds = (now - _aware(entered)).total_seconds()
+    seconds = (now - as_utc(entered)).total_seconds()
     after_commit(session, lambda: _STEP.record(seconds, {"step": step}))
 
 
@@ -85,7 +83,7 @@ def pending_commits(
             .where(AgentBatch.state.in_([s.value for s in UNRESOLVED]))
             .group_by(AgentBatch.router_name)
         ).all()
-    found = {router: (int(count), _aware(oldest)) for router, count, oldest in rows}
+    found = {router: (int(count), as_utc(oldest)) for router, count, oldest in rows}
     counts, ages = [], []
     for router in sorted({*routers, *found}):
         count, oldest = found.get(router, (0, now))

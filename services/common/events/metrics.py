@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from datetime import datetime
 
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
@@ -21,6 +20,7 @@ from services.common import metric_catalogue as catalogue
 from services.common.config import KafkaSettings
 from services.common.events.tables import OutboxRow, utcnow
 from services.common.metrics import Reading, Registration, observe, one
+from services.common.timestamps import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,6 @@ _GROUP = "messaging.consumer.group.name"
 _TOPIC = "messaging.destination.name"
 _PARTITION = "messaging.destination.partition.id"
 
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes for what was written in UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 class OutboxBacklog:
@@ -47,7 +43,7 @@ class OutboxBacklog:
                     OutboxRow.sent_at.is_(None)
                 )
             ).one()
-        age = 0.0 if oldest is None else (utcnow() - _aware(oldest)).total_seconds()
+        age = 0.0 if oldest is None else (utcnow() - as_utc(oldest)).total_seconds()
         return int(count), max(age, 0.0)
 
     def register(self) -> list[Registration]:
