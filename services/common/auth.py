@@ -45,10 +45,23 @@ class Role(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling. ``subject`` is the person's name (e-mail-shaped, personal data: it
+    stays in the service that was called); ``ref`` is the opaque id that goes on events,
+    across the border and onto routers."""
+
     subject: str
     role: Role
     tenant: str | None = None
     telco: str | None = None
+    # The issuer's id for this principal; empty for principals built in code (tests).
+    id: str = ""
+
+    @property
+    def ref(self) -> str:
+        """The opaque id of this principal: the issuer's, else one derived from the subject."""
+        if self.id:
+            return self.id
+        return "pr-" + hashlib.sha256(self.subject.encode()).hexdigest()[:16]
 
     def __post_init__(self) -> None:
         if self.role is Role.CUSTOMER and not self.tenant:
