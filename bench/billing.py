@@ -17,14 +17,14 @@ from numpy.typing import NDArray
 
 from bench.harness import Results, Row, at_most, judged, memory_row
 from bench.ingest import stamp
-from bench.stack import PEPPER, postgres_database, running_service
+from bench.stack import KEYS, postgres_database, running_service
 from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from idc.events.v1 import circuit_pb2, common_pb2
 from idc.type.v1 import money_pb2, year_month_pb2
 from services.billing.ingest import ContractIngest
 from services.billing.peaks import record_samples
 from services.common import db
-from services.common.auth import Principal, Role, SqlTokenStore
+from services.common.auth import Principal, Role
 from services.common.events.envelope import Envelope
 from services.common.grpc_server import call_metadata
 
@@ -174,8 +174,7 @@ def run(results: Results, workdir: Path, bootstrap: str, circuits: int) -> None:
         with running_service("billing", workdir, env, label="billing-cycle") as service:
             load(url, bytes_in, bytes_out)
             del bytes_in, bytes_out
-            tokens = SqlTokenStore(db.make_session_factory(db.make_engine(url)), PEPPER)
-            token = tokens.issue(Principal("bench@billing", Role.BILLING_ADMIN))
+            token = KEYS.mint(Principal("bench@billing", Role.BILLING_ADMIN))
             with grpc.insecure_channel(service.address) as channel:
                 stub = billing_service_pb2_grpc.BillingServiceStub(channel)
                 request = billing_service_pb2.RunBillingCycleRequest(

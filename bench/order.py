@@ -14,12 +14,11 @@ import grpc
 
 from bench.harness import Results, Row, at_least, at_most, judged, memory_row
 from bench.load import LoadFigures, Metadata, raw_caller, raw_method, run_closed_loop
-from bench.stack import PEPPER, postgres_database, running_service
+from bench.stack import KEYS, postgres_database, running_service
 from devstack.process import free_port, spawn, stop, wait_for_port
 from devstack.services import REPO_ROOT
 from idc.order.v1 import circuit_pb2, order_service_pb2
-from services.common import db
-from services.common.auth import Principal, Role, SqlTokenStore
+from services.common.auth import Principal, Role
 from services.common.grpc_server import call_metadata
 
 SERVICE = "/idc.order.v1.OrderService/"
@@ -92,8 +91,7 @@ def run_backend(results: Results, workdir: Path, bootstrap: str, backend: str, u
     workload = f"order {backend}"
     env = {"IDC_KAFKA_BOOTSTRAP": bootstrap, "IDC_ORDER_DATABASE_URL": url}
     with running_service("order", workdir, env, label=f"order-{backend}") as service:
-        tokens = SqlTokenStore(db.make_session_factory(db.make_engine(url)), PEPPER)
-        token = tokens.issue(Principal("bench@acme", Role.CUSTOMER, tenant="acme"))
+        token = KEYS.mint(Principal("bench@acme", Role.CUSTOMER, tenant="acme"))
         metadata: Metadata = tuple(call_metadata(token))
         creates = create_requests(calls * len(concurrencies) + 1)
         with grpc.insecure_channel(service.address) as product:

@@ -12,9 +12,11 @@ from psycopg import sql
 
 from devstack.process import free_port
 from devstack.services import ServiceProcess, start_service, wait_serving
+from services.common.tokens import HarnessKeys
 from tools.prereqs import postgres_answers, postgres_url
 
-PEPPER = "bench-pepper"
+# The bench signs its tokens with this development key; its services verify them.
+KEYS = HarnessKeys.generate()
 # Short group timings (a group join on Tansu takes about half the session timeout) and a
 # short fetch wait, as the integration tests use: latency is what is measured here.
 FAST_KAFKA = {
@@ -55,7 +57,7 @@ def running_service(
     """``python -m services.<name>`` with the bench's settings, serving, stopped afterwards."""
     label = label or name
     service = start_service(
-        name, f"127.0.0.1:{free_port()}", {**FAST_KAFKA, "IDC_TOKEN_PEPPER": PEPPER,
+        name, f"127.0.0.1:{free_port()}", {**FAST_KAFKA, **KEYS.env(),
                                              "IDC_VAR_DIR": str(workdir), **env},
         workdir / f"{label}.log",
     )

@@ -42,8 +42,15 @@ from services.billing.meter.config import dump_routers
 from services.cli.client import Api, Connection
 from services.cli.tokens import DemoToken, describe, ensure_demo_tokens
 from services.common.config import KafkaSettings
-from services.common.events.topics import ALL_TOPICS, ensure_topics
+from services.common.events.topics import ALL_TOPICS, ensure_topics, revocation_topic_configs
 from services.common.service_table import API_SERVICES, CONSOLE, METER, ServiceEntry
+from services.common.tokens import (
+    DEV_MODE_VAR,
+    KEYS_VAR,
+    SIGNING_KEY_VAR,
+    SigningKey,
+    TokenSettings,
+)
 
 log = logging.getLogger("devstack")
 
@@ -93,9 +100,26 @@ class RunningStack:
         return next((s for s in self.services.values() if s.proc.poll() is not None), None)
 
 
+def dev_signing_key(var_dir: Path) -> tuple[Path, Path]:
+    """The development signing key under ``var_dir`` (made on the first start, kept so the
+    demo tokens survive a restart) and its public key set: (key file, key set file)."""
+    key_file, keys_file = var_dir / "token-signing-key.json", var_dir / "token-keys.json"
+    if not key_file.exists():
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(SigningKey.generate(f"dev-{int(time.time())}", dev=True).to_json())
+    keys_file.write_text(SigningKey.from_json(key_file.read_text()).key_set().to_json())
+    return key_file, keys_file
+
+
 def service_env(stack: Devstack, options: StackOptions) -> dict[str, str]:
     var_dir = options.var_dir
+    key_file, keys_file = dev_signing_key(var_dir)
     env = {
+        # Development keys, made here: the services refuse them without dev mode.
+        DEV_MODE_VAR: "true",
+        KEYS_VAR: str(keys_file),
+        SIGNING_KEY_VAR: str(key_file),
         "IDC_KAFKA_BOOTSTRAP": stack.broker.bootstrap,
         "IDC_VAR_DIR": str(var_dir),
         "IDC_DEVSTACK_FILE": str(var_dir / "devstack.json"),
@@ -177,10 +201,9 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
         kafka = KafkaSettings.from_env()
         ensure_topics(
             devstack.broker.bootstrap, ALL_TOPICS, kafka.topic_partitions,
-            kafka.replication_factor,
+            kafka.replication_factor, configs=revocation_topic_configs(TokenSettings.max_ttl_s),
         )
         env = service_env(devstack, options)
-        tokens = ensure_demo_tokens(var_dir / "demo-tokens.json", {**os.environ, **env})
         agent, meter_note = start_meter_source(var_dir, exits)
         services: dict[str, ServiceProcess] = {}
         for entry in (*API_SERVICES, METER):
@@ -192,6 +215,8 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
             services[name] = service
         for service in services.values():
             wait_serving(service)
+        tokens = ensure_demo_tokens(var_dir / "demo-tokens.json", Path(env[SIGNING_KEY_VAR]),
+                                    services["order"].address)
         # The console has no gRPC health: it starts once its backends serve, and is up
         # when its HTTP port answers.
         console = start_service(
@@ -301,7 +326,7 @@ def banner(stack: RunningStack) -> str:
             f"  {router.name:<13} netconf over ssh {router.host}:{router.port} "
             f"({router.telco}, {router.platform})"
         )
-    lines += ["", "Demo tokens (stored in every service database; also in "
+    lines += ["", "Demo tokens (issued by the order service's token issuer; also in "
               f"{stack.var_dir / 'demo-tokens.json'}):"]
     lines += [f"  {line}" for line in describe(stack.tokens.values())]
     customer, ops, billing = (stack.tokens[n].token for n in ("customer", "ops-sg", "billing"))

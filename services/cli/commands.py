@@ -26,9 +26,6 @@ from services.cli import render
 from services.cli.client import Api
 from services.cli.errors import CliError, ExitCode
 from services.cli.render import Result
-from services.cli.tokens import issue_everywhere, revoke_everywhere
-from services.common.auth import Principal, Role
-from services.common.errors import InvalidArgument
 
 
 @dataclass
@@ -680,28 +677,4 @@ def capacity(ctx: Context, args: argparse.Namespace) -> Result:
         )
 
     return Result(reply, show)
-
-
-# -- admin ------------------------------------------------------------------------------
-
-
-def tokens_issue(ctx: Context, args: argparse.Namespace) -> Result:
-    try:
-        principal = Principal(args.subject, Role(args.role), args.tenant, args.telco)
-    except InvalidArgument as error:
-        raise CliError(f"cannot issue the token: {error.message}", ExitCode.USAGE) from error
-    token = issue_everywhere(principal)
-    data = {"token": token, "role": args.role, "subject": args.subject,
-            "tenant": args.tenant, "telco": args.telco}
-    return Result(data, lambda console: console.print(token, soft_wrap=True))
-
-
-def tokens_revoke(ctx: Context, args: argparse.Namespace) -> Result:
-    revoked = revoke_everywhere(args.token)
-    if not revoked:
-        raise CliError("no such active token", ExitCode.NOT_FOUND)
-    return Result(
-        {"revoked_in": revoked},
-        lambda console: console.print(f"revoked in {', '.join(revoked)}"),
-    )
 

@@ -6,7 +6,7 @@
                    | redeploy | config | capacity | dlq list | dlq show | dlq replay
                    | outbox republish
     idcctl billing run | invoices | export | finalize
-    idcctl admin   tokens issue | tokens revoke
+    idcctl admin   tokens issue | list | rotate | revoke | bootstrap
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rich.console import Console
 
 from idc.billing.v1 import invoice_pb2
 from idc.order.v1 import circuit_pb2, order_pb2
-from services.cli import commands, events
+from services.cli import commands, events, tokens
 from services.cli.client import Api, Connection, story_context
 from services.cli.errors import EXIT_CODE_HELP, CallFailure, CliError, ExitCode, failure_of
 from services.cli.render import Result, dumps
@@ -277,15 +277,8 @@ def _billing_commands(b: _Builder, roles: Any) -> None:
 
 
 def _admin_commands(b: _Builder, roles: Any) -> None:
-    admin = b.group(roles, "admin", "local administration (needs the service databases)")
-    tokens = b.group(admin, "tokens", "API tokens, stored in every service's database")
-    p = b.leaf(tokens, "issue", commands.tokens_issue, "create a token and print it")
-    p.add_argument("--role", required=True, choices=["customer", "ops", "billing_admin", "admin"])
-    p.add_argument("--subject", required=True, help="who holds it, e.g. alice@acme")
-    p.add_argument("--tenant", help="the customer's tenant (role customer)")
-    p.add_argument("--telco", choices=["sg", "cq"], help="the ops user's telco (role ops)")
-    p = b.leaf(tokens, "revoke", commands.tokens_revoke, "revoke a token everywhere")
-    p.add_argument("token")
+    admin = b.group(roles, "admin", "administration (admin token)")
+    tokens.add_commands(b, admin)
 
 
 def _print_failure(errors: Console, failure: CallFailure, as_json: bool) -> None:

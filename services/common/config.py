@@ -193,7 +193,6 @@ class ServiceSettings:
     default_deadline_s: float = 30.0
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period_s: float = 10.0
-    token_pepper: str = "idc-dev-pepper"
     relay_poll_interval_s: float = 0.2
     var_dir: str = "var"
 
@@ -232,7 +231,6 @@ class ServiceSettings:
                 env, "IDC_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, _positive_int, "bytes"
             ),
             grace_period_s=_read(env, "IDC_GRACE_PERIOD_S", 10.0, _positive_float, "seconds"),
-            token_pepper=_read(env, "IDC_TOKEN_PEPPER", "idc-dev-pepper", _nonempty, "a secret"),
             relay_poll_interval_s=_read(
                 env, "IDC_RELAY_POLL_INTERVAL_S", 0.2, _positive_float, "seconds"
             ),

@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -20,30 +20,36 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.common import db
 from services.common import metric_catalogue as catalogue
-from services.common.auth import SqlTokenStore
 from services.common.config import ConfigError, ServiceSettings
 from services.common.events import EventConsumer, OutboxRelay
 from services.common.events.admin_servicer import register_event_admin
 from services.common.events.metrics import ConsumerLag, OutboxBacklog
-from services.common.events.topics import ALL_TOPICS, ensure_topics
+from services.common.events.topics import ALL_TOPICS, ensure_topics, revocation_topic_configs
 from services.common.grpc_server import AlarmCheck, GrpcApp, Worker
 from services.common.logs import configure_logging
 from services.common.metrics import Registration, observe, one
+from services.common.revocations import RevocationReader
 from services.common.service_table import ServiceEntry
 from services.common.telemetry import Telemetry, configure_telemetry
+from services.common.tokens import TokenSettings, TokenVerifier
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ServiceRuntime:
-    """What a service's own code gets: settings, its database and the token store."""
+    """What a service's own code gets: settings, its database and the token verifier."""
 
     settings: ServiceSettings
     engine: Engine
     session_factory: sessionmaker[Session]
-    tokens: SqlTokenStore
+    token_settings: TokenSettings
     telemetry: Telemetry
+    # Made from token_settings; build_app feeds its revoked set from the broker.
+    tokens: TokenVerifier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = TokenVerifier(self.token_settings.keys)
 
 
 def broker_reachable(bootstrap: str, timeout_s: float = 1.0) -> bool:
@@ -58,7 +64,8 @@ def broker_reachable(bootstrap: str, timeout_s: float = 1.0) -> bool:
     return False
 
 
-def create_topics(settings: ServiceSettings) -> None:
+def create_topics(settings: ServiceSettings, max_token_ttl_s: int = TokenSettings.max_ttl_s
+                  ) -> None:
     """Create the project's topics and their dead-letter topics if they are missing.
 
     Where topics are managed elsewhere (Strimzi KafkaTopic resources) this finds them all
@@ -67,7 +74,8 @@ def create_topics(settings: ServiceSettings) -> None:
     kafka = settings.kafka
     try:
         ensure_topics(
-            kafka.bootstrap, ALL_TOPICS, kafka.topic_partitions, kafka.replication_factor
+            kafka.bootstrap, ALL_TOPICS, kafka.topic_partitions, kafka.replication_factor,
+            configs=revocation_topic_configs(max_token_ttl_s),
         )
     except Exception as error:
         log.warning("could not check the topics on %s: %s", kafka.bootstrap, error)
@@ -80,17 +88,18 @@ def bootstrap(name: str, default_port: int, migrations_dir: Path) -> ServiceRunt
             "IDC_KAFKA_BOOTSTRAP is not set: point it at a Kafka broker (host:port), "
             "or start everything with `make run`, which starts one"
         )
+    token_settings = TokenSettings.from_env()
     configure_logging(name, settings.log_level, settings.log_format)
     telemetry = configure_telemetry(name)
     db.migrate(settings.database_url, migrations_dir)
-    create_topics(settings)
+    create_topics(settings, token_settings.max_ttl_s)
     engine = db.make_engine(settings.database_url)
     factory = db.make_session_factory(engine)
     return ServiceRuntime(
         settings=settings,
         engine=engine,
         session_factory=factory,
-        tokens=SqlTokenStore(factory, settings.token_pepper),
+        token_settings=token_settings,
         telemetry=telemetry,
     )
 
@@ -170,7 +179,8 @@ def build_app(
     workers: Sequence[Worker] = (),
 ) -> GrpcApp:
     """The service's gRPC app with health checks on its database and broker, its outbox
-    relay, the event admin API (services/common/events/admin.py) and its own ``workers``."""
+    relay, its token revocation reader, the event admin API (services/common/events/admin.py)
+    and its own ``workers``."""
     settings = runtime.settings
 
     def register_all(server: grpc.Server) -> Sequence[str]:
@@ -187,7 +197,12 @@ def build_app(
             "database": lambda: db.ping(runtime.engine),
             "broker": lambda: broker_reachable(settings.kafka.bootstrap),
         },
-        workers=[OutboxRelayWorker(runtime), *workers],
+        workers=[
+            OutboxRelayWorker(runtime),
+            RevocationReader(runtime.tokens.revoked, settings.kafka,
+                             runtime.token_settings.revocation_stale_s),
+            *workers,
+        ],
         on_stop=[runtime.engine.dispose, runtime.telemetry.shutdown],
     )
 

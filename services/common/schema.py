@@ -13,6 +13,18 @@ from services.common.events.tables import create_event_tables, drop_event_tables
 
 
 def create_common_tables(op: Any) -> None:
+    create_token_table(op)
+    create_event_tables(op)
+
+
+def drop_common_tables(op: Any) -> None:
+    drop_event_tables(op)
+    drop_token_table(op)
+
+
+def create_token_table(op: Any) -> None:
+    """The per-service token table of the first schema; dropped since tokens are signed
+    (services/common/tokens.py), each service's ``*_token_table_dropped`` migration."""
     op.create_table(
         "api_tokens",
         sa.Column("token_hash", sa.String(64), primary_key=True),
@@ -23,9 +35,7 @@ def create_common_tables(op: Any) -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True)),
     )
-    create_event_tables(op)
 
 
-def drop_common_tables(op: Any) -> None:
-    drop_event_tables(op)
+def drop_token_table(op: Any) -> None:
     op.drop_table("api_tokens")

@@ -6,7 +6,12 @@ from collections.abc import Sequence
 
 import grpc
 
-from idc.ops.v1 import approval_service_pb2, approval_service_pb2_grpc
+from idc.ops.v1 import (
+    approval_service_pb2,
+    approval_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
+)
 from idc.order.v1 import order_service_pb2, order_service_pb2_grpc
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ServiceRuntime, build_app, run_service
@@ -19,6 +24,8 @@ from services.order.notifier import ChangeNotifier
 from services.order.orders import OrderApp
 from services.order.servicers import ApprovalServicer, OrderServicer
 from services.order.settings import OrderSettings
+from services.order.token_issuer import TokenIssuer
+from services.order.token_servicer import TokenServicer
 from services.order.workers import (
     ApprovalExpiryWorker,
     OverdueProvisioningWorker,
@@ -31,6 +38,8 @@ MIGRATIONS = ORDER.migrations_dir
 def make_order_app(runtime: ServiceRuntime, settings: OrderSettings) -> GrpcApp:
     app = OrderApp(runtime.session_factory, load_catalogue(), load_price_book(), settings,
                    ChangeNotifier())
+    token_settings = runtime.token_settings
+    issuer = TokenIssuer(runtime.session_factory, token_settings.issuer_key(), token_settings)
 
     def register_servicers(server: grpc.Server) -> Sequence[str]:
         return [
@@ -40,6 +49,9 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings) -> GrpcApp:
             register(server, approval_service_pb2.DESCRIPTOR, "ApprovalService",
                      approval_service_pb2_grpc.add_ApprovalServiceServicer_to_server,
                      ApprovalServicer(app)),
+            register(server, token_service_pb2.DESCRIPTOR, "TokenService",
+                     token_service_pb2_grpc.add_TokenServiceServicer_to_server,
+                     TokenServicer(issuer)),
         ]
 
     gauges = register_gauges(runtime.session_factory, app.clock, app.capacity)

@@ -38,9 +38,9 @@ from idc.ops.v1 import approval_service_pb2_grpc as approvals_grpc
 from idc.order.v1 import circuit_pb2, order_pb2
 from idc.order.v1 import order_service_pb2 as orders_pb
 from idc.order.v1 import order_service_pb2_grpc as orders_grpc
-from services.common.auth import Principal, Role, SqlTokenStore
-from services.common.db import make_engine, make_session_factory
+from services.common.auth import Principal, Role
 from services.common.grpc_server import call_metadata
+from services.common.tokens import HarnessKeys
 from services.provisioning.domain.observe import CQ_IFM, OC_IF
 from services.provisioning.netconf import NetconfSession
 from tests.fixtures.database import postgres_databases
@@ -49,7 +49,7 @@ from tests.integration.provisioning.helpers import device_of
 from tests.integration.provisioning.stack import FAST
 
 T = TypeVar("T")
-PEPPER = "scale-out-test-pepper"
+KEYS = HarnessKeys.generate()
 # Ports of services/order/data/catalogue.toml, paired by position: three 10G pairs and
 # one 1G pair.
 SG_PORTS = ("sg-edge-1:xe-0/0/1", "sg-edge-1:xe-0/0/2", "sg-edge-1:xe-0/0/3",
@@ -291,16 +291,6 @@ def count_subinterfaces(platform: str, running_xml: str) -> Counter[tuple[str, i
     return counted
 
 
-def _issue_tokens(database_url: str, tokens: dict[str, str]) -> None:
-    engine = make_engine(database_url)
-    try:
-        store = SqlTokenStore(make_session_factory(engine), PEPPER)
-        for who, principal in {**CUSTOMERS, **OPS}.items():
-            store.issue(principal, tokens[who])
-    finally:
-        engine.dispose()
-
-
 @contextmanager
 def scale_out_stack(work: Path, postgres_admin_url: str, channel_capacity_mbps: int,
                     instances: int = 2,
@@ -324,7 +314,7 @@ def scale_out_stack(work: Path, postgres_admin_url: str, channel_capacity_mbps: 
             **PROVISIONING_TIMINGS,
             "IDC_KAFKA_BOOTSTRAP": broker.bootstrap,
             "IDC_VAR_DIR": str(work),
-            "IDC_TOKEN_PEPPER": PEPPER,
+            **KEYS.env(),
             "IDC_ORDER_DATABASE_URL": order_database_url,
             "IDC_ORDER_CHANNEL_CAPACITY_MBPS": str(channel_capacity_mbps),
             "IDC_PROVISIONING_INVENTORY": "devstack",
@@ -342,7 +332,7 @@ def scale_out_stack(work: Path, postgres_admin_url: str, channel_capacity_mbps: 
                     "IDC_PROVISIONING_ROLE": "agent", "IDC_PROVISIONING_TELCO": telco,
                     "IDC_PROVISIONING_DATABASE_URL": databases[f"agents_{telco}"]})
         processes: dict[str, ServiceProcess] = {}
-        tokens = {who: f"idc_scale_{who}_{uuid.uuid4().hex}" for who in {**CUSTOMERS, **OPS}}
+        tokens = {who: KEYS.mint(principal) for who, principal in {**CUSTOMERS, **OPS}.items()}
         result = ScaleOutStack(work, routers, [], processes, tokens,
                                {t: databases[f"agents_{t}"] for t in ("sg", "cq")})
         stack.callback(result.close)
@@ -359,5 +349,4 @@ def scale_out_stack(work: Path, postgres_admin_url: str, channel_capacity_mbps: 
             for name in started:
                 wait_serving(processes[name], timeout=90)
         result.order_apis.extend(processes[f"order-{n}"] for n in range(1, instances + 1))
-        _issue_tokens(order_database_url, tokens)
         yield result

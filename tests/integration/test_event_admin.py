@@ -35,7 +35,7 @@ from devstack.kafka import BOOTSTRAP_ENV, start_broker
 from idc.events.v1.order_pb2 import OrderApproved
 from services.cli import main
 from services.common import db
-from services.common.auth import Principal, Role, SqlTokenStore
+from services.common.auth import Principal, Role
 from services.common.config import KafkaSettings, ServiceSettings
 from services.common.events import EventConsumer, EventRegistry, outbox
 from services.common.events.envelope import Envelope
@@ -46,11 +46,13 @@ from services.common.grpc_server import GrpcApp
 from services.common.runtime import ServiceRuntime, build_app
 from services.common.service_table import METER
 from services.common.telemetry import configure_telemetry
+from services.common.tokens import HarnessKeys
 from tests.integration.test_event_bus import consume
 
 pytestmark = pytest.mark.integration
 
 WAIT_S = 20.0
+KEYS = HarnessKeys.generate()
 REGISTRY = EventRegistry([OrderApproved])
 
 effects_metadata = MetaData()
@@ -92,21 +94,20 @@ class Service:
 def running_service(url: str, kafka: KafkaSettings) -> Iterator[Service]:
     settings = dataclasses.replace(
         ServiceSettings.from_env(METER.name, 0, {}), listen="127.0.0.1:0", database_url=url,
-        kafka=kafka, token_pepper="test-pepper", relay_poll_interval_s=0.05,
+        kafka=kafka, relay_poll_interval_s=0.05,
         grace_period_s=1.0)
     db.migrate(url, METER.migrations_dir)
     engine = db.make_engine(url)
     effects_metadata.create_all(engine)
     factory = db.make_session_factory(engine)
-    tokens = SqlTokenStore(factory, settings.token_pepper)
-    runtime = ServiceRuntime(settings, engine, factory, tokens,
+    runtime = ServiceRuntime(settings, engine, factory, KEYS.settings(),
                              configure_telemetry(METER.name, {}))
     app = build_app(runtime, lambda server: [])
     port = app.start()
     try:
         yield Service(app, f"127.0.0.1:{port}", url, factory,
-                      tokens.issue(Principal("root@ops", Role.ADMIN)),
-                      tokens.issue(Principal("sam@sg-telco", Role.OPS, telco="sg")))
+                      KEYS.mint(Principal("root@ops", Role.ADMIN)),
+                      KEYS.mint(Principal("sam@sg-telco", Role.OPS, telco="sg")))
     finally:
         app.stop()
 

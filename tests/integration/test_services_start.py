@@ -25,19 +25,19 @@ from devstack.services import (
     wait_serving,
 )
 from idc.billing.v1 import billing_service_pb2
-from idc.ops.v1 import approval_service_pb2, event_admin_service_pb2
+from idc.ops.v1 import approval_service_pb2, event_admin_service_pb2, token_service_pb2
 from idc.order.v1 import order_service_pb2
 from idc.provisioning.v1 import provisioning_service_pb2
-from services.common import db
-from services.common.auth import Principal, Role, SqlTokenStore
+from services.common.auth import Principal, Role
 from services.common.grpc_server import call_metadata
+from services.common.tokens import HarnessKeys
 from tools.prereqs import postgres_url
 
 pytestmark = pytest.mark.integration
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-PEPPER = "test-pepper"
+KEYS = HarnessKeys.generate()
 
 # Every service serves the event admin tools for its own outbox (build_app).
 EVENT_ADMIN = event_admin_service_pb2.DESCRIPTOR.services_by_name["EventAdminService"]
@@ -45,6 +45,7 @@ SERVICES = {
     "order": [
         order_service_pb2.DESCRIPTOR.services_by_name["OrderService"],
         approval_service_pb2.DESCRIPTOR.services_by_name["ApprovalService"],
+        token_service_pb2.DESCRIPTOR.services_by_name["TokenService"],
         EVENT_ADMIN,
     ],
     "provisioning": [
@@ -60,7 +61,7 @@ def _start(name: str, tmp_path: Path, bootstrap: str, database_url: str) -> Serv
         "IDC_KAFKA_BOOTSTRAP": bootstrap,
         f"IDC_{name.upper()}_DATABASE_URL": database_url,
         "IDC_VAR_DIR": str(tmp_path),
-        "IDC_TOKEN_PEPPER": PEPPER,
+        **KEYS.env(),
         "IDC_GRACE_PERIOD_S": "3",
     }
     service = start_service(
@@ -104,9 +105,7 @@ def test_service_answers_health_reflection_and_every_method_safely(
         assert {d.full_name for d in descriptors} <= _reflected_services(service.address)
         assert "grpc.health.v1.Health" in _reflected_services(service.address)
 
-        # The token store is the service's own database, migrated at start.
-        tokens = SqlTokenStore(db.make_session_factory(db.make_engine(database_url)), PEPPER)
-        token = tokens.issue(Principal("ops@sg", Role.OPS, telco="sg"))
+        token = KEYS.mint(Principal("ops@sg", Role.OPS, telco="sg"))
         with grpc.insecure_channel(service.address) as channel:
             for descriptor in descriptors:
                 for method in descriptor.methods:

@@ -23,6 +23,7 @@ import pytest
 
 from devstack.process import free_port, spawn
 from devstack.services import ServiceProcess, wait_serving
+from services.common.tokens import HarnessKeys
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +163,7 @@ def test_the_order_service_serves_from_the_installed_package(
         IDC_ORDER_DATABASE_URL=f"sqlite:///{tmp_path / 'order.db'}",
         IDC_ORDER_LISTEN=address,
         IDC_VAR_DIR=str(tmp_path),
-        IDC_TOKEN_PEPPER="test-pepper",
+        **HarnessKeys.generate().env(),
         IDC_GRACE_PERIOD_S="3",
     )
     log = tmp_path / "order.log"

@@ -94,6 +94,7 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "ReplayDeadLetter",
         "RepublishOutbox",
     },
+    "idc.ops.v1.TokenService": {"IssueToken", "ListTokens", "RotateToken", "RevokeToken"},
     "idc.provisioning.v1.ProvisioningService": {
         "ListDevices",
         "DryRun",

@@ -14,8 +14,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2
 from grpc_status import rpc_status
 
-from services.common import db, errors
-from services.common.auth import Principal, Role, SqlTokenStore, current_principal
+from services.common import errors
+from services.common.auth import Principal, Role, current_principal
 from services.common.config import ServiceSettings
 from services.common.grpc_server import (
     GrpcApp,
@@ -23,6 +23,7 @@ from services.common.grpc_server import (
     call_metadata,
     client_channel,
 )
+from services.common.tokens import HarnessKeys
 
 SERVICE = "test.Echo"
 
@@ -75,11 +76,8 @@ def _handlers(calls: list[str]) -> grpc.GenericRpcHandler:
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[tuple[GrpcApp, str]]:
-    url = f"sqlite:///{tmp_path / 'svc.db'}"
-    db.migrate(url, Path("services/order/migrations"))
-    factory = db.make_session_factory(db.make_engine(url))
-    tokens = SqlTokenStore(factory, "pepper")
-    token = tokens.issue(Principal("alice@acme", Role.CUSTOMER, tenant="acme"))
+    keys = HarnessKeys.generate()
+    token = keys.mint(Principal("alice@acme", Role.CUSTOMER, tenant="acme"))
     settings = ServiceSettings.from_env("test", 0, {"IDC_TEST_LISTEN": "127.0.0.1:0"})
     calls: list[str] = []
 
@@ -87,7 +85,7 @@ def app(tmp_path: Path) -> Iterator[tuple[GrpcApp, str]]:
         server.add_generic_rpc_handlers((_handlers(calls),))
         return [SERVICE]
 
-    grpc_app = GrpcApp(settings=settings, register=register, tokens=tokens)
+    grpc_app = GrpcApp(settings=settings, register=register, tokens=keys.verifier())
     grpc_app.start()
     yield grpc_app, token
     grpc_app.stop()

@@ -6,7 +6,7 @@ Every topic is keyed by circuit id; each has a dead-letter companion ``<topic>.d
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
@@ -21,6 +21,10 @@ PROVISIONING_COMMANDS_CQ = "idc.provisioning.commands.cq"
 PROVISIONING_REPLIES = "idc.provisioning.replies"
 CIRCUIT_EVENTS = "idc.circuit.events"
 USAGE_SAMPLES = "idc.usage.samples"
+# Token revocations (services/common/revocations.py): keyed by token id, read by every
+# process with no group, so no dead-letter topic; retention at least the maximum token
+# lifetime (revocation_topic_configs).
+TOKEN_REVOCATIONS = "idc.token.revocations"
 
 EVENT_TOPICS: tuple[str, ...] = (
     ORDER_EVENTS,
@@ -44,7 +48,12 @@ def with_dead_letters(topics: Iterable[str]) -> list[str]:
     return names
 
 
-ALL_TOPICS: tuple[str, ...] = tuple(with_dead_letters(EVENT_TOPICS))
+ALL_TOPICS: tuple[str, ...] = (*with_dead_letters(EVENT_TOPICS), TOKEN_REVOCATIONS)
+
+
+def revocation_topic_configs(max_ttl_s: int) -> dict[str, dict[str, str]]:
+    """Topic configs of the revocation topic: kept a day longer than any token lives."""
+    return {TOKEN_REVOCATIONS: {"retention.ms": str((max_ttl_s + 86_400) * 1000)}}
 
 
 def ensure_topics(
@@ -54,6 +63,7 @@ def ensure_topics(
     replication: int,
     *,
     timeout_s: float = 30.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
@@ -67,7 +77,9 @@ def ensure_topics(
     try:
         response = admin.create_topics(
             {
-                name: {"num_partitions": partitions, "replication_factor": replication}
+                name: {"num_partitions": partitions, "replication_factor": replication,
+                       **({"configs": dict(configs[name])} if configs and name in configs
+                          else {})}
                 for name in wanted
             },
             timeout_ms=int(timeout_s * 1000),

@@ -18,10 +18,11 @@ from idc.type.v1 import year_month_pb2
 from services.billing.cycle import BillingCycle
 from services.billing.servicer import BillingServicer
 from services.billing.store import SqlBillingStore
-from services.common.auth import Principal, Role, SqlTokenStore
+from services.common.auth import Principal, Role
 from services.common.config import ServiceSettings
 from services.common.grpc_server import GrpcApp, call_metadata
 from services.common.servicers import register
+from services.common.tokens import HarnessKeys
 from tests.integration.billing.support import (
     Clock,
     activated,
@@ -66,12 +67,12 @@ def api(database_url: str) -> Iterator[Api]:
     store = SqlBillingStore(factory)
     entities = directory()
     servicer = BillingServicer(store, BillingCycle(store, entities, clock), entities, clock)
-    token_store = SqlTokenStore(factory, "test-pepper")
+    keys = HarnessKeys.generate()
     tokens = {
-        "admin": token_store.issue(Principal("billing@idc", Role.BILLING_ADMIN)),
-        "acme": token_store.issue(Principal("ops@acme", Role.CUSTOMER, tenant="acme-sg")),
-        "yangtze": token_store.issue(Principal("it@yangtze", Role.CUSTOMER, tenant="yangtze-cq")),
-        "ops": token_store.issue(Principal("noc@sg", Role.OPS, telco="sg")),
+        "admin": keys.mint(Principal("billing@idc", Role.BILLING_ADMIN)),
+        "acme": keys.mint(Principal("ops@acme", Role.CUSTOMER, tenant="acme-sg")),
+        "yangtze": keys.mint(Principal("it@yangtze", Role.CUSTOMER, tenant="yangtze-cq")),
+        "ops": keys.mint(Principal("noc@sg", Role.OPS, telco="sg")),
     }
     app = GrpcApp(
         settings=ServiceSettings(name="billing", listen="127.0.0.1:0", database_url=database_url,
@@ -80,7 +81,7 @@ def api(database_url: str) -> Iterator[Api]:
             server, pb.DESCRIPTOR, "BillingService",
             billing_service_pb2_grpc.add_BillingServiceServicer_to_server, servicer,
         )],
-        tokens=token_store,
+        tokens=keys.verifier(),
     )
     port = app.start()
     try:

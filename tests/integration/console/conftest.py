@@ -36,9 +36,9 @@ from idc.ops.v1 import approval_service_pb2_grpc as approvals_grpc
 from idc.order.v1 import circuit_pb2, order_pb2
 from idc.order.v1 import order_service_pb2 as orders_pb
 from idc.order.v1 import order_service_pb2_grpc as orders_grpc
-from services.common.auth import Principal, Role, SqlTokenStore
-from services.common.db import make_engine, make_session_factory
+from services.common.auth import Principal, Role
 from services.common.grpc_server import call_metadata
+from services.common.tokens import HarnessKeys
 from services.provisioning.netconf import NetconfSession
 from tests.integration.provisioning.helpers import device_of
 from tests.integration.provisioning.stack import FAST
@@ -48,7 +48,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-PEPPER = "console-test-pepper"
+KEYS = HarnessKeys.generate()
 SG_PORT, CQ_PORT = "sg-edge-1:xe-0/0/2", "cq-edge-1:XGE0/0/2"
 SG_IF, CQ_IF = "xe-0/0/2", "XGE0/0/2"
 # What customers wrote, with the quotes and signs the order service accepts (it refuses
@@ -163,16 +163,6 @@ class ConsoleStack:
             session.close()
 
 
-def _issue_tokens(database_url: str, tokens: dict[str, str]) -> None:
-    engine = make_engine(database_url)
-    try:
-        store = SqlTokenStore(make_session_factory(engine), PEPPER)
-        for who, principal in PEOPLE.items():
-            store.issue(principal, tokens[who])
-    finally:
-        engine.dispose()
-
-
 def _wait_http(process: ServiceProcess, url: str, timeout: float = 30.0) -> None:
     def answers() -> bool:
         if process.proc.poll() is not None:
@@ -226,14 +216,14 @@ def stack(routers: RouterFleet, tmp_path_factory: pytest.TempPathFactory
          "port": r.port, "username": r.username, "key_path": str(r.key_path),
          "known_hosts_path": str(r.known_hosts_path)}
         for r in routers]}))
-    tokens = {who: f"idc_console_{who}_{uuid.uuid4().hex}" for who in PEOPLE}
+    tokens = {who: KEYS.mint(principal) for who, principal in PEOPLE.items()}
     processes: list[ServiceProcess] = []
     with start_broker(work) as broker:
         env = {
             **FAST,
             "IDC_KAFKA_BOOTSTRAP": broker.bootstrap,
             "IDC_VAR_DIR": str(work),
-            "IDC_TOKEN_PEPPER": PEPPER,
+            **KEYS.env(),
             "IDC_ORDER_DATABASE_URL": f"sqlite:///{work / 'order.db'}",
             "IDC_PROVISIONING_DATABASE_URL": f"sqlite:///{work / 'provisioning.db'}",
             "IDC_PROVISIONING_INVENTORY": "devstack",
@@ -246,8 +236,6 @@ def stack(routers: RouterFleet, tmp_path_factory: pytest.TempPathFactory
             for process in processes:
                 wait_serving(process)
             order, provisioning = processes
-            _issue_tokens(env["IDC_ORDER_DATABASE_URL"], tokens)
-            _issue_tokens(env["IDC_PROVISIONING_DATABASE_URL"], tokens)
             listen = f"127.0.0.1:{free_port()}"
             console = start_service("console", listen, {
                 **env, "IDC_ORDER_ADDRESS": order.address,

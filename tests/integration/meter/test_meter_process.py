@@ -27,6 +27,7 @@ from services.common.events.topics import (
     ensure_topics,
     with_dead_letters,
 )
+from services.common.tokens import HarnessKeys
 from tests.integration.meter.conftest import METERED_INTERFACE
 
 pytestmark = pytest.mark.integration
@@ -62,6 +63,7 @@ def meter(
         "IDC_KAFKA_FETCH_MAX_WAIT_MS": str(kafka_settings.fetch_max_wait_ms),
         "IDC_RELAY_POLL_INTERVAL_S": "0.05",
         "IDC_LOG_FORMAT": "text",
+        **HarnessKeys.generate().env(),
     }
     service = start_service("billing.meter", address, env, tmp_path / "meter.log")
     try:

@@ -23,13 +23,14 @@ from idc.ops.v1 import approval_service_pb2, approval_service_pb2_grpc
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2, order_service_pb2_grpc
 from idc.type.v1 import circuit_operation_pb2, router_payload_pb2, side_pb2
 from services.common import db
-from services.common.auth import Principal, Role, SqlTokenStore
+from services.common.auth import Principal, Role
 from services.common.config import KafkaSettings, ServiceSettings
 from services.common.events import encode_event, producer_config
 from services.common.events.topics import CIRCUIT_EVENTS, ORDER_EVENTS
 from services.common.grpc_server import GrpcApp, call_metadata
 from services.common.runtime import ServiceRuntime, create_topics
 from services.common.telemetry import configure_telemetry
+from services.common.tokens import HarnessKeys
 from services.order.app import MIGRATIONS, make_order_app
 from services.order.settings import OrderSettings
 
@@ -37,6 +38,7 @@ T = TypeVar("T")
 SG_PORT = "sg-edge-1:xe-0/0/1"
 CQ_PORT = "cq-edge-1:XGE0/0/1"
 
+KEYS = HarnessKeys.generate()
 PRINCIPALS = {
     "alice": Principal("alice@acme", Role.CUSTOMER, tenant="acme"),
     "bob": Principal("bob@globex", Role.CUSTOMER, tenant="globex"),
@@ -216,14 +218,14 @@ def running_order_service(database_url: str, kafka: KafkaSettings,
                           **order_settings: Any) -> Iterator[OrderService]:
     settings = dataclasses.replace(
         ServiceSettings.from_env("order", 0, {}), listen="127.0.0.1:0",
-        database_url=database_url, kafka=kafka, token_pepper="test-pepper",
+        database_url=database_url, kafka=kafka,
         relay_poll_interval_s=0.05, grace_period_s=2.0)
     db.migrate(database_url, MIGRATIONS)
     create_topics(settings)
     engine = db.make_engine(database_url)
     factory = db.make_session_factory(engine)
-    tokens = SqlTokenStore(factory, settings.token_pepper)
-    runtime = ServiceRuntime(settings, engine, factory, tokens, configure_telemetry("order", {}))
+    runtime = ServiceRuntime(settings, engine, factory, KEYS.settings(),
+                             configure_telemetry("order", {}))
     order = OrderSettings(consumer_group=f"order-test-{uuid.uuid4().hex[:8]}",
                           **order_settings)
     app = make_order_app(runtime, order)
@@ -232,7 +234,7 @@ def running_order_service(database_url: str, kafka: KafkaSettings,
     channel = grpc.insecure_channel(address)
     producer = KafkaProducer(**producer_config(kafka))
     clients = {
-        name: Client(principal, tokens.issue(principal),
+        name: Client(principal, KEYS.mint(principal),
                      order_service_pb2_grpc.OrderServiceStub(channel),
                      approval_service_pb2_grpc.ApprovalServiceStub(channel))
         for name, principal in PRINCIPALS.items()

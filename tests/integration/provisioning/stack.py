@@ -25,9 +25,10 @@ from devstack.services import ServiceProcess, start_service, wait_serving
 from idc.events.v1 import circuit_pb2, common_pb2, order_pb2, provisioning_pb2
 from idc.provisioning.v1 import provisioning_service_pb2_grpc as pb_grpc
 from idc.type.v1 import money_pb2
-from services.common.auth import Principal, Role, SqlTokenStore
+from services.common.auth import Principal, Role
 from services.common.db import make_engine, make_session_factory
 from services.common.events import EventRegistry, decode_record, encode_event
+from services.common.tokens import HarnessKeys
 from services.provisioning.domain.circuits import Operation, Side, circuit_end
 from services.provisioning.netconf import NetconfSession
 from services.provisioning.rendering import Renderer
@@ -42,6 +43,7 @@ CIRCUIT_EVENTS = (
     provisioning_pb2.ProvisioningPlanned,
 )
 OUTCOMES = CIRCUIT_EVENTS[:4]
+KEYS = HarnessKeys.generate()
 DRIFT_EVENTS = (circuit_pb2.DriftDetected, circuit_pb2.DriftCleared)
 REGISTRY = EventRegistry([*CIRCUIT_EVENTS, *DRIFT_EVENTS, provisioning_pb2.ProvisioningProgress])
 PRICE = common_pb2.PriceTerms(
@@ -96,6 +98,7 @@ class Stack:
             "IDC_DEVSTACK_FILE": str(devstack),
             "IDC_PROVISIONING_TOPIC_SUFFIX": self.suffix,
             "IDC_VAR_DIR": str(work),
+            **KEYS.env(),
             **settings,
         }
         self.processes: dict[str, ServiceProcess] = {}
@@ -151,9 +154,7 @@ class Stack:
         for name in processes:
             wait_serving(self.processes[name])
         if not self.token:
-            self.token = SqlTokenStore(self.database(self.api), "idc-dev-pepper").issue(
-                Principal("ops-sg-1", Role.OPS, telco="sg")
-            )
+            self.token = KEYS.mint(Principal("ops-sg-1", Role.OPS, telco="sg"))
 
     def close(self) -> None:
         for process in self.processes.values():
