@@ -28,7 +28,7 @@ from services.cli.commands import Context
 from services.cli.errors import CliError, ExitCode
 from services.cli.render import Result
 from services.common.auth import Principal, Role
-from services.common.tokens import BOOTSTRAP_MAX_TTL_S, SigningKey
+from services.common.tokens import BOOTSTRAP_MAX_TTL_S, KeySet, SigningKey
 
 ROLES = [role.value for role in Role]
 _UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
@@ -117,6 +117,26 @@ def tokens_bootstrap(ctx: Context, args: argparse.Namespace) -> Result:
                   lambda console: console.print(token, soft_wrap=True))
 
 
+def tokens_keygen(ctx: Context, args: argparse.Namespace) -> Result:
+    """A new signing key file and its public key added to the key set file (made when
+    missing): the first key, or the next one of a rotation."""
+    if args.signing_key.exists():
+        raise CliError(f"{args.signing_key} exists; give a new file", ExitCode.USAGE)
+    key = SigningKey.generate(args.kid)
+    keys = key.key_set()
+    if args.key_set.exists():
+        try:
+            keys = KeySet.from_json(args.key_set.read_text()).merged(keys)
+        except (ValueError, KeyError, TypeError) as error:
+            raise CliError(f"cannot read the key set {args.key_set}: {error}",
+                           ExitCode.USAGE) from error
+    _write_private(args.signing_key, key.to_json())
+    args.key_set.write_text(keys.to_json() + "\n")
+    return Result({"kid": key.kid, "key_ids": sorted(keys.keys)}, lambda console: console.print(
+        f"signing key {key.kid} in {args.signing_key}; key set {args.key_set}: "
+        + ", ".join(sorted(keys.keys))))
+
+
 def add_commands(b: Any, admin: Any) -> None:
     tokens = b.group(admin, "tokens", "API tokens, through the order service's token issuer "
                                       "(admin token)")
@@ -141,6 +161,13 @@ def add_commands(b: Any, admin: Any) -> None:
                    help="the issuer's signing key (IDC_TOKEN_SIGNING_KEY)")
     p.add_argument("--subject", default="bootstrap@ops", help="who uses it")
     p.add_argument("--ttl", type=duration, help="lifetime, at most 1h (default 1h)")
+    p = b.leaf(tokens, "keygen", tokens_keygen,
+               "make a signing key and add its public key to a key set (offline)")
+    p.add_argument("--kid", required=True, help="the new key's id, e.g. 2026-12")
+    p.add_argument("--signing-key", type=Path, required=True, metavar="FILE",
+                   help="where to write the new signing key (IDC_TOKEN_SIGNING_KEY)")
+    p.add_argument("--key-set", type=Path, required=True, metavar="FILE",
+                   help="the key set to add its public key to (IDC_TOKEN_KEYS); made if missing")
 
 
 @dataclass(frozen=True)
