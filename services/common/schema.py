@@ -1,4 +1,4 @@
-"""Alembic operations for the tables every service database has (tokens, outbox, inbox).
+"""Alembic operations for the tables every service database has (outbox, inbox; tokens once).
 
 Each service's first migration calls ``create_common_tables``; the shapes live here once.
 """
