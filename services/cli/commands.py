@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from services.cli.render import Result
 from services.cli.tokens import issue_everywhere, revoke_everywhere
 from services.common.auth import Principal, Role
 from services.common.errors import InvalidArgument
+from services.common.order_watch import watch_order
 
 
 @dataclass
@@ -214,12 +216,18 @@ def orders(ctx: Context, args: argparse.Namespace) -> Result:
 def watch(ctx: Context, args: argparse.Namespace) -> Result:
     """Prints every change of the order until it ends; exit 0 only if it COMPLETED."""
     last = order_pb2.Order()
-    for message in ctx.api.stream(
-        "order",
-        ctx.api.orders.WatchOrder,
-        order_pb.WatchOrderRequest(order_id=args.order_id),
-        timeout_s=args.timeout,
-    ):
+    ends_at = time.monotonic() + args.timeout
+
+    def open_stream() -> Iterator[order_pb.WatchOrderResponse]:
+        # The server ends a stream after its lifetime; --timeout bounds all of them.
+        return ctx.api.stream(
+            "order",
+            ctx.api.orders.WatchOrder,
+            order_pb.WatchOrderRequest(order_id=args.order_id),
+            timeout_s=max(0.001, ends_at - time.monotonic()),
+        )
+
+    for message in watch_order(open_stream):
         last = message.order
         if ctx.json_output:
             print(json.dumps(render.jsonable(message)), file=ctx.console.file, flush=True)

@@ -24,6 +24,7 @@ from idc.order.v1 import (
     site_pb2,
 )
 from idc.type.v1 import router_payload_pb2
+from services.common import streams
 from services.common.auth import Principal, Role, current_principal, require_role
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.order import convert, store
@@ -168,7 +169,9 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         context.add_callback(notifier.notify)  # wake the wait below when the client leaves
         seen_version: int | None = None
         seen_entries = 0
-        while context.is_active():
+        # The stream's lifetime (services/common/streams.py) ends it with OK before the order
+        # is final; the client opens it again and gets the current state first.
+        while context.is_active() and not streams.ended():
             generation = notifier.generation
             # A short-lived session per look: no connection is held while waiting.
             with self.app.read() as session:
@@ -185,7 +188,8 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                 seen_version, seen_entries = row.version, len(order.audit_trail)
                 if OrderState(row.state).terminal:
                     return
-            notifier.wait(generation, WATCH_POLL_S)
+            left = streams.remaining_s()
+            notifier.wait(generation, WATCH_POLL_S if left is None else min(WATCH_POLL_S, left))
 
     def GetCircuit(self, request: order_service_pb2.GetCircuitRequest,
                    context: grpc.ServicerContext) -> order_service_pb2.GetCircuitResponse:
