@@ -28,7 +28,6 @@ from services.common.config import ConfigError, positive_float, positive_int
 from services.common.db import GRPC_THREADS
 from services.common.errors import (
     DeadlineExceeded,
-    DomainError,
     InvalidArgument,
     Throttled,
     Unauthenticated,
@@ -124,24 +123,9 @@ class CallGuard:
                     reason=RATE_LIMITED, retry_after_s=wait)
         return principal
 
-    @contextmanager
-    def unary(self, context: grpc.ServicerContext, method: str) -> Iterator[None]:
-        """The call's deadline for the block; an error after it passed is reported as it."""
-        timeout_s = min(context.time_remaining(), self.settings.unary_deadline_s)
-        with deadlines.bound(timeout_s):
-            try:
-                yield
-            except DomainError:
-                raise
-            except Exception as error:
-                # context.abort() raises a bare Exception: the handler chose its answer.
-                if type(error) is Exception or not deadlines.passed():
-                    raise
-                log.info("%s ran past its deadline of %.3f s: %s: %s", method, timeout_s,
-                         type(error).__name__, error)
-                raise DeadlineExceeded(
-                    f"the call's deadline ({timeout_s:.3f} s) passed before it was done; "
-                    "nothing was saved") from error
+    def unary_timeout_s(self, context: grpc.ServicerContext) -> float:
+        """A unary call's deadline: the client's, at most ``unary_deadline_s``."""
+        return min(context.time_remaining(), self.settings.unary_deadline_s)
 
     @contextmanager
     def stream(self, principal: Principal | None, peer: str) -> Iterator[None]:
@@ -149,6 +133,15 @@ class CallGuard:
         key = _key(principal) if principal is not None else _address(peer)
         with self.slots.held(key), streams.lifetime(self.settings.stream_lifetime_s):
             yield
+
+
+def late_error(error: Exception, method: str) -> DeadlineExceeded | None:
+    """DeadlineExceeded for an error raised once the call's deadline had passed: the bounded
+    lock wait or statement that raised it was the deadline's doing (deadlines.py)."""
+    if not deadlines.passed():
+        return None
+    log.info("%s ran past its deadline: %s: %s", method, type(error).__name__, error)
+    return DeadlineExceeded("the call's deadline passed before it was done; nothing was saved")
 
 
 def current_caller() -> Principal | None:

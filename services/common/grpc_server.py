@@ -224,6 +224,9 @@ class ServiceInterceptor(_ServerInterceptor):
             except Exception as error:
                 if _is_abort(error, context):
                     raise
+                late = call_limits.late_error(error, method)
+                if late is not None:
+                    context.abort_with_status(rpc_status.to_status(status_for(late)))
                 log.exception("unhandled error in %s", method)
                 context.abort_with_status(rpc_status.to_status(_internal_status()))
 
@@ -232,7 +235,9 @@ class ServiceInterceptor(_ServerInterceptor):
         metadata: dict[str, Any],
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._rpc_scope(method, metadata, context), self._guard.unary(context, method):
+            # The deadline covers the token lookup too (it may wait for a database lock).
+            with deadlines.bound(self._guard.unary_timeout_s(context)), self._rpc_scope(
+                    method, metadata, context):
                 call_limits.check_decoded(request, method)
                 return behaviour(request, context)
 

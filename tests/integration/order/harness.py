@@ -24,6 +24,7 @@ from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2, order_servic
 from idc.type.v1 import circuit_operation_pb2, router_payload_pb2, side_pb2
 from services.common import db
 from services.common.auth import Principal, Role, SqlTokenStore
+from services.common.call_limits import LimitSettings
 from services.common.config import KafkaSettings, ServiceSettings
 from services.common.events import encode_event, producer_config
 from services.common.events.topics import CIRCUIT_EVENTS, ORDER_EVENTS
@@ -213,6 +214,7 @@ def activated(order: order_pb2.Order) -> circuit_events.CircuitActivated:
 
 @contextmanager
 def running_order_service(database_url: str, kafka: KafkaSettings,
+                          limits: LimitSettings | None = None,
                           **order_settings: Any) -> Iterator[OrderService]:
     settings = dataclasses.replace(
         ServiceSettings.from_env("order", 0, {}), listen="127.0.0.1:0",
@@ -227,6 +229,8 @@ def running_order_service(database_url: str, kafka: KafkaSettings,
     order = OrderSettings(consumer_group=f"order-test-{uuid.uuid4().hex[:8]}",
                           **order_settings)
     app = make_order_app(runtime, order)
+    if limits is not None:
+        app.limits = limits
     port = app.start()
     address = f"127.0.0.1:{port}"
     channel = grpc.insecure_channel(address)
