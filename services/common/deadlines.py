@@ -67,18 +67,22 @@ def check(what: str) -> None:
 
 def install(engine: Engine) -> None:
     """Make the engine's transactions honour the current call's deadline."""
-    sqlite = engine.dialect.name == "sqlite"
+    if engine.dialect.name == "sqlite":
+        # At checkout, before the session's BEGIN IMMEDIATE (which is the wait).
+        @event.listens_for(engine, "checkout")
+        def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            left = remaining_s()
+            timeout_ms = SQLITE_BUSY_TIMEOUT_MS if left is None else _ms(left)
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout={timeout_ms}")
+            cursor.close()
 
-    # Before db.py's own "begin" listener, which issues SQLite's BEGIN IMMEDIATE (the wait).
-    @event.listens_for(engine, "begin", insert=True)
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         check("its transaction began")
         left = remaining_s()
-        if sqlite:
-            timeout_ms = SQLITE_BUSY_TIMEOUT_MS if left is None else _ms(left)
-            connection.exec_driver_sql(f"PRAGMA busy_timeout={timeout_ms}")
-        elif left is not None and connection.get_execution_options().get(
-                "isolation_level") != "AUTOCOMMIT":
+        if left is not None and engine.dialect.name != "sqlite" and \
+                connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             # SET LOCAL lasts until the transaction ends: the pooled connection keeps its
             # default afterwards. A read without a transaction is one short statement.
             connection.exec_driver_sql(f"SET LOCAL statement_timeout = {_ms(left)}")
