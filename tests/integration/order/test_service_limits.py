@@ -21,6 +21,7 @@ import grpc
 import psycopg
 import pytest
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from rich.console import Console
 
@@ -104,6 +105,11 @@ def test_calls_without_a_valid_token_are_limited_per_address(
         assert over.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert reason(over) == "AUTH_FAILURES_RATE_LIMITED"
         assert "RetryInfo" in details(over)
+        # Health stays open to the address (probes, load balancers).
+        with grpc.insecure_channel(svc.address) as channel:
+            assert health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10).status \
+                == health_pb2.HealthCheckResponse.SERVING
         # The address may call again once its bucket has a token (a second at this rate).
         wait_for(lambda: _answers(lambda: capacity(svc.alice)), "the address's bucket", 10)
 
