@@ -39,11 +39,23 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 @contextmanager
 def bound(timeout_s: float) -> Iterator[None]:
     """The current call must be done within ``timeout_s`` from now."""
-    token = _deadline.set(time.monotonic() + timeout_s)
+    with until(time.monotonic() + timeout_s):
+        yield
+
+
+@contextmanager
+def until(deadline: float | None) -> Iterator[None]:
+    """Work for the block is bounded by ``deadline`` (``time.monotonic()``; None: unbounded)."""
+    token = _deadline.set(deadline)
     try:
         yield
     finally:
         _deadline.reset(token)
+
+
+def current() -> float | None:
+    """The current call's deadline (``time.monotonic()``), None outside a bounded call."""
+    return _deadline.get()
 
 
 def remaining_s() -> float | None:

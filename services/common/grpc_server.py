@@ -65,7 +65,8 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.DomainError], grpc.StatusCode], ...] =
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
 # google.rpc.ErrorInfo: the domain, and the stable reason of each class of error (a
-# DomainError may name a finer one of its own); README's "Error reasons" lists them all.
+# DomainError may name a finer one of its own, a Throttled always does); the table in
+# README's Security section, Limits, lists them all.
 ERROR_DOMAIN = "idc.example"
 _REASON_BY_ERROR: tuple[tuple[type[errors.DomainError], str], ...] = (
     (errors.InvalidArgument, "INVALID_REQUEST"),
@@ -76,7 +77,6 @@ _REASON_BY_ERROR: tuple[tuple[type[errors.DomainError], str], ...] = (
     (errors.PermissionDenied, "PERMISSION_DENIED"),
     (errors.Unauthenticated, "UNAUTHENTICATED"),
     (errors.Unavailable, "PEER_UNAVAILABLE"),
-    (errors.Throttled, "THROTTLED"),
     (errors.DeadlineExceeded, "DEADLINE_EXCEEDED"),
 )
 INTERNAL_REASON = "INTERNAL_ERROR"
