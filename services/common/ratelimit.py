@@ -75,9 +75,12 @@ class RateLimiter:
             return self._bucket(key, rate).take(self._clock())
 
     def wait_s(self, key: str, rate: Rate) -> float:
-        """What ``take`` would answer, without taking."""
+        """What ``take`` would answer, without taking (nor keeping a bucket for the key)."""
         with self._lock:
-            return self._bucket(key, rate).wait_s(self._clock())
+            bucket = self._buckets.get(key)
+            if bucket is None or bucket.rate != rate:
+                return 0.0  # a new bucket is full
+            return bucket.wait_s(self._clock())
 
     def _bucket(self, key: str, rate: Rate) -> TokenBucket:
         now = self._clock()

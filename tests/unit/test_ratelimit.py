@@ -51,6 +51,8 @@ def test_limiter_keeps_one_bucket_per_key() -> None:
     assert limiter.take("a", rate) == pytest.approx(1.0)
     assert limiter.take("b", rate) == 0.0
     assert limiter.wait_s("b", rate) == pytest.approx(1.0)
+    assert limiter.wait_s("never-seen", rate) == 0.0
+    assert len(limiter) == 2  # asking keeps no bucket
     clock.now += 1.0
     assert limiter.take("a", rate) == 0.0
 
