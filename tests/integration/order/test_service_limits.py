@@ -69,10 +69,6 @@ def reason(error: grpc.RpcError) -> str:
     return str(info.reason)
 
 
-def capacity(client: Client) -> Any:
-    return client.capacity()
-
-
 def test_a_principal_over_its_rate_is_told_when_to_retry_and_recovers(
     sqlite_database_url: str, kafka_settings: KafkaSettings
 ) -> None:
@@ -80,15 +76,15 @@ def test_a_principal_over_its_rate_is_told_when_to_retry_and_recovers(
         role: Rate(per_s=2.0, burst=5) for role in Role})
     with running_order_service(sqlite_database_url, kafka_settings, limits=limits) as svc:
         for _ in range(5):
-            capacity(svc.alice)
-        over = refused(lambda: capacity(svc.alice))
+            svc.alice.capacity()
+        over = refused(svc.alice.capacity)
         assert over.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert reason(over) == "RATE_LIMITED"
         delay = details(over)["RetryInfo"].retry_delay.ToTimedelta().total_seconds()
         assert 0.0 < delay <= 0.5
-        capacity(svc.bob)  # another principal has a bucket of its own
+        svc.bob.capacity()  # another principal has a bucket of its own
         time.sleep(delay)  # the delay the server told is the one that works
-        capacity(svc.alice)
+        svc.alice.capacity()
 
 
 def test_calls_without_a_valid_token_are_limited_per_address(
@@ -98,10 +94,10 @@ def test_calls_without_a_valid_token_are_limited_per_address(
     with running_order_service(sqlite_database_url, kafka_settings, limits=limits) as svc:
         stranger = dataclasses.replace(svc.alice, token="idc_guessed")
         for _ in range(3):
-            error = refused(lambda: capacity(stranger))
+            error = refused(stranger.capacity)
             assert error.code() == grpc.StatusCode.UNAUTHENTICATED
             assert reason(error) == "UNAUTHENTICATED"
-        over = refused(lambda: capacity(stranger))
+        over = refused(stranger.capacity)
         assert over.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert reason(over) == "AUTH_FAILURES_RATE_LIMITED"
         assert "RetryInfo" in details(over)
@@ -111,7 +107,7 @@ def test_calls_without_a_valid_token_are_limited_per_address(
                 health_pb2.HealthCheckRequest(), timeout=10).status \
                 == health_pb2.HealthCheckResponse.SERVING
         # The address may call again once its bucket has a token (a second at this rate).
-        wait_for(lambda: _answers(lambda: capacity(svc.alice)), "the address's bucket", 10)
+        wait_for(lambda: _answers(svc.alice.capacity), "the address's bucket", 10)
 
 
 def _answers(call: Callable[[], object]) -> bool:
@@ -148,7 +144,7 @@ def test_a_call_past_the_servers_deadline_answers_deadline_exceeded_and_saved_no
     limits = dataclasses.replace(LimitSettings(), unary_deadline_s=1.0)
     with running_order_service(database_url, kafka_settings, limits=limits) as svc:
         alice = svc.alice
-        capacity(alice)
+        alice.capacity()
         before = alice.call("ListOrders", order_service_pb2.ListOrdersRequest()).orders
         request = order_service_pb2.CreateOrderRequest(request_id=uuid.uuid4().hex,
                                                        spec=spec(100))
