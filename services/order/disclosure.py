@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from idc.order.v1 import order_pb2
 from services.billing.directory import ENTITIES_ENV, load_directory
@@ -70,3 +70,31 @@ class ContactVault:
             del order.contacts[:]
             order.contacts.extend(order_pb2.Contact(**contact)
                                   for contact in self.cipher.open(row["id"], sealed_of(row)))
+
+
+def reencrypt(factory: sessionmaker[Session], cipher: ContactCipher, batch_size: int = 200
+              ) -> int:
+    """Seal again with the active key every order whose contacts another key sealed (after a
+    rotation, before that key leaves the set); returns how many. Each batch is one
+    transaction; a row that does not open stops the run, naming it."""
+    done = 0
+    while True:
+        with factory() as session, session.begin():
+            rows = session.scalars(
+                select(OrderRow).where(OrderRow.contacts_key_id != cipher.active_key_id)
+                .order_by(OrderRow.id).limit(batch_size).with_for_update()).all()
+            for row in rows:
+                contacts = cipher.open(row.id, SealedContacts(
+                    row.contacts_key_id, row.contacts_nonce, row.contacts_ciphertext))
+                for name, value in cipher.seal(row.id, contacts).columns().items():
+                    setattr(row, name, value)
+        done += len(rows)
+        if len(rows) < batch_size:
+            return done
+
+
+def sealed_per_key(factory: sessionmaker[Session]) -> dict[str, int]:
+    """How many orders' contacts each key id seals."""
+    with factory() as session:
+        return {key_id: count for key_id, count in session.execute(
+            select(OrderRow.contacts_key_id, func.count()).group_by(OrderRow.contacts_key_id))}

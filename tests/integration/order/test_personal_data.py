@@ -4,6 +4,8 @@ of the telco that bills it, and existing rows are sealed by the migration."""
 
 from __future__ import annotations
 
+import io
+import json
 import uuid
 from typing import Any
 
@@ -12,10 +14,12 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from rich.console import Console
 
 from idc.ops.v1 import approval_service_pb2
 from idc.order.v1 import order_pb2, order_service_pb2
 from idc.type.v1 import side_pb2
+from services.cli.main import run
 from services.common import db
 from services.common.config import KafkaSettings
 from services.order.app import MIGRATIONS
@@ -161,3 +165,30 @@ def test_the_migration_seals_the_contacts_of_existing_orders(
     assert ANN.email not in text and "contacts" not in row
     assert row["contacts_key_id"] == "rotated-2"
     assert ContactCipher(rotated).open(order.id, sealed_of(row))[0]["name"] == ANN.name
+
+
+def test_reencrypt_moves_every_order_to_the_active_key_so_the_old_key_can_go(
+    database_url: str, kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_order_service(database_url, kafka_settings) as svc:
+        orders = [place(svc.alice, ANN), place(svc.alice, RAJ)]
+        old = svc.contact_keys
+    new_key = ContactKeySet.generate("2027-01").keys["2027-01"]
+    rotated = ContactKeySet("2027-01", {**old.keys, "2027-01": new_key})
+    monkeypatch.setenv("IDC_ORDER_DATABASE_URL", database_url)
+    monkeypatch.setenv("IDC_ORDER_CONTACT_KEYS", rotated.to_json())
+    out = io.StringIO()
+    code, _ = run(["admin", "contacts", "reencrypt", "-o", "json"],
+                  console=Console(file=out, soft_wrap=True))
+    assert code == 0, out.getvalue()
+    report = json.loads(out.getvalue())
+    assert report["reencrypted"] == 2 and report["orders_per_key"] == {"2027-01": 2}
+    # A second run has nothing to do.
+    code, _ = run(["admin", "contacts", "reencrypt", "-o", "json"],
+                  console=Console(file=io.StringIO(), soft_wrap=True))
+    assert code == 0
+    # The old key leaves the set; every order still opens.
+    only_new = ContactCipher(ContactKeySet("2027-01", {"2027-01": new_key}))
+    for order, contact in zip(orders, (ANN, RAJ), strict=True):
+        _, row = row_text(database_url, order.id)
+        assert only_new.open(order.id, sealed_of(row))[0]["email"] == contact.email
