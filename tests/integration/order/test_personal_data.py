@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,6 +20,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from rich.console import Console
 
+from devstack.services import REPO_ROOT
 from idc.ops.v1 import approval_service_pb2
 from idc.order.v1 import order_pb2, order_service_pb2
 from idc.type.v1 import side_pb2
@@ -192,3 +197,17 @@ def test_reencrypt_moves_every_order_to_the_active_key_so_the_old_key_can_go(
     for order, contact in zip(orders, (ANN, RAJ), strict=True):
         _, row = row_text(database_url, order.id)
         assert only_new.open(order.id, sealed_of(row))[0]["email"] == contact.email
+
+
+def test_the_order_service_refuses_to_start_without_a_key_set_outside_dev_mode(
+    tmp_path: Path, kafka_settings: KafkaSettings
+) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("IDC_ORDER_CONTACT_KEYS", "IDC_ORDER_CONTACT_KEYS_FILE")}
+    env.update(IDC_KAFKA_BOOTSTRAP=kafka_settings.bootstrap, IDC_VAR_DIR=str(tmp_path),
+               IDC_ORDER_LISTEN="127.0.0.1:0", IDC_DEV_MODE="false")
+    done = subprocess.run([sys.executable, "-m", "services.order"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "IDC_ORDER_CONTACT_KEYS_FILE" in done.stderr and "IDC_DEV_MODE" in done.stderr
+    assert not (tmp_path / "order-contact-keys.json").exists()
