@@ -27,10 +27,17 @@ from idc.type.v1 import side_pb2
 from services.cli.main import run
 from services.common import db
 from services.common.config import KafkaSettings
+from services.order import convert
 from services.order.app import MIGRATIONS
 from services.order.contacts import ContactCipher, ContactKeySet
 from services.order.disclosure import sealed_of
-from tests.integration.order.harness import Client, OrderService, running_order_service, spec
+from tests.integration.order.harness import (
+    PRINCIPALS,
+    Client,
+    OrderService,
+    running_order_service,
+    spec,
+)
 
 ANN = order_pb2.Contact(role="technical", name="Ann Lee-Personal", email="ann.lee@acme.example",
                         phone="+6561234567")
@@ -141,6 +148,16 @@ def test_the_row_holds_only_ciphertext_bound_to_its_order(
         assert list(svc.alice.order(first.id).contacts) == [ANN]
 
 
+def stored_order(database_url: str, order_id: str) -> order_pb2.Order:
+    """The order as the API shows it (without contacts), read from the database."""
+    engine = db.make_engine(database_url)
+    try:
+        with db.make_session_factory(engine)() as session:
+            return convert.order_by_id(session, order_id, None)
+    finally:
+        engine.dispose()
+
+
 def _alembic(database_url: str) -> AlembicConfig:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -161,6 +178,15 @@ def test_the_migration_seals_the_contacts_of_existing_orders(
     command.downgrade(_alembic(database_url), "order_0006")
     text, row = row_text(database_url, order.id)
     assert ANN.email in text and "contacts_ciphertext" not in row  # plain JSON again
+    # Before 0007 an approval named its approver by subject.
+    engine = db.make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("UPDATE approvals SET approver = 'olga@sg' "
+                                       "WHERE order_id = :id AND side = 'SINGAPORE'"),
+                               {"id": order.id})
+    finally:
+        engine.dispose()
 
     rotated = ContactKeySet("rotated-2", {**keys.keys, "rotated-2": ContactKeySet.generate(
         "rotated-2").keys["rotated-2"]})
@@ -170,6 +196,9 @@ def test_the_migration_seals_the_contacts_of_existing_orders(
     assert ANN.email not in text and "contacts" not in row
     assert row["contacts_key_id"] == "rotated-2"
     assert ContactCipher(rotated).open(order.id, sealed_of(row))[0]["name"] == ANN.name
+    approvals = {a.side: a.approver for a in stored_order(database_url, order.id).approvals}
+    assert approvals == {side_pb2.SIDE_SINGAPORE: PRINCIPALS["olga"].ref,
+                         side_pb2.SIDE_CHONGQING: ""}
 
 
 def test_reencrypt_moves_every_order_to_the_active_key_so_the_old_key_can_go(
