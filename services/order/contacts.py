@@ -121,14 +121,18 @@ def _dev_key_set(var_dir: Path) -> ContactKeySet:
     path = var_dir / DEV_KEYS_FILE
     if not path.exists():
         var_dir.mkdir(parents=True, exist_ok=True)
+        # Written whole under a name of its own, then linked into place: processes starting
+        # at once (several order services on one var/) all read the one key set that won.
+        draft = var_dir / f".{DEV_KEYS_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(ContactKeySet.generate().to_json())
         try:
-            # O_EXCL: two processes starting at once keep one key set between them.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(draft, path)
         except FileExistsError:
             pass
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(ContactKeySet.generate().to_json())
+        finally:
+            draft.unlink()
     return _parsed(path.read_text(encoding="utf-8"), f"{DEV_MODE_ENV} key set {path}")
 
 

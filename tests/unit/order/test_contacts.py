@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,11 @@ def test_a_billing_entity_naming_an_unknown_telco_stops_the_start(
     monkeypatch.setenv("IDC_BILLING_ENTITIES_FILE", str(path))
     with pytest.raises(ConfigError, match=r"IDC_BILLING_ENTITIES_FILE: .*cq-telco.*'hk'"):
         billing_telcos(load_catalogue())
+
+
+def test_processes_starting_at_once_in_dev_mode_share_one_key_set(tmp_path: Path) -> None:
+    env = {"IDC_DEV_MODE": "true", "IDC_VAR_DIR": str(tmp_path)}
+    with ThreadPoolExecutor(8) as pool:
+        sets = list(pool.map(lambda _: load_key_set(env), range(16)))
+    assert all(s == sets[0] for s in sets)
+    assert [p.name for p in tmp_path.iterdir()] == [DEV_KEYS_FILE]
