@@ -4,6 +4,7 @@ of the telco that bills it, and existing rows are sealed by the migration."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from idc.order.v1 import order_pb2, order_service_pb2
 from idc.type.v1 import side_pb2
 from services.cli.main import run
 from services.common import db
+from services.common.auth import Principal, Role, SqlTokenStore
 from services.common.config import KafkaSettings
 from services.order import convert
 from services.order.app import MIGRATIONS
@@ -240,3 +242,19 @@ def test_the_order_service_refuses_to_start_without_a_key_set_outside_dev_mode(
     assert done.returncode == 2, done.stderr
     assert "IDC_ORDER_CONTACT_KEYS_FILE" in done.stderr and "IDC_DEV_MODE" in done.stderr
     assert not (tmp_path / "order-contact-keys.json").exists()
+
+
+def test_a_tenant_billed_by_the_chongqing_telco_shows_its_contacts_to_chongqing_ops(
+    database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    with running_order_service(database_url, kafka_settings) as svc:
+        yangtze = Principal("li@yangtze", Role.CUSTOMER, tenant="yangtze-cq")
+        store = SqlTokenStore(db.make_session_factory(db.make_engine(database_url)),
+                              "test-pepper")
+        customer = dataclasses.replace(svc.alice, principal=yangtze, token=store.issue(yangtze))
+        order = place(customer, ANN)
+        assert list(customer.order(order.id).contacts) == [ANN]
+        assert list(svc.chen.order(order.id).contacts) == [ANN]
+        assert not svc.olga.order(order.id).contacts
+        assert "not found" in refused(lambda: svc.alice.order(order.id),
+                                      grpc.StatusCode.NOT_FOUND)
