@@ -32,6 +32,7 @@ from services.common.grpc_server import GrpcApp, call_metadata
 from services.common.runtime import ServiceRuntime, create_topics
 from services.common.telemetry import configure_telemetry
 from services.order.app import MIGRATIONS, make_order_app
+from services.order.contacts import ContactKeySet
 from services.order.settings import OrderSettings
 
 T = TypeVar("T")
@@ -127,6 +128,8 @@ class OrderService:
     kafka: KafkaSettings
     clients: dict[str, Client]
     producer: KafkaProducer
+    # The key set the service seals contacts with.
+    contact_keys: ContactKeySet
 
     def __getattr__(self, name: str) -> Client:
         try:
@@ -228,7 +231,8 @@ def running_order_service(database_url: str, kafka: KafkaSettings,
     runtime = ServiceRuntime(settings, engine, factory, tokens, configure_telemetry("order", {}))
     order = OrderSettings(consumer_group=f"order-test-{uuid.uuid4().hex[:8]}",
                           **order_settings)
-    app = make_order_app(runtime, order)
+    contact_keys = ContactKeySet.generate("test-1")
+    app = make_order_app(runtime, order, contact_keys)
     if limits is not None:
         app.limits = limits
     port = app.start()
@@ -242,7 +246,7 @@ def running_order_service(database_url: str, kafka: KafkaSettings,
         for name, principal in PRINCIPALS.items()
     }
     try:
-        yield OrderService(app, address, kafka, clients, producer)
+        yield OrderService(app, address, kafka, clients, producer, contact_keys)
     finally:
         producer.close()
         channel.close()

@@ -17,6 +17,8 @@ from services.common.auth import Principal, Role
 from services.order import store
 from services.order.admission import GroupCommit, Pending
 from services.order.app import MIGRATIONS
+from services.order.contacts import ContactCipher, ContactKeySet
+from services.order.disclosure import ContactVault, billing_telcos
 from services.order.domain.catalogue import load_catalogue
 from services.order.domain.pricing import load_price_book
 from services.order.notifier import ChangeNotifier
@@ -78,7 +80,9 @@ def test_orders_of_a_failed_batch_are_decided_again_one_by_one(
     db.migrate(url, MIGRATIONS)
     app = OrderApp(db.make_session_factory(db.make_engine(url)), load_catalogue(),
                    load_price_book(), OrderSettings(channel_capacity_mbps=150),
-                   ChangeNotifier())
+                   ChangeNotifier(),
+                   contacts=ContactVault(ContactCipher(ContactKeySet.generate()),
+                                         billing_telcos(load_catalogue())))
     placements: list[Placement] = []
     monkeypatch.setattr(app, "admissions", SimpleNamespace(submit=placements.append))
     alice = Principal("alice@acme", Role.CUSTOMER, tenant="acme")
