@@ -6,7 +6,8 @@
                    | redeploy | config | capacity | dlq list | dlq show | dlq replay
                    | outbox republish
     idcctl billing run | invoices | export | finalize
-    idcctl admin   tokens issue | list | rotate | revoke | bootstrap
+    idcctl admin   tokens issue | list | rotate | revoke | bootstrap | keygen
+                   | contacts reencrypt
 """
 
 from __future__ import annotations
@@ -277,8 +278,13 @@ def _billing_commands(b: _Builder, roles: Any) -> None:
 
 
 def _admin_commands(b: _Builder, roles: Any) -> None:
-    admin = b.group(roles, "admin", "administration (admin token)")
+    admin = b.group(roles, "admin", "administration: tokens through the issuer (admin token), "
+                                    "contacts re-encryption (the order database)")
     tokens.add_commands(b, admin)
+    contacts = b.group(admin, "contacts", "customer contacts, sealed in the order database")
+    b.leaf(contacts, "reencrypt", commands.contacts_reencrypt,
+           "seal every order's contacts again with the active key of the key set "
+           "(IDC_ORDER_CONTACT_KEYS_FILE, IDC_ORDER_DATABASE_URL), after a key rotation")
 
 
 def _print_failure(errors: Console, failure: CallFailure, as_json: bool) -> None:

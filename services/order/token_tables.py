@@ -1,4 +1,4 @@
-"""The token issuer's tables in the order database (migration 0007): each issued token's
+"""The token issuer's tables in the order database (migration 0008): each issued token's
 metadata (never the token) and the record of every call to the issuer."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The token issuer: issued tokens' metadata and the issuer's audit; no token table.
 
-Revision ID: order_0007
-Revises: order_0006
+Revision ID: order_0008
+Revises: order_0007
 Create Date: 2026-12-03
 """
 
@@ -11,8 +11,8 @@ from alembic import op
 from services.common.schema import create_token_table, drop_token_table
 from services.order.tables import AutoId, UtcDateTime
 
-revision = "order_0007"
-down_revision = "order_0006"
+revision = "order_0008"
+down_revision = "order_0007"
 branch_labels = None
 depends_on = None
 
