@@ -7,6 +7,9 @@ mode, does not start; a reader cut off from the broker raises its alarm."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -201,9 +204,12 @@ def test_a_service_without_keys_or_with_development_keys_outside_dev_mode_does_n
                                        IDC_DEV_MODE="false"), tmp_path,
                   "IDC_TOKEN_KEYS holds development keys")
     production = SigningKey.generate("prod-1")
+    contact_keys = json.dumps({"active": "c1", "keys": {
+        "c1": base64.b64encode(os.urandom(32)).decode()}})
     _exits_naming("order", _env(tmp_path, kafka_bootstrap, "order", IDC_DEV_MODE="",
                                 IDC_TOKEN_KEYS=production.key_set().to_json(),
-                                IDC_TOKEN_SIGNING_KEY=""), tmp_path,
+                                IDC_TOKEN_SIGNING_KEY="", IDC_ORDER_CONTACT_KEYS=contact_keys),
+                  tmp_path,
                   "IDC_TOKEN_SIGNING_KEY is not set")
 
 
