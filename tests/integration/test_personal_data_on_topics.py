@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -169,6 +170,8 @@ def needles(story: Story) -> dict[str, bytes]:
         found[f"contact key {key_id} (base64)"] = base64.b64encode(key)
         found[f"contact key {key_id} (base64url)"] = base64.urlsafe_b64encode(key).rstrip(b"=")
         found[f"contact key {key_id} (hex)"] = key.hex().encode()
+    signing = json.loads((story.directory / "token-signing-key.json").read_text())
+    found["token signing key"] = signing["private_key"].encode()
     key_files = [p for p in (story.directory / "devstack").rglob("*ed25519*")
                  if not p.name.endswith(".pub")]
     assert key_files, "the devstack's SSH keys moved; the check would check nothing"
