@@ -31,6 +31,7 @@ from services.common import errors, metric_catalogue, metrics
 from services.common.auth import TokenStore, bind_principal, parse_bearer, reset_principal
 from services.common.config import ServiceSettings
 from services.common.db import GRPC_THREADS
+from services.common.tls import ClientTls, PeerTenants, ServerTls, bind
 
 if TYPE_CHECKING:
     # grpc-stubs makes these generic; the runtime classes are not subscriptable.
@@ -96,8 +97,9 @@ def _internal_status() -> status_pb2.Status:
 class ServiceInterceptor(_ServerInterceptor):
     """Authenticates, traces and maps errors for every business RPC."""
 
-    def __init__(self, tokens: TokenStore | None) -> None:
+    def __init__(self, tokens: TokenStore | None, peers: PeerTenants | None = None) -> None:
         self._tokens = tokens
+        self._peers = peers or PeerTenants({})
 
     def intercept_service(
         self,
@@ -172,7 +174,9 @@ class ServiceInterceptor(_ServerInterceptor):
     ) -> Iterator[None]:
         with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER):
             try:
-                principal_token = bind_principal(self._authenticate(metadata))
+                principal = self._authenticate(metadata)
+                self._peers.admit(context, principal)  # a client certificate binds a tenant
+                principal_token = bind_principal(principal)
                 try:
                     yield
                 finally:
@@ -366,6 +370,10 @@ class GrpcApp:
     stop_event: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     monitor: HealthMonitor | None = None
+    # Built in code (tests) without one: plaintext. A process started from the environment
+    # reads ServerTls.from_env, which is plaintext only when IDC_TLS=off says so.
+    tls: ServerTls = field(default_factory=ServerTls)
+    partner_port: int = 0
 
     def start(self) -> int:
         """Bind, register and start; returns the bound port (useful when asked for :0)."""
@@ -377,7 +385,7 @@ class GrpcApp:
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=GRPC_THREADS, thread_name_prefix=self.settings.name),
-            interceptors=[ServiceInterceptor(self.tokens)],
+            interceptors=[ServiceInterceptor(self.tokens, PeerTenants(self.tls.tenants))],
             options=options,
             maximum_concurrent_rpcs=256,
         )
@@ -389,7 +397,7 @@ class GrpcApp:
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        self.port = server.add_insecure_port(self.settings.listen)
+        self.port, self.partner_port = bind(server, self.settings.listen, self.tls)
         if self.port == 0:
             raise errors.Unavailable(f"cannot listen on {self.settings.listen}")
         server.start()
@@ -482,9 +490,13 @@ class _CallDetails(grpc.ClientCallDetails):
         self.compression = compression
 
 
-def client_channel(target: str, default_timeout_s: float = 30.0) -> grpc.Channel:
-    """A channel whose calls carry a default deadline."""
-    return grpc.intercept_channel(grpc.insecure_channel(target), DefaultDeadline(default_timeout_s))
+def client_channel(
+    target: str, default_timeout_s: float = 30.0, tls: ClientTls | None = None
+) -> grpc.Channel:
+    """A channel whose calls carry a default deadline; TLS as ``tls`` says (default: the
+    ``IDC_TLS*`` environment, plaintext only with ``IDC_TLS=off``)."""
+    tls = ClientTls.from_env() if tls is None else tls
+    return grpc.intercept_channel(tls.channel(target), DefaultDeadline(default_timeout_s))
 
 
 def call_metadata(token: str | None) -> list[tuple[str, str]]:

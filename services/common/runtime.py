@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -31,6 +31,7 @@ from services.common.logs import configure_logging
 from services.common.metrics import Registration, observe, one
 from services.common.service_table import ServiceEntry
 from services.common.telemetry import Telemetry, configure_telemetry
+from services.common.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class ServiceRuntime:
     session_factory: sessionmaker[Session]
     tokens: SqlTokenStore
     telemetry: Telemetry
+    tls: ServerTls = field(default_factory=ServerTls)
 
 
 def broker_reachable(bootstrap: str, timeout_s: float = 1.0) -> bool:
@@ -80,6 +82,7 @@ def bootstrap(name: str, default_port: int, migrations_dir: Path) -> ServiceRunt
             "IDC_KAFKA_BOOTSTRAP is not set: point it at a Kafka broker (host:port), "
             "or start everything with `make run`, which starts one"
         )
+    tls = ServerTls.from_env(name)
     configure_logging(name, settings.log_level, settings.log_format)
     telemetry = configure_telemetry(name)
     db.migrate(settings.database_url, migrations_dir)
@@ -92,6 +95,7 @@ def bootstrap(name: str, default_port: int, migrations_dir: Path) -> ServiceRunt
         session_factory=factory,
         tokens=SqlTokenStore(factory, settings.token_pepper),
         telemetry=telemetry,
+        tls=tls,
     )
 
 
@@ -189,6 +193,7 @@ def build_app(
         },
         workers=[OutboxRelayWorker(runtime), *workers],
         on_stop=[runtime.engine.dispose, runtime.telemetry.shutdown],
+        tls=runtime.tls,
     )
 
 
