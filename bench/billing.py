@@ -10,7 +10,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
@@ -176,7 +175,7 @@ def run(results: Results, workdir: Path, bootstrap: str, circuits: int) -> None:
             del bytes_in, bytes_out
             tokens = SqlTokenStore(db.make_session_factory(db.make_engine(url)), PEPPER)
             token = tokens.issue(Principal("bench@billing", Role.BILLING_ADMIN))
-            with grpc.insecure_channel(service.address) as channel:
+            with service.tls.channel(service.address) as channel:
                 stub = billing_service_pb2_grpc.BillingServiceStub(channel)
                 request = billing_service_pb2.RunBillingCycleRequest(
                     month=year_month_pb2.YearMonth(year=MONTH[0], month=MONTH[1]))

@@ -15,6 +15,7 @@ free ports. Needs root, like the counter agent.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import tempfile
@@ -264,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"Stack up in {time.monotonic() - started:.1f} s: order "
                           f"{stack.address('order')}, provisioning "
                           f"{stack.address('provisioning')}, billing {stack.address('billing')}")
+            # The in-process idcctl trusts the stack's local CA, as the banner tells a user.
+            os.environ.update(stack.tls.client_env())
             with tracer.start_as_current_span("demo story"):
                 tell(Demo(stack, console, out_dir))
     except (StepFailed, DevstackError) as error:
