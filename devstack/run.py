@@ -181,7 +181,7 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
         kafka = KafkaSettings.from_env()
         ensure_topics(
             devstack.broker.bootstrap, ALL_TOPICS, kafka.topic_partitions,
-            kafka.replication_factor,
+            kafka.replication_factor, security=kafka.security,
         )
         tls = ensure_devstack_tls(var_dir)
         env = service_env(devstack, options, tls)

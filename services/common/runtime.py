@@ -69,7 +69,8 @@ def create_topics(settings: ServiceSettings) -> None:
     kafka = settings.kafka
     try:
         ensure_topics(
-            kafka.bootstrap, ALL_TOPICS, kafka.topic_partitions, kafka.replication_factor
+            kafka.bootstrap, ALL_TOPICS, kafka.topic_partitions, kafka.replication_factor,
+            security=kafka.security,
         )
     except Exception as error:
         log.warning("could not check the topics on %s: %s", kafka.bootstrap, error)
