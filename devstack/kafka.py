@@ -106,19 +106,32 @@ def start_broker(workdir: str | os.PathLike[str], *, timeout: float = 30.0) -> B
         wait_for_metadata(external, timeout, security=KafkaSettings.from_env().security)
         return Broker(bootstrap=external)
 
+    return start_tansu(workdir, timeout=timeout)
+
+
+def start_tansu(
+    workdir: str | os.PathLike[str], *, timeout: float = 30.0, port: int | None = None,
+    advertised: str | None = None, security: KafkaSecurity | None = None,
+) -> Broker:
+    """Start Tansu listening on ``port`` (a free one by default), advertising ``advertised``
+    (default: its own address; a TLS-terminating proxy in front of it in the TLS test),
+    ready once a metadata request through the advertised address (with ``security``) is
+    answered. ``bootstrap`` is the advertised address: clients reconnect to it anyway."""
     binary = broker_binary()
     log_path = Path(workdir) / LOG_NAME
-    port = free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = advertised or f"127.0.0.1:{port}"
     proc = spawn(
-        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+        [binary, "broker", "--listener-url", url, "--advertised-listener-url",
+         f"tcp://{advertised}"],
         cwd=workdir,
         log_path=log_path,
     )
-    broker = Broker(bootstrap=f"127.0.0.1:{port}", process=proc, log_path=log_path)
+    broker = Broker(bootstrap=advertised, process=proc, log_path=log_path)
     try:
         wait_for_port("127.0.0.1", port, timeout, name="Tansu broker", proc=proc, log_path=log_path)
-        wait_for_metadata(broker.bootstrap, timeout, log_path=log_path)
+        wait_for_metadata(broker.bootstrap, timeout, log_path=log_path, security=security)
     except BaseException:
         broker.stop()
         raise
