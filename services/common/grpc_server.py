@@ -31,7 +31,7 @@ from services.common import errors, metric_catalogue, metrics
 from services.common.auth import TokenStore, bind_principal, parse_bearer, reset_principal
 from services.common.config import ServiceSettings
 from services.common.db import GRPC_THREADS
-from services.common.tls import ClientTls, PeerTenants, ServerTls, bind
+from services.common.tls import ClientTls, PeerTenants, ServerTls, bind, health_only_server
 
 if TYPE_CHECKING:
     # grpc-stubs makes these generic; the runtime classes are not subscriptable.
@@ -374,6 +374,7 @@ class GrpcApp:
     # reads ServerTls.from_env, which is plaintext only when IDC_TLS=off says so.
     tls: ServerTls = field(default_factory=ServerTls)
     partner_port: int = 0
+    _health_only: grpc.Server | None = None
 
     def start(self) -> int:
         """Bind, register and start; returns the bound port (useful when asked for :0)."""
@@ -402,6 +403,8 @@ class GrpcApp:
             raise errors.Unavailable(f"cannot listen on {self.settings.listen}")
         server.start()
         self.server = server
+        if self.tls.health_listen is not None:
+            self._health_only = health_only_server(health_servicer, self.tls.health_listen)
         self._spawn("health", self.monitor.run)
         for worker in self.workers:
             self._spawn(worker.name, worker.run)
@@ -430,6 +433,8 @@ class GrpcApp:
             self.monitor.begin_shutdown()
         if self.server is not None:
             self.server.stop(self.settings.grace_period_s).wait()
+        if self._health_only is not None:
+            self._health_only.stop(0)
         self.stop_event.set()
         deadline = time.monotonic() + self.settings.grace_period_s
         for thread in self._threads:

@@ -25,11 +25,13 @@ import os
 import threading
 import tomllib
 from collections.abc import Callable, Mapping
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
 from services.common import errors
 from services.common.config import ConfigError
@@ -46,6 +48,7 @@ CLIENT_KEY_FILE = "IDC_TLS_CLIENT_KEY_FILE"
 CLIENT_CERT_MODE = "IDC_TLS_CLIENT_CERT"
 TENANTS_FILE = "IDC_TLS_CLIENT_TENANTS_FILE"
 SERVER_NAME = "IDC_TLS_SERVER_NAME"
+HEALTH_LISTEN = "IDC_TLS_HEALTH_LISTEN"
 # The key gRPC puts a verified client certificate's subject CN under in the auth context.
 _PEER_CN = "x509_common_name"
 
@@ -123,6 +126,9 @@ class ServerTls:
     tenants: Mapping[str, str] = field(default_factory=dict)
     # Second port whose clients must present a certificate (partners), or None.
     partner_listen: str | None = None
+    # A plaintext port serving only gRPC health, for Kubernetes' probes (the kubelet's gRPC
+    # probe cannot speak TLS); it carries no token and no business data.
+    health_listen: str | None = None
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> ServerTls:
@@ -154,7 +160,7 @@ class ServerTls:
         return cls(
             enabled=True, cert_file=pair[0], key_file=pair[1], ca_file=ca, client_cert=mode,
             tenants=load_tenant_map(tenants_file) if tenants_file else {},
-            partner_listen=partner_listen,
+            partner_listen=partner_listen, health_listen=_listen(env, HEALTH_LISTEN),
         )
 
     def credentials(self, require_client_cert: bool) -> grpc.ServerCredentials:
@@ -217,6 +223,16 @@ def bind(server: grpc.Server, listen: str, tls: ServerTls) -> tuple[int, int]:
         if partner == 0:
             raise errors.Unavailable(f"cannot listen on {tls.partner_listen}")
     return port, partner
+
+
+def health_only_server(servicer: health.HealthServicer, listen: str) -> grpc.Server:
+    """A started plaintext server answering only the health service from ``servicer``."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    if server.add_insecure_port(listen) == 0:
+        raise errors.Unavailable(f"cannot listen on {listen}")
+    server.start()
+    return server
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.certs import LocalCa
+from devstack.process import free_port
 from services.common import db
 from services.common.auth import Principal, Role, SqlTokenStore, current_principal
 from services.common.config import ServiceSettings
@@ -244,3 +246,19 @@ def test_a_service_without_a_certificate_or_explicit_plaintext_refuses_to_start(
     assert done.returncode == 2, done.stderr[-2000:]
     assert "IDC_TLS_CERT_FILE is not set" in done.stderr
     assert "IDC_TLS=off" in done.stderr
+
+
+def test_the_health_port_answers_probes_in_plaintext_and_serves_nothing_else(
+    pki: Pki, serve: Serve
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    app = serve(server_tls(pki, IDC_TLS_HEALTH_LISTEN=address))
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="liveness"), timeout=5
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as business:
+            channel.unary_unary(f"/{SERVICE}/WhoAmI")(b"", timeout=5)
+        assert business.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert refused(app.port, ClientTls.plaintext(), None).code() == grpc.StatusCode.UNAVAILABLE
