@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Index,
     Integer,
@@ -120,7 +119,11 @@ class OrderRow(OrderBase):
     description: Mapped[str] = mapped_column(String(256))
     # Bandwidth this order holds on the channel and its ports; 0 once the order ended.
     reserved_mbps: Mapped[int] = mapped_column(BigInteger)
-    contacts: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    # The contacts, AES-GCM sealed (services/order/contacts.py; migration 0007): the key
+    # they were sealed with and the nonce beside the ciphertext.
+    contacts_key_id: Mapped[str] = mapped_column(String(32))
+    contacts_nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    contacts_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     failure: Mapped[bytes | None] = mapped_column(LargeBinary)
     plan_error: Mapped[str | None] = mapped_column(Text)
     approval_expire_at: Mapped[datetime] = mapped_column(UtcDateTime)
