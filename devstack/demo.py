@@ -82,13 +82,18 @@ class Demo:
             "--billing-address", self.stack.address("billing"),
         ]
 
+    def _env(self) -> dict[str, str]:
+        # idcctl trusts the stack's local CA, as the banner tells a user to.
+        return {**os.environ, **self.stack.tls.client_env()}
+
     def idcctl(self, token: str, *argv: str, expect: int = 0) -> Any:
         """Run one idcctl command in-process as the holder of ``token``, printed as typed;
         returns its data (the reply message)."""
         shown = " ".join(shlex.quote(a) for a in argv)
         self.console.print(f"\n[bold green]$[/bold green] IDC_TOKEN=<{token}> idcctl {shown}")
         code, result = run(
-            [*argv, *self._flags(token)], console=self.console, error_console=self.console
+            [*argv, *self._flags(token)], console=self.console, error_console=self.console,
+            env=self._env(),
         )
         if code != expect:
             raise StepFailed(f"idcctl {shown} exited {code}, expected {expect}")
@@ -97,7 +102,7 @@ class Demo:
     def quietly(self, token: str, *argv: str) -> Any:
         """The same, unprinted: for polling."""
         code, result = run([*argv, *self._flags(token)], console=Console(quiet=True),
-                           error_console=Console(quiet=True))
+                           error_console=Console(quiet=True), env=self._env())
         if code != 0 or result is None:
             raise StepFailed(f"idcctl {' '.join(argv)} exited {code}")
         return result.data
@@ -271,8 +276,6 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"Stack up in {time.monotonic() - started:.1f} s: order "
                           f"{stack.address('order')}, provisioning "
                           f"{stack.address('provisioning')}, billing {stack.address('billing')}")
-            # The in-process idcctl trusts the stack's local CA, as the banner tells a user.
-            os.environ.update(stack.tls.client_env())
             with tracer.start_as_current_span("demo story"):
                 tell(Demo(stack, console, out_dir))
     except (StepFailed, DevstackError) as error:
