@@ -10,7 +10,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
@@ -175,7 +174,7 @@ def run(results: Results, workdir: Path, bootstrap: str, circuits: int) -> None:
             load(url, bytes_in, bytes_out)
             del bytes_in, bytes_out
             token = KEYS.mint(Principal("bench@billing", Role.BILLING_ADMIN))
-            with grpc.insecure_channel(service.address) as channel:
+            with service.tls.channel(service.address) as channel:
                 stub = billing_service_pb2_grpc.BillingServiceStub(channel)
                 request = billing_service_pb2.RunBillingCycleRequest(
                     month=year_month_pb2.YearMonth(year=MONTH[0], month=MONTH[1]))

@@ -94,7 +94,7 @@ def run_backend(results: Results, workdir: Path, bootstrap: str, backend: str, u
         token = KEYS.mint(Principal("bench@acme", Role.CUSTOMER, tenant="acme"))
         metadata: Metadata = tuple(call_metadata(token))
         creates = create_requests(calls * len(concurrencies) + 1)
-        with grpc.insecure_channel(service.address) as product:
+        with service.tls.channel(service.address) as product:
             call = raw_method(product, CREATE)
             first_reply = call(creates[0], metadata=metadata, timeout=30)
             order = order_service_pb2.CreateOrderResponse.FromString(first_reply).order

@@ -63,9 +63,11 @@ def running_service(
 ) -> Iterator[ServiceProcess]:
     """``python -m services.<name>`` with the bench's settings, serving, stopped afterwards."""
     label = label or name
+    # Plaintext, explicitly: the floors the services are measured against are plaintext.
     service = start_service(
         name, f"127.0.0.1:{free_port()}",
-        {**FAST_KAFKA, **NO_RATE_LIMITS, **KEYS.env(), "IDC_VAR_DIR": str(workdir), **env},
+        {**FAST_KAFKA, **NO_RATE_LIMITS, **KEYS.env(), "IDC_TLS": "off",
+         "IDC_VAR_DIR": str(workdir), **env},
         workdir / f"{label}.log",
     )
     try:

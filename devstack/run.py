@@ -28,6 +28,7 @@ from types import FrameType
 
 import grpc
 
+from devstack.certs import DevstackTls, ensure_devstack_tls
 from devstack.counters import CounterAgent, start_counter_agent
 from devstack.process import DevstackError, free_port, wait_for_port
 from devstack.services import (
@@ -80,6 +81,8 @@ class RunningStack:
     services: dict[str, ServiceProcess]
     tokens: dict[str, DemoToken]
     var_dir: Path
+    # The local CA and the services' certificate (var/tls): every service serves TLS.
+    tls: DevstackTls
     counter_agent: CounterAgent | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -94,7 +97,7 @@ class RunningStack:
         }
         env["IDC_METER_ADDRESS"] = self.address("billing.meter")
         env["IDC_TOKEN"] = self.tokens[token].token
-        return env
+        return {**env, **self.tls.client_env()}
 
     def failed(self) -> ServiceProcess | None:
         return next((s for s in self.services.values() if s.proc.poll() is not None), None)
@@ -112,7 +115,7 @@ def dev_signing_key(var_dir: Path) -> tuple[Path, Path]:
     return key_file, keys_file
 
 
-def service_env(stack: Devstack, options: StackOptions) -> dict[str, str]:
+def service_env(stack: Devstack, options: StackOptions, tls: DevstackTls) -> dict[str, str]:
     var_dir = options.var_dir
     key_file, keys_file = dev_signing_key(var_dir)
     env = {
@@ -120,6 +123,7 @@ def service_env(stack: Devstack, options: StackOptions) -> dict[str, str]:
         DEV_MODE_VAR: "true",
         KEYS_VAR: str(keys_file),
         SIGNING_KEY_VAR: str(key_file),
+        **tls.server_env(),
         "IDC_KAFKA_BOOTSTRAP": stack.broker.bootstrap,
         "IDC_VAR_DIR": str(var_dir),
         "IDC_DEVSTACK_FILE": str(var_dir / "devstack.json"),
@@ -201,9 +205,11 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
         kafka = KafkaSettings.from_env()
         ensure_topics(
             devstack.broker.bootstrap, ALL_TOPICS, kafka.topic_partitions,
-            kafka.replication_factor, configs=revocation_topic_configs(TokenSettings.max_ttl_s),
+            kafka.replication_factor, security=kafka.security,
+            configs=revocation_topic_configs(TokenSettings.max_ttl_s),
         )
-        env = service_env(devstack, options)
+        tls = ensure_devstack_tls(var_dir)
+        env = service_env(devstack, options, tls)
         agent, meter_note = start_meter_source(var_dir, exits)
         services: dict[str, ServiceProcess] = {}
         for entry in (*API_SERVICES, METER):
@@ -216,7 +222,8 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
         for service in services.values():
             wait_serving(service)
         tokens = ensure_demo_tokens(var_dir / "demo-tokens.json", Path(env[SIGNING_KEY_VAR]),
-                                    services["order"].address)
+                                    services["order"].address,
+                                    {**os.environ, **tls.client_env()})
         # The console has no gRPC health: it starts once its backends serve, and is up
         # when its HTTP port answers.
         console = start_service(
@@ -241,7 +248,7 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
             log_path=console.log_path,
         )
         services[CONSOLE.name] = console
-        stack = RunningStack(devstack, services, tokens, var_dir, agent, [meter_note])
+        stack = RunningStack(devstack, services, tokens, var_dir, tls, agent, [meter_note])
         yield stack
 
 
@@ -255,7 +262,8 @@ def reapply_active_circuits(stack: RunningStack, timeout_s: float = 60.0) -> lis
     """
     api = Api(
         Connection.resolve(
-            {"provisioning": stack.address("provisioning")}, stack.tokens["ops-sg"].token, 10.0
+            {"provisioning": stack.address("provisioning")}, stack.tokens["ops-sg"].token, 10.0,
+            stack.tls.client_env(),
         )
     )
     try:
@@ -332,14 +340,16 @@ def banner(stack: RunningStack) -> str:
     customer, ops, billing = (stack.tokens[n].token for n in ("customer", "ops-sg", "billing"))
     lines += [
         "",
-        "Try (idcctl is installed in .venv/bin):",
+        "Try (idcctl is installed in .venv/bin; the services serve TLS with a local CA):",
+        f"  export IDC_TLS_CA_FILE={stack.tls.ca_file}",
         f"  IDC_TOKEN={customer} .venv/bin/idcctl customer sites",
         f"  IDC_TOKEN={ops} .venv/bin/idcctl ops devices",
         f"  IDC_TOKEN={billing} .venv/bin/idcctl billing invoices",
         "",
         *[f"  {note}" for note in stack.notes],
         f"  peers and keys: {stack.var_dir / 'devstack.json'}",
-        f"  each server offers reflection: grpcurl -plaintext {stack.address('order')} list",
+        "  each server offers reflection: grpcurl -cacert "
+        f"{stack.tls.ca_file} {stack.address('order')} list",
         "",
         "Ctrl-C stops everything.",
         "",

@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.process import DevstackError, log_tail, spawn, stop
+from services.common.tls import ClientTls
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,8 @@ class ServiceProcess:
     log_path: Path
     # Where its Prometheus metrics are served (http://.../metrics), when asked for.
     metrics_address: str | None = None
+    # How to dial it: the TLS its environment gives clients (IDC_TLS*).
+    tls: ClientTls = field(default_factory=ClientTls.plaintext)
 
     @property
     def metrics_url(self) -> str:
@@ -44,9 +47,12 @@ class ServiceProcess:
         return self.proc.wait()
 
 
-def health_status(address: str, service: str = "", timeout: float = 2.0) -> int:
-    """The health service's answer for ``service`` ('' is the whole server)."""
-    with grpc.insecure_channel(address) as channel:
+def health_status(
+    address: str, service: str = "", timeout: float = 2.0, tls: ClientTls | None = None
+) -> int:
+    """The health service's answer for ``service`` ('' is the whole server); ``tls``
+    defaults to this process's ``IDC_TLS*`` environment."""
+    with (ClientTls.from_env() if tls is None else tls).channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         status: int = reply.status
@@ -62,7 +68,8 @@ def wait_serving(service: ServiceProcess, timeout: float = 60.0) -> None:
                 + log_tail(service.log_path)
             )
         try:
-            if health_status(service.address) == health_pb2.HealthCheckResponse.SERVING:
+            serving = health_pb2.HealthCheckResponse.SERVING
+            if health_status(service.address, tls=service.tls) == serving:
                 return
         except grpc.RpcError:
             pass
@@ -95,4 +102,6 @@ def start_service(
         cwd=REPO_ROOT,
         log_path=log_path,
     )
-    return ServiceProcess(name, listen, proc, log_path, metrics_listen)
+    return ServiceProcess(
+        name, listen, proc, log_path, metrics_listen, ClientTls.from_env(child_env)
+    )

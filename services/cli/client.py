@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -23,8 +23,10 @@ from idc.ops.v1 import (
 from idc.order.v1 import order_service_pb2_grpc
 from idc.provisioning.v1 import provisioning_service_pb2_grpc
 from services.cli.errors import CliError, ExitCode
+from services.common.config import ConfigError
 from services.common.grpc_server import call_metadata, client_channel
 from services.common.service_table import API_SERVICES, METER
+from services.common.tls import ClientTls
 
 R = TypeVar("R", bound=Message)
 
@@ -43,6 +45,8 @@ class Connection:
     addresses: Mapping[str, str]
     token: str
     deadline_s: float
+    # TLS of every channel (IDC_TLS*: the CA to trust, a client certificate to present).
+    tls: ClientTls = field(default_factory=ClientTls)
 
     @classmethod
     def resolve(
@@ -69,7 +73,11 @@ class Connection:
                     f"IDC_DEFAULT_DEADLINE_S={raw_deadline!r} is not a number of seconds",
                     ExitCode.USAGE,
                 ) from None
-        return cls(addresses, token or env.get("IDC_TOKEN", "").strip(), deadline_s)
+        try:
+            tls = ClientTls.from_env(env)
+        except ConfigError as error:
+            raise CliError(str(error), ExitCode.USAGE) from None
+        return cls(addresses, token or env.get("IDC_TOKEN", "").strip(), deadline_s, tls)
 
 
 def story_context(env: Mapping[str, str] | None = None) -> otel_context.Context | None:
@@ -95,7 +103,8 @@ class Api:
     def _channel(self, service: str) -> grpc.Channel:
         if service not in self._channels:
             self._channels[service] = client_channel(
-                self.connection.addresses[service], self.connection.deadline_s
+                self.connection.addresses[service], self.connection.deadline_s,
+                self.connection.tls,
             )
         return self._channels[service]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -299,8 +299,10 @@ def run(
     argv: Sequence[str] | None = None,
     console: Console | None = None,
     error_console: Console | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[int, Result | None]:
-    """Parse, call, print; returns the exit code and the result (for ``make demo``)."""
+    """Parse, call, print; returns the exit code and the result (for ``make demo``).
+    ``env`` (default: this process's) gives the connection settings flags leave open."""
     args = build_parser().parse_args(argv)
     as_json = getattr(args, "output", os.environ.get("IDC_OUTPUT", "table")) == "json"
     console = console or Console(soft_wrap=as_json)
@@ -314,6 +316,7 @@ def run(
             },
             getattr(args, "token", None),
             getattr(args, "deadline", None),
+            env,
         )
     except CliError as error:
         errors.print(f"error: {error.message}", markup=False)

@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -196,16 +196,17 @@ DEMO_PRINCIPALS = (
 DEMO_RENEW_S = 86_400
 
 
-def ensure_demo_tokens(tokens_file: Path, signing_key_file: Path, order_address: str
-                       ) -> dict[str, DemoToken]:
+def ensure_demo_tokens(tokens_file: Path, signing_key_file: Path, order_address: str,
+                       env: Mapping[str, str]) -> dict[str, DemoToken]:
     """The demo tokens, issued by the running order service: those ``tokens_file`` holds
     from an earlier start while the issuer lists them active for another day, else new ones.
-    The devstack authenticates with a bootstrap token signed with its development key."""
+    The devstack authenticates with a bootstrap token signed with its development key;
+    ``env`` holds the client's TLS settings (IDC_TLS*)."""
     known: dict[str, dict[str, Any]] = {}
     if tokens_file.exists():
         known = {t["name"]: t for t in json.loads(tokens_file.read_text())}
     admin = bootstrap_token(signing_key_file, "devstack@ops", 300)
-    api = Api(Connection.resolve({"order": order_address}, admin, 10.0))
+    api = Api(Connection.resolve({"order": order_address}, admin, 10.0, env))
     try:
         active = api.call("order", api.tokens.ListTokens, pb.ListTokensRequest()).tokens
         fresh = {t.token_id for t in active

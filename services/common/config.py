@@ -88,6 +88,83 @@ def _nonempty(raw: str) -> str:
 UNASSIGNED_ALARM_SESSIONS = 10
 
 
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _readable_file(raw: str) -> str:
+    if not os.path.isfile(raw):
+        raise ValueError("no such readable file")
+    return raw
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How clients reach the brokers: PLAINTEXT (the devstack's Tansu speaks nothing else),
+    SSL (TLS, with a client certificate when the listener authenticates by TLS) or
+    SASL_SSL (TLS, then a SASL user such as Strimzi's scram-sha-512)."""
+
+    protocol: str = "PLAINTEXT"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> KafkaSecurity:
+        def file(name: str) -> str | None:
+            return _read(env, name, None, _readable_file, "a PEM file")
+
+        security = cls(
+            protocol=_read(env, "IDC_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+                           _choice(*KAFKA_PROTOCOLS), "a protocol"),
+            ca_file=file("IDC_KAFKA_SSL_CA_FILE"),
+            cert_file=file("IDC_KAFKA_SSL_CERT_FILE"),
+            key_file=file("IDC_KAFKA_SSL_KEY_FILE"),
+            sasl_mechanism=_read(env, "IDC_KAFKA_SASL_MECHANISM", None,
+                                 _choice(*KAFKA_SASL_MECHANISMS), "a mechanism"),
+            sasl_username=_read(env, "IDC_KAFKA_SASL_USERNAME", None, _nonempty, "a user"),
+            sasl_password=_read(env, "IDC_KAFKA_SASL_PASSWORD", None, _nonempty, "a secret"),
+        )
+        security.check()
+        return security
+
+    def check(self) -> None:
+        """Refuse settings that would not do what they say (e.g. a CA with PLAINTEXT)."""
+        tls_files = (self.ca_file, self.cert_file, self.key_file)
+        if self.protocol == "PLAINTEXT" and any(tls_files):
+            raise ConfigError(
+                "IDC_KAFKA_SSL_* files are set but IDC_KAFKA_SECURITY_PROTOCOL is PLAINTEXT: "
+                "set it to SSL or SASL_SSL"
+            )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("IDC_KAFKA_SSL_CERT_FILE and IDC_KAFKA_SSL_KEY_FILE go together")
+        sasl = (self.sasl_mechanism, self.sasl_username, self.sasl_password)
+        if self.protocol == "SASL_SSL" and not all(sasl):
+            raise ConfigError(
+                "IDC_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs IDC_KAFKA_SASL_MECHANISM, "
+                "IDC_KAFKA_SASL_USERNAME and IDC_KAFKA_SASL_PASSWORD"
+            )
+        if self.protocol != "SASL_SSL" and any(sasl):
+            raise ConfigError(
+                "IDC_KAFKA_SASL_* is set but IDC_KAFKA_SECURITY_PROTOCOL is not SASL_SSL"
+            )
+
+    def client_config(self) -> dict[str, str]:
+        """kafka-python's names for these settings (producer, consumer and admin alike)."""
+        config = {"security_protocol": self.protocol}
+        optional = {
+            "ssl_cafile": self.ca_file, "ssl_certfile": self.cert_file,
+            "ssl_keyfile": self.key_file, "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password,
+        }
+        config.update({key: value for key, value in optional.items() if value is not None})
+        return config
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """Broker connection and consumer-group timing.
@@ -109,6 +186,7 @@ class KafkaSettings:
     topic_partitions: int = 6
     replication_factor: int = 1
     unassigned_alarm_s: float | None = None
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @property
     def unassigned_bound_s(self) -> float:
@@ -159,6 +237,7 @@ class KafkaSettings:
                 env, "IDC_KAFKA_UNASSIGNED_ALARM_S", d.unassigned_alarm_s, _positive_float,
                 "seconds",
             ),
+            security=KafkaSecurity.from_env(env),
         )
         if settings.heartbeat_interval_ms * 3 > settings.session_timeout_ms:
             raise ConfigError(

@@ -31,6 +31,7 @@ from services.common import call_limits, deadlines, errors, metric_catalogue, me
 from services.common.auth import TokenStore, bind_principal, parse_bearer, reset_principal
 from services.common.config import ServiceSettings
 from services.common.db import GRPC_THREADS
+from services.common.tls import ClientTls, PeerTenants, ServerTls, bind, health_only_server
 
 if TYPE_CHECKING:
     # grpc-stubs makes these generic; the runtime classes are not subscriptable.
@@ -134,9 +135,11 @@ class ServiceInterceptor(_ServerInterceptor):
     """Authenticates, traces and maps errors for every business RPC."""
 
     def __init__(self, tokens: TokenStore | None,
-                 limits: call_limits.LimitSettings | None = None) -> None:
+                 limits: call_limits.LimitSettings | None = None,
+                 peers: PeerTenants | None = None) -> None:
         self._tokens = tokens
         self._guard = call_limits.CallGuard(limits or call_limits.LimitSettings())
+        self._peers = peers or PeerTenants({})
 
     def intercept_service(
         self,
@@ -211,8 +214,12 @@ class ServiceInterceptor(_ServerInterceptor):
     ) -> Iterator[None]:
         with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER):
             try:
-                principal_token = bind_principal(self._guard.admit(
-                    lambda: self._authenticate(metadata), context.peer()))
+                def authenticate() -> Any:
+                    principal = self._authenticate(metadata)
+                    self._peers.admit(context, principal)  # a client certificate binds a tenant
+                    return principal
+
+                principal_token = bind_principal(self._guard.admit(authenticate, context.peer()))
                 try:
                     yield
                 finally:
@@ -415,6 +422,11 @@ class GrpcApp:
     _threads: list[threading.Thread] = field(default_factory=list)
     monitor: HealthMonitor | None = None
     limits: call_limits.LimitSettings = field(default_factory=call_limits.LimitSettings)
+    # Built in code (tests) without one: plaintext. A process started from the environment
+    # reads ServerTls.from_env, which is plaintext only when IDC_TLS=off says so.
+    tls: ServerTls = field(default_factory=ServerTls)
+    partner_port: int = 0
+    _health_only: grpc.Server | None = None
 
     def start(self) -> int:
         """Bind, register and start; returns the bound port (useful when asked for :0)."""
@@ -426,7 +438,9 @@ class GrpcApp:
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=GRPC_THREADS, thread_name_prefix=self.settings.name),
-            interceptors=[ServiceInterceptor(self.tokens, self.limits)],
+            interceptors=[
+                ServiceInterceptor(self.tokens, self.limits, PeerTenants(self.tls.tenants))
+            ],
             options=options,
             maximum_concurrent_rpcs=256,
         )
@@ -438,11 +452,13 @@ class GrpcApp:
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        self.port = server.add_insecure_port(self.settings.listen)
+        self.port, self.partner_port = bind(server, self.settings.listen, self.tls)
         if self.port == 0:
             raise errors.Unavailable(f"cannot listen on {self.settings.listen}")
         server.start()
         self.server = server
+        if self.tls.health_listen is not None:
+            self._health_only = health_only_server(health_servicer, self.tls.health_listen)
         self._spawn("health", self.monitor.run)
         for worker in self.workers:
             self._spawn(worker.name, worker.run)
@@ -471,6 +487,8 @@ class GrpcApp:
             self.monitor.begin_shutdown()
         if self.server is not None:
             self.server.stop(self.settings.grace_period_s).wait()
+        if self._health_only is not None:
+            self._health_only.stop(0)
         self.stop_event.set()
         deadline = time.monotonic() + self.settings.grace_period_s
         for thread in self._threads:
@@ -537,9 +555,13 @@ class _CallDetails(grpc.ClientCallDetails):
         self.compression = compression
 
 
-def client_channel(target: str, default_timeout_s: float = 30.0) -> grpc.Channel:
-    """A channel whose calls carry a default deadline."""
-    return grpc.intercept_channel(grpc.insecure_channel(target), DefaultDeadline(default_timeout_s))
+def client_channel(
+    target: str, default_timeout_s: float = 30.0, tls: ClientTls | None = None
+) -> grpc.Channel:
+    """A channel whose calls carry a default deadline; TLS as ``tls`` says (default: the
+    ``IDC_TLS*`` environment, plaintext only with ``IDC_TLS=off``)."""
+    tls = ClientTls.from_env() if tls is None else tls
+    return grpc.intercept_channel(tls.channel(target), DefaultDeadline(default_timeout_s))
 
 
 def call_metadata(token: str | None) -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from kafka.structs import TopicPartition
 
 from idc.events.v1 import token_pb2
 from services.common.config import KafkaSettings
+from services.common.events.connection import connection_config
 from services.common.events.envelope import DecodeError, EventRegistry, decode_record
 from services.common.events.topics import TOKEN_REVOCATIONS
 from services.common.grpc_server import AlarmCheck, Worker
@@ -82,8 +83,8 @@ class RevocationReader(Worker):
                 stop.wait(CHECK_INTERVAL_S)
 
     def _read(self, stop: threading.Event) -> None:
-        consumer = self._consumer = KafkaConsumer(
-            bootstrap_servers=self._kafka.bootstrap,
+        consumer = self._consumer = KafkaConsumer(**connection_config(
+            self._kafka,
             group_id=None,
             enable_auto_commit=False,
             allow_auto_create_topics=False,
@@ -91,7 +92,7 @@ class RevocationReader(Worker):
             fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
             request_timeout_ms=self._kafka.request_timeout_ms,
             client_id="idc-token-revocations",
-        )
+        ))
         assigned: set[TopicPartition] = set()
         next_check = 0.0
         while not stop.is_set():

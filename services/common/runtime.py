@@ -32,6 +32,7 @@ from services.common.metrics import Registration, observe, one
 from services.common.revocations import RevocationReader
 from services.common.service_table import ServiceEntry
 from services.common.telemetry import Telemetry, configure_telemetry
+from services.common.tls import ServerTls
 from services.common.tokens import TokenSettings, TokenVerifier
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class ServiceRuntime:
     session_factory: sessionmaker[Session]
     token_settings: TokenSettings
     telemetry: Telemetry
+    tls: ServerTls = field(default_factory=ServerTls)
     # Made from token_settings; build_app feeds its revoked set from the broker.
     tokens: TokenVerifier = field(init=False)
 
@@ -77,6 +79,7 @@ def create_topics(settings: ServiceSettings, max_token_ttl_s: int = TokenSetting
         ensure_topics(
             kafka.bootstrap, ALL_TOPICS, kafka.topic_partitions, kafka.replication_factor,
             configs=revocation_topic_configs(max_token_ttl_s),
+            security=kafka.security,
         )
     except Exception as error:
         log.warning("could not check the topics on %s: %s", kafka.bootstrap, error)
@@ -90,6 +93,7 @@ def bootstrap(name: str, default_port: int, migrations_dir: Path) -> ServiceRunt
             "or start everything with `make run`, which starts one"
         )
     token_settings = TokenSettings.from_env()
+    tls = ServerTls.from_env(name)
     configure_logging(name, settings.log_level, settings.log_format)
     telemetry = configure_telemetry(name)
     db.migrate(settings.database_url, migrations_dir)
@@ -102,6 +106,7 @@ def bootstrap(name: str, default_port: int, migrations_dir: Path) -> ServiceRunt
         session_factory=factory,
         token_settings=token_settings,
         telemetry=telemetry,
+        tls=tls,
     )
 
 
@@ -206,6 +211,7 @@ def build_app(
             *workers,
         ],
         on_stop=[runtime.engine.dispose, runtime.telemetry.shutdown],
+        tls=runtime.tls,
     )
 
 

@@ -505,7 +505,7 @@ def make_app(settings: ConsoleSettings) -> Starlette:
     def connect() -> Backend:
         nonlocal backend
         backend = GrpcBackend(settings.order_address, settings.provisioning_address,
-                              settings.call_timeout_s)
+                              settings.call_timeout_s, settings.grpc_tls)
         return backend
 
     app, _ = make_console_app(connect, SessionStore(settings.session_idle_s))

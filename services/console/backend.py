@@ -18,6 +18,7 @@ from idc.provisioning.v1 import provisioning_service_pb2 as prov_pb
 from idc.provisioning.v1 import provisioning_service_pb2_grpc as prov_grpc
 from services.common.grpc_server import call_metadata
 from services.common.order_watch import watch_order_async
+from services.common.tls import ClientTls
 
 PAGE_SIZE = 1000
 # More than this many circuits or orders are not read into one page of the console.
@@ -91,9 +92,9 @@ class GrpcBackend:
     """Async gRPC clients of both services; create inside the running event loop."""
 
     def __init__(self, order_address: str, provisioning_address: str,
-                 timeout_s: float) -> None:
-        self._order_channel = aio.insecure_channel(order_address)
-        self._provisioning_channel = aio.insecure_channel(provisioning_address)
+                 timeout_s: float, tls: ClientTls) -> None:
+        self._order_channel = tls.aio_channel(order_address)
+        self._provisioning_channel = tls.aio_channel(provisioning_address)
         self._orders = orders_grpc.OrderServiceStub(self._order_channel)
         self._approvals = approvals_grpc.ApprovalServiceStub(self._order_channel)
         self._provisioning = prov_grpc.ProvisioningServiceStub(self._provisioning_channel)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.common.config import ConfigError, non_negative_int
 from services.common.service_table import CONSOLE, ORDER, PROVISIONING
+from services.common.tls import ClientTls
 
 
 def _address(env: Mapping[str, str], name: str, default: str) -> str:
@@ -33,6 +34,8 @@ class ConsoleSettings:
     session_idle_s: int = 8 * 3600
     # Deadline of each unary call to the services.
     call_timeout_s: int = 15
+    # How it dials the services (IDC_TLS*; plaintext only with IDC_TLS=off).
+    grpc_tls: ClientTls = field(default_factory=ClientTls)
 
     @property
     def host(self) -> str:
@@ -56,6 +59,7 @@ class ConsoleSettings:
             tls_key=env.get("IDC_CONSOLE_TLS_KEY", "").strip(),
             session_idle_s=non_negative_int(env, "IDC_CONSOLE_SESSION_IDLE_S", d.session_idle_s),
             call_timeout_s=non_negative_int(env, "IDC_CONSOLE_CALL_TIMEOUT_S", d.call_timeout_s),
+            grpc_tls=ClientTls.from_env(env),
         )
         if bool(settings.tls_cert) != bool(settings.tls_key):
             raise ConfigError("IDC_CONSOLE_TLS_CERT and IDC_CONSOLE_TLS_KEY must be set together")

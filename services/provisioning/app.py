@@ -183,6 +183,7 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
         ),
         kafka.topic_partitions,
         kafka.replication_factor,
+        security=kafka.security,
     )
     coordinator = Coordinator(inventory, renderer, topic_names, timings, read_running)
     workers: list[Worker] = []

@@ -31,6 +31,9 @@ CRD_KINDS = {
     "Kafka": "kafka.strimzi.io/v1beta2",
     "KafkaNodePool": "kafka.strimzi.io/v1beta2",
     "KafkaTopic": "kafka.strimzi.io/v1beta2",
+    "KafkaUser": "kafka.strimzi.io/v1beta2",
+    "Issuer": "cert-manager.io/v1",
+    "Certificate": "cert-manager.io/v1",
     "Cluster": "postgresql.cnpg.io/v1",
     "ScheduledBackup": "postgresql.cnpg.io/v1",
     # Prometheus Operator; their structure is checked in test_alerts.py.
@@ -154,10 +157,7 @@ def _container_problems(deployment: Manifest) -> Iterator[str]:
         if "@sha256:" not in image and (":" not in image or image.endswith(":latest")):
             yield f"{where}: image {image} has no fixed tag"
         for variable in container.get("env", []):
-            # A *_FILE variable names where a mounted secret is, not the secret itself.
-            secret_like = any(word in variable["name"] for word in SECRET_WORDS) \
-                and not variable["name"].endswith("_FILE")
-            if secret_like and "value" in variable:
+            if _secret_like(variable["name"]) and "value" in variable:
                 yield f"{where}: {variable['name']} is a credential given as a plain value"
 
 
@@ -178,10 +178,16 @@ def deployment_problems(deployment: Manifest) -> list[str]:
     ]
 
 
+def _secret_like(name: str) -> bool:
+    """A credential's name; a ``*_FILE`` variable is the path of a mounted Secret's file."""
+    upper = name.upper()
+    return not upper.endswith("_FILE") and any(word in upper for word in SECRET_WORDS)
+
+
 def config_map_problems(config_map: Manifest) -> list[str]:
     found = []
     for key, value in config_map.get("data", {}).items():
-        if any(word in key.upper() for word in SECRET_WORDS):
+        if _secret_like(key):
             found.append(f"{name_of(config_map)}: key {key} looks like a credential")
         if SECRET_VALUE.search(str(value)):
             found.append(f"{name_of(config_map)}: {key} holds a private key or a password")
@@ -209,9 +215,8 @@ def crd_problems(manifest: Manifest) -> list[str]:
     found = []
     if manifest["apiVersion"] != CRD_KINDS[kind]:
         found.append(f"{name}: apiVersion {manifest['apiVersion']} is not {CRD_KINDS[kind]}")
-    if kind in {"KafkaTopic", "KafkaNodePool"} and not manifest["metadata"].get("labels", {}).get(
-        "strimzi.io/cluster"
-    ):
+    strimzi = {"KafkaTopic", "KafkaNodePool", "KafkaUser"}
+    if kind in strimzi and not manifest["metadata"].get("labels", {}).get("strimzi.io/cluster"):
         found.append(f"{name}: no strimzi.io/cluster label")
     if kind == "KafkaTopic":
         config = spec.get("config", {})
@@ -227,12 +232,37 @@ def crd_problems(manifest: Manifest) -> list[str]:
         listeners = spec.get("kafka", {}).get("listeners", [])
         if not any(listener.get("port") == 9092 for listener in listeners):
             found.append(f"{name}: no listener on 9092, where IDC_KAFKA_BOOTSTRAP points")
+    found += _security_problems(name, kind, spec)
     if kind == "Cluster":
         initdb = spec.get("bootstrap", {}).get("initdb", {})
         if not initdb.get("database") or not initdb.get("owner"):
             found.append(f"{name}: bootstrap.initdb names no database and owner")
         if not spec.get("storage", {}).get("size"):
             found.append(f"{name}: no storage size")
+    return found
+
+
+def _security_problems(name: str, kind: str, spec: Manifest) -> list[str]:
+    """Kafka listeners are TLS with client authentication and ACLs; every KafkaUser
+    authenticates and has ACLs; every Certificate names its Secret, issuer and names."""
+    found = []
+    if kind == "Kafka":
+        for listener in spec.get("kafka", {}).get("listeners", []):
+            if listener.get("tls") is not True or not listener.get("authentication"):
+                found.append(f"{name}: listener {listener.get('name')} is not TLS with "
+                             "client authentication")
+        if spec.get("kafka", {}).get("authorization", {}).get("type") != "simple":
+            found.append(f"{name}: no ACLs (authorization type simple)")
+    if kind == "KafkaUser":
+        if spec.get("authentication", {}).get("type") not in {"tls", "scram-sha-512"}:
+            found.append(f"{name}: authenticates neither by TLS nor by scram-sha-512")
+        if not spec.get("authorization", {}).get("acls"):
+            found.append(f"{name}: no ACLs")
+    if kind == "Certificate":
+        if not spec.get("secretName") or not spec.get("issuerRef", {}).get("name"):
+            found.append(f"{name}: no secretName or issuerRef")
+        if not spec.get("dnsNames") and not spec.get("isCA"):
+            found.append(f"{name}: no dnsNames")
     return found
 
 
@@ -475,6 +505,13 @@ def test_an_agent_without_region_affinity_is_caught() -> None:
         ("KafkaTopic", lambda t: t["spec"]["config"].update({"min.insync.replicas": 4})),
         ("KafkaTopic", lambda t: t["metadata"].pop("labels")),
         ("Kafka", lambda k: k["spec"]["kafka"].update(listeners=[])),
+        ("Kafka", lambda k: k["spec"]["kafka"]["listeners"][0].update(tls=False)),
+        ("Kafka", lambda k: k["spec"]["kafka"]["listeners"][0].pop("authentication")),
+        ("Kafka", lambda k: k["spec"]["kafka"].pop("authorization")),
+        ("KafkaUser", lambda u: u["spec"]["authorization"].update(acls=[])),
+        ("KafkaUser", lambda u: u["spec"].update(authentication={"type": "none"})),
+        ("Certificate", lambda c: c["spec"].pop("dnsNames")),
+        ("Issuer", lambda i: i.update(apiVersion="cert-manager.io/v1alpha2")),
         ("Cluster", lambda c: c["spec"].pop("bootstrap")),
         ("Cluster", lambda c: c.update(apiVersion="postgresql.cnpg.io/v2")),
     ],

@@ -62,6 +62,7 @@ from services.common import metric_catalogue as catalogue
 from services.common.config import KafkaSettings
 from services.common.events.assignment import AssignmentWatch, MemberView, Verdict
 from services.common.events.bulk import insert_new
+from services.common.events.connection import connection_config
 from services.common.events.envelope import (
     HEADER_TRACEPARENT,
     DecodeError,
@@ -163,11 +164,11 @@ class BrokerGroupReset:
         self._settings = settings
 
     def __call__(self, group_id: str) -> str:
-        admin = KafkaAdminClient(
-            bootstrap_servers=self._settings.bootstrap,
+        admin = KafkaAdminClient(**connection_config(
+            self._settings,
             request_timeout_ms=self._settings.request_timeout_ms,
             client_id=f"{group_id}-reset",
-        )
+        ))
         try:
             committed = self._committed(admin, group_id)
             result = admin.delete_groups([group_id]).get(group_id)
@@ -240,8 +241,8 @@ class _Rejected(Exception):
 
 
 def consumer_config(settings: KafkaSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap,
+    config = connection_config(settings)
+    config |= {
         "group_id": group_id,
         # Offsets are committed by hand after the database transaction.
         "enable_auto_commit": False,

@@ -20,6 +20,7 @@ from kafka.structs import TopicPartition
 from services.common.config import KafkaSettings
 from services.common.errors import NotFound, Unavailable
 from services.common.events.admin import RawRecord
+from services.common.events.connection import connection_config
 
 # Records read at most to list a topic (sorted oldest first, then cut to the page).
 MAX_RECORDS = 10_000
@@ -49,8 +50,8 @@ class KafkaDeadLetterSource:
     @contextmanager
     def _consumer(self) -> Iterator[KafkaConsumer]:
         try:
-            consumer = KafkaConsumer(
-                bootstrap_servers=self._settings.bootstrap,
+            consumer = KafkaConsumer(**connection_config(
+                self._settings,
                 group_id=None,
                 enable_auto_commit=False,
                 allow_auto_create_topics=False,
@@ -58,7 +59,7 @@ class KafkaDeadLetterSource:
                 fetch_max_wait_ms=min(self._settings.fetch_max_wait_ms, 100),
                 request_timeout_ms=self._settings.request_timeout_ms,
                 client_id="idc-event-admin",
-            )
+            ))
         except Exception as exc:
             raise Unavailable(f"cannot reach the broker at {self._settings.bootstrap}: {exc}") \
                 from exc

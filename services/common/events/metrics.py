@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.common import metric_catalogue as catalogue
 from services.common.config import KafkaSettings
+from services.common.events.connection import connection_config
 from services.common.events.tables import OutboxRow, utcnow
 from services.common.metrics import Reading, Registration, observe, one
 from services.common.timestamps import as_utc
@@ -76,11 +77,11 @@ class ConsumerLag:
         self._lock = threading.Lock()
 
     def _new_admin(self) -> KafkaAdminClient:
-        return KafkaAdminClient(
-            bootstrap_servers=self._settings.bootstrap,
+        return KafkaAdminClient(**connection_config(
+            self._settings,
             request_timeout_ms=self._settings.request_timeout_ms,
             client_id=f"{self.group_id}-lag",
-        )
+        ))
 
     def read(self) -> list[Reading]:
         with self._lock:

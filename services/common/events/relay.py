@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from services.common import metric_catalogue as catalogue
 from services.common.config import KafkaSettings
+from services.common.events.connection import connection_config
 from services.common.events.envelope import build_headers
 from services.common.events.tables import OutboxRow, utcnow
 from services.common.metrics import counter
@@ -47,16 +48,16 @@ _OUTBOX_WRITTEN = "idc_outbox_written"
 def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     """Producer settings for events: every acknowledged record is on all in-sync replicas,
     and retries cannot duplicate or reorder records within a partition."""
-    config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap,
-        "acks": "all",
-        "enable_idempotence": True,
-        "retries": 2_147_483_647,
+    config = connection_config(
+        settings,
+        acks="all",
+        enable_idempotence=True,
+        retries=2_147_483_647,
         # At most 5 in flight keeps the idempotent producer's ordering guarantee.
-        "max_in_flight_requests_per_connection": 5,
-        "request_timeout_ms": settings.request_timeout_ms,
-        "delivery_timeout_ms": max(120_000, settings.request_timeout_ms * 2),
-    }
+        max_in_flight_requests_per_connection=5,
+        request_timeout_ms=settings.request_timeout_ms,
+        delivery_timeout_ms=max(120_000, settings.request_timeout_ms * 2),
+    )
     config.update(overrides)
     return config
 

@@ -11,6 +11,9 @@ from collections.abc import Iterable, Mapping
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from services.common.config import KafkaSecurity, KafkaSettings
+from services.common.events.connection import connection_config
+
 log = logging.getLogger(__name__)
 
 DLQ_SUFFIX = ".dlq"
@@ -64,6 +67,7 @@ def ensure_topics(
     *,
     timeout_s: float = 30.0,
     configs: Mapping[str, Mapping[str, str]] | None = None,
+    security: KafkaSecurity | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
@@ -73,7 +77,10 @@ def ensure_topics(
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return []
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    settings = KafkaSettings(bootstrap=bootstrap, security=security or KafkaSecurity())
+    admin = KafkaAdminClient(
+        **connection_config(settings, request_timeout_ms=int(timeout_s * 1000))
+    )
     try:
         response = admin.create_topics(
             {
