@@ -19,11 +19,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.certs import LocalCa
 from devstack.process import free_port
-from services.common import db
-from services.common.auth import Principal, Role, SqlTokenStore, current_principal
+from services.common.auth import Principal, Role, current_principal
 from services.common.config import ServiceSettings
 from services.common.grpc_server import GrpcApp, call_metadata, client_channel
 from services.common.tls import ClientCertMode, ClientTls, ServerTls
+from services.common.tokens import HarnessKeys
 
 SERVICE = "test.Tls"
 REPO = Path(__file__).resolve().parents[2]
@@ -82,10 +82,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def tokens(tmp_path_factory: pytest.TempPathFactory) -> SqlTokenStore:
-    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'tokens.db'}"
-    db.migrate(url, REPO / "services/order/migrations")
-    return SqlTokenStore(db.make_session_factory(db.make_engine(url)), "pepper")
+def tokens() -> HarnessKeys:
+    return HarnessKeys.generate("tls-test")
 
 
 def server_tls(pki: Pki, **env: str) -> ServerTls:
@@ -97,12 +95,12 @@ def server_tls(pki: Pki, **env: str) -> ServerTls:
 
 
 @pytest.fixture
-def serve(tokens: SqlTokenStore) -> Iterator[Serve]:
+def serve(tokens: HarnessKeys) -> Iterator[Serve]:
     apps: list[GrpcApp] = []
 
     def start(tls: ServerTls) -> GrpcApp:
         settings = ServiceSettings.from_env("test", 0, {"IDC_TEST_LISTEN": "127.0.0.1:0"})
-        app = GrpcApp(settings=settings, register=_register, tokens=tokens, tls=tls)
+        app = GrpcApp(settings=settings, register=_register, tokens=tokens.verifier(), tls=tls)
         app.start()
         apps.append(app)
         return app
@@ -133,8 +131,8 @@ def refused(port: int, tls: ClientTls, token: str | None) -> grpc.RpcError:
     return error.value
 
 
-def issue(tokens: SqlTokenStore, principal: Principal) -> str:
-    return tokens.issue(principal)
+def issue(tokens: HarnessKeys, principal: Principal) -> str:
+    return tokens.mint(principal)
 
 
 ANN = Principal("ann@acme", Role.CUSTOMER, tenant="acme")
@@ -143,14 +141,14 @@ OPS = Principal("ops@sg", Role.OPS, telco="sg")
 
 
 def test_a_tls_server_answers_a_client_trusting_its_ca(
-    pki: Pki, serve: Serve, tokens: SqlTokenStore
+    pki: Pki, serve: Serve, tokens: HarnessKeys
 ) -> None:
     app = serve(server_tls(pki))
     assert whoami(app.port, client(pki), issue(tokens, BOB)) == "bob@globex/globex"
 
 
 def test_a_tls_server_refuses_a_plaintext_client(
-    pki: Pki, serve: Serve, tokens: SqlTokenStore
+    pki: Pki, serve: Serve, tokens: HarnessKeys
 ) -> None:
     app = serve(server_tls(pki))
     error = refused(app.port, ClientTls.plaintext(), issue(tokens, ANN))
@@ -158,7 +156,7 @@ def test_a_tls_server_refuses_a_plaintext_client(
 
 
 def test_a_client_trusting_another_ca_fails_the_handshake(
-    pki: Pki, serve: Serve, tokens: SqlTokenStore
+    pki: Pki, serve: Serve, tokens: HarnessKeys
 ) -> None:
     app = serve(server_tls(pki))
     error = refused(app.port, client(pki, ca=pki.rogue_ca), issue(tokens, ANN))
@@ -166,7 +164,7 @@ def test_a_client_trusting_another_ca_fails_the_handshake(
 
 
 def test_mtls_binds_the_certificates_tenant(
-    pki: Pki, serve: Serve, tokens: SqlTokenStore
+    pki: Pki, serve: Serve, tokens: HarnessKeys
 ) -> None:
     app = serve(server_tls(pki, IDC_TLS_CLIENT_CERT="required"))
     acme = client(pki, pki.acme)
@@ -180,7 +178,7 @@ def test_mtls_binds_the_certificates_tenant(
 
 
 def test_a_certificate_of_no_tenant_is_refused(
-    pki: Pki, serve: Serve, tokens: SqlTokenStore
+    pki: Pki, serve: Serve, tokens: HarnessKeys
 ) -> None:
     app = serve(server_tls(pki, IDC_TLS_CLIENT_CERT="required"))
     error = refused(app.port, client(pki, pki.stranger), issue(tokens, ANN))
@@ -189,7 +187,7 @@ def test_a_certificate_of_no_tenant_is_refused(
 
 
 def test_a_server_requiring_client_certificates_refuses_a_client_without(
-    pki: Pki, serve: Serve, tokens: SqlTokenStore
+    pki: Pki, serve: Serve, tokens: HarnessKeys
 ) -> None:
     app = serve(server_tls(pki, IDC_TLS_CLIENT_CERT="required"))
     assert app.tls.client_cert is ClientCertMode.REQUIRED
@@ -200,7 +198,7 @@ def test_a_server_requiring_client_certificates_refuses_a_client_without(
 
 
 def test_the_partner_port_requires_a_certificate_the_main_port_does_not(
-    pki: Pki, serve: Serve, tokens: SqlTokenStore
+    pki: Pki, serve: Serve, tokens: HarnessKeys
 ) -> None:
     app = serve(server_tls(pki, IDC_TEST_PARTNER_LISTEN="127.0.0.1:0"))
     assert app.partner_port not in (0, app.port)
@@ -214,7 +212,7 @@ def test_the_partner_port_requires_a_certificate_the_main_port_does_not(
 
 
 def test_a_renewed_certificate_is_served_without_a_restart(
-    pki: Pki, serve: Serve, tokens: SqlTokenStore, tmp_path: Path
+    pki: Pki, serve: Serve, tokens: HarnessKeys, tmp_path: Path
 ) -> None:
     old_ca, new_ca = LocalCa.create("old-ca"), LocalCa.create("new-ca")
     cert, key = old_ca.issue("idc", sans=("127.0.0.1",)).write(tmp_path, "server")
@@ -238,7 +236,8 @@ def test_a_service_without_a_certificate_or_explicit_plaintext_refuses_to_start(
     tmp_path: Path,
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDC_")}
-    env |= {"IDC_KAFKA_BOOTSTRAP": "127.0.0.1:9", "IDC_VAR_DIR": str(tmp_path)}
+    env |= {"IDC_KAFKA_BOOTSTRAP": "127.0.0.1:9", "IDC_VAR_DIR": str(tmp_path),
+            **HarnessKeys.generate().env()}
     done = subprocess.run(
         [sys.executable, "-m", "services.order"], cwd=REPO, env=env, capture_output=True,
         text=True, timeout=60, check=False,
