@@ -3,8 +3,8 @@
     idcctl customer sites | quote | order | orders | watch | circuits | modify | disconnect
                    | cancel | usage | invoices | invoice export
     idcctl ops     pending | show | approve | reject | devices | check-sync | sync
-                   | redeploy | config | capacity | dlq list | dlq show | dlq replay
-                   | outbox republish
+                   | redeploy | repair list | repair approve | repair reject | history
+                   | config | capacity | dlq list | dlq show | dlq replay | outbox republish
     idcctl billing run | invoices | export | finalize
     idcctl admin   tokens issue | tokens revoke
 """
@@ -23,7 +23,7 @@ from rich.console import Console
 
 from idc.billing.v1 import invoice_pb2
 from idc.order.v1 import circuit_pb2, order_pb2
-from services.cli import commands, events
+from services.cli import commands, events, repairs
 from services.cli.client import Api, Connection, story_context
 from services.cli.errors import EXIT_CODE_HELP, CallFailure, CliError, ExitCode, failure_of
 from services.cli.render import Result, dumps
@@ -248,7 +248,8 @@ def _ops_commands(b: _Builder, roles: Any) -> None:
     p.add_argument("--circuit", help="only this circuit")
     p.add_argument("--not-in-sync", action="store_true", help="only drifted or unknown ends")
     p = b.leaf(ops, "redeploy", commands.redeploy,
-               "push a circuit's intended configuration to its routers again")
+               "request a repair: push a circuit's intended configuration to its routers "
+               "again once each telco's ops approved (`ops repair`)")
     p.add_argument("circuit_id")
     p.add_argument("--dry-run", action="store_true", help="only render the payloads")
     p = b.leaf(ops, "config", commands.circuit_config,
@@ -256,6 +257,7 @@ def _ops_commands(b: _Builder, roles: Any) -> None:
     p.add_argument("circuit_id")
     p = b.leaf(ops, "capacity", commands.capacity, "channel and port capacity")
     p.add_argument("--port", action="append", default=[], help="only these ports")
+    repairs.add_commands(b, ops)
     events.add_commands(b, ops)
 
 

@@ -39,7 +39,7 @@ from services.common.events import encode_event, outbox
 from services.common.events.envelope import capture_trace_headers
 from services.common.events.tables import OutboxRow
 from services.common.events.topics import ORDER_EVENTS
-from services.order import convert, store
+from services.order import approval_log, convert, store
 from services.order.admission import GroupCommit, Pending
 from services.order.domain import capacity as cap
 from services.order.domain.catalogue import Catalogue, Side
@@ -625,10 +625,10 @@ class OrderApp:
     def _withdraw_pending_approvals(self, session: Session, order_id: str,
                                     to: ApprovalState) -> None:
         for approval in store.approvals(session, order_id):
-            if ApprovalState(approval.state).awaiting_decision:
-                approval.state = to.value
-                if to is ApprovalState.EXPIRED:
-                    approval.decided_at = self.clock()
+            if ApprovalState(approval.state).awaiting_decision and approval.state != to.value:
+                approval_log.decide(session, approval, to, self.clock(),
+                                    approver=SYSTEM_EXPIRY if to is ApprovalState.EXPIRED
+                                    else None)
 
     def _slots(self, session: Session, order_id: str) -> dict[Side, ApprovalSlot]:
         return {
@@ -651,8 +651,9 @@ class OrderApp:
                 order.plan_error, payload_sha256)
             row = session.get(ApprovalRow, (order.id, side.value))
             assert row is not None
-            row.state, row.approver = ApprovalState.APPROVED.value, principal.subject
-            row.payload_sha256, row.comment, row.decided_at = payload_sha256, comment, self.clock()
+            approval_log.decide(session, row, ApprovalState.APPROVED, self.clock(),
+                                approver=principal.ref, payload_sha256=payload_sha256,
+                                comment=comment)
             self._touch(order)
             if complete:
                 self._approved(session, order)
@@ -696,8 +697,8 @@ class OrderApp:
                                   approver)
             row = session.get(ApprovalRow, (order.id, side.value))
             assert row is not None
-            row.state, row.approver = ApprovalState.REJECTED.value, principal.subject
-            row.comment, row.decided_at = reason, self.clock()
+            approval_log.decide(session, row, ApprovalState.REJECTED, self.clock(),
+                                approver=principal.ref, comment=reason)
             circuit = self._end(session, order, OrderState.REJECTED, Outcome.WITHDRAWN,
                                 principal.subject, f"rejected by telco {row.telco_id}: {reason}")
             self._emit(session, circuit.id, order_events.OrderRejected(
@@ -786,7 +787,9 @@ class OrderApp:
         for side in superseded:
             approval = session.get(ApprovalRow, (order.id, side.value))
             assert approval is not None
-            approval.state = ApprovalState.SUPERSEDED.value
+            approval_log.decide(session, approval, ApprovalState.SUPERSEDED, self.clock(),
+                                approver=SYSTEM_PROVISIONING,
+                                comment="the router payload changed since it was approved")
 
     def _back_to_approval(self, session: Session, order: OrderRow, reason: str) -> None:
         """Provisioning refused the approved payloads and left both routers unchanged: the

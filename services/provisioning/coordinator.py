@@ -57,6 +57,7 @@ from services.provisioning.domain.saga import (
 )
 from services.provisioning.inventory import Device, Inventory
 from services.provisioning.rendering import Renderer
+from services.provisioning.repairs import supersede_saga
 from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder, SagaRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,16 @@ ACTION_PROTO = {
 }
 ACTION_OF_PROTO = {v: k for k, v in ACTION_PROTO.items()}
 FINISHED_STEPS = (Step.DONE.value, Step.FAILED.value, Step.REPLAN.value)
+# The actors of log entries no principal caused directly.
+SYSTEM_COORDINATOR = "system:coordinator"
+SYSTEM_WATCHDOG = "system:watchdog"
+
+
+def saga_actor(approved: order_pb2.OrderApproved) -> str:
+    """Who caused a saga: its approvers' principal ids, Singapore first."""
+    return ",".join(
+        a.approver for a in sorted(approved.approvals, key=lambda a: a.side) if a.approver
+    )
 
 
 @dataclass(frozen=True)
@@ -316,6 +327,7 @@ class Coordinator:
                     session,
                     row,
                     approved,
+                    SYSTEM_COORDINATOR,
                     ops_pb2.PROVISIONING_OUTCOME_PENDING,
                     f"recovered at start in step {row.step}: {routers}; sent: {_sent(sends)}",
                 )
@@ -393,6 +405,7 @@ class Coordinator:
             session,
             row,
             approved,
+            SYSTEM_WATCHDOG,
             ops_pb2.PROVISIONING_OUTCOME_PENDING,
             f"{side.name.lower()}'s agent silent past the longest a prepare can live; its "
             f"router holds the {held.name.lower()} state (read from running, no commit "
@@ -459,6 +472,7 @@ class Coordinator:
                     session,
                     row,
                     approved,
+                    SYSTEM_COORDINATOR,
                     ops_pb2.PROVISIONING_OUTCOME_FAILED,
                     f"round {saga.round} failed and was rolled back on both routers "
                     f"({saga.reason}); next round at {next_round.isoformat()}",
@@ -515,6 +529,7 @@ class Coordinator:
             # The longest the coordinator may wait (an agent behind a queue of work).
             deadline=timestamp(now + timedelta(seconds=self._timings.step_wait_max_s)),
             attempt=send.attempt,
+            actor=saga_actor(approved),
         )
         if approved.HasField("previous_circuit"):
             command.previous_circuit.CopyFrom(approved.previous_circuit)
@@ -547,7 +562,8 @@ class Coordinator:
         event: Message
         activated = (
             approved.occurred_at.ToDatetime(tzinfo=UTC)
-            if saga.step is Step.DONE and operation is Operation.CREATE
+            if saga.step is Step.DONE
+            and operation is Operation.CREATE
             and approved.HasField("occurred_at")
             else None
         )
@@ -592,6 +608,7 @@ class Coordinator:
             session,
             row,
             approved,
+            saga_actor(approved),
             ops_pb2.PROVISIONING_OUTCOME_SUCCEEDED
             if saga.step is Step.DONE
             else ops_pb2.PROVISIONING_OUTCOME_FAILED,
@@ -606,7 +623,19 @@ class Coordinator:
         approved: order_pb2.OrderApproved,
     ) -> None:
         """A payload no longer matched its approval: publish the plan as rendered now, for
-        the order to go back to approval (no ProvisioningFailed: nothing failed)."""
+        the order to go back to approval (no ProvisioningFailed: nothing failed); a
+        repair (no order) is superseded instead."""
+        if not approved.order_id:
+            supersede_saga(session, row.saga_id, saga.reason)
+            self._log_saga(
+                session,
+                row,
+                approved,
+                SYSTEM_COORDINATOR,
+                ops_pb2.PROVISIONING_OUTCOME_FAILED,
+                f"saga replan: {saga.reason}; the repair is superseded",
+            )
+            return
         created = order_pb2.OrderCreated(
             event_id=str(uuid.uuid4()),
             order_id=approved.order_id,
@@ -628,6 +657,7 @@ class Coordinator:
             session,
             row,
             approved,
+            SYSTEM_COORDINATOR,
             ops_pb2.PROVISIONING_OUTCOME_FAILED,
             f"saga replan: {saga.reason}; new plan published for approval",
         )
@@ -637,10 +667,12 @@ class Coordinator:
         session: Session,
         row: SagaRow,
         approved: order_pb2.OrderApproved,
+        actor: str,
         outcome: int,
         message: str,
     ) -> None:
-        """A log entry for the saga as a whole (not one router's step)."""
+        """A log entry for the saga as a whole (not one router's step); ``actor``: who
+        caused it (the saga's approvers, or the automatic component)."""
         session.add(
             LogEntry(
                 saga_id=row.saga_id,
@@ -652,6 +684,7 @@ class Coordinator:
                 side=0,
                 outcome=outcome,
                 message=message,
+                actor=actor,
             )
         )
 

@@ -87,7 +87,12 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "ListCircuits",
         "GetCapacity",
     },
-    "idc.ops.v1.ApprovalService": {"ListPendingApprovals", "Approve", "Reject"},
+    "idc.ops.v1.ApprovalService": {
+        "ListPendingApprovals",
+        "Approve",
+        "Reject",
+        "ListApprovalHistory",
+    },
     "idc.ops.v1.EventAdminService": {
         "ListDeadLetters",
         "GetDeadLetter",
@@ -101,6 +106,9 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "Redeploy",
         "GetCircuitConfig",
         "ListSyncStatus",
+        "ListRepairs",
+        "ApproveRepair",
+        "RejectRepair",
     },
     "idc.billing.v1.BillingService": {
         "GetUsage",

@@ -128,10 +128,7 @@ def test_drift_shows_in_check_sync_and_redeploy_restores(stack: Stack) -> None:
     assert {(d.intended, d.actual) for d in drift.differences if d.path.endswith("/cir")} == {
         ("100000000", "7000000")
     }
-    redeploy = stub.Redeploy(
-        pb.RedeployRequest(circuit_id=params.circuit_id), metadata=stack.metadata()
-    )
-    assert redeploy.saga_id
+    assert stack.repair(params.circuit_id).saga_id
     modified = stack.outcome(params.circuit_id, (circuit_pb2.CircuitModified,))[0]
     assert isinstance(modified, circuit_pb2.CircuitModified)
 
