@@ -87,6 +87,8 @@ class RunningStack:
         }
         env["IDC_METER_ADDRESS"] = self.address("billing.meter")
         env["IDC_TOKEN"] = self.tokens[token].token
+        # `idcctl audit verify` checks approvals with the development keys' public halves.
+        env["IDC_AUDIT_PUBLIC_KEY_DIR"] = str(self.var_dir / "audit-keys")
         return env
 
     def failed(self) -> ServiceProcess | None:
@@ -107,6 +109,8 @@ def service_env(stack: Devstack, options: StackOptions) -> dict[str, str]:
         ),
         "IDC_METER_INTERVAL_S": str(options.meter_interval_s),
         "IDC_METER_ROUTERS_FILE": str(var_dir / "meter-routers.toml"),
+        # One machine for development: generated development keys (audit keys under var/).
+        "IDC_DEV_MODE": os.environ.get("IDC_DEV_MODE", "true"),
     }
     if options.fast:
         env.update(

@@ -15,7 +15,11 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from idc.billing.v1 import billing_service_pb2_grpc
-from idc.ops.v1 import approval_service_pb2_grpc, event_admin_service_pb2_grpc
+from idc.ops.v1 import (
+    approval_service_pb2_grpc,
+    audit_service_pb2_grpc,
+    event_admin_service_pb2_grpc,
+)
 from idc.order.v1 import order_service_pb2_grpc
 from idc.provisioning.v1 import provisioning_service_pb2_grpc
 from services.cli.errors import CliError, ExitCode
@@ -112,6 +116,10 @@ class Api:
     @property
     def billing(self) -> billing_service_pb2_grpc.BillingServiceStub:
         return billing_service_pb2_grpc.BillingServiceStub(self._channel("billing"))
+
+    def audit(self, service: str) -> audit_service_pb2_grpc.AuditServiceStub:
+        """The order and provisioning services offer their audit chains."""
+        return audit_service_pb2_grpc.AuditServiceStub(self._channel(service))
 
     def event_admin(self, service: str) -> event_admin_service_pb2_grpc.EventAdminServiceStub:
         """Every service with a database offers it, for its own outbox."""

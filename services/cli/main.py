@@ -7,6 +7,7 @@
                    | config | capacity | dlq list | dlq show | dlq replay | outbox republish
     idcctl billing run | invoices | export | finalize
     idcctl admin   tokens issue | tokens revoke
+    idcctl audit   verify
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rich.console import Console
 
 from idc.billing.v1 import invoice_pb2
 from idc.order.v1 import circuit_pb2, order_pb2
-from services.cli import commands, events, repairs
+from services.cli import audit, commands, events, repairs
 from services.cli.client import Api, Connection, story_context
 from services.cli.errors import EXIT_CODE_HELP, CallFailure, CliError, ExitCode, failure_of
 from services.cli.render import Result, dumps
@@ -43,6 +44,7 @@ EPILOG = f"""environment:
   IDC_BILLING_ADDRESS       billing service host:port (default 127.0.0.1:50053)
   IDC_METER_ADDRESS         meter host:port (default 127.0.0.1:50054; `ops dlq`, `ops outbox`)
   IDC_DEFAULT_DEADLINE_S    deadline of each call in seconds (default 30)
+  IDC_AUDIT_PUBLIC_KEY_DIR  each telco's audit public key, <telco>.pub.pem (`audit verify`)
   IDC_OUTPUT                table or json when --output is not given
   TRACEPARENT               W3C trace context to continue (puts a script's calls in one trace)
 
@@ -155,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     _ops_commands(builder, roles)
     _billing_commands(builder, roles)
     _admin_commands(builder, roles)
+    audit.add_commands(builder, roles)
     return parser
 
 

@@ -8,10 +8,13 @@ import grpc
 
 from idc.ops.v1 import approval_service_pb2, approval_service_pb2_grpc
 from idc.order.v1 import order_service_pb2, order_service_pb2_grpc
+from services.common.audit_keys import SIGNING_DIR, AuditKeySettings, signing_keys
+from services.common.audit_servicer import register_audit
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ServiceRuntime, build_app, run_service
 from services.common.service_table import ORDER
 from services.common.servicers import register
+from services.order.audit import order_chain
 from services.order.domain.catalogue import load_catalogue
 from services.order.domain.pricing import load_price_book
 from services.order.metrics import register_gauges
@@ -31,6 +34,8 @@ MIGRATIONS = ORDER.migrations_dir
 def make_order_app(runtime: ServiceRuntime, settings: OrderSettings) -> GrpcApp:
     app = OrderApp(runtime.session_factory, load_catalogue(), load_price_book(), settings,
                    ChangeNotifier())
+    chain = order_chain(signing_keys(AuditKeySettings.from_env(SIGNING_DIR)))
+    chain.install(runtime.session_factory)
 
     def register_servicers(server: grpc.Server) -> Sequence[str]:
         return [
@@ -40,6 +45,7 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings) -> GrpcApp:
             register(server, approval_service_pb2.DESCRIPTOR, "ApprovalService",
                      approval_service_pb2_grpc.add_ApprovalServiceServicer_to_server,
                      ApprovalServicer(app)),
+            register_audit(server, chain, runtime.session_factory),
         ]
 
     gauges = register_gauges(runtime.session_factory, app.clock, app.capacity)

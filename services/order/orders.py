@@ -27,6 +27,7 @@ from idc.events.v1 import order_pb2 as order_events
 from idc.events.v1 import provisioning_pb2
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
 from services.common import db
+from services.common.audit_chain import AuditChain
 from services.common.auth import Principal
 from services.common.errors import (
     AlreadyExists,
@@ -345,6 +346,8 @@ class OrderApp:
                 views.append((pending, *self._new_order_rows(order, a_vlan, z_vlan, rows,
                                                              events)))
             store.insert_rows(session, rows)
+            # Plain INSERTs pass no flush: their audit entries are chained at commit.
+            AuditChain.touch(session, [row["id"] for row in rows[CircuitRow]])
             session.add_all(events)
             self.metrics.placed(session, OrderType.NEW, len(views))
         for pending, order_values, approvals, audit in views:

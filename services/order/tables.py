@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.audit_chain import chain_tables
 from services.common.db import UtcDateTime, new_metadata
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, PostgreSQL wants a BIGINT.
@@ -209,3 +210,7 @@ class CircuitDriftRow(OrderBase):
     kind: Mapped[str] = mapped_column(String(16))
     since: Mapped[datetime] = mapped_column(UtcDateTime)
     reported_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# The audit chain's links and heads (services/common/audit_chain.py; migration audit_chain).
+AUDIT_CHAIN, AUDIT_CHAIN_HEADS = chain_tables(OrderBase.metadata)

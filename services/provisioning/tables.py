@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.audit_chain import chain_tables
 from services.common.db import new_metadata
 
 _Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -196,3 +197,7 @@ class RepairDecisionRow(ProvisioningBase):
     payload_sha256: Mapped[str] = mapped_column(String(64), default="")
     comment: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# The audit chain's links and heads (services/common/audit_chain.py; migration audit_chain).
+AUDIT_CHAIN, AUDIT_CHAIN_HEADS = chain_tables(ProvisioningBase.metadata)

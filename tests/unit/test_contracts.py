@@ -93,6 +93,7 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "Reject",
         "ListApprovalHistory",
     },
+    "idc.ops.v1.AuditService": {"ListChainEntries"},
     "idc.ops.v1.EventAdminService": {
         "ListDeadLetters",
         "GetDeadLetter",
