@@ -35,6 +35,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     MetaData,
+    PrimaryKeyConstraint,
     Select,
     String,
     Table,
@@ -48,6 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 GENESIS = "0" * 64
+LINKS, HEADS = "audit_chain", "audit_chain_heads"
 TOUCHED = "audit_chain_touched"
 
 
@@ -72,10 +74,8 @@ def link_hash(content: bytes, prev_hash: str) -> str:
     return hashlib.sha256(content + prev_hash.encode()).hexdigest()
 
 
-def chain_tables(metadata: MetaData) -> tuple[Table, Table]:
-    """The links and the per-circuit heads, in ``metadata`` (migration four_eyes/audit)."""
-    links = Table(
-        "audit_chain", metadata,
+def _link_columns() -> list[Any]:
+    return [
         Column("circuit_id", String(64), primary_key=True),
         Column("seq", BigInteger, primary_key=True, autoincrement=False),
         Column("kind", String(24), nullable=False),
@@ -84,14 +84,34 @@ def chain_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("hash", String(64), nullable=False),
         Column("signer_telco", String(16), nullable=False),
         Column("signature", Text, nullable=False),
-    )
-    heads = Table(
-        "audit_chain_heads", metadata,
+    ]
+
+
+def _head_columns() -> list[Any]:
+    return [
         Column("circuit_id", String(64), primary_key=True),
         Column("seq", BigInteger, nullable=False),
         Column("hash", String(64), nullable=False),
-    )
-    return links, heads
+    ]
+
+
+def chain_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """The links and the per-circuit heads, in ``metadata``."""
+    return (Table(LINKS, metadata, *_link_columns()),
+            Table(HEADS, metadata, *_head_columns()))
+
+
+def create_chain_tables(op: Any) -> None:
+    """Create the chain's tables from an Alembic migration (each service's audit_chain)."""
+    op.create_table(LINKS, *_link_columns(), PrimaryKeyConstraint(
+        "circuit_id", "seq", name=f"pk_{LINKS}"))
+    op.create_table(HEADS, *_head_columns(), PrimaryKeyConstraint(
+        "circuit_id", name=f"pk_{HEADS}"))
+
+
+def drop_chain_tables(op: Any) -> None:
+    op.drop_table(HEADS)
+    op.drop_table(LINKS)
 
 
 @dataclass(frozen=True)

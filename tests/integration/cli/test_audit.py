@@ -59,6 +59,28 @@ def _active_circuit(idcctl: Idcctl) -> str:
     return str(order["circuitId"])
 
 
+def _repaired(idcctl: Idcctl, circuit_id: str) -> dict[str, Any]:
+    """A repair requested by ops-sg, approved by ops-cq and ops-sg-2, run to its end."""
+    repair = _json(idcctl("ops", "redeploy", circuit_id, "-o", "json", token="ops-sg"))["repair"]
+    own = {p["telcoId"]: p["sha256"] for p in repair["payloads"]}
+    mine = idcctl("ops", "repair", "approve", repair["repairId"], "--sha256", own["sg"],
+                  token="ops-sg")
+    assert mine.code == 5, "four eyes: the requester cannot approve"
+    for token, telco in (("ops-cq", "cq"), ("ops-sg-2", "sg")):
+        done = idcctl("ops", "repair", "approve", repair["repairId"], "--sha256", own[telco],
+                      "-o", "json", token=token)
+        repair = _json(done)["repair"]
+    assert repair["state"] == "REPAIR_STATE_STARTED"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        log = _json(idcctl("ops", "config", circuit_id, "-o", "json", token="ops-sg"))["log"]
+        if any(e.get("sagaId") == repair["sagaId"] and e.get("message", "").startswith("saga ")
+               for e in log):
+            return dict(repair)
+        time.sleep(0.3)
+    raise AssertionError("the repair's saga did not finish")
+
+
 def _verify(idcctl: Idcctl, circuit_id: str) -> Any:
     return idcctl("audit", "verify", circuit_id, token="ops-sg")
 
@@ -67,12 +89,21 @@ def test_verify_finds_an_edited_entry_a_deleted_one_and_a_forged_signature(
     stack: RunningStack, idcctl: Idcctl
 ) -> None:
     circuit_id = _active_circuit(idcctl)
+    repair = _repaired(idcctl, circuit_id)
     intact = _verify(idcctl, circuit_id)
     assert intact.code == 0, intact.stdout + intact.stderr
     assert "chain intact" in intact.stdout
     counts = _json(idcctl("audit", "verify", circuit_id, "-o", "json", token="ops-sg"))
-    # Order audit entries and two approvals; the saga's steps on both routers.
-    assert counts["per_service"]["order"] >= 6 and counts["per_service"]["provisioning"] >= 5
+    # Order audit entries and two approvals; two sagas' steps on both routers and the
+    # repair's decisions (requested, two approvals, started).
+    assert counts["per_service"]["order"] >= 6 and counts["per_service"]["provisioning"] >= 14
+    with _db(stack, "provisioning") as db:
+        kinds = dict(db.execute("SELECT kind, count(*) FROM audit_chain WHERE circuit_id = ? "
+                                "GROUP BY kind", (circuit_id,)).fetchall())
+        actors = {a for (a,) in db.execute(
+            "SELECT DISTINCT actor FROM provisioning_log WHERE saga_id = ?", (repair["sagaId"],))}
+    assert kinds["repair_decision"] == 4
+    assert len(actors) == 1 and "," in actors.pop(), "the repair's steps name both approvers"
 
     # An audit entry edited with SQL is found: its service, sequence and content.
     with _db(stack, "order") as db:
