@@ -85,6 +85,12 @@ SYSTEM_COORDINATOR = "system:coordinator"
 SYSTEM_WATCHDOG = "system:watchdog"
 
 
+def unapproved_sides(approved: order_pb2.OrderApproved) -> list[Side]:
+    """Sides whose payload the event binds to no approved hash."""
+    hashed = {a.side for a in approved.approvals if a.payload_sha256}
+    return [side for side in (Side.SINGAPORE, Side.CHONGQING) if side.value not in hashed]
+
+
 def saga_actor(approved: order_pb2.OrderApproved) -> str:
     """Who caused a saga: its approvers' principal ids, Singapore first."""
     return ",".join(
@@ -143,7 +149,11 @@ class Coordinator:
         if isinstance(event, order_pb2.OrderCreated):
             self.plan(session, event)
         elif isinstance(event, order_pb2.OrderApproved):
-            self.start(session, event)
+            unapproved = unapproved_sides(event)
+            if unapproved:
+                self._refuse_unapproved(session, event, unapproved)
+            else:
+                self.start(session, event)
         elif isinstance(event, provisioning_pb2.ProvisioningReply):
             self.on_reply(session, event)
 
@@ -253,6 +263,47 @@ class Coordinator:
         session.add(row)
         self._apply(session, row, saga, event, saga.start())
         return saga_id
+
+    def _refuse_unapproved(
+        self, session: Session, event: order_pb2.OrderApproved, sides: list[Side]
+    ) -> None:
+        """No saga for an approval that does not bind every router's payload to a hash
+        (four eyes): ProvisioningFailed, nothing sent."""
+        message = (
+            f"not approved for {', '.join(s.name.lower() for s in sides)}: every router "
+            "change needs its telco's approval of the payload hash; nothing was sent"
+        )
+        circuit = event.circuit
+        session.add(
+            LogEntry(
+                order_id=event.order_id,
+                circuit_id=circuit.circuit_id,
+                operation=event.operation,
+                step=ops_pb2.PROVISIONING_STEP_VERIFY,
+                router_name="",
+                side=0,
+                outcome=ops_pb2.PROVISIONING_OUTCOME_FAILED,
+                message=message,
+                actor=SYSTEM_COORDINATOR,
+            )
+        )
+        modify = Operation.from_proto(event.operation) is Operation.MODIFY
+        remains = event.previous_circuit if modify else circuit
+        create = Operation.from_proto(event.operation) is Operation.CREATE
+        failed = circuit_pb2.ProvisioningFailed(
+            occurred_at=timestamp(utcnow()),
+            circuit_id=circuit.circuit_id,
+            order_id=event.order_id,
+            tenant_id=circuit.tenant_id,
+            circuit=remains,
+            price=event.price,
+            effective_time=timestamp(utcnow()),
+            operation=event.operation,
+            bandwidth_mbps=0 if create else remains.bandwidth_mbps,
+            message=message,
+            rolled_back=True,
+        )
+        outbox.add(session, self._topics.circuit_events, circuit.circuit_id, failed)
 
     def on_reply(self, session: Session, reply: provisioning_pb2.ProvisioningReply) -> None:
         self._last_heard[reply.router_name] = utcnow()
