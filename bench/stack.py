@@ -56,7 +56,9 @@ def running_service(
     label = label or name
     service = start_service(
         name, f"127.0.0.1:{free_port()}", {**FAST_KAFKA, "IDC_TOKEN_PEPPER": PEPPER,
-                                             "IDC_VAR_DIR": str(workdir), **env},
+                                             "IDC_VAR_DIR": str(workdir),
+                                             # development keys (audit) under workdir
+                                             "IDC_DEV_MODE": "true", **env},
         workdir / f"{label}.log",
     )
     try:
