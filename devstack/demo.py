@@ -44,6 +44,9 @@ VLAN = 100
 METERED = f"xe-0/0/1.{VLAN}"  # the counter agent's veth for the A-end sub-interface
 # A fictitious contact: kept in the order database only, never on events, logs or spans.
 CONTACT = "technical,Ann Lee,ann.lee@acme-sg.example,+6561234567"
+# The customer's own words: they stay in the order database too, off events and routers.
+DESCRIPTION = "Acme replication link to the Chongqing plant"
+REFERENCE = "PO-2026-0042"
 STEP_DEADLINE_S = 120.0
 FRAMES_IN, FRAMES_OUT, FRAME_BYTES = 4000, 1000, 1500
 
@@ -149,14 +152,15 @@ def order_and_activate(demo: Demo) -> tuple[str, str]:
     demo.step("1. The customer looks at the sites and gets a quote for 500 Mbps")
     demo.idcctl("customer", "customer", "sites", "--side", "sg")
     spec = ["--a-end", A_END, "--z-end", Z_END, "--a-vlan", str(VLAN), "--z-vlan", str(VLAN),
-            "--term", "12", "--currency", "SGD"]
+            "--term", "12", "--currency", "SGD", "--description", DESCRIPTION,
+            "--reference", REFERENCE]
     quote = demo.idcctl("customer", "customer", "quote", *spec, "--bandwidth", "500").quote
     if not quote.feasible:
         raise StepFailed(f"the quote is not feasible: {list(quote.infeasible_reasons)}")
 
     demo.step("2. The customer orders it")
     order = demo.idcctl("customer", "customer", "order", "--quote", quote.id,
-                        "--contact", CONTACT, "--reference", "PO-2026-0042").order
+                        "--contact", CONTACT).order
     circuit_id = order.circuit_id
 
     demo.step("3. Both telcos approve the exact payload for their router")
@@ -168,7 +172,9 @@ def order_and_activate(demo: Demo) -> tuple[str, str]:
     for router in ("sg-edge-1", "cq-edge-1"):
         if circuit_id not in lines.get(router, ""):
             raise StepFailed(f"{router} does not hold {circuit_id} after activation")
-    demo.ok("sg-edge-1 and cq-edge-1 both carry the circuit")
+        if DESCRIPTION in lines[router]:
+            raise StepFailed(f"{router} carries the customer's description")
+    demo.ok("sg-edge-1 and cq-edge-1 both carry the circuit, described by ids only")
     return circuit_id, quote.create_time.ToDatetime(UTC).isoformat()
 
 

@@ -348,6 +348,11 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     var_dir = Path(os.environ.get("IDC_VAR_DIR", REPO_ROOT / "var")).resolve()
+    # The demo tokens are stored by migrating every database from this process: an order
+    # database of an earlier run is then sealed with the same development key set (under
+    # the same var/) as the services use (devstack.services.start_service).
+    os.environ.setdefault("IDC_DEV_MODE", "true")
+    os.environ["IDC_VAR_DIR"] = str(var_dir)
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:

@@ -83,7 +83,9 @@ def start_service(
     (``IDC_METER_LISTEN``).
     """
     prefix = name.rsplit(".", 1)[-1].upper()
-    child_env = {**os.environ, **env, f"IDC_{prefix}_LISTEN": listen}
+    # The devstack is a development tool: its services run in the explicit development
+    # mode (generated development keys under IDC_VAR_DIR) unless ``env`` says otherwise.
+    child_env = {"IDC_DEV_MODE": "true", **os.environ, **env, f"IDC_{prefix}_LISTEN": listen}
     if metrics_listen is not None:
         child_env["IDC_METRICS_LISTEN"] = metrics_listen
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,8 +28,14 @@ from services.cli.client import Api
 from services.cli.errors import CliError, ExitCode
 from services.cli.render import Result
 from services.cli.tokens import issue_everywhere, revoke_everywhere
+from services.common import db
 from services.common.auth import Principal, Role
+from services.common.config import ServiceSettings
 from services.common.errors import InvalidArgument
+from services.common.order_watch import watch_order
+from services.common.service_table import ORDER
+from services.order.contacts import ContactCipher, load_key_set
+from services.order.disclosure import reencrypt, sealed_per_key
 
 
 @dataclass
@@ -214,12 +221,18 @@ def orders(ctx: Context, args: argparse.Namespace) -> Result:
 def watch(ctx: Context, args: argparse.Namespace) -> Result:
     """Prints every change of the order until it ends; exit 0 only if it COMPLETED."""
     last = order_pb2.Order()
-    for message in ctx.api.stream(
-        "order",
-        ctx.api.orders.WatchOrder,
-        order_pb.WatchOrderRequest(order_id=args.order_id),
-        timeout_s=args.timeout,
-    ):
+    ends_at = time.monotonic() + args.timeout
+
+    def open_stream() -> Iterator[order_pb.WatchOrderResponse]:
+        # The server ends a stream after its lifetime; --timeout bounds all of them.
+        return ctx.api.stream(
+            "order",
+            ctx.api.orders.WatchOrder,
+            order_pb.WatchOrderRequest(order_id=args.order_id),
+            timeout_s=max(0.001, ends_at - time.monotonic()),
+        )
+
+    for message in watch_order(open_stream):
         last = message.order
         if ctx.json_output:
             print(json.dumps(render.jsonable(message)), file=ctx.console.file, flush=True)
@@ -696,6 +709,20 @@ def tokens_issue(ctx: Context, args: argparse.Namespace) -> Result:
     data = {"token": token, "role": args.role, "subject": args.subject,
             "tenant": args.tenant, "telco": args.telco}
     return Result(data, lambda console: console.print(token, soft_wrap=True))
+
+
+def contacts_reencrypt(ctx: Context, args: argparse.Namespace) -> Result:
+    """Move every order's contacts to the active key of the order service's key set."""
+    url = ServiceSettings.from_env(ORDER.name, ORDER.default_port).database_url
+    cipher = ContactCipher(load_key_set())
+    db.migrate(url, ORDER.migrations_dir)
+    factory = db.make_session_factory(db.make_engine(url))
+    moved = reencrypt(factory, cipher)
+    per_key = sealed_per_key(factory)
+    data = {"reencrypted": moved, "active_key_id": cipher.active_key_id, "orders_per_key": per_key}
+    return Result(data, lambda console: console.print(
+        f"re-encrypted {moved} order(s) with key {cipher.active_key_id}; orders per key: "
+        + (", ".join(f"{k} {n}" for k, n in sorted(per_key.items())) or "none")))
 
 
 def tokens_revoke(ctx: Context, args: argparse.Namespace) -> Result:

@@ -6,7 +6,7 @@
                    | redeploy | repair list | repair approve | repair reject | history
                    | config | capacity | dlq list | dlq show | dlq replay | outbox republish
     idcctl billing run | invoices | export | finalize
-    idcctl admin   tokens issue | tokens revoke
+    idcctl admin   tokens issue | tokens revoke | contacts reencrypt
     idcctl audit   verify
 """
 
@@ -291,6 +291,10 @@ def _admin_commands(b: _Builder, roles: Any) -> None:
     p.add_argument("--telco", choices=["sg", "cq"], help="the ops user's telco (role ops)")
     p = b.leaf(tokens, "revoke", commands.tokens_revoke, "revoke a token everywhere")
     p.add_argument("token")
+    contacts = b.group(admin, "contacts", "customer contacts, sealed in the order database")
+    b.leaf(contacts, "reencrypt", commands.contacts_reencrypt,
+           "seal every order's contacts again with the active key of the key set "
+           "(IDC_ORDER_CONTACT_KEYS_FILE, IDC_ORDER_DATABASE_URL), after a key rotation")
 
 
 def _print_failure(errors: Console, failure: CallFailure, as_json: bool) -> None:

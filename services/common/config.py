@@ -247,3 +247,11 @@ def non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
 
 def boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
     return _read(env, name, default, _bool, "true or false")
+
+
+def positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _read(env, name, default, _positive_int, "a whole number greater than zero")
+
+
+def positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _read(env, name, default, _positive_float, "a number greater than zero")

@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from services.common import deadlines
+
 # Stable constraint names make Alembic migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -102,12 +104,14 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
         _configure_sqlite(engine)
+        deadlines.install(engine)
         return engine
     # As many pooled connections as the gRPC server has threads (grpc_server.py): a pool
     # smaller than the concurrency closes and reopens its overflow connections on every
     # call, a new PostgreSQL backend each time.
     engine = create_engine(url, echo=echo, pool_size=GRPC_THREADS, max_overflow=8)
     _ping_idle_connections(engine)
+    deadlines.install(engine)
     return engine
 
 

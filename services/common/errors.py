@@ -16,16 +16,22 @@ class FieldViolation:
 
 
 class DomainError(Exception):
-    """Base class; ``message`` is shown to the caller, so it says what to do."""
+    """Base class; ``message`` is shown to the caller, so it says what to do.
 
-    def __init__(self, message: str) -> None:
+    ``reason`` overrides the stable ErrorInfo reason of the error's class (the table is in
+    ``grpc_server``) where a caller needs to tell this case from the others of its class.
+    """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason
 
 
 class InvalidArgument(DomainError):
-    def __init__(self, message: str, violations: list[FieldViolation] | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, violations: list[FieldViolation] | None = None,
+                 *, reason: str = "") -> None:
+        super().__init__(message, reason=reason)
         self.violations = list(violations or [])
 
     @classmethod
@@ -59,3 +65,17 @@ class Unauthenticated(DomainError):
 
 class Unavailable(DomainError):
     """A peer (database, broker, router) cannot be reached now; the caller may retry."""
+
+
+class Throttled(DomainError):
+    """The caller is over one of the service's limits (rate, open streams); it may retry
+    after ``retry_after_s`` when that is known."""
+
+    def __init__(self, message: str, *, reason: str, retry_after_s: float | None = None
+                 ) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(DomainError):
+    """The call's deadline passed before its work was committed; nothing of it was."""

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from services.common import errors, metric_catalogue, metrics
+from services.common import call_limits, deadlines, errors, metric_catalogue, metrics
 from services.common.auth import TokenStore, bind_principal, parse_bearer, reset_principal
 from services.common.config import ServiceSettings
 from services.common.db import GRPC_THREADS
@@ -61,16 +61,40 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.DomainError], grpc.StatusCode], ...] =
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.Throttled, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
+# google.rpc.ErrorInfo: the domain, and the stable reason of each class of error (a
+# DomainError may name a finer one of its own, a Throttled always does); the table in
+# README's Security section, Limits, lists them all.
+ERROR_DOMAIN = "idc.example"
+_REASON_BY_ERROR: tuple[tuple[type[errors.DomainError], str], ...] = (
+    (errors.InvalidArgument, "INVALID_REQUEST"),
+    (errors.NotFound, "NOT_FOUND"),
+    (errors.AlreadyExists, "ALREADY_EXISTS"),
+    (errors.FailedPrecondition, "FAILED_PRECONDITION"),
+    (errors.CapacityExhausted, "CAPACITY_EXHAUSTED"),
+    (errors.PermissionDenied, "PERMISSION_DENIED"),
+    (errors.Unauthenticated, "UNAUTHENTICATED"),
+    (errors.Unavailable, "PEER_UNAVAILABLE"),
+    (errors.DeadlineExceeded, "DEADLINE_EXCEEDED"),
+)
+INTERNAL_REASON = "INTERNAL_ERROR"
+UNIMPLEMENTED_REASON = "NOT_IMPLEMENTED"
+UNKNOWN_REASON = "UNKNOWN_ERROR"
 
 
 def status_for(error: errors.DomainError) -> status_pb2.Status:
-    """The google.rpc.Status for a domain error, with BadRequest details where useful."""
+    """The google.rpc.Status for a domain error: BadRequest details where useful, RetryInfo
+    when the caller may retry after a known delay, and always ErrorInfo."""
     code = grpc.StatusCode.UNKNOWN
     for error_type, status_code in _STATUS_BY_ERROR:
         if isinstance(error, error_type):
             code = status_code
             break
+    reason = error.reason or next(
+        (r for error_type, r in _REASON_BY_ERROR if isinstance(error, error_type)),
+        UNKNOWN_REASON)
     status = status_pb2.Status(code=code.value[0], message=error.message)
     if isinstance(error, errors.InvalidArgument) and error.violations:
         bad_request = error_details_pb2.BadRequest(
@@ -81,23 +105,38 @@ def status_for(error: errors.DomainError) -> status_pb2.Status:
                 for v in error.violations
             ]
         )
-        detail = any_pb2.Any()
-        detail.Pack(bad_request)
-        status.details.append(detail)
+        _add_detail(status, bad_request)
+    if isinstance(error, errors.Throttled) and error.retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(1, round(error.retry_after_s * 1e9)))
+        _add_detail(status, error_details_pb2.RetryInfo(retry_delay=delay))
+    return _with_reason(status, reason)
+
+
+def _add_detail(status: status_pb2.Status, message: Any) -> None:
+    detail = any_pb2.Any()
+    detail.Pack(message)
+    status.details.append(detail)
+
+
+def _with_reason(status: status_pb2.Status, reason: str) -> status_pb2.Status:
+    _add_detail(status, error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
     return status
 
 
 def _internal_status() -> status_pb2.Status:
-    return status_pb2.Status(
+    return _with_reason(status_pb2.Status(
         code=code_pb2.INTERNAL, message="internal error; the server log has the details"
-    )
+    ), INTERNAL_REASON)
 
 
 class ServiceInterceptor(_ServerInterceptor):
     """Authenticates, traces and maps errors for every business RPC."""
 
-    def __init__(self, tokens: TokenStore | None) -> None:
+    def __init__(self, tokens: TokenStore | None,
+                 limits: call_limits.LimitSettings | None = None) -> None:
         self._tokens = tokens
+        self._guard = call_limits.CallGuard(limits or call_limits.LimitSettings())
 
     def intercept_service(
         self,
@@ -114,13 +153,13 @@ class ServiceInterceptor(_ServerInterceptor):
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method, metadata),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=call_limits.tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 self._streaming(handler.unary_stream, method, metadata),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=call_limits.tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
@@ -172,7 +211,8 @@ class ServiceInterceptor(_ServerInterceptor):
     ) -> Iterator[None]:
         with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER):
             try:
-                principal_token = bind_principal(self._authenticate(metadata))
+                principal_token = bind_principal(self._guard.admit(
+                    lambda: self._authenticate(metadata), context.peer()))
                 try:
                     yield
                 finally:
@@ -184,6 +224,9 @@ class ServiceInterceptor(_ServerInterceptor):
             except Exception as error:
                 if _is_abort(error, context):
                     raise
+                late = call_limits.late_error(error, method)
+                if late is not None:
+                    context.abort_with_status(rpc_status.to_status(status_for(late)))
                 log.exception("unhandled error in %s", method)
                 context.abort_with_status(rpc_status.to_status(_internal_status()))
 
@@ -192,7 +235,10 @@ class ServiceInterceptor(_ServerInterceptor):
         metadata: dict[str, Any],
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._rpc_scope(method, metadata, context):
+            # The deadline covers the token lookup too (it may wait for a database lock).
+            with deadlines.bound(self._guard.unary_timeout_s(context)), self._rpc_scope(
+                    method, metadata, context):
+                call_limits.check_decoded(request, method)
                 return behaviour(request, context)
 
         return handle
@@ -202,16 +248,18 @@ class ServiceInterceptor(_ServerInterceptor):
         metadata: dict[str, Any],
     ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with self._rpc_scope(method, metadata, context):
+            with self._rpc_scope(method, metadata, context), self._guard.stream(
+                    call_limits.current_caller(), context.peer()):
+                call_limits.check_decoded(request, method)
                 yield from behaviour(request, context)
 
         return handle
 
 
 def _unimplemented(method: str) -> status_pb2.Status:
-    return status_pb2.Status(
+    return _with_reason(status_pb2.Status(
         code=code_pb2.UNIMPLEMENTED, message=f"{method} is not implemented by this server yet"
-    )
+    ), UNIMPLEMENTED_REASON)
 
 
 def _is_abort(error: Exception, context: grpc.ServicerContext) -> bool:
@@ -366,6 +414,7 @@ class GrpcApp:
     stop_event: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     monitor: HealthMonitor | None = None
+    limits: call_limits.LimitSettings = field(default_factory=call_limits.LimitSettings)
 
     def start(self) -> int:
         """Bind, register and start; returns the bound port (useful when asked for :0)."""
@@ -377,7 +426,7 @@ class GrpcApp:
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=GRPC_THREADS, thread_name_prefix=self.settings.name),
-            interceptors=[ServiceInterceptor(self.tokens)],
+            interceptors=[ServiceInterceptor(self.tokens, self.limits)],
             options=options,
             maximum_concurrent_rpcs=256,
         )
@@ -455,10 +504,16 @@ class DefaultDeadline(_UnaryUnaryClientInterceptor, _UnaryStreamClientIntercepto
         self._timeout_s = timeout_s
 
     def _with_deadline(self, details: Any) -> Any:
-        if details.timeout is not None:
+        # Inside a call being served, a peer call gets at most the time that call has left.
+        deadlines.check(f"calling {details.method}")
+        left = deadlines.remaining_s()
+        timeout = details.timeout if details.timeout is not None else self._timeout_s
+        if left is not None:
+            timeout = min(timeout, left)
+        if timeout == details.timeout:
             return details
         return _CallDetails(
-            details.method, self._timeout_s, details.metadata, details.credentials,
+            details.method, timeout, details.metadata, details.credentials,
             getattr(details, "wait_for_ready", None), getattr(details, "compression", None),
         )
 

@@ -7,9 +7,11 @@ waits for a payload that cannot be rendered. The values follow the routers' YANG
 (services/provisioning/netconf_templates/*/yang; tests/unit/order/test_limits.py reads them
 back):
 
-* the sub-interface description is the circuit id, a space and the customer's description;
-  cq-vendor's ``description-string`` holds 242 characters, so with an id of at most 64 the
-  customer keeps 160 (OpenConfig's description has no length limit);
+* the sub-interface description is the circuit id, a space and the description the events
+  carry, which is built from ids only (:func:`identifier_description`: the customer's own
+  free text stays in the order database); cq-vendor's ``description-string`` holds 242
+  characters, so with an id of at most 64 the rest keeps 160 (OpenConfig's description has
+  no length limit), and the customer's description is held to the same 160;
 * a VLAN is 1..4094 (both platforms);
 * the committed rate reaches 400 Gbit/s on both platforms (``cir-kbps``, ``rate-bps``), and
   so does the burst allowance above it;
@@ -36,6 +38,12 @@ MIN_VLAN, MAX_VLAN = 1, 4094
 
 MIN_BANDWIDTH_MBPS, MAX_BANDWIDTH_MBPS = 1, 400_000
 MAX_BURST_MBPS = 400_000
+
+
+def identifier_description(tenant_id: str) -> str:
+    """The circuit description events and routers carry: ids, no customer text (at most
+    4 + 64 characters, well within MAX_DESCRIPTION)."""
+    return f"IDC {tenant_id}"
 
 
 def is_id(value: str) -> bool:

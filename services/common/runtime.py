@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.common import db
 from services.common import metric_catalogue as catalogue
 from services.common.auth import SqlTokenStore
+from services.common.call_limits import LimitSettings
 from services.common.config import ConfigError, ServiceSettings
 from services.common.events import EventConsumer, OutboxRelay
 from services.common.events.admin_servicer import register_event_admin
@@ -183,6 +184,7 @@ def build_app(
         settings=settings,
         register=register_all,
         tokens=runtime.tokens,
+        limits=LimitSettings.from_env(),
         checks={
             "database": lambda: db.ping(runtime.engine),
             "broker": lambda: broker_reachable(settings.kafka.bootstrap),

@@ -4,7 +4,7 @@ called with the signed-in person's own token (so every rule is the API's, not ou
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc import aio
@@ -17,6 +17,7 @@ from idc.order.v1 import order_service_pb2_grpc as orders_grpc
 from idc.provisioning.v1 import provisioning_service_pb2 as prov_pb
 from idc.provisioning.v1 import provisioning_service_pb2_grpc as prov_grpc
 from services.common.grpc_server import call_metadata
+from services.common.order_watch import watch_order_async
 
 PAGE_SIZE = 1000
 # More than this many circuits or orders are not read into one page of the console.
@@ -146,16 +147,24 @@ class GrpcBackend:
     async def watch(self, token: str,
                     order_id: str) -> AsyncIterator[orders_pb.WatchOrderResponse]:
         # No deadline: the stream lasts while someone watches; the server ends it when the
-        # order is final, and leaving the page cancels it.
-        call = self._orders.WatchOrder(orders_pb.WatchOrderRequest(order_id=order_id),
-                                       metadata=call_metadata(token))
+        # order is final or its stream lifetime passed (then it is opened again), and
+        # leaving the page cancels it.
+        calls: list[Any] = []
+
+        def open_stream() -> AsyncIterator[orders_pb.WatchOrderResponse]:
+            call = self._orders.WatchOrder(orders_pb.WatchOrderRequest(order_id=order_id),
+                                           metadata=call_metadata(token))
+            calls.append(call)
+            return aiter(call)
+
         try:
-            async for message in call:
+            async for message in watch_order_async(open_stream):
                 yield message
         except aio.AioRpcError as error:
             raise _refused("order", error) from None
         finally:
-            call.cancel()
+            for call in calls:
+                call.cancel()
 
     async def circuit(self, token: str, circuit_id: str) -> circuit_pb2.Circuit:
         try:

@@ -8,6 +8,9 @@ transaction, one order after the other, each seeing what the previous ones took.
 wait for their outcome; when the leader is done one of them leads the next batch. Every
 order still gets its own decision (admitted, refused for capacity, replayed), exactly as if
 it had run alone after the previous one.
+
+The batch's transaction is bounded by the latest deadline of its callers (unbounded if one
+has none): one caller's deadline passing does not refuse the commit of the others' orders.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from services.common import deadlines
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,6 +33,8 @@ class Pending(Generic[T, R]):
     """One queued item and, once its batch ran, its result or error."""
 
     item: T
+    # The caller's deadline (services/common/deadlines.py), None if it has none.
+    deadline: float | None = None
     result: R | None = None
     error: BaseException | None = None
     # Set when the item is settled or when its caller is to lead the next batch.
@@ -58,7 +65,7 @@ class GroupCommit(Generic[T, R]):
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def submit(self, item: T) -> R:
-        pending: Pending[T, R] = Pending(item)
+        pending: Pending[T, R] = Pending(item, deadlines.current())
         with self._lock:
             self._queue.append(pending)
             pending.lead = not self._busy
@@ -71,7 +78,8 @@ class GroupCommit(Generic[T, R]):
             batch = self._queue[:self.max_batch]
             del self._queue[:self.max_batch]
         try:
-            self.run_batch(batch)
+            with deadlines.until(_latest(batch)):
+                self.run_batch(batch)
         except BaseException as error:
             for unsettled in batch:
                 if unsettled.result is None and unsettled.error is None:
@@ -89,3 +97,9 @@ class GroupCommit(Generic[T, R]):
             if successor is not None:
                 successor.wake.set()
         return pending.outcome()
+
+
+def _latest(batch: Sequence[Pending[T, R]]) -> float | None:
+    if any(pending.deadline is None for pending in batch):
+        return None
+    return max(pending.deadline for pending in batch if pending.deadline is not None)

@@ -15,6 +15,8 @@ from services.common.runtime import ServiceRuntime, build_app, run_service
 from services.common.service_table import ORDER
 from services.common.servicers import register
 from services.order.audit import order_chain
+from services.order.contacts import ContactCipher, ContactKeySet, load_key_set
+from services.order.disclosure import ContactVault, billing_telcos
 from services.order.domain.catalogue import load_catalogue
 from services.order.domain.pricing import load_price_book
 from services.order.metrics import register_gauges
@@ -31,9 +33,12 @@ from services.order.workers import (
 MIGRATIONS = ORDER.migrations_dir
 
 
-def make_order_app(runtime: ServiceRuntime, settings: OrderSettings) -> GrpcApp:
-    app = OrderApp(runtime.session_factory, load_catalogue(), load_price_book(), settings,
-                   ChangeNotifier())
+def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
+                   contact_keys: ContactKeySet) -> GrpcApp:
+    catalogue = load_catalogue()
+    app = OrderApp(runtime.session_factory, catalogue, load_price_book(), settings,
+                   ChangeNotifier(), contacts=ContactVault(ContactCipher(contact_keys),
+                                                           billing_telcos(catalogue)))
     chain = order_chain(signing_keys(AuditKeySettings.from_env(SIGNING_DIR)))
     chain.install(runtime.session_factory)
 
@@ -59,7 +64,7 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings) -> GrpcApp:
 
 
 def make_app(runtime: ServiceRuntime) -> GrpcApp:
-    return make_order_app(runtime, OrderSettings.from_env())
+    return make_order_app(runtime, OrderSettings.from_env(), load_key_set())
 
 
 def main() -> int:

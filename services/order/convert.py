@@ -14,6 +14,7 @@ from idc.events.v1 import common_pb2
 from idc.order.v1 import circuit_pb2, order_pb2, price_pb2
 from idc.type.v1 import circuit_operation_pb2, money_pb2, side_pb2
 from services.common.errors import InvalidArgument
+from services.common.limits import identifier_description
 from services.order import store
 from services.order.domain.catalogue import Catalogue, Side
 from services.order.domain.health import Health
@@ -158,7 +159,8 @@ def order_by_id(session: Session, order_id: str, tenant: str | None) -> order_pb
 def order_message(row: Mapping[Any, Any], approvals: Sequence[Mapping[Any, Any]],
                   audit: Sequence[Mapping[Any, Any]]) -> order_pb2.Order:
     """An order from its column values (``orders``), approvals sorted by side and audit
-    entries in the order they were written."""
+    entries in the order they were written; without its contacts, which only
+    services.order.disclosure opens, for the principals allowed to read them."""
     currency = row["currency"]
     message = order_pb2.Order(
         id=row["id"],
@@ -181,7 +183,6 @@ def order_message(row: Mapping[Any, Any], approvals: Sequence[Mapping[Any, Any]]
         quote_id=row["quote_id"] or "",
         request_id=row["request_id"],
         requested_by=row["requested_by"],
-        contacts=[order_pb2.Contact(**c) for c in row["contacts"]],
         create_time=timestamp(row["created_at"]),
         update_time=timestamp(row["updated_at"]),
         complete_time=timestamp(row["completed_at"]),
@@ -283,7 +284,8 @@ def endpoint(catalogue: Catalogue, port_id: str, vlan: int) -> common_pb2.Circui
 
 def circuit_parameters(catalogue: Catalogue, row: OrderRow | CircuitRow, circuit_id: str,
                        bandwidth_mbps: int, burst_mbps: int) -> common_pb2.CircuitParameters:
-    """What the routers need: ids and technical values; never contacts or the reference."""
+    """What the routers need: ids and technical values; never contacts, the reference or
+    the customer's description (the description is built from ids)."""
     return common_pb2.CircuitParameters(
         circuit_id=circuit_id,
         tenant_id=row.tenant_id,
@@ -291,5 +293,5 @@ def circuit_parameters(catalogue: Catalogue, row: OrderRow | CircuitRow, circuit
         z_end=endpoint(catalogue, row.z_port_id, row.z_vlan),
         bandwidth_mbps=bandwidth_mbps,
         burst_mbps=burst_mbps,
-        description=row.description,
+        description=identifier_description(row.tenant_id),
     )

@@ -42,6 +42,8 @@ from services.common.events.tables import OutboxRow
 from services.common.events.topics import ORDER_EVENTS
 from services.order import approval_log, convert, store
 from services.order.admission import GroupCommit, Pending
+from services.order.contacts import SealedContacts
+from services.order.disclosure import ContactVault
 from services.order.domain import capacity as cap
 from services.order.domain.catalogue import Catalogue, Side
 from services.order.domain.lifecycle import (
@@ -120,7 +122,7 @@ class Placement:
     spec: CircuitRequest
     terms: PriceTerms
     quote_id: str | None
-    contacts: list[dict[str, str]]
+    contacts: SealedContacts
     moment: datetime
     order_id: str
     circuit_id: str
@@ -130,7 +132,7 @@ class Placement:
 class OrderApp:
     def __init__(self, factory: sessionmaker[Session], catalogue: Catalogue,
                  price_book: PriceBook, settings: OrderSettings, notifier: ChangeNotifier,
-                 clock: Callable[[], datetime] = now) -> None:
+                 clock: Callable[[], datetime] = now, *, contacts: ContactVault) -> None:
         self.factory = factory
         self.single_statement_factory = db.single_statement_factory(factory)
         self.catalogue = catalogue
@@ -138,6 +140,7 @@ class OrderApp:
         self.settings = settings
         self.notifier = notifier
         self.clock = clock
+        self.contacts = contacts
         self.metrics = OrderMetrics(clock)
         self.admissions: GroupCommit[Placement, order_pb2.Order] = GroupCommit(self._admit)
 
@@ -198,6 +201,11 @@ class OrderApp:
 
     def _emit(self, session: Session, circuit_id: str, message: Message) -> None:
         outbox.add(session, ORDER_EVENTS, circuit_id, message)
+
+    def reveal(self, principal: Principal, *orders: order_pb2.Order) -> None:
+        """Fill in the contacts of those ``orders`` that ``principal`` may read them on."""
+        with self.read_one_statement() as session:
+            self.contacts.reveal(session, principal, orders)
 
     def _telco_side(self, principal: Principal) -> Side | None:
         return self.catalogue.side_of_telco(principal.telco or "")
@@ -269,12 +277,12 @@ class OrderApp:
                     raise
                 return convert.order(session, existing)
         moment = self.clock()
+        order_id = new_id("ord")
         return self.admissions.submit(Placement(
             tenant=tenant, subject=principal.subject, request_id=request.request_id,
             fingerprint=fingerprint, spec=spec, terms=terms, quote_id=quote_id,
-            contacts=[{"role": c.role, "name": c.name, "email": c.email, "phone": c.phone}
-                      for c in request.contacts],
-            moment=moment, order_id=new_id("ord"), circuit_id=new_id("cct"),
+            contacts=self.contacts.seal(order_id, request.contacts),
+            moment=moment, order_id=order_id, circuit_id=new_id("cct"),
             trace_headers=capture_trace_headers()))
 
     def _admit(self, batch: Sequence[Pending[Placement, order_pb2.Order]]) -> None:
@@ -388,7 +396,7 @@ class OrderApp:
             "request_id": order.request_id, "request_hash": order.fingerprint,
             "quote_id": order.quote_id, "requested_by": order.subject,
             "previous_bandwidth_mbps": 0, "reserved_mbps": spec.bandwidth_mbps,
-            "contacts": order.contacts, "failure": None, "plan_error": None,
+            **order.contacts.columns(), "failure": None, "plan_error": None,
             "approval_expire_at": moment + timedelta(seconds=self.settings.approval_window_s),
             "created_at": moment, "updated_at": moment, "completed_at": None,
             "approved_at": None, "provisioning_step": None, "provisioning_step_at": None,
@@ -485,14 +493,14 @@ class OrderApp:
                        circuit_id: str, principal: Principal, request_id: str,
                        fingerprint: str, quote_id: str | None, shape: dict[str, object],
                        money: dict[str, object], *, previous_bandwidth_mbps: int,
-                       reserved_mbps: int, contacts: list[dict[str, str]]) -> OrderRow:
+                       reserved_mbps: int, contacts: Sequence[order_pb2.Contact]) -> OrderRow:
         moment = self.clock()
         order = OrderRow(
             id=order_id, type=order_type.value, state=OrderState.ACKNOWLEDGED.value,
             circuit_id=circuit_id, request_id=request_id, request_hash=fingerprint,
             quote_id=quote_id, requested_by=principal.subject,
             previous_bandwidth_mbps=previous_bandwidth_mbps, reserved_mbps=reserved_mbps,
-            contacts=contacts, failure=None, plan_error=None,
+            **self.contacts.seal(order_id, contacts).columns(), failure=None, plan_error=None,
             approval_expire_at=moment + timedelta(seconds=self.settings.approval_window_s),
             created_at=moment, updated_at=moment, completed_at=None, version=1,
             **shape, **money)
@@ -576,7 +584,7 @@ class OrderApp:
             order = self._new_order_row(
                 session, order_id, order_type, circuit.id, principal, request_id, fingerprint,
                 None, shape, terms_currency, previous_bandwidth_mbps=circuit.bandwidth_mbps,
-                reserved_mbps=reserved, contacts=[])
+                reserved_mbps=reserved, contacts=())
             if reason:
                 self._audit(session, order, principal.subject, f"customer's reason: {reason}",
                             OrderState.PENDING_APPROVAL, OrderState.PENDING_APPROVAL)
@@ -622,7 +630,7 @@ class OrderApp:
                 event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(self.clock()),
                 order_id=order.id, circuit_id=circuit.id,
                 operation=convert.OPERATION[OrderType(order.type)],
-                cancelled_by=principal.subject))
+                cancelled_by=principal.ref))
             return convert.order(session, order)
 
     def _withdraw_pending_approvals(self, session: Session, order_id: str,
@@ -708,7 +716,7 @@ class OrderApp:
                 event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(self.clock()),
                 order_id=order.id, circuit_id=circuit.id,
                 operation=convert.OPERATION[OrderType(order.type)],
-                side=convert.side_proto(side.value), rejected_by=principal.subject,
+                side=convert.side_proto(side.value), rejected_by=principal.ref,
                 reason=reason, expired=False))
             return convert.order(session, order)
 

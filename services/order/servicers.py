@@ -4,7 +4,8 @@ services.order.orders and services.order.domain.
 
 Who may do what: customers act on their own tenant only (another tenant's order or
 circuit answers NOT_FOUND, exactly like a missing id); ops read everything and decide
-approvals for their own telco; billing admins and admins read everything.
+approvals for their own telco; billing admins and admins read everything. An order's
+contacts are filled in only for the principals services.order.domain.disclosure allows.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from sqlalchemy import select
 from idc.ops.v1 import approval_service_pb2, approval_service_pb2_grpc
 from idc.order.v1 import (
     capacity_pb2,
+    order_pb2,
     order_service_pb2,
     order_service_pb2_grpc,
     quote_pb2,
     site_pb2,
 )
 from idc.type.v1 import router_payload_pb2
+from services.common import streams
 from services.common.auth import Principal, Role, current_principal, require_role
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.order import approval_log, convert, store
@@ -104,7 +107,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                     context: grpc.ServicerContext) -> order_service_pb2.CreateOrderResponse:
         principal = require_role(Role.CUSTOMER)
         return order_service_pb2.CreateOrderResponse(
-            order=self.app.create_order(principal, request))
+            order=self._shown(principal, self.app.create_order(principal, request)))
 
     def ModifyBandwidth(self, request: order_service_pb2.ModifyBandwidthRequest,
                         context: grpc.ServicerContext
@@ -112,7 +115,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         principal = require_role(Role.CUSTOMER)
         _require_id(request.circuit_id, "circuit_id", "circuit")
         return order_service_pb2.ModifyBandwidthResponse(
-            order=self.app.modify_bandwidth(principal, request))
+            order=self._shown(principal, self.app.modify_bandwidth(principal, request)))
 
     def DisconnectCircuit(self, request: order_service_pb2.DisconnectCircuitRequest,
                           context: grpc.ServicerContext
@@ -120,14 +123,14 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         principal = require_role(Role.CUSTOMER)
         _require_id(request.circuit_id, "circuit_id", "circuit")
         return order_service_pb2.DisconnectCircuitResponse(
-            order=self.app.disconnect(principal, request))
+            order=self._shown(principal, self.app.disconnect(principal, request)))
 
     def CancelOrder(self, request: order_service_pb2.CancelOrderRequest,
                     context: grpc.ServicerContext) -> order_service_pb2.CancelOrderResponse:
         principal = require_role(Role.CUSTOMER, Role.ADMIN)
         _require_id(request.order_id, "order_id", "order")
-        return order_service_pb2.CancelOrderResponse(
-            order=self.app.cancel(principal, request.order_id, request.reason))
+        return order_service_pb2.CancelOrderResponse(order=self._shown(
+            principal, self.app.cancel(principal, request.order_id, request.reason)))
 
     def GetOrder(self, request: order_service_pb2.GetOrderRequest,
                  context: grpc.ServicerContext) -> order_service_pb2.GetOrderResponse:
@@ -135,6 +138,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         _require_id(request.order_id, "order_id", "order")
         with self.app.read_one_statement() as session:
             order = convert.order_by_id(session, request.order_id, _scope(principal))
+            self.app.contacts.reveal(session, principal, [order])
         return order_service_pb2.GetOrderResponse(order=order)
 
     def ListOrders(self, request: order_service_pb2.ListOrdersRequest,
@@ -155,9 +159,10 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
             query = query.where(OrderRow.circuit_id == request.circuit_id)
         with self.app.read_one_statement() as session:
             orders, more = store.newest_with_history(session, query, offset, limit)
+            messages = [convert.order_message(*order) for order in orders]
+            self.app.contacts.reveal(session, principal, messages)
         return order_service_pb2.ListOrdersResponse(
-            orders=[convert.order_message(*order) for order in orders],
-            next_page_token=store.next_token(offset, limit, len(orders), more))
+            orders=messages, next_page_token=store.next_token(offset, limit, len(orders), more))
 
     def WatchOrder(self, request: order_service_pb2.WatchOrderRequest,
                    context: grpc.ServicerContext
@@ -168,13 +173,17 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         context.add_callback(notifier.notify)  # wake the wait below when the client leaves
         seen_version: int | None = None
         seen_entries = 0
-        while context.is_active():
+        # The stream's lifetime (services/common/streams.py) ends it with OK before the order
+        # is final; the client opens it again and gets the current state first.
+        while context.is_active() and not streams.ended():
             generation = notifier.generation
             # A short-lived session per look: no connection is held while waiting.
             with self.app.read() as session:
                 row = store.get_order(session, request.order_id, _scope(principal))
                 changed = row.version != seen_version
                 order = convert.order(session, row) if changed else None
+                if order is not None:
+                    self.app.contacts.reveal(session, principal, [order])
             if order is not None:
                 new_entries = list(order.audit_trail)[seen_entries:]
                 if seen_version is None or not new_entries:
@@ -185,7 +194,12 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                 seen_version, seen_entries = row.version, len(order.audit_trail)
                 if OrderState(row.state).terminal:
                     return
-            notifier.wait(generation, WATCH_POLL_S)
+            left = streams.remaining_s()
+            notifier.wait(generation, WATCH_POLL_S if left is None else min(WATCH_POLL_S, left))
+
+    def _shown(self, principal: Principal, order: order_pb2.Order) -> order_pb2.Order:
+        self.app.reveal(principal, order)
+        return order
 
     def GetCircuit(self, request: order_service_pb2.GetCircuitRequest,
                    context: grpc.ServicerContext) -> order_service_pb2.GetCircuitResponse:
@@ -274,6 +288,7 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
                 item = approval_service_pb2.PendingApproval(
                     order=convert.order(session, row),
                     expire_time=convert.timestamp(row.approval_expire_at))
+                self.app.contacts.reveal(session, principal, [item.order])
                 plan = store.plans(session, row.id).get(side.value)
                 if plan is not None:
                     item.payload.CopyFrom(router_payload_pb2.RouterPayload.FromString(plan.payload))
@@ -287,15 +302,18 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
         if not request.payload_sha256:
             raise InvalidArgument.for_field(
                 "payload_sha256", "is required: the sha256 of the payload you reviewed")
-        return approval_service_pb2.ApproveResponse(order=self.app.approve(
-            principal, request.order_id, request.payload_sha256, request.comment))
+        order = self.app.approve(principal, request.order_id, request.payload_sha256,
+                                 request.comment)
+        self.app.reveal(principal, order)
+        return approval_service_pb2.ApproveResponse(order=order)
 
     def Reject(self, request: approval_service_pb2.RejectRequest,
                context: grpc.ServicerContext) -> approval_service_pb2.RejectResponse:
         principal = require_role(Role.OPS)
         _require_id(request.order_id, "order_id", "order")
-        return approval_service_pb2.RejectResponse(
-            order=self.app.reject(principal, request.order_id, request.reason))
+        order = self.app.reject(principal, request.order_id, request.reason)
+        self.app.reveal(principal, order)
+        return approval_service_pb2.RejectResponse(order=order)
 
     def ListApprovalHistory(self, request: approval_service_pb2.ListApprovalHistoryRequest,
                             context: grpc.ServicerContext

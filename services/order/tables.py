@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Index,
     Integer,
@@ -121,7 +120,11 @@ class OrderRow(OrderBase):
     description: Mapped[str] = mapped_column(String(256))
     # Bandwidth this order holds on the channel and its ports; 0 once the order ended.
     reserved_mbps: Mapped[int] = mapped_column(BigInteger)
-    contacts: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    # The contacts, AES-GCM sealed (services/order/contacts.py; migration 0007): the key
+    # they were sealed with and the nonce beside the ciphertext.
+    contacts_key_id: Mapped[str] = mapped_column(String(32))
+    contacts_nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    contacts_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     failure: Mapped[bytes | None] = mapped_column(LargeBinary)
     plan_error: Mapped[str | None] = mapped_column(Text)
     approval_expire_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -152,7 +155,7 @@ class ApprovalRow(OrderBase):
 
 class ApprovalDecisionRow(OrderBase):
     """Every decision on one side's approval (approved, rejected, superseded, expired,
-    reopened), append-only (migration four_eyes): never updated. ``approvals`` holds each
+    reopened), append-only (migration 0008): never updated. ``approvals`` holds each
     side's current decision, written only together with the entry it follows (see
     approval_log.decide)."""
 
@@ -212,5 +215,5 @@ class CircuitDriftRow(OrderBase):
     reported_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-# The audit chain's links and heads (services/common/audit_chain.py; migration audit_chain).
+# The audit chain's links and heads (services/common/audit_chain.py; migration 0009).
 AUDIT_CHAIN, AUDIT_CHAIN_HEADS = chain_tables(OrderBase.metadata)

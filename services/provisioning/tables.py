@@ -1,4 +1,4 @@
-"""The provisioning service's own tables (migrations 0002 to 0006, and four_eyes)."""
+"""The provisioning service's own tables (migrations 0002 to 0009)."""
 
 from __future__ import annotations
 
@@ -199,5 +199,5 @@ class RepairDecisionRow(ProvisioningBase):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-# The audit chain's links and heads (services/common/audit_chain.py; migration audit_chain).
+# The audit chain's links and heads (services/common/audit_chain.py; migration 0009).
 AUDIT_CHAIN, AUDIT_CHAIN_HEADS = chain_tables(ProvisioningBase.metadata)

@@ -38,6 +38,7 @@ from idc.ops.v1 import approval_service_pb2 as approvals_pb
 from idc.order.v1 import circuit_pb2, order_pb2
 from idc.order.v1 import order_service_pb2 as orders_pb
 from idc.order.v1 import order_service_pb2_grpc as orders_grpc
+from services.common.limits import identifier_description
 from services.provisioning.domain.circuits import CircuitEnd
 from services.provisioning.domain.faults import RouterFailure
 from services.provisioning.domain.observe import differences, intended_leaves, running_subinterfaces
@@ -287,7 +288,8 @@ def end_of(circuit: circuit_pb2.Circuit, router: str) -> CircuitEnd:
     end = circuit.a_end if router == "sg-edge-1" else circuit.z_end
     return CircuitEnd(
         circuit_id=circuit.id, router_name=router, interface=end.port_id.split(":", 1)[1],
-        vlan=end.vlan_id, description=circuit.description,
+        # The routers carry the description built from ids, not the customer's.
+        vlan=end.vlan_id, description=identifier_description(circuit.tenant_id),
         bandwidth_mbps=circuit.bandwidth_mbps, burst_mbps=circuit.burst_mbps)
 
 

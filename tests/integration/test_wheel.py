@@ -163,6 +163,7 @@ def test_the_order_service_serves_from_the_installed_package(
         IDC_ORDER_LISTEN=address,
         IDC_VAR_DIR=str(tmp_path),
         IDC_TOKEN_PEPPER="test-pepper",
+        IDC_DEV_MODE="true",
         IDC_GRACE_PERIOD_S="3",
     )
     log = tmp_path / "order.log"

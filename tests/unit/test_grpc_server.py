@@ -100,6 +100,14 @@ def _call(channel: grpc.Channel, method: str, token: str | None, timeout: float 
     return result
 
 
+def _reason(error: grpc.RpcError) -> str:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[-1].Unpack(info)
+    return info.reason
+
+
 def test_bearer_token_becomes_the_principal(app: tuple[GrpcApp, str]) -> None:
     grpc_app, token = app
     with client_channel(f"127.0.0.1:{grpc_app.port}") as channel:
@@ -131,6 +139,8 @@ def test_domain_errors_map_to_status_codes_with_details(app: tuple[GrpcApp, str]
             _call(channel, "Crash", token)
         assert crashed.value.code() == grpc.StatusCode.INTERNAL
         assert "secret" not in (crashed.value.details() or "")
+        assert _reason(crashed.value) == "INTERNAL_ERROR"
+        assert _reason(exhausted.value) == "CAPACITY_EXHAUSTED"
 
 
 def test_streaming_errors_are_mapped_after_the_items(app: tuple[GrpcApp, str]) -> None:
@@ -217,6 +227,7 @@ def test_a_generated_base_servicer_answers_unimplemented_honestly(tmp_path: Path
                 channel.unary_unary("/idc.billing.v1.BillingService/GetInvoice")(b"")
             assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
             assert "GetInvoice" in (refused.value.details() or "")
+            assert _reason(refused.value) == "NOT_IMPLEMENTED"
     finally:
         grpc_app.stop()
 

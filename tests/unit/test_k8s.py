@@ -154,7 +154,9 @@ def _container_problems(deployment: Manifest) -> Iterator[str]:
         if "@sha256:" not in image and (":" not in image or image.endswith(":latest")):
             yield f"{where}: image {image} has no fixed tag"
         for variable in container.get("env", []):
-            secret_like = any(word in variable["name"] for word in SECRET_WORDS)
+            # A *_FILE variable names where a mounted secret is, not the secret itself.
+            secret_like = any(word in variable["name"] for word in SECRET_WORDS) \
+                and not variable["name"].endswith("_FILE")
             if secret_like and "value" in variable:
                 yield f"{where}: {variable['name']} is a credential given as a plain value"
 

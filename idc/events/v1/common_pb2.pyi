@@ -35,7 +35,9 @@ class CircuitEndpoint(_message.Message):
       services/common/events/envelope.py). Payloads still carry event_id and occurred_at so
       stored events stand on their own.
     * Events carry identifiers only, never personal data or customer free text (contacts,
-      customer_reference, description stay in the order database): they cross the border.
+      customer_reference, the customer's description stay in the order database): they
+      cross the border. Principals appear as opaque principal ids (Principal.ref in
+      services/common/auth.py), never as their e-mail-shaped names.
     * Consumers are idempotent by event_id.
 
     One end of a circuit, as the routers need it.
@@ -107,8 +109,10 @@ class CircuitParameters(_message.Message):
     burst_mbps: _builtins.int
     """Burst allowance above CIR in Mbps."""
     description: _builtins.str
-    """Circuit description as configured on both routers' sub-interfaces. It is router
-    configuration, validated at order time; customer contacts never travel with it.
+    """Circuit description for both routers' sub-interfaces (each router's description is
+    the circuit id, a space and this). Built from ids only, "IDC <tenant_id>"
+    (services/common/limits.py identifier_description): the customer's free-text
+    description, reference and contacts stay in the order database.
     """
     @_builtins.property
     def a_end(self) -> Global___CircuitEndpoint:

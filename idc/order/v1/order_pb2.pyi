@@ -274,8 +274,8 @@ Global___OrderFailure: _TypeAlias = OrderFailure  # noqa: Y015
 
 @_typing.final
 class Contact(_message.Message):
-    """A contact person for an order. Stored only in the order database; never put on events
-    (events cross the border).
+    """A contact person for an order. Stored only in the order database, encrypted (AES-GCM);
+    never put on events (events cross the border).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -384,7 +384,10 @@ class Order(_message.Message):
 
     @_builtins.property
     def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contact]:
-        """Contacts for the order."""
+        """Contacts for the order (given with a NEW order). Filled in only for the customer's own
+        tenant and for the ops of the telco that bills the tenant; empty for every other
+        reader (the other telco's ops, billing admins, admins), whatever the order holds.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:

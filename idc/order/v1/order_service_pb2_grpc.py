@@ -162,7 +162,10 @@ class OrderServiceServicer:
     def WatchOrder(self, request, context):
         """Streams the order: its current state first, then every change, until the order
         reaches a terminal state (then the server closes the stream with OK) or the client
-        cancels.
+        cancels. The server also closes it with OK once the stream's lifetime has passed
+        (IDC_STREAM_LIFETIME_S): a stream that ends before a terminal state is to be opened
+        again. RESOURCE_EXHAUSTED at once when the caller or the server holds the most
+        streams allowed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -61,7 +61,10 @@ class OrderServiceStub:
     WatchOrder: _grpc.UnaryStreamMultiCallable[_order_service_pb2.WatchOrderRequest, _order_service_pb2.WatchOrderResponse]
     """Streams the order: its current state first, then every change, until the order
     reaches a terminal state (then the server closes the stream with OK) or the client
-    cancels.
+    cancels. The server also closes it with OK once the stream's lifetime has passed
+    (IDC_STREAM_LIFETIME_S): a stream that ends before a terminal state is to be opened
+    again. RESOURCE_EXHAUSTED at once when the caller or the server holds the most
+    streams allowed.
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]
     """Cancels an order that has not started provisioning (ACKNOWLEDGED, PENDING_APPROVAL
@@ -111,7 +114,10 @@ class OrderServiceAsyncStub(OrderServiceStub):
     WatchOrder: _aio.UnaryStreamMultiCallable[_order_service_pb2.WatchOrderRequest, _order_service_pb2.WatchOrderResponse]  # type: ignore[assignment]
     """Streams the order: its current state first, then every change, until the order
     reaches a terminal state (then the server closes the stream with OK) or the client
-    cancels.
+    cancels. The server also closes it with OK once the stream's lifetime has passed
+    (IDC_STREAM_LIFETIME_S): a stream that ends before a terminal state is to be opened
+    again. RESOURCE_EXHAUSTED at once when the caller or the server holds the most
+    streams allowed.
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Cancels an order that has not started provisioning (ACKNOWLEDGED, PENDING_APPROVAL
@@ -194,7 +200,10 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_order_service_pb2.WatchOrderResponse], _abc.AsyncIterator[_order_service_pb2.WatchOrderResponse]]:
         """Streams the order: its current state first, then every change, until the order
         reaches a terminal state (then the server closes the stream with OK) or the client
-        cancels.
+        cancels. The server also closes it with OK once the stream's lifetime has passed
+        (IDC_STREAM_LIFETIME_S): a stream that ends before a terminal state is to be opened
+        again. RESOURCE_EXHAUSTED at once when the caller or the server holds the most
+        streams allowed.
         """
 
     @_abc_1.abstractmethod

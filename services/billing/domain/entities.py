@@ -29,6 +29,9 @@ class BillingEntity:
     tax_rate: Decimal
     time_zone: ZoneInfo
     invoice_prefix: str
+    # The telco (order catalogue id, e.g. "sg") whose ops serve this entity's customers:
+    # the order service shows them the customers' contacts. Empty: no telco's ops.
+    telco: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ def _entity(entity_id: str, fields: Mapping[str, Any], source: str) -> BillingEn
         tax_rate=parse_rate(_text(fields, "tax_rate", where), f"{where} tax_rate"),
         time_zone=_zone(_text(fields, "time_zone", where), where),
         invoice_prefix=_text(fields, "invoice_prefix", where),
+        telco=_text(fields, "telco", where, ""),
     )
 
 

@@ -1,9 +1,10 @@
 """A circuit end as a router gets it: validated values, nothing else (no I/O).
 
 Every value that reaches a template passes through :func:`circuit_end` first, so a template
-never sees an unchecked string or number. The description is the only free text; it is
-checked for what XML cannot carry (control characters) and for length, and escaped by the
-renderer, so ``</description><config>`` or ``]]>]]>`` arrive on the router as text.
+never sees an unchecked string or number. The description is the only text field (built
+from ids by the order service, but provisioning does not rely on that); it is checked for
+what XML cannot carry (control characters) and for length, and escaped by the renderer, so
+``</description><config>`` or ``]]>]]>`` arrive on the router as text.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ class CircuitEnd:
     @property
     def router_description(self) -> str:
         """What the sub-interface's description says: the circuit id first (CheckSync finds
-        circuits by it), then the customer's description."""
+        circuits by it), then the event's description, which the order service builds from
+        ids (services.common.limits.identifier_description), never the customer's text."""
         return f"{self.circuit_id} {self.description}".rstrip()
 
     @property

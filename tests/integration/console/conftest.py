@@ -254,6 +254,9 @@ def stack(routers: RouterFleet, tmp_path_factory: pytest.TempPathFactory
             "IDC_PROVISIONING_DATABASE_URL": f"sqlite:///{work / 'provisioning.db'}",
             "IDC_PROVISIONING_INVENTORY": "devstack",
             "IDC_DEVSTACK_FILE": str(devstack),
+            # Short WatchOrder streams: a live order page outlasts several, so the tests
+            # show the console reopening them without losing a change.
+            "IDC_STREAM_LIFETIME_S": "2",
         }
         try:
             for name in ("order", "provisioning"):

@@ -50,9 +50,10 @@ def test_approve_from_each_telco_and_watch_the_order_become_active_live(
     assert_not_blank(olga.page.screenshot(full_page=True), stack.work / "approvals.png")
     card.locator("form.approve button").click()
     expect(olga.page).to_have_url(re.compile(f"/orders/{order.id}$"))
-    # The approver is shown by their opaque principal id (what the approval records).
+    # The approver as the opaque principal id the order service keeps, never the name.
     expect(olga.page.locator("#approvals")).to_contain_text(
         f"Singapore: APPROVED by {PEOPLE['olga'].ref}")
+    expect(olga.page.locator("#approvals")).not_to_contain_text("olga@sg")
     # Marks this page: a reload would lose it, so seeing it at the end proves none happened.
     olga.page.evaluate("window.consoleTestMarker = 'still the same page'")
 

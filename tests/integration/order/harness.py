@@ -24,6 +24,7 @@ from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2, order_servic
 from idc.type.v1 import circuit_operation_pb2, router_payload_pb2, side_pb2
 from services.common import db
 from services.common.auth import Principal, Role, SqlTokenStore
+from services.common.call_limits import LimitSettings
 from services.common.config import KafkaSettings, ServiceSettings
 from services.common.events import encode_event, producer_config
 from services.common.events.topics import CIRCUIT_EVENTS, ORDER_EVENTS
@@ -31,6 +32,7 @@ from services.common.grpc_server import GrpcApp, call_metadata
 from services.common.runtime import ServiceRuntime, create_topics
 from services.common.telemetry import configure_telemetry
 from services.order.app import MIGRATIONS, make_order_app
+from services.order.contacts import ContactKeySet
 from services.order.settings import OrderSettings
 
 T = TypeVar("T")
@@ -127,6 +129,8 @@ class OrderService:
     kafka: KafkaSettings
     clients: dict[str, Client]
     producer: KafkaProducer
+    # The key set the service seals contacts with.
+    contact_keys: ContactKeySet
 
     def __getattr__(self, name: str) -> Client:
         try:
@@ -214,6 +218,7 @@ def activated(order: order_pb2.Order) -> circuit_events.CircuitActivated:
 
 @contextmanager
 def running_order_service(database_url: str, kafka: KafkaSettings,
+                          limits: LimitSettings | None = None,
                           **order_settings: Any) -> Iterator[OrderService]:
     settings = dataclasses.replace(
         ServiceSettings.from_env("order", 0, {}), listen="127.0.0.1:0",
@@ -227,7 +232,10 @@ def running_order_service(database_url: str, kafka: KafkaSettings,
     runtime = ServiceRuntime(settings, engine, factory, tokens, configure_telemetry("order", {}))
     order = OrderSettings(consumer_group=f"order-test-{uuid.uuid4().hex[:8]}",
                           **order_settings)
-    app = make_order_app(runtime, order)
+    contact_keys = ContactKeySet.generate("test-1")
+    app = make_order_app(runtime, order, contact_keys)
+    if limits is not None:
+        app.limits = limits
     port = app.start()
     address = f"127.0.0.1:{port}"
     channel = grpc.insecure_channel(address)
@@ -239,7 +247,7 @@ def running_order_service(database_url: str, kafka: KafkaSettings,
         for name, principal in PRINCIPALS.items()
     }
     try:
-        yield OrderService(app, address, kafka, clients, producer)
+        yield OrderService(app, address, kafka, clients, producer, contact_keys)
     finally:
         producer.close()
         channel.close()

@@ -112,8 +112,12 @@ def test_new_change_disconnect_through_payload_bound_approvals(  # noqa: PLR0915
         assert (event.circuit.z_end.telco_id, event.circuit.z_end.router_name) \
             == ("cq", "cq-edge-1")
         assert event.circuit.bandwidth_mbps == 1000
-        assert event.circuit.description == "acme primary"
+        # Ids only: the customer's description stays home, approvers are opaque ids.
+        assert event.circuit.description == "IDC acme"
         assert {a.side: a.payload_sha256 for a in event.approvals} == second
+        assert {a.side: a.approver for a in event.approvals} == {
+            SG: svc.sam.principal.ref, CQ: svc.chen.principal.ref}
+        assert b"acme primary" not in event.SerializeToString()
         assert event.price.currency_code == "USD" and event.price.mrc.amount == "7140.00"
         assert b"ann@acme.example" not in event.SerializeToString()
         assert wait_for(lambda: svc.order_events(order.circuit_id, order_events.OrderCreated),

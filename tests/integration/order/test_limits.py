@@ -41,10 +41,10 @@ def test_a_description_provisioning_cannot_render_is_refused_at_create_order(
         at_limit = alice.create(100, description="d" * MAX_DESCRIPTION)
         assert at_limit.state == order_pb2.ORDER_STATE_PENDING_APPROVAL
         assert at_limit.spec.description == "d" * MAX_DESCRIPTION
-        # Provisioning gets the whole description.
+        # The order keeps the whole description; provisioning gets the one built from ids.
         created = wait_for(lambda: svc.order_events(at_limit.circuit_id,
                                                     order_events.OrderCreated), "OrderCreated")
-        assert created[0].circuit.description == "d" * MAX_DESCRIPTION
+        assert created[0].circuit.description == "IDC acme"
 
 
 def test_a_burst_beyond_the_routers_rate_limits_is_refused_at_modify_bandwidth(

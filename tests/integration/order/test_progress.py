@@ -148,8 +148,8 @@ def test_an_approved_order_shows_in_progress_with_its_step_and_is_alarmed_when_o
                                  a_end_vlan_id=vlan, z_end_vlan_id=vlan)
         try:
             assert alarm_status(svc) == SERVING
-            # The real coordinator renders both payloads, the 160-character description
-            # included, and each telco approves exactly what it shows.
+            # The real coordinator renders both payloads (the 160-character description
+            # stays in the order database) and each telco approves exactly what it shows.
             hashes = {
                 side: wait_for(lambda ops=ops: svc.shown_hash(ops, order.id),
                                f"{name}'s payload for {order.id}", timeout_s=60)

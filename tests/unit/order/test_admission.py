@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
-from services.common import db
+from services.common import db, deadlines
 from services.common.auth import Principal, Role
 from services.order import store
 from services.order.admission import GroupCommit, Pending
 from services.order.app import MIGRATIONS
+from services.order.contacts import ContactCipher, ContactKeySet
+from services.order.disclosure import ContactVault, billing_telcos
 from services.order.domain.catalogue import load_catalogue
 from services.order.domain.pricing import load_price_book
 from services.order.notifier import ChangeNotifier
@@ -78,7 +80,9 @@ def test_orders_of_a_failed_batch_are_decided_again_one_by_one(
     db.migrate(url, MIGRATIONS)
     app = OrderApp(db.make_session_factory(db.make_engine(url)), load_catalogue(),
                    load_price_book(), OrderSettings(channel_capacity_mbps=150),
-                   ChangeNotifier())
+                   ChangeNotifier(),
+                   contacts=ContactVault(ContactCipher(ContactKeySet.generate()),
+                                         billing_telcos(load_catalogue())))
     placements: list[Placement] = []
     monkeypatch.setattr(app, "admissions", SimpleNamespace(submit=placements.append))
     alice = Principal("alice@acme", Role.CUSTOMER, tenant="acme")
@@ -105,3 +109,39 @@ def test_orders_of_a_failed_batch_are_decided_again_one_by_one(
     assert second.result.request_id == "second"
     with app.read() as session:
         assert [row.request_id for row in session.query(OrderRow)] == ["second"]
+
+
+def test_a_batch_runs_until_the_latest_deadline_of_its_callers() -> None:
+    """One caller's deadline passing does not refuse the commit of the others' orders."""
+    seen: list[tuple[int, float | None]] = []
+    started, release = threading.Event(), threading.Event()
+
+    def run_batch(batch: Sequence[Pending[int, str]]) -> None:
+        if batch[0].item == 0:  # the first batch holds the others in the queue
+            started.set()
+            release.wait()
+        seen.append((len(batch), deadlines.current()))
+        for pending in batch:
+            pending.result = "done"
+
+    group: GroupCommit[int, str] = GroupCommit(run_batch)
+
+    def submit(item: int, timeout_s: float | None) -> tuple[str, float | None]:
+        if timeout_s is None:
+            return group.submit(item), None
+        with deadlines.bound(timeout_s):
+            return group.submit(item), deadlines.current()
+
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(submit, 0, 100.0)
+        assert started.wait(10)
+        short, long = pool.submit(submit, 1, 1.0), pool.submit(submit, 2, 200.0)
+        while len(group._queue) < 2:
+            threading.Event().wait(0.005)
+        release.set()
+        long_deadline = long.result()[1]
+        assert short.result()[0] == first.result()[0] == "done"
+    assert seen[1] == (2, long_deadline)
+    # A caller without a deadline runs its batch unbounded.
+    assert submit(3, None) == ("done", None)
+    assert seen[-1] == (1, None)

@@ -18,6 +18,7 @@ from services.common.limits import (
     MAX_ID_LENGTH,
     MAX_VLAN,
     MIN_VLAN,
+    identifier_description,
     is_id,
     is_interface,
 )
@@ -64,11 +65,27 @@ def rendered(request: CircuitRequest, a_vlan: int, z_vlan: int) -> list[str]:
             for side, platform in PLATFORM_OF_SIDE.items()]
 
 
-def test_a_description_of_the_limit_is_accepted_and_rendered_on_both_routers() -> None:
+def test_a_description_of_the_limit_is_accepted_and_stays_off_both_routers() -> None:
+    """The customer's description stays in the order database; both routers get the
+    circuit id and the description built from ids."""
     request = replace(REQUEST, description="d" * MAX_DESCRIPTION)
     validate_circuit_request(request, CATALOGUE, PRICES, "acme")
     payloads = rendered(request, 100, 100)
-    assert all("d" * MAX_DESCRIPTION in payload for payload in payloads)
+    assert not any("ddd" in payload for payload in payloads)
+    assert all(re.search(r"cct-[0-9a-f]+ IDC acme<", payload) for payload in payloads)
+
+
+def test_the_identifier_description_of_the_longest_tenant_id_renders() -> None:
+    tenant = "t" * MAX_ID_LENGTH
+    assert len(identifier_description(tenant)) <= MAX_DESCRIPTION
+    row = OrderRow(tenant_id=tenant, a_port_id=REQUEST.a_end_port_id,
+                   z_port_id=REQUEST.z_end_port_id, a_vlan=100, z_vlan=100,
+                   description="whatever the customer wrote")
+    params = convert.circuit_parameters(CATALOGUE, row, "c" * MAX_ID_LENGTH, 100, 0)
+    assert params.description == f"IDC {tenant}"
+    for side, platform in PLATFORM_OF_SIDE.items():
+        content = Renderer().render(platform, Operation.CREATE, circuit_end(params, side)).content
+        assert f"{'c' * MAX_ID_LENGTH} IDC {tenant}" in content
 
 
 def test_one_character_more_is_refused_at_the_order_naming_the_field() -> None:
@@ -76,11 +93,11 @@ def test_one_character_more_is_refused_at_the_order_naming_the_field() -> None:
     assert problems == {
         "spec.description": f"is {MAX_DESCRIPTION + 1} characters long; at most "
                             f"{MAX_DESCRIPTION} are allowed"}
-    # ... and provisioning would have refused it too: the limit is one.
+    # ... and provisioning refuses such a description too: the limit is one.
     row = OrderRow(tenant_id="acme", a_port_id=REQUEST.a_end_port_id,
-                   z_port_id=REQUEST.z_end_port_id, a_vlan=100, z_vlan=100,
-                   description="d" * (MAX_DESCRIPTION + 1))
+                   z_port_id=REQUEST.z_end_port_id, a_vlan=100, z_vlan=100)
     params = convert.circuit_parameters(CATALOGUE, row, new_id("cct"), 100, 0)
+    params.description = "d" * (MAX_DESCRIPTION + 1)
     with pytest.raises(InvalidArgument, match=r"circuit\.description"):
         circuit_end(params, Side.SINGAPORE)
 

@@ -22,7 +22,9 @@ from services.common.config import ConfigError
 from services.common.errors import FailedPrecondition
 from services.order import convert
 from services.order.app import MIGRATIONS
+from services.order.contacts import ContactCipher, ContactKeySet
 from services.order.convert import timestamp
+from services.order.disclosure import ContactVault, billing_telcos
 from services.order.domain.catalogue import load_catalogue
 from services.order.domain.lifecycle import (
     OrderState,
@@ -158,7 +160,9 @@ def app(tmp_path: Path, clock: Clock) -> Iterator[OrderApp]:
     db.migrate(url, MIGRATIONS)
     engine = db.make_engine(url)
     yield OrderApp(db.make_session_factory(engine), load_catalogue(), load_price_book(),
-                   OrderSettings(provisioning_alarm_s=600), ChangeNotifier(), clock=clock)
+                   OrderSettings(provisioning_alarm_s=600), ChangeNotifier(), clock=clock,
+                   contacts=ContactVault(ContactCipher(ContactKeySet.generate()),
+                                         billing_telcos(load_catalogue())))
     engine.dispose()
 
 

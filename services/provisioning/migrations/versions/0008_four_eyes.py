@@ -1,16 +1,16 @@
 """Four eyes on repairs: repair plans, their payloads and decisions; the actor of every
 provisioning log entry.
 
-Revision ID: provisioning_four_eyes
-Revises: provisioning_0006
+Revision ID: provisioning_0008
+Revises: provisioning_0007
 Create Date: 2026-12-03
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "provisioning_four_eyes"
-down_revision = "provisioning_0006"
+revision = "provisioning_0008"
+down_revision = "provisioning_0007"
 branch_labels = None
 depends_on = None
 

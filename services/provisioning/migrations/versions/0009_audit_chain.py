@@ -1,7 +1,7 @@
 """The tamper-evident audit: hash-chain links per circuit and each circuit's head.
 
-Revision ID: order_audit_chain
-Revises: order_four_eyes
+Revision ID: provisioning_0009
+Revises: provisioning_0008
 Create Date: 2026-12-03
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 
 from services.common.audit_chain import create_chain_tables, drop_chain_tables
 
-revision = "order_audit_chain"
-down_revision = "order_four_eyes"
+revision = "provisioning_0009"
+down_revision = "provisioning_0008"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Four eyes: every approval decision an entry of its own (append-only).
 
-Revision ID: order_four_eyes
-Revises: order_0006
+Revision ID: order_0008
+Revises: order_0007
 Create Date: 2026-12-03
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 from services.order.tables import UtcDateTime
 
-revision = "order_four_eyes"
-down_revision = "order_0006"
+revision = "order_0008"
+down_revision = "order_0007"
 branch_labels = None
 depends_on = None
 

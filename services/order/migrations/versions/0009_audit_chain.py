@@ -1,7 +1,7 @@
 """The tamper-evident audit: hash-chain links per circuit and each circuit's head.
 
-Revision ID: provisioning_audit_chain
-Revises: provisioning_four_eyes
+Revision ID: order_0009
+Revises: order_0008
 Create Date: 2026-12-03
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 
 from services.common.audit_chain import create_chain_tables, drop_chain_tables
 
-revision = "provisioning_audit_chain"
-down_revision = "provisioning_four_eyes"
+revision = "order_0009"
+down_revision = "order_0008"
 branch_labels = None
 depends_on = None
 
