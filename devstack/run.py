@@ -97,6 +97,8 @@ class RunningStack:
         }
         env["IDC_METER_ADDRESS"] = self.address("billing.meter")
         env["IDC_TOKEN"] = self.tokens[token].token
+        # `idcctl audit verify` checks approvals with the development keys' public halves.
+        env["IDC_AUDIT_PUBLIC_KEY_DIR"] = str(self.var_dir / "audit-keys")
         return {**env, **self.tls.client_env()}
 
     def failed(self) -> ServiceProcess | None:
@@ -135,6 +137,8 @@ def service_env(stack: Devstack, options: StackOptions, tls: DevstackTls) -> dic
         ),
         "IDC_METER_INTERVAL_S": str(options.meter_interval_s),
         "IDC_METER_ROUTERS_FILE": str(var_dir / "meter-routers.toml"),
+        # One machine for development: generated development keys (audit keys under var/).
+        "IDC_DEV_MODE": os.environ.get("IDC_DEV_MODE", "true"),
     }
     if options.fast:
         env.update(
@@ -255,23 +259,29 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
 def reapply_active_circuits(stack: RunningStack, timeout_s: float = 60.0) -> list[str]:
     """Put the ACTIVE circuits of the last run back on the (fresh, empty) routers.
 
-    Provisioning's CheckSync lists what each router lacks or holds differently; each such
-    circuit is redeployed (as the Singapore ops; Redeploy creates the circuit where a
-    router lacks it and replaces it where it differs), then CheckSync is asked again until
-    they are all in sync or ``timeout_s`` passes. Returns notes for the banner.
+    Provisioning's CheckSync lists what each router lacks or holds differently; for each
+    such circuit a repair is requested (as the Singapore ops; Redeploy creates the circuit
+    where a router lacks it and replaces it where it differs) and approved by the demo's
+    other operators for their own routers (four eyes: Chongqing's ops and a second
+    Singapore operator), then CheckSync is asked again until they are all in sync or
+    ``timeout_s`` passes. Returns notes for the banner.
     """
-    api = Api(
-        Connection.resolve(
-            {"provisioning": stack.address("provisioning")}, stack.tokens["ops-sg"].token, 10.0,
-            stack.tls.client_env(),
+    apis = {
+        name: Api(
+            Connection.resolve(
+                {"provisioning": stack.address("provisioning")}, stack.tokens[name].token, 10.0,
+                stack.tls.client_env(),
+            )
         )
-    )
+        for name in ("ops-sg", "ops-cq", "ops-sg-2")
+    }
     try:
-        return _reapply(api, time.monotonic() + timeout_s)
+        return _reapply(apis, time.monotonic() + timeout_s)
     except grpc.RpcError as error:
         return [f"could not re-apply the ACTIVE circuits: {error.details()}"]
     finally:
-        api.close()
+        for api in apis.values():
+            api.close()
 
 
 def _out_of_sync(api: Api, deadline: float) -> tuple[set[str], list[str]]:
@@ -288,7 +298,23 @@ def _out_of_sync(api: Api, deadline: float) -> tuple[set[str], list[str]]:
     return circuits, unreadable
 
 
-def _reapply(api: Api, deadline: float) -> list[str]:
+def _repair(apis: dict[str, Api], circuit_id: str) -> None:
+    """Request a repair as ops-sg; each telco's other operator approves its own router."""
+    repair = apis["ops-sg"].call(
+        "provisioning", apis["ops-sg"].provisioning.Redeploy,
+        prov_pb.RedeployRequest(circuit_id=circuit_id),
+    ).repair
+    for name, telco in (("ops-cq", "cq"), ("ops-sg-2", "sg")):
+        own = next(p for p in repair.payloads if p.telco_id == telco)
+        apis[name].call(
+            "provisioning", apis[name].provisioning.ApproveRepair,
+            prov_pb.ApproveRepairRequest(repair_id=repair.repair_id, payload_sha256=own.sha256,
+                                         comment="make run: re-apply to fresh routers"),
+        )
+
+
+def _reapply(apis: dict[str, Api], deadline: float) -> list[str]:
+    api = apis["ops-sg"]
     pending, unreadable = _out_of_sync(api, deadline)
     notes = [f"cannot compare {name} with the ACTIVE circuits: it does not answer"
              for name in unreadable]
@@ -297,11 +323,7 @@ def _reapply(api: Api, deadline: float) -> list[str]:
     redeployed = set()
     for circuit_id in sorted(pending):
         try:
-            api.call(
-                "provisioning",
-                api.provisioning.Redeploy,
-                prov_pb.RedeployRequest(circuit_id=circuit_id),
-            )
+            _repair(apis, circuit_id)
         except grpc.RpcError as error:
             notes.append(f"could not redeploy {circuit_id}: {error.details()}")
             continue
@@ -312,7 +334,7 @@ def _reapply(api: Api, deadline: float) -> list[str]:
         pending = _out_of_sync(api, deadline)[0] & redeployed
     notes.append(
         f"re-applied {len(redeployed) - len(pending)} of {len(redeployed)} ACTIVE circuit(s) "
-        "from the last run to the routers (which start empty) through Redeploy"
+        "from the last run to the routers (which start empty) through approved repairs"
     )
     if pending:
         notes.append(

@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from idc.billing.v1 import billing_service_pb2_grpc
 from idc.ops.v1 import (
     approval_service_pb2_grpc,
+    audit_service_pb2_grpc,
     event_admin_service_pb2_grpc,
     token_service_pb2_grpc,
 )
@@ -129,6 +130,10 @@ class Api:
     @property
     def tokens(self) -> token_service_pb2_grpc.TokenServiceStub:
         return token_service_pb2_grpc.TokenServiceStub(self._channel("order"))
+
+    def audit(self, service: str) -> audit_service_pb2_grpc.AuditServiceStub:
+        """The order and provisioning services offer their audit chains."""
+        return audit_service_pb2_grpc.AuditServiceStub(self._channel(service))
 
     def event_admin(self, service: str) -> event_admin_service_pb2_grpc.EventAdminServiceStub:
         """Every service with a database offers it, for its own outbox."""

@@ -633,7 +633,9 @@ def redeploy(ctx: Context, args: argparse.Namespace) -> Result:
         for payload in reply.payloads:
             console.print(f"{payload.router_name}: sha256 {payload.sha256}")
         console.print(
-            f"saga {reply.saga_id} started" if reply.saga_id else "dry run: nothing pushed"
+            f"repair {reply.repair.repair_id} requested: nothing is pushed until each telco's "
+            "ops approved its router's payload (`idcctl ops repair approve`)"
+            if reply.repair.repair_id else "dry run: nothing pushed"
         )
 
     return Result(reply, show)

@@ -22,6 +22,7 @@ class ExitCode(enum.IntEnum):
     CONFLICT = 6  # FAILED_PRECONDITION, ALREADY_EXISTS, RESOURCE_EXHAUSTED (capacity)
     UNAVAILABLE = 7  # the server cannot be reached or did not answer in time
     ORDER_NOT_COMPLETED = 8  # `watch`: the order ended REJECTED, FAILED or CANCELLED
+    TAMPERED = 9  # `audit verify`: an entry does not match its chain or signature
 
 
 EXIT_CODE_HELP = """exit codes:
@@ -33,7 +34,8 @@ EXIT_CODE_HELP = """exit codes:
   5  not authenticated or not allowed (check IDC_TOKEN / --token)
   6  refused in the current state: FAILED_PRECONDITION, ALREADY_EXISTS, RESOURCE_EXHAUSTED
   7  server unreachable or no answer within the deadline
-  8  watch: the order ended REJECTED, FAILED or CANCELLED"""
+  8  watch: the order ended REJECTED, FAILED or CANCELLED
+  9  audit verify: an entry does not match its chain or its signature"""
 
 _EXIT_BY_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: ExitCode.INVALID_ARGUMENT,

@@ -3,11 +3,12 @@
     idcctl customer sites | quote | order | orders | watch | circuits | modify | disconnect
                    | cancel | usage | invoices | invoice export
     idcctl ops     pending | show | approve | reject | devices | check-sync | sync
-                   | redeploy | config | capacity | dlq list | dlq show | dlq replay
-                   | outbox republish
+                   | redeploy | repair list | repair approve | repair reject | history
+                   | config | capacity | dlq list | dlq show | dlq replay | outbox republish
     idcctl billing run | invoices | export | finalize
     idcctl admin   tokens issue | list | rotate | revoke | bootstrap | keygen
                    | contacts reencrypt
+    idcctl audit   verify
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rich.console import Console
 
 from idc.billing.v1 import invoice_pb2
 from idc.order.v1 import circuit_pb2, order_pb2
-from services.cli import commands, events, tokens
+from services.cli import audit, commands, events, repairs, tokens
 from services.cli.client import Api, Connection, story_context
 from services.cli.errors import EXIT_CODE_HELP, CallFailure, CliError, ExitCode, failure_of
 from services.cli.render import Result, dumps
@@ -44,6 +45,7 @@ EPILOG = f"""environment:
   IDC_BILLING_ADDRESS       billing service host:port (default 127.0.0.1:50053)
   IDC_METER_ADDRESS         meter host:port (default 127.0.0.1:50054; `ops dlq`, `ops outbox`)
   IDC_DEFAULT_DEADLINE_S    deadline of each call in seconds (default 30)
+  IDC_AUDIT_PUBLIC_KEY_DIR  each telco's audit public key, <telco>.pub.pem (`audit verify`)
   IDC_OUTPUT                table or json when --output is not given
   TRACEPARENT               W3C trace context to continue (puts a script's calls in one trace)
 
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     _ops_commands(builder, roles)
     _billing_commands(builder, roles)
     _admin_commands(builder, roles)
+    audit.add_commands(builder, roles)
     return parser
 
 
@@ -249,7 +252,8 @@ def _ops_commands(b: _Builder, roles: Any) -> None:
     p.add_argument("--circuit", help="only this circuit")
     p.add_argument("--not-in-sync", action="store_true", help="only drifted or unknown ends")
     p = b.leaf(ops, "redeploy", commands.redeploy,
-               "push a circuit's intended configuration to its routers again")
+               "request a repair: push a circuit's intended configuration to its routers "
+               "again once each telco's ops approved (`ops repair`)")
     p.add_argument("circuit_id")
     p.add_argument("--dry-run", action="store_true", help="only render the payloads")
     p = b.leaf(ops, "config", commands.circuit_config,
@@ -257,6 +261,7 @@ def _ops_commands(b: _Builder, roles: Any) -> None:
     p.add_argument("circuit_id")
     p = b.leaf(ops, "capacity", commands.capacity, "channel and port capacity")
     p.add_argument("--port", action="append", default=[], help="only these ports")
+    repairs.add_commands(b, ops)
     events.add_commands(b, ops)
 
 

@@ -188,6 +188,8 @@ DEMO_PRINCIPALS = (
     DemoToken("customer", Role.CUSTOMER.value, "alice@acme-sg", DEMO_TENANT, None),
     DemoToken("ops-sg", Role.OPS.value, "sam@sg-telco", None, "sg"),
     DemoToken("ops-cq", Role.OPS.value, "chen@cq-telco", None, "cq"),
+    # A second Singapore operator: four eyes on a repair Singapore's ops requested.
+    DemoToken("ops-sg-2", Role.OPS.value, "sue@sg-telco", None, "sg"),
     DemoToken("billing", Role.BILLING_ADMIN.value, "bea@billing", None, None),
     DemoToken("admin", Role.ADMIN.value, "root@ops", None, None),
 )

@@ -420,12 +420,13 @@ class Console:
     async def redeploy(self, request: Request, session: WebSession) -> Response:
         circuit_id = request.path_params["circuit_id"]
         try:
-            started = await self.backend.redeploy(session.token, circuit_id)
+            requested = await self.backend.redeploy(session.token, circuit_id)
         except Refused as refusal:
             session.flash("error", f"Redeploy refused: {refusal.message}")
         else:
-            session.flash("ok", f"Redeploy started (saga {started.saga_id}); the sync status "
-                                "below updates by itself.")
+            session.flash("ok", f"Repair requested ({requested.repair.repair_id}): it runs once "
+                                "each telco's ops approved its router's payload (`idcctl ops "
+                                "repair approve`); the sync status below updates by itself.")
         return self.redirect(request, session, f"/circuits/{quote(circuit_id, safe='')}")
 
     # -- capacity -------------------------------------------------------------------------

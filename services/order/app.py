@@ -13,10 +13,13 @@ from idc.ops.v1 import (
     token_service_pb2_grpc,
 )
 from idc.order.v1 import order_service_pb2, order_service_pb2_grpc
+from services.common.audit_keys import SIGNING_DIR, AuditKeySettings, signing_keys
+from services.common.audit_servicer import register_audit
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ServiceRuntime, build_app, run_service
 from services.common.service_table import ORDER
 from services.common.servicers import register
+from services.order.audit import order_chain
 from services.order.contacts import ContactCipher, ContactKeySet, load_key_set
 from services.order.disclosure import ContactVault, billing_telcos
 from services.order.domain.catalogue import load_catalogue
@@ -45,6 +48,8 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
                                                            billing_telcos(catalogue)))
     token_settings = runtime.token_settings
     issuer = TokenIssuer(runtime.session_factory, token_settings.issuer_key(), token_settings)
+    chain = order_chain(signing_keys(AuditKeySettings.from_env(SIGNING_DIR)))
+    chain.install(runtime.session_factory)
 
     def register_servicers(server: grpc.Server) -> Sequence[str]:
         return [
@@ -57,6 +62,7 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
             register(server, token_service_pb2.DESCRIPTOR, "TokenService",
                      token_service_pb2_grpc.add_TokenServiceServicer_to_server,
                      TokenServicer(issuer)),
+            register_audit(server, chain, runtime.session_factory),
         ]
 
     gauges = register_gauges(runtime.session_factory, app.clock, app.capacity)

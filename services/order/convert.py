@@ -25,7 +25,7 @@ from services.order.domain.lifecycle import (
     OrderType,
 )
 from services.order.domain.validation import CircuitRequest, ContactInfo
-from services.order.tables import CircuitRow, OrderRow, QuoteRow
+from services.order.tables import ApprovalDecisionRow, CircuitRow, OrderRow, QuoteRow
 
 OPERATION = {
     OrderType.NEW: circuit_operation_pb2.CIRCUIT_OPERATION_CREATE,
@@ -205,6 +205,15 @@ def order_message(row: Mapping[Any, Any], approvals: Sequence[Mapping[Any, Any]]
     if row["failure"]:
         message.failure.ParseFromString(row["failure"])
     return message
+
+
+def approval_decision(row: ApprovalDecisionRow) -> order_pb2.Approval:
+    """One entry of an order's approval history."""
+    return order_pb2.Approval(
+        side=side_proto(row.side), telco_id=row.telco_id,
+        state=order_pb2.ApprovalState.Value(f"APPROVAL_STATE_{row.state}"),
+        approver=row.approver, payload_sha256=row.payload_sha256, comment=row.comment,
+        decide_time=timestamp(row.decided_at))
 
 
 def circuit_end(catalogue: Catalogue, port_id: str, vlan: int) -> circuit_pb2.CircuitEnd:

@@ -27,6 +27,7 @@ from idc.events.v1 import order_pb2 as order_events
 from idc.events.v1 import provisioning_pb2
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
 from services.common import db
+from services.common.audit_chain import AuditChain
 from services.common.auth import Principal
 from services.common.errors import (
     AlreadyExists,
@@ -39,7 +40,7 @@ from services.common.events import encode_event, outbox
 from services.common.events.envelope import capture_trace_headers
 from services.common.events.tables import OutboxRow
 from services.common.events.topics import ORDER_EVENTS
-from services.order import convert, store
+from services.order import approval_log, convert, store
 from services.order.admission import GroupCommit, Pending
 from services.order.contacts import SealedContacts
 from services.order.disclosure import ContactVault
@@ -353,6 +354,8 @@ class OrderApp:
                 views.append((pending, *self._new_order_rows(order, a_vlan, z_vlan, rows,
                                                              events)))
             store.insert_rows(session, rows)
+            # Plain INSERTs pass no flush: their audit entries are chained at commit.
+            AuditChain.touch(session, [row["id"] for row in rows[CircuitRow]])
             session.add_all(events)
             self.metrics.placed(session, OrderType.NEW, len(views))
         for pending, order_values, approvals, audit in views:
@@ -633,10 +636,10 @@ class OrderApp:
     def _withdraw_pending_approvals(self, session: Session, order_id: str,
                                     to: ApprovalState) -> None:
         for approval in store.approvals(session, order_id):
-            if ApprovalState(approval.state).awaiting_decision:
-                approval.state = to.value
-                if to is ApprovalState.EXPIRED:
-                    approval.decided_at = self.clock()
+            if ApprovalState(approval.state).awaiting_decision and approval.state != to.value:
+                approval_log.decide(session, approval, to, self.clock(),
+                                    approver=SYSTEM_EXPIRY if to is ApprovalState.EXPIRED
+                                    else None)
 
     def _slots(self, session: Session, order_id: str) -> dict[Side, ApprovalSlot]:
         return {
@@ -659,9 +662,9 @@ class OrderApp:
                 order.plan_error, payload_sha256)
             row = session.get(ApprovalRow, (order.id, side.value))
             assert row is not None
-            # The principal's opaque id: the approver goes onto OrderApproved.
-            row.state, row.approver = ApprovalState.APPROVED.value, principal.ref
-            row.payload_sha256, row.comment, row.decided_at = payload_sha256, comment, self.clock()
+            approval_log.decide(session, row, ApprovalState.APPROVED, self.clock(),
+                                approver=principal.ref, payload_sha256=payload_sha256,
+                                comment=comment)
             self._touch(order)
             if complete:
                 self._approved(session, order)
@@ -705,8 +708,8 @@ class OrderApp:
                                   approver)
             row = session.get(ApprovalRow, (order.id, side.value))
             assert row is not None
-            row.state, row.approver = ApprovalState.REJECTED.value, principal.ref
-            row.comment, row.decided_at = reason, self.clock()
+            approval_log.decide(session, row, ApprovalState.REJECTED, self.clock(),
+                                approver=principal.ref, comment=reason)
             circuit = self._end(session, order, OrderState.REJECTED, Outcome.WITHDRAWN,
                                 principal.subject, f"rejected by telco {row.telco_id}: {reason}")
             self._emit(session, circuit.id, order_events.OrderRejected(
@@ -795,7 +798,9 @@ class OrderApp:
         for side in superseded:
             approval = session.get(ApprovalRow, (order.id, side.value))
             assert approval is not None
-            approval.state = ApprovalState.SUPERSEDED.value
+            approval_log.decide(session, approval, ApprovalState.SUPERSEDED, self.clock(),
+                                approver=SYSTEM_PROVISIONING,
+                                comment="the router payload changed since it was approved")
 
     def _back_to_approval(self, session: Session, order: OrderRow, reason: str) -> None:
         """Provisioning refused the approved payloads and left both routers unchanged: the

@@ -29,7 +29,7 @@ from idc.type.v1 import router_payload_pb2
 from services.common import streams
 from services.common.auth import Principal, Role, current_principal, require_role
 from services.common.errors import InvalidArgument, PermissionDenied
-from services.order import convert, store
+from services.order import approval_log, convert, store
 from services.order.domain.lifecycle import ApprovalState, OrderState
 from services.order.domain.validation import id_problem
 from services.order.orders import OrderApp
@@ -314,5 +314,19 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
         order = self.app.reject(principal, request.order_id, request.reason)
         self.app.reveal(principal, order)
         return approval_service_pb2.RejectResponse(order=order)
+
+    def ListApprovalHistory(self, request: approval_service_pb2.ListApprovalHistoryRequest,
+                            context: grpc.ServicerContext
+                            ) -> approval_service_pb2.ListApprovalHistoryResponse:
+        require_role(Role.OPS, Role.ADMIN)
+        _require_id(request.order_id, "order_id", "order")
+        offset, limit = store.page_bounds(request.page_size, request.page_token)
+        with self.app.read() as session:
+            store.get_order(session, request.order_id, None)
+            rows = approval_log.history(session, request.order_id, offset, limit + 1)
+        return approval_service_pb2.ListApprovalHistoryResponse(
+            decisions=[convert.approval_decision(row) for row in rows[:limit]],
+            next_page_token=store.next_token(offset, limit, min(len(rows), limit),
+                                             len(rows) > limit))
 
 

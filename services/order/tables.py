@@ -19,6 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.audit_chain import chain_tables
 from services.common.db import UtcDateTime, new_metadata
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, PostgreSQL wants a BIGINT.
@@ -152,6 +153,25 @@ class ApprovalRow(OrderBase):
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class ApprovalDecisionRow(OrderBase):
+    """Every decision on one side's approval (approved, rejected, superseded, expired,
+    reopened), append-only (migration 0008): never updated. ``approvals`` holds each
+    side's current decision, written only together with the entry it follows (see
+    approval_log.decide)."""
+
+    __tablename__ = "approval_decisions"
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(String(40), index=True)
+    side: Mapped[str] = mapped_column(String(16))
+    telco_id: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    # Principal id (Principal.ref) of who decided, or "system:<component>".
+    approver: Mapped[str] = mapped_column(String(128))
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    comment: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class PlanRow(OrderBase):
     """The current router payload of one side of an order (from ProvisioningPlanned)."""
 
@@ -193,3 +213,7 @@ class CircuitDriftRow(OrderBase):
     kind: Mapped[str] = mapped_column(String(16))
     since: Mapped[datetime] = mapped_column(UtcDateTime)
     reported_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# The audit chain's links and heads (services/common/audit_chain.py; migration 0009).
+AUDIT_CHAIN, AUDIT_CHAIN_HEADS = chain_tables(OrderBase.metadata)

@@ -35,6 +35,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy.orm import Session
 
 from idc.provisioning.v1 import provisioning_service_pb2, provisioning_service_pb2_grpc
+from services.common.audit_servicer import register_audit
 from services.common.config import ConfigError, KafkaSettings, non_negative_int
 from services.common.events import BatchEventConsumer, Envelope, ensure_topics, topics
 from services.common.events.consumer import BatchHandler, Handler
@@ -47,6 +48,7 @@ from services.common.service_table import PROVISIONING
 from services.common.servicers import register
 from services.provisioning.agent.jobs import CommandQueue
 from services.provisioning.agent.worker import RouterWorker
+from services.provisioning.audit import provisioning_chain
 from services.provisioning.coordinator import (
     REGISTRY,
     Coordinator,
@@ -240,6 +242,9 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
         inventory, renderer, coordinator, runtime.session_factory, drift_interval_s
     )
 
+    chain = provisioning_chain()
+    chain.install(runtime.session_factory)
+
     def register_servicers(server: grpc.Server) -> Sequence[str]:
         return [
             register(
@@ -248,7 +253,8 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
                 "ProvisioningService",
                 provisioning_service_pb2_grpc.add_ProvisioningServiceServicer_to_server,
                 ops,
-            )
+            ),
+            register_audit(server, chain, runtime.session_factory),
         ]
 
     app = build_app(runtime, register_servicers, workers)

@@ -57,6 +57,7 @@ from services.provisioning.domain.saga import (
 )
 from services.provisioning.inventory import Device, Inventory
 from services.provisioning.rendering import Renderer
+from services.provisioning.repairs import supersede_saga
 from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder, SagaRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,22 @@ ACTION_PROTO = {
 }
 ACTION_OF_PROTO = {v: k for k, v in ACTION_PROTO.items()}
 FINISHED_STEPS = (Step.DONE.value, Step.FAILED.value, Step.REPLAN.value)
+# The actors of log entries no principal caused directly.
+SYSTEM_COORDINATOR = "system:coordinator"
+SYSTEM_WATCHDOG = "system:watchdog"
+
+
+def unapproved_sides(approved: order_pb2.OrderApproved) -> list[Side]:
+    """Sides whose payload the event binds to no approved hash."""
+    hashed = {a.side for a in approved.approvals if a.payload_sha256}
+    return [side for side in (Side.SINGAPORE, Side.CHONGQING) if side.value not in hashed]
+
+
+def saga_actor(approved: order_pb2.OrderApproved) -> str:
+    """Who caused a saga: its approvers' principal ids, Singapore first."""
+    return ",".join(
+        a.approver for a in sorted(approved.approvals, key=lambda a: a.side) if a.approver
+    )
 
 
 @dataclass(frozen=True)
@@ -132,7 +149,11 @@ class Coordinator:
         if isinstance(event, order_pb2.OrderCreated):
             self.plan(session, event)
         elif isinstance(event, order_pb2.OrderApproved):
-            self.start(session, event)
+            unapproved = unapproved_sides(event)
+            if unapproved:
+                self._refuse_unapproved(session, event, unapproved)
+            else:
+                self.start(session, event)
         elif isinstance(event, provisioning_pb2.ProvisioningReply):
             self.on_reply(session, event)
 
@@ -243,6 +264,47 @@ class Coordinator:
         self._apply(session, row, saga, event, saga.start())
         return saga_id
 
+    def _refuse_unapproved(
+        self, session: Session, event: order_pb2.OrderApproved, sides: list[Side]
+    ) -> None:
+        """No saga for an approval that does not bind every router's payload to a hash
+        (four eyes): ProvisioningFailed, nothing sent."""
+        message = (
+            f"not approved for {', '.join(s.name.lower() for s in sides)}: every router "
+            "change needs its telco's approval of the payload hash; nothing was sent"
+        )
+        circuit = event.circuit
+        session.add(
+            LogEntry(
+                order_id=event.order_id,
+                circuit_id=circuit.circuit_id,
+                operation=event.operation,
+                step=ops_pb2.PROVISIONING_STEP_VERIFY,
+                router_name="",
+                side=0,
+                outcome=ops_pb2.PROVISIONING_OUTCOME_FAILED,
+                message=message,
+                actor=SYSTEM_COORDINATOR,
+            )
+        )
+        modify = Operation.from_proto(event.operation) is Operation.MODIFY
+        remains = event.previous_circuit if modify else circuit
+        create = Operation.from_proto(event.operation) is Operation.CREATE
+        failed = circuit_pb2.ProvisioningFailed(
+            occurred_at=timestamp(utcnow()),
+            circuit_id=circuit.circuit_id,
+            order_id=event.order_id,
+            tenant_id=circuit.tenant_id,
+            circuit=remains,
+            price=event.price,
+            effective_time=timestamp(utcnow()),
+            operation=event.operation,
+            bandwidth_mbps=0 if create else remains.bandwidth_mbps,
+            message=message,
+            rolled_back=True,
+        )
+        outbox.add(session, self._topics.circuit_events, circuit.circuit_id, failed)
+
     def on_reply(self, session: Session, reply: provisioning_pb2.ProvisioningReply) -> None:
         self._last_heard[reply.router_name] = utcnow()
         row = session.scalars(
@@ -316,6 +378,7 @@ class Coordinator:
                     session,
                     row,
                     approved,
+                    SYSTEM_COORDINATOR,
                     ops_pb2.PROVISIONING_OUTCOME_PENDING,
                     f"recovered at start in step {row.step}: {routers}; sent: {_sent(sends)}",
                 )
@@ -393,6 +456,7 @@ class Coordinator:
             session,
             row,
             approved,
+            SYSTEM_WATCHDOG,
             ops_pb2.PROVISIONING_OUTCOME_PENDING,
             f"{side.name.lower()}'s agent silent past the longest a prepare can live; its "
             f"router holds the {held.name.lower()} state (read from running, no commit "
@@ -459,6 +523,7 @@ class Coordinator:
                     session,
                     row,
                     approved,
+                    SYSTEM_COORDINATOR,
                     ops_pb2.PROVISIONING_OUTCOME_FAILED,
                     f"round {saga.round} failed and was rolled back on both routers "
                     f"({saga.reason}); next round at {next_round.isoformat()}",
@@ -515,6 +580,7 @@ class Coordinator:
             # The longest the coordinator may wait (an agent behind a queue of work).
             deadline=timestamp(now + timedelta(seconds=self._timings.step_wait_max_s)),
             attempt=send.attempt,
+            actor=saga_actor(approved),
         )
         if approved.HasField("previous_circuit"):
             command.previous_circuit.CopyFrom(approved.previous_circuit)
@@ -547,7 +613,8 @@ class Coordinator:
         event: Message
         activated = (
             approved.occurred_at.ToDatetime(tzinfo=UTC)
-            if saga.step is Step.DONE and operation is Operation.CREATE
+            if saga.step is Step.DONE
+            and operation is Operation.CREATE
             and approved.HasField("occurred_at")
             else None
         )
@@ -592,6 +659,7 @@ class Coordinator:
             session,
             row,
             approved,
+            saga_actor(approved),
             ops_pb2.PROVISIONING_OUTCOME_SUCCEEDED
             if saga.step is Step.DONE
             else ops_pb2.PROVISIONING_OUTCOME_FAILED,
@@ -606,7 +674,19 @@ class Coordinator:
         approved: order_pb2.OrderApproved,
     ) -> None:
         """A payload no longer matched its approval: publish the plan as rendered now, for
-        the order to go back to approval (no ProvisioningFailed: nothing failed)."""
+        the order to go back to approval (no ProvisioningFailed: nothing failed); a
+        repair (no order) is superseded instead."""
+        if not approved.order_id:
+            supersede_saga(session, row.saga_id, saga.reason)
+            self._log_saga(
+                session,
+                row,
+                approved,
+                SYSTEM_COORDINATOR,
+                ops_pb2.PROVISIONING_OUTCOME_FAILED,
+                f"saga replan: {saga.reason}; the repair is superseded",
+            )
+            return
         created = order_pb2.OrderCreated(
             event_id=str(uuid.uuid4()),
             order_id=approved.order_id,
@@ -628,6 +708,7 @@ class Coordinator:
             session,
             row,
             approved,
+            SYSTEM_COORDINATOR,
             ops_pb2.PROVISIONING_OUTCOME_FAILED,
             f"saga replan: {saga.reason}; new plan published for approval",
         )
@@ -637,10 +718,12 @@ class Coordinator:
         session: Session,
         row: SagaRow,
         approved: order_pb2.OrderApproved,
+        actor: str,
         outcome: int,
         message: str,
     ) -> None:
-        """A log entry for the saga as a whole (not one router's step)."""
+        """A log entry for the saga as a whole (not one router's step); ``actor``: who
+        caused it (the saga's approvers, or the automatic component)."""
         session.add(
             LogEntry(
                 saga_id=row.saga_id,
@@ -652,6 +735,7 @@ class Coordinator:
                 side=0,
                 outcome=outcome,
                 message=message,
+                actor=actor,
             )
         )
 

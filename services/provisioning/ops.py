@@ -1,14 +1,14 @@
 # ruff: noqa: N802 - method names are the gRPC contract's
 """``idc.provisioning.v1.ProvisioningService``: the telco ops' view of routers and circuits.
 
-Reads go to the routers directly (get-config of running, read only); Redeploy goes through
-the same two-router saga as an order, sending each router what puts the intended
-configuration back from what it holds now (created where absent, replaced where present).
+Reads go to the routers directly (get-config of running, read only); Redeploy requests a
+repair (see repairs.py): a plan of what puts the intended configuration back on each router
+from what it holds now (created where absent, replaced where present), sent through the
+same two-router saga as an order once each telco's ops approved its router's payload.
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from sqlalchemy import select
@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from idc.events.v1 import common_pb2, order_pb2
 from idc.provisioning.v1 import provisioning_service_pb2 as pb
 from idc.provisioning.v1 import provisioning_service_pb2_grpc as pb_grpc
-from idc.type.v1 import circuit_operation_pb2, router_payload_pb2
+from idc.type.v1 import router_payload_pb2
 from services.common.auth import Role, require_role
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.timestamps import to_timestamp
 from services.provisioning.coordinator import Coordinator
 from services.provisioning.domain.circuits import Operation, Side, circuit_end
@@ -34,6 +34,7 @@ from services.provisioning.drift import sync_status_proto, sync_statuses
 from services.provisioning.inventory import Device, Inventory
 from services.provisioning.netconf import NetconfSession, read_running
 from services.provisioning.rendering import Renderer
+from services.provisioning.repairs import Repairs
 from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder, utcnow
 
 ACTIVE = "active"
@@ -45,6 +46,20 @@ def _params(row: IntendedCircuit) -> common_pb2.CircuitParameters:
     params = common_pb2.CircuitParameters()
     params.ParseFromString(row.parameters)
     return params
+
+
+def _page(page_size: int, page_token: str) -> tuple[int, int]:
+    """(offset, limit) of a List call's page."""
+    if page_size < 0:
+        raise InvalidArgument.for_field("page_size", "must be zero (the default) or more")
+    limit = min(page_size or SYNC_PAGE_SIZE, SYNC_PAGE_SIZE)
+    try:
+        offset = int(page_token or "0")
+    except ValueError:
+        offset = -1
+    if offset < 0:
+        raise InvalidArgument.for_field("page_token", "is not a token from a response")
+    return offset, limit
 
 
 class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
@@ -61,6 +76,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         self._coordinator = coordinator
         self._factory = session_factory
         self._drift_interval_s = drift_interval_s
+        self._repairs = Repairs(coordinator, session_factory)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -221,15 +237,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         self, request: pb.ListSyncStatusRequest, context: Any
     ) -> pb.ListSyncStatusResponse:
         require_role(*OPS_ROLES)
-        if request.page_size < 0:
-            raise InvalidArgument.for_field("page_size", "must be zero (the default) or more")
-        limit = min(request.page_size or SYNC_PAGE_SIZE, SYNC_PAGE_SIZE)
-        try:
-            offset = int(request.page_token or "0")
-        except ValueError:
-            offset = -1
-        if offset < 0:
-            raise InvalidArgument.for_field("page_token", "is not a token from a response")
+        offset, limit = _page(request.page_size, request.page_token)
         rows = sync_statuses(
             self._factory, request.circuit_id, request.not_in_sync_only, offset, limit + 1
         )
@@ -240,30 +248,35 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         )
 
     def Redeploy(self, request: pb.RedeployRequest, context: Any) -> pb.RedeployResponse:
+        principal = require_role(*OPS_ROLES)
+        return self._repairs.request(principal, request.circuit_id, request.dry_run)
+
+    def ListRepairs(self, request: pb.ListRepairsRequest, context: Any) -> pb.ListRepairsResponse:
         require_role(*OPS_ROLES)
-        row = self._intended(request.circuit_id)
-        params = _params(row)
-        try:
-            operations = self._coordinator.repair_operations(params)
-        except RouterFailure as exc:
-            raise Unavailable(
-                f"cannot read {exc.fault.router_name} to choose what to redeploy: "
-                f"{exc.fault.message}; nothing was sent"
-            ) from exc
-        response = pb.RedeployResponse(payloads=self._coordinator.payloads(operations, params))
-        if request.dry_run:
-            return response
-        approved = order_pb2.OrderApproved(
-            event_id=str(uuid.uuid4()),
-            occurred_at=to_timestamp(utcnow()),
-            operation=circuit_operation_pb2.CIRCUIT_OPERATION_MODIFY,
-            circuit=params,
-            previous_circuit=params,
+        offset, limit = _page(request.page_size, request.page_token)
+        repairs = self._repairs.list(request.circuit_id, request.pending_only, offset, limit + 1)
+        return pb.ListRepairsResponse(
+            repairs=repairs[:limit],
+            next_page_token=str(offset + limit) if len(repairs) > limit else "",
         )
-        approved.price.ParseFromString(row.price)
-        with self._factory() as session, session.begin():
-            response.saga_id = self._coordinator.start(session, approved, operations)
-        return response
+
+    def ApproveRepair(
+        self, request: pb.ApproveRepairRequest, context: Any
+    ) -> pb.ApproveRepairResponse:
+        principal = require_role(*OPS_ROLES)
+        return pb.ApproveRepairResponse(
+            repair=self._repairs.approve(
+                principal, request.repair_id, request.payload_sha256, request.comment
+            )
+        )
+
+    def RejectRepair(
+        self, request: pb.RejectRepairRequest, context: Any
+    ) -> pb.RejectRepairResponse:
+        principal = require_role(*OPS_ROLES)
+        return pb.RejectRepairResponse(
+            repair=self._repairs.reject(principal, request.repair_id, request.reason)
+        )
 
     def GetCircuitConfig(
         self, request: pb.GetCircuitConfigRequest, context: Any
@@ -297,6 +310,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
                 "payload_sha256": entry.payload_sha256,
                 "persist_id": entry.persist_id,
                 "message": entry.message,
+                "actor": entry.actor,
             }
             item = pb.ProvisioningLogEntry(**fields)
             item.time.CopyFrom(to_timestamp(entry.time))

@@ -1,4 +1,4 @@
-"""The provisioning service's own tables (migrations 0002 to 0006)."""
+"""The provisioning service's own tables (migrations 0002 to 0009)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.audit_chain import chain_tables
 from services.common.db import new_metadata
 
 _Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -128,6 +129,8 @@ class LogEntry(ProvisioningBase):
     trace_id: Mapped[str] = mapped_column(String(32), default="")
     error: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
     message: Mapped[str] = mapped_column(Text, default="")
+    # Principal id(s) that caused the entry (see ProvisioningLogEntry.actor).
+    actor: Mapped[str] = mapped_column(String(256), default="")
 
 
 class CircuitSync(ProvisioningBase):
@@ -148,3 +151,53 @@ class CircuitSync(ProvisioningBase):
     reported: Mapped[str] = mapped_column(String(16), default="")
     reported_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class RepairPlan(ProvisioningBase):
+    """A requested repair (redeploy) of a circuit; runs once every router's payload is
+    approved (see repairs.py). ``state`` is the plan's lifecycle; every decision on it is
+    a RepairDecisionRow of its own."""
+
+    __tablename__ = "repair_plans"
+
+    repair_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    circuit_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    requester_telco: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    saga_id: Mapped[str] = mapped_column(String(36), default="")
+
+
+class RepairPayload(ProvisioningBase):
+    """One router's payload of a repair plan, as rendered when it was requested."""
+
+    __tablename__ = "repair_payloads"
+
+    repair_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    side: Mapped[int] = mapped_column(Integer, primary_key=True)
+    telco_id: Mapped[str] = mapped_column(String(16))
+    router_name: Mapped[str] = mapped_column(String(64))
+    operation: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RepairDecisionRow(ProvisioningBase):
+    """One decision on a repair (requested, approved, rejected, superseded, started):
+    append-only, never updated."""
+
+    __tablename__ = "repair_decisions"
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    repair_id: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    side: Mapped[int] = mapped_column(Integer, default=0)
+    actor: Mapped[str] = mapped_column(String(128))
+    payload_sha256: Mapped[str] = mapped_column(String(64), default="")
+    comment: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# The audit chain's links and heads (services/common/audit_chain.py; migration 0009).
+AUDIT_CHAIN, AUDIT_CHAIN_HEADS = chain_tables(ProvisioningBase.metadata)

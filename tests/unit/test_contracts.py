@@ -87,7 +87,13 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "ListCircuits",
         "GetCapacity",
     },
-    "idc.ops.v1.ApprovalService": {"ListPendingApprovals", "Approve", "Reject"},
+    "idc.ops.v1.ApprovalService": {
+        "ListPendingApprovals",
+        "Approve",
+        "Reject",
+        "ListApprovalHistory",
+    },
+    "idc.ops.v1.AuditService": {"ListChainEntries"},
     "idc.ops.v1.EventAdminService": {
         "ListDeadLetters",
         "GetDeadLetter",
@@ -102,6 +108,9 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "Redeploy",
         "GetCircuitConfig",
         "ListSyncStatus",
+        "ListRepairs",
+        "ApproveRepair",
+        "RejectRepair",
     },
     "idc.billing.v1.BillingService": {
         "GetUsage",

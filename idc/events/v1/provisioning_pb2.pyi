@@ -90,6 +90,7 @@ class ProvisioningCommand(_message.Message):
     PERSIST_ID_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id; replies reference it."""
     saga_id: _builtins.str
@@ -117,6 +118,10 @@ class ProvisioningCommand(_message.Message):
     """CONFIRM / ROLLBACK: the persist id the PREPARE reply returned."""
     attempt: _builtins.int
     """Attempt number of this step, starting at 1."""
+    actor: _builtins.str
+    """Principal id(s) that caused the saga (its approvers, comma-separated), for the agent's
+    provisioning log entries.
+    """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When the command was issued."""
@@ -157,10 +162,11 @@ class ProvisioningCommand(_message.Message):
         persist_id: _builtins.str = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         attempt: _builtins.int = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "confirm_timeout", b"confirm_timeout", "deadline", b"deadline", "occurred_at", b"occurred_at", "previous_circuit", b"previous_circuit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approved_payload_sha256", b"approved_payload_sha256", "attempt", b"attempt", "circuit", b"circuit", "circuit_id", b"circuit_id", "confirm_timeout", b"confirm_timeout", "deadline", b"deadline", "event_id", b"event_id", "occurred_at", b"occurred_at", "operation", b"operation", "order_id", b"order_id", "persist_id", b"persist_id", "previous_circuit", b"previous_circuit", "saga_id", b"saga_id", "target_router_name", b"target_router_name", "target_side", b"target_side", "target_telco_id", b"target_telco_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "approved_payload_sha256", b"approved_payload_sha256", "attempt", b"attempt", "circuit", b"circuit", "circuit_id", b"circuit_id", "confirm_timeout", b"confirm_timeout", "deadline", b"deadline", "event_id", b"event_id", "occurred_at", b"occurred_at", "operation", b"operation", "order_id", b"order_id", "persist_id", b"persist_id", "previous_circuit", b"previous_circuit", "saga_id", b"saga_id", "target_router_name", b"target_router_name", "target_side", b"target_side", "target_telco_id", b"target_telco_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -56,6 +56,11 @@ class ApprovalServiceStub:
                 request_serializer=idc_dot_ops_dot_v1_dot_approval__service__pb2.RejectRequest.SerializeToString,
                 response_deserializer=idc_dot_ops_dot_v1_dot_approval__service__pb2.RejectResponse.FromString,
                 _registered_method=True)
+        self.ListApprovalHistory = channel.unary_unary(
+                '/idc.ops.v1.ApprovalService/ListApprovalHistory',
+                request_serializer=idc_dot_ops_dot_v1_dot_approval__service__pb2.ListApprovalHistoryRequest.SerializeToString,
+                response_deserializer=idc_dot_ops_dot_v1_dot_approval__service__pb2.ListApprovalHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class ApprovalServiceServicer:
@@ -91,6 +96,14 @@ class ApprovalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListApprovalHistory(self, request, context):
+        """Every approval decision of an order, oldest first: approvals, rejections,
+        supersessions and expiries each an entry of its own (nothing is overwritten).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApprovalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +121,11 @@ def add_ApprovalServiceServicer_to_server(servicer, server):
                     servicer.Reject,
                     request_deserializer=idc_dot_ops_dot_v1_dot_approval__service__pb2.RejectRequest.FromString,
                     response_serializer=idc_dot_ops_dot_v1_dot_approval__service__pb2.RejectResponse.SerializeToString,
+            ),
+            'ListApprovalHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApprovalHistory,
+                    request_deserializer=idc_dot_ops_dot_v1_dot_approval__service__pb2.ListApprovalHistoryRequest.FromString,
+                    response_serializer=idc_dot_ops_dot_v1_dot_approval__service__pb2.ListApprovalHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -198,6 +216,33 @@ class ApprovalService:
             '/idc.ops.v1.ApprovalService/Reject',
             idc_dot_ops_dot_v1_dot_approval__service__pb2.RejectRequest.SerializeToString,
             idc_dot_ops_dot_v1_dot_approval__service__pb2.RejectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApprovalHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.ops.v1.ApprovalService/ListApprovalHistory',
+            idc_dot_ops_dot_v1_dot_approval__service__pb2.ListApprovalHistoryRequest.SerializeToString,
+            idc_dot_ops_dot_v1_dot_approval__service__pb2.ListApprovalHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,10 @@ class ApprovalServiceStub:
     """Rejects an order for the caller's telco; the order becomes REJECTED and its
     reservation is released.
     """
+    ListApprovalHistory: _grpc.UnaryUnaryMultiCallable[_approval_service_pb2.ListApprovalHistoryRequest, _approval_service_pb2.ListApprovalHistoryResponse]
+    """Every approval decision of an order, oldest first: approvals, rejections,
+    supersessions and expiries each an entry of its own (nothing is overwritten).
+    """
 
 @_typing.type_check_only
 class ApprovalServiceAsyncStub(ApprovalServiceStub):
@@ -72,6 +76,10 @@ class ApprovalServiceAsyncStub(ApprovalServiceStub):
     Reject: _aio.UnaryUnaryMultiCallable[_approval_service_pb2.RejectRequest, _approval_service_pb2.RejectResponse]  # type: ignore[assignment]
     """Rejects an order for the caller's telco; the order becomes REJECTED and its
     reservation is released.
+    """
+    ListApprovalHistory: _aio.UnaryUnaryMultiCallable[_approval_service_pb2.ListApprovalHistoryRequest, _approval_service_pb2.ListApprovalHistoryResponse]  # type: ignore[assignment]
+    """Every approval decision of an order, oldest first: approvals, rejections,
+    supersessions and expiries each an entry of its own (nothing is overwritten).
     """
 
 class ApprovalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -110,6 +118,16 @@ class ApprovalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_approval_service_pb2.RejectResponse, _abc.Awaitable[_approval_service_pb2.RejectResponse]]:
         """Rejects an order for the caller's telco; the order becomes REJECTED and its
         reservation is released.
+        """
+
+    @_abc_1.abstractmethod
+    def ListApprovalHistory(
+        self,
+        request: _approval_service_pb2.ListApprovalHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_service_pb2.ListApprovalHistoryResponse, _abc.Awaitable[_approval_service_pb2.ListApprovalHistoryResponse]]:
+        """Every approval decision of an order, oldest first: approvals, rejections,
+        supersessions and expiries each an entry of its own (nothing is overwritten).
         """
 
 def add_ApprovalServiceServicer_to_server(servicer: ApprovalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

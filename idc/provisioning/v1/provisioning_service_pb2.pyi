@@ -24,6 +24,64 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _RepairState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RepairStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RepairState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPAIR_STATE_UNSPECIFIED: _RepairState.ValueType  # 0
+    REPAIR_STATE_PENDING_APPROVAL: _RepairState.ValueType  # 1
+    """Waiting for each affected telco's approval."""
+    REPAIR_STATE_STARTED: _RepairState.ValueType  # 2
+    """Every payload approved; the saga was started (see GetCircuitConfig for its log)."""
+    REPAIR_STATE_REJECTED: _RepairState.ValueType  # 3
+    """A telco rejected it."""
+    REPAIR_STATE_SUPERSEDED: _RepairState.ValueType  # 4
+    """The circuit's intent or a router's state changed since the plan: its payloads no
+    longer hold; request a new repair.
+    """
+
+class RepairState(_RepairState, metaclass=_RepairStateEnumTypeWrapper):
+    """State of a repair plan."""
+
+REPAIR_STATE_UNSPECIFIED: RepairState.ValueType  # 0
+REPAIR_STATE_PENDING_APPROVAL: RepairState.ValueType  # 1
+"""Waiting for each affected telco's approval."""
+REPAIR_STATE_STARTED: RepairState.ValueType  # 2
+"""Every payload approved; the saga was started (see GetCircuitConfig for its log)."""
+REPAIR_STATE_REJECTED: RepairState.ValueType  # 3
+"""A telco rejected it."""
+REPAIR_STATE_SUPERSEDED: RepairState.ValueType  # 4
+"""The circuit's intent or a router's state changed since the plan: its payloads no
+longer hold; request a new repair.
+"""
+Global___RepairState: _TypeAlias = RepairState  # noqa: Y015
+
+class _RepairDecisionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RepairDecisionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RepairDecisionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPAIR_DECISION_KIND_UNSPECIFIED: _RepairDecisionKind.ValueType  # 0
+    REPAIR_DECISION_KIND_REQUESTED: _RepairDecisionKind.ValueType  # 1
+    REPAIR_DECISION_KIND_APPROVED: _RepairDecisionKind.ValueType  # 2
+    REPAIR_DECISION_KIND_REJECTED: _RepairDecisionKind.ValueType  # 3
+    REPAIR_DECISION_KIND_SUPERSEDED: _RepairDecisionKind.ValueType  # 4
+    REPAIR_DECISION_KIND_STARTED: _RepairDecisionKind.ValueType  # 5
+
+class RepairDecisionKind(_RepairDecisionKind, metaclass=_RepairDecisionKindEnumTypeWrapper):
+    """Kind of a decision on a repair."""
+
+REPAIR_DECISION_KIND_UNSPECIFIED: RepairDecisionKind.ValueType  # 0
+REPAIR_DECISION_KIND_REQUESTED: RepairDecisionKind.ValueType  # 1
+REPAIR_DECISION_KIND_APPROVED: RepairDecisionKind.ValueType  # 2
+REPAIR_DECISION_KIND_REJECTED: RepairDecisionKind.ValueType  # 3
+REPAIR_DECISION_KIND_SUPERSEDED: RepairDecisionKind.ValueType  # 4
+REPAIR_DECISION_KIND_STARTED: RepairDecisionKind.ValueType  # 5
+Global___RepairDecisionKind: _TypeAlias = RepairDecisionKind  # noqa: Y015
+
 class _ProvisioningStep:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -570,25 +628,299 @@ class RedeployResponse(_message.Message):
 
     PAYLOADS_FIELD_NUMBER: _builtins.int
     SAGA_ID_FIELD_NUMBER: _builtins.int
+    REPAIR_FIELD_NUMBER: _builtins.int
     saga_id: _builtins.str
-    """Saga started for the redeploy; empty with dry_run. Follow it with GetCircuitConfig."""
+    """Saga started for the repair: always empty now (a repair runs only once approved; see
+    Repair.saga_id).
+    """
     @_builtins.property
     def payloads(self) -> _containers.RepeatedCompositeFieldContainer[_router_payload_pb2.RouterPayload]:
         """The payloads that were (or with dry_run would be) pushed, one per router."""
+
+    @_builtins.property
+    def repair(self) -> Global___Repair:
+        """The repair plan created for approval; empty with dry_run."""
 
     def __init__(
         self,
         *,
         payloads: _abc.Iterable[_router_payload_pb2.RouterPayload] | None = ...,
         saga_id: _builtins.str = ...,
+        repair: Global___Repair | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["repair", b"repair"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payloads", b"payloads", "saga_id", b"saga_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payloads", b"payloads", "repair", b"repair", "saga_id", b"saga_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RedeployResponse: _TypeAlias = RedeployResponse  # noqa: Y015
+
+@_typing.final
+class RepairDecision(_message.Message):
+    """One decision on a repair (append-only: a new entry per decision)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    PAYLOAD_SHA256_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    kind: Global___RepairDecisionKind.ValueType
+    """What was decided."""
+    side: _side_pb2.Side.ValueType
+    """Side the decision is for (unspecified for the repair as a whole)."""
+    actor: _builtins.str
+    """Principal id of who decided ("system:provisioning" for automatic decisions)."""
+    payload_sha256: _builtins.str
+    """Hash of the payload the decision is bound to."""
+    comment: _builtins.str
+    """Comment or reason."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___RepairDecisionKind.ValueType = ...,
+        side: _side_pb2.Side.ValueType = ...,
+        actor: _builtins.str = ...,
+        payload_sha256: _builtins.str = ...,
+        comment: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "comment", b"comment", "kind", b"kind", "payload_sha256", b"payload_sha256", "side", b"side", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepairDecision: _TypeAlias = RepairDecision  # noqa: Y015
+
+@_typing.final
+class Repair(_message.Message):
+    """A repair plan: the payloads a repair would send, and the decisions on it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPAIR_ID_FIELD_NUMBER: _builtins.int
+    CIRCUIT_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    PAYLOADS_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    SAGA_ID_FIELD_NUMBER: _builtins.int
+    repair_id: _builtins.str
+    """Repair id."""
+    circuit_id: _builtins.str
+    """Circuit repaired."""
+    state: Global___RepairState.ValueType
+    """Current state."""
+    requested_by: _builtins.str
+    """Principal id of the requester."""
+    saga_id: _builtins.str
+    """Saga started once every payload was approved."""
+    @_builtins.property
+    def request_time(self) -> _timestamp_pb2.Timestamp:
+        """When requested."""
+
+    @_builtins.property
+    def payloads(self) -> _containers.RepeatedCompositeFieldContainer[_router_payload_pb2.RouterPayload]:
+        """Each affected router's payload as planned, Singapore first."""
+
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RepairDecision]:
+        """Every decision, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        repair_id: _builtins.str = ...,
+        circuit_id: _builtins.str = ...,
+        state: Global___RepairState.ValueType = ...,
+        requested_by: _builtins.str = ...,
+        request_time: _timestamp_pb2.Timestamp | None = ...,
+        payloads: _abc.Iterable[_router_payload_pb2.RouterPayload] | None = ...,
+        decisions: _abc.Iterable[Global___RepairDecision] | None = ...,
+        saga_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_time", b"request_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "decisions", b"decisions", "payloads", b"payloads", "repair_id", b"repair_id", "request_time", b"request_time", "requested_by", b"requested_by", "saga_id", b"saga_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Repair: _TypeAlias = Repair  # noqa: Y015
+
+@_typing.final
+class ListRepairsRequest(_message.Message):
+    """Request for ListRepairs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CIRCUIT_ID_FIELD_NUMBER: _builtins.int
+    PENDING_ONLY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    circuit_id: _builtins.str
+    """Only this circuit; empty for all."""
+    pending_only: _builtins.bool
+    """Only repairs waiting for approval."""
+    page_size: _builtins.int
+    """Page size (0: the default, 100; at most 100)."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token."""
+    def __init__(
+        self,
+        *,
+        circuit_id: _builtins.str = ...,
+        pending_only: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "page_size", b"page_size", "page_token", b"page_token", "pending_only", b"pending_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRepairsRequest: _TypeAlias = ListRepairsRequest  # noqa: Y015
+
+@_typing.final
+class ListRepairsResponse(_message.Message):
+    """Response for ListRepairs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPAIRS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Set when more repairs follow."""
+    @_builtins.property
+    def repairs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Repair]:
+        """Repairs, newest first."""
+
+    def __init__(
+        self,
+        *,
+        repairs: _abc.Iterable[Global___Repair] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "repairs", b"repairs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRepairsResponse: _TypeAlias = ListRepairsResponse  # noqa: Y015
+
+@_typing.final
+class ApproveRepairRequest(_message.Message):
+    """Request for ApproveRepair."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPAIR_ID_FIELD_NUMBER: _builtins.int
+    PAYLOAD_SHA256_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    repair_id: _builtins.str
+    """Repair id."""
+    payload_sha256: _builtins.str
+    """RouterPayload.sha256 of the caller's telco's router payload, as shown."""
+    comment: _builtins.str
+    """Optional comment."""
+    def __init__(
+        self,
+        *,
+        repair_id: _builtins.str = ...,
+        payload_sha256: _builtins.str = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "payload_sha256", b"payload_sha256", "repair_id", b"repair_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveRepairRequest: _TypeAlias = ApproveRepairRequest  # noqa: Y015
+
+@_typing.final
+class ApproveRepairResponse(_message.Message):
+    """Response for ApproveRepair."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPAIR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def repair(self) -> Global___Repair:
+        """The repair after the decision."""
+
+    def __init__(
+        self,
+        *,
+        repair: Global___Repair | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["repair", b"repair"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["repair", b"repair"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveRepairResponse: _TypeAlias = ApproveRepairResponse  # noqa: Y015
+
+@_typing.final
+class RejectRepairRequest(_message.Message):
+    """Request for RejectRepair."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPAIR_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    repair_id: _builtins.str
+    """Repair id."""
+    reason: _builtins.str
+    """Why (required)."""
+    def __init__(
+        self,
+        *,
+        repair_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "repair_id", b"repair_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectRepairRequest: _TypeAlias = RejectRepairRequest  # noqa: Y015
+
+@_typing.final
+class RejectRepairResponse(_message.Message):
+    """Response for RejectRepair."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPAIR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def repair(self) -> Global___Repair:
+        """The repair after the decision."""
+
+    def __init__(
+        self,
+        *,
+        repair: Global___Repair | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["repair", b"repair"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["repair", b"repair"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectRepairResponse: _TypeAlias = RejectRepairResponse  # noqa: Y015
 
 @_typing.final
 class GetCircuitConfigRequest(_message.Message):
@@ -712,6 +1044,7 @@ class ProvisioningLogEntry(_message.Message):
     PERSIST_ID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     saga_id: _builtins.str
     """Saga id."""
     order_id: _builtins.str
@@ -732,6 +1065,10 @@ class ProvisioningLogEntry(_message.Message):
     """NETCONF persist id of the confirmed commit."""
     message: _builtins.str
     """Free-text detail."""
+    actor: _builtins.str
+    """Principal id(s) that caused the step: the approvers' ids (comma-separated, Singapore
+    first) for a saga's steps, "system:<component>" for automatic ones.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the step was recorded."""
@@ -755,10 +1092,11 @@ class ProvisioningLogEntry(_message.Message):
         persist_id: _builtins.str = ...,
         error: _router_error_pb2.RouterError | None = ...,
         message: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_name", b"device_name", "error", b"error", "message", b"message", "operation", b"operation", "order_id", b"order_id", "outcome", b"outcome", "payload_sha256", b"payload_sha256", "persist_id", b"persist_id", "saga_id", b"saga_id", "side", b"side", "step", b"step", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "device_name", b"device_name", "error", b"error", "message", b"message", "operation", b"operation", "order_id", b"order_id", "outcome", b"outcome", "payload_sha256", b"payload_sha256", "persist_id", b"persist_id", "saga_id", b"saga_id", "side", b"side", "step", b"step", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

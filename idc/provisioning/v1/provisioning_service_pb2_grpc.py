@@ -56,6 +56,21 @@ class ProvisioningServiceStub:
                 request_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.RedeployRequest.SerializeToString,
                 response_deserializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.RedeployResponse.FromString,
                 _registered_method=True)
+        self.ListRepairs = channel.unary_unary(
+                '/idc.provisioning.v1.ProvisioningService/ListRepairs',
+                request_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ListRepairsRequest.SerializeToString,
+                response_deserializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ListRepairsResponse.FromString,
+                _registered_method=True)
+        self.ApproveRepair = channel.unary_unary(
+                '/idc.provisioning.v1.ProvisioningService/ApproveRepair',
+                request_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ApproveRepairRequest.SerializeToString,
+                response_deserializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ApproveRepairResponse.FromString,
+                _registered_method=True)
+        self.RejectRepair = channel.unary_unary(
+                '/idc.provisioning.v1.ProvisioningService/RejectRepair',
+                request_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.RejectRepairRequest.SerializeToString,
+                response_deserializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.RejectRepairResponse.FromString,
+                _registered_method=True)
         self.GetCircuitConfig = channel.unary_unary(
                 '/idc.provisioning.v1.ProvisioningService/GetCircuitConfig',
                 request_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.GetCircuitConfigRequest.SerializeToString,
@@ -96,8 +111,32 @@ class ProvisioningServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Redeploy(self, request, context):
-        """Pushes a circuit's intended configuration to its routers again (through the same
-        two-router saga), e.g. after CheckSync found drift. With dry_run only renders.
+        """Requests a repair: pushing a circuit's intended configuration to its routers again
+        (through the same two-router saga), e.g. after CheckSync found drift. Creates a repair
+        plan with each router's payload; nothing is sent until each telco's ops approved its
+        own router's payload (ApproveRepair). With dry_run only renders.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRepairs(self, request, context):
+        """Repair plans, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveRepair(self, request, context):
+        """Approves the caller's telco's router payload of a repair, bound to its hash; the
+        repair runs when every router's payload is approved. The requester cannot approve.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectRepair(self, request, context):
+        """Rejects a pending repair for the caller's telco, with a reason.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,6 +179,21 @@ def add_ProvisioningServiceServicer_to_server(servicer, server):
                     servicer.Redeploy,
                     request_deserializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.RedeployRequest.FromString,
                     response_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.RedeployResponse.SerializeToString,
+            ),
+            'ListRepairs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRepairs,
+                    request_deserializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ListRepairsRequest.FromString,
+                    response_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ListRepairsResponse.SerializeToString,
+            ),
+            'ApproveRepair': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveRepair,
+                    request_deserializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ApproveRepairRequest.FromString,
+                    response_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ApproveRepairResponse.SerializeToString,
+            ),
+            'RejectRepair': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectRepair,
+                    request_deserializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.RejectRepairRequest.FromString,
+                    response_serializer=idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.RejectRepairResponse.SerializeToString,
             ),
             'GetCircuitConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCircuitConfig,
@@ -262,6 +316,87 @@ class ProvisioningService:
             '/idc.provisioning.v1.ProvisioningService/Redeploy',
             idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.RedeployRequest.SerializeToString,
             idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.RedeployResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRepairs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.provisioning.v1.ProvisioningService/ListRepairs',
+            idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ListRepairsRequest.SerializeToString,
+            idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ListRepairsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveRepair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.provisioning.v1.ProvisioningService/ApproveRepair',
+            idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ApproveRepairRequest.SerializeToString,
+            idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.ApproveRepairResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectRepair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.provisioning.v1.ProvisioningService/RejectRepair',
+            idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.RejectRepairRequest.SerializeToString,
+            idc_dot_provisioning_dot_v1_dot_provisioning__service__pb2.RejectRepairResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,9 +44,19 @@ class ProvisioningServiceStub:
     CheckSync: _grpc.UnaryUnaryMultiCallable[_provisioning_service_pb2.CheckSyncRequest, _provisioning_service_pb2.CheckSyncResponse]
     """Compares each router's running configuration with the intended circuits."""
     Redeploy: _grpc.UnaryUnaryMultiCallable[_provisioning_service_pb2.RedeployRequest, _provisioning_service_pb2.RedeployResponse]
-    """Pushes a circuit's intended configuration to its routers again (through the same
-    two-router saga), e.g. after CheckSync found drift. With dry_run only renders.
+    """Requests a repair: pushing a circuit's intended configuration to its routers again
+    (through the same two-router saga), e.g. after CheckSync found drift. Creates a repair
+    plan with each router's payload; nothing is sent until each telco's ops approved its
+    own router's payload (ApproveRepair). With dry_run only renders.
     """
+    ListRepairs: _grpc.UnaryUnaryMultiCallable[_provisioning_service_pb2.ListRepairsRequest, _provisioning_service_pb2.ListRepairsResponse]
+    """Repair plans, newest first."""
+    ApproveRepair: _grpc.UnaryUnaryMultiCallable[_provisioning_service_pb2.ApproveRepairRequest, _provisioning_service_pb2.ApproveRepairResponse]
+    """Approves the caller's telco's router payload of a repair, bound to its hash; the
+    repair runs when every router's payload is approved. The requester cannot approve.
+    """
+    RejectRepair: _grpc.UnaryUnaryMultiCallable[_provisioning_service_pb2.RejectRepairRequest, _provisioning_service_pb2.RejectRepairResponse]
+    """Rejects a pending repair for the caller's telco, with a reason."""
     GetCircuitConfig: _grpc.UnaryUnaryMultiCallable[_provisioning_service_pb2.GetCircuitConfigRequest, _provisioning_service_pb2.GetCircuitConfigResponse]
     """A circuit's running configuration on each router, and its provisioning log."""
     ListSyncStatus: _grpc.UnaryUnaryMultiCallable[_provisioning_service_pb2.ListSyncStatusRequest, _provisioning_service_pb2.ListSyncStatusResponse]
@@ -70,9 +80,19 @@ class ProvisioningServiceAsyncStub(ProvisioningServiceStub):
     CheckSync: _aio.UnaryUnaryMultiCallable[_provisioning_service_pb2.CheckSyncRequest, _provisioning_service_pb2.CheckSyncResponse]  # type: ignore[assignment]
     """Compares each router's running configuration with the intended circuits."""
     Redeploy: _aio.UnaryUnaryMultiCallable[_provisioning_service_pb2.RedeployRequest, _provisioning_service_pb2.RedeployResponse]  # type: ignore[assignment]
-    """Pushes a circuit's intended configuration to its routers again (through the same
-    two-router saga), e.g. after CheckSync found drift. With dry_run only renders.
+    """Requests a repair: pushing a circuit's intended configuration to its routers again
+    (through the same two-router saga), e.g. after CheckSync found drift. Creates a repair
+    plan with each router's payload; nothing is sent until each telco's ops approved its
+    own router's payload (ApproveRepair). With dry_run only renders.
     """
+    ListRepairs: _aio.UnaryUnaryMultiCallable[_provisioning_service_pb2.ListRepairsRequest, _provisioning_service_pb2.ListRepairsResponse]  # type: ignore[assignment]
+    """Repair plans, newest first."""
+    ApproveRepair: _aio.UnaryUnaryMultiCallable[_provisioning_service_pb2.ApproveRepairRequest, _provisioning_service_pb2.ApproveRepairResponse]  # type: ignore[assignment]
+    """Approves the caller's telco's router payload of a repair, bound to its hash; the
+    repair runs when every router's payload is approved. The requester cannot approve.
+    """
+    RejectRepair: _aio.UnaryUnaryMultiCallable[_provisioning_service_pb2.RejectRepairRequest, _provisioning_service_pb2.RejectRepairResponse]  # type: ignore[assignment]
+    """Rejects a pending repair for the caller's telco, with a reason."""
     GetCircuitConfig: _aio.UnaryUnaryMultiCallable[_provisioning_service_pb2.GetCircuitConfigRequest, _provisioning_service_pb2.GetCircuitConfigResponse]  # type: ignore[assignment]
     """A circuit's running configuration on each router, and its provisioning log."""
     ListSyncStatus: _aio.UnaryUnaryMultiCallable[_provisioning_service_pb2.ListSyncStatusRequest, _provisioning_service_pb2.ListSyncStatusResponse]  # type: ignore[assignment]
@@ -117,9 +137,37 @@ class ProvisioningServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _provisioning_service_pb2.RedeployRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_provisioning_service_pb2.RedeployResponse, _abc.Awaitable[_provisioning_service_pb2.RedeployResponse]]:
-        """Pushes a circuit's intended configuration to its routers again (through the same
-        two-router saga), e.g. after CheckSync found drift. With dry_run only renders.
+        """Requests a repair: pushing a circuit's intended configuration to its routers again
+        (through the same two-router saga), e.g. after CheckSync found drift. Creates a repair
+        plan with each router's payload; nothing is sent until each telco's ops approved its
+        own router's payload (ApproveRepair). With dry_run only renders.
         """
+
+    @_abc_1.abstractmethod
+    def ListRepairs(
+        self,
+        request: _provisioning_service_pb2.ListRepairsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provisioning_service_pb2.ListRepairsResponse, _abc.Awaitable[_provisioning_service_pb2.ListRepairsResponse]]:
+        """Repair plans, newest first."""
+
+    @_abc_1.abstractmethod
+    def ApproveRepair(
+        self,
+        request: _provisioning_service_pb2.ApproveRepairRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provisioning_service_pb2.ApproveRepairResponse, _abc.Awaitable[_provisioning_service_pb2.ApproveRepairResponse]]:
+        """Approves the caller's telco's router payload of a repair, bound to its hash; the
+        repair runs when every router's payload is approved. The requester cannot approve.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectRepair(
+        self,
+        request: _provisioning_service_pb2.RejectRepairRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provisioning_service_pb2.RejectRepairResponse, _abc.Awaitable[_provisioning_service_pb2.RejectRepairResponse]]:
+        """Rejects a pending repair for the caller's telco, with a reason."""
 
     @_abc_1.abstractmethod
     def GetCircuitConfig(

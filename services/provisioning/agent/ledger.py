@@ -206,6 +206,7 @@ class Ledger:
                 trace_id=trace_id_of(result.job.traceparent),
                 error=result.fault.to_proto().SerializeToString() if result.fault else b"",
                 message=result.message,
+                actor=command.actor,
             )
         )
 

@@ -36,6 +36,8 @@ from idc.ops.v1 import approval_service_pb2_grpc as approvals_grpc
 from idc.order.v1 import circuit_pb2, order_pb2
 from idc.order.v1 import order_service_pb2 as orders_pb
 from idc.order.v1 import order_service_pb2_grpc as orders_grpc
+from idc.provisioning.v1 import provisioning_service_pb2 as prov_pb
+from idc.provisioning.v1 import provisioning_service_pb2_grpc as prov_grpc
 from services.common.auth import Principal, Role
 from services.common.grpc_server import call_metadata
 from services.common.tokens import HarnessKeys
@@ -59,6 +61,8 @@ HOSTILE_REFERENCE = '<script>alert("ref")</script><b>PO-42</b>'
 PEOPLE = {
     "olga": Principal("olga@sg", Role.OPS, telco="sg"),
     "chen": Principal("chen@cq", Role.OPS, telco="cq"),
+    # Olga's colleague: approves Singapore's router of a repair Olga requested.
+    "sue": Principal("sue@sg", Role.OPS, telco="sg"),
     "alice": Principal("alice@acme", Role.CUSTOMER, tenant="acme"),
     # The customer's own person holding an ops token too: four eyes must refuse her.
     "alice_ops": Principal("alice@acme", Role.OPS, telco="sg"),
@@ -152,6 +156,18 @@ class ConsoleStack:
             return order if order.state == state else None
 
         return wait_for(f"order {order_id} in {order_pb2.OrderState.Name(state)}", reached)
+
+    def approve_repairs(self, circuit_id: str) -> None:
+        """Chongqing's ops and Olga's colleague approve the circuit's pending repair, each
+        for their own router (the console requests; four eyes approve through the API)."""
+        stub = prov_grpc.ProvisioningServiceStub(grpc.insecure_channel(self.processes[1].address))
+        (repair,) = stub.ListRepairs(
+            prov_pb.ListRepairsRequest(circuit_id=circuit_id, pending_only=True),
+            metadata=self.md("chen")).repairs
+        for who, telco in (("chen", "cq"), ("sue", "sg")):
+            own = next(p for p in repair.payloads if p.telco_id == telco)
+            stub.ApproveRepair(prov_pb.ApproveRepairRequest(
+                repair_id=repair.repair_id, payload_sha256=own.sha256), metadata=self.md(who))
 
     @contextmanager
     def router(self, name: str) -> Iterator[NetconfSession]:

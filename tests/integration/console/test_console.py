@@ -154,7 +154,9 @@ def test_drift_shows_per_router_and_redeploy_clears_it(stack: ConsoleStack,
     status = olga.page.locator(".sync-status[data-router='sg-edge-1']")
     expect(status).to_have_text("drift")
     olga.page.locator("form[action$='/redeploy'] button").click()
-    expect(olga.page.locator(".flash.ok")).to_contain_text("Redeploy started")
+    expect(olga.page.locator(".flash.ok")).to_contain_text("Repair requested")
+    expect(status).to_have_text("drift")  # nothing is sent before four eyes approved
+    stack.approve_repairs(circuit)
     expect(status).to_have_text("in sync", timeout=LIVE_TIMEOUT_MS)
     expect(olga.page.locator("#log")).to_contain_text("CONFIRM")
     assert_not_blank(olga.page.screenshot(full_page=True), stack.work / "circuit.png")

@@ -86,7 +86,8 @@ class Client:
         return call_metadata(self.token)
 
     def call(self, method: str, request: Message) -> Any:
-        stub: Any = (self.approvals if method in {"ListPendingApprovals", "Approve", "Reject"}
+        stub: Any = (self.approvals if method in {"ListPendingApprovals", "Approve", "Reject",
+                                                  "ListApprovalHistory"}
                      else self.orders)
         return getattr(stub, method)(request, metadata=self.md, timeout=30)
 

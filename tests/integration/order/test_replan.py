@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from idc.events.v1 import order_pb2 as order_events
+from idc.ops.v1 import approval_service_pb2
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
 from idc.type.v1 import side_pb2
 from services.common.config import KafkaSettings
@@ -210,3 +211,49 @@ def test_a_plan_error_rejects_a_change_and_leaves_the_circuit_as_it_was(
             == (circuit_pb2.CIRCUIT_STATE_ACTIVE, 100, "")
         capacity = svc.alice.capacity()
         assert (capacity.channel_reserved_mbps, capacity.channel_committed_mbps) == (0, 100)
+
+
+def test_every_approval_decision_is_an_entry_of_its_own(
+    database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    with running_order_service(database_url, kafka_settings) as svc:
+        order = svc.alice.create(200)
+        first = svc.plan_and_wait(order, "v1")
+        svc.olga.approve(order.id, first[SG])
+        svc.chen.approve(order.id, first[CQ])
+        second = svc.plan(order, "v1", cq_version="v2", replan=True,
+                          reason="cq payload changed")[CQ]
+        svc.wait_state(order.id, S.ORDER_STATE_PENDING_APPROVAL)
+        svc.chen.approve(order.id, second)
+
+        history = svc.chen.call("ListApprovalHistory", approval_service_pb2
+                                .ListApprovalHistoryRequest(order_id=order.id)).decisions
+        # The superseded approval and the re-approval are both kept, oldest first.
+        assert [(d.side, d.state, d.payload_sha256) for d in history] == [
+            (SG, APPROVED, first[SG]),
+            (CQ, APPROVED, first[CQ]),
+            (CQ, SUPERSEDED, first[CQ]),
+            (CQ, APPROVED, second),
+        ]
+        olga, chen = svc.olga.principal.ref, svc.chen.principal.ref
+        assert [d.approver for d in history] == [olga, chen, "system:provisioning", chen]
+        # The approvers travel on the event as opaque ids, never their names.
+        event = approved_events(svc, order, 2)[1]
+        assert {a.side: a.approver for a in event.approvals} == {SG: olga, CQ: chen}
+        assert svc.olga.principal.subject not in {a.approver for a in event.approvals}
+
+        rejected = svc.alice.create(100)
+        plan = svc.plan_and_wait(rejected, "v1")
+        svc.olga.approve(rejected.id, plan[SG])
+        svc.chen.call("Reject", approval_service_pb2.RejectRequest(
+            order_id=rejected.id, reason="port under maintenance"))
+        history = svc.olga.call("ListApprovalHistory", approval_service_pb2
+                                .ListApprovalHistoryRequest(order_id=rejected.id)).decisions
+        assert [(d.side, d.state, d.approver, d.comment) for d in history] == [
+            (SG, APPROVED, olga, "looks right"),
+            (CQ, order_pb2.APPROVAL_STATE_REJECTED, chen, "port under maintenance"),
+        ]
+        with pytest.raises(grpc.RpcError) as denied:
+            svc.alice.call("ListApprovalHistory", approval_service_pb2
+                           .ListApprovalHistoryRequest(order_id=order.id))
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED

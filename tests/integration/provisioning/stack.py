@@ -23,6 +23,7 @@ from devstack.netconf import Router
 from devstack.process import free_port
 from devstack.services import ServiceProcess, start_service, wait_serving
 from idc.events.v1 import circuit_pb2, common_pb2, order_pb2, provisioning_pb2
+from idc.provisioning.v1 import provisioning_service_pb2 as pb
 from idc.provisioning.v1 import provisioning_service_pb2_grpc as pb_grpc
 from idc.type.v1 import money_pb2
 from services.common.auth import Principal, Role
@@ -259,8 +260,29 @@ class Stack:
         channel = grpc.insecure_channel(self.processes[self.api].address)
         return pb_grpc.ProvisioningServiceStub(channel)
 
-    def metadata(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {self.token}")]
+    def metadata(self, subject: str = "", telco: str = "") -> list[tuple[str, str]]:
+        """The API's metadata: the stack's token (ops-sg-1), or one for the ops principal
+        ``subject`` of ``telco``."""
+        token = self.token
+        if subject:
+            token = KEYS.mint(Principal(subject, Role.OPS, telco=telco))
+        return [("authorization", f"Bearer {token}")]
+
+    def repair(self, circuit_id: str) -> pb.Repair:
+        """A Redeploy of ``circuit_id`` requested by ops-sg-1 and approved by each telco's
+        ops for its own router (ops-cq-1, and ops-sg-2 for the requester's telco)."""
+        stub = self.stub()
+        repair = stub.Redeploy(
+            pb.RedeployRequest(circuit_id=circuit_id), metadata=self.metadata()
+        ).repair
+        for subject, telco in (("ops-cq-1", "cq"), ("ops-sg-2", "sg")):
+            own = next(p for p in repair.payloads if p.telco_id == telco)
+            approved = stub.ApproveRepair(
+                pb.ApproveRepairRequest(repair_id=repair.repair_id, payload_sha256=own.sha256),
+                metadata=self.metadata(subject, telco),
+            ).repair
+        assert approved.state == pb.REPAIR_STATE_STARTED, approved
+        return approved  # type: ignore[no-any-return]
 
 
 @contextmanager

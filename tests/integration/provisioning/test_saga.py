@@ -128,10 +128,7 @@ def test_drift_shows_in_check_sync_and_redeploy_restores(stack: Stack) -> None:
     assert {(d.intended, d.actual) for d in drift.differences if d.path.endswith("/cir")} == {
         ("100000000", "7000000")
     }
-    redeploy = stub.Redeploy(
-        pb.RedeployRequest(circuit_id=params.circuit_id), metadata=stack.metadata()
-    )
-    assert redeploy.saga_id
+    assert stack.repair(params.circuit_id).saga_id
     modified = stack.outcome(params.circuit_id, (circuit_pb2.CircuitModified,))[0]
     assert isinstance(modified, circuit_pb2.CircuitModified)
 
@@ -203,6 +200,19 @@ def test_payload_changed_since_approval_goes_back_to_approval(stack: Stack) -> N
     stack.approve(Operation.CREATE, params, order_id=order_id)
     [activated] = stack.outcome(params.circuit_id)
     assert isinstance(activated, circuit_pb2.CircuitActivated), activated
+
+
+def test_an_approval_without_payload_hashes_touches_no_router(stack: Stack) -> None:
+    params = circuit(stack.vlan(next(VLANS)))
+    before = {name: session.running() for name, session in stack.sessions.items()}
+    only_sg = approvals_for(Operation.CREATE, params)[:1]
+    stack.approve(Operation.CREATE, params, approvals=only_sg)
+    [failed] = stack.outcome(params.circuit_id)
+    assert isinstance(failed, circuit_pb2.ProvisioningFailed), failed
+    assert "not approved for chongqing" in failed.message and failed.rolled_back
+    assert {name: s.running() for name, s in stack.sessions.items()} == before
+    [entry] = stack.log(params.circuit_id)
+    assert (entry.actor, entry.saga_id) == ("system:coordinator", "")
 
 
 def test_dry_run_shows_each_payload_and_what_it_changes_on_the_router(stack: Stack) -> None:

@@ -121,7 +121,7 @@ class FakeApis:
         return []
 
     async def redeploy(self, token: str, circuit_id: str) -> prov_pb.RedeployResponse:
-        return prov_pb.RedeployResponse(saga_id="saga-1")
+        return prov_pb.RedeployResponse(repair=prov_pb.Repair(repair_id="rep-1"))
 
     async def circuit_config(self, token: str,
                              circuit_id: str) -> prov_pb.GetCircuitConfigResponse:
