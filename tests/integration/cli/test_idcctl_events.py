@@ -1,5 +1,5 @@
 """idcctl ops dlq / ops outbox against the running stack: each topic's producer answers
-(the meter too, with the token `admin tokens issue` stored in its database), admins only.
+(the meter too, with a token `admin tokens issue` had the issuer sign), admins only.
 The replay and republish flows themselves are tests/integration/test_event_admin.py."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def test_dead_letters_and_outbox_of_every_producer_for_admins_only(
     env = {"IDC_VAR_DIR": str(stack.var_dir),
            "IDC_METER_ADDRESS": stack.address("billing.meter")}
     issued = idcctl("admin", "tokens", "issue", "--role", "admin", "--subject", "root@ops",
-                    "-o", "json", env=env)
+                    "-o", "json", token="admin", env=env)
     assert issued.code == 0, issued.stderr
     as_root = {**env, "IDC_TOKEN": json.loads(issued.stdout)["token"]}
 
