@@ -1,8 +1,11 @@
 """Gauge ``idc.tls.certificate.not_after``: when each certificate the process uses expires.
 
 The files are read at every scrape, so the gauge shows what a handshake uses now: the
-server's pair is read again when its files change (services/common/tls.py), kafka-python
-reads its files when it opens a connection. A renewal that never happened (cert-manager or
+server's key pair is read again when its files change (services/common/tls.py),
+kafka-python reads its files at each new connection, a gRPC client when it makes its
+channel. The server reads its client CA (grpc-ca) once at start, so a renewed CA file is
+trusted for partners after a restart. The console serves no gRPC: it reports only what it
+dials with. A renewal that never happened (cert-manager or
 Strimzi stuck) shows as a not-after coming closer; alert IdcCertificateExpiringSoon
 (k8s/components/observability/alerts.yaml) watches it.
 """
@@ -40,14 +43,15 @@ def not_after(pem: bytes) -> float:
 
 
 def configured_certificates(
-    server: ServerTls, client: ClientTls, kafka: KafkaSecurity
+    client: ClientTls, server: ServerTls | None = None, kafka: KafkaSecurity | None = None
 ) -> dict[CertificateRole, Path]:
-    """The certificate files these settings name (none with TLS off)."""
-    files: dict[CertificateRole, Path | str | None] = {
-        CertificateRole.GRPC_SERVER: server.cert_file if server.enabled else None,
-        CertificateRole.GRPC_CA: (server.ca_file if server.enabled else None)
-        or (client.ca_file if client.enabled else None),
-        CertificateRole.GRPC_CLIENT: client.cert_file if client.enabled else None,
+    """The certificate files these settings name (settings with TLS off name none); a
+    process without a gRPC server (the console) or without Kafka passes None."""
+    server, kafka = server or ServerTls(), kafka or KafkaSecurity()
+    files = {
+        CertificateRole.GRPC_SERVER: server.cert_file,
+        CertificateRole.GRPC_CA: server.ca_file or client.ca_file,
+        CertificateRole.GRPC_CLIENT: client.cert_file,
         CertificateRole.KAFKA_CLIENT: kafka.cert_file,
         CertificateRole.KAFKA_CA: kafka.ca_file,
     }

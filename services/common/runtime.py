@@ -189,7 +189,7 @@ def build_app(
     and its own ``workers``."""
     settings = runtime.settings
     certificates = certificate_expiry.register(certificate_expiry.configured_certificates(
-        runtime.tls, ClientTls.from_env(), settings.kafka.security
+        ClientTls.from_env(), runtime.tls, settings.kafka.security
     ))
 
     def register_all(server: grpc.Server) -> Sequence[str]:

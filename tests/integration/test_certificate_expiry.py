@@ -40,6 +40,15 @@ def _gauge(service: ServiceProcess) -> dict[str, float]:
     }
 
 
+def _scraped(service: ServiceProcess) -> dict[str, float] | None:
+    """The gauge, or None while the process does not serve its metrics yet."""
+    assert service.proc.poll() is None, f"{service.name} exited: {service.log_path}"
+    try:
+        return _gauge(service)
+    except OSError:
+        return None
+
+
 def _wait_for(what: str, check: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -82,3 +91,19 @@ def test_a_tls_service_exports_its_certificates_not_after_and_follows_a_renewal(
         _wait_for("the renewed not-after", lambda: _gauge(service)["grpc-server"] == renewed)
     finally:
         service.terminate()
+
+
+def test_the_console_exports_the_ca_it_dials_the_services_with(tmp_path: Path) -> None:
+    ca = LocalCa.create("expiry-ca")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    console = start_service(
+        "console", f"127.0.0.1:{free_port()}",
+        {"IDC_TLS": "on", "IDC_TLS_CA_FILE": str(tmp_path / "ca.pem"),
+         "IDC_VAR_DIR": str(tmp_path), **HarnessKeys.generate().env()},
+        tmp_path / "console.log", metrics_listen=f"127.0.0.1:{free_port()}",
+    )
+    expected = {"grpc-ca": _not_after(tmp_path / "ca.pem")}
+    try:
+        _wait_for("the console's gauge", lambda: _scraped(console) == expected)
+    finally:
+        console.terminate()

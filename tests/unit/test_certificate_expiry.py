@@ -94,7 +94,7 @@ def test_every_configured_file_is_reported_under_its_role(tmp_path: Path) -> Non
         "IDC_KAFKA_SECURITY_PROTOCOL": "SSL", "IDC_KAFKA_SSL_CA_FILE": f["kafka-ca"],
         "IDC_KAFKA_SSL_CERT_FILE": f["kafka-client"], "IDC_KAFKA_SSL_KEY_FILE": f["kafka-key"],
     })
-    assert configured_certificates(server, client, kafka) == {
+    assert configured_certificates(client, server, kafka) == {
         CertificateRole.GRPC_SERVER: Path(f["server"]),
         CertificateRole.GRPC_CA: Path(f["ca"]),
         CertificateRole.GRPC_CLIENT: Path(f["client"]),
@@ -106,9 +106,8 @@ def test_every_configured_file_is_reported_under_its_role(tmp_path: Path) -> Non
 def test_a_client_only_ca_is_reported_and_plaintext_reports_nothing(tmp_path: Path) -> None:
     f = _files(tmp_path, "ca")
     client = ClientTls.from_env({"IDC_TLS_CA_FILE": f["ca"]})
-    assert configured_certificates(ServerTls(enabled=False), client, KafkaSecurity()) == {
-        CertificateRole.GRPC_CA: Path(f["ca"]),
-    }
+    # The console: it dials the services and serves no gRPC.
+    assert configured_certificates(client) == {CertificateRole.GRPC_CA: Path(f["ca"])}
     assert configured_certificates(
-        ServerTls(enabled=False), ClientTls.plaintext(), KafkaSecurity()
+        ClientTls.plaintext(), ServerTls(enabled=False), KafkaSecurity()
     ) == {}
