@@ -5,8 +5,8 @@ server's key pair is read again when its files change (services/common/tls.py),
 kafka-python reads its files at each new connection, a gRPC client when it makes its
 channel. The server reads its client CA (grpc-ca) once at start, so a renewed CA file is
 trusted for partners after a restart. The console serves no gRPC: it reports only what it
-dials with. A renewal that never happened (cert-manager or
-Strimzi stuck) shows as a not-after coming closer; alert IdcCertificateExpiringSoon
+dials with. A renewal that never happened (cert-manager or Strimzi stuck) shows as a
+not-after coming closer; alert IdcCertificateExpiringSoon
 (k8s/components/observability/alerts.yaml) watches it.
 """
 
