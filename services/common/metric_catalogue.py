@@ -88,6 +88,13 @@ PARTITIONS_ASSIGNED = _gauge(
     "messaging.consumer.group.name",
 )
 
+# TLS (every service): a Unix timestamp, so an alert compares it with time().
+TLS_CERTIFICATE_NOT_AFTER = _gauge(
+    "idc.tls.certificate.not_after", "s",
+    "when a certificate file the process uses expires (Unix time; the earliest of a chain)",
+    "certificate",
+)
+
 # Provisioning
 SAGAS_FINISHED = _counter(
     "idc.provisioning.sagas", "{saga}", "sagas finished, by outcome", "outcome"
@@ -157,6 +164,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     RPC_DURATION,
     OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, MESSAGES_SENT, MESSAGES_CONSUMED, DEAD_LETTERED,
     CONSUMER_LAG, PARTITIONS_ASSIGNED,
+    TLS_CERTIFICATE_NOT_AFTER,
     SAGAS_FINISHED, SAGA_STEP_DURATION, APPROVE_TO_ACTIVE, PENDING_COMMITS, PENDING_COMMIT_AGE,
     ROUTER_REACHABLE, CIRCUITS_OUT_OF_SYNC,
     ORDERS, ORDERS_PLACED, ORDER_OLDEST_AGE, ORDER_STATE_DURATION, CHANNEL_HEADROOM,

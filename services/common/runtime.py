@@ -18,7 +18,7 @@ import grpc
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.common import db
+from services.common import certificate_expiry, db
 from services.common import metric_catalogue as catalogue
 from services.common.call_limits import LimitSettings
 from services.common.config import ConfigError, ServiceSettings
@@ -32,7 +32,7 @@ from services.common.metrics import Registration, observe, one
 from services.common.revocations import RevocationReader
 from services.common.service_table import ServiceEntry
 from services.common.telemetry import Telemetry, configure_telemetry
-from services.common.tls import ServerTls
+from services.common.tls import ClientTls, ServerTls
 from services.common.tokens import TokenSettings, TokenVerifier
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,9 @@ def build_app(
     relay, its token revocation reader, the event admin API (services/common/events/admin.py)
     and its own ``workers``."""
     settings = runtime.settings
+    certificates = certificate_expiry.register(certificate_expiry.configured_certificates(
+        ClientTls.from_env(), runtime.tls, settings.kafka.security
+    ))
 
     def register_all(server: grpc.Server) -> Sequence[str]:
         return [
@@ -210,7 +213,10 @@ def build_app(
                              runtime.token_settings.revocation_stale_s),
             *workers,
         ],
-        on_stop=[runtime.engine.dispose, runtime.telemetry.shutdown],
+        on_stop=[
+            runtime.engine.dispose, runtime.telemetry.shutdown,
+            *(gauge.cancel for gauge in certificates),
+        ],
         tls=runtime.tls,
     )
 

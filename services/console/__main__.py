@@ -11,6 +11,7 @@ import sys
 
 import uvicorn
 
+from services.common import certificate_expiry
 from services.common.config import ConfigError
 from services.common.logs import configure_logging
 from services.common.telemetry import configure_telemetry
@@ -22,6 +23,7 @@ def main() -> int:
     try:
         settings = ConsoleSettings.from_env()
         configure_telemetry("console")
+        certificate_expiry.register(certificate_expiry.configured_certificates(settings.grpc_tls))
     except ConfigError as error:
         print(f"console: configuration error: {error}", file=sys.stderr)
         return 2

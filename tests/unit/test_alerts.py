@@ -170,6 +170,7 @@ def test_the_alerts_cover_every_failure_the_noc_watches() -> None:
         "idc_outbox_oldest_unsent_age_seconds",
         "idc_billing_ingest_lag_seconds",
         "rpc_server_call_duration_seconds_count",
+        "idc_tls_certificate_not_after_seconds",
         "up",
     }
 
@@ -258,3 +259,27 @@ def test_the_pod_monitor_scrapes_the_metrics_port_of_every_deployment() -> None:
             for p in c["ports"]
         }
         assert ports.get("metrics") == METRICS_PORT, deployment["metadata"]["name"]
+
+
+def _hours(duration: str) -> int:
+    assert duration.endswith("h"), duration
+    return int(duration[:-1])
+
+
+def test_the_certificate_alert_fires_only_once_a_renewal_is_overdue() -> None:
+    # Warning between 3 and 14 days, critical under 3 days (negative: expired).
+    warning, critical = (a for a in alerts() if a["alert"] == "IdcCertificateExpiringSoon")
+    assert (warning["labels"]["severity"], critical["labels"]["severity"]) == (
+        "warning", "critical"
+    )
+    assert warning["expr"].endswith(f"< {14 * 86400} >= {3 * 86400}")
+    assert critical["expr"].endswith(f"< {3 * 86400}")
+    # cert-manager renews every certificate earlier than the warning (renewBefore), so an
+    # ordinary renewal never raises it.
+    renew_before = [
+        _hours(c["spec"]["renewBefore"]) * 3600
+        for overlay in OVERLAYS
+        for c in of_kind(render(overlay), "Certificate")
+        if "renewBefore" in c["spec"]
+    ]
+    assert renew_before and min(renew_before) > 14 * 86400
