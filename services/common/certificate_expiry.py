@@ -1,10 +1,9 @@
 """Gauge ``idc.tls.certificate.not_after``: when each certificate the process uses expires.
 
 The files are read at every scrape, so the gauge shows what a handshake uses now: the
-server's key pair is read again when its files change (services/common/tls.py),
-kafka-python reads its files at each new connection, a gRPC client when it makes its
-channel. The server reads its client CA (grpc-ca) once at start, so a renewed CA file is
-trusted for partners after a restart. The console serves no gRPC: it reports only what it
+server's key pair and client CA are read again when their files change
+(services/common/tls.py), kafka-python reads its files at each new connection, a gRPC
+client when it makes its channel. The console serves no gRPC: it reports only what it
 dials with. A renewal that never happened (cert-manager or Strimzi stuck) shows as a
 not-after coming closer; alert IdcCertificateExpiringSoon
 (k8s/components/observability/alerts.yaml) watches it.

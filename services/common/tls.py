@@ -167,7 +167,7 @@ class ServerTls:
         """Server credentials that read the key pair again when its files change
         (cert-manager renews them in place), so a renewal needs no restart."""
         assert self.cert_file is not None and self.key_file is not None
-        roots = self.ca_file.read_bytes() if require_client_cert and self.ca_file else None
+        roots = self.ca_file if require_client_cert else None
         reloader = _KeyPairReloader(self.cert_file, self.key_file, roots)
         # grpc-stubs say the fetcher never answers None; gRPC documents None as "unchanged".
         fetch = cast("Callable[[], grpc.ServerCertificateConfiguration]", reloader.fetch)
@@ -178,19 +178,26 @@ class ServerTls:
 
 
 class _KeyPairReloader:
-    """gRPC asks ``fetch`` at each handshake; it answers None while the files are unchanged."""
+    """gRPC asks ``fetch`` at each handshake; it answers None while the files are unchanged.
 
-    def __init__(self, cert: Path, key: Path, roots: bytes | None) -> None:
+    The client CA (``roots``, when client certificates are checked) is followed too, so a
+    renewed partner CA is trusted without a restart.
+    """
+
+    def __init__(self, cert: Path, key: Path, roots: Path | None) -> None:
         self._cert, self._key, self._roots = cert, key, roots
         self._lock = threading.Lock()
         self._stamp = self._mtimes()
 
-    def _mtimes(self) -> tuple[int, int]:
-        return self._cert.stat().st_mtime_ns, self._key.stat().st_mtime_ns
+    def _mtimes(self) -> tuple[int, ...]:
+        files = (self._cert, self._key) if self._roots is None else (
+            self._cert, self._key, self._roots)
+        return tuple(path.stat().st_mtime_ns for path in files)
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
         return grpc.ssl_server_certificate_configuration(
-            [(self._key.read_bytes(), self._cert.read_bytes())], root_certificates=self._roots
+            [(self._key.read_bytes(), self._cert.read_bytes())],
+            root_certificates=self._roots.read_bytes() if self._roots else None,
         )
 
     def initial(self) -> grpc.ServerCertificateConfiguration:

@@ -232,6 +232,25 @@ def test_a_renewed_certificate_is_served_without_a_restart(
     assert whoami(app.port, trusts_new, token) == "ann@acme/acme"
 
 
+def test_a_renewed_client_ca_is_trusted_on_the_partner_port_without_a_restart(
+    pki: Pki, serve: Serve, tokens: HarnessKeys, tmp_path: Path
+) -> None:
+    trusted = tmp_path / "partner-ca.pem"
+    trusted.write_bytes(pki.ca.read_bytes())
+    app = serve(server_tls(pki, IDC_TLS_CA_FILE=str(trusted),
+                           IDC_TEST_PARTNER_LISTEN="127.0.0.1:0"))
+    token = issue(tokens, ANN)
+    # The partner's new certificate comes from a CA the server does not trust yet.
+    assert refused(app.partner_port, client(pki, pki.rogue), token).code() == (
+        grpc.StatusCode.UNAVAILABLE
+    )
+    stamp = trusted.stat().st_mtime_ns
+    trusted.write_bytes(pki.ca.read_bytes() + pki.rogue_ca.read_bytes())
+    os.utime(trusted, ns=(stamp + 10**9, stamp + 10**9))  # a new mtime even on coarse clocks
+    assert whoami(app.partner_port, client(pki, pki.rogue), token) == "ann@acme/acme"
+    assert whoami(app.partner_port, client(pki, pki.acme), token) == "ann@acme/acme"
+
+
 def test_a_service_without_a_certificate_or_explicit_plaintext_refuses_to_start(
     tmp_path: Path,
 ) -> None:
