@@ -124,7 +124,10 @@ def _issuer(services: dict[str, ServiceProcess]
         yield token_service_pb2_grpc.TokenServiceStub(channel)
 
 
-ADMIN = call_metadata(KEYS.mint(Principal("root@ops", Role.ADMIN), 600))
+def admin() -> list[tuple[str, str]]:
+    """An admin's metadata, minted when a test runs (a token minted at import would have
+    expired by the time a long suite reaches these tests)."""
+    return call_metadata(KEYS.mint(Principal("root@ops", Role.ADMIN), 600))
 
 
 def test_an_issued_token_works_everywhere_and_a_revoked_one_nowhere(
@@ -132,14 +135,14 @@ def test_an_issued_token_works_everywhere_and_a_revoked_one_nowhere(
 ) -> None:
     for issuer in _issuer(services):
         issued = issuer.IssueToken(pb.IssueTokenRequest(subject="auditor@ops", role="admin"),
-                                   metadata=ADMIN, timeout=10)
+                                   metadata=admin(), timeout=10)
         for name, call in _calls(services).items():
             assert _refusal(call, issued.token) is None, name
-        listed = issuer.ListTokens(pb.ListTokensRequest(), metadata=ADMIN, timeout=10)
+        listed = issuer.ListTokens(pb.ListTokensRequest(), metadata=admin(), timeout=10)
         assert issued.info.token_id in {t.token_id for t in listed.tokens}
         assert all(issued.token not in str(t) for t in listed.tokens)  # never the token
         issuer.RevokeToken(pb.RevokeTokenRequest(token_id=issued.info.token_id),
-                           metadata=ADMIN, timeout=10)
+                           metadata=admin(), timeout=10)
         took = _wait_refused_everywhere(services, issued.token, "revoked")
         print(f"revocation refused everywhere after {took:.2f} s")
 
@@ -149,9 +152,9 @@ def test_a_rotated_token_keeps_its_principal_and_the_old_one_stops(
 ) -> None:
     for issuer in _issuer(services):
         old = issuer.IssueToken(pb.IssueTokenRequest(subject="rota@ops", role="admin"),
-                                metadata=ADMIN, timeout=10)
+                                metadata=admin(), timeout=10)
         rotated = issuer.RotateToken(pb.RotateTokenRequest(token_id=old.info.token_id),
-                                     metadata=ADMIN, timeout=10)
+                                     metadata=admin(), timeout=10)
         assert rotated.info.principal_id == old.info.principal_id
         assert rotated.info.token_id != old.info.token_id
         _wait_refused_everywhere(services, old.token, "revoked")
@@ -166,12 +169,12 @@ def test_lifetimes_are_bounded_and_an_expired_token_is_refused_as_expired(
         with pytest.raises(grpc.RpcError) as too_long:
             issuer.IssueToken(pb.IssueTokenRequest(subject="x@ops", role="admin",
                                                    ttl=Duration(seconds=91 * 86_400)),
-                              metadata=ADMIN, timeout=10)
+                              metadata=admin(), timeout=10)
         assert too_long.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "ttl" in (too_long.value.details() or "")
         short = issuer.IssueToken(pb.IssueTokenRequest(subject="brief@ops", role="admin",
                                                        ttl=Duration(seconds=2)),
-                                  metadata=ADMIN, timeout=10)
+                                  metadata=admin(), timeout=10)
         _wait_refused_everywhere(services, short.token, "expired")
         # Only admins reach the issuer.
         ops = call_metadata(KEYS.mint(Principal("sam@sg", Role.OPS, telco="sg")))
