@@ -94,6 +94,14 @@ TLS_CERTIFICATE_NOT_AFTER = _gauge(
     "when a certificate file the process uses expires (Unix time; the earliest of a chain)",
     "certificate",
 )
+# The process's copy of the revoked tokens (services/common/revocations.py): an alert can
+# compare it with IDC_TOKEN_REVOCATION_STALE_S, unlike a record count, which stays 0 while
+# the broker is unreachable.
+TOKEN_REVOCATIONS_LAG = _gauge(
+    "idc.token.revocations.lag", "s",
+    "time since the token revocation reader last reached the topic's end offsets "
+    "(since its start if never)",
+)
 
 # Provisioning
 SAGAS_FINISHED = _counter(
@@ -164,7 +172,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     RPC_DURATION,
     OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, MESSAGES_SENT, MESSAGES_CONSUMED, DEAD_LETTERED,
     CONSUMER_LAG, PARTITIONS_ASSIGNED,
-    TLS_CERTIFICATE_NOT_AFTER,
+    TLS_CERTIFICATE_NOT_AFTER, TOKEN_REVOCATIONS_LAG,
     SAGAS_FINISHED, SAGA_STEP_DURATION, APPROVE_TO_ACTIVE, PENDING_COMMITS, PENDING_COMMIT_AGE,
     ROUTER_REACHABLE, CIRCUITS_OUT_OF_SYNC,
     ORDERS, ORDERS_PLACED, ORDER_OLDEST_AGE, ORDER_STATE_DURATION, CHANNEL_HEADROOM,

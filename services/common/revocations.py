@@ -8,8 +8,9 @@ retention (at least the maximum token lifetime) concern tokens that expired anyw
 Freshness: about once a second it asks the broker for the partitions' end offsets; when
 its position has reached them it is caught up. When it has not been caught up for longer
 than ``IDC_TOKEN_REVOCATION_STALE_S`` (the broker unreachable, the reader stuck) the alarm
-``idc.alarm.token-revocations-stale`` is raised. Tokens are still accepted meanwhile (fail
-open, see README "Tokens"). On Tansu the end offsets can lag behind what was produced
+``idc.alarm.token-revocations-stale`` is raised; the gauge ``idc.token.revocations.lag``
+shows that time at every scrape. Tokens are still accepted meanwhile (fail open, see README
+"Tokens"). On Tansu the end offsets can lag behind what was produced
 (DEVSTACK.md), which can only make the reader look caught up a little early, never late.
 """
 
@@ -25,11 +26,13 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from idc.events.v1 import token_pb2
+from services.common import metric_catalogue as catalogue
 from services.common.config import KafkaSettings
 from services.common.events.connection import connection_config
 from services.common.events.envelope import DecodeError, EventRegistry, decode_record
 from services.common.events.topics import TOKEN_REVOCATIONS
 from services.common.grpc_server import AlarmCheck, Worker
+from services.common.metrics import Reading, Registration, observe, one
 from services.common.tokens import RevokedTokens
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class RevocationReader(Worker):
         self._caught_up_at: float | None = None
         self._caught_up = threading.Event()
         self._consumer: KafkaConsumer | None = None
+        self._gauge: Registration | None = None
 
     def alarms(self) -> dict[str, AlarmCheck]:
         return {"token-revocations-stale": self._stale}
@@ -61,9 +65,16 @@ class RevocationReader(Worker):
         """True once the reader has reached the topic's end at least once (tests, start)."""
         return self._caught_up.wait(timeout_s)
 
-    def _stale(self) -> Sequence[str]:
+    def behind_s(self) -> float:
+        """Seconds since the reader was last caught up (since its start if never)."""
         since = self._caught_up_at if self._caught_up_at is not None else self._started
-        behind = time.monotonic() - since
+        return time.monotonic() - since
+
+    def _lag(self) -> list[Reading]:
+        return one(self.behind_s())
+
+    def _stale(self) -> Sequence[str]:
+        behind = self.behind_s()
         if behind <= self._stale_s:
             return []
         what = "not caught up" if self._caught_up_at is not None else "never caught up"
@@ -72,6 +83,7 @@ class RevocationReader(Worker):
                 "accepted here"]
 
     def run(self, stop: threading.Event) -> None:
+        self._gauge = observe(catalogue.TOKEN_REVOCATIONS_LAG, self._lag)
         while not stop.is_set():
             try:
                 self._read(stop)
@@ -149,4 +161,6 @@ class RevocationReader(Worker):
             self._consumer = None
 
     def close(self) -> None:
+        if self._gauge is not None:
+            self._gauge.cancel()
         self._close()

@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.kafka import start_broker
 from devstack.process import free_port, log_tail
@@ -216,11 +218,22 @@ def test_a_service_without_keys_or_with_development_keys_outside_dev_mode_does_n
                   "IDC_TOKEN_SIGNING_KEY is not set")
 
 
+def _revocation_lag_s(metrics_url: str) -> float:
+    """The process's idc_token_revocations_lag_seconds, scraped."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    [lag] = [sample.value for family in text_string_to_metric_families(text)
+             for sample in family.samples if sample.name == "idc_token_revocations_lag_seconds"]
+    return float(lag)
+
+
 def test_a_reader_cut_off_from_the_broker_raises_its_alarm(tmp_path: Path) -> None:
+    metrics = f"127.0.0.1:{free_port()}"
     with start_broker(tmp_path / "kafka") as broker:
         service = start_service(
             "billing", f"127.0.0.1:{free_port()}",
-            _env(tmp_path, broker.bootstrap, "billing", IDC_TOKEN_REVOCATION_STALE_S="3"),
+            _env(tmp_path, broker.bootstrap, "billing", IDC_TOKEN_REVOCATION_STALE_S="3",
+                 IDC_METRICS_LISTEN=metrics),
             tmp_path / "billing.log")
         try:
             wait_serving(service)
@@ -228,8 +241,12 @@ def test_a_reader_cut_off_from_the_broker_raises_its_alarm(tmp_path: Path) -> No
             serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
                                     health_pb2.HealthCheckResponse.NOT_SERVING)
             _wait_health(service, alarm, serving)
+            # Caught up (checked about once a second): under the bound.
+            assert _revocation_lag_s(f"http://{metrics}/metrics") < 3
             broker.stop()
             _wait_health(service, alarm, not_serving)
+            # The gauge shows what the alarm saw: past the bound.
+            assert _revocation_lag_s(f"http://{metrics}/metrics") > 3
             # Fail open: a valid token is still accepted while the list is stale.
             token = KEYS.mint(Principal("bea@billing", Role.BILLING_ADMIN))
             with grpc.insecure_channel(service.address) as channel:

@@ -15,6 +15,7 @@ import pytest
 
 from services.billing.meter.config import DEFAULT_INTERVAL_S
 from services.common.metric_catalogue import CATALOGUE, prometheus_names
+from services.common.tokens import TokenSettings
 from services.order.settings import OrderSettings
 from services.provisioning.agent.prepare import DEFAULT_CONFIRM_TIMEOUT_S
 from tests.unit.test_k8s import K8S, METRICS_PORT, OVERLAYS, Manifest, of_kind, render
@@ -171,6 +172,7 @@ def test_the_alerts_cover_every_failure_the_noc_watches() -> None:
         "idc_billing_ingest_lag_seconds",
         "rpc_server_call_duration_seconds_count",
         "idc_tls_certificate_not_after_seconds",
+        "idc_token_revocations_lag_seconds",
         "up",
     }
 
@@ -186,6 +188,7 @@ def test_thresholds_are_the_services_own_bounds() -> None:
         "IDC_ORDER_APPROVAL_WINDOW_S",
         "IDC_PROVISIONING_CONFIRM_TIMEOUT_S",
         "IDC_METER_INTERVAL_S",
+        "IDC_TOKEN_REVOCATION_STALE_S",
     } & set(config)
     bounds = {
         "IdcOrderProvisioningOverdue": order.provisioning_alarm_s,
@@ -193,6 +196,7 @@ def test_thresholds_are_the_services_own_bounds() -> None:
         "IdcPendingCommitPastTimeout": DEFAULT_CONFIRM_TIMEOUT_S,
         "IdcBillingIngestLag": 3 * DEFAULT_INTERVAL_S,
         "IdcOutboxBacklogOld": 60,
+        "IdcTokenRevocationsStale": TokenSettings.revocation_stale_s,
     }
     for name, bound in bounds.items():
         assert _alert(name)["expr"].endswith(f"> {bound}"), name

@@ -65,14 +65,16 @@ def test_every_process_serves_its_metrics_and_only_catalogued_ones(
     stack: RunningStack,
 ) -> None:
     catalogued = prometheus_names()
+    # Every service process reads the token revocations (services/common/revocations.py).
+    revocations = "idc_token_revocations_lag_seconds"
     expected = {
-        "order": {"idc_orders", "idc_channel_headroom_Mbit_per_second",
+        "order": {revocations, "idc_orders", "idc_channel_headroom_Mbit_per_second",
                   "idc_port_headroom_Mbit_per_second", "idc_orders_oldest_age_seconds",
                   "idc_outbox_backlog", "idc_consumer_partitions_assigned"},
-        "provisioning": {"idc_provisioning_pending_commits",
+        "provisioning": {revocations, "idc_provisioning_pending_commits",
                          "idc_provisioning_circuits_out_of_sync",
                          "idc_provisioning_pending_commit_age_seconds", "idc_consumer_lag"},
-        "billing": {"idc_outbox_oldest_unsent_age_seconds", "idc_consumer_lag"},
+        "billing": {revocations, "idc_outbox_oldest_unsent_age_seconds", "idc_consumer_lag"},
         # It polls only routers with circuits: its poll counter shows in the next test.
         "billing.meter": {"idc_outbox_backlog", "idc_consumer_partitions_assigned"},
         "console": {"process_resident_memory_bytes"},
