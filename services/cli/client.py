@@ -27,7 +27,7 @@ from services.cli.errors import CliError, ExitCode
 from services.common.config import ConfigError
 from services.common.grpc_server import call_metadata, client_channel
 from services.common.service_table import API_SERVICES, METER
-from services.common.tls import ClientTls
+from services.common.tls import CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, ClientTls
 
 R = TypeVar("R", bound=Message)
 
@@ -37,6 +37,9 @@ tracer = trace.get_tracer("idcctl")
 DEFAULT_ADDRESSES = {
     service.name: service.default_address for service in (*API_SERVICES, METER)
 }
+# idcctl's TLS file flags and the variables they stand in for.
+TLS_FLAGS = {"--ca-file": CA_FILE, "--client-cert": CLIENT_CERT_FILE,
+             "--client-key": CLIENT_KEY_FILE}
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,10 @@ class Connection:
         token: str | None,
         deadline_s: float | None,
         env: Mapping[str, str] | None = None,
+        tls_flags: Mapping[str, str | None] | None = None,
     ) -> Connection:
-        """Flags win over ``IDC_<SERVICE>_ADDRESS`` / ``IDC_TOKEN``, which win over defaults."""
+        """Flags win over ``IDC_<SERVICE>_ADDRESS`` / ``IDC_TOKEN`` / ``IDC_TLS_*_FILE``
+        (``tls_flags``, by flag name: :data:`TLS_FLAGS`), which win over defaults."""
         env = os.environ if env is None else env
         addresses = {
             service: flags.get(service)
@@ -74,10 +79,16 @@ class Connection:
                     f"IDC_DEFAULT_DEADLINE_S={raw_deadline!r} is not a number of seconds",
                     ExitCode.USAGE,
                 ) from None
+        given = {TLS_FLAGS[flag]: value for flag, value in (tls_flags or {}).items() if value}
         try:
-            tls = ClientTls.from_env(env)
+            tls = ClientTls.from_env({**env, **given})
         except ConfigError as error:
-            raise CliError(str(error), ExitCode.USAGE) from None
+            # Name the flags the user typed rather than the variables they stand in for.
+            message = str(error)
+            for flag, variable in TLS_FLAGS.items() if given else ():
+                message = message.replace(
+                    variable, flag if variable in given else f"{flag} ({variable})")
+            raise CliError(message, ExitCode.USAGE) from None
         return cls(addresses, token or env.get("IDC_TOKEN", "").strip(), deadline_s, tls)
 
 

@@ -99,6 +99,9 @@ def failure_of(error: grpc.RpcError, target: str) -> CallFailure:
                 ]
     if code is grpc.StatusCode.UNAVAILABLE:
         message = f"cannot reach {target}: {message}"
+        if "CERTIFICATE_VERIFY_FAILED" in message:
+            message += ("\n  the server's certificate is not signed by a CA idcctl trusts: "
+                        "give its CA with --ca-file (or IDC_TLS_CA_FILE)")
     elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = f"{target} did not answer in time ({message})"
     return CallFailure(

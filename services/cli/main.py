@@ -26,7 +26,7 @@ from rich.console import Console
 from idc.billing.v1 import invoice_pb2
 from idc.order.v1 import circuit_pb2, order_pb2
 from services.cli import audit, commands, events, repairs, tokens
-from services.cli.client import Api, Connection, story_context
+from services.cli.client import TLS_FLAGS, Api, Connection, story_context
 from services.cli.errors import EXIT_CODE_HELP, CallFailure, CliError, ExitCode, failure_of
 from services.cli.render import Result, dumps
 from services.common.config import ConfigError
@@ -82,6 +82,14 @@ def _common_options() -> argparse.ArgumentParser:
                        help="billing service (IDC_BILLING_ADDRESS)")
     group.add_argument("--deadline", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
                        help="deadline of each call (IDC_DEFAULT_DEADLINE_S, 30)")
+    group.add_argument("--ca-file", default=argparse.SUPPRESS, metavar="PATH",
+                       help="PEM CA bundle the servers are verified with (IDC_TLS_CA_FILE; "
+                       "default: the system's roots)")
+    group.add_argument("--client-cert", default=argparse.SUPPRESS, metavar="PATH",
+                       help="client certificate to present, partner mTLS "
+                       "(IDC_TLS_CLIENT_CERT_FILE; with --client-key)")
+    group.add_argument("--client-key", default=argparse.SUPPRESS, metavar="PATH",
+                       help="its private key (IDC_TLS_CLIENT_KEY_FILE)")
     return common
 
 
@@ -322,6 +330,7 @@ def run(
             getattr(args, "token", None),
             getattr(args, "deadline", None),
             env,
+            {flag: getattr(args, flag[2:].replace("-", "_"), None) for flag in TLS_FLAGS},
         )
     except CliError as error:
         errors.print(f"error: {error.message}", markup=False)
