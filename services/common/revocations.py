@@ -41,6 +41,10 @@ REGISTRY = EventRegistry([token_pb2.TokenRevoked])
 # How often the reader compares its position with the partitions' end offsets.
 CHECK_INTERVAL_S = 1.0
 POLL_TIMEOUT_MS = 200
+# The reader's broker wait per fetch: a revocation may take this long to arrive (inside the
+# stated 2 s), and an idle reader costs a few fetches a second instead of the dozens a
+# low IDC_KAFKA_FETCH_MAX_WAIT_MS (tuned for the event consumers' latency) would make.
+FETCH_MAX_WAIT_MS = 500
 
 
 class RevocationReader(Worker):
@@ -101,7 +105,7 @@ class RevocationReader(Worker):
             enable_auto_commit=False,
             allow_auto_create_topics=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
+            fetch_max_wait_ms=max(self._kafka.fetch_max_wait_ms, FETCH_MAX_WAIT_MS),
             request_timeout_ms=self._kafka.request_timeout_ms,
             client_id="idc-token-revocations",
         ))
