@@ -8,6 +8,7 @@ are processes of their own, each with its own database.
 from __future__ import annotations
 
 import itertools
+import re
 import signal
 import time
 import uuid
@@ -105,7 +106,9 @@ def test_agent_killed_before_the_confirm_never_leaves_one_side_confirmed(
     assert isinstance(outcome, circuit_pb2.CircuitActivated), outcome
     assert stack.carries(params) == {"sg-edge-1": True, "cq-edge-1": True}
     rounds = [e.message for e in stack.log(params.circuit_id) if e.message.startswith("round ")]
-    assert rounds and "no answer in time from chongqing" in rounds[0], rounds
+    # On a busy machine Singapore's answer may be late too ("from singapore, chongqing").
+    silent = re.search(r"no answer in time from ([a-z, ]+)\)", rounds[0]) if rounds else None
+    assert silent and "chongqing" in silent.group(1).split(", "), rounds
 
 
 def saga_step(stack: Stack, circuit_id: str) -> str:
