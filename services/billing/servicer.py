@@ -205,13 +205,15 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
         invoice = self._visible(request.invoice_id)
         stem = export.file_stem(invoice)
         if request.format == pb.EXPORT_FORMAT_PDF:
+            entity = self._directory.entity(invoice.billing_entity_id)
+            content = export.to_pdf(invoice, entity, self._purchase_orders(invoice))
             return pb.ExportInvoiceResponse(
-                content=export.to_pdf(invoice), content_type="application/pdf",
-                filename=f"{stem}.pdf",
+                content=content, content_type="application/pdf", filename=f"{stem}.pdf"
             )
         if request.format == pb.EXPORT_FORMAT_CSV:
             return pb.ExportInvoiceResponse(
-                content=export.to_csv(invoice), content_type="text/csv", filename=f"{stem}.csv"
+                content=export.to_csv(invoice, self._purchase_orders(invoice)),
+                content_type="text/csv", filename=f"{stem}.csv",
             )
         if request.format == pb.EXPORT_FORMAT_JSON:
             text = json_format.MessageToJson(to_proto(invoice))
@@ -219,6 +221,9 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
                 content=text.encode(), content_type="application/json", filename=f"{stem}.json"
             )
         raise InvalidArgument.for_field("format", "choose EXPORT_FORMAT_PDF, _CSV or _JSON")
+
+    def _purchase_orders(self, invoice: StoredInvoice) -> dict[str, str]:
+        return {}
 
     def _visible(self, invoice_id: str) -> StoredInvoice:
         if not invoice_id:

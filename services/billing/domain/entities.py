@@ -20,6 +20,24 @@ from services.common.errors import InvalidArgument, NotFound
 
 
 @dataclass(frozen=True)
+class Remittance:
+    """Where customers pay an entity's invoices (printed on every invoice)."""
+
+    bank: str
+    account_name: str
+    account_number: str
+    swift_bic: str
+
+    def lines(self) -> list[str]:
+        return [
+            f"Bank: {self.bank}",
+            f"Account name: {self.account_name}",
+            f"Account number: {self.account_number}",
+            f"SWIFT/BIC: {self.swift_bic}",
+        ]
+
+
+@dataclass(frozen=True)
 class BillingEntity:
     id: str
     legal_name: str
@@ -29,6 +47,11 @@ class BillingEntity:
     tax_rate: Decimal
     time_zone: ZoneInfo
     invoice_prefix: str
+    # Due date = issue date + this many days ("Net 30").
+    payment_terms_days: int
+    remittance: Remittance
+    # Babel locale of the invoice's number format (thousands separator, decimal mark).
+    locale: str = "en"
     # The telco (order catalogue id, e.g. "sg") whose ops serve this entity's customers:
     # the order service shows them the customers' contacts. Empty: no telco's ops.
     telco: str = ""
@@ -131,7 +154,31 @@ def _entity(entity_id: str, fields: Mapping[str, Any], source: str) -> BillingEn
         tax_rate=parse_rate(_text(fields, "tax_rate", where), f"{where} tax_rate"),
         time_zone=_zone(_text(fields, "time_zone", where), where),
         invoice_prefix=_text(fields, "invoice_prefix", where),
+        payment_terms_days=_terms_days(fields, where),
+        remittance=_remittance(fields.get("remittance"), where),
+        locale=_text(fields, "locale", where, "en"),
         telco=_text(fields, "telco", where, ""),
+    )
+
+
+def _terms_days(fields: Mapping[str, Any], where: str) -> int:
+    days = fields.get("payment_terms_days")
+    if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= 365:
+        raise InvalidArgument(f"{where}: payment_terms_days must be a whole number 0 to 365")
+    return days
+
+
+def _remittance(fields: object, where: str) -> Remittance:
+    where = f"{where} remittance"
+    if not isinstance(fields, dict):
+        raise InvalidArgument(
+            f"{where}: a table with bank, account_name, account_number and swift_bic is required"
+        )
+    return Remittance(
+        bank=_text(fields, "bank", where),
+        account_name=_text(fields, "account_name", where),
+        account_number=_text(fields, "account_number", where),
+        swift_bic=_text(fields, "swift_bic", where),
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Protocol
@@ -198,8 +198,9 @@ class _SegmentContext:
 
     @property
     def period(self) -> str:
+        # Both ends inclusive, as a customer reads dates: the end instant is not covered.
         first = self.start.astimezone(self.zone).date()
-        last = self.end.astimezone(self.zone).date()
+        last = max(first, self.end.astimezone(self.zone).date() - timedelta(days=1))
         return f"{first.isoformat()} to {last.isoformat()}"
 
     def key(self, kind: LineKind) -> str:

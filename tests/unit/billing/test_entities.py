@@ -8,6 +8,11 @@ import pytest
 from services.billing.domain.entities import parse_directory
 from services.common.errors import InvalidArgument, NotFound
 
+# What every entity needs besides the fields a case is about.
+TERMS = (
+    '\npayment_terms_days = 30\n[entities.x.remittance]\nbank = "B"\naccount_name = "X"\n'
+    'account_number = "1"\nswift_bic = "BBBBSGSG"'
+)
 DATA = Path(__file__).parents[3] / "services" / "billing" / "data" / "billing_entities.toml"
 
 
@@ -40,13 +45,13 @@ def test_unknown_entity_is_not_found() -> None:
     ("text", "message"),
     [
         ('default_entity = "x"\n[entities.x]\nlegal_name = "X"\ntax_rate = 0.09\n'
-         'time_zone = "UTC"\ninvoice_prefix = "X"', "tax_rate must be a non-empty string"),
+         'time_zone = "UTC"\ninvoice_prefix = "X"' + TERMS, "tax_rate must be a non-empty string"),
         ('default_entity = "x"\n[entities.x]\nlegal_name = "X"\ntax_rate = "0.09"\n'
          'time_zone = "Mars/Base"\ninvoice_prefix = "X"', "not an IANA time zone"),
         ('default_entity = "y"\n[entities.x]\nlegal_name = "X"\ntax_rate = "0.09"\n'
-         'time_zone = "UTC"\ninvoice_prefix = "X"', "default_entity 'y' is not an entity"),
+         'time_zone = "UTC"\ninvoice_prefix = "X"' + TERMS, "default_entity 'y' is not an entity"),
         ('default_entity = "x"\n[entities.x]\nlegal_name = "X"\ntax_rate = "0.09"\n'
-         'time_zone = "UTC"\ninvoice_prefix = "X"\n[customers.c]\nentity = "x"\n'
+         'time_zone = "UTC"\ninvoice_prefix = "X"' + TERMS + '\n[customers.c]\nentity = "x"\n'
          'legal_name = "C"\ncurrency = "EUR"', "'EUR' is not a billing currency"),
     ],
 )
