@@ -290,6 +290,8 @@ def _price(price: common_pb2.PriceTerms) -> dict[str, str | int]:
         **amounts,
         "term_months": price.term_months,
         "price_book_version": price.price_book_version[:64],
+        # Validated to a number's shape by the order service; the column bounds it here.
+        "purchase_order": price.purchase_order[:35],
     }
 
 

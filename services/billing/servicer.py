@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -223,7 +224,9 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
         raise InvalidArgument.for_field("format", "choose EXPORT_FORMAT_PDF, _CSV or _JSON")
 
     def _purchase_orders(self, invoice: StoredInvoice) -> dict[str, str]:
-        return {}
+        _, month_end = invoice.month.window(ZoneInfo(invoice.time_zone))
+        circuits = [stored.line.circuit_id for stored in invoice.lines]
+        return self._store.purchase_orders(circuits, month_end, invoice.as_of_time)
 
     def _visible(self, invoice_id: str) -> StoredInvoice:
         if not invoice_id:

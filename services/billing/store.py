@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -108,6 +108,25 @@ class SqlBillingStore:
                 .where(CircuitChangeRow.circuit_id == circuit_id)
                 .order_by(CircuitChangeRow.effective_time.desc(), CircuitChangeRow.id.desc())
             ).first()
+
+    def purchase_orders(
+        self, circuit_ids: Collection[str], before: datetime, as_of: datetime
+    ) -> dict[str, str]:
+        """Each circuit's purchase-order number as of its latest change effective before
+        ``before`` and received up to ``as_of`` (an invoice's month end and usage cut-off,
+        so a re-export prints the same); circuits without one are left out."""
+        with self._factory() as session:
+            rows = session.execute(
+                select(CircuitChangeRow.circuit_id, CircuitChangeRow.purchase_order)
+                .where(
+                    CircuitChangeRow.circuit_id.in_(sorted(set(circuit_ids))),
+                    CircuitChangeRow.effective_time < before,
+                    CircuitChangeRow.received_at <= as_of,
+                )
+                .order_by(CircuitChangeRow.effective_time, CircuitChangeRow.id)
+            ).all()
+        latest = {circuit: purchase_order for circuit, purchase_order in rows}
+        return {circuit: po for circuit, po in latest.items() if po}
 
     def usage(self, circuit_id: str, start: datetime, end: datetime) -> list[UsageRecord]:
         """Every stored sample (valid or not) of the circuit starting in [start, end)."""

@@ -119,6 +119,8 @@ class CircuitChangeRow(BillingBase):
     term_months: Mapped[int] = mapped_column(Integer)
     price_book_version: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The customer's purchase-order number, printed on invoices (migration 0009).
+    purchase_order: Mapped[str] = mapped_column(String(35), default="", server_default="")
 
 
 class InvoiceRow(BillingBase):

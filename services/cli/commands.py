@@ -154,6 +154,7 @@ def _spec(args: argparse.Namespace) -> circuit_pb2.CircuitSpec:
         currency_code=args.currency,
         customer_reference=args.reference,
         description=args.description,
+        purchase_order=args.purchase_order,
     )
     if args.a_vlan is not None:
         spec.a_end_vlan_id = args.a_vlan

@@ -134,7 +134,10 @@ def _spec_options(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--currency", default="SGD", help="billing currency (default SGD)")
     parser.add_argument("--a-vlan", type=int, metavar="VLAN", help="VLAN wanted on the A-end")
     parser.add_argument("--z-vlan", type=int, metavar="VLAN", help="VLAN wanted on the Z-end")
-    parser.add_argument("--reference", default="", help="your own reference (PO, project)")
+    parser.add_argument("--reference", default="", help="your own reference (project, note; "
+                        "stays with the order)")
+    parser.add_argument("--purchase-order", default="",
+                        help="your purchase-order number, printed on the circuit's invoices")
     parser.add_argument("--description", default="", help="free text")
 
 

@@ -103,6 +103,7 @@ def circuit_request(spec: circuit_pb2.CircuitSpec) -> CircuitRequest:
         currency=spec.currency_code,
         customer_reference=spec.customer_reference,
         description=spec.description,
+        purchase_order=spec.purchase_order,
     )
 
 
@@ -133,6 +134,8 @@ def price_terms(row: OrderRow | CircuitRow) -> common_pb2.PriceTerms:
         burst_price_per_mbps=money(row.currency, row.burst_price),
         term_months=row.term_months,
         price_book_version=row.price_book_version,
+        # Billing prints it on the invoice; validated to a number's shape on order.
+        purchase_order=row.purchase_order,
     )
 
 
@@ -173,7 +176,8 @@ def order_message(row: Mapping[Any, Any], approvals: Sequence[Mapping[Any, Any]]
             a_end_vlan_id=row["a_vlan"], z_end_vlan_id=row["z_vlan"],
             bandwidth_mbps=row["bandwidth_mbps"], burst_mbps=row["burst_mbps"],
             term_months=row["term_months"], currency_code=currency,
-            customer_reference=row["customer_reference"], description=row["description"]),
+            customer_reference=row["customer_reference"], description=row["description"],
+            purchase_order=row["purchase_order"]),
         previous_bandwidth_mbps=row["previous_bandwidth_mbps"],
         price=price_pb2.Price(
             currency_code=currency, mrc=money(currency, row["mrc"]),
@@ -245,6 +249,7 @@ def circuit(catalogue: Catalogue, row: CircuitRow) -> circuit_pb2.Circuit:
         term_months=row.term_months,
         customer_reference=row.customer_reference,
         description=row.description,
+        purchase_order=row.purchase_order,
         price=price(row),
         created_by_order_id=row.created_by_order_id,
         pending_order_id=row.pending_order_id or "",

@@ -380,6 +380,7 @@ class OrderApp:
                  "z_port_id": spec.z_end_port_id, "a_vlan": a_vlan, "z_vlan": z_vlan,
                  "bandwidth_mbps": spec.bandwidth_mbps, "burst_mbps": spec.burst_mbps,
                  "customer_reference": spec.customer_reference,
+                 "purchase_order": spec.purchase_order,
                  "description": spec.description}
         rows[CircuitRow].append({
             "id": order.circuit_id, "state": CircuitState.RESERVED.value,
@@ -579,6 +580,7 @@ class OrderApp:
                      "z_port_id": circuit.z_port_id, "a_vlan": circuit.a_vlan,
                      "z_vlan": circuit.z_vlan, "bandwidth_mbps": new_bandwidth,
                      "burst_mbps": new_burst, "customer_reference": circuit.customer_reference,
+                     "purchase_order": circuit.purchase_order,
                      "description": circuit.description}
             order_id = new_id("ord")
             order = self._new_order_row(

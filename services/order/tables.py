@@ -71,6 +71,8 @@ class CircuitRow(OrderBase):
     burst_price: Mapped[str] = mapped_column(String(32))
     price_book_version: Mapped[str] = mapped_column(String(32))
     customer_reference: Mapped[str] = mapped_column(String(256))
+    # The customer's purchase-order number (validated; travels to billing; migration 0011).
+    purchase_order: Mapped[str] = mapped_column(String(35), default="", server_default="")
     description: Mapped[str] = mapped_column(String(256))
     created_by_order_id: Mapped[str] = mapped_column(String(40))
     pending_order_id: Mapped[str | None] = mapped_column(String(40))
@@ -117,6 +119,8 @@ class OrderRow(OrderBase):
     burst_price: Mapped[str] = mapped_column(String(32))
     price_book_version: Mapped[str] = mapped_column(String(32))
     customer_reference: Mapped[str] = mapped_column(String(256))
+    # The customer's purchase-order number (validated; travels to billing; migration 0011).
+    purchase_order: Mapped[str] = mapped_column(String(35), default="", server_default="")
     description: Mapped[str] = mapped_column(String(256))
     # Bandwidth this order holds on the channel and its ports; 0 once the order ended.
     reserved_mbps: Mapped[int] = mapped_column(BigInteger)

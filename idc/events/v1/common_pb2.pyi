@@ -36,7 +36,8 @@ class CircuitEndpoint(_message.Message):
       stored events stand on their own.
     * Events carry identifiers only, never personal data or customer free text (contacts,
       customer_reference, the customer's description stay in the order database): they
-      cross the border. Principals appear as opaque principal ids (Principal.ref in
+      cross the border. The one customer-given value they carry is the purchase-order
+      number (PriceTerms.purchase_order), validated to a number's shape. Principals appear as opaque principal ids (Principal.ref in
       services/common/auth.py), never as their e-mail-shaped names.
     * Consumers are idempotent by event_id.
 
@@ -153,12 +154,18 @@ class PriceTerms(_message.Message):
     BURST_PRICE_PER_MBPS_FIELD_NUMBER: _builtins.int
     TERM_MONTHS_FIELD_NUMBER: _builtins.int
     PRICE_BOOK_VERSION_FIELD_NUMBER: _builtins.int
+    PURCHASE_ORDER_FIELD_NUMBER: _builtins.int
     currency_code: _builtins.str
     """ISO 4217 currency of the amounts."""
     term_months: _builtins.int
     """Contract term in months."""
     price_book_version: _builtins.str
     """Price-book version."""
+    purchase_order: _builtins.str
+    """The customer's purchase-order number for the circuit, printed on its invoices
+    (idc.order.v1.CircuitSpec.purchase_order): a short number validated by the order
+    service, not personal data or free text. Empty: none given.
+    """
     @_builtins.property
     def mrc(self) -> _money_pb2.Money:
         """Monthly recurring charge."""
@@ -180,10 +187,11 @@ class PriceTerms(_message.Message):
         burst_price_per_mbps: _money_pb2.Money | None = ...,
         term_months: _builtins.int = ...,
         price_book_version: _builtins.str = ...,
+        purchase_order: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "mrc", b"mrc", "nrc", b"nrc"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "currency_code", b"currency_code", "mrc", b"mrc", "nrc", b"nrc", "price_book_version", b"price_book_version", "term_months", b"term_months"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "currency_code", b"currency_code", "mrc", b"mrc", "nrc", b"nrc", "price_book_version", b"price_book_version", "purchase_order", b"purchase_order", "term_months", b"term_months"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -108,6 +108,7 @@ class CircuitSpec(_message.Message):
     CURRENCY_CODE_FIELD_NUMBER: _builtins.int
     CUSTOMER_REFERENCE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PURCHASE_ORDER_FIELD_NUMBER: _builtins.int
     a_end_port_id: _builtins.str
     """Port id on the Singapore side (Port.id)."""
     z_end_port_id: _builtins.str
@@ -134,6 +135,13 @@ class CircuitSpec(_message.Message):
     """
     description: _builtins.str
     """Free-text description. Stays in the order database; never sent on events."""
+    purchase_order: _builtins.str
+    """The customer's purchase-order number, printed on its invoices. Unlike
+    customer_reference it travels to billing on circuit events
+    (idc.events.v1.PriceTerms.purchase_order), so it is held to a number's shape: at most
+    35 characters of letters, digits, space and . / _ # - (never a name or an address).
+    Kept by the circuit's later orders.
+    """
     def __init__(
         self,
         *,
@@ -147,10 +155,11 @@ class CircuitSpec(_message.Message):
         currency_code: _builtins.str = ...,
         customer_reference: _builtins.str = ...,
         description: _builtins.str = ...,
+        purchase_order: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_a_end_vlan_id", b"_a_end_vlan_id", "_z_end_vlan_id", b"_z_end_vlan_id", "a_end_vlan_id", b"a_end_vlan_id", "z_end_vlan_id", b"z_end_vlan_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_a_end_vlan_id", b"_a_end_vlan_id", "_z_end_vlan_id", b"_z_end_vlan_id", "a_end_port_id", b"a_end_port_id", "a_end_vlan_id", b"a_end_vlan_id", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "currency_code", b"currency_code", "customer_reference", b"customer_reference", "description", b"description", "term_months", b"term_months", "z_end_port_id", b"z_end_port_id", "z_end_vlan_id", b"z_end_vlan_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_a_end_vlan_id", b"_a_end_vlan_id", "_z_end_vlan_id", b"_z_end_vlan_id", "a_end_port_id", b"a_end_port_id", "a_end_vlan_id", b"a_end_vlan_id", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "currency_code", b"currency_code", "customer_reference", b"customer_reference", "description", b"description", "purchase_order", b"purchase_order", "term_months", b"term_months", "z_end_port_id", b"z_end_port_id", "z_end_vlan_id", b"z_end_vlan_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__a_end_vlan_id: _TypeAlias = _typing.Literal["a_end_vlan_id"]  # noqa: Y015
     _WhichOneofArgType__a_end_vlan_id: _TypeAlias = _typing.Literal["_a_end_vlan_id", b"_a_end_vlan_id"]  # noqa: Y015
@@ -231,6 +240,7 @@ class Circuit(_message.Message):
     TERM_END_TIME_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
     HEALTH_SINCE_FIELD_NUMBER: _builtins.int
+    PURCHASE_ORDER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable circuit identifier, e.g. "cct-01J9...". Also the Kafka key of its events."""
     tenant_id: _builtins.str
@@ -253,6 +263,8 @@ class Circuit(_message.Message):
     """The order currently acting on the circuit (pending change or disconnect), if any."""
     health: Global___CircuitHealth.ValueType
     """Whether the routers carry the circuit as ordered (watched continuously while ACTIVE)."""
+    purchase_order: _builtins.str
+    """The customer's purchase-order number (CircuitSpec.purchase_order)."""
     @_builtins.property
     def a_end(self) -> Global___CircuitEnd:
         """Singapore end."""
@@ -312,10 +324,11 @@ class Circuit(_message.Message):
         term_end_time: _timestamp_pb2.Timestamp | None = ...,
         health: Global___CircuitHealth.ValueType = ...,
         health_since: _timestamp_pb2.Timestamp | None = ...,
+        purchase_order: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "activate_time", b"activate_time", "create_time", b"create_time", "disconnect_time", b"disconnect_time", "health_since", b"health_since", "price", b"price", "term_end_time", b"term_end_time", "update_time", b"update_time", "z_end", b"z_end"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "activate_time", b"activate_time", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "create_time", b"create_time", "created_by_order_id", b"created_by_order_id", "customer_reference", b"customer_reference", "description", b"description", "disconnect_time", b"disconnect_time", "health", b"health", "health_since", b"health_since", "id", b"id", "pending_order_id", b"pending_order_id", "price", b"price", "state", b"state", "tenant_id", b"tenant_id", "term_end_time", b"term_end_time", "term_months", b"term_months", "update_time", b"update_time", "z_end", b"z_end"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "activate_time", b"activate_time", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "create_time", b"create_time", "created_by_order_id", b"created_by_order_id", "customer_reference", b"customer_reference", "description", b"description", "disconnect_time", b"disconnect_time", "health", b"health", "health_since", b"health_since", "id", b"id", "pending_order_id", b"pending_order_id", "price", b"price", "purchase_order", b"purchase_order", "state", b"state", "tenant_id", b"tenant_id", "term_end_time", b"term_end_time", "term_months", b"term_months", "update_time", b"update_time", "z_end", b"z_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,10 +57,13 @@ def money(currency: str, amount: str) -> money_pb2.Money:
     return money_pb2.Money(currency_code=currency, amount=amount)
 
 
-def price(currency: str, mrc: str, nrc: str, burst: str) -> common_pb2.PriceTerms:
+def price(
+    currency: str, mrc: str, nrc: str, burst: str, purchase_order: str = ""
+) -> common_pb2.PriceTerms:
     return common_pb2.PriceTerms(
         currency_code=currency, mrc=money(currency, mrc), nrc=money(currency, nrc),
         burst_price_per_mbps=money(currency, burst), term_months=12, price_book_version="pb-1",
+        purchase_order=purchase_order,
     )
 
 

@@ -58,7 +58,7 @@ def api(database_url: str) -> Iterator[Api]:
             activated("c-sg", "acme-sg", datetime(2025, 2, 1, tzinfo=UTC), 100,
                       price("SGD", "3100.00", "0", "10.00")),
             activated("c-cq", "yangtze-cq", datetime(2025, 2, 1, tzinfo=UTC), 100,
-                      price("CNY", "6200.00", "0", "40.00")),
+                      price("CNY", "6200.00", "0", "40.00", purchase_order="CQ-PO 2025/17")),
         ]
         + [sample("c-sg", "acme-sg", datetime(2025, 3, 5, tzinfo=UTC) + timedelta(minutes=5 * i),
                   BYTES_PER_MBPS * (100 + i), BYTES_PER_MBPS * 20) for i in range(40)],
@@ -206,3 +206,27 @@ def test_exports_csv_adds_up_and_pdf_renders(api: Api) -> None:
     dark = sum(image.histogram()[:128])  # pixels darker than mid-grey
     assert dark > 2000, "the first page looks blank"
     assert "INVOICE" in text and "Total" in text and "samples expected" in text
+
+
+def test_a_chinese_customers_pdf_prints_its_name_and_purchase_order(api: Api) -> None:
+    run_march(api)
+    (invoice,) = api.stub.ListInvoices(
+        pb.ListInvoicesRequest(tenant_id="yangtze-cq"), metadata=api.as_("admin")
+    ).invoices
+    finalized = api.stub.FinalizeInvoice(
+        pb.FinalizeInvoiceRequest(invoice_id=invoice.id), metadata=api.as_("admin")
+    ).invoice
+    pdf = api.stub.ExportInvoice(
+        pb.ExportInvoiceRequest(invoice_id=invoice.id, format=pb.EXPORT_FORMAT_PDF),
+        metadata=api.as_("yangtze"),
+    )
+    document = pypdfium2.PdfDocument(pdf.content)
+    try:
+        text = document[0].get_textpage().get_text_range()
+    finally:
+        document.close()
+    assert "重庆长江制造有限公司" in text and "CQ-PO 2025/17" in text
+    assert finalized.number.startswith("CQ-2025-03-") and finalized.number in text
+    # Issued 2 April in Chongqing, due 45 days later (cq-telco's terms).
+    assert "Due date: 2025-05-17" in text and "Net 45 days" in text
+    assert "2025-03-01 to 2025-03-31" in text and "6,200.00" in text

@@ -124,6 +124,10 @@ def test_hostile_input_is_refused_clearly_and_changes_nothing(
                                  spec(description="<config><delete/></config>"),
                                  spec(description="x]]>y"), spec(description="a\u202eb")],
             "spec.customer_reference": [spec(customer_reference="r\r\nX-Injected: 1")],
+            # It crosses the border to billing: a number's shape, nothing personal.
+            "spec.purchase_order": [spec(purchase_order="ann@acme.example"),
+                                    spec(purchase_order="Ann Lee, 1 Main St"),
+                                    spec(purchase_order="P" * 36)],
             "spec.bandwidth_mbps": [spec(-100), spec(2**62), spec(0), spec(123)],
             "spec.burst_mbps": [spec(100, burst_mbps=-5)],
             "spec.term_months": [spec(term_months=-12)],

@@ -61,7 +61,8 @@ def test_new_change_disconnect_through_payload_bound_approvals(  # noqa: PLR0915
                 spec=circuit_pb2.CircuitSpec(
                     a_end_port_id="sg-edge-1:xe-0/0/2", z_end_port_id="cq-edge-1:XGE0/0/2",
                     bandwidth_mbps=1000, term_months=36, currency_code="USD",
-                    description="acme primary", a_end_vlan_id=777),
+                    description="acme primary", a_end_vlan_id=777,
+                    purchase_order="PO-2025/0042"),
                 contacts=[order_pb2.Contact(role="noc", name="Ann Lee",
                                             email="ann@acme.example")])).order
         assert order.state == S.ORDER_STATE_PENDING_APPROVAL
@@ -119,6 +120,8 @@ def test_new_change_disconnect_through_payload_bound_approvals(  # noqa: PLR0915
             SG: svc.sam.principal.ref, CQ: svc.chen.principal.ref}
         assert b"acme primary" not in event.SerializeToString()
         assert event.price.currency_code == "USD" and event.price.mrc.amount == "7140.00"
+        # The purchase-order number travels with the price terms, for billing's invoices.
+        assert event.price.purchase_order == "PO-2025/0042"
         assert b"ann@acme.example" not in event.SerializeToString()
         assert wait_for(lambda: svc.order_events(order.circuit_id, order_events.OrderCreated),
                         "OrderCreated")[0].order_id == order.id
@@ -152,12 +155,18 @@ def test_new_change_disconnect_through_payload_bound_approvals(  # noqa: PLR0915
             grpc.StatusCode.FAILED_PRECONDITION)
         svc.approve_both(change)
         assert svc.alice.circuit(order.circuit_id).state == circuit_pb2.CIRCUIT_STATE_MODIFYING
+        # The CHANGE order keeps the circuit's purchase-order number.
+        approvals = wait_for(
+            lambda: [e for e in svc.order_events(order.circuit_id, order_events.OrderApproved)
+                     if e.order_id == change.id], "the change's OrderApproved")
+        assert approvals[0].price.purchase_order == "PO-2025/0042"
         svc.publish(circuit_events.CircuitModified(
             event_id=str(uuid.uuid4()), circuit_id=order.circuit_id, order_id=change.id,
             bandwidth_mbps=5000), order.circuit_id)
         svc.wait_state(change.id, S.ORDER_STATE_COMPLETED)
         circuit = svc.alice.circuit(order.circuit_id)
         assert (circuit.state, circuit.bandwidth_mbps) == (circuit_pb2.CIRCUIT_STATE_ACTIVE, 5000)
+        assert circuit.purchase_order == "PO-2025/0042"
         assert circuit.price.mrc.amount == "22440.00"
         capacity = svc.alice.capacity()
         assert (capacity.channel_committed_mbps, capacity.channel_reserved_mbps) == (5000, 0)

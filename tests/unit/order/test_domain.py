@@ -96,6 +96,8 @@ def test_price_book_refuses_float_amounts() -> None:
 
 def test_a_good_request_passes_validation() -> None:
     validate_circuit_request(GOOD, CATALOGUE, PRICES, "acme")
+    for number in ("PO-2025/0042", "4500012345", "ACME #17 rev.2", "P" * 35):
+        validate_circuit_request(replace(GOOD, purchase_order=number), CATALOGUE, PRICES, "acme")
 
 
 @pytest.mark.parametrize(
@@ -118,6 +120,12 @@ def test_a_good_request_passes_validation() -> None:
         ({"description": "caf\u00e9"}, "spec.description", "ASCII"),
         ({"customer_reference": "ref\x00"}, "spec.customer_reference", "control"),
         ({"customer_reference": "r" * 65}, "spec.customer_reference", "at most 64"),
+        ({"purchase_order": "P" * 36}, "spec.purchase_order", "at most 35"),
+        ({"purchase_order": "ann@acme.example"}, "spec.purchase_order", "purchase-order"),
+        ({"purchase_order": "Ann Lee, 1 Main St"}, "spec.purchase_order", "purchase-order"),
+        ({"purchase_order": "采购单 12"}, "spec.purchase_order", "purchase-order"),
+        ({"purchase_order": "-rm"}, "spec.purchase_order", "starting with"),
+        ({"purchase_order": "PO\n1"}, "spec.purchase_order", "purchase-order"),
     ],
 )
 def test_each_bad_field_is_named(change: dict[str, object], field: str, words: str) -> None:
