@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from services.billing.directory import load_directory
 from services.billing.domain.entities import parse_directory
+from services.common.config import ConfigError
 from services.common.errors import InvalidArgument, NotFound
 
 # What every entity needs besides the fields a case is about.
@@ -58,3 +60,37 @@ def test_unknown_entity_is_not_found() -> None:
 def test_bad_files_are_refused_with_the_reason(text: str, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         parse_directory(text)
+
+
+ENTITY = 'default_entity = "x"\n[entities.x]\nlegal_name = "X"\ntax_rate = "0.09"\n' \
+    'time_zone = "UTC"\ninvoice_prefix = "X"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (ENTITY, "payment_terms_days must be a whole number 0 to 365"),
+        (ENTITY + "payment_terms_days = 400\n", "payment_terms_days must be a whole number"),
+        (ENTITY + 'payment_terms_days = "30"\n', "payment_terms_days must be a whole number"),
+        (ENTITY + "payment_terms_days = 30\n", r"\[entities.x\] remittance: a table with bank"),
+        (ENTITY + TERMS.replace('swift_bic = "BBBBSGSG"', ""), "swift_bic must be a non-empty"),
+    ],
+)
+def test_an_entity_without_terms_or_remittance_is_refused(text: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        parse_directory(text)
+
+
+def test_the_shipped_entities_print_their_terms_and_remittance() -> None:
+    cq = parse_directory(DATA.read_text()).entity("cq-telco")
+    assert (cq.payment_terms_days, cq.locale, cq.remittance.swift_bic) == (
+        45, "zh_Hans_CN", "ICBKCNBJCQG"
+    )
+    assert cq.remittance.lines()[3] == "SWIFT/BIC: ICBKCNBJCQG"
+
+
+def test_a_locale_babel_does_not_know_stops_the_service_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "entities.toml"
+    path.write_text(ENTITY + 'locale = "xx_YY"' + TERMS)
+    with pytest.raises(ConfigError, match=r"IDC_BILLING_ENTITIES_FILE: .*locale 'xx_YY'"):
+        load_directory(path)
