@@ -142,23 +142,27 @@ def _issue_date(invoice: StoredInvoice) -> date | None:
     return invoice.finalized_at.astimezone(ZoneInfo(invoice.time_zone)).date()
 
 
-def _terms(entity: BillingEntity) -> str:
-    days = entity.payment_terms_days
-    return "Due on receipt" if days == 0 else f"Net {days} days from the issue date"
+def _terms_days(invoice: StoredInvoice, entity: BillingEntity, issued: date | None) -> int:
+    # The terms the invoice was issued under (its due date is fixed on finalisation); the
+    # entity's current terms for a draft and for invoices finalised before migration 0009.
+    if issued is not None and invoice.due_date is not None:
+        return (invoice.due_date - issued).days
+    return entity.payment_terms_days
 
 
 def _facts(
     invoice: StoredInvoice, entity: BillingEntity, references: list[str]
 ) -> list[tuple[str, str]]:
     issued = _issue_date(invoice)
+    days = _terms_days(invoice, entity, issued)
     month_first = invoice.month.first_day
     month_last = invoice.month.next.first_day - timedelta(days=1)
     return [
         ("Invoice number", invoice.number or "(assigned on finalisation)"),
         ("Issue date", "not issued (draft)" if issued is None else issued.isoformat()),
         ("Due date", "(set on issue)" if issued is None
-         else (issued + timedelta(days=entity.payment_terms_days)).isoformat()),
-        ("Payment terms", _terms(entity)),
+         else (issued + timedelta(days=days)).isoformat()),
+        ("Payment terms", f"Net {days} days from the issue date" if days else "Due on receipt"),
         ("Your PO / reference", ", ".join(references) or "none given"),
         ("Billing period", f"{month_first.isoformat()} to {month_last.isoformat()} "
                            f"({invoice.time_zone})"),

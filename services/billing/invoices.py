@@ -11,7 +11,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from services.billing.domain.entities import BillingEntity, Customer
@@ -118,6 +118,8 @@ class StoredInvoice:
     created_at: datetime
     updated_at: datetime
     finalized_at: datetime | None
+    # Set on finalisation (None for drafts and invoices finalised before migration 0009).
+    due_date: date | None = None
 
     @property
     def label(self) -> str:

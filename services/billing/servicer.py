@@ -196,8 +196,10 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
     ) -> pb.FinalizeInvoiceResponse:
         require_role(*ADMINS)
         invoice = self._visible(request.invoice_id)
-        prefix = self._directory.entity(invoice.billing_entity_id).invoice_prefix
-        finalized = self._store.finalize(invoice.id, self._clock(), prefix)
+        entity = self._directory.entity(invoice.billing_entity_id)
+        finalized = self._store.finalize(
+            invoice.id, self._clock(), entity.invoice_prefix, entity.payment_terms_days
+        )
         return pb.FinalizeInvoiceResponse(invoice=to_proto(finalized))
 
     def ExportInvoice(
@@ -287,6 +289,7 @@ def to_proto(invoice: StoredInvoice) -> invoice_pb2.Invoice:
         as_of_time=_stamp(invoice.as_of_time), billing_run_id=invoice.billing_run_id,
         create_time=_stamp(invoice.created_at), update_time=_stamp(invoice.updated_at),
         finalize_time=_stamp(invoice.finalized_at),
+        due_date="" if invoice.due_date is None else invoice.due_date.isoformat(),
     )
     for stored in invoice.lines:
         line = stored.line

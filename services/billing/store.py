@@ -10,9 +10,10 @@ import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -283,7 +284,11 @@ class SqlBillingStore:
             session.add_all(_line_rows(draft))
             return outcome
 
-    def finalize(self, invoice_id: str, now: datetime, prefix: str) -> StoredInvoice:
+    def finalize(
+        self, invoice_id: str, now: datetime, prefix: str, payment_terms_days: int
+    ) -> StoredInvoice:
+        """Number the draft in its entity's sequence, issue it ``now`` and fix its due date
+        (the issue date in the invoice's time zone plus the terms)."""
         with transaction(self._factory) as session:
             row = session.scalars(
                 select(InvoiceRow).where(InvoiceRow.id == invoice_id).with_for_update()
@@ -306,6 +311,8 @@ class SqlBillingStore:
             row.number = f"{prefix}-{row.year:04d}-{row.month:02d}-{counter.last_number:06d}"
             row.state = InvoiceState.FINALIZED.name
             row.finalized_at = now
+            issued = now.astimezone(ZoneInfo(row.time_zone)).date()
+            row.due_date = issued + timedelta(days=payment_terms_days)
             session.flush()
             return _stored(session, row)
 
@@ -448,6 +455,7 @@ def _stored(session: Session, row: InvoiceRow) -> StoredInvoice:
         created_at=row.created_at,
         updated_at=row.updated_at,
         finalized_at=row.finalized_at,
+        due_date=row.due_date,
     )
 
 

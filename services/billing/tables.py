@@ -5,11 +5,12 @@ Money and rates are stored as decimal strings (exact on every engine); instants 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -154,6 +155,9 @@ class InvoiceRow(BillingBase):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     finalized_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Fixed on finalisation from the entity's payment terms, so a later change of terms
+    # never moves an issued invoice's due date (migration 0009).
+    due_date: Mapped[date | None] = mapped_column(Date(), nullable=True)
 
 
 class InvoiceLineRow(BillingBase):

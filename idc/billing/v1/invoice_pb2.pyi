@@ -246,6 +246,7 @@ class Invoice(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     FINALIZE_TIME_FIELD_NUMBER: _builtins.int
+    DUE_DATE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Invoice identifier."""
     number: _builtins.str
@@ -264,6 +265,10 @@ class Invoice(_message.Message):
     """Tax rate as a decimal string, e.g. "0.09"."""
     billing_run_id: _builtins.str
     """Billing run that last computed the invoice."""
+    due_date: _builtins.str
+    """Date payment is due (ISO 8601, in time_zone): the issue date plus the billing entity's
+    payment terms, fixed on finalisation; empty for drafts.
+    """
     @_builtins.property
     def month(self) -> _year_month_pb2.YearMonth:
         """The month billed, in time_zone."""
@@ -321,10 +326,11 @@ class Invoice(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         finalize_time: _timestamp_pb2.Timestamp | None = ...,
+        due_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "create_time", b"create_time", "finalize_time", b"finalize_time", "month", b"month", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "billing_entity_id", b"billing_entity_id", "billing_run_id", b"billing_run_id", "create_time", b"create_time", "currency_code", b"currency_code", "finalize_time", b"finalize_time", "id", b"id", "lines", b"lines", "month", b"month", "number", b"number", "state", b"state", "subtotal", b"subtotal", "tax", b"tax", "tax_rate", b"tax_rate", "tenant_id", b"tenant_id", "time_zone", b"time_zone", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "billing_entity_id", b"billing_entity_id", "billing_run_id", b"billing_run_id", "create_time", b"create_time", "currency_code", b"currency_code", "due_date", b"due_date", "finalize_time", b"finalize_time", "id", b"id", "lines", b"lines", "month", b"month", "number", b"number", "state", b"state", "subtotal", b"subtotal", "tax", b"tax", "tax_rate", b"tax_rate", "tenant_id", b"tenant_id", "time_zone", b"time_zone", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

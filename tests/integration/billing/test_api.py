@@ -227,6 +227,7 @@ def test_a_chinese_customers_pdf_prints_its_name_and_purchase_order(api: Api) ->
         document.close()
     assert "重庆长江制造有限公司" in text and "CQ-PO 2025/17" in text
     assert finalized.number.startswith("CQ-2025-03-") and finalized.number in text
+    assert finalized.due_date == "2025-05-17"
     # Issued 2 April in Chongqing, due 45 days later (cq-telco's terms).
     assert "Due date: 2025-05-17" in text and "Net 45 days" in text
     assert "2025-03-01 to 2025-03-31" in text and "6,200.00" in text

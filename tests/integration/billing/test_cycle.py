@@ -185,7 +185,7 @@ def test_late_sample_after_finalisation_becomes_an_adjustment_next_month(
     cycle = BillingCycle(store, directory(), clock)
     clock.advance(hours=1)
     (march_id,) = run(cycle, CycleRequest(MARCH)).invoice_ids
-    finalized = store.finalize(march_id, clock.advance(minutes=1), "SG")
+    finalized = store.finalize(march_id, clock.advance(minutes=1), "SG", 30)
     assert finalized.state is InvoiceState.FINALIZED
     assert finalized.number == "SG-2025-03-000001"
     assert finalized.total == Decimal("3379.00")  # burst line 0.00: p95 at the CIR

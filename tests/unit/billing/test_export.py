@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -68,6 +68,7 @@ def _invoice(state: InvoiceState = InvoiceState.FINALIZED) -> StoredInvoice:
         # 3 April in Chongqing.
         finalized_at=datetime(2025, 4, 2, 17, tzinfo=UTC) if state is InvoiceState.FINALIZED
         else None,
+        due_date=date(2025, 5, 18) if state is InvoiceState.FINALIZED else None,
     )
 
 
@@ -96,6 +97,16 @@ def test_a_chinese_invoice_renders_its_name_as_text_and_as_glyphs() -> None:
     assert "samples expected 3456, present 3400" in text
     dark = sum(image.histogram()[:128])  # pixels darker than mid-grey
     assert dark > 2000, "the page looks blank"
+
+
+def test_the_due_date_is_the_one_fixed_on_issue_whatever_the_terms_are_now() -> None:
+    # Issued under 30-day terms (due 3 May); the entity's terms are 45 days today.
+    invoice = replace(_invoice(), due_date=date(2025, 5, 3))
+    document = export.invoice_document(invoice, _entity(), {})
+    facts = dict(document.facts)
+    assert (facts["Due date"], facts["Payment terms"]) == (
+        "2025-05-03", "Net 30 days from the issue date"
+    )
 
 
 def test_a_draft_says_it_is_not_issued() -> None:

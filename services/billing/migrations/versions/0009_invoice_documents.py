@@ -1,4 +1,5 @@
-"""The customer's purchase-order number on each circuit change (printed on invoices).
+"""Invoices an accounts-payable desk accepts: the customer's purchase-order number on each
+circuit change, and an invoice's due date fixed on finalisation.
 
 Revision ID: billing_0009
 Revises: billing_0006
@@ -19,8 +20,12 @@ def upgrade() -> None:
         "billing_circuit_changes",
         sa.Column("purchase_order", sa.String(35), nullable=False, server_default=""),
     )
+    # Empty for invoices finalised before: their PDF takes the entity's terms as they are.
+    op.add_column("billing_invoices", sa.Column("due_date", sa.Date(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("billing_invoices") as batch:
+        batch.drop_column("due_date")
     with op.batch_alter_table("billing_circuit_changes") as batch:
         batch.drop_column("purchase_order")
