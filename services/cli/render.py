@@ -215,6 +215,7 @@ def show_invoice(console: Console, invoice: invoice_pb2.Invoice) -> None:
                 ("issued by", invoice.billing_entity_id),
                 ("month", f"{invoice.month.year}-{invoice.month.month:02d} ({invoice.time_zone})"),
                 ("state", invoice_state(invoice.state)),
+                ("due", invoice.due_date or "(set on finalisation)"),
             ],
         )
     )

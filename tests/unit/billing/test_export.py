@@ -15,7 +15,7 @@ from pathlib import Path
 import pypdfium2  # type: ignore[import-untyped]
 
 from services.billing import export
-from services.billing.domain.entities import parse_directory
+from services.billing.domain.entities import BillingEntity, parse_directory
 from services.billing.domain.rating import BillingMonth, BurstEvidence, Line, LineKind
 from services.billing.invoices import InvoiceState, StoredInvoice, StoredLine
 
@@ -72,7 +72,7 @@ def _invoice(state: InvoiceState = InvoiceState.FINALIZED) -> StoredInvoice:
     )
 
 
-def _entity():  # type: ignore[no-untyped-def]
+def _entity() -> BillingEntity:
     return parse_directory(DATA.read_text()).entity("cq-telco")
 
 
