@@ -1,0 +1,167 @@
+"""Credit notes as the application sees them: issue one on a finalised invoice, read them,
+and the credit balance they bring to the customer's invoices.
+
+The arithmetic is domain/credit_notes.py; storage (one transaction per issue, the invoice
+row locked so concurrent notes never over-credit) is credit_store.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from services.billing.domain.credit_notes import (
+    Balance,
+    BalanceInvoice,
+    CreditLine,
+    CreditRequest,
+    CreditScope,
+    IssuedCredit,
+    balances,
+    target_invoice,
+)
+from services.billing.domain.entities import BillingDirectory
+from services.billing.domain.money import format_amount
+from services.billing.domain.rating import BillingMonth
+from services.common.errors import InvalidArgument, NotFound
+
+
+@dataclass(frozen=True)
+class StoredCreditLine:
+    id: str
+    line: CreditLine
+
+
+@dataclass(frozen=True)
+class StoredCreditNote:
+    id: str
+    number: str
+    invoice_id: str
+    invoice_number: str
+    invoice_month: BillingMonth
+    tenant_id: str
+    billing_entity_id: str
+    scope: CreditScope
+    reason: str
+    currency: str
+    lines: list[StoredCreditLine]
+    subtotal: Decimal
+    tax_rate: Decimal
+    tax: Decimal
+    total: Decimal
+    issued_at: datetime
+    issued_by: str
+    request_id: str
+    time_zone: str
+    issuer_legal_name: str
+    issuer_address: str
+    issuer_tax_id: str
+    tax_label: str
+    customer_legal_name: str
+    customer_address: str
+
+    @property
+    def issue_month(self) -> BillingMonth:
+        local = self.issued_at.astimezone(ZoneInfo(self.time_zone))
+        return BillingMonth(local.year, local.month)
+
+    def as_issued(self) -> IssuedCredit:
+        return IssuedCredit(self.id, self.issue_month, self.issued_at, self.total)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One IssueCreditNote call, validated."""
+
+    invoice_id: str
+    request: CreditRequest
+    request_id: str
+    issued_by: str
+
+    def fingerprint(self) -> str:
+        request = self.request
+        payload = [
+            self.invoice_id, int(request.scope), request.reason, list(request.line_ids),
+            None if request.amount is None else format_amount(request.amount),
+            request.amount_currency,
+        ]
+        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
+
+class CreditStore(Protocol):
+    def issue(
+        self, issue: Issue, now: datetime, prefixes: Mapping[str, str]
+    ) -> StoredCreditNote: ...
+
+    def credit_note(self, credit_note_id: str) -> StoredCreditNote | None: ...
+
+    def credit_notes(
+        self, invoice_id: str | None, tenant_id: str | None, offset: int, limit: int
+    ) -> list[StoredCreditNote]: ...
+
+    def tenant_credit_notes(self, tenant_id: str) -> list[StoredCreditNote]: ...
+
+    def balance_invoices(self, tenant_id: str) -> list[BalanceInvoice]: ...
+
+
+MAX_REASON = 500
+
+
+class CreditNotes:
+    def __init__(
+        self, store: CreditStore, directory: BillingDirectory, clock: Callable[[], datetime]
+    ) -> None:
+        self._store = store
+        self._directory = directory
+        self._clock = clock
+
+    def issue(self, issue: Issue) -> StoredCreditNote:
+        if len(issue.request.reason) > MAX_REASON:
+            raise InvalidArgument.for_field("reason", f"is longer than {MAX_REASON} characters")
+        if len(issue.request_id) > 64:
+            raise InvalidArgument.for_field("request_id", "is longer than 64 characters")
+        # Credit notes are numbered per billing entity like invoices, "<prefix>-CN-...".
+        prefixes = {
+            entity_id: f"{entity.invoice_prefix}-CN"
+            for entity_id, entity in self._directory.entities.items()
+        }
+        return self._store.issue(issue, self._clock(), prefixes)
+
+    def get(self, credit_note_id: str) -> StoredCreditNote:
+        if not credit_note_id:
+            raise InvalidArgument.for_field("credit_note_id", "is required")
+        note = self._store.credit_note(credit_note_id)
+        if note is None:
+            raise NotFound(f"credit note {credit_note_id} does not exist")
+        return note
+
+    def list(
+        self, invoice_id: str | None, tenant_id: str | None, offset: int, limit: int
+    ) -> list[StoredCreditNote]:
+        return self._store.credit_notes(invoice_id, tenant_id, offset, limit)
+
+    def balances(self, tenant_id: str) -> dict[str, Balance]:
+        """Every invoice's credit balance of the tenant, by invoice id."""
+        notes = self._store.tenant_credit_notes(tenant_id)
+        if not notes:
+            return {}
+        return balances(self._store.balance_invoices(tenant_id), [n.as_issued() for n in notes])
+
+    def applied_to(self, notes: Sequence[StoredCreditNote]) -> dict[str, str]:
+        """Credit note id -> the invoice whose balance takes it (absent: none yet)."""
+        result: dict[str, str] = {}
+        invoices: dict[str, list[BalanceInvoice]] = {}
+        for note in notes:
+            if note.tenant_id not in invoices:
+                invoices[note.tenant_id] = self._store.balance_invoices(note.tenant_id)
+            target = target_invoice(note.as_issued(), invoices[note.tenant_id])
+            if target is not None:
+                result[note.id] = target.invoice_id
+        return result
+
