@@ -57,10 +57,14 @@ def money(currency: str, amount: str) -> money_pb2.Money:
     return money_pb2.Money(currency_code=currency, amount=amount)
 
 
-def price(currency: str, mrc: str, nrc: str, burst: str) -> common_pb2.PriceTerms:
+def price(
+    currency: str, mrc: str, nrc: str, burst: str, *, term_months: int = 12,
+    termination_share: str = "",
+) -> common_pb2.PriceTerms:
     return common_pb2.PriceTerms(
         currency_code=currency, mrc=money(currency, mrc), nrc=money(currency, nrc),
-        burst_price_per_mbps=money(currency, burst), term_months=12, price_book_version="pb-1",
+        burst_price_per_mbps=money(currency, burst), term_months=term_months,
+        price_book_version="pb-1", termination_share=termination_share,
     )
 
 
@@ -77,6 +81,15 @@ def modified(
     circuit: str, tenant: str, when: datetime, mbps: int, terms: common_pb2.PriceTerms
 ) -> circuit_pb2.CircuitModified:
     return circuit_pb2.CircuitModified(
+        event_id=str(uuid.uuid4()), occurred_at=stamp(when), circuit_id=circuit,
+        tenant_id=tenant, bandwidth_mbps=mbps, price=terms, effective_time=stamp(when),
+    )
+
+
+def disconnected(
+    circuit: str, tenant: str, when: datetime, mbps: int, terms: common_pb2.PriceTerms
+) -> circuit_pb2.CircuitDisconnected:
+    return circuit_pb2.CircuitDisconnected(
         event_id=str(uuid.uuid4()), occurred_at=stamp(when), circuit_id=circuit,
         tenant_id=tenant, bandwidth_mbps=mbps, price=terms, effective_time=stamp(when),
     )
