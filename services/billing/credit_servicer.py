@@ -21,7 +21,7 @@ from idc.type.v1 import money_pb2
 from services.billing import credit_export
 from services.billing.credit_notes import CreditNotes, Issue, StoredCreditNote
 from services.billing.domain.credit_notes import Balance, CreditRequest, CreditScope
-from services.billing.domain.money import format_amount, parse_amount
+from services.billing.domain.money import format_amount, parse_amount, round_money
 from services.common.auth import Role, require_role
 from services.common.errors import InvalidArgument
 
@@ -135,7 +135,10 @@ class CreditNoteRpcs:
 
 
 def _money(currency: str, amount: Decimal) -> money_pb2.Money:
-    return money_pb2.Money(currency_code=currency, amount=format_amount(amount))
+    # In the currency's minor unit: a zero balance reads "0.00", as on the invoice.
+    return money_pb2.Money(
+        currency_code=currency, amount=format_amount(round_money(amount, currency))
+    )
 
 
 def _balance(currency: str, balance: Balance) -> credit_note_pb2.CreditBalance:

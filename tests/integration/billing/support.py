@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from kafka import KafkaProducer
 from sqlalchemy.orm import Session, sessionmaker
 
+from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from idc.events.v1 import circuit_pb2, common_pb2, usage_pb2
 from idc.type.v1 import money_pb2
 from services.billing.domain.entities import BillingDirectory, parse_directory
 from services.billing.ingest import ContractIngest, UsageIngest
+from services.billing.servicer import BillingServicer
 from services.common import db
-from services.common.config import KafkaSettings
+from services.common.config import KafkaSettings, ServiceSettings
 from services.common.events import encode_event
 from services.common.events.envelope import Envelope
 from services.common.events.relay import producer_config
+from services.common.grpc_server import GrpcApp
+from services.common.servicers import register
+from services.common.tokens import HarnessKeys
 
 MIGRATIONS = Path(__file__).parents[3] / "services" / "billing" / "migrations"
 ENTITIES = Path(__file__).parents[3] / "services" / "billing" / "data" / "billing_entities.toml"
@@ -141,3 +149,25 @@ def publish(
             ).get(timeout=30)
     finally:
         producer.close()
+
+
+@contextmanager
+def serve_billing(
+    servicer: BillingServicer, database_url: str, keys: HarnessKeys
+) -> Iterator[billing_service_pb2_grpc.BillingServiceStub]:
+    """BillingService on a local port, authenticating ``keys``' tokens; yields a stub."""
+    app = GrpcApp(
+        settings=ServiceSettings(name="billing", listen="127.0.0.1:0", database_url=database_url,
+                                 grace_period_s=1.0),
+        register=lambda server: [register(
+            server, billing_service_pb2.DESCRIPTOR, "BillingService",
+            billing_service_pb2_grpc.add_BillingServiceServicer_to_server, servicer,
+        )],
+        tokens=keys.verifier(),
+    )
+    port = app.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield billing_service_pb2_grpc.BillingServiceStub(channel)
+    finally:
+        app.stop()
