@@ -154,8 +154,9 @@ def publish(
 @contextmanager
 def serve_billing(
     servicer: BillingServicer, database_url: str, keys: HarnessKeys
-) -> Iterator[billing_service_pb2_grpc.BillingServiceStub]:
-    """BillingService on a local port, authenticating ``keys``' tokens; yields a stub."""
+) -> Iterator[tuple[billing_service_pb2_grpc.BillingServiceStub, str]]:
+    """BillingService on a local port, authenticating ``keys``' tokens; yields a stub and
+    the address."""
     app = GrpcApp(
         settings=ServiceSettings(name="billing", listen="127.0.0.1:0", database_url=database_url,
                                  grace_period_s=1.0),
@@ -167,7 +168,8 @@ def serve_billing(
     )
     port = app.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield billing_service_pb2_grpc.BillingServiceStub(channel)
+        address = f"127.0.0.1:{port}"
+        with grpc.insecure_channel(address) as channel:
+            yield billing_service_pb2_grpc.BillingServiceStub(channel), address
     finally:
         app.stop()

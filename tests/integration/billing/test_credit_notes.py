@@ -11,10 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import grpc
 import pypdfium2  # type: ignore[import-untyped]
 import pytest
+from rich.console import Console
 
 from idc.billing.v1 import billing_service_pb2 as pb
 from idc.billing.v1 import billing_service_pb2_grpc, credit_note_pb2, invoice_pb2
@@ -22,6 +24,7 @@ from idc.type.v1 import money_pb2, year_month_pb2
 from services.billing.cycle import BillingCycle
 from services.billing.servicer import BillingServicer
 from services.billing.store import SqlBillingStore
+from services.cli import main as cli
 from services.common.auth import Principal, Role
 from services.common.grpc_server import call_metadata
 from services.common.tokens import HarnessKeys
@@ -53,6 +56,7 @@ class Billing:
     tokens: dict[str, str]
     clock: Clock
     march: invoice_pb2.Invoice
+    address: str
 
     def as_(self, who: str) -> list[tuple[str, str]]:
         return call_metadata(self.tokens[who])
@@ -93,8 +97,8 @@ def billing(database_url: str) -> Iterator[Billing]:
         "admin": keys.mint(Principal("billing@idc", Role.BILLING_ADMIN)),
         "acme": keys.mint(Principal("ops@acme", Role.CUSTOMER, tenant="acme-sg")),
     }
-    with serve_billing(servicer, database_url, keys) as stub:
-        billing = Billing(stub, tokens, clock, invoice_pb2.Invoice())
+    with serve_billing(servicer, database_url, keys) as (stub, address):
+        billing = Billing(stub, tokens, clock, invoice_pb2.Invoice(), address)
         summary = billing.run(MARCH)
         (invoice_id,) = summary.invoice_ids
         with pytest.raises(grpc.RpcError) as draft:
@@ -251,3 +255,29 @@ def test_racing_credit_notes_never_over_credit(billing: Billing) -> None:
     assert sum(Decimal(n.tax.amount) for n in notes) == Decimal("270.00")
     last = billing.issue(scope=WHOLE, reason="the rest")
     assert (last.subtotal.amount, last.tax.amount) == ("470.00", "42.30")
+
+
+def test_idcctl_billing_credit_note_issue_list_show_export(
+    billing: Billing, tmp_path: Path
+) -> None:
+    env = {"IDC_BILLING_ADDRESS": billing.address, "IDC_TOKEN": billing.tokens["admin"],
+           "IDC_TLS": "off"}
+
+    def idcctl(*argv: str) -> str:
+        console = Console(width=200, record=True)
+        code, _ = cli.run(list(argv), console=console, error_console=console, env=env)
+        text = console.export_text()
+        assert code == 0, text
+        return text
+
+    issued = idcctl("billing", "credit-note", "issue", billing.march.id, "--amount", "500.00",
+                    "--reason", "late activation")
+    assert "SG-CN-2025-04-000001" in issued and "545.00" in issued  # 500.00 + GST 45.00
+    (note,) = billing.stub.ListCreditNotes(
+        credit_note_pb2.ListCreditNotesRequest(), metadata=billing.as_("admin"), timeout=30
+    ).credit_notes
+    assert "late activation" in idcctl("billing", "credit-note", "list")
+    assert "(the customer's next invoice)" in idcctl("billing", "credit-note", "show", note.id)
+    assert "wrote" in idcctl("billing", "credit-note", "export", note.id, "--format", "csv",
+                             "--file", str(tmp_path))
+    assert (tmp_path / "SG-CN-2025-04-000001.csv").read_text().count("\nline,") == 1
