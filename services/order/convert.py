@@ -133,6 +133,7 @@ def price_terms(row: OrderRow | CircuitRow) -> common_pb2.PriceTerms:
         burst_price_per_mbps=money(row.currency, row.burst_price),
         term_months=row.term_months,
         price_book_version=row.price_book_version,
+        termination_share=row.termination_share,
     )
 
 

@@ -119,6 +119,8 @@ def test_new_change_disconnect_through_payload_bound_approvals(  # noqa: PLR0915
             SG: svc.sam.principal.ref, CQ: svc.chen.principal.ref}
         assert b"acme primary" not in event.SerializeToString()
         assert event.price.currency_code == "USD" and event.price.mrc.amount == "7140.00"
+        # The price book's early-termination share travels with the terms to billing.
+        assert event.price.termination_share == "0.50"
         assert b"ann@acme.example" not in event.SerializeToString()
         assert wait_for(lambda: svc.order_events(order.circuit_id, order_events.OrderCreated),
                         "OrderCreated")[0].order_id == order.id
