@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -66,13 +66,17 @@ class StoredCreditNote:
     customer_legal_name: str
     customer_address: str
 
-    @property
-    def issue_month(self) -> BillingMonth:
-        local = self.issued_at.astimezone(ZoneInfo(self.time_zone))
-        return BillingMonth(local.year, local.month)
-
     def as_issued(self) -> IssuedCredit:
-        return IssuedCredit(self.id, self.issue_month, self.issued_at, self.total)
+        return issued_credit(self.id, self.issued_at, self.time_zone, self.total)
+
+
+def issued_credit(
+    credit_note_id: str, issued_at: datetime, time_zone: str, total: Decimal
+) -> IssuedCredit:
+    """A credit note for the balance; its month is that of its issue in the customer's
+    billing time zone (the credited invoice's)."""
+    local = issued_at.astimezone(ZoneInfo(time_zone))
+    return IssuedCredit(credit_note_id, BillingMonth(local.year, local.month), issued_at, total)
 
 
 @dataclass(frozen=True)
@@ -105,9 +109,11 @@ class CreditStore(Protocol):
         self, invoice_id: str | None, tenant_id: str | None, offset: int, limit: int
     ) -> list[StoredCreditNote]: ...
 
-    def tenant_credit_notes(self, tenant_id: str) -> list[StoredCreditNote]: ...
+    def issued_credits(self, tenant_ids: Collection[str]) -> dict[str, list[IssuedCredit]]: ...
 
-    def balance_invoices(self, tenant_id: str) -> list[BalanceInvoice]: ...
+    def balance_invoices(
+        self, tenant_ids: Collection[str]
+    ) -> dict[str, list[BalanceInvoice]]: ...
 
 
 MAX_REASON = 500
@@ -146,21 +152,24 @@ class CreditNotes:
     ) -> list[StoredCreditNote]:
         return self._store.credit_notes(invoice_id, tenant_id, offset, limit)
 
-    def balances(self, tenant_id: str) -> dict[str, Balance]:
-        """Every invoice's credit balance of the tenant, by invoice id."""
-        notes = self._store.tenant_credit_notes(tenant_id)
-        if not notes:
+    def balances(self, tenant_ids: Collection[str]) -> dict[str, Balance]:
+        """The credit balance of every invoice of these tenants that have credit notes, by
+        invoice id (two queries whatever the number of tenants)."""
+        credits = self._store.issued_credits(tenant_ids)
+        if not credits:
             return {}
-        return balances(self._store.balance_invoices(tenant_id), [n.as_issued() for n in notes])
+        invoices = self._store.balance_invoices(credits.keys())
+        result: dict[str, Balance] = {}
+        for tenant_id, issued in credits.items():
+            result |= balances(invoices.get(tenant_id, []), issued)
+        return result
 
     def applied_to(self, notes: Sequence[StoredCreditNote]) -> dict[str, str]:
         """Credit note id -> the invoice whose balance takes it (absent: none yet)."""
+        invoices = self._store.balance_invoices({note.tenant_id for note in notes})
         result: dict[str, str] = {}
-        invoices: dict[str, list[BalanceInvoice]] = {}
         for note in notes:
-            if note.tenant_id not in invoices:
-                invoices[note.tenant_id] = self._store.balance_invoices(note.tenant_id)
-            target = target_invoice(note.as_issued(), invoices[note.tenant_id])
+            target = target_invoice(note.as_issued(), invoices.get(note.tenant_id, []))
             if target is not None:
                 result[note.id] = target.invoice_id
         return result

@@ -115,15 +115,12 @@ class CreditNoteRpcs:
     ) -> list[invoice_pb2.Invoice]:
         """The invoices with their credit balance filled in (tenants without credit notes
         keep none)."""
-        by_tenant: dict[str, dict[str, Balance]] = {}
-        result = []
-        for message in messages:
-            if message.tenant_id not in by_tenant:
-                by_tenant[message.tenant_id] = self._credits.balances(message.tenant_id)
-            balance = by_tenant[message.tenant_id].get(message.id)
+        result = list(messages)
+        found = self._credits.balances({message.tenant_id for message in result})
+        for message in result:
+            balance = found.get(message.id)
             if balance is not None:
                 message.credit_balance.CopyFrom(_balance(message.currency_code, balance))
-            result.append(message)
         return result
 
     def _notes_proto(self, notes: list[StoredCreditNote]) -> list[credit_note_pb2.CreditNote]:

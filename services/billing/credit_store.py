@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -18,13 +18,19 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.billing.credit_notes import Issue, StoredCreditLine, StoredCreditNote
+from services.billing.credit_notes import (
+    Issue,
+    StoredCreditLine,
+    StoredCreditNote,
+    issued_credit,
+)
 from services.billing.domain.credit_notes import (
     BalanceInvoice,
     CreditableLine,
     CreditLine,
     CreditScope,
     EarlierCredits,
+    IssuedCredit,
     compute_credit,
 )
 from services.billing.domain.money import format_amount
@@ -130,21 +136,36 @@ class SqlCreditStore:
             rows = session.execute(query.offset(offset).limit(limit)).all()
             return [_stored(session, note, invoice) for note, invoice in rows]
 
-    def tenant_credit_notes(self, tenant_id: str) -> list[StoredCreditNote]:
-        return self.credit_notes(None, tenant_id, 0, 1_000_000)
-
-    def balance_invoices(self, tenant_id: str) -> list[BalanceInvoice]:
+    def issued_credits(self, tenant_ids: Collection[str]) -> dict[str, list[IssuedCredit]]:
+        """The credit notes of these tenants, as their invoices' balances need them."""
         with self._factory() as session:
             rows = session.execute(
                 select(
-                    InvoiceRow.id, InvoiceRow.year, InvoiceRow.month, InvoiceRow.total,
-                    InvoiceRow.finalized_at,
-                ).where(InvoiceRow.tenant_id == tenant_id)
+                    CreditNoteRow.tenant_id, CreditNoteRow.id, CreditNoteRow.issued_at,
+                    InvoiceRow.time_zone, CreditNoteRow.total,
+                )
+                .join(InvoiceRow, InvoiceRow.id == CreditNoteRow.invoice_id)
+                .where(CreditNoteRow.tenant_id.in_(list(tenant_ids)))
             ).all()
-        return [
-            BalanceInvoice(i, BillingMonth(y, m), Decimal(total), finalized)
-            for i, y, m, total, finalized in rows
-        ]
+        result: dict[str, list[IssuedCredit]] = defaultdict(list)
+        for tenant_id, note_id, issued_at, zone, total in rows:
+            result[tenant_id].append(issued_credit(note_id, issued_at, zone, Decimal(total)))
+        return dict(result)
+
+    def balance_invoices(self, tenant_ids: Collection[str]) -> dict[str, list[BalanceInvoice]]:
+        with self._factory() as session:
+            rows = session.execute(
+                select(
+                    InvoiceRow.tenant_id, InvoiceRow.id, InvoiceRow.year, InvoiceRow.month,
+                    InvoiceRow.total, InvoiceRow.finalized_at,
+                ).where(InvoiceRow.tenant_id.in_(list(tenant_ids)))
+            ).all()
+        result: dict[str, list[BalanceInvoice]] = defaultdict(list)
+        for tenant_id, invoice_id, year, month, total, finalized in rows:
+            result[tenant_id].append(
+                BalanceInvoice(invoice_id, BillingMonth(year, month), Decimal(total), finalized)
+            )
+        return dict(result)
 
 
 def _by_request(session: Session, invoice_id: str, request_id: str) -> CreditNoteRow | None:
