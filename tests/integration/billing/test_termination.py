@@ -86,3 +86,31 @@ def test_disconnect_before_the_term_ends_charges_the_fee_once(database_url: str)
     clock.now = datetime(2025, 5, 2, tzinfo=UTC)
     april = run(cycle, APRIL)
     assert (april.created, april.adjustment_lines) == (0, 0)
+
+
+def test_a_disconnect_arriving_after_finalisation_is_charged_next_month(
+    database_url: str,
+) -> None:
+    factory: sessionmaker[Session] = migrated(database_url)
+    clock = Clock(datetime(2025, 4, 2, tzinfo=UTC))
+    terms = price("SGD", "2180.25", "0", "0", termination_share="0.5")
+    ingest_directly(factory, clock, [activated("c-term", "acme-sg", JAN_15, 100, terms)])
+    store = SqlBillingStore(factory)
+    cycle = BillingCycle(store, directory(), clock)
+    run(cycle, MARCH)
+    march = store.finalize(invoice_id_for("acme-sg", MARCH), clock(), "SG")
+    assert [s.line.kind for s in march.lines] == [LineKind.MRC]
+    # The disconnect of 20 March reaches billing only now: April's invoice corrects March
+    # (MRC 2180.25 -> 1336.28, -843.97) and carries the fee, both as adjustments.
+    clock.advance(hours=2)
+    ingest_directly(factory, clock, [disconnected("c-term", "acme-sg", MAR_20, 100, terms)])
+    clock.now = datetime(2025, 5, 2, tzinfo=UTC)
+    april = run(cycle, APRIL)
+    assert april.adjustment_lines == 2
+    invoice = store.invoice(invoice_id_for("acme-sg", APRIL))
+    assert invoice is not None
+    assert sorted((s.line.adjusts_line_key.split("/")[1], s.line.amount)
+                  for s in invoice.lines) == [("MRC", Decimal("-843.97")),
+                                              ("TERMINATION", Decimal("9811.13"))]
+    assert all(s.line.adjusts_invoice_id == march.id for s in invoice.lines)
+    assert run(cycle, APRIL).unchanged == 1

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from idc.events.v1 import circuit_pb2, common_pb2
 from services.billing.domain.contracts import (
     ChangeKind,
     ContractChange,
@@ -21,6 +22,8 @@ from services.billing.domain.termination import (
     term_end,
     termination_fee,
 )
+from services.billing.ingest import ContractIngest
+from services.common.errors import InvalidArgument
 
 SINGAPORE = ZoneInfo("Asia/Singapore")
 
@@ -110,3 +113,25 @@ def test_no_line_without_a_share_or_after_the_term() -> None:
         month = BillingMonth(zone_month.year, zone_month.month)
         lines = rate_circuit(segments, [], month, SINGAPORE, "SGD")
         assert not [line for line in lines if line.kind is LineKind.TERMINATION]
+
+
+@pytest.mark.parametrize("share", ["1.5", "-0.5", "half"])
+def test_a_circuit_event_with_a_share_outside_0_to_1_is_refused(share: str) -> None:
+    event = circuit_pb2.CircuitActivated(
+        circuit_id="c-1", tenant_id="t-1", bandwidth_mbps=100,
+        price=common_pb2.PriceTerms(currency_code="SGD", term_months=12,
+                                    termination_share=share),
+    )
+    event.effective_time.FromDatetime(datetime(2025, 1, 1, tzinfo=UTC))
+    with pytest.raises(InvalidArgument) as error:
+        ContractIngest().row_for(ChangeKind.ACTIVATED, event, "e-1")
+    assert [v.field for v in error.value.violations] == ["price.termination_share"]
+
+
+def test_a_circuit_event_without_a_share_owes_none() -> None:
+    event = circuit_pb2.CircuitActivated(
+        circuit_id="c-1", tenant_id="t-1", bandwidth_mbps=100,
+        price=common_pb2.PriceTerms(currency_code="SGD", term_months=12),
+    )
+    event.effective_time.FromDatetime(datetime(2025, 1, 1, tzinfo=UTC))
+    assert ContractIngest().row_for(ChangeKind.ACTIVATED, event, "e-1").termination_share == "0"
