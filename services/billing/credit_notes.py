@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,6 +119,8 @@ class CreditStore(Protocol):
 
 MAX_REASON = 500
 
+log = logging.getLogger(__name__)
+
 
 class CreditNotes:
     def __init__(
@@ -137,7 +140,13 @@ class CreditNotes:
             entity_id: f"{entity.invoice_prefix}-CN"
             for entity_id, entity in self._directory.entities.items()
         }
-        return self._store.issue(issue, self._clock(), prefixes)
+        note = self._store.issue(issue, self._clock(), prefixes)
+        log.info(
+            "credit note %s (%s) on invoice %s: %s %s credited by %s (%s)", note.number,
+            note.scope.name, note.invoice_number, format_amount(note.total), note.currency,
+            note.issued_by, note.reason,
+        )
+        return note
 
     def get(self, credit_note_id: str) -> StoredCreditNote:
         if not credit_note_id:

@@ -134,7 +134,8 @@ class SqlCreditStore:
         query = query.order_by(CreditNoteRow.issued_at.desc(), CreditNoteRow.id)
         with self._factory() as session:
             rows = session.execute(query.offset(offset).limit(limit)).all()
-            return [_stored(session, note, invoice) for note, invoice in rows]
+            lines = _lines_of(session, [note.id for note, _ in rows])
+            return [_from_rows(note, invoice, lines.get(note.id, [])) for note, invoice in rows]
 
     def issued_credits(self, tenant_ids: Collection[str]) -> dict[str, list[IssuedCredit]]:
         """The credit notes of these tenants, as their invoices' balances need them."""
@@ -227,12 +228,24 @@ def _next_number(session: Session, entity_id: str) -> int:
     return counter.last_number
 
 
-def _stored(session: Session, row: CreditNoteRow, invoice: InvoiceRow) -> StoredCreditNote:
-    lines = session.scalars(
+def _lines_of(session: Session, note_ids: list[str]) -> dict[str, list[CreditNoteLineRow]]:
+    by_note: dict[str, list[CreditNoteLineRow]] = defaultdict(list)
+    for line in session.scalars(
         select(CreditNoteLineRow)
-        .where(CreditNoteLineRow.credit_note_id == row.id)
-        .order_by(CreditNoteLineRow.position)
-    ).all()
+        .where(CreditNoteLineRow.credit_note_id.in_(note_ids))
+        .order_by(CreditNoteLineRow.credit_note_id, CreditNoteLineRow.position)
+    ):
+        by_note[line.credit_note_id].append(line)
+    return by_note
+
+
+def _stored(session: Session, row: CreditNoteRow, invoice: InvoiceRow) -> StoredCreditNote:
+    return _from_rows(row, invoice, _lines_of(session, [row.id]).get(row.id, []))
+
+
+def _from_rows(
+    row: CreditNoteRow, invoice: InvoiceRow, lines: list[CreditNoteLineRow]
+) -> StoredCreditNote:
     return StoredCreditNote(
         id=row.id, number=row.number, invoice_id=invoice.id,
         invoice_number=invoice.number or "",

@@ -131,6 +131,10 @@ def test_partial_then_whole_credit_to_the_cent_and_the_next_invoice_balance(
         line for line in billing.march.lines if line.kind == invoice_pb2.INVOICE_LINE_KIND_BURST
     )
     refused(lambda: billing.issue("acme", scope=WHOLE), grpc.StatusCode.PERMISSION_DENIED)
+    refused(lambda: billing.issue(invoice_id="inv-none", scope=WHOLE), grpc.StatusCode.NOT_FOUND)
+    assert "scope" in refused(billing.issue, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "reason" in refused(lambda: billing.issue(scope=WHOLE, reason=""),
+                               grpc.StatusCode.INVALID_ARGUMENT)
     refused(lambda: billing.stub.ListCreditNotes(
         credit_note_pb2.ListCreditNotesRequest(), metadata=billing.as_("acme"), timeout=30
     ), grpc.StatusCode.PERMISSION_DENIED)
