@@ -66,6 +66,7 @@ def test_new_change_disconnect_through_payload_bound_approvals(  # noqa: PLR0915
                                             email="ann@acme.example")])).order
         assert order.state == S.ORDER_STATE_PENDING_APPROVAL
         assert order.spec.a_end_vlan_id == 777
+        assert order.price.termination_share == "0.50"
         assert [e.to_state for e in order.audit_trail] == [
             S.ORDER_STATE_ACKNOWLEDGED, S.ORDER_STATE_PENDING_APPROVAL]
         thread, stream = watch(svc, order.id)
@@ -161,6 +162,7 @@ def test_new_change_disconnect_through_payload_bound_approvals(  # noqa: PLR0915
         circuit = svc.alice.circuit(order.circuit_id)
         assert (circuit.state, circuit.bandwidth_mbps) == (circuit_pb2.CIRCUIT_STATE_ACTIVE, 5000)
         assert circuit.price.mrc.amount == "22440.00"
+        assert circuit.price.termination_share == "0.50"  # the contract's, kept on a change
         capacity = svc.alice.capacity()
         assert (capacity.channel_committed_mbps, capacity.channel_reserved_mbps) == (5000, 0)
 
