@@ -149,7 +149,8 @@ def _lines(pdf: FPDF, invoice: StoredInvoice) -> None:
     for stored in invoice.lines:
         line = stored.line
         pdf.set_font("Helvetica", size=8.5)
-        days = f"{line.days_covered}/{line.days_in_month}" if line.kind is not LineKind.NRC else ""
+        days = (f"{line.days_covered}/{line.days_in_month}"
+                if line.kind not in (LineKind.NRC, LineKind.TERMINATION) else "")
         details = [f"{line.circuit_id}: {line.description}"]
         details.append(
             f"unit price {format_amount(line.unit_price)}, factor {format_amount(line.factor)}"

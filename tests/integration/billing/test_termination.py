@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pypdfium2  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.billing import export
 from services.billing.cycle import BillingCycle, CycleRequest, Summary
 from services.billing.domain.rating import BillingMonth, LineKind
 from services.billing.invoices import invoice_id_for
@@ -73,6 +75,10 @@ def test_disconnect_before_the_term_ends_charges_the_fee_once(database_url: str)
     assert (invoice.subtotal, invoice.tax, invoice.total) == (
         Decimal("11726.60"), Decimal("1055.39"), Decimal("12781.99")
     )
+    page = pypdfium2.PdfDocument(export.to_pdf(invoice))[0]
+    text = page.get_textpage().get_text_range()
+    assert "Early termination 2025-03-20: 9 remaining whole months" in text
+    assert "9811.13" in text and "0/31" not in text
     # The same month again: the same invoice, still one fee.
     clock.advance(hours=1)
     again = run(cycle, MARCH)
