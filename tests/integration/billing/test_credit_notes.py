@@ -201,6 +201,12 @@ def test_partial_then_whole_credit_to_the_cent_and_the_next_invoice_balance(
             balance.amount_due.amount, balance.carried_forward.amount) == (
         "0.00", "3782.30", "3379.00", "0.00", "403.30"
     )
+    exported = json.loads(billing.stub.ExportInvoice(
+        pb.ExportInvoiceRequest(invoice_id=april_id, format=pb.EXPORT_FORMAT_JSON),
+        metadata=billing.as_("acme"), timeout=30,
+    ).content)
+    assert exported["creditBalance"]["amountDue"]["amount"] == "0.00"
+    assert exported["creditBalance"]["carriedForward"]["amount"] == "403.30"
     march = billing.stub.GetInvoice(
         pb.GetInvoiceRequest(invoice_id=billing.march.id), metadata=billing.as_("acme"),
         timeout=30,
