@@ -100,9 +100,9 @@ def invoice_document(
         issuer=invoice.issuer_legal_name,
         facts=_facts(invoice, entity, references),
         parties=[
-            Party("From", _present(invoice.issuer_legal_name, invoice.issuer_address,
+            Party("From", present(invoice.issuer_legal_name, invoice.issuer_address,
                                    invoice.issuer_tax_id)),
-            Party("Bill to", _present(invoice.customer_legal_name, invoice.customer_address,
+            Party("Bill to", present(invoice.customer_legal_name, invoice.customer_address,
                                       f"Customer id: {invoice.tenant_id}")),
         ],
         columns=("Description", "Days", f"Amount ({invoice.currency})"),
@@ -132,7 +132,7 @@ def _circuits(invoice: StoredInvoice) -> list[str]:
     return [stored.line.circuit_id for stored in invoice.lines]
 
 
-def _present(*parts: str) -> list[str]:
+def present(*parts: str) -> list[str]:
     return [part for part in parts if part]
 
 
@@ -167,7 +167,7 @@ def _facts(
         ("Billing period", f"{month_first.isoformat()} to {month_last.isoformat()} "
                            f"({invoice.time_zone})"),
         ("Currency", invoice.currency),
-        ("Usage as of", _local(invoice.as_of_time, invoice.time_zone)),
+        ("Usage as of", local_time(invoice.as_of_time, invoice.time_zone)),
         ("Invoice id", invoice.id),
     ]
 
@@ -184,7 +184,7 @@ def _payment(invoice: StoredInvoice, entity: BillingEntity, money: MoneyFormat) 
     )
 
 
-def _local(moment: datetime, zone: str) -> str:
+def local_time(moment: datetime, zone: str) -> str:
     return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
 
 
@@ -209,13 +209,13 @@ def _document_line(
         text.append(
             f"samples expected {b.samples_expected}, present {b.samples_present}, "
             f"discarded {b.samples_discarded}; billed sample {b.billed_sample_mbps} Mbps "
-            f"({b.billed_direction}) at {_local(b.billed_sample_time, invoice.time_zone)}; "
+            f"({b.billed_direction}) at {local_time(b.billed_sample_time, invoice.time_zone)}; "
             f"CIR {b.cir_mbps} Mbps, overage {b.overage_mbps} Mbps"
         )
     if line.adjusts_invoice_id:
         text.append(f"corrects invoice {line.adjusts_invoice_id}")
     return DocumentLine(
         text=text,
-        quantity="" if line.kind is LineKind.NRC else proration(line),
+        quantity="" if line.kind in (LineKind.NRC, LineKind.TERMINATION) else proration(line),
         amount=money.number(line.amount),
     )

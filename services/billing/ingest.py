@@ -285,6 +285,11 @@ def _price(price: common_pb2.PriceTerms) -> dict[str, str | int]:
         if value < 0:
             raise InvalidArgument.for_field(where, "must not be negative")
         amounts[field] = f"{value:f}"
+    share = parse_amount(price.termination_share or "0", "price.termination_share")
+    if not 0 <= share <= 1:
+        raise InvalidArgument.for_field(
+            "price.termination_share", f"{share:f} is not a share between 0 and 1"
+        )
     return {
         "currency": currency,
         **amounts,
@@ -292,6 +297,7 @@ def _price(price: common_pb2.PriceTerms) -> dict[str, str | int]:
         "price_book_version": price.price_book_version[:64],
         # Validated to a number's shape by the order service; the column bounds it here.
         "purchase_order": price.purchase_order[:35],
+        "termination_share": f"{share:f}",
     }
 
 

@@ -21,6 +21,9 @@ from idc.billing.v1 import billing_service_pb2 as pb
 from idc.billing.v1 import billing_service_pb2_grpc, invoice_pb2, usage_pb2
 from idc.type.v1 import money_pb2, year_month_pb2
 from services.billing import export
+from services.billing.credit_notes import CreditNotes
+from services.billing.credit_servicer import CreditNoteRpcs
+from services.billing.credit_store import SqlCreditStore
 from services.billing.cycle import BillingCycle, CycleRequest, Progress, Summary
 from services.billing.domain.entities import BillingDirectory
 from services.billing.domain.money import format_amount
@@ -68,7 +71,7 @@ def _reader(tenant_id: str) -> Principal:
     )
 
 
-class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
+class BillingServicer(CreditNoteRpcs, billing_service_pb2_grpc.BillingServiceServicer):
     def __init__(
         self,
         store: SqlBillingStore,
@@ -80,6 +83,7 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
         self._cycle = cycle
         self._directory = directory
         self._clock = clock
+        self._credits = CreditNotes(SqlCreditStore(store.session_factory), directory, clock)
 
     # -- usage ----------------------------------------------------------------------------
 
@@ -183,13 +187,16 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
             state=state,
         )
         page = self._store.list_invoices(where, offset, size + 1)
-        response = pb.ListInvoicesResponse(invoices=[to_proto(i) for i in page[:size]])
+        response = pb.ListInvoicesResponse(
+            invoices=self.with_credit_balances(to_proto(i) for i in page[:size])
+        )
         if len(page) > size:
             response.next_page_token = str(offset + size)
         return response
 
     def GetInvoice(self, request: pb.GetInvoiceRequest, context: Any) -> pb.GetInvoiceResponse:
-        return pb.GetInvoiceResponse(invoice=to_proto(self._visible(request.invoice_id)))
+        invoice = to_proto(self._visible(request.invoice_id))
+        return pb.GetInvoiceResponse(invoice=self.with_credit_balances([invoice])[0])
 
     def FinalizeInvoice(
         self, request: pb.FinalizeInvoiceRequest, context: Any
@@ -219,7 +226,7 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
                 content_type="text/csv", filename=f"{stem}.csv",
             )
         if request.format == pb.EXPORT_FORMAT_JSON:
-            text = json_format.MessageToJson(to_proto(invoice))
+            text = json_format.MessageToJson(self.with_credit_balances([to_proto(invoice)])[0])
             return pb.ExportInvoiceResponse(
                 content=text.encode(), content_type="application/json", filename=f"{stem}.json"
             )

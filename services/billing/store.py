@@ -67,6 +67,10 @@ class SqlBillingStore:
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._factory = session_factory
 
+    @property
+    def session_factory(self) -> sessionmaker[Session]:
+        return self._factory
+
     # -- contracts and usage ------------------------------------------------------------
 
     def changes(self, as_of: datetime) -> dict[str, list[ContractChange]]:
@@ -352,6 +356,7 @@ def _change(row: CircuitChangeRow) -> ContractChange:
             burst_price_per_mbps=Decimal(row.burst_price),
             term_months=row.term_months,
             price_book_version=row.price_book_version,
+            termination_share=Decimal(row.termination_share),
         ),
         event_id=row.event_id,
     )

@@ -119,6 +119,7 @@ class CircuitChangeRow(BillingBase):
     burst_price: Mapped[str] = mapped_column(String(MONEY_LENGTH))
     term_months: Mapped[int] = mapped_column(Integer)
     price_book_version: Mapped[str] = mapped_column(String(64))
+    termination_share: Mapped[str] = mapped_column(String(MONEY_LENGTH), server_default="0")
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     # The customer's purchase-order number, printed on invoices (migration 0009).
     purchase_order: Mapped[str] = mapped_column(String(35), default="", server_default="")
@@ -217,6 +218,59 @@ class InvoiceNumberRow(BillingBase):
     """The last invoice number issued per billing entity (numbers are gapless)."""
 
     __tablename__ = "billing_invoice_numbers"
+
+    billing_entity_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer)
+
+
+class CreditNoteRow(BillingBase):
+    """A credit note of one finalised invoice (services/billing/credit_notes.py)."""
+
+    __tablename__ = "billing_credit_notes"
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "request_id", name="uq_billing_credit_notes_request"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    number: Mapped[str] = mapped_column(String(40), unique=True)
+    invoice_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("billing_invoices.id"), index=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    billing_entity_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(500))
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    tax_rate: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    tax: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    total: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    issued_by: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Fingerprint of the request, so a retry with another content is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+
+
+class CreditNoteLineRow(BillingBase):
+    __tablename__ = "billing_credit_note_lines"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    credit_note_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("billing_credit_notes.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    # Empty for an amount credit.
+    invoice_line_id: Mapped[str] = mapped_column(String(40))
+    circuit_id: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(600))
+    amount: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+
+
+class CreditNoteNumberRow(BillingBase):
+    """The last credit note number issued per billing entity (gapless, like invoices)."""
+
+    __tablename__ = "billing_credit_note_numbers"
 
     billing_entity_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_number: Mapped[int] = mapped_column(Integer)

@@ -379,9 +379,18 @@ def export_invoice(ctx: Context, args: argparse.Namespace) -> Result:
             invoice_id=args.invoice_id, format=EXPORT_FORMATS[args.format]
         ),
     )
-    target = Path(args.output_file or reply.filename or f"{args.invoice_id}.{args.format}")
+    return save_document(reply, args.output_file, f"{args.invoice_id}.{args.format}")
+
+
+def save_document(
+    reply: billing_pb.ExportInvoiceResponse | billing_pb.ExportCreditNoteResponse,
+    output_file: str | None, fallback_name: str,
+) -> Result:
+    """Write an exported document to ``output_file`` (a file or a directory) or, by
+    default, under the server's suggested name in the current directory."""
+    target = Path(output_file or reply.filename or fallback_name)
     if target.is_dir():
-        target = target / (reply.filename or f"{args.invoice_id}.{args.format}")
+        target = target / (reply.filename or fallback_name)
     try:
         target.write_bytes(reply.content)
     except OSError as error:

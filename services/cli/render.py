@@ -242,3 +242,12 @@ def show_invoice(console: Console, invoice: invoice_pb2.Invoice) -> None:
             ],
         )
     )
+    if invoice.HasField("credit_balance"):
+        balance = invoice.credit_balance
+        console.print(key_values("Credit balance", [
+            ("brought forward", money(balance.brought_forward)),
+            ("credit notes", f"{money(balance.credits)} ({len(balance.credit_note_ids)})"),
+            ("applied", money(balance.applied)),
+            ("amount due", money(balance.amount_due)),
+            ("carried forward", money(balance.carried_forward)),
+        ]))

@@ -123,6 +123,7 @@ def price(row: OrderRow | CircuitRow | QuoteRow) -> price_pb2.Price:
         burst_price_per_mbps=money(row.currency, row.burst_price),
         term_months=row.term_months,
         price_book_version=row.price_book_version,
+        termination_share=row.termination_share,
     )
 
 
@@ -136,6 +137,7 @@ def price_terms(row: OrderRow | CircuitRow) -> common_pb2.PriceTerms:
         price_book_version=row.price_book_version,
         # Billing prints it on the invoice; validated to a number's shape on order.
         purchase_order=row.purchase_order,
+        termination_share=row.termination_share,
     )
 
 
@@ -183,7 +185,8 @@ def order_message(row: Mapping[Any, Any], approvals: Sequence[Mapping[Any, Any]]
             currency_code=currency, mrc=money(currency, row["mrc"]),
             nrc=money(currency, row["nrc"]),
             burst_price_per_mbps=money(currency, row["burst_price"]),
-            term_months=row["term_months"], price_book_version=row["price_book_version"]),
+            term_months=row["term_months"], price_book_version=row["price_book_version"],
+            termination_share=row["termination_share"]),
         quote_id=row["quote_id"] or "",
         request_id=row["request_id"],
         requested_by=row["requested_by"],

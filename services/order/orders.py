@@ -228,7 +228,8 @@ class OrderApp:
             id=new_id("qte"), tenant_id=tenant, spec=spec.SerializeToString(deterministic=True),
             currency=terms.currency, mrc=str(terms.mrc), nrc=str(terms.nrc),
             burst_price=str(terms.burst_price_per_mbps), term_months=terms.term_months,
-            price_book_version=terms.price_book_version, created_at=moment,
+            price_book_version=terms.price_book_version,
+            termination_share=str(terms.termination_share), created_at=moment,
             expire_at=moment + timedelta(seconds=self.settings.quote_ttl_s),
         )
         with self.write() as session:
@@ -375,7 +376,8 @@ class OrderApp:
         money = {"currency": terms.currency, "mrc": str(terms.mrc), "nrc": str(terms.nrc),
                  "burst_price": str(terms.burst_price_per_mbps),
                  "term_months": terms.term_months,
-                 "price_book_version": terms.price_book_version}
+                 "price_book_version": terms.price_book_version,
+                 "termination_share": str(terms.termination_share)}
         shape = {"tenant_id": order.tenant, "a_port_id": spec.a_end_port_id,
                  "z_port_id": spec.z_end_port_id, "a_vlan": a_vlan, "z_vlan": z_vlan,
                  "bandwidth_mbps": spec.bandwidth_mbps, "burst_mbps": spec.burst_mbps,
@@ -487,7 +489,7 @@ class OrderApp:
         validate_circuit_request(spec, self.catalogue, self.price_book, tenant, "quote.spec")
         terms = PriceTerms(quote.currency, Decimal(quote.mrc), Decimal(quote.nrc),
                            Decimal(quote.burst_price), quote.term_months,
-                           quote.price_book_version)
+                           quote.price_book_version, Decimal(quote.termination_share))
         return spec, terms, quote.id
 
     def _new_order_row(self, session: Session, order_id: str, order_type: OrderType,
@@ -557,7 +559,9 @@ class OrderApp:
             terms_currency = {"currency": circuit.currency, "mrc": circuit.mrc,
                               "nrc": circuit.nrc, "burst_price": circuit.burst_price,
                               "term_months": circuit.term_months,
-                              "price_book_version": circuit.price_book_version}
+                              "price_book_version": circuit.price_book_version,
+                              # The contract's term and its termination terms stay.
+                              "termination_share": circuit.termination_share}
             if order_type is OrderType.CHANGE:
                 assert bandwidth_mbps is not None
                 new_bandwidth = bandwidth_mbps

@@ -49,6 +49,7 @@ class QuoteRow(OrderBase):
     burst_price: Mapped[str] = mapped_column(String(32))
     term_months: Mapped[int] = mapped_column(Integer)
     price_book_version: Mapped[str] = mapped_column(String(32))
+    termination_share: Mapped[str] = mapped_column(String(32), default="0", server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expire_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -70,6 +71,8 @@ class CircuitRow(OrderBase):
     nrc: Mapped[str] = mapped_column(String(32))
     burst_price: Mapped[str] = mapped_column(String(32))
     price_book_version: Mapped[str] = mapped_column(String(32))
+    # Migration 0012: the price book's share of the MRC owed on an early disconnect.
+    termination_share: Mapped[str] = mapped_column(String(32), default="0", server_default="0")
     customer_reference: Mapped[str] = mapped_column(String(256))
     # The customer's purchase-order number (validated; travels to billing; migration 0011).
     purchase_order: Mapped[str] = mapped_column(String(35), default="", server_default="")
@@ -118,6 +121,7 @@ class OrderRow(OrderBase):
     nrc: Mapped[str] = mapped_column(String(32))
     burst_price: Mapped[str] = mapped_column(String(32))
     price_book_version: Mapped[str] = mapped_column(String(32))
+    termination_share: Mapped[str] = mapped_column(String(32), default="0", server_default="0")
     customer_reference: Mapped[str] = mapped_column(String(256))
     # The customer's purchase-order number (validated; travels to billing; migration 0011).
     purchase_order: Mapped[str] = mapped_column(String(35), default="", server_default="")

@@ -39,6 +39,7 @@ MONEY_NAME_PARTS = ("price", "amount", "mrc", "nrc", "subtotal", "total", "tax",
 MONEY_NAME_EXCEPTIONS = frozenset(
     {
         "idc.billing.v1.Invoice.tax_rate",
+        "idc.billing.v1.CreditNote.tax_rate",
         "idc.billing.v1.BillingProgress.circuits_total",
         "idc.billing.v1.BillingProgress.invoices_total",
         "idc.billing.v1.BillingSummary.totals",
@@ -119,6 +120,10 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "GetInvoice",
         "FinalizeInvoice",
         "ExportInvoice",
+        "IssueCreditNote",
+        "ListCreditNotes",
+        "GetCreditNote",
+        "ExportCreditNote",
     },
 }
 SERVER_STREAMING = {

@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from idc.billing.v1 import credit_note_pb2 as idc_dot_billing_dot_v1_dot_credit__note__pb2
 from idc.billing.v1 import invoice_pb2 as idc_dot_billing_dot_v1_dot_invoice__pb2
 from idc.billing.v1 import usage_pb2 as idc_dot_billing_dot_v1_dot_usage__pb2
 from idc.type.v1 import money_pb2 as idc_dot_type_dot_v1_dot_money__pb2
@@ -30,45 +31,49 @@ from idc.type.v1 import time_range_pb2 as idc_dot_type_dot_v1_dot_time__range__p
 from idc.type.v1 import year_month_pb2 as idc_dot_type_dot_v1_dot_year__month__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$idc/billing/v1/billing_service.proto\x12\x0eidc.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cidc/billing/v1/invoice.proto\x1a\x1aidc/billing/v1/usage.proto\x1a\x17idc/type/v1/money.proto\x1a\x1cidc/type/v1/time_range.proto\x1a\x1cidc/type/v1/year_month.proto\"e\n\x0fGetUsageRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12%\n\x05range\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.TimeRange\x12\x17\n\x0finclude_samples\x18\x03 \x01(\x08\"\xb1\x01\n\x10GetUsageResponse\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12%\n\x05range\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.TimeRange\x12.\n\x07samples\x18\x03 \x03(\x0b\x32\x1d.idc.billing.v1.UsageInterval\x12\x32\n\x07summary\x18\x04 \x01(\x0b\x32!.idc.billing.v1.PercentileSummary\"\xaf\x01\n\x16RunBillingCycleRequest\x12%\n\x05month\x18\x01 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x02 \x01(\t\x12.\n\nas_of_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntenant_ids\x18\x04 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"\xd7\x01\n\x0f\x42illingProgress\x12+\n\x05stage\x18\x01 \x01(\x0e\x32\x1c.idc.billing.v1.BillingStage\x12\x16\n\x0e\x63ircuits_total\x18\x02 \x01(\x05\x12\x15\n\rcircuits_done\x18\x03 \x01(\x05\x12\x16\n\x0einvoices_total\x18\x04 \x01(\x05\x12\x15\n\rinvoices_done\x18\x05 \x01(\x05\x12\x0f\n\x07message\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x03\n\x0e\x42illingSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12%\n\x05month\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x03 \x01(\t\x12.\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10invoices_created\x18\x05 \x01(\x05\x12\x18\n\x10invoices_updated\x18\x06 \x01(\x05\x12\x1a\n\x12invoices_unchanged\x18\x07 \x01(\x05\x12\"\n\x1ainvoices_skipped_finalized\x18\x08 \x01(\x05\x12\x18\n\x10\x61\x64justment_lines\x18\t \x01(\x05\x12\x17\n\x0f\x63ircuits_billed\x18\n \x01(\x05\x12\x13\n\x0binvoice_ids\x18\x0b \x03(\t\x12\"\n\x06totals\x18\x0c \x03(\x0b\x32\x12.idc.type.v1.Money\x12\x10\n\x08warnings\x18\r \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x0e \x01(\x08\"\x8a\x01\n\x17RunBillingCycleResponse\x12\x33\n\x08progress\x18\x01 \x01(\x0b\x32\x1f.idc.billing.v1.BillingProgressH\x00\x12\x31\n\x07summary\x18\x02 \x01(\x0b\x32\x1e.idc.billing.v1.BillingSummaryH\x00\x42\x07\n\x05\x65vent\"\xbe\x01\n\x13ListInvoicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12%\n\x05month\x18\x03 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x19\n\x11\x62illing_entity_id\x18\x05 \x01(\t\x12+\n\x05state\x18\x06 \x01(\x0e\x32\x1c.idc.billing.v1.InvoiceState\"Z\n\x14ListInvoicesResponse\x12)\n\x08invoices\x18\x01 \x03(\x0b\x32\x17.idc.billing.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\">\n\x12GetInvoiceResponse\x12(\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.idc.billing.v1.Invoice\",\n\x16\x46inalizeInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\"C\n\x17\x46inalizeInvoiceResponse\x12(\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.idc.billing.v1.Invoice\"X\n\x14\x45xportInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12,\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1c.idc.billing.v1.ExportFormat\"P\n\x15\x45xportInvoiceResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t*\x9a\x01\n\x0c\x42illingStage\x12\x1d\n\x19\x42ILLING_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42ILLING_STAGE_SEGMENTING\x10\x01\x12\x18\n\x14\x42ILLING_STAGE_RATING\x10\x02\x12\x1b\n\x17\x42ILLING_STAGE_INVOICING\x10\x03\x12\x16\n\x12\x42ILLING_STAGE_DONE\x10\x04*s\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_PDF\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x03\x32\xb7\x04\n\x0e\x42illingService\x12M\n\x08GetUsage\x12\x1f.idc.billing.v1.GetUsageRequest\x1a .idc.billing.v1.GetUsageResponse\x12\x64\n\x0fRunBillingCycle\x12&.idc.billing.v1.RunBillingCycleRequest\x1a\'.idc.billing.v1.RunBillingCycleResponse0\x01\x12Y\n\x0cListInvoices\x12#.idc.billing.v1.ListInvoicesRequest\x1a$.idc.billing.v1.ListInvoicesResponse\x12S\n\nGetInvoice\x12!.idc.billing.v1.GetInvoiceRequest\x1a\".idc.billing.v1.GetInvoiceResponse\x12\x62\n\x0f\x46inalizeInvoice\x12&.idc.billing.v1.FinalizeInvoiceRequest\x1a\'.idc.billing.v1.FinalizeInvoiceResponse\x12\\\n\rExportInvoice\x12$.idc.billing.v1.ExportInvoiceRequest\x1a%.idc.billing.v1.ExportInvoiceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$idc/billing/v1/billing_service.proto\x12\x0eidc.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a idc/billing/v1/credit_note.proto\x1a\x1cidc/billing/v1/invoice.proto\x1a\x1aidc/billing/v1/usage.proto\x1a\x17idc/type/v1/money.proto\x1a\x1cidc/type/v1/time_range.proto\x1a\x1cidc/type/v1/year_month.proto\"e\n\x0fGetUsageRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12%\n\x05range\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.TimeRange\x12\x17\n\x0finclude_samples\x18\x03 \x01(\x08\"\xb1\x01\n\x10GetUsageResponse\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12%\n\x05range\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.TimeRange\x12.\n\x07samples\x18\x03 \x03(\x0b\x32\x1d.idc.billing.v1.UsageInterval\x12\x32\n\x07summary\x18\x04 \x01(\x0b\x32!.idc.billing.v1.PercentileSummary\"\xaf\x01\n\x16RunBillingCycleRequest\x12%\n\x05month\x18\x01 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x02 \x01(\t\x12.\n\nas_of_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntenant_ids\x18\x04 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"\xd7\x01\n\x0f\x42illingProgress\x12+\n\x05stage\x18\x01 \x01(\x0e\x32\x1c.idc.billing.v1.BillingStage\x12\x16\n\x0e\x63ircuits_total\x18\x02 \x01(\x05\x12\x15\n\rcircuits_done\x18\x03 \x01(\x05\x12\x16\n\x0einvoices_total\x18\x04 \x01(\x05\x12\x15\n\rinvoices_done\x18\x05 \x01(\x05\x12\x0f\n\x07message\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x03\n\x0e\x42illingSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12%\n\x05month\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x03 \x01(\t\x12.\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10invoices_created\x18\x05 \x01(\x05\x12\x18\n\x10invoices_updated\x18\x06 \x01(\x05\x12\x1a\n\x12invoices_unchanged\x18\x07 \x01(\x05\x12\"\n\x1ainvoices_skipped_finalized\x18\x08 \x01(\x05\x12\x18\n\x10\x61\x64justment_lines\x18\t \x01(\x05\x12\x17\n\x0f\x63ircuits_billed\x18\n \x01(\x05\x12\x13\n\x0binvoice_ids\x18\x0b \x03(\t\x12\"\n\x06totals\x18\x0c \x03(\x0b\x32\x12.idc.type.v1.Money\x12\x10\n\x08warnings\x18\r \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x0e \x01(\x08\"\x8a\x01\n\x17RunBillingCycleResponse\x12\x33\n\x08progress\x18\x01 \x01(\x0b\x32\x1f.idc.billing.v1.BillingProgressH\x00\x12\x31\n\x07summary\x18\x02 \x01(\x0b\x32\x1e.idc.billing.v1.BillingSummaryH\x00\x42\x07\n\x05\x65vent\"\xbe\x01\n\x13ListInvoicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12%\n\x05month\x18\x03 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x19\n\x11\x62illing_entity_id\x18\x05 \x01(\t\x12+\n\x05state\x18\x06 \x01(\x0e\x32\x1c.idc.billing.v1.InvoiceState\"Z\n\x14ListInvoicesResponse\x12)\n\x08invoices\x18\x01 \x03(\x0b\x32\x17.idc.billing.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\">\n\x12GetInvoiceResponse\x12(\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.idc.billing.v1.Invoice\",\n\x16\x46inalizeInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\"C\n\x17\x46inalizeInvoiceResponse\x12(\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.idc.billing.v1.Invoice\"X\n\x14\x45xportInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12,\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1c.idc.billing.v1.ExportFormat\"P\n\x15\x45xportInvoiceResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"_\n\x17\x45xportCreditNoteRequest\x12\x16\n\x0e\x63redit_note_id\x18\x01 \x01(\t\x12,\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1c.idc.billing.v1.ExportFormat\"S\n\x18\x45xportCreditNoteResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t*\x9a\x01\n\x0c\x42illingStage\x12\x1d\n\x19\x42ILLING_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42ILLING_STAGE_SEGMENTING\x10\x01\x12\x18\n\x14\x42ILLING_STAGE_RATING\x10\x02\x12\x1b\n\x17\x42ILLING_STAGE_INVOICING\x10\x03\x12\x16\n\x12\x42ILLING_STAGE_DONE\x10\x04*s\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_PDF\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x03\x32\xc4\x07\n\x0e\x42illingService\x12M\n\x08GetUsage\x12\x1f.idc.billing.v1.GetUsageRequest\x1a .idc.billing.v1.GetUsageResponse\x12\x64\n\x0fRunBillingCycle\x12&.idc.billing.v1.RunBillingCycleRequest\x1a\'.idc.billing.v1.RunBillingCycleResponse0\x01\x12Y\n\x0cListInvoices\x12#.idc.billing.v1.ListInvoicesRequest\x1a$.idc.billing.v1.ListInvoicesResponse\x12S\n\nGetInvoice\x12!.idc.billing.v1.GetInvoiceRequest\x1a\".idc.billing.v1.GetInvoiceResponse\x12\x62\n\x0f\x46inalizeInvoice\x12&.idc.billing.v1.FinalizeInvoiceRequest\x1a\'.idc.billing.v1.FinalizeInvoiceResponse\x12\\\n\rExportInvoice\x12$.idc.billing.v1.ExportInvoiceRequest\x1a%.idc.billing.v1.ExportInvoiceResponse\x12\x62\n\x0fIssueCreditNote\x12&.idc.billing.v1.IssueCreditNoteRequest\x1a\'.idc.billing.v1.IssueCreditNoteResponse\x12\x62\n\x0fListCreditNotes\x12&.idc.billing.v1.ListCreditNotesRequest\x1a\'.idc.billing.v1.ListCreditNotesResponse\x12\\\n\rGetCreditNote\x12$.idc.billing.v1.GetCreditNoteRequest\x1a%.idc.billing.v1.GetCreditNoteResponse\x12\x65\n\x10\x45xportCreditNote\x12\'.idc.billing.v1.ExportCreditNoteRequest\x1a(.idc.billing.v1.ExportCreditNoteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idc.billing.v1.billing_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BILLINGSTAGE']._serialized_start=2138
-  _globals['_BILLINGSTAGE']._serialized_end=2292
-  _globals['_EXPORTFORMAT']._serialized_start=2294
-  _globals['_EXPORTFORMAT']._serialized_end=2409
-  _globals['_GETUSAGEREQUEST']._serialized_start=232
-  _globals['_GETUSAGEREQUEST']._serialized_end=333
-  _globals['_GETUSAGERESPONSE']._serialized_start=336
-  _globals['_GETUSAGERESPONSE']._serialized_end=513
-  _globals['_RUNBILLINGCYCLEREQUEST']._serialized_start=516
-  _globals['_RUNBILLINGCYCLEREQUEST']._serialized_end=691
-  _globals['_BILLINGPROGRESS']._serialized_start=694
-  _globals['_BILLINGPROGRESS']._serialized_end=909
-  _globals['_BILLINGSUMMARY']._serialized_start=912
-  _globals['_BILLINGSUMMARY']._serialized_end=1317
-  _globals['_RUNBILLINGCYCLERESPONSE']._serialized_start=1320
-  _globals['_RUNBILLINGCYCLERESPONSE']._serialized_end=1458
-  _globals['_LISTINVOICESREQUEST']._serialized_start=1461
-  _globals['_LISTINVOICESREQUEST']._serialized_end=1651
-  _globals['_LISTINVOICESRESPONSE']._serialized_start=1653
-  _globals['_LISTINVOICESRESPONSE']._serialized_end=1743
-  _globals['_GETINVOICEREQUEST']._serialized_start=1745
-  _globals['_GETINVOICEREQUEST']._serialized_end=1784
-  _globals['_GETINVOICERESPONSE']._serialized_start=1786
-  _globals['_GETINVOICERESPONSE']._serialized_end=1848
-  _globals['_FINALIZEINVOICEREQUEST']._serialized_start=1850
-  _globals['_FINALIZEINVOICEREQUEST']._serialized_end=1894
-  _globals['_FINALIZEINVOICERESPONSE']._serialized_start=1896
-  _globals['_FINALIZEINVOICERESPONSE']._serialized_end=1963
-  _globals['_EXPORTINVOICEREQUEST']._serialized_start=1965
-  _globals['_EXPORTINVOICEREQUEST']._serialized_end=2053
-  _globals['_EXPORTINVOICERESPONSE']._serialized_start=2055
-  _globals['_EXPORTINVOICERESPONSE']._serialized_end=2135
-  _globals['_BILLINGSERVICE']._serialized_start=2412
-  _globals['_BILLINGSERVICE']._serialized_end=2979
+  _globals['_BILLINGSTAGE']._serialized_start=2354
+  _globals['_BILLINGSTAGE']._serialized_end=2508
+  _globals['_EXPORTFORMAT']._serialized_start=2510
+  _globals['_EXPORTFORMAT']._serialized_end=2625
+  _globals['_GETUSAGEREQUEST']._serialized_start=266
+  _globals['_GETUSAGEREQUEST']._serialized_end=367
+  _globals['_GETUSAGERESPONSE']._serialized_start=370
+  _globals['_GETUSAGERESPONSE']._serialized_end=547
+  _globals['_RUNBILLINGCYCLEREQUEST']._serialized_start=550
+  _globals['_RUNBILLINGCYCLEREQUEST']._serialized_end=725
+  _globals['_BILLINGPROGRESS']._serialized_start=728
+  _globals['_BILLINGPROGRESS']._serialized_end=943
+  _globals['_BILLINGSUMMARY']._serialized_start=946
+  _globals['_BILLINGSUMMARY']._serialized_end=1351
+  _globals['_RUNBILLINGCYCLERESPONSE']._serialized_start=1354
+  _globals['_RUNBILLINGCYCLERESPONSE']._serialized_end=1492
+  _globals['_LISTINVOICESREQUEST']._serialized_start=1495
+  _globals['_LISTINVOICESREQUEST']._serialized_end=1685
+  _globals['_LISTINVOICESRESPONSE']._serialized_start=1687
+  _globals['_LISTINVOICESRESPONSE']._serialized_end=1777
+  _globals['_GETINVOICEREQUEST']._serialized_start=1779
+  _globals['_GETINVOICEREQUEST']._serialized_end=1818
+  _globals['_GETINVOICERESPONSE']._serialized_start=1820
+  _globals['_GETINVOICERESPONSE']._serialized_end=1882
+  _globals['_FINALIZEINVOICEREQUEST']._serialized_start=1884
+  _globals['_FINALIZEINVOICEREQUEST']._serialized_end=1928
+  _globals['_FINALIZEINVOICERESPONSE']._serialized_start=1930
+  _globals['_FINALIZEINVOICERESPONSE']._serialized_end=1997
+  _globals['_EXPORTINVOICEREQUEST']._serialized_start=1999
+  _globals['_EXPORTINVOICEREQUEST']._serialized_end=2087
+  _globals['_EXPORTINVOICERESPONSE']._serialized_start=2089
+  _globals['_EXPORTINVOICERESPONSE']._serialized_end=2169
+  _globals['_EXPORTCREDITNOTEREQUEST']._serialized_start=2171
+  _globals['_EXPORTCREDITNOTEREQUEST']._serialized_end=2266
+  _globals['_EXPORTCREDITNOTERESPONSE']._serialized_start=2268
+  _globals['_EXPORTCREDITNOTERESPONSE']._serialized_end=2351
+  _globals['_BILLINGSERVICE']._serialized_start=2628
+  _globals['_BILLINGSERVICE']._serialized_end=3592
 # @@protoc_insertion_point(module_scope)

@@ -584,3 +584,59 @@ class ExportInvoiceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportInvoiceResponse: _TypeAlias = ExportInvoiceResponse  # noqa: Y015
+
+@_typing.final
+class ExportCreditNoteRequest(_message.Message):
+    """Request for ExportCreditNote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_NOTE_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    credit_note_id: _builtins.str
+    """Credit note id."""
+    format: Global___ExportFormat.ValueType
+    """Format (the invoices' formats)."""
+    def __init__(
+        self,
+        *,
+        credit_note_id: _builtins.str = ...,
+        format: Global___ExportFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_note_id", b"credit_note_id", "format", b"format"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCreditNoteRequest: _TypeAlias = ExportCreditNoteRequest  # noqa: Y015
+
+@_typing.final
+class ExportCreditNoteResponse(_message.Message):
+    """Response for ExportCreditNote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTENT_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    content: _builtins.bytes
+    """The document."""
+    content_type: _builtins.str
+    """MIME type."""
+    filename: _builtins.str
+    """Suggested file name, e.g. "SG-CN-2025-04-000001.pdf"."""
+    def __init__(
+        self,
+        *,
+        content: _builtins.bytes = ...,
+        content_type: _builtins.str = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "content_type", b"content_type", "filename", b"filename"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCreditNoteResponse: _TypeAlias = ExportCreditNoteResponse  # noqa: Y015

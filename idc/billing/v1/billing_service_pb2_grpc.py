@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from idc.billing.v1 import billing_service_pb2 as idc_dot_billing_dot_v1_dot_billing__service__pb2
+from idc.billing.v1 import credit_note_pb2 as idc_dot_billing_dot_v1_dot_credit__note__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -66,6 +67,26 @@ class BillingServiceStub:
                 request_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportInvoiceRequest.SerializeToString,
                 response_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportInvoiceResponse.FromString,
                 _registered_method=True)
+        self.IssueCreditNote = channel.unary_unary(
+                '/idc.billing.v1.BillingService/IssueCreditNote',
+                request_serializer=idc_dot_billing_dot_v1_dot_credit__note__pb2.IssueCreditNoteRequest.SerializeToString,
+                response_deserializer=idc_dot_billing_dot_v1_dot_credit__note__pb2.IssueCreditNoteResponse.FromString,
+                _registered_method=True)
+        self.ListCreditNotes = channel.unary_unary(
+                '/idc.billing.v1.BillingService/ListCreditNotes',
+                request_serializer=idc_dot_billing_dot_v1_dot_credit__note__pb2.ListCreditNotesRequest.SerializeToString,
+                response_deserializer=idc_dot_billing_dot_v1_dot_credit__note__pb2.ListCreditNotesResponse.FromString,
+                _registered_method=True)
+        self.GetCreditNote = channel.unary_unary(
+                '/idc.billing.v1.BillingService/GetCreditNote',
+                request_serializer=idc_dot_billing_dot_v1_dot_credit__note__pb2.GetCreditNoteRequest.SerializeToString,
+                response_deserializer=idc_dot_billing_dot_v1_dot_credit__note__pb2.GetCreditNoteResponse.FromString,
+                _registered_method=True)
+        self.ExportCreditNote = channel.unary_unary(
+                '/idc.billing.v1.BillingService/ExportCreditNote',
+                request_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportCreditNoteRequest.SerializeToString,
+                response_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportCreditNoteResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -117,6 +138,35 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueCreditNote(self, request, context):
+        """Credits part or all of a FINALIZED invoice with a credit note of its own number
+        (billing admins). Never more than what is still creditable on the invoice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCreditNotes(self, request, context):
+        """Credit notes, newest first (billing admins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCreditNote(self, request, context):
+        """One credit note with its lines (billing admins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportCreditNote(self, request, context):
+        """Renders a credit note as a document (billing admins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +199,26 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.ExportInvoice,
                     request_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportInvoiceRequest.FromString,
                     response_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportInvoiceResponse.SerializeToString,
+            ),
+            'IssueCreditNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueCreditNote,
+                    request_deserializer=idc_dot_billing_dot_v1_dot_credit__note__pb2.IssueCreditNoteRequest.FromString,
+                    response_serializer=idc_dot_billing_dot_v1_dot_credit__note__pb2.IssueCreditNoteResponse.SerializeToString,
+            ),
+            'ListCreditNotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCreditNotes,
+                    request_deserializer=idc_dot_billing_dot_v1_dot_credit__note__pb2.ListCreditNotesRequest.FromString,
+                    response_serializer=idc_dot_billing_dot_v1_dot_credit__note__pb2.ListCreditNotesResponse.SerializeToString,
+            ),
+            'GetCreditNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCreditNote,
+                    request_deserializer=idc_dot_billing_dot_v1_dot_credit__note__pb2.GetCreditNoteRequest.FromString,
+                    response_serializer=idc_dot_billing_dot_v1_dot_credit__note__pb2.GetCreditNoteResponse.SerializeToString,
+            ),
+            'ExportCreditNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCreditNote,
+                    request_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportCreditNoteRequest.FromString,
+                    response_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportCreditNoteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +385,114 @@ class BillingService:
             '/idc.billing.v1.BillingService/ExportInvoice',
             idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportInvoiceRequest.SerializeToString,
             idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportInvoiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueCreditNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.billing.v1.BillingService/IssueCreditNote',
+            idc_dot_billing_dot_v1_dot_credit__note__pb2.IssueCreditNoteRequest.SerializeToString,
+            idc_dot_billing_dot_v1_dot_credit__note__pb2.IssueCreditNoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCreditNotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.billing.v1.BillingService/ListCreditNotes',
+            idc_dot_billing_dot_v1_dot_credit__note__pb2.ListCreditNotesRequest.SerializeToString,
+            idc_dot_billing_dot_v1_dot_credit__note__pb2.ListCreditNotesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCreditNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.billing.v1.BillingService/GetCreditNote',
+            idc_dot_billing_dot_v1_dot_credit__note__pb2.GetCreditNoteRequest.SerializeToString,
+            idc_dot_billing_dot_v1_dot_credit__note__pb2.GetCreditNoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCreditNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.billing.v1.BillingService/ExportCreditNote',
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportCreditNoteRequest.SerializeToString,
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportCreditNoteResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from idc.billing.v1 import billing_service_pb2 as _billing_service_pb2
+from idc.billing.v1 import credit_note_pb2 as _credit_note_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -50,6 +51,16 @@ class BillingServiceStub:
     """Makes a draft invoice final and immutable; assigns its number."""
     ExportInvoice: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ExportInvoiceRequest, _billing_service_pb2.ExportInvoiceResponse]
     """Renders an invoice as a document."""
+    IssueCreditNote: _grpc.UnaryUnaryMultiCallable[_credit_note_pb2.IssueCreditNoteRequest, _credit_note_pb2.IssueCreditNoteResponse]
+    """Credits part or all of a FINALIZED invoice with a credit note of its own number
+    (billing admins). Never more than what is still creditable on the invoice.
+    """
+    ListCreditNotes: _grpc.UnaryUnaryMultiCallable[_credit_note_pb2.ListCreditNotesRequest, _credit_note_pb2.ListCreditNotesResponse]
+    """Credit notes, newest first (billing admins)."""
+    GetCreditNote: _grpc.UnaryUnaryMultiCallable[_credit_note_pb2.GetCreditNoteRequest, _credit_note_pb2.GetCreditNoteResponse]
+    """One credit note with its lines (billing admins)."""
+    ExportCreditNote: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ExportCreditNoteRequest, _billing_service_pb2.ExportCreditNoteResponse]
+    """Renders a credit note as a document (billing admins)."""
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
@@ -73,6 +84,16 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Makes a draft invoice final and immutable; assigns its number."""
     ExportInvoice: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ExportInvoiceRequest, _billing_service_pb2.ExportInvoiceResponse]  # type: ignore[assignment]
     """Renders an invoice as a document."""
+    IssueCreditNote: _aio.UnaryUnaryMultiCallable[_credit_note_pb2.IssueCreditNoteRequest, _credit_note_pb2.IssueCreditNoteResponse]  # type: ignore[assignment]
+    """Credits part or all of a FINALIZED invoice with a credit note of its own number
+    (billing admins). Never more than what is still creditable on the invoice.
+    """
+    ListCreditNotes: _aio.UnaryUnaryMultiCallable[_credit_note_pb2.ListCreditNotesRequest, _credit_note_pb2.ListCreditNotesResponse]  # type: ignore[assignment]
+    """Credit notes, newest first (billing admins)."""
+    GetCreditNote: _aio.UnaryUnaryMultiCallable[_credit_note_pb2.GetCreditNoteRequest, _credit_note_pb2.GetCreditNoteResponse]  # type: ignore[assignment]
+    """One credit note with its lines (billing admins)."""
+    ExportCreditNote: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ExportCreditNoteRequest, _billing_service_pb2.ExportCreditNoteResponse]  # type: ignore[assignment]
+    """Renders a credit note as a document (billing admins)."""
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Usage metering and month-end invoicing. Customers see their own tenant's usage and
@@ -129,5 +150,39 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_service_pb2.ExportInvoiceResponse, _abc.Awaitable[_billing_service_pb2.ExportInvoiceResponse]]:
         """Renders an invoice as a document."""
+
+    @_abc_1.abstractmethod
+    def IssueCreditNote(
+        self,
+        request: _credit_note_pb2.IssueCreditNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credit_note_pb2.IssueCreditNoteResponse, _abc.Awaitable[_credit_note_pb2.IssueCreditNoteResponse]]:
+        """Credits part or all of a FINALIZED invoice with a credit note of its own number
+        (billing admins). Never more than what is still creditable on the invoice.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCreditNotes(
+        self,
+        request: _credit_note_pb2.ListCreditNotesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credit_note_pb2.ListCreditNotesResponse, _abc.Awaitable[_credit_note_pb2.ListCreditNotesResponse]]:
+        """Credit notes, newest first (billing admins)."""
+
+    @_abc_1.abstractmethod
+    def GetCreditNote(
+        self,
+        request: _credit_note_pb2.GetCreditNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credit_note_pb2.GetCreditNoteResponse, _abc.Awaitable[_credit_note_pb2.GetCreditNoteResponse]]:
+        """One credit note with its lines (billing admins)."""
+
+    @_abc_1.abstractmethod
+    def ExportCreditNote(
+        self,
+        request: _billing_service_pb2.ExportCreditNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.ExportCreditNoteResponse, _abc.Awaitable[_billing_service_pb2.ExportCreditNoteResponse]]:
+        """Renders a credit note as a document (billing admins)."""
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

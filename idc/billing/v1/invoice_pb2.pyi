@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from idc.billing.v1 import credit_note_pb2 as _credit_note_pb2
 from idc.type.v1 import money_pb2 as _money_pb2
 from idc.type.v1 import year_month_pb2 as _year_month_pb2
 import builtins as _builtins
@@ -61,6 +62,10 @@ class _InvoiceLineKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Invoi
     """
     INVOICE_LINE_KIND_ADJUSTMENT: _InvoiceLineKind.ValueType  # 4
     """Correction of a finalised invoice (e.g. usage that arrived after finalisation)."""
+    INVOICE_LINE_KIND_TERMINATION: _InvoiceLineKind.ValueType  # 5
+    """Early termination of a circuit disconnected before its term ends:
+    remaining whole months of the term * mrc * termination_share.
+    """
 
 class InvoiceLineKind(_InvoiceLineKind, metaclass=_InvoiceLineKindEnumTypeWrapper):
     """Kind of an invoice line."""
@@ -76,6 +81,10 @@ burst_price * max(0, p95 - cir) * factor.
 """
 INVOICE_LINE_KIND_ADJUSTMENT: InvoiceLineKind.ValueType  # 4
 """Correction of a finalised invoice (e.g. usage that arrived after finalisation)."""
+INVOICE_LINE_KIND_TERMINATION: InvoiceLineKind.ValueType  # 5
+"""Early termination of a circuit disconnected before its term ends:
+remaining whole months of the term * mrc * termination_share.
+"""
 Global___InvoiceLineKind: _TypeAlias = InvoiceLineKind  # noqa: Y015
 
 @_typing.final
@@ -247,6 +256,7 @@ class Invoice(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     FINALIZE_TIME_FIELD_NUMBER: _builtins.int
     DUE_DATE_FIELD_NUMBER: _builtins.int
+    CREDIT_BALANCE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Invoice identifier."""
     number: _builtins.str
@@ -305,6 +315,12 @@ class Invoice(_message.Message):
     def finalize_time(self) -> _timestamp_pb2.Timestamp:
         """When finalised."""
 
+    @_builtins.property
+    def credit_balance(self) -> _credit_note_pb2.CreditBalance:
+        """Credit notes applied and the amount due (see README, credit notes). Field number
+        kept apart from the header fields above.
+        """
+
     def __init__(
         self,
         *,
@@ -327,10 +343,11 @@ class Invoice(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         finalize_time: _timestamp_pb2.Timestamp | None = ...,
         due_date: _builtins.str = ...,
+        credit_balance: _credit_note_pb2.CreditBalance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "create_time", b"create_time", "finalize_time", b"finalize_time", "month", b"month", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "create_time", b"create_time", "credit_balance", b"credit_balance", "finalize_time", b"finalize_time", "month", b"month", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "billing_entity_id", b"billing_entity_id", "billing_run_id", b"billing_run_id", "create_time", b"create_time", "currency_code", b"currency_code", "due_date", b"due_date", "finalize_time", b"finalize_time", "id", b"id", "lines", b"lines", "month", b"month", "number", b"number", "state", b"state", "subtotal", b"subtotal", "tax", b"tax", "tax_rate", b"tax_rate", "tenant_id", b"tenant_id", "time_zone", b"time_zone", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "billing_entity_id", b"billing_entity_id", "billing_run_id", b"billing_run_id", "create_time", b"create_time", "credit_balance", b"credit_balance", "currency_code", b"currency_code", "due_date", b"due_date", "finalize_time", b"finalize_time", "id", b"id", "lines", b"lines", "month", b"month", "number", b"number", "state", b"state", "subtotal", b"subtotal", "tax", b"tax", "tax_rate", b"tax_rate", "tenant_id", b"tenant_id", "time_zone", b"time_zone", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -155,6 +155,7 @@ class PriceTerms(_message.Message):
     TERM_MONTHS_FIELD_NUMBER: _builtins.int
     PRICE_BOOK_VERSION_FIELD_NUMBER: _builtins.int
     PURCHASE_ORDER_FIELD_NUMBER: _builtins.int
+    TERMINATION_SHARE_FIELD_NUMBER: _builtins.int
     currency_code: _builtins.str
     """ISO 4217 currency of the amounts."""
     term_months: _builtins.int
@@ -165,6 +166,10 @@ class PriceTerms(_message.Message):
     """The customer's purchase-order number for the circuit, printed on its invoices
     (idc.order.v1.CircuitSpec.purchase_order): a short number validated by the order
     service, not personal data or free text. Empty: none given.
+    """
+    termination_share: _builtins.str
+    """Share of the MRC charged per remaining whole month of the term when the circuit is
+    disconnected before its term ends, as a decimal string ("0.5"); empty means "0".
     """
     @_builtins.property
     def mrc(self) -> _money_pb2.Money:
@@ -188,10 +193,11 @@ class PriceTerms(_message.Message):
         term_months: _builtins.int = ...,
         price_book_version: _builtins.str = ...,
         purchase_order: _builtins.str = ...,
+        termination_share: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "mrc", b"mrc", "nrc", b"nrc"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "currency_code", b"currency_code", "mrc", b"mrc", "nrc", b"nrc", "price_book_version", b"price_book_version", "purchase_order", b"purchase_order", "term_months", b"term_months"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "currency_code", b"currency_code", "mrc", b"mrc", "nrc", b"nrc", "price_book_version", b"price_book_version", "purchase_order", b"purchase_order", "term_months", b"term_months", "termination_share", b"termination_share"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,12 +29,17 @@ class Price(_message.Message):
     BURST_PRICE_PER_MBPS_FIELD_NUMBER: _builtins.int
     TERM_MONTHS_FIELD_NUMBER: _builtins.int
     PRICE_BOOK_VERSION_FIELD_NUMBER: _builtins.int
+    TERMINATION_SHARE_FIELD_NUMBER: _builtins.int
     currency_code: _builtins.str
     """ISO 4217 currency code of all amounts below."""
     term_months: _builtins.int
     """Contract term in months."""
     price_book_version: _builtins.str
     """Price-book version the price came from, for audit."""
+    termination_share: _builtins.str
+    """Early termination: a disconnect before the term ends is charged remaining whole months
+    of the term * mrc * termination_share, a decimal string such as "0.50".
+    """
     @_builtins.property
     def mrc(self) -> _money_pb2.Money:
         """Monthly recurring charge for the committed bandwidth (CIR) at this term."""
@@ -56,10 +61,11 @@ class Price(_message.Message):
         burst_price_per_mbps: _money_pb2.Money | None = ...,
         term_months: _builtins.int = ...,
         price_book_version: _builtins.str = ...,
+        termination_share: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "mrc", b"mrc", "nrc", b"nrc"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "currency_code", b"currency_code", "mrc", b"mrc", "nrc", b"nrc", "price_book_version", b"price_book_version", "term_months", b"term_months"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "currency_code", b"currency_code", "mrc", b"mrc", "nrc", b"nrc", "price_book_version", b"price_book_version", "term_months", b"term_months", "termination_share", b"termination_share"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -33,6 +33,9 @@ class PriceTerms:
     burst_price_per_mbps: Decimal
     term_months: int
     price_book_version: str = ""
+    # Share of the MRC owed per remaining whole month on an early disconnect
+    # (domain/termination.py).
+    termination_share: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ The rules (DESIGN.md, Invoice), in one place:
 * burst line per segment with at least one valid sample: the nearest-rank 95th percentile
   of the samples whose interval starts inside the segment, in whole Mbps rounded up;
   ``burst_price * max(0, p95 - cir) * factor``;
+* a disconnect before the term's end adds an early-termination line in the month of the
+  disconnect (domain/termination.py);
 * every line is computed exactly and rounded once, half-up, to the currency's minor unit;
   subtotal = sum of the rounded lines; tax = rate * subtotal, half-up; total = subtotal + tax.
 """
@@ -33,6 +35,11 @@ from services.billing.domain.percentile import (
     expected_intervals,
     nearest_rank_p95,
 )
+from services.billing.domain.termination import (
+    remaining_whole_months,
+    term_end,
+    termination_fee,
+)
 from services.common.errors import FailedPrecondition, InvalidArgument
 
 
@@ -42,6 +49,7 @@ class LineKind(enum.IntEnum):
     NRC = 2
     BURST = 3
     ADJUSTMENT = 4
+    TERMINATION = 5
 
 
 @dataclass(frozen=True, order=True)
@@ -161,12 +169,7 @@ def rate_circuit(
     for segment in segments:
         if not segment.overlaps(month_start, month_end):
             continue
-        if segment.price.currency != currency:
-            raise FailedPrecondition(
-                f"circuit {segment.circuit_id} is priced in {segment.price.currency} but its "
-                f"customer {segment.tenant_id} is invoiced in {currency}: fix the customer's "
-                "currency in the billing entities file or the circuit's price terms"
-            )
+        _check_currency(segment, currency)
         start = max(segment.start, month_start)
         end = month_end if segment.end is None else min(segment.end, month_end)
         days = (end.astimezone(zone).date() - start.astimezone(zone).date()).days
@@ -180,7 +183,59 @@ def rate_circuit(
         burst = _burst_line(context, usage.percentile(start, end))
         if burst is not None:
             lines.append(burst)
+    termination = _termination_line(segments, month, zone, currency)
+    if termination is not None:
+        lines.append(termination)
     return lines
+
+
+def _check_currency(segment: Segment, currency: str) -> None:
+    if segment.price.currency != currency:
+        raise FailedPrecondition(
+            f"circuit {segment.circuit_id} is priced in {segment.price.currency} but its "
+            f"customer {segment.tenant_id} is invoiced in {currency}: fix the customer's "
+            "currency in the billing entities file or the circuit's price terms"
+        )
+
+
+def _termination_line(
+    segments: Sequence[Segment], month: BillingMonth, zone: ZoneInfo, currency: str
+) -> Line | None:
+    """The early-termination line of a circuit disconnected in ``month`` before its term
+    ends (the last segment's end is the disconnect; the term runs from the activation)."""
+    last = segments[-1] if segments else None
+    month_start, month_end = month.window(zone)
+    if last is None or last.end is None or not month_start <= last.end < month_end:
+        return None
+    activation = next((s for s in reversed(segments) if s.activation), None)
+    price = last.price
+    if activation is None or not price.termination_share or price.term_months <= 0:
+        return None
+    _check_currency(last, currency)
+    started = activation.start.astimezone(zone).date()
+    disconnected = last.end.astimezone(zone).date()
+    months = remaining_whole_months(started, price.term_months, disconnected)
+    if months == 0:
+        return None
+    ends = term_end(started, price.term_months).isoformat()
+    return Line(
+        key=f"{last.circuit_id}/{LineKind.TERMINATION.name}/{last.end.isoformat()}",
+        kind=LineKind.TERMINATION,
+        circuit_id=last.circuit_id,
+        description=(
+            f"Early termination {disconnected.isoformat()}: {months} remaining whole months "
+            f"of the {price.term_months}-month term to {ends} x MRC {price.mrc:f} "
+            f"x share {price.termination_share:f}"
+        ),
+        segment_start=last.end,
+        segment_end=last.end,
+        days_covered=0,
+        days_in_month=month.days,
+        factor=Decimal(months) * price.termination_share,
+        unit_price=price.mrc,
+        bandwidth_mbps=last.bandwidth_mbps,
+        amount=termination_fee(months, price.mrc, price.termination_share, currency),
+    )
 
 
 @dataclass(frozen=True)

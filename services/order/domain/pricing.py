@@ -30,6 +30,8 @@ class PriceTerms:
     burst_price_per_mbps: Decimal
     term_months: int
     price_book_version: str
+    # Share of the MRC owed per remaining whole month of the term on an early disconnect.
+    termination_share: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class PriceBook:
     terms: tuple[int, ...]
     bandwidth_steps_mbps: tuple[int, ...]
     currencies: Mapping[str, CurrencyPrices]
+    termination_share: Decimal = Decimal(0)
 
     def price(self, bandwidth_mbps: int, term_months: int, currency: str) -> PriceTerms:
         """Terms for one offered combination; KeyError if it is not offered (validate first)."""
@@ -56,6 +59,7 @@ class PriceBook:
             burst_price_per_mbps=prices.burst_price_per_mbps,
             term_months=term_months,
             price_book_version=self.version,
+            termination_share=self.termination_share,
         )
 
 
@@ -101,4 +105,7 @@ def parse_price_book(data: Mapping[str, Any]) -> PriceBook:
             ),
             mrc=mrc,
         )
-    return PriceBook(str(data["version"]), terms, steps, currencies)
+    share = _amount(data.get("termination_share", "0"), "termination_share")
+    if share > 1:
+        raise PriceBookError(f"termination_share: {share} is a share of the MRC, at most 1")
+    return PriceBook(str(data["version"]), terms, steps, currencies, share)

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from kafka import KafkaProducer
 from sqlalchemy.orm import Session, sessionmaker
 
+from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from idc.events.v1 import circuit_pb2, common_pb2, usage_pb2
 from idc.type.v1 import money_pb2
 from services.billing.domain.entities import BillingDirectory, parse_directory
 from services.billing.ingest import ContractIngest, UsageIngest
+from services.billing.servicer import BillingServicer
 from services.common import db
-from services.common.config import KafkaSettings
+from services.common.config import KafkaSettings, ServiceSettings
 from services.common.events import encode_event
 from services.common.events.envelope import Envelope
 from services.common.events.relay import producer_config
+from services.common.grpc_server import GrpcApp
+from services.common.servicers import register
+from services.common.tokens import HarnessKeys
 
 MIGRATIONS = Path(__file__).parents[3] / "services" / "billing" / "migrations"
 ENTITIES = Path(__file__).parents[3] / "services" / "billing" / "data" / "billing_entities.toml"
@@ -58,12 +66,14 @@ def money(currency: str, amount: str) -> money_pb2.Money:
 
 
 def price(
-    currency: str, mrc: str, nrc: str, burst: str, purchase_order: str = ""
+    currency: str, mrc: str, nrc: str, burst: str, purchase_order: str = "", *,
+    term_months: int = 12, termination_share: str = "",
 ) -> common_pb2.PriceTerms:
     return common_pb2.PriceTerms(
         currency_code=currency, mrc=money(currency, mrc), nrc=money(currency, nrc),
-        burst_price_per_mbps=money(currency, burst), term_months=12, price_book_version="pb-1",
-        purchase_order=purchase_order,
+        burst_price_per_mbps=money(currency, burst), term_months=term_months,
+        price_book_version="pb-1", purchase_order=purchase_order,
+        termination_share=termination_share,
     )
 
 
@@ -80,6 +90,15 @@ def modified(
     circuit: str, tenant: str, when: datetime, mbps: int, terms: common_pb2.PriceTerms
 ) -> circuit_pb2.CircuitModified:
     return circuit_pb2.CircuitModified(
+        event_id=str(uuid.uuid4()), occurred_at=stamp(when), circuit_id=circuit,
+        tenant_id=tenant, bandwidth_mbps=mbps, price=terms, effective_time=stamp(when),
+    )
+
+
+def disconnected(
+    circuit: str, tenant: str, when: datetime, mbps: int, terms: common_pb2.PriceTerms
+) -> circuit_pb2.CircuitDisconnected:
+    return circuit_pb2.CircuitDisconnected(
         event_id=str(uuid.uuid4()), occurred_at=stamp(when), circuit_id=circuit,
         tenant_id=tenant, bandwidth_mbps=mbps, price=terms, effective_time=stamp(when),
     )
@@ -131,3 +150,27 @@ def publish(
             ).get(timeout=30)
     finally:
         producer.close()
+
+
+@contextmanager
+def serve_billing(
+    servicer: BillingServicer, database_url: str, keys: HarnessKeys
+) -> Iterator[tuple[billing_service_pb2_grpc.BillingServiceStub, str]]:
+    """BillingService on a local port, authenticating ``keys``' tokens; yields a stub and
+    the address."""
+    app = GrpcApp(
+        settings=ServiceSettings(name="billing", listen="127.0.0.1:0", database_url=database_url,
+                                 grace_period_s=1.0),
+        register=lambda server: [register(
+            server, billing_service_pb2.DESCRIPTOR, "BillingService",
+            billing_service_pb2_grpc.add_BillingServiceServicer_to_server, servicer,
+        )],
+        tokens=keys.verifier(),
+    )
+    port = app.start()
+    try:
+        address = f"127.0.0.1:{port}"
+        with grpc.insecure_channel(address) as channel:
+            yield billing_service_pb2_grpc.BillingServiceStub(channel), address
+    finally:
+        app.stop()

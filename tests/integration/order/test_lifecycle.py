@@ -67,6 +67,7 @@ def test_new_change_disconnect_through_payload_bound_approvals(  # noqa: PLR0915
                                             email="ann@acme.example")])).order
         assert order.state == S.ORDER_STATE_PENDING_APPROVAL
         assert order.spec.a_end_vlan_id == 777
+        assert order.price.termination_share == "0.50"
         assert [e.to_state for e in order.audit_trail] == [
             S.ORDER_STATE_ACKNOWLEDGED, S.ORDER_STATE_PENDING_APPROVAL]
         thread, stream = watch(svc, order.id)
@@ -122,6 +123,8 @@ def test_new_change_disconnect_through_payload_bound_approvals(  # noqa: PLR0915
         assert event.price.currency_code == "USD" and event.price.mrc.amount == "7140.00"
         # The purchase-order number travels with the price terms, for billing's invoices.
         assert event.price.purchase_order == "PO-2025/0042"
+        # The price book's early-termination share travels with the terms to billing.
+        assert event.price.termination_share == "0.50"
         assert b"ann@acme.example" not in event.SerializeToString()
         assert wait_for(lambda: svc.order_events(order.circuit_id, order_events.OrderCreated),
                         "OrderCreated")[0].order_id == order.id
@@ -168,6 +171,7 @@ def test_new_change_disconnect_through_payload_bound_approvals(  # noqa: PLR0915
         assert (circuit.state, circuit.bandwidth_mbps) == (circuit_pb2.CIRCUIT_STATE_ACTIVE, 5000)
         assert circuit.purchase_order == "PO-2025/0042"
         assert circuit.price.mrc.amount == "22440.00"
+        assert circuit.price.termination_share == "0.50"  # the contract's, kept on a change
         capacity = svc.alice.capacity()
         assert (capacity.channel_committed_mbps, capacity.channel_reserved_mbps) == (5000, 0)
 

@@ -83,8 +83,18 @@ def test_price_book_prices_are_decimals_from_the_data_file() -> None:
     assert price.nrc == Decimal("1500.00")
     assert price.burst_price_per_mbps == Decimal("14.00")
     assert price.price_book_version == "2026-01"
+    assert price.termination_share == Decimal("0.50")
     assert set(PRICES.currencies) >= {"SGD", "CNY", "USD"}
     assert PRICES.terms == (1, 12, 24, 36)
+
+
+@pytest.mark.parametrize("share", ["1.5", "-0.1", 0.5])
+def test_price_book_refuses_a_termination_share_outside_0_to_1(share: object) -> None:
+    data = {"version": "v", "terms": [1], "bandwidth_steps_mbps": [10],
+            "termination_share": share,
+            "currencies": {"USD": {"nrc": "1", "burst_price_per_mbps": "1", "mrc": {"10": ["1"]}}}}
+    with pytest.raises(PriceBookError, match="termination_share"):
+        parse_price_book(data)
 
 
 def test_price_book_refuses_float_amounts() -> None:
