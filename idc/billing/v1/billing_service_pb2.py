@@ -30,17 +30,23 @@ from idc.type.v1 import time_range_pb2 as idc_dot_type_dot_v1_dot_time__range__p
 from idc.type.v1 import year_month_pb2 as idc_dot_type_dot_v1_dot_year__month__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$idc/billing/v1/billing_service.proto\x12\x0eidc.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cidc/billing/v1/invoice.proto\x1a\x1aidc/billing/v1/usage.proto\x1a\x17idc/type/v1/money.proto\x1a\x1cidc/type/v1/time_range.proto\x1a\x1cidc/type/v1/year_month.proto\"e\n\x0fGetUsageRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12%\n\x05range\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.TimeRange\x12\x17\n\x0finclude_samples\x18\x03 \x01(\x08\"\xb1\x01\n\x10GetUsageResponse\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12%\n\x05range\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.TimeRange\x12.\n\x07samples\x18\x03 \x03(\x0b\x32\x1d.idc.billing.v1.UsageInterval\x12\x32\n\x07summary\x18\x04 \x01(\x0b\x32!.idc.billing.v1.PercentileSummary\"\xaf\x01\n\x16RunBillingCycleRequest\x12%\n\x05month\x18\x01 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x02 \x01(\t\x12.\n\nas_of_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntenant_ids\x18\x04 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"\xd7\x01\n\x0f\x42illingProgress\x12+\n\x05stage\x18\x01 \x01(\x0e\x32\x1c.idc.billing.v1.BillingStage\x12\x16\n\x0e\x63ircuits_total\x18\x02 \x01(\x05\x12\x15\n\rcircuits_done\x18\x03 \x01(\x05\x12\x16\n\x0einvoices_total\x18\x04 \x01(\x05\x12\x15\n\rinvoices_done\x18\x05 \x01(\x05\x12\x0f\n\x07message\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x03\n\x0e\x42illingSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12%\n\x05month\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x03 \x01(\t\x12.\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10invoices_created\x18\x05 \x01(\x05\x12\x18\n\x10invoices_updated\x18\x06 \x01(\x05\x12\x1a\n\x12invoices_unchanged\x18\x07 \x01(\x05\x12\"\n\x1ainvoices_skipped_finalized\x18\x08 \x01(\x05\x12\x18\n\x10\x61\x64justment_lines\x18\t \x01(\x05\x12\x17\n\x0f\x63ircuits_billed\x18\n \x01(\x05\x12\x13\n\x0binvoice_ids\x18\x0b \x03(\t\x12\"\n\x06totals\x18\x0c \x03(\x0b\x32\x12.idc.type.v1.Money\x12\x10\n\x08warnings\x18\r \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x0e \x01(\x08\"\x8a\x01\n\x17RunBillingCycleResponse\x12\x33\n\x08progress\x18\x01 \x01(\x0b\x32\x1f.idc.billing.v1.BillingProgressH\x00\x12\x31\n\x07summary\x18\x02 \x01(\x0b\x32\x1e.idc.billing.v1.BillingSummaryH\x00\x42\x07\n\x05\x65vent\"\xbe\x01\n\x13ListInvoicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12%\n\x05month\x18\x03 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x19\n\x11\x62illing_entity_id\x18\x05 \x01(\t\x12+\n\x05state\x18\x06 \x01(\x0e\x32\x1c.idc.billing.v1.InvoiceState\"Z\n\x14ListInvoicesResponse\x12)\n\x08invoices\x18\x01 \x03(\x0b\x32\x17.idc.billing.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\">\n\x12GetInvoiceResponse\x12(\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.idc.billing.v1.Invoice\",\n\x16\x46inalizeInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\"C\n\x17\x46inalizeInvoiceResponse\x12(\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.idc.billing.v1.Invoice\"X\n\x14\x45xportInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12,\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1c.idc.billing.v1.ExportFormat\"P\n\x15\x45xportInvoiceResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t*\x9a\x01\n\x0c\x42illingStage\x12\x1d\n\x19\x42ILLING_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42ILLING_STAGE_SEGMENTING\x10\x01\x12\x18\n\x14\x42ILLING_STAGE_RATING\x10\x02\x12\x1b\n\x17\x42ILLING_STAGE_INVOICING\x10\x03\x12\x16\n\x12\x42ILLING_STAGE_DONE\x10\x04*s\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_PDF\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x03\x32\xb7\x04\n\x0e\x42illingService\x12M\n\x08GetUsage\x12\x1f.idc.billing.v1.GetUsageRequest\x1a .idc.billing.v1.GetUsageResponse\x12\x64\n\x0fRunBillingCycle\x12&.idc.billing.v1.RunBillingCycleRequest\x1a\'.idc.billing.v1.RunBillingCycleResponse0\x01\x12Y\n\x0cListInvoices\x12#.idc.billing.v1.ListInvoicesRequest\x1a$.idc.billing.v1.ListInvoicesResponse\x12S\n\nGetInvoice\x12!.idc.billing.v1.GetInvoiceRequest\x1a\".idc.billing.v1.GetInvoiceResponse\x12\x62\n\x0f\x46inalizeInvoice\x12&.idc.billing.v1.FinalizeInvoiceRequest\x1a\'.idc.billing.v1.FinalizeInvoiceResponse\x12\\\n\rExportInvoice\x12$.idc.billing.v1.ExportInvoiceRequest\x1a%.idc.billing.v1.ExportInvoiceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$idc/billing/v1/billing_service.proto\x12\x0eidc.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cidc/billing/v1/invoice.proto\x1a\x1aidc/billing/v1/usage.proto\x1a\x17idc/type/v1/money.proto\x1a\x1cidc/type/v1/time_range.proto\x1a\x1cidc/type/v1/year_month.proto\"e\n\x0fGetUsageRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12%\n\x05range\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.TimeRange\x12\x17\n\x0finclude_samples\x18\x03 \x01(\x08\"\xb1\x01\n\x10GetUsageResponse\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12%\n\x05range\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.TimeRange\x12.\n\x07samples\x18\x03 \x03(\x0b\x32\x1d.idc.billing.v1.UsageInterval\x12\x32\n\x07summary\x18\x04 \x01(\x0b\x32!.idc.billing.v1.PercentileSummary\"\xaf\x01\n\x16RunBillingCycleRequest\x12%\n\x05month\x18\x01 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x02 \x01(\t\x12.\n\nas_of_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntenant_ids\x18\x04 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"\xf7\x01\n\x0f\x42illingProgress\x12+\n\x05stage\x18\x01 \x01(\x0e\x32\x1c.idc.billing.v1.BillingStage\x12\x16\n\x0e\x63ircuits_total\x18\x02 \x01(\x05\x12\x15\n\rcircuits_done\x18\x03 \x01(\x05\x12\x16\n\x0einvoices_total\x18\x04 \x01(\x05\x12\x15\n\rinvoices_done\x18\x05 \x01(\x05\x12\x0f\n\x07message\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\x08 \x01(\t\x12\x0e\n\x06target\x18\t \x01(\t\"\xcb\x03\n\x0e\x42illingSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12%\n\x05month\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x03 \x01(\t\x12.\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10invoices_created\x18\x05 \x01(\x05\x12\x18\n\x10invoices_updated\x18\x06 \x01(\x05\x12\x1a\n\x12invoices_unchanged\x18\x07 \x01(\x05\x12\"\n\x1ainvoices_skipped_finalized\x18\x08 \x01(\x05\x12\x18\n\x10\x61\x64justment_lines\x18\t \x01(\x05\x12\x17\n\x0f\x63ircuits_billed\x18\n \x01(\x05\x12\x13\n\x0binvoice_ids\x18\x0b \x03(\t\x12\"\n\x06totals\x18\x0c \x03(\x0b\x32\x12.idc.type.v1.Money\x12\x10\n\x08warnings\x18\r \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x0e \x01(\x08\x12\x34\n\x0e\x63lose_warnings\x18\x0f \x03(\x0b\x32\x1c.idc.billing.v1.CloseWarning\"\x8a\x01\n\x17RunBillingCycleResponse\x12\x33\n\x08progress\x18\x01 \x01(\x0b\x32\x1f.idc.billing.v1.BillingProgressH\x00\x12\x31\n\x07summary\x18\x02 \x01(\x0b\x32\x1e.idc.billing.v1.BillingSummaryH\x00\x42\x07\n\x05\x65vent\"\xbe\x01\n\x13ListInvoicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12%\n\x05month\x18\x03 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x19\n\x11\x62illing_entity_id\x18\x05 \x01(\t\x12+\n\x05state\x18\x06 \x01(\x0e\x32\x1c.idc.billing.v1.InvoiceState\"Z\n\x14ListInvoicesResponse\x12)\n\x08invoices\x18\x01 \x03(\x0b\x32\x17.idc.billing.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\">\n\x12GetInvoiceResponse\x12(\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.idc.billing.v1.Invoice\",\n\x16\x46inalizeInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\"C\n\x17\x46inalizeInvoiceResponse\x12(\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.idc.billing.v1.Invoice\"X\n\x14\x45xportInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12,\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1c.idc.billing.v1.ExportFormat\"P\n\x15\x45xportInvoiceResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"`\n\x0c\x43loseWarning\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .idc.billing.v1.CloseWarningKind\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"Q\n\rBillingTarget\x12\x19\n\x11\x62illing_entity_id\x18\x01 \x01(\t\x12%\n\x05month\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\"\xe9\x04\n\nBillingJob\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.idc.billing.v1.BillingJobKind\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.idc.billing.v1.BillingJobState\x12.\n\x07targets\x18\x04 \x03(\x0b\x32\x1d.idc.billing.v1.BillingTarget\x12.\n\nas_of_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08progress\x18\x06 \x01(\x0b\x32\x1f.idc.billing.v1.BillingProgress\x12\x31\n\tsummaries\x18\x07 \x03(\x0b\x32\x1e.idc.billing.v1.BillingSummary\x12.\n\x08warnings\x18\x08 \x03(\x0b\x32\x1c.idc.billing.v1.CloseWarning\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x12\n\ncreated_by\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\rfinalizations\x18\x0e \x03(\x0b\x32!.idc.billing.v1.CloseFinalization\x12\x0f\n\x07\x64ry_run\x18\x0f \x01(\x08\"\x8d\x01\n\x18StartBillingCloseRequest\x12%\n\x05month\x18\x01 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x1a\n\x12\x62illing_entity_ids\x18\x02 \x03(\t\x12.\n\nas_of_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x19StartBillingCloseResponse\x12\'\n\x03job\x18\x01 \x01(\x0b\x32\x1a.idc.billing.v1.BillingJob\"&\n\x14GetBillingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"@\n\x15GetBillingJobResponse\x12\'\n\x03job\x18\x01 \x01(\x0b\x32\x1a.idc.billing.v1.BillingJob\"m\n\x1b\x46inalizeBillingCloseRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12%\n\x05month\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x17\n\x0foverride_reason\x18\x03 \x01(\t\"\xfb\x01\n\x11\x43loseFinalization\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06months\x18\x03 \x03(\t\x12.\n\x08warnings\x18\x04 \x03(\x0b\x32\x1c.idc.billing.v1.CloseWarning\x12\x17\n\x0foverride_reason\x18\x05 \x01(\t\x12\x15\n\roverridden_by\x18\x06 \x01(\t\x12\x14\n\x0c\x66inalized_by\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0binvoice_ids\x18\t \x03(\t\"W\n\x1c\x46inalizeBillingCloseResponse\x12\x37\n\x0c\x66inalization\x18\x01 \x01(\x0b\x32!.idc.billing.v1.CloseFinalization\"_\n\x1bGetUsageCompletenessRequest\x12%\n\x05month\x18\x01 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x02 \x01(\t\"u\n\rMeterFrontier\x12\x13\n\x0brouter_name\x18\x01 \x01(\t\x12<\n\x18newest_interval_end_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcaught_up\x18\x03 \x01(\x08\"I\n\x14\x43onsumerPartitionLag\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0f\n\x07records\x18\x03 \x01(\x03\"\xcf\x02\n\x1cGetUsageCompletenessResponse\x12%\n\x05month\x18\x01 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x32\n\x0emonth_end_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\tfrontiers\x18\x03 \x03(\x0b\x32\x1d.idc.billing.v1.MeterFrontier\x12\x11\n\tlag_known\x18\x04 \x01(\x08\x12\x13\n\x0blag_records\x18\x05 \x01(\x03\x12\x38\n\npartitions\x18\x06 \x03(\x0b\x32$.idc.billing.v1.ConsumerPartitionLag\x12\x10\n\x08\x63omplete\x18\x07 \x01(\x08\x12.\n\x08warnings\x18\x08 \x03(\x0b\x32\x1c.idc.billing.v1.CloseWarning*\x9a\x01\n\x0c\x42illingStage\x12\x1d\n\x19\x42ILLING_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42ILLING_STAGE_SEGMENTING\x10\x01\x12\x18\n\x14\x42ILLING_STAGE_RATING\x10\x02\x12\x1b\n\x17\x42ILLING_STAGE_INVOICING\x10\x03\x12\x16\n\x12\x42ILLING_STAGE_DONE\x10\x04*s\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_PDF\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x03*\xa4\x02\n\x10\x43loseWarningKind\x12\"\n\x1e\x43LOSE_WARNING_KIND_UNSPECIFIED\x10\x00\x12%\n!CLOSE_WARNING_KIND_USAGE_CONFLICT\x10\x01\x12!\n\x1d\x43LOSE_WARNING_KIND_NO_SAMPLES\x10\x02\x12$\n CLOSE_WARNING_KIND_INGEST_BEHIND\x10\x03\x12%\n!CLOSE_WARNING_KIND_UNKNOWN_TENANT\x10\x04\x12\x30\n,CLOSE_WARNING_KIND_RECONCILIATION_DIFFERENCE\x10\x05\x12#\n\x1f\x43LOSE_WARNING_KIND_NOT_INVOICED\x10\x06*\xd3\x01\n\x0f\x42illingJobState\x12!\n\x1d\x42ILLING_JOB_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42ILLING_JOB_STATE_QUEUED\x10\x01\x12\x1d\n\x19\x42ILLING_JOB_STATE_RUNNING\x10\x02\x12\x1f\n\x1b\x42ILLING_JOB_STATE_SUCCEEDED\x10\x03\x12\x1c\n\x18\x42ILLING_JOB_STATE_FAILED\x10\x04\x12!\n\x1d\x42ILLING_JOB_STATE_INTERRUPTED\x10\x05*h\n\x0e\x42illingJobKind\x12 \n\x1c\x42ILLING_JOB_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42ILLING_JOB_KIND_RUN\x10\x01\x12\x1a\n\x16\x42ILLING_JOB_KIND_CLOSE\x10\x02\x32\xe5\x07\n\x0e\x42illingService\x12M\n\x08GetUsage\x12\x1f.idc.billing.v1.GetUsageRequest\x1a .idc.billing.v1.GetUsageResponse\x12\x64\n\x0fRunBillingCycle\x12&.idc.billing.v1.RunBillingCycleRequest\x1a\'.idc.billing.v1.RunBillingCycleResponse0\x01\x12Y\n\x0cListInvoices\x12#.idc.billing.v1.ListInvoicesRequest\x1a$.idc.billing.v1.ListInvoicesResponse\x12S\n\nGetInvoice\x12!.idc.billing.v1.GetInvoiceRequest\x1a\".idc.billing.v1.GetInvoiceResponse\x12\x62\n\x0f\x46inalizeInvoice\x12&.idc.billing.v1.FinalizeInvoiceRequest\x1a\'.idc.billing.v1.FinalizeInvoiceResponse\x12\\\n\rExportInvoice\x12$.idc.billing.v1.ExportInvoiceRequest\x1a%.idc.billing.v1.ExportInvoiceResponse\x12h\n\x11StartBillingClose\x12(.idc.billing.v1.StartBillingCloseRequest\x1a).idc.billing.v1.StartBillingCloseResponse\x12\\\n\rGetBillingJob\x12$.idc.billing.v1.GetBillingJobRequest\x1a%.idc.billing.v1.GetBillingJobResponse\x12q\n\x14\x46inalizeBillingClose\x12+.idc.billing.v1.FinalizeBillingCloseRequest\x1a,.idc.billing.v1.FinalizeBillingCloseResponse\x12q\n\x14GetUsageCompleteness\x12+.idc.billing.v1.GetUsageCompletenessRequest\x1a,.idc.billing.v1.GetUsageCompletenessResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idc.billing.v1.billing_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BILLINGSTAGE']._serialized_start=2138
-  _globals['_BILLINGSTAGE']._serialized_end=2292
-  _globals['_EXPORTFORMAT']._serialized_start=2294
-  _globals['_EXPORTFORMAT']._serialized_end=2409
+  _globals['_BILLINGSTAGE']._serialized_start=4428
+  _globals['_BILLINGSTAGE']._serialized_end=4582
+  _globals['_EXPORTFORMAT']._serialized_start=4584
+  _globals['_EXPORTFORMAT']._serialized_end=4699
+  _globals['_CLOSEWARNINGKIND']._serialized_start=4702
+  _globals['_CLOSEWARNINGKIND']._serialized_end=4994
+  _globals['_BILLINGJOBSTATE']._serialized_start=4997
+  _globals['_BILLINGJOBSTATE']._serialized_end=5208
+  _globals['_BILLINGJOBKIND']._serialized_start=5210
+  _globals['_BILLINGJOBKIND']._serialized_end=5314
   _globals['_GETUSAGEREQUEST']._serialized_start=232
   _globals['_GETUSAGEREQUEST']._serialized_end=333
   _globals['_GETUSAGERESPONSE']._serialized_start=336
@@ -48,27 +54,55 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNBILLINGCYCLEREQUEST']._serialized_start=516
   _globals['_RUNBILLINGCYCLEREQUEST']._serialized_end=691
   _globals['_BILLINGPROGRESS']._serialized_start=694
-  _globals['_BILLINGPROGRESS']._serialized_end=909
-  _globals['_BILLINGSUMMARY']._serialized_start=912
-  _globals['_BILLINGSUMMARY']._serialized_end=1317
-  _globals['_RUNBILLINGCYCLERESPONSE']._serialized_start=1320
-  _globals['_RUNBILLINGCYCLERESPONSE']._serialized_end=1458
-  _globals['_LISTINVOICESREQUEST']._serialized_start=1461
-  _globals['_LISTINVOICESREQUEST']._serialized_end=1651
-  _globals['_LISTINVOICESRESPONSE']._serialized_start=1653
-  _globals['_LISTINVOICESRESPONSE']._serialized_end=1743
-  _globals['_GETINVOICEREQUEST']._serialized_start=1745
-  _globals['_GETINVOICEREQUEST']._serialized_end=1784
-  _globals['_GETINVOICERESPONSE']._serialized_start=1786
-  _globals['_GETINVOICERESPONSE']._serialized_end=1848
-  _globals['_FINALIZEINVOICEREQUEST']._serialized_start=1850
-  _globals['_FINALIZEINVOICEREQUEST']._serialized_end=1894
-  _globals['_FINALIZEINVOICERESPONSE']._serialized_start=1896
-  _globals['_FINALIZEINVOICERESPONSE']._serialized_end=1963
-  _globals['_EXPORTINVOICEREQUEST']._serialized_start=1965
-  _globals['_EXPORTINVOICEREQUEST']._serialized_end=2053
-  _globals['_EXPORTINVOICERESPONSE']._serialized_start=2055
-  _globals['_EXPORTINVOICERESPONSE']._serialized_end=2135
-  _globals['_BILLINGSERVICE']._serialized_start=2412
-  _globals['_BILLINGSERVICE']._serialized_end=2979
+  _globals['_BILLINGPROGRESS']._serialized_end=941
+  _globals['_BILLINGSUMMARY']._serialized_start=944
+  _globals['_BILLINGSUMMARY']._serialized_end=1403
+  _globals['_RUNBILLINGCYCLERESPONSE']._serialized_start=1406
+  _globals['_RUNBILLINGCYCLERESPONSE']._serialized_end=1544
+  _globals['_LISTINVOICESREQUEST']._serialized_start=1547
+  _globals['_LISTINVOICESREQUEST']._serialized_end=1737
+  _globals['_LISTINVOICESRESPONSE']._serialized_start=1739
+  _globals['_LISTINVOICESRESPONSE']._serialized_end=1829
+  _globals['_GETINVOICEREQUEST']._serialized_start=1831
+  _globals['_GETINVOICEREQUEST']._serialized_end=1870
+  _globals['_GETINVOICERESPONSE']._serialized_start=1872
+  _globals['_GETINVOICERESPONSE']._serialized_end=1934
+  _globals['_FINALIZEINVOICEREQUEST']._serialized_start=1936
+  _globals['_FINALIZEINVOICEREQUEST']._serialized_end=1980
+  _globals['_FINALIZEINVOICERESPONSE']._serialized_start=1982
+  _globals['_FINALIZEINVOICERESPONSE']._serialized_end=2049
+  _globals['_EXPORTINVOICEREQUEST']._serialized_start=2051
+  _globals['_EXPORTINVOICEREQUEST']._serialized_end=2139
+  _globals['_EXPORTINVOICERESPONSE']._serialized_start=2141
+  _globals['_EXPORTINVOICERESPONSE']._serialized_end=2221
+  _globals['_CLOSEWARNING']._serialized_start=2223
+  _globals['_CLOSEWARNING']._serialized_end=2319
+  _globals['_BILLINGTARGET']._serialized_start=2321
+  _globals['_BILLINGTARGET']._serialized_end=2402
+  _globals['_BILLINGJOB']._serialized_start=2405
+  _globals['_BILLINGJOB']._serialized_end=3022
+  _globals['_STARTBILLINGCLOSEREQUEST']._serialized_start=3025
+  _globals['_STARTBILLINGCLOSEREQUEST']._serialized_end=3166
+  _globals['_STARTBILLINGCLOSERESPONSE']._serialized_start=3168
+  _globals['_STARTBILLINGCLOSERESPONSE']._serialized_end=3236
+  _globals['_GETBILLINGJOBREQUEST']._serialized_start=3238
+  _globals['_GETBILLINGJOBREQUEST']._serialized_end=3276
+  _globals['_GETBILLINGJOBRESPONSE']._serialized_start=3278
+  _globals['_GETBILLINGJOBRESPONSE']._serialized_end=3342
+  _globals['_FINALIZEBILLINGCLOSEREQUEST']._serialized_start=3344
+  _globals['_FINALIZEBILLINGCLOSEREQUEST']._serialized_end=3453
+  _globals['_CLOSEFINALIZATION']._serialized_start=3456
+  _globals['_CLOSEFINALIZATION']._serialized_end=3707
+  _globals['_FINALIZEBILLINGCLOSERESPONSE']._serialized_start=3709
+  _globals['_FINALIZEBILLINGCLOSERESPONSE']._serialized_end=3796
+  _globals['_GETUSAGECOMPLETENESSREQUEST']._serialized_start=3798
+  _globals['_GETUSAGECOMPLETENESSREQUEST']._serialized_end=3893
+  _globals['_METERFRONTIER']._serialized_start=3895
+  _globals['_METERFRONTIER']._serialized_end=4012
+  _globals['_CONSUMERPARTITIONLAG']._serialized_start=4014
+  _globals['_CONSUMERPARTITIONLAG']._serialized_end=4087
+  _globals['_GETUSAGECOMPLETENESSRESPONSE']._serialized_start=4090
+  _globals['_GETUSAGECOMPLETENESSRESPONSE']._serialized_end=4425
+  _globals['_BILLINGSERVICE']._serialized_start=5317
+  _globals['_BILLINGSERVICE']._serialized_end=6314
 # @@protoc_insertion_point(module_scope)
