@@ -32,7 +32,7 @@ from services.billing.domain.close import (
 from services.billing.domain.entities import BillingDirectory
 from services.billing.domain.jobs import JobKind, JobState
 from services.billing.domain.rating import BillingMonth
-from services.billing.invoices import InvoiceState
+from services.billing.invoices import InvoiceState, StoredInvoice
 from services.billing.job_store import Finalization, JobRecord, SqlJobStore
 from services.billing.jobs import JobRunner, Report
 from services.billing.store import SqlBillingStore
@@ -175,6 +175,7 @@ class BillingClose:
         self, job_id: str, month: BillingMonth | None, override_reason: str, by: str
     ) -> Finalization:
         job = self._close_to_finalize(job_id, month)
+        drafts = self._drafts_of(job)
         warnings = warnings_of(job)
         reason = may_finalise(warnings, override_reason)
         now = self._clock()
@@ -190,17 +191,31 @@ class BillingClose:
         )
         self._jobs.record_finalization(record)
         finalized = []
+        for invoice in drafts:
+            if invoice.state is InvoiceState.DRAFT:
+                prefix = self._directory.entity(invoice.billing_entity_id).invoice_prefix
+                self._billing.finalize(invoice.id, now, prefix)
+            finalized.append(invoice.id)
+        self._jobs.finalized_invoices(record.id, finalized)
+        return Finalization(**{**record.__dict__, "invoice_ids": finalized})
+
+    def _drafts_of(self, job: JobRecord) -> list[StoredInvoice]:
+        """The close's invoices, refused if a later run recomputed a draft: the close's
+        warnings would not be about what gets finalised."""
+        runs = {s["run_id"] for s in job.result["summaries"]}
+        invoices = []
         for summary in job.result["summaries"]:
             for invoice_id in summary["invoice_ids"]:
                 invoice = self._billing.invoice(invoice_id)
                 if invoice is None:
                     continue
-                if invoice.state is InvoiceState.DRAFT:
-                    prefix = self._directory.entity(invoice.billing_entity_id).invoice_prefix
-                    invoice = self._billing.finalize(invoice_id, now, prefix)
-                finalized.append(invoice.id)
-        self._jobs.finalized_invoices(record.id, finalized)
-        return Finalization(**{**record.__dict__, "invoice_ids": finalized})
+                if invoice.state is InvoiceState.DRAFT and invoice.billing_run_id not in runs:
+                    raise FailedPrecondition(
+                        f"invoice {invoice_id} was recomputed by run {invoice.billing_run_id} "
+                        f"after close {job.id}: close the month again and finalise that close"
+                    )
+                invoices.append(invoice)
+        return invoices
 
     def _close_to_finalize(self, job_id: str, month: BillingMonth | None) -> JobRecord:
         if job_id:
