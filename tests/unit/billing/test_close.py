@@ -20,6 +20,8 @@ from services.billing.domain.close import (
 )
 from services.billing.domain.jobs import JobLiveness, JobState, abandoned
 from services.billing.domain.rating import BillingMonth
+from services.billing.jobs import JobSettings
+from services.common.config import ConfigError
 from services.common.errors import FailedPrecondition, InvalidArgument
 
 SINGAPORE = ZoneInfo("Asia/Singapore")
@@ -124,3 +126,12 @@ def test_a_job_is_abandoned_by_a_restart_of_its_host_or_a_stale_heartbeat(
 ) -> None:
     job = JobLiveness(state, owner, NOW - timedelta(seconds=age_s))
     assert abandoned(job, "billing-a", NOW, STALE, starting=starting) is expected
+
+
+def test_job_stale_setting_is_read_and_checked() -> None:
+    assert JobSettings.from_env({}).stale_s == 120.0
+    assert JobSettings.from_env({"IDC_BILLING_JOB_STALE_S": "30"}).stale_s == 30.0
+    for bad in ("2", "soon"):
+        with pytest.raises(ConfigError) as refused:
+            JobSettings.from_env({"IDC_BILLING_JOB_STALE_S": bad})
+        assert "IDC_BILLING_JOB_STALE_S" in str(refused.value)
