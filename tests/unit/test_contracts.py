@@ -119,6 +119,10 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "GetInvoice",
         "FinalizeInvoice",
         "ExportInvoice",
+        "StartBillingClose",
+        "GetBillingJob",
+        "FinalizeBillingClose",
+        "GetUsageCompleteness",
     },
 }
 SERVER_STREAMING = {
