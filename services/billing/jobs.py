@@ -132,16 +132,22 @@ class JobRunner(Worker):
         return lost
 
     def run(self, stop: threading.Event) -> None:
-        self.recover(starting=True)
-        next_sweep = self._clock() + self._stale / 2
+        starting, next_sweep = True, self._clock() + self._stale / 2
         while not stop.is_set():
-            job = self._store.claim_next(self._owner, self._clock())
-            if job is not None:
-                self._execute(job, stop)
-                continue
-            if self._clock() >= next_sweep:
-                self.recover(starting=False)
-                next_sweep = self._clock() + self._stale / 2
+            try:
+                if starting:
+                    self.recover(starting=True)
+                    starting = False
+                job = self._store.claim_next(self._owner, self._clock())
+                if job is not None:
+                    self._execute(job, stop)
+                    continue
+                if self._clock() >= next_sweep:
+                    self.recover(starting=False)
+                    next_sweep = self._clock() + self._stale / 2
+            except Exception:
+                # The database is away: queued jobs wait (their callers' deadlines bound them).
+                log.exception("billing jobs: the job table could not be read")
             self._wake.wait(IDLE_POLL_S)
             self._wake.clear()
 
