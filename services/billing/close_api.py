@@ -136,7 +136,8 @@ def followed(
             raise NotFound(f"billing job {job_id} does not exist")
         if record.state.finished:
             break
-        if not reports and record.progress and record.progress != last:
+        elsewhere = not runner.runs_here(job_id)
+        if elsewhere and record.progress and record.progress != last:
             last = record.progress
             yield pb.RunBillingCycleResponse(
                 progress=progress(job_id, record.progress, record.heartbeat_at)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ IDLE_POLL_S = 0.5
 FOLLOW_POLL_S = 0.2
 # Progress of this many recent jobs is kept in memory for followers in this process.
 FEEDS_KEPT = 20
+# The stored progress (for GetBillingJob and followers elsewhere) is written at most this
+# often, and at each change of stage: a run of thousands of customers reports thousands.
+PROGRESS_WRITE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -166,13 +170,20 @@ class JobRunner(Worker):
             for old in list(self._feeds)[:-FEEDS_KEPT]:
                 del self._feeds[old]
 
+        written: dict[str, Any] = {"stage": None, "at": 0.0}
+
         def report(progress: dict[str, Any]) -> None:
             if stop.is_set():
                 raise Stopped
             with self._fed:
                 self._feeds[job.id].append(progress)
                 self._fed.notify_all()
-            self._store.beat(job.id, self._clock(), progress)
+            now = time.monotonic()
+            if progress.get("stage") != written["stage"] or now - written["at"] >= (
+                PROGRESS_WRITE_S
+            ):
+                self._store.beat(job.id, self._clock(), progress)
+                written.update(stage=progress.get("stage"), at=now)
 
         try:
             result = self._handlers[job.kind](job.request, report)
@@ -196,6 +207,11 @@ class JobRunner(Worker):
         finally:
             beating.set()
             beat.join()
+
+    def runs_here(self, job_id: str) -> bool:
+        """Whether this process's worker took the job (its reports are in memory)."""
+        with self._fed:
+            return job_id in self._feeds
 
     def reports(self, job_id: str, seen: int, wait_s: float) -> list[dict[str, Any]]:
         """The job's progress reports after the first ``seen``, waiting up to ``wait_s``
