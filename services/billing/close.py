@@ -151,7 +151,8 @@ class BillingClose:
                 warnings += self._reconciliation.differences(target.month, target.entity_id)
         return {
             "summaries": [summary_record(s) for s in summaries],
-            "warnings": [warning_record(w) for w in warnings],
+            # The usage consumer's lag is the same warning for every entity: once.
+            "warnings": [warning_record(w) for w in dict.fromkeys(warnings)],
         }
 
     # -- completeness ---------------------------------------------------------------------
