@@ -27,6 +27,7 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Protocol
 
+from services.billing.domain.close import CloseWarning, WarningKind
 from services.billing.domain.contracts import ContractChange, Segment, build_segments
 from services.billing.domain.entities import BillingDirectory, Customer
 from services.billing.domain.peaks import KeptMonth, NeedsScan, usable
@@ -34,6 +35,7 @@ from services.billing.domain.percentile import Sample
 from services.billing.domain.rating import (
     BillingMonth,
     Line,
+    LineKind,
     adjustment_lines,
     rate_circuit,
     sort_lines,
@@ -46,7 +48,7 @@ from services.billing.invoices import (
     invoice_id_for,
 )
 from services.billing.metrics import RUN_DURATION
-from services.common.errors import DomainError, FailedPrecondition, InvalidArgument
+from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ class BillingStore(Protocol):
     ) -> bool: ...
 
     def conflicts_between(self, start: datetime, end: datetime) -> list[tuple[str, datetime]]: ...
+
+    def tenants_with_changes(self, tenant_ids: Sequence[str], as_of: datetime) -> set[str]: ...
 
     def tenants_with_finalized_before(self, month: BillingMonth) -> set[str]: ...
 
@@ -124,7 +128,7 @@ class Summary:
     circuits_scanned: int = 0
     invoice_ids: list[str] = field(default_factory=list)
     totals: dict[str, Decimal] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[CloseWarning] = field(default_factory=list)
 
     def as_record(self) -> dict[str, object]:
         return {
@@ -134,7 +138,10 @@ class Summary:
             "circuits_scanned": self.circuits_scanned,
             "invoice_ids": self.invoice_ids,
             "totals": {k: f"{v:f}" for k, v in self.totals.items()},
-            "warnings": self.warnings,
+            "warnings": [
+                {"kind": w.kind.value, "subject": w.subject, "message": w.message}
+                for w in self.warnings
+            ],
         }
 
 
@@ -153,13 +160,41 @@ class BillingCycle:
         self._directory = directory
         self._clock = clock
 
-    def run(self, request: CycleRequest) -> Iterator[Progress | Summary]:
+    def check(self, request: CycleRequest) -> datetime:
+        """The run's cut-off, after checking what a run would otherwise find out late:
+        a cut-off in the future, an unknown entity, tenants with no circuit (NOT_FOUND
+        naming them, rather than a run that bills nobody and says OK), tenants of another
+        entity than the one asked for."""
         now = self._clock()
         as_of = request.as_of or now
         if as_of > now:
             raise InvalidArgument.for_field("as_of_time", "must not be in the future")
-        if request.billing_entity_id:
-            self._directory.entity(request.billing_entity_id)  # NOT_FOUND names the known ones
+        entity = request.billing_entity_id
+        if entity:
+            self._directory.entity(entity)  # NOT_FOUND names the known ones
+        wanted = sorted(set(request.tenant_ids))
+        if not wanted:
+            return as_of
+        known = self._store.tenants_with_changes(wanted, as_of)
+        unknown = [t for t in wanted if t not in known]
+        if unknown:
+            raise NotFound(
+                f"no circuit of tenant(s) {', '.join(unknown)} is known to billing as of "
+                f"{as_of.isoformat()}: check the tenant ids"
+            )
+        elsewhere = [
+            f"{t} (billed by {self._directory.customer(t).entity.id})" for t in wanted
+            if entity and self._directory.customer(t).entity.id != entity
+        ]
+        if elsewhere:
+            raise InvalidArgument.for_field(
+                "tenant_ids", f"not customers of {entity}: {', '.join(elsewhere)}"
+            )
+        return as_of
+
+    def run(self, request: CycleRequest) -> Iterator[Progress | Summary]:
+        now = self._clock()
+        as_of = self.check(request)
         summary = Summary(
             run_id="run-" + str(uuid.uuid4()), month=request.month,
             billing_entity_id=request.billing_entity_id, as_of=as_of, dry_run=request.dry_run,
@@ -178,7 +213,10 @@ class BillingCycle:
             try:
                 draft = self._draft(customer, circuits, request.month, reads, summary)
             except DomainError as error:
-                summary.warnings.append(f"customer {customer.tenant_id} not invoiced: {error}")
+                summary.warnings.append(CloseWarning(
+                    WarningKind.NOT_INVOICED, customer.tenant_id,
+                    f"customer {customer.tenant_id} not invoiced: {error}",
+                ))
                 log.warning("billing %s for %s: %s", request.month, customer.tenant_id, error)
                 draft = None
             circuits_done += len(circuits)
@@ -232,10 +270,18 @@ class BillingCycle:
             start <= interval < end for c in active for interval in reads.conflicts.get(c, ())
         )
         if conflicts:
-            summary.warnings.append(
+            summary.warnings.append(CloseWarning(
+                WarningKind.USAGE_CONFLICT, customer.tenant_id,
                 f"customer {customer.tenant_id}: {conflicts} conflicting usage report(s) set "
-                "aside in the month (first report billed)"
-            )
+                "aside in the month (first report billed)",
+            ))
+        summary.warnings += _unsampled(customer, active, lines, month)
+        if active and not customer.configured:
+            summary.warnings.append(CloseWarning(
+                WarningKind.UNKNOWN_TENANT, customer.tenant_id,
+                f"tenant {customer.tenant_id} is not in the billing entities file: billed by "
+                f"{customer.entity.id} under its tenant id, without an address",
+            ))
         adjustments = self._adjustments(customer, circuits, month, reads, invoice_id, currency)
         summary.adjustment_lines += len(adjustments)
         if not active and not adjustments:
@@ -350,6 +396,22 @@ class _RunReads:
         if month not in self._kept:
             self._kept[month] = self._store.kept_months(month)
         return self._kept[month]
+
+
+def _unsampled(
+    customer: Customer, active: Mapping[str, list[Segment]], lines: Sequence[Line],
+    month: BillingMonth,
+) -> list[CloseWarning]:
+    """A circuit billed in the month with no burst line had no valid sample in it."""
+    sampled = {line.circuit_id for line in lines if line.kind is LineKind.BURST}
+    return [
+        CloseWarning(
+            WarningKind.NO_SAMPLES, circuit_id,
+            f"circuit {circuit_id} of {customer.tenant_id} has no valid usage sample in "
+            f"{month}: no burst line",
+        )
+        for circuit_id in sorted(active.keys() - sampled)
+    ]
 
 
 def _currency(

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.billing.domain.contracts import ChangeKind
-from services.billing.tables import CircuitChangeRow, InvoiceRow, UsageSampleRow
+from services.billing.tables import BillingJobRow, CircuitChangeRow, InvoiceRow, UsageSampleRow
 from services.common import metric_catalogue as catalogue
 from services.common.metrics import (
     Reading,
@@ -90,10 +90,21 @@ def invoices_by_state(factory: sessionmaker[Session]) -> list[Reading]:
     return [Reading(int(count), {"state": state}) for state, count in counts]
 
 
+def jobs_by_state(factory: sessionmaker[Session]) -> list[Reading]:
+    """INTERRUPTED or FAILED jobs growing is what an operator looks at (see README)."""
+    with factory() as session:
+        counts = session.execute(
+            select(BillingJobRow.kind, BillingJobRow.state, func.count())
+            .group_by(BillingJobRow.kind, BillingJobRow.state)
+        ).all()
+    return [Reading(int(count), {"kind": kind, "state": state}) for kind, state, count in counts]
+
+
 def register_gauges(
     factory: sessionmaker[Session], now: Callable[[], datetime]
 ) -> list[Registration]:
     return [
         observe(catalogue.INGEST_LAG, lambda: ingest_lag(factory, now)),
         observe(catalogue.INVOICES, lambda: invoices_by_state(factory)),
+        observe(catalogue.BILLING_JOBS, lambda: jobs_by_state(factory)),
     ]

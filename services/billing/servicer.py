@@ -15,21 +15,22 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from idc.billing.v1 import billing_service_pb2 as pb
 from idc.billing.v1 import billing_service_pb2_grpc, invoice_pb2, usage_pb2
 from idc.type.v1 import money_pb2, year_month_pb2
-from services.billing import export
+from services.billing import close_api, export
+from services.billing.close import BillingClose
 from services.billing.credit_notes import CreditNotes
 from services.billing.credit_servicer import CreditNoteRpcs
 from services.billing.credit_store import SqlCreditStore
-from services.billing.cycle import BillingCycle, CycleRequest, Progress, Summary
+from services.billing.cycle import CycleRequest
 from services.billing.domain.entities import BillingDirectory
 from services.billing.domain.money import format_amount
 from services.billing.domain.percentile import Sample, expected_intervals, nearest_rank_p95
 from services.billing.domain.rating import BillingMonth
 from services.billing.invoices import InvoiceState, StoredInvoice
+from services.billing.job_store import SqlJobStore
 from services.billing.store import InvoiceFilter, SqlBillingStore
 from services.common.auth import Principal, Role, current_principal, require_role
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied
@@ -39,12 +40,7 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 
-def _stamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    value = Timestamp()
-    value.FromDatetime(moment)
-    return value
+_stamp = close_api.stamp
 
 
 def _money(currency: str, amount: Decimal) -> money_pb2.Money:
@@ -75,12 +71,14 @@ class BillingServicer(CreditNoteRpcs, billing_service_pb2_grpc.BillingServiceSer
     def __init__(
         self,
         store: SqlBillingStore,
-        cycle: BillingCycle,
+        close: BillingClose,
+        jobs: SqlJobStore,
         directory: BillingDirectory,
         clock: Callable[[], datetime],
     ) -> None:
         self._store = store
-        self._cycle = cycle
+        self._close = close
+        self._jobs = jobs
         self._directory = directory
         self._clock = clock
         self._credits = CreditNotes(SqlCreditStore(store.session_factory), directory, clock)
@@ -137,7 +135,7 @@ class BillingServicer(CreditNoteRpcs, billing_service_pb2_grpc.BillingServiceSer
     def RunBillingCycle(
         self, request: pb.RunBillingCycleRequest, context: Any
     ) -> Iterator[pb.RunBillingCycleResponse]:
-        require_role(*ADMINS)
+        principal = require_role(*ADMINS)
         cycle_request = CycleRequest(
             month=_month(request.month, "month"),
             billing_entity_id=request.billing_entity_id,
@@ -148,11 +146,56 @@ class BillingServicer(CreditNoteRpcs, billing_service_pb2_grpc.BillingServiceSer
             tenant_ids=list(request.tenant_ids),
             dry_run=request.dry_run,
         )
-        for message in self._cycle.run(cycle_request):
-            if isinstance(message, Progress):
-                yield pb.RunBillingCycleResponse(progress=_progress(message, self._clock()))
-            else:
-                yield pb.RunBillingCycleResponse(summary=_summary(message))
+        # The work is a job of the service: a dropped stream leaves it running.
+        job = self._close.start_run(cycle_request, principal.subject)
+        yield from close_api.followed(self._jobs, self._close.runner, job.id, self._clock)
+
+    def StartBillingClose(
+        self, request: pb.StartBillingCloseRequest, context: Any
+    ) -> pb.StartBillingCloseResponse:
+        principal = require_role(*ADMINS)
+        job = self._close.start_close(
+            _month(request.month, "month") if request.HasField("month") else None,
+            list(request.billing_entity_ids),
+            request.as_of_time.ToDatetime(tzinfo=self._clock().tzinfo)
+            if request.HasField("as_of_time") else None,
+            principal.subject,
+        )
+        return pb.StartBillingCloseResponse(job=close_api.job(job))
+
+    def GetBillingJob(
+        self, request: pb.GetBillingJobRequest, context: Any
+    ) -> pb.GetBillingJobResponse:
+        require_role(*ADMINS)
+        if not request.job_id:
+            raise InvalidArgument.for_field("job_id", "is required")
+        job = self._jobs.get(request.job_id)
+        if job is None:
+            raise NotFound(f"billing job {request.job_id} does not exist")
+        return pb.GetBillingJobResponse(
+            job=close_api.job(job, self._jobs.finalizations(job.id))
+        )
+
+    def FinalizeBillingClose(
+        self, request: pb.FinalizeBillingCloseRequest, context: Any
+    ) -> pb.FinalizeBillingCloseResponse:
+        principal = require_role(*ADMINS)
+        record = self._close.finalize(
+            request.job_id,
+            _month(request.month, "month") if request.HasField("month") else None,
+            request.override_reason, principal.subject,
+        )
+        return pb.FinalizeBillingCloseResponse(finalization=close_api.finalization(record))
+
+    def GetUsageCompleteness(
+        self, request: pb.GetUsageCompletenessRequest, context: Any
+    ) -> pb.GetUsageCompletenessResponse:
+        require_role(*ADMINS)
+        if not request.HasField("month"):
+            raise InvalidArgument.for_field("month", "is required")
+        return close_api.completeness(self._close.completeness(
+            _month(request.month, "month"), request.billing_entity_id
+        ))
 
     # -- invoices -------------------------------------------------------------------------
 
@@ -255,31 +298,6 @@ def _interval(record: Any) -> usage_pb2.UsageInterval:
         interval_start_time=_stamp(record.interval_start),
         interval_seconds=record.interval_seconds, bytes_in=record.bytes_in,
         bytes_out=record.bytes_out, valid=record.valid, router_name=record.router_name,
-    )
-
-
-def _progress(progress: Progress, now: datetime) -> pb.BillingProgress:
-    return pb.BillingProgress(
-        stage=pb.BillingStage.Value(f"BILLING_STAGE_{progress.stage}"),
-        circuits_total=progress.circuits_total, circuits_done=progress.circuits_done,
-        invoices_total=progress.invoices_total, invoices_done=progress.invoices_done,
-        message=progress.message, time=_stamp(now),
-    )
-
-
-def _summary(summary: Summary) -> pb.BillingSummary:
-    return pb.BillingSummary(
-        run_id=summary.run_id,
-        month=year_month_pb2.YearMonth(year=summary.month.year, month=summary.month.month),
-        billing_entity_id=summary.billing_entity_id,
-        as_of_time=_stamp(summary.as_of),
-        invoices_created=summary.created, invoices_updated=summary.updated,
-        invoices_unchanged=summary.unchanged,
-        invoices_skipped_finalized=summary.skipped_finalized,
-        adjustment_lines=summary.adjustment_lines, circuits_billed=summary.circuits_billed,
-        invoice_ids=summary.invoice_ids,
-        totals=[_money(c, a) for c, a in sorted(summary.totals.items())],
-        warnings=summary.warnings, dry_run=summary.dry_run,
     )
 
 

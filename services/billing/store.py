@@ -15,7 +15,7 @@ from decimal import Decimal
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.billing.domain.contracts import ChangeKind, ContractChange, PriceTerms
@@ -43,6 +43,7 @@ from services.billing.tables import (
 )
 from services.common.db import transaction
 from services.common.errors import FailedPrecondition, NotFound
+from services.common.timestamps import as_utc
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,28 @@ class SqlBillingStore:
                 )
             ).all()
         return [(circuit_id, interval_start) for circuit_id, interval_start in rows]
+
+    def tenants_with_changes(self, tenant_ids: Sequence[str], as_of: datetime) -> set[str]:
+        """Those of ``tenant_ids`` with a circuit change received up to ``as_of``."""
+        with self._factory() as session:
+            return set(session.scalars(
+                select(CircuitChangeRow.tenant_id).distinct().where(
+                    CircuitChangeRow.tenant_id.in_(list(tenant_ids)),
+                    CircuitChangeRow.received_at <= as_of,
+                )
+            ))
+
+    def newest_usage(self) -> list[tuple[str, datetime]]:
+        """Per meter router, the end of the newest interval stored from it."""
+        with self._factory() as session:
+            rows = session.execute(
+                select(UsageSampleRow.router_name, func.max(UsageSampleRow.interval_start),
+                       func.max(UsageSampleRow.interval_seconds))
+                .group_by(UsageSampleRow.router_name)
+            ).all()
+        return sorted(
+            (router, as_utc(start) + timedelta(seconds=seconds)) for router, start, seconds in rows
+        )
 
     def kept_months(self, month: BillingMonth) -> dict[str, list[KeptMonth]]:
         with self._factory() as session:

@@ -274,3 +274,46 @@ class CreditNoteNumberRow(BillingBase):
 
     billing_entity_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_number: Mapped[int] = mapped_column(Integer)
+class BillingJobRow(BillingBase):
+    """A run or a close the service carries out whoever waits for it (domain/jobs.py).
+
+    The table is the queue: a process claims a QUEUED job by moving it to RUNNING, then
+    keeps ``heartbeat_at`` fresh; request, progress and result are JSON."""
+
+    __tablename__ = "billing_jobs"
+    __table_args__ = (Index("ix_billing_jobs_state", "state"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    request: Mapped[str] = mapped_column(Text)
+    progress: Mapped[str] = mapped_column(Text)
+    result: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+    # The gRPC status name of a failure (e.g. NOT_FOUND), so a follower re-raises it.
+    error_code: Mapped[str] = mapped_column(String(32))
+    created_by: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class CloseFinalizationRow(BillingBase):
+    """A close finalised: which job, the warnings that stood, and who overrode them why.
+
+    Written before the invoices are finalised, so the decision is on record even if the
+    process dies halfway (finalising again completes it)."""
+
+    __tablename__ = "billing_close_finalizations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
+    months: Mapped[str] = mapped_column(Text)
+    warnings: Mapped[str] = mapped_column(Text)
+    override_reason: Mapped[str] = mapped_column(Text)
+    overridden_by: Mapped[str] = mapped_column(String(200))
+    finalized_by: Mapped[str] = mapped_column(String(200))
+    invoice_ids: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -73,9 +73,11 @@ def year_month(raw: str) -> year_month_pb2.YearMonth:
     return year_month_pb2.YearMonth(year=moment.year, month=moment.month)
 
 
-def this_month() -> year_month_pb2.YearMonth:
+def last_month() -> year_month_pb2.YearMonth:
+    """The month before this one (UTC): on the 1st, the month that just ended."""
     now = datetime.now(UTC)
-    return year_month_pb2.YearMonth(year=now.year, month=now.month)
+    year, month = (now.year - 1, 12) if now.month == 1 else (now.year, now.month - 1)
+    return year_month_pb2.YearMonth(year=year, month=month)
 
 
 def moment(raw: str) -> datetime:
@@ -419,7 +421,7 @@ def finalize(ctx: Context, args: argparse.Namespace) -> Result:
 
 def billing_run(ctx: Context, args: argparse.Namespace) -> Result:
     request = billing_pb.RunBillingCycleRequest(
-        month=args.month or this_month(),
+        month=args.month or last_month(),
         billing_entity_id=args.entity,
         tenant_ids=args.tenant,
         dry_run=args.dry_run,

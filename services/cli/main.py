@@ -5,7 +5,8 @@
     idcctl ops     pending | show | approve | reject | devices | check-sync | sync
                    | redeploy | repair list | repair approve | repair reject | history
                    | config | capacity | dlq list | dlq show | dlq replay | outbox republish
-    idcctl billing run | invoices | export | finalize | credit-note issue|list|show|export
+    idcctl billing run | close | job | completeness | invoices | export | finalize
+                   | credit-note issue | list | show | export
     idcctl admin   tokens issue | list | rotate | revoke | bootstrap | keygen
                    | contacts reencrypt
     idcctl audit   verify
@@ -25,7 +26,7 @@ from rich.console import Console
 
 from idc.billing.v1 import invoice_pb2
 from idc.order.v1 import circuit_pb2, order_pb2
-from services.cli import audit, commands, credit_notes, events, repairs, tokens
+from services.cli import audit, close, commands, credit_notes, events, repairs, tokens
 from services.cli.client import TLS_FLAGS, Api, Connection, story_context
 from services.cli.errors import EXIT_CODE_HELP, CallFailure, CliError, ExitCode, failure_of
 from services.cli.render import Result, dumps
@@ -54,7 +55,7 @@ EPILOG = f"""environment:
 try (with the tokens `make run` prints):
   IDC_TOKEN=<customer token> idcctl customer sites
   IDC_TOKEN=<ops-sg token>   idcctl ops pending
-  IDC_TOKEN=<billing token>  idcctl billing run --month 2026-05"""
+  IDC_TOKEN=<billing token>  idcctl billing close --month 2026-05"""
 
 
 def _state_names(enum_type: Any, prefix: str) -> list[str]:
@@ -280,8 +281,8 @@ def _billing_commands(b: _Builder, roles: Any) -> None:
     billing = b.group(roles, "billing", "close the month (billing admin token)")
     p = b.leaf(billing, "run", commands.billing_run, "compute a month's invoices, with progress")
     p.add_argument("--month", type=commands.year_month, metavar="YYYY-MM",
-                   help="month to bill (default: this month, UTC)")
-    p.add_argument("--entity", default="sg-telco", help="billing entity (default sg-telco)")
+                   help="month to bill (default: the previous month, UTC)")
+    p.add_argument("--entity", default="", help="billing entity (default: all)")
     p.add_argument("--tenant", action="append", default=[], help="only these tenants")
     p.add_argument("--as-of", type=commands.moment, help="usage cut-off (default: now)")
     p.add_argument("--dry-run", action="store_true", help="compute and report, store nothing")
@@ -289,8 +290,7 @@ def _billing_commands(b: _Builder, roles: Any) -> None:
     _invoice_list_options(p)
     _export_options(b.leaf(billing, "export", commands.export_invoice,
                            "download an invoice as PDF, CSV or JSON"))
-    p = b.leaf(billing, "finalize", commands.finalize, "make a draft invoice final")
-    p.add_argument("invoice_id")
+    close.add_commands(b, billing)
     credit_notes.add_commands(b, billing)
 
 

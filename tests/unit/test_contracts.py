@@ -124,6 +124,10 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "ListCreditNotes",
         "GetCreditNote",
         "ExportCreditNote",
+        "StartBillingClose",
+        "GetBillingJob",
+        "FinalizeBillingClose",
+        "GetUsageCompleteness",
     },
 }
 SERVER_STREAMING = {

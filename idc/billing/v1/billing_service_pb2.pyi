@@ -81,6 +81,100 @@ EXPORT_FORMAT_JSON: ExportFormat.ValueType  # 3
 """application/json, the Invoice in proto3 JSON mapping."""
 Global___ExportFormat: _TypeAlias = ExportFormat  # noqa: Y015
 
+class _CloseWarningKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CloseWarningKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CloseWarningKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLOSE_WARNING_KIND_UNSPECIFIED: _CloseWarningKind.ValueType  # 0
+    CLOSE_WARNING_KIND_USAGE_CONFLICT: _CloseWarningKind.ValueType  # 1
+    """A second, different report of an interval was set aside (the first one is billed)."""
+    CLOSE_WARNING_KIND_NO_SAMPLES: _CloseWarningKind.ValueType  # 2
+    """A circuit billed in the month has no valid usage sample in it."""
+    CLOSE_WARNING_KIND_INGEST_BEHIND: _CloseWarningKind.ValueType  # 3
+    """Usage of the month may still be arriving (consumer lag, or stored usage ends early)."""
+    CLOSE_WARNING_KIND_UNKNOWN_TENANT: _CloseWarningKind.ValueType  # 4
+    """A tenant not in the billing entities file, billed under the defaults."""
+    CLOSE_WARNING_KIND_RECONCILIATION_DIFFERENCE: _CloseWarningKind.ValueType  # 5
+    """The two ends of a circuit metered different usage beyond the tolerance."""
+    CLOSE_WARNING_KIND_NOT_INVOICED: _CloseWarningKind.ValueType  # 6
+    """A customer whose invoice could not be computed."""
+
+class CloseWarningKind(_CloseWarningKind, metaclass=_CloseWarningKindEnumTypeWrapper):
+    """Kinds of warnings standing against finalising a month."""
+
+CLOSE_WARNING_KIND_UNSPECIFIED: CloseWarningKind.ValueType  # 0
+CLOSE_WARNING_KIND_USAGE_CONFLICT: CloseWarningKind.ValueType  # 1
+"""A second, different report of an interval was set aside (the first one is billed)."""
+CLOSE_WARNING_KIND_NO_SAMPLES: CloseWarningKind.ValueType  # 2
+"""A circuit billed in the month has no valid usage sample in it."""
+CLOSE_WARNING_KIND_INGEST_BEHIND: CloseWarningKind.ValueType  # 3
+"""Usage of the month may still be arriving (consumer lag, or stored usage ends early)."""
+CLOSE_WARNING_KIND_UNKNOWN_TENANT: CloseWarningKind.ValueType  # 4
+"""A tenant not in the billing entities file, billed under the defaults."""
+CLOSE_WARNING_KIND_RECONCILIATION_DIFFERENCE: CloseWarningKind.ValueType  # 5
+"""The two ends of a circuit metered different usage beyond the tolerance."""
+CLOSE_WARNING_KIND_NOT_INVOICED: CloseWarningKind.ValueType  # 6
+"""A customer whose invoice could not be computed."""
+Global___CloseWarningKind: _TypeAlias = CloseWarningKind  # noqa: Y015
+
+class _BillingJobState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BillingJobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BillingJobState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BILLING_JOB_STATE_UNSPECIFIED: _BillingJobState.ValueType  # 0
+    BILLING_JOB_STATE_QUEUED: _BillingJobState.ValueType  # 1
+    """Waiting for a billing process to take it."""
+    BILLING_JOB_STATE_RUNNING: _BillingJobState.ValueType  # 2
+    """Being carried out."""
+    BILLING_JOB_STATE_SUCCEEDED: _BillingJobState.ValueType  # 3
+    """Done; the summaries and warnings are final."""
+    BILLING_JOB_STATE_FAILED: _BillingJobState.ValueType  # 4
+    """Ended by an error (see error)."""
+    BILLING_JOB_STATE_INTERRUPTED: _BillingJobState.ValueType  # 5
+    """Its billing process stopped or died before the end; a rerun is safe (same invoices)."""
+
+class BillingJobState(_BillingJobState, metaclass=_BillingJobStateEnumTypeWrapper):
+    """States of a billing job."""
+
+BILLING_JOB_STATE_UNSPECIFIED: BillingJobState.ValueType  # 0
+BILLING_JOB_STATE_QUEUED: BillingJobState.ValueType  # 1
+"""Waiting for a billing process to take it."""
+BILLING_JOB_STATE_RUNNING: BillingJobState.ValueType  # 2
+"""Being carried out."""
+BILLING_JOB_STATE_SUCCEEDED: BillingJobState.ValueType  # 3
+"""Done; the summaries and warnings are final."""
+BILLING_JOB_STATE_FAILED: BillingJobState.ValueType  # 4
+"""Ended by an error (see error)."""
+BILLING_JOB_STATE_INTERRUPTED: BillingJobState.ValueType  # 5
+"""Its billing process stopped or died before the end; a rerun is safe (same invoices)."""
+Global___BillingJobState: _TypeAlias = BillingJobState  # noqa: Y015
+
+class _BillingJobKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BillingJobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BillingJobKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BILLING_JOB_KIND_UNSPECIFIED: _BillingJobKind.ValueType  # 0
+    BILLING_JOB_KIND_RUN: _BillingJobKind.ValueType  # 1
+    """A RunBillingCycle."""
+    BILLING_JOB_KIND_CLOSE: _BillingJobKind.ValueType  # 2
+    """A month-end close (StartBillingClose)."""
+
+class BillingJobKind(_BillingJobKind, metaclass=_BillingJobKindEnumTypeWrapper):
+    """Kinds of billing jobs."""
+
+BILLING_JOB_KIND_UNSPECIFIED: BillingJobKind.ValueType  # 0
+BILLING_JOB_KIND_RUN: BillingJobKind.ValueType  # 1
+"""A RunBillingCycle."""
+BILLING_JOB_KIND_CLOSE: BillingJobKind.ValueType  # 2
+"""A month-end close (StartBillingClose)."""
+Global___BillingJobKind: _TypeAlias = BillingJobKind  # noqa: Y015
+
 @_typing.final
 class GetUsageRequest(_message.Message):
     """Request for GetUsage."""
@@ -212,6 +306,8 @@ class BillingProgress(_message.Message):
     INVOICES_DONE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
     stage: Global___BillingStage.ValueType
     """Current stage."""
     circuits_total: _builtins.int
@@ -224,6 +320,10 @@ class BillingProgress(_message.Message):
     """Invoices written so far."""
     message: _builtins.str
     """Free-text detail, e.g. a warning about a circuit with no samples."""
+    job_id: _builtins.str
+    """The billing job doing the work (it goes on if the stream is dropped)."""
+    target: _builtins.str
+    """The entity and month being billed, e.g. "sg-telco 2026-11"."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When this progress was reported."""
@@ -238,10 +338,12 @@ class BillingProgress(_message.Message):
         invoices_done: _builtins.int = ...,
         message: _builtins.str = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        job_id: _builtins.str = ...,
+        target: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuits_done", b"circuits_done", "circuits_total", b"circuits_total", "invoices_done", b"invoices_done", "invoices_total", b"invoices_total", "message", b"message", "stage", b"stage", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuits_done", b"circuits_done", "circuits_total", b"circuits_total", "invoices_done", b"invoices_done", "invoices_total", b"invoices_total", "job_id", b"job_id", "message", b"message", "stage", b"stage", "target", b"target", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -267,6 +369,7 @@ class BillingSummary(_message.Message):
     TOTALS_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    CLOSE_WARNINGS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Billing run id."""
     billing_entity_id: _builtins.str
@@ -305,6 +408,10 @@ class BillingSummary(_message.Message):
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Warnings, e.g. circuits with no valid usage samples."""
 
+    @_builtins.property
+    def close_warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___CloseWarning]:
+        """The warnings, by kind (warnings holds their messages)."""
+
     def __init__(
         self,
         *,
@@ -322,10 +429,11 @@ class BillingSummary(_message.Message):
         totals: _abc.Iterable[_money_pb2.Money] | None = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
         dry_run: _builtins.bool = ...,
+        close_warnings: _abc.Iterable[Global___CloseWarning] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "month", b"month"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment_lines", b"adjustment_lines", "as_of_time", b"as_of_time", "billing_entity_id", b"billing_entity_id", "circuits_billed", b"circuits_billed", "dry_run", b"dry_run", "invoice_ids", b"invoice_ids", "invoices_created", b"invoices_created", "invoices_skipped_finalized", b"invoices_skipped_finalized", "invoices_unchanged", b"invoices_unchanged", "invoices_updated", b"invoices_updated", "month", b"month", "run_id", b"run_id", "totals", b"totals", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment_lines", b"adjustment_lines", "as_of_time", b"as_of_time", "billing_entity_id", b"billing_entity_id", "circuits_billed", b"circuits_billed", "close_warnings", b"close_warnings", "dry_run", b"dry_run", "invoice_ids", b"invoice_ids", "invoices_created", b"invoices_created", "invoices_skipped_finalized", b"invoices_skipped_finalized", "invoices_unchanged", b"invoices_unchanged", "invoices_updated", b"invoices_updated", "month", b"month", "run_id", b"run_id", "totals", b"totals", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -640,3 +748,533 @@ class ExportCreditNoteResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportCreditNoteResponse: _TypeAlias = ExportCreditNoteResponse  # noqa: Y015
+
+@_typing.final
+class CloseWarning(_message.Message):
+    """One warning of a billing run or close."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    kind: Global___CloseWarningKind.ValueType
+    """Kind."""
+    subject: _builtins.str
+    """What it is about: a tenant, a circuit or a meter router."""
+    message: _builtins.str
+    """What is wrong, for a person."""
+    def __init__(
+        self,
+        *,
+        kind: Global___CloseWarningKind.ValueType = ...,
+        subject: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseWarning: _TypeAlias = CloseWarning  # noqa: Y015
+
+@_typing.final
+class BillingTarget(_message.Message):
+    """A billing entity and the month it bills."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BILLING_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    billing_entity_id: _builtins.str
+    """Billing entity; empty for every customer (a RunBillingCycle without entity)."""
+    @_builtins.property
+    def month(self) -> _year_month_pb2.YearMonth:
+        """Month."""
+
+    def __init__(
+        self,
+        *,
+        billing_entity_id: _builtins.str = ...,
+        month: _year_month_pb2.YearMonth | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["month", b"month"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_entity_id", b"billing_entity_id", "month", b"month"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BillingTarget: _TypeAlias = BillingTarget  # noqa: Y015
+
+@_typing.final
+class BillingJob(_message.Message):
+    """A run or close carried out by the billing service."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    AS_OF_TIME_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    SUMMARIES_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    FINALIZATIONS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Job id."""
+    kind: Global___BillingJobKind.ValueType
+    """Kind."""
+    state: Global___BillingJobState.ValueType
+    """State."""
+    error: _builtins.str
+    """Why it FAILED or was INTERRUPTED."""
+    created_by: _builtins.str
+    """Who started it."""
+    dry_run: _builtins.bool
+    """True if nothing was stored (dry run)."""
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___BillingTarget]:
+        """What it bills, in order."""
+
+    @_builtins.property
+    def as_of_time(self) -> _timestamp_pb2.Timestamp:
+        """Cut-off applied."""
+
+    @_builtins.property
+    def progress(self) -> Global___BillingProgress:
+        """Latest progress."""
+
+    @_builtins.property
+    def summaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___BillingSummary]:
+        """One summary per target, once SUCCEEDED."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___CloseWarning]:
+        """Every warning of the job (runs' and, for a close, usage completeness and
+        reconciliation), once SUCCEEDED.
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was asked for."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When a billing process took it."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it ended."""
+
+    @_builtins.property
+    def finalizations(self) -> _containers.RepeatedCompositeFieldContainer[Global___CloseFinalization]:
+        """Finalisations of this close, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        kind: Global___BillingJobKind.ValueType = ...,
+        state: Global___BillingJobState.ValueType = ...,
+        targets: _abc.Iterable[Global___BillingTarget] | None = ...,
+        as_of_time: _timestamp_pb2.Timestamp | None = ...,
+        progress: Global___BillingProgress | None = ...,
+        summaries: _abc.Iterable[Global___BillingSummary] | None = ...,
+        warnings: _abc.Iterable[Global___CloseWarning] | None = ...,
+        error: _builtins.str = ...,
+        created_by: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        finalizations: _abc.Iterable[Global___CloseFinalization] | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "create_time", b"create_time", "end_time", b"end_time", "progress", b"progress", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "create_time", b"create_time", "created_by", b"created_by", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "finalizations", b"finalizations", "id", b"id", "kind", b"kind", "progress", b"progress", "start_time", b"start_time", "state", b"state", "summaries", b"summaries", "targets", b"targets", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BillingJob: _TypeAlias = BillingJob  # noqa: Y015
+
+@_typing.final
+class StartBillingCloseRequest(_message.Message):
+    """Request for StartBillingClose."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    BILLING_ENTITY_IDS_FIELD_NUMBER: _builtins.int
+    AS_OF_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def month(self) -> _year_month_pb2.YearMonth:
+        """Month to close; unset: the previous month in each entity's own time zone."""
+
+    @_builtins.property
+    def billing_entity_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Entities to close; empty for all."""
+
+    @_builtins.property
+    def as_of_time(self) -> _timestamp_pb2.Timestamp:
+        """Usage cut-off; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        month: _year_month_pb2.YearMonth | None = ...,
+        billing_entity_ids: _abc.Iterable[_builtins.str] | None = ...,
+        as_of_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "month", b"month"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "billing_entity_ids", b"billing_entity_ids", "month", b"month"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartBillingCloseRequest: _TypeAlias = StartBillingCloseRequest  # noqa: Y015
+
+@_typing.final
+class StartBillingCloseResponse(_message.Message):
+    """Response for StartBillingClose."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___BillingJob:
+        """The job, QUEUED."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___BillingJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartBillingCloseResponse: _TypeAlias = StartBillingCloseResponse  # noqa: Y015
+
+@_typing.final
+class GetBillingJobRequest(_message.Message):
+    """Request for GetBillingJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Job id."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBillingJobRequest: _TypeAlias = GetBillingJobRequest  # noqa: Y015
+
+@_typing.final
+class GetBillingJobResponse(_message.Message):
+    """Response for GetBillingJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___BillingJob:
+        """The job."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___BillingJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBillingJobResponse: _TypeAlias = GetBillingJobResponse  # noqa: Y015
+
+@_typing.final
+class FinalizeBillingCloseRequest(_message.Message):
+    """Request for FinalizeBillingClose: a job id, or a month (its newest successful close)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    OVERRIDE_REASON_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The close's job id."""
+    override_reason: _builtins.str
+    """Why the standing warnings are accepted; required while warnings stand."""
+    @_builtins.property
+    def month(self) -> _year_month_pb2.YearMonth:
+        """Or the month: the newest successful close that billed it."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        month: _year_month_pb2.YearMonth | None = ...,
+        override_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["month", b"month"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "month", b"month", "override_reason", b"override_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinalizeBillingCloseRequest: _TypeAlias = FinalizeBillingCloseRequest  # noqa: Y015
+
+@_typing.final
+class CloseFinalization(_message.Message):
+    """A close finalised, as recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    MONTHS_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    OVERRIDE_REASON_FIELD_NUMBER: _builtins.int
+    OVERRIDDEN_BY_FIELD_NUMBER: _builtins.int
+    FINALIZED_BY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    INVOICE_IDS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Record id."""
+    job_id: _builtins.str
+    """The close's job id."""
+    override_reason: _builtins.str
+    """The reason given for overriding them."""
+    overridden_by: _builtins.str
+    """Who overrode them."""
+    finalized_by: _builtins.str
+    """Who finalised."""
+    @_builtins.property
+    def months(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Months finalised (YYYY-MM)."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___CloseWarning]:
+        """The warnings that stood (overridden); empty when there were none."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    @_builtins.property
+    def invoice_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Invoices now FINALIZED."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        months: _abc.Iterable[_builtins.str] | None = ...,
+        warnings: _abc.Iterable[Global___CloseWarning] | None = ...,
+        override_reason: _builtins.str = ...,
+        overridden_by: _builtins.str = ...,
+        finalized_by: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        invoice_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finalized_by", b"finalized_by", "id", b"id", "invoice_ids", b"invoice_ids", "job_id", b"job_id", "months", b"months", "overridden_by", b"overridden_by", "override_reason", b"override_reason", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseFinalization: _TypeAlias = CloseFinalization  # noqa: Y015
+
+@_typing.final
+class FinalizeBillingCloseResponse(_message.Message):
+    """Response for FinalizeBillingClose."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINALIZATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def finalization(self) -> Global___CloseFinalization:
+        """The recorded finalisation."""
+
+    def __init__(
+        self,
+        *,
+        finalization: Global___CloseFinalization | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finalization", b"finalization"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finalization", b"finalization"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinalizeBillingCloseResponse: _TypeAlias = FinalizeBillingCloseResponse  # noqa: Y015
+
+@_typing.final
+class GetUsageCompletenessRequest(_message.Message):
+    """Request for GetUsageCompleteness."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    BILLING_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    billing_entity_id: _builtins.str
+    """Only this entity's time zones decide where the month ends; empty for all."""
+    @_builtins.property
+    def month(self) -> _year_month_pb2.YearMonth:
+        """Month; required."""
+
+    def __init__(
+        self,
+        *,
+        month: _year_month_pb2.YearMonth | None = ...,
+        billing_entity_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["month", b"month"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_entity_id", b"billing_entity_id", "month", b"month"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageCompletenessRequest: _TypeAlias = GetUsageCompletenessRequest  # noqa: Y015
+
+@_typing.final
+class MeterFrontier(_message.Message):
+    """Newest usage stored from one meter router."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTER_NAME_FIELD_NUMBER: _builtins.int
+    NEWEST_INTERVAL_END_TIME_FIELD_NUMBER: _builtins.int
+    CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    router_name: _builtins.str
+    """Router the counters are read from."""
+    caught_up: _builtins.bool
+    """True when that is at or after the month's end."""
+    @_builtins.property
+    def newest_interval_end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the newest interval stored from it."""
+
+    def __init__(
+        self,
+        *,
+        router_name: _builtins.str = ...,
+        newest_interval_end_time: _timestamp_pb2.Timestamp | None = ...,
+        caught_up: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["newest_interval_end_time", b"newest_interval_end_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "newest_interval_end_time", b"newest_interval_end_time", "router_name", b"router_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MeterFrontier: _TypeAlias = MeterFrontier  # noqa: Y015
+
+@_typing.final
+class ConsumerPartitionLag(_message.Message):
+    """Records of one partition the usage consumer has not consumed yet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    PARTITION_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    """Topic."""
+    partition: _builtins.int
+    """Partition."""
+    records: _builtins.int
+    """Records behind."""
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        partition: _builtins.int = ...,
+        records: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partition", b"partition", "records", b"records", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsumerPartitionLag: _TypeAlias = ConsumerPartitionLag  # noqa: Y015
+
+@_typing.final
+class GetUsageCompletenessResponse(_message.Message):
+    """Response for GetUsageCompleteness."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    MONTH_END_TIME_FIELD_NUMBER: _builtins.int
+    FRONTIERS_FIELD_NUMBER: _builtins.int
+    LAG_KNOWN_FIELD_NUMBER: _builtins.int
+    LAG_RECORDS_FIELD_NUMBER: _builtins.int
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    lag_known: _builtins.bool
+    """False when the broker did not answer (the lag is unknown)."""
+    lag_records: _builtins.int
+    """Records the usage consumer is behind, over all partitions."""
+    complete: _builtins.bool
+    """True when every router is caught up and the consumer lags by nothing."""
+    @_builtins.property
+    def month(self) -> _year_month_pb2.YearMonth:
+        """Month."""
+
+    @_builtins.property
+    def month_end_time(self) -> _timestamp_pb2.Timestamp:
+        """The month's end (the latest of the time zones billed in it)."""
+
+    @_builtins.property
+    def frontiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___MeterFrontier]:
+        """Per meter router, the newest usage stored."""
+
+    @_builtins.property
+    def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsumerPartitionLag]:
+        """Per partition."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___CloseWarning]:
+        """Why not, when not complete."""
+
+    def __init__(
+        self,
+        *,
+        month: _year_month_pb2.YearMonth | None = ...,
+        month_end_time: _timestamp_pb2.Timestamp | None = ...,
+        frontiers: _abc.Iterable[Global___MeterFrontier] | None = ...,
+        lag_known: _builtins.bool = ...,
+        lag_records: _builtins.int = ...,
+        partitions: _abc.Iterable[Global___ConsumerPartitionLag] | None = ...,
+        complete: _builtins.bool = ...,
+        warnings: _abc.Iterable[Global___CloseWarning] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["month", b"month", "month_end_time", b"month_end_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "frontiers", b"frontiers", "lag_known", b"lag_known", "lag_records", b"lag_records", "month", b"month", "month_end_time", b"month_end_time", "partitions", b"partitions", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageCompletenessResponse: _TypeAlias = GetUsageCompletenessResponse  # noqa: Y015

@@ -87,6 +87,26 @@ class BillingServiceStub:
                 request_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportCreditNoteRequest.SerializeToString,
                 response_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportCreditNoteResponse.FromString,
                 _registered_method=True)
+        self.StartBillingClose = channel.unary_unary(
+                '/idc.billing.v1.BillingService/StartBillingClose',
+                request_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.StartBillingCloseRequest.SerializeToString,
+                response_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.StartBillingCloseResponse.FromString,
+                _registered_method=True)
+        self.GetBillingJob = channel.unary_unary(
+                '/idc.billing.v1.BillingService/GetBillingJob',
+                request_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingJobRequest.SerializeToString,
+                response_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingJobResponse.FromString,
+                _registered_method=True)
+        self.FinalizeBillingClose = channel.unary_unary(
+                '/idc.billing.v1.BillingService/FinalizeBillingClose',
+                request_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.FinalizeBillingCloseRequest.SerializeToString,
+                response_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.FinalizeBillingCloseResponse.FromString,
+                _registered_method=True)
+        self.GetUsageCompleteness = channel.unary_unary(
+                '/idc.billing.v1.BillingService/GetUsageCompleteness',
+                request_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageCompletenessRequest.SerializeToString,
+                response_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageCompletenessResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -167,6 +187,39 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartBillingClose(self, request, context):
+        """Starts a month-end close: a job of the service (it goes on when the caller leaves)
+        that bills every entity's month, then gathers the close's warnings. Follow it with
+        GetBillingJob; finalise it with FinalizeBillingClose.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBillingJob(self, request, context):
+        """A billing job (a close, or the job behind a RunBillingCycle): state, progress, result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinalizeBillingClose(self, request, context):
+        """Finalises a close's draft invoices. FAILED_PRECONDITION naming the warnings while
+        some stand, unless override_reason says why they are accepted; the decision is
+        recorded (who, why, which warnings) and returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsageCompleteness(self, request, context):
+        """Whether a month's usage is complete: per meter router the newest interval stored,
+        and the usage consumer's lag behind the broker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,6 +272,26 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.ExportCreditNote,
                     request_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportCreditNoteRequest.FromString,
                     response_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportCreditNoteResponse.SerializeToString,
+            ),
+            'StartBillingClose': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartBillingClose,
+                    request_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.StartBillingCloseRequest.FromString,
+                    response_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.StartBillingCloseResponse.SerializeToString,
+            ),
+            'GetBillingJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBillingJob,
+                    request_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingJobRequest.FromString,
+                    response_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingJobResponse.SerializeToString,
+            ),
+            'FinalizeBillingClose': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinalizeBillingClose,
+                    request_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.FinalizeBillingCloseRequest.FromString,
+                    response_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.FinalizeBillingCloseResponse.SerializeToString,
+            ),
+            'GetUsageCompleteness': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsageCompleteness,
+                    request_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageCompletenessRequest.FromString,
+                    response_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageCompletenessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -493,6 +566,114 @@ class BillingService:
             '/idc.billing.v1.BillingService/ExportCreditNote',
             idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportCreditNoteRequest.SerializeToString,
             idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportCreditNoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartBillingClose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.billing.v1.BillingService/StartBillingClose',
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.StartBillingCloseRequest.SerializeToString,
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.StartBillingCloseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBillingJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.billing.v1.BillingService/GetBillingJob',
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingJobRequest.SerializeToString,
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinalizeBillingClose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.billing.v1.BillingService/FinalizeBillingClose',
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.FinalizeBillingCloseRequest.SerializeToString,
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.FinalizeBillingCloseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsageCompleteness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.billing.v1.BillingService/GetUsageCompleteness',
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageCompletenessRequest.SerializeToString,
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageCompletenessResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,22 @@ class BillingServiceStub:
     """One credit note with its lines (billing admins)."""
     ExportCreditNote: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ExportCreditNoteRequest, _billing_service_pb2.ExportCreditNoteResponse]
     """Renders a credit note as a document (billing admins)."""
+    StartBillingClose: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.StartBillingCloseRequest, _billing_service_pb2.StartBillingCloseResponse]
+    """Starts a month-end close: a job of the service (it goes on when the caller leaves)
+    that bills every entity's month, then gathers the close's warnings. Follow it with
+    GetBillingJob; finalise it with FinalizeBillingClose.
+    """
+    GetBillingJob: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetBillingJobRequest, _billing_service_pb2.GetBillingJobResponse]
+    """A billing job (a close, or the job behind a RunBillingCycle): state, progress, result."""
+    FinalizeBillingClose: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.FinalizeBillingCloseRequest, _billing_service_pb2.FinalizeBillingCloseResponse]
+    """Finalises a close's draft invoices. FAILED_PRECONDITION naming the warnings while
+    some stand, unless override_reason says why they are accepted; the decision is
+    recorded (who, why, which warnings) and returned.
+    """
+    GetUsageCompleteness: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetUsageCompletenessRequest, _billing_service_pb2.GetUsageCompletenessResponse]
+    """Whether a month's usage is complete: per meter router the newest interval stored,
+    and the usage consumer's lag behind the broker.
+    """
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
@@ -94,6 +110,22 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """One credit note with its lines (billing admins)."""
     ExportCreditNote: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ExportCreditNoteRequest, _billing_service_pb2.ExportCreditNoteResponse]  # type: ignore[assignment]
     """Renders a credit note as a document (billing admins)."""
+    StartBillingClose: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.StartBillingCloseRequest, _billing_service_pb2.StartBillingCloseResponse]  # type: ignore[assignment]
+    """Starts a month-end close: a job of the service (it goes on when the caller leaves)
+    that bills every entity's month, then gathers the close's warnings. Follow it with
+    GetBillingJob; finalise it with FinalizeBillingClose.
+    """
+    GetBillingJob: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetBillingJobRequest, _billing_service_pb2.GetBillingJobResponse]  # type: ignore[assignment]
+    """A billing job (a close, or the job behind a RunBillingCycle): state, progress, result."""
+    FinalizeBillingClose: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.FinalizeBillingCloseRequest, _billing_service_pb2.FinalizeBillingCloseResponse]  # type: ignore[assignment]
+    """Finalises a close's draft invoices. FAILED_PRECONDITION naming the warnings while
+    some stand, unless override_reason says why they are accepted; the decision is
+    recorded (who, why, which warnings) and returned.
+    """
+    GetUsageCompleteness: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetUsageCompletenessRequest, _billing_service_pb2.GetUsageCompletenessResponse]  # type: ignore[assignment]
+    """Whether a month's usage is complete: per meter router the newest interval stored,
+    and the usage consumer's lag behind the broker.
+    """
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Usage metering and month-end invoicing. Customers see their own tenant's usage and
@@ -184,5 +216,45 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_service_pb2.ExportCreditNoteResponse, _abc.Awaitable[_billing_service_pb2.ExportCreditNoteResponse]]:
         """Renders a credit note as a document (billing admins)."""
+
+    @_abc_1.abstractmethod
+    def StartBillingClose(
+        self,
+        request: _billing_service_pb2.StartBillingCloseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.StartBillingCloseResponse, _abc.Awaitable[_billing_service_pb2.StartBillingCloseResponse]]:
+        """Starts a month-end close: a job of the service (it goes on when the caller leaves)
+        that bills every entity's month, then gathers the close's warnings. Follow it with
+        GetBillingJob; finalise it with FinalizeBillingClose.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBillingJob(
+        self,
+        request: _billing_service_pb2.GetBillingJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetBillingJobResponse, _abc.Awaitable[_billing_service_pb2.GetBillingJobResponse]]:
+        """A billing job (a close, or the job behind a RunBillingCycle): state, progress, result."""
+
+    @_abc_1.abstractmethod
+    def FinalizeBillingClose(
+        self,
+        request: _billing_service_pb2.FinalizeBillingCloseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.FinalizeBillingCloseResponse, _abc.Awaitable[_billing_service_pb2.FinalizeBillingCloseResponse]]:
+        """Finalises a close's draft invoices. FAILED_PRECONDITION naming the warnings while
+        some stand, unless override_reason says why they are accepted; the decision is
+        recorded (who, why, which warnings) and returned.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUsageCompleteness(
+        self,
+        request: _billing_service_pb2.GetUsageCompletenessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetUsageCompletenessResponse, _abc.Awaitable[_billing_service_pb2.GetUsageCompletenessResponse]]:
+        """Whether a month's usage is complete: per meter router the newest interval stored,
+        and the usage consumer's lag behind the broker.
+        """
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -18,9 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from idc.events.v1 import circuit_pb2, common_pb2, usage_pb2
 from idc.type.v1 import money_pb2
+from services.billing.app import billing_close
+from services.billing.close import UsageLag
+from services.billing.domain.close import PartitionLag
 from services.billing.domain.entities import BillingDirectory, parse_directory
 from services.billing.ingest import ContractIngest, UsageIngest
+from services.billing.job_store import SqlJobStore
+from services.billing.jobs import JobRunner, JobSettings
 from services.billing.servicer import BillingServicer
+from services.billing.store import SqlBillingStore
 from services.common import db
 from services.common.config import KafkaSettings, ServiceSettings
 from services.common.events import encode_event
@@ -115,6 +121,23 @@ def sample(
         interface_name="xe-0/0/1.100", read_time=stamp(start + timedelta(minutes=5)),
         valid=valid, invalid_reason="" if valid else "counter-reset",
     )
+
+
+def caught_up() -> list[PartitionLag]:
+    """A usage consumer with nothing left to read (tests that do not use the broker)."""
+    return []
+
+
+def billing_servicer(
+    factory: sessionmaker[Session], clock: Clock, usage_lag: UsageLag = caught_up,
+    settings: JobSettings | None = None,
+) -> tuple[BillingServicer, JobRunner]:
+    """The BillingService as the process wires it, and its job worker (to run in an app)."""
+    store, jobs, entities = SqlBillingStore(factory), SqlJobStore(factory), directory()
+    runner, close = billing_close(
+        store, jobs, entities, settings or JobSettings(), usage_lag, clock
+    )
+    return BillingServicer(store, close, jobs, entities, clock), runner
 
 
 def envelope_for(message: Message, topic: str = "direct") -> Envelope:

@@ -15,9 +15,6 @@ import pytest
 from idc.billing.v1 import billing_service_pb2 as pb
 from idc.billing.v1 import billing_service_pb2_grpc, invoice_pb2
 from idc.type.v1 import year_month_pb2
-from services.billing.cycle import BillingCycle
-from services.billing.servicer import BillingServicer
-from services.billing.store import SqlBillingStore
 from services.common.auth import Principal, Role
 from services.common.config import ServiceSettings
 from services.common.grpc_server import GrpcApp, call_metadata
@@ -26,7 +23,7 @@ from services.common.tokens import HarnessKeys
 from tests.integration.billing.support import (
     Clock,
     activated,
-    directory,
+    billing_servicer,
     ingest_directly,
     migrated,
     price,
@@ -64,9 +61,7 @@ def api(database_url: str) -> Iterator[Api]:
                   BYTES_PER_MBPS * (100 + i), BYTES_PER_MBPS * 20) for i in range(40)],
     )
     clock.now = datetime(2025, 4, 2, tzinfo=UTC)
-    store = SqlBillingStore(factory)
-    entities = directory()
-    servicer = BillingServicer(store, BillingCycle(store, entities, clock), entities, clock)
+    servicer, runner = billing_servicer(factory, clock)
     keys = HarnessKeys.generate()
     tokens = {
         "admin": keys.mint(Principal("billing@idc", Role.BILLING_ADMIN)),
@@ -82,6 +77,7 @@ def api(database_url: str) -> Iterator[Api]:
             billing_service_pb2_grpc.add_BillingServiceServicer_to_server, servicer,
         )],
         tokens=keys.verifier(),
+        workers=[runner],
     )
     port = app.start()
     try:

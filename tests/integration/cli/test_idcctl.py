@@ -34,7 +34,8 @@ def _leaves(parser: argparse.ArgumentParser, path: list[str]) -> list[list[str]]
 
 def test_every_subcommand_has_help_that_reads_well() -> None:
     leaves = _leaves(build_parser(), [])
-    assert len(leaves) == 42  # 37 + ops repair list|approve|reject, ops history, audit verify
+    # 37 + ops repair list|approve|reject, ops history, audit verify, billing close|job|completeness
+    assert len(leaves) == 45
     for path in leaves:
         out = io.StringIO()
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:

@@ -2,7 +2,7 @@
 circuit change, and an invoice's due date fixed on finalisation.
 
 Revision ID: billing_0009
-Revises: billing_0006
+Revises: billing_0008
 Create Date: 2026-12-03
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "billing_0009"
-down_revision = "billing_0006"
+down_revision = "billing_0008"
 branch_labels = None
 depends_on = None
 
