@@ -177,10 +177,10 @@ def publish(
 
 @contextmanager
 def serve_billing(
-    servicer: BillingServicer, database_url: str, keys: HarnessKeys
+    servicer: BillingServicer, runner: JobRunner, database_url: str, keys: HarnessKeys
 ) -> Iterator[tuple[billing_service_pb2_grpc.BillingServiceStub, str]]:
-    """BillingService on a local port, authenticating ``keys``' tokens; yields a stub and
-    the address."""
+    """BillingService and its job worker on a local port, authenticating ``keys``' tokens;
+    yields a stub and the address."""
     app = GrpcApp(
         settings=ServiceSettings(name="billing", listen="127.0.0.1:0", database_url=database_url,
                                  grace_period_s=1.0),
@@ -189,6 +189,7 @@ def serve_billing(
             billing_service_pb2_grpc.add_BillingServiceServicer_to_server, servicer,
         )],
         tokens=keys.verifier(),
+        workers=[runner],
     )
     port = app.start()
     try:

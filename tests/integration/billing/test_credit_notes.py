@@ -21,9 +21,6 @@ from rich.console import Console
 from idc.billing.v1 import billing_service_pb2 as pb
 from idc.billing.v1 import billing_service_pb2_grpc, credit_note_pb2, invoice_pb2
 from idc.type.v1 import money_pb2, year_month_pb2
-from services.billing.cycle import BillingCycle
-from services.billing.servicer import BillingServicer
-from services.billing.store import SqlBillingStore
 from services.cli import main as cli
 from services.common.auth import Principal, Role
 from services.common.grpc_server import call_metadata
@@ -31,7 +28,7 @@ from services.common.tokens import HarnessKeys
 from tests.integration.billing.support import (
     Clock,
     activated,
-    directory,
+    billing_servicer,
     ingest_directly,
     migrated,
     price,
@@ -89,15 +86,13 @@ def billing(database_url: str) -> Iterator[Billing]:
                  BYTES_PER_MBPS * (100 + i), BYTES_PER_MBPS * 20) for i in range(40)),
     ])
     clock.now = datetime(2025, 4, 2, tzinfo=UTC)
-    store = SqlBillingStore(factory)
-    entities = directory()
-    servicer = BillingServicer(store, BillingCycle(store, entities, clock), entities, clock)
+    servicer, runner = billing_servicer(factory, clock)
     keys = HarnessKeys.generate()
     tokens = {
         "admin": keys.mint(Principal("billing@idc", Role.BILLING_ADMIN)),
         "acme": keys.mint(Principal("ops@acme", Role.CUSTOMER, tenant="acme-sg")),
     }
-    with serve_billing(servicer, database_url, keys) as (stub, address):
+    with serve_billing(servicer, runner, database_url, keys) as (stub, address):
         billing = Billing(stub, tokens, clock, invoice_pb2.Invoice(), address)
         summary = billing.run(MARCH)
         (invoice_id,) = summary.invoice_ids
