@@ -14,14 +14,16 @@ from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.billing.domain.contracts import ChangeKind, ContractChange, PriceTerms
+from services.billing.domain.ends import Side
 from services.billing.domain.money import format_amount
 from services.billing.domain.peaks import KeptMonth
 from services.billing.domain.percentile import Sample
 from services.billing.domain.rating import BillingMonth, BurstEvidence, Line, LineKind
+from services.billing.domain.reconciliation import GapVolume
 from services.billing.invoices import (
     InvoiceDraft,
     InvoiceState,
@@ -34,6 +36,7 @@ from services.billing.peaks import kept_months
 from services.billing.tables import (
     BillingRunRow,
     CircuitChangeRow,
+    GapVolumeRow,
     InvoiceLineRow,
     InvoiceNumberRow,
     InvoiceRow,
@@ -80,9 +83,11 @@ class SqlBillingStore:
         return dict(by_circuit)
 
     def samples(
-        self, circuit_id: str, start: datetime, end: datetime, as_of: datetime
+        self, circuit_id: str, start: datetime, end: datetime, as_of: datetime,
+        side: Side = Side.SINGAPORE,
     ) -> list[Sample]:
-        """The circuit's valid samples starting in [start, end), received up to ``as_of``."""
+        """The circuit's valid samples at ``side`` starting in [start, end), received up to
+        ``as_of``."""
         with self._factory() as session:
             rows = session.execute(
                 select(
@@ -92,6 +97,7 @@ class SqlBillingStore:
                     UsageSampleRow.interval_seconds,
                 ).where(
                     UsageSampleRow.circuit_id == circuit_id,
+                    UsageSampleRow.side == int(side),
                     UsageSampleRow.interval_start >= start,
                     UsageSampleRow.interval_start < end,
                     UsageSampleRow.valid.is_(True),
@@ -109,13 +115,22 @@ class SqlBillingStore:
                 .order_by(CircuitChangeRow.effective_time.desc(), CircuitChangeRow.id.desc())
             ).first()
 
-    def usage(self, circuit_id: str, start: datetime, end: datetime) -> list[UsageRecord]:
-        """Every stored sample (valid or not) of the circuit starting in [start, end)."""
+    def tenants(self) -> set[str]:
+        """Every tenant with a circuit change stored."""
+        with self._factory() as session:
+            return set(session.scalars(select(CircuitChangeRow.tenant_id).distinct()))
+
+    def usage(
+        self, circuit_id: str, start: datetime, end: datetime, side: Side = Side.SINGAPORE
+    ) -> list[UsageRecord]:
+        """Every stored sample (valid or not) of the circuit at ``side`` starting in
+        [start, end)."""
         with self._factory() as session:
             rows = session.scalars(
                 select(UsageSampleRow)
                 .where(
                     UsageSampleRow.circuit_id == circuit_id,
+                    UsageSampleRow.side == int(side),
                     UsageSampleRow.interval_start >= start,
                     UsageSampleRow.interval_start < end,
                 )
@@ -126,6 +141,52 @@ class SqlBillingStore:
                         r.valid, r.router_name)
             for r in rows
         ]
+
+    def gaps(
+        self, circuit_ids: Sequence[str], start: datetime, end: datetime,
+        as_of: datetime | None = None,
+    ) -> dict[tuple[str, Side], list[GapVolume]]:
+        """Gap volumes of these circuits starting in [start, end) (received up to ``as_of``),
+        by circuit and side, oldest first."""
+        query = select(GapVolumeRow).where(
+            GapVolumeRow.circuit_id.in_(circuit_ids),
+            GapVolumeRow.interval_start >= start,
+            GapVolumeRow.interval_start < end,
+        )
+        if as_of is not None:
+            query = query.where(GapVolumeRow.received_at <= as_of)
+        gaps: dict[tuple[str, Side], list[GapVolume]] = defaultdict(list)
+        with self._factory() as session:
+            for r in session.scalars(query.order_by(GapVolumeRow.interval_start)):
+                gaps[(r.circuit_id, Side(r.side))].append(GapVolume(
+                    r.interval_start, r.interval_seconds, r.intervals, r.bytes_in,
+                    r.bytes_out, r.valid,
+                ))
+        return dict(gaps)
+
+    def end_totals(
+        self, circuit_ids: Sequence[str], start: datetime, end: datetime, as_of: datetime
+    ) -> dict[tuple[str, Side], tuple[int, int, int]]:
+        """(bytes in, bytes out, samples) of the valid samples in [start, end) received up
+        to ``as_of``, by circuit and side (one aggregate query)."""
+        with self._factory() as session:
+            rows = session.execute(
+                select(
+                    UsageSampleRow.circuit_id, UsageSampleRow.side,
+                    func.sum(UsageSampleRow.bytes_in), func.sum(UsageSampleRow.bytes_out),
+                    func.count(),
+                ).where(
+                    UsageSampleRow.circuit_id.in_(circuit_ids),
+                    UsageSampleRow.interval_start >= start,
+                    UsageSampleRow.interval_start < end,
+                    UsageSampleRow.valid.is_(True),
+                    UsageSampleRow.received_at <= as_of,
+                ).group_by(UsageSampleRow.circuit_id, UsageSampleRow.side)
+            ).all()
+        return {
+            (circuit_id, Side(side)): (int(bytes_in), int(bytes_out), int(count))
+            for circuit_id, side, bytes_in, bytes_out, count in rows
+        }
 
     def news_since(
         self, circuit_ids: Sequence[str], start: datetime, end: datetime,
@@ -385,6 +446,8 @@ def _line_rows(draft: InvoiceDraft) -> Iterable[InvoiceLineRow]:
             billed_sample_bps=None if burst is None else _fraction_text(burst.billed_sample_bps),
             cir_mbps=None if burst is None else burst.cir_mbps,
             overage_mbps=None if burst is None else burst.overage_mbps,
+            intervals_lost=None if burst is None else burst.intervals_lost,
+            reconciliation=line.reconciliation,
             adjusts_invoice_id=line.adjusts_invoice_id,
             adjusts_line_key=line.adjusts_line_key,
             adjusts_line_id=(
@@ -445,6 +508,7 @@ def _line(row: InvoiceLineRow) -> Line:
             billed_sample_bps=Fraction(row.billed_sample_bps or "0"),
             cir_mbps=row.cir_mbps or 0,
             overage_mbps=row.overage_mbps or 0,
+            intervals_lost=row.intervals_lost or 0,
         )
     return Line(
         key=row.line_key,
@@ -462,4 +526,5 @@ def _line(row: InvoiceLineRow) -> Line:
         burst=burst,
         adjusts_invoice_id=row.adjusts_invoice_id,
         adjusts_line_key=row.adjusts_line_key,
+        reconciliation=row.reconciliation,
     )

@@ -25,7 +25,7 @@ from rich.console import Console
 
 from idc.billing.v1 import invoice_pb2
 from idc.order.v1 import circuit_pb2, order_pb2
-from services.cli import audit, commands, events, repairs, tokens
+from services.cli import audit, commands, events, reconcile, repairs, tokens
 from services.cli.client import TLS_FLAGS, Api, Connection, story_context
 from services.cli.errors import EXIT_CODE_HELP, CallFailure, CliError, ExitCode, failure_of
 from services.cli.render import Result, dumps
@@ -288,6 +288,7 @@ def _billing_commands(b: _Builder, roles: Any) -> None:
                            "download an invoice as PDF, CSV or JSON"))
     p = b.leaf(billing, "finalize", commands.finalize, "make a draft invoice final")
     p.add_argument("invoice_id")
+    reconcile.add_commands(b, billing)
 
 
 def _admin_commands(b: _Builder, roles: Any) -> None:

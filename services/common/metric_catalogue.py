@@ -164,6 +164,11 @@ INGEST_LAG = _gauge(
 )
 BILLING_RUN_DURATION = _histogram("idc.billing.run.duration", "billing runs, start to end")
 INVOICES = _gauge("idc.billing.invoices", "{invoice}", "invoices by state", "state")
+RECONCILIATION_DIFFERENCES = _gauge(
+    "idc.billing.reconciliation.differences", "{circuit}",
+    "per billing month last reconciled, circuits whose two ends differ beyond the tolerance",
+    "month",
+)
 METER_POLLS = _counter(
     "idc.meter.polls", "{poll}", "counter reads of a router, by result", "router", "result"
 )
@@ -178,6 +183,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     ORDERS, ORDERS_PLACED, ORDER_OLDEST_AGE, ORDER_STATE_DURATION, CHANNEL_HEADROOM,
     PORT_HEADROOM,
     SAMPLES_INGESTED, USAGE_CONFLICTS, INGEST_LAG, BILLING_RUN_DURATION, INVOICES, METER_POLLS,
+    RECONCILIATION_DIFFERENCES,
 )
 
 # What prometheus_client's default collectors export in every process.

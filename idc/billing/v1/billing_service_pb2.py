@@ -26,49 +26,54 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from idc.billing.v1 import invoice_pb2 as idc_dot_billing_dot_v1_dot_invoice__pb2
 from idc.billing.v1 import usage_pb2 as idc_dot_billing_dot_v1_dot_usage__pb2
 from idc.type.v1 import money_pb2 as idc_dot_type_dot_v1_dot_money__pb2
+from idc.type.v1 import side_pb2 as idc_dot_type_dot_v1_dot_side__pb2
 from idc.type.v1 import time_range_pb2 as idc_dot_type_dot_v1_dot_time__range__pb2
 from idc.type.v1 import year_month_pb2 as idc_dot_type_dot_v1_dot_year__month__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$idc/billing/v1/billing_service.proto\x12\x0eidc.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cidc/billing/v1/invoice.proto\x1a\x1aidc/billing/v1/usage.proto\x1a\x17idc/type/v1/money.proto\x1a\x1cidc/type/v1/time_range.proto\x1a\x1cidc/type/v1/year_month.proto\"e\n\x0fGetUsageRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12%\n\x05range\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.TimeRange\x12\x17\n\x0finclude_samples\x18\x03 \x01(\x08\"\xb1\x01\n\x10GetUsageResponse\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12%\n\x05range\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.TimeRange\x12.\n\x07samples\x18\x03 \x03(\x0b\x32\x1d.idc.billing.v1.UsageInterval\x12\x32\n\x07summary\x18\x04 \x01(\x0b\x32!.idc.billing.v1.PercentileSummary\"\xaf\x01\n\x16RunBillingCycleRequest\x12%\n\x05month\x18\x01 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x02 \x01(\t\x12.\n\nas_of_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntenant_ids\x18\x04 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"\xd7\x01\n\x0f\x42illingProgress\x12+\n\x05stage\x18\x01 \x01(\x0e\x32\x1c.idc.billing.v1.BillingStage\x12\x16\n\x0e\x63ircuits_total\x18\x02 \x01(\x05\x12\x15\n\rcircuits_done\x18\x03 \x01(\x05\x12\x16\n\x0einvoices_total\x18\x04 \x01(\x05\x12\x15\n\rinvoices_done\x18\x05 \x01(\x05\x12\x0f\n\x07message\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x03\n\x0e\x42illingSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12%\n\x05month\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x03 \x01(\t\x12.\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10invoices_created\x18\x05 \x01(\x05\x12\x18\n\x10invoices_updated\x18\x06 \x01(\x05\x12\x1a\n\x12invoices_unchanged\x18\x07 \x01(\x05\x12\"\n\x1ainvoices_skipped_finalized\x18\x08 \x01(\x05\x12\x18\n\x10\x61\x64justment_lines\x18\t \x01(\x05\x12\x17\n\x0f\x63ircuits_billed\x18\n \x01(\x05\x12\x13\n\x0binvoice_ids\x18\x0b \x03(\t\x12\"\n\x06totals\x18\x0c \x03(\x0b\x32\x12.idc.type.v1.Money\x12\x10\n\x08warnings\x18\r \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x0e \x01(\x08\"\x8a\x01\n\x17RunBillingCycleResponse\x12\x33\n\x08progress\x18\x01 \x01(\x0b\x32\x1f.idc.billing.v1.BillingProgressH\x00\x12\x31\n\x07summary\x18\x02 \x01(\x0b\x32\x1e.idc.billing.v1.BillingSummaryH\x00\x42\x07\n\x05\x65vent\"\xbe\x01\n\x13ListInvoicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12%\n\x05month\x18\x03 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x19\n\x11\x62illing_entity_id\x18\x05 \x01(\t\x12+\n\x05state\x18\x06 \x01(\x0e\x32\x1c.idc.billing.v1.InvoiceState\"Z\n\x14ListInvoicesResponse\x12)\n\x08invoices\x18\x01 \x03(\x0b\x32\x17.idc.billing.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\">\n\x12GetInvoiceResponse\x12(\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.idc.billing.v1.Invoice\",\n\x16\x46inalizeInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\"C\n\x17\x46inalizeInvoiceResponse\x12(\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.idc.billing.v1.Invoice\"X\n\x14\x45xportInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12,\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1c.idc.billing.v1.ExportFormat\"P\n\x15\x45xportInvoiceResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t*\x9a\x01\n\x0c\x42illingStage\x12\x1d\n\x19\x42ILLING_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42ILLING_STAGE_SEGMENTING\x10\x01\x12\x18\n\x14\x42ILLING_STAGE_RATING\x10\x02\x12\x1b\n\x17\x42ILLING_STAGE_INVOICING\x10\x03\x12\x16\n\x12\x42ILLING_STAGE_DONE\x10\x04*s\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_PDF\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x03\x32\xb7\x04\n\x0e\x42illingService\x12M\n\x08GetUsage\x12\x1f.idc.billing.v1.GetUsageRequest\x1a .idc.billing.v1.GetUsageResponse\x12\x64\n\x0fRunBillingCycle\x12&.idc.billing.v1.RunBillingCycleRequest\x1a\'.idc.billing.v1.RunBillingCycleResponse0\x01\x12Y\n\x0cListInvoices\x12#.idc.billing.v1.ListInvoicesRequest\x1a$.idc.billing.v1.ListInvoicesResponse\x12S\n\nGetInvoice\x12!.idc.billing.v1.GetInvoiceRequest\x1a\".idc.billing.v1.GetInvoiceResponse\x12\x62\n\x0f\x46inalizeInvoice\x12&.idc.billing.v1.FinalizeInvoiceRequest\x1a\'.idc.billing.v1.FinalizeInvoiceResponse\x12\\\n\rExportInvoice\x12$.idc.billing.v1.ExportInvoiceRequest\x1a%.idc.billing.v1.ExportInvoiceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$idc/billing/v1/billing_service.proto\x12\x0eidc.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cidc/billing/v1/invoice.proto\x1a\x1aidc/billing/v1/usage.proto\x1a\x17idc/type/v1/money.proto\x1a\x16idc/type/v1/side.proto\x1a\x1cidc/type/v1/time_range.proto\x1a\x1cidc/type/v1/year_month.proto\"\x86\x01\n\x0fGetUsageRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12%\n\x05range\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.TimeRange\x12\x17\n\x0finclude_samples\x18\x03 \x01(\x08\x12\x1f\n\x04side\x18\x04 \x01(\x0e\x32\x11.idc.type.v1.Side\"\xd5\x02\n\x10GetUsageResponse\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12%\n\x05range\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.TimeRange\x12.\n\x07samples\x18\x03 \x03(\x0b\x32\x1d.idc.billing.v1.UsageInterval\x12\x32\n\x07summary\x18\x04 \x01(\x0b\x32!.idc.billing.v1.PercentileSummary\x12\x1f\n\x04side\x18\x05 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x17\n\x0fvolume_bytes_in\x18\x06 \x01(\x04\x12\x18\n\x10volume_bytes_out\x18\x07 \x01(\x04\x12.\n\x0bgap_volumes\x18\x08 \x03(\x0b\x32\x19.idc.billing.v1.GapVolume\x12\x1e\n\x16intervals_lost_to_gaps\x18\t \x01(\x05\"\xaf\x01\n\x16RunBillingCycleRequest\x12%\n\x05month\x18\x01 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x02 \x01(\t\x12.\n\nas_of_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntenant_ids\x18\x04 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"\xd7\x01\n\x0f\x42illingProgress\x12+\n\x05stage\x18\x01 \x01(\x0e\x32\x1c.idc.billing.v1.BillingStage\x12\x16\n\x0e\x63ircuits_total\x18\x02 \x01(\x05\x12\x15\n\rcircuits_done\x18\x03 \x01(\x05\x12\x16\n\x0einvoices_total\x18\x04 \x01(\x05\x12\x15\n\rinvoices_done\x18\x05 \x01(\x05\x12\x0f\n\x07message\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe0\x03\n\x0e\x42illingSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12%\n\x05month\x18\x02 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x19\n\x11\x62illing_entity_id\x18\x03 \x01(\t\x12.\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10invoices_created\x18\x05 \x01(\x05\x12\x18\n\x10invoices_updated\x18\x06 \x01(\x05\x12\x1a\n\x12invoices_unchanged\x18\x07 \x01(\x05\x12\"\n\x1ainvoices_skipped_finalized\x18\x08 \x01(\x05\x12\x18\n\x10\x61\x64justment_lines\x18\t \x01(\x05\x12\x17\n\x0f\x63ircuits_billed\x18\n \x01(\x05\x12\x13\n\x0binvoice_ids\x18\x0b \x03(\t\x12\"\n\x06totals\x18\x0c \x03(\x0b\x32\x12.idc.type.v1.Money\x12\x10\n\x08warnings\x18\r \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x0e \x01(\x08\x12I\n\x1areconciliation_differences\x18\x0f \x03(\x0b\x32%.idc.billing.v1.CircuitReconciliation\"\x8a\x01\n\x17RunBillingCycleResponse\x12\x33\n\x08progress\x18\x01 \x01(\x0b\x32\x1f.idc.billing.v1.BillingProgressH\x00\x12\x31\n\x07summary\x18\x02 \x01(\x0b\x32\x1e.idc.billing.v1.BillingSummaryH\x00\x42\x07\n\x05\x65vent\"\xbe\x01\n\x13ListInvoicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12%\n\x05month\x18\x03 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x19\n\x11\x62illing_entity_id\x18\x05 \x01(\t\x12+\n\x05state\x18\x06 \x01(\x0e\x32\x1c.idc.billing.v1.InvoiceState\"Z\n\x14ListInvoicesResponse\x12)\n\x08invoices\x18\x01 \x03(\x0b\x32\x17.idc.billing.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\">\n\x12GetInvoiceResponse\x12(\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.idc.billing.v1.Invoice\",\n\x16\x46inalizeInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\"C\n\x17\x46inalizeInvoiceResponse\x12(\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.idc.billing.v1.Invoice\"X\n\x14\x45xportInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12,\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1c.idc.billing.v1.ExportFormat\"P\n\x15\x45xportInvoiceResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"n\n\x18GetReconciliationRequest\x12%\n\x05month\x18\x01 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x18\n\x10\x64ifferences_only\x18\x03 \x01(\x08\"o\n\x19GetReconciliationResponse\x12\x37\n\x08\x63ircuits\x18\x01 \x03(\x0b\x32%.idc.billing.v1.CircuitReconciliation\x12\x19\n\x11tolerance_percent\x18\x02 \x01(\t*\x9a\x01\n\x0c\x42illingStage\x12\x1d\n\x19\x42ILLING_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42ILLING_STAGE_SEGMENTING\x10\x01\x12\x18\n\x14\x42ILLING_STAGE_RATING\x10\x02\x12\x1b\n\x17\x42ILLING_STAGE_INVOICING\x10\x03\x12\x16\n\x12\x42ILLING_STAGE_DONE\x10\x04*s\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_PDF\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x03\x32\xa1\x05\n\x0e\x42illingService\x12M\n\x08GetUsage\x12\x1f.idc.billing.v1.GetUsageRequest\x1a .idc.billing.v1.GetUsageResponse\x12\x64\n\x0fRunBillingCycle\x12&.idc.billing.v1.RunBillingCycleRequest\x1a\'.idc.billing.v1.RunBillingCycleResponse0\x01\x12Y\n\x0cListInvoices\x12#.idc.billing.v1.ListInvoicesRequest\x1a$.idc.billing.v1.ListInvoicesResponse\x12S\n\nGetInvoice\x12!.idc.billing.v1.GetInvoiceRequest\x1a\".idc.billing.v1.GetInvoiceResponse\x12\x62\n\x0f\x46inalizeInvoice\x12&.idc.billing.v1.FinalizeInvoiceRequest\x1a\'.idc.billing.v1.FinalizeInvoiceResponse\x12\\\n\rExportInvoice\x12$.idc.billing.v1.ExportInvoiceRequest\x1a%.idc.billing.v1.ExportInvoiceResponse\x12h\n\x11GetReconciliation\x12(.idc.billing.v1.GetReconciliationRequest\x1a).idc.billing.v1.GetReconciliationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idc.billing.v1.billing_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BILLINGSTAGE']._serialized_start=2138
-  _globals['_BILLINGSTAGE']._serialized_end=2292
-  _globals['_EXPORTFORMAT']._serialized_start=2294
-  _globals['_EXPORTFORMAT']._serialized_end=2409
-  _globals['_GETUSAGEREQUEST']._serialized_start=232
-  _globals['_GETUSAGEREQUEST']._serialized_end=333
-  _globals['_GETUSAGERESPONSE']._serialized_start=336
-  _globals['_GETUSAGERESPONSE']._serialized_end=513
-  _globals['_RUNBILLINGCYCLEREQUEST']._serialized_start=516
-  _globals['_RUNBILLINGCYCLEREQUEST']._serialized_end=691
-  _globals['_BILLINGPROGRESS']._serialized_start=694
-  _globals['_BILLINGPROGRESS']._serialized_end=909
-  _globals['_BILLINGSUMMARY']._serialized_start=912
-  _globals['_BILLINGSUMMARY']._serialized_end=1317
-  _globals['_RUNBILLINGCYCLERESPONSE']._serialized_start=1320
-  _globals['_RUNBILLINGCYCLERESPONSE']._serialized_end=1458
-  _globals['_LISTINVOICESREQUEST']._serialized_start=1461
-  _globals['_LISTINVOICESREQUEST']._serialized_end=1651
-  _globals['_LISTINVOICESRESPONSE']._serialized_start=1653
-  _globals['_LISTINVOICESRESPONSE']._serialized_end=1743
-  _globals['_GETINVOICEREQUEST']._serialized_start=1745
-  _globals['_GETINVOICEREQUEST']._serialized_end=1784
-  _globals['_GETINVOICERESPONSE']._serialized_start=1786
-  _globals['_GETINVOICERESPONSE']._serialized_end=1848
-  _globals['_FINALIZEINVOICEREQUEST']._serialized_start=1850
-  _globals['_FINALIZEINVOICEREQUEST']._serialized_end=1894
-  _globals['_FINALIZEINVOICERESPONSE']._serialized_start=1896
-  _globals['_FINALIZEINVOICERESPONSE']._serialized_end=1963
-  _globals['_EXPORTINVOICEREQUEST']._serialized_start=1965
-  _globals['_EXPORTINVOICEREQUEST']._serialized_end=2053
-  _globals['_EXPORTINVOICERESPONSE']._serialized_start=2055
-  _globals['_EXPORTINVOICERESPONSE']._serialized_end=2135
-  _globals['_BILLINGSERVICE']._serialized_start=2412
-  _globals['_BILLINGSERVICE']._serialized_end=2979
+  _globals['_BILLINGSTAGE']._serialized_start=2660
+  _globals['_BILLINGSTAGE']._serialized_end=2814
+  _globals['_EXPORTFORMAT']._serialized_start=2816
+  _globals['_EXPORTFORMAT']._serialized_end=2931
+  _globals['_GETUSAGEREQUEST']._serialized_start=257
+  _globals['_GETUSAGEREQUEST']._serialized_end=391
+  _globals['_GETUSAGERESPONSE']._serialized_start=394
+  _globals['_GETUSAGERESPONSE']._serialized_end=735
+  _globals['_RUNBILLINGCYCLEREQUEST']._serialized_start=738
+  _globals['_RUNBILLINGCYCLEREQUEST']._serialized_end=913
+  _globals['_BILLINGPROGRESS']._serialized_start=916
+  _globals['_BILLINGPROGRESS']._serialized_end=1131
+  _globals['_BILLINGSUMMARY']._serialized_start=1134
+  _globals['_BILLINGSUMMARY']._serialized_end=1614
+  _globals['_RUNBILLINGCYCLERESPONSE']._serialized_start=1617
+  _globals['_RUNBILLINGCYCLERESPONSE']._serialized_end=1755
+  _globals['_LISTINVOICESREQUEST']._serialized_start=1758
+  _globals['_LISTINVOICESREQUEST']._serialized_end=1948
+  _globals['_LISTINVOICESRESPONSE']._serialized_start=1950
+  _globals['_LISTINVOICESRESPONSE']._serialized_end=2040
+  _globals['_GETINVOICEREQUEST']._serialized_start=2042
+  _globals['_GETINVOICEREQUEST']._serialized_end=2081
+  _globals['_GETINVOICERESPONSE']._serialized_start=2083
+  _globals['_GETINVOICERESPONSE']._serialized_end=2145
+  _globals['_FINALIZEINVOICEREQUEST']._serialized_start=2147
+  _globals['_FINALIZEINVOICEREQUEST']._serialized_end=2191
+  _globals['_FINALIZEINVOICERESPONSE']._serialized_start=2193
+  _globals['_FINALIZEINVOICERESPONSE']._serialized_end=2260
+  _globals['_EXPORTINVOICEREQUEST']._serialized_start=2262
+  _globals['_EXPORTINVOICEREQUEST']._serialized_end=2350
+  _globals['_EXPORTINVOICERESPONSE']._serialized_start=2352
+  _globals['_EXPORTINVOICERESPONSE']._serialized_end=2432
+  _globals['_GETRECONCILIATIONREQUEST']._serialized_start=2434
+  _globals['_GETRECONCILIATIONREQUEST']._serialized_end=2544
+  _globals['_GETRECONCILIATIONRESPONSE']._serialized_start=2546
+  _globals['_GETRECONCILIATIONRESPONSE']._serialized_end=2657
+  _globals['_BILLINGSERVICE']._serialized_start=2934
+  _globals['_BILLINGSERVICE']._serialized_end=3607
 # @@protoc_insertion_point(module_scope)

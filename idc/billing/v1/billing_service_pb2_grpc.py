@@ -66,6 +66,11 @@ class BillingServiceStub:
                 request_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportInvoiceRequest.SerializeToString,
                 response_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportInvoiceResponse.FromString,
                 _registered_method=True)
+        self.GetReconciliation = channel.unary_unary(
+                '/idc.billing.v1.BillingService/GetReconciliation',
+                request_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetReconciliationRequest.SerializeToString,
+                response_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetReconciliationResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -117,6 +122,13 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReconciliation(self, request, context):
+        """Both ends of each circuit reconciled over a month (billing admins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +161,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.ExportInvoice,
                     request_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportInvoiceRequest.FromString,
                     response_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportInvoiceResponse.SerializeToString,
+            ),
+            'GetReconciliation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReconciliation,
+                    request_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetReconciliationRequest.FromString,
+                    response_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetReconciliationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +332,33 @@ class BillingService:
             '/idc.billing.v1.BillingService/ExportInvoice',
             idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportInvoiceRequest.SerializeToString,
             idc_dot_billing_dot_v1_dot_billing__service__pb2.ExportInvoiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReconciliation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.billing.v1.BillingService/GetReconciliation',
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.GetReconciliationRequest.SerializeToString,
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.GetReconciliationResponse.FromString,
             options,
             channel_credentials,
             insecure,

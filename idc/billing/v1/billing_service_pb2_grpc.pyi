@@ -50,6 +50,8 @@ class BillingServiceStub:
     """Makes a draft invoice final and immutable; assigns its number."""
     ExportInvoice: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ExportInvoiceRequest, _billing_service_pb2.ExportInvoiceResponse]
     """Renders an invoice as a document."""
+    GetReconciliation: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetReconciliationRequest, _billing_service_pb2.GetReconciliationResponse]
+    """Both ends of each circuit reconciled over a month (billing admins)."""
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
@@ -73,6 +75,8 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Makes a draft invoice final and immutable; assigns its number."""
     ExportInvoice: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ExportInvoiceRequest, _billing_service_pb2.ExportInvoiceResponse]  # type: ignore[assignment]
     """Renders an invoice as a document."""
+    GetReconciliation: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetReconciliationRequest, _billing_service_pb2.GetReconciliationResponse]  # type: ignore[assignment]
+    """Both ends of each circuit reconciled over a month (billing admins)."""
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Usage metering and month-end invoicing. Customers see their own tenant's usage and
@@ -129,5 +133,13 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_service_pb2.ExportInvoiceResponse, _abc.Awaitable[_billing_service_pb2.ExportInvoiceResponse]]:
         """Renders an invoice as a document."""
+
+    @_abc_1.abstractmethod
+    def GetReconciliation(
+        self,
+        request: _billing_service_pb2.GetReconciliationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetReconciliationResponse, _abc.Awaitable[_billing_service_pb2.GetReconciliationResponse]]:
+        """Both ends of each circuit reconciled over a month (billing admins)."""
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
 from google.protobuf.message import Message
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idc.events.v1 import usage_pb2
@@ -149,12 +151,18 @@ def test_a_run_from_the_peaks_writes_the_invoices_a_scan_writes(
 def test_samples_stored_before_the_peaks_existed_are_folded_in_by_the_migration(
     database_url: str,
 ) -> None:
-    db.migrate(database_url, MIGRATIONS, "billing_0003")
+    db.migrate(database_url, MIGRATIONS)
     factory = db.make_session_factory(db.make_engine(database_url))
     clock = Clock(AFTER_MARCH - timedelta(hours=12))
     must_scan = load_month(factory, clock, random.Random(6))
-    with db.transaction(factory) as session:  # as if stored before migration 0003
-        session.execute(delete(UsagePeakRow))
+    # As if stored before migration 0003: back to it (0004 down empties the peaks), then up.
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", db.normalise_url(database_url).replace("%", "%%"))
+    factory.kw["bind"].dispose()
+    command.downgrade(config, "billing_0003")
+    with factory() as session:
+        assert session.scalars(select(UsagePeakRow)).first() is None
     db.migrate(database_url, MIGRATIONS)
 
     clock.advance(hours=1)
