@@ -119,6 +119,7 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "GetInvoice",
         "FinalizeInvoice",
         "ExportInvoice",
+        "GetReconciliation",
     },
 }
 SERVER_STREAMING = {

@@ -140,3 +140,21 @@ def test_subinterface_name() -> None:
     assert subinterface_name("xe-0/0/1", 100) == "xe-0/0/1.100"
     with pytest.raises(ValueError, match="vlan_id"):
         subinterface_name("xe-0/0/1", 0)
+
+
+def test_both_ends_are_metered_by_default_and_the_old_setting_is_refused() -> None:
+    from idc.type.v1 import side_pb2
+    from services.billing.meter.config import MeterSettings
+    from services.common.config import ConfigError
+
+    assert MeterSettings.from_env({}).sides == (
+        side_pb2.SIDE_SINGAPORE, side_pb2.SIDE_CHONGQING,
+    )
+    assert MeterSettings.from_env({"IDC_METER_SIDES": "chongqing"}).sides == (
+        side_pb2.SIDE_CHONGQING,
+    )
+    with pytest.raises(ConfigError, match="IDC_METER_SIDES"):
+        MeterSettings.from_env({"IDC_METER_SIDE": "singapore"})
+    for bad in ("mars", "singapore,singapore"):
+        with pytest.raises(ConfigError, match="IDC_METER_SIDES"):
+            MeterSettings.from_env({"IDC_METER_SIDES": bad})
