@@ -161,6 +161,10 @@ def _lines(pdf: FPDF, invoice: StoredInvoice) -> None:
                 f"discarded {b.samples_discarded}; billed sample {b.billed_sample_mbps} Mbps "
                 f"({b.billed_direction}) at {_local(b.billed_sample_time, invoice.time_zone)}"
             )
+        if line.burst is not None and line.burst.intervals_lost:
+            details.append(f"intervals lost to meter gaps {line.burst.intervals_lost}")
+        if line.reconciliation:
+            details.append(f"ends differ: {line.reconciliation}")
         if line.adjusts_invoice_id:
             details.append(f"corrects invoice {line.adjusts_invoice_id}")
         body = _latin1("\n".join(details))
