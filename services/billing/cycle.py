@@ -278,11 +278,12 @@ class BillingCycle:
         self, customer: Customer, circuit_ids: Sequence[str], month: BillingMonth,
         as_of: datetime, lines: list[Line], summary: Summary,
     ) -> list[Line]:
-        """The lines with the evidence of circuits whose ends differ; warnings for them."""
-        outside = {
-            c: r for c, r in self.reconciler.circuits(customer, circuit_ids, month, as_of).items()
-            if not r.within_tolerance
-        }
+        """The lines with the evidence of circuits whose two ends differ, and a warning for
+        each; circuits with no usage at all at the other end (not metered there) are one
+        warning per customer, neither evidence nor a difference entry (nothing to compare
+        the bill with, and a one-ended meter would flag every circuit)."""
+        reconciled = self.reconciler.circuits(customer, circuit_ids, month, as_of)
+        outside = {c: r for c, r in reconciled.items() if not r.within_tolerance}
         one_ended = sorted(c for c, r in outside.items() if not r.other.metered)
         if one_ended:
             summary.warnings.append(
@@ -291,15 +292,13 @@ class BillingCycle:
                 f"they are not reconciled ({', '.join(one_ended[:5])}"
                 f"{', ...' if len(one_ended) > 5 else ''})"
             )
-        for _, reconciliation in sorted(outside.items()):
+        differing = {c: r for c, r in outside.items() if r.other.metered}
+        for _, reconciliation in sorted(differing.items()):
             summary.reconciliation_differences.append(reconciliation)
-            if reconciliation.other.metered:
-                summary.warnings.append(
-                    f"customer {customer.tenant_id}: {reconciliation.describe()}"
-                )
+            summary.warnings.append(f"customer {customer.tenant_id}: {reconciliation.describe()}")
         return [
-            replace(line, reconciliation=outside[line.circuit_id].describe())
-            if line.circuit_id in outside and line.kind in (LineKind.MRC, LineKind.BURST)
+            replace(line, reconciliation=differing[line.circuit_id].describe())
+            if line.circuit_id in differing and line.kind in (LineKind.MRC, LineKind.BURST)
             else line
             for line in lines
         ]

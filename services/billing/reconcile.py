@@ -143,8 +143,10 @@ class Reconciler:
         return report
 
     def reconciliation_differences(self, month: BillingMonth) -> list[Reconciliation]:
-        """The circuits of ``month`` whose two ends differ beyond the tolerance (for the
-        month-end close's warnings)."""
+        """The circuits of ``month`` whose two ends differ beyond the tolerance, as of now
+        (for the month-end close's warnings). ``r.other.metered`` is False where the other
+        end has no usage at all in the month (not metered there), True for a real
+        difference between two metered ends."""
         return [r for r in self.report(month) if not r.within_tolerance]
 
 

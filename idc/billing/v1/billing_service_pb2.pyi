@@ -336,7 +336,8 @@ class BillingSummary(_message.Message):
     @_builtins.property
     def reconciliation_differences(self) -> _containers.RepeatedCompositeFieldContainer[_usage_pb2.CircuitReconciliation]:
         """Circuits whose two ends differ beyond the reconciliation tolerance (each also a
-        warning).
+        warning). Circuits with no usage at all at the other end are not listed: one warning
+        per customer names them.
         """
 
     def __init__(
