@@ -58,7 +58,7 @@ log = logging.getLogger("devstack")
 CATALOGUE = REPO_ROOT / "services" / "order" / "data" / "catalogue.toml"
 # Sub-interfaces the counter agent backs with a veth, per Singapore port: the first VLANs
 # of each port's range, which is what the order service assigns first.
-METERED_VLANS_PER_PORT = 5
+METERED_VLANS_PER_PORT = 3
 
 
 @dataclass(frozen=True)
