@@ -8,8 +8,11 @@ serves the kernel's interface counters (``/proc/net/dev``) as
 
 * the module runs a helper ``get-interface-ipv4 <ifname>`` for every interface and asserts
   that it exits 0 (its output, if any, is ietf-ip ``<ipv4>`` state XML). Debian does not
-  ship it, so netconfd aborts at start; we write a small one (below) and put it first on
-  the agent's PATH;
+  ship it, so netconfd aborts at start; we put one first on the agent's PATH: a link to
+  ``true`` (no ipv4 state, which the meter never reads). It runs for every kernel
+  interface at every refresh, inside netconfd's single event loop: a shell script with
+  ``ip`` and ``awk`` there, times two routers' veths, held the loop long enough on a busy
+  machine that SSH sessions timed out in the capability exchange;
 * each metered router interface is a Linux veth pair: the *router end* is what the agent
   lists (its in-octets are what the customer sent, its out-octets what the router sent to
   the customer), the *customer end* is where a test injects frames with an ``AF_PACKET``
@@ -19,6 +22,13 @@ serves the kernel's interface counters (``/proc/net/dev``) as
 The module refreshes its copy of the counters once a second (a periodic 1 s timer in the
 agent), so a reading shows the kernel counters as of up to :data:`AGENT_REFRESH_S` ago,
 as routers' statistics caches do.
+
+One agent serves several routers (the Singapore and the Chongqing edge router, so the
+meter reads both ends of a circuit): each router's ports are their own veths, and
+:meth:`CounterAgent.router_access` gives each router name the same agent address with its
+own interface mapping. :meth:`CounterAgent.cut_off` and :meth:`CounterAgent.restore` make
+the agent unreachable and reachable again (its sshd stopped, sessions dropped), for tests
+of meter gaps.
 
 Kernel interface names cannot contain "/" and have at most 15 characters, so a router
 interface such as ``xe-0/0/1.100`` gets a short derived name (``ic<8 hex>r`` / ``...c``);
@@ -33,9 +43,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -62,20 +74,6 @@ _HOST = "127.0.0.1"
 AGENT_REFRESH_S = 1.0
 _ETHERTYPE_EXPERIMENTAL = b"\x88\xb5"  # IEEE 802 local experimental: no stack handles it
 
-# The helper netconfd-module-ietf-interfaces runs as `get-interface-ipv4 IFNAME`: it must
-# exit 0; what it prints (nothing, or an ietf-ip <ipv4> element) becomes the interface's
-# ipv4 state.
-GET_INTERFACE_IPV4 = r"""#!/bin/sh
-# Written by devstack/counters.py (Debian's package lacks this helper).
-ip -4 -o addr show dev "$1" 2>/dev/null | awk '
-  { split($4, a, "/")
-    body = body "<address><ip>" a[1] "</ip><prefix-length>" a[2] "</prefix-length></address>" }
-  END { if (body != "")
-          print "<ipv4 xmlns=\"urn:ietf:params:xml:ns:yang:ietf-ip\">" body "</ipv4>" }'
-exit 0
-"""
-
-
 def ensure_counter_packages() -> None:
     """Install netconfd, sshd and the ietf-interfaces server module if missing."""
     ensure_debian_packages({**NETCONF_PACKAGES, SIL_PACKAGE: _SIL_GLOB})
@@ -89,8 +87,8 @@ def _ip(*args: str) -> None:
         )
 
 
-def _kernel_names(seed: str, interface_name: str) -> tuple[str, str]:
-    digest = hashlib.sha1(f"{seed}:{interface_name}".encode()).hexdigest()[:8]
+def _kernel_names(seed: str, router_name: str, interface_name: str) -> tuple[str, str]:
+    digest = hashlib.sha1(f"{seed}:{router_name}:{interface_name}".encode()).hexdigest()[:8]
     return f"ic{digest}r", f"ic{digest}c"
 
 
@@ -98,6 +96,7 @@ def _kernel_names(seed: str, interface_name: str) -> tuple[str, str]:
 class MeteredPort:
     """One router interface backed by a veth pair."""
 
+    router_name: str
     interface_name: str
     router_end: str
     customer_end: str
@@ -137,15 +136,36 @@ class CounterAgent:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.router: Router | None = None
-        self.ports: dict[str, MeteredPort] = {}
+        # By (router name, router interface name).
+        self.ports: dict[tuple[str, str], MeteredPort] = {}
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._sshd_argv: list[str] = []
 
-    def port(self, interface_name: str) -> MeteredPort:
-        return self.ports[interface_name]
+    def port(self, router_name: str, interface_name: str) -> MeteredPort:
+        return self.ports[(router_name, interface_name)]
+
+    def router_names(self) -> list[str]:
+        return sorted({router for router, _ in self.ports})
+
+    def cut_off(self) -> None:
+        """Make the agent unreachable: stop its sshd and the sessions it serves (each
+        session's sshd runs in a session of its own, so the group signal misses it)."""
+        sshd = self._procs.pop()
+        sessions = _children(sshd.pid)
+        stop(sshd)
+        for pid in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def restore(self, timeout: float = 30.0) -> None:
+        """Reachable again after :meth:`cut_off` (same port, keys and counters)."""
+        if self.router is None:
+            raise DevstackError("the counter agent is not running")
+        self._procs.append(_start_sshd(self._sshd_argv, self.workdir, self.router.port, timeout))
 
     def router_access(self, router_name: str) -> RouterAccess:
         """How the meter reaches this agent as router ``router_name``, with the mapping of
-        router interface names to the veths."""
+        that router's interface names to its veths."""
         if self.router is None:
             raise DevstackError("the counter agent is not running")
         return RouterAccess(
@@ -155,7 +175,11 @@ class CounterAgent:
             username=self.router.username,
             key_file=self.router.key_path,
             known_hosts_file=self.router.known_hosts_path,
-            interface_names={p.interface_name: p.router_end for p in self.ports.values()},
+            interface_names={
+                p.interface_name: p.router_end
+                for p in self.ports.values()
+                if p.router_name == router_name
+            },
         )
 
     def close(self) -> None:
@@ -180,12 +204,41 @@ class CounterAgent:
         self.close()
 
 
-def _add_veth(agent: CounterAgent, interface_name: str) -> None:
-    router_end, customer_end = _kernel_names(str(agent.workdir), interface_name)
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _start_sshd(
+    argv: Sequence[str], work: Path, port: int, timeout: float
+) -> subprocess.Popen[bytes]:
+    sshd_log = work / "sshd.log"
+    sshd = spawn(argv, cwd=work, log_path=work / "sshd.stdout.log")
+    try:
+        wait_for_port(
+            _HOST, port, timeout, name="sshd (counter agent)", proc=sshd, log_path=sshd_log
+        )
+    except BaseException:
+        stop(sshd)
+        raise
+    return sshd
+
+
+def _add_veth(agent: CounterAgent, router_name: str, interface_name: str) -> None:
+    router_end, customer_end = _kernel_names(str(agent.workdir), router_name, interface_name)
     with contextlib.suppress(DevstackError):
         _ip("link", "del", router_end)  # left over from a killed run with the same workdir
     _ip("link", "add", router_end, "type", "veth", "peer", "name", customer_end)
-    agent.ports[interface_name] = MeteredPort(interface_name, router_end, customer_end)
+    agent.ports[(router_name, interface_name)] = MeteredPort(
+        router_name, interface_name, router_end, customer_end
+    )
     for end in (router_end, customer_end):
         Path(f"/proc/sys/net/ipv6/conf/{end}/disable_ipv6").write_text("1\n")
         _ip("link", "set", end, "up")
@@ -193,12 +246,13 @@ def _add_veth(agent: CounterAgent, interface_name: str) -> None:
 
 def start_counter_agent(
     workdir: str | os.PathLike[str],
-    interface_names: Sequence[str],
+    interfaces: Mapping[str, Sequence[str]],
     *,
     timeout: float = 30.0,
 ) -> CounterAgent:
-    """Start the counter-serving agent with one veth-backed port per ``interface_names``
-    entry (router interface names such as ``xe-0/0/1.100``). Needs root."""
+    """Start the counter-serving agent with one veth-backed port per router name and
+    router interface name in ``interfaces`` (e.g. ``{"sg-edge-1": ["xe-0/0/1.100"]}``).
+    Needs root."""
     if os.geteuid() != 0:
         raise DevstackError("the counter agent needs root (veth pairs and raw sockets)")
     ensure_counter_packages()
@@ -206,13 +260,14 @@ def start_counter_agent(
     work.mkdir(parents=True, exist_ok=True)
     agent = CounterAgent(work)
     try:
-        for name in interface_names:
-            _add_veth(agent, name)
+        for router_name, names in interfaces.items():
+            for name in names:
+                _add_veth(agent, router_name, name)
         bin_dir = work / "bin"
         bin_dir.mkdir(exist_ok=True)
         helper = bin_dir / "get-interface-ipv4"
-        helper.write_text(GET_INTERFACE_IPV4)
-        helper.chmod(0o755)
+        helper.unlink(missing_ok=True)
+        helper.symlink_to(shutil.which("true") or "/bin/true")
 
         username = _current_user()
         host_key = work / "ssh_host_ed25519_key"
@@ -255,16 +310,8 @@ def start_counter_agent(
             )
         )
         Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
-        sshd_log = work / "sshd.log"
-        sshd = spawn(
-            ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(sshd_log)],
-            cwd=work,
-            log_path=work / "sshd.stdout.log",
-        )
-        agent._procs.append(sshd)
-        wait_for_port(
-            _HOST, port, timeout, name="sshd (counter agent)", proc=sshd, log_path=sshd_log
-        )
+        agent._sshd_argv = ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(work / "sshd.log")]
+        agent._procs.append(_start_sshd(agent._sshd_argv, work, port, timeout))
         host_pub = host_key.with_name(host_key.name + ".pub").read_text().split()
         known_hosts = work / "known_hosts"
         known_hosts.write_text(f"[{_HOST}]:{port} {host_pub[0]} {host_pub[1]}\n")

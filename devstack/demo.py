@@ -198,7 +198,7 @@ def move_traffic(demo: Demo, circuit_id: str, since: str) -> None:
     # The meter's first sample means it has a baseline reading of the counters: traffic
     # sent before that would be inside the baseline and never counted.
     until("the meter's first sample of the circuit", samples, deadline_s=60)
-    port = agent.port(METERED)
+    port = agent.port("sg-edge-1", METERED)
     sent_in = port.send_from_customer(FRAMES_IN, FRAME_BYTES)
     sent_out = port.send_to_customer(FRAMES_OUT, FRAME_BYTES)
     demo.ok(f"sent {sent_in:,} bytes into and {sent_out:,} bytes out of {METERED} on sg-edge-1")

@@ -58,8 +58,7 @@ log = logging.getLogger("devstack")
 CATALOGUE = REPO_ROOT / "services" / "order" / "data" / "catalogue.toml"
 # Sub-interfaces the counter agent backs with a veth, per Singapore port: the first VLANs
 # of each port's range, which is what the order service assigns first.
-METERED_VLANS_PER_PORT = 5
-SG_ROUTER = "sg-edge-1"
+METERED_VLANS_PER_PORT = 3
 
 
 @dataclass(frozen=True)
@@ -153,26 +152,26 @@ def service_env(stack: Devstack, options: StackOptions, tls: DevstackTls) -> dic
     return {**env, **options.env}
 
 
-def metered_interfaces() -> list[str]:
-    """``<interface>.<vlan>`` for the first VLANs of every Singapore port."""
+def metered_interfaces() -> dict[str, list[str]]:
+    """Per edge router, ``<interface>.<vlan>`` for the first VLANs of every port."""
     catalogue = tomllib.loads(CATALOGUE.read_text())
-    names = []
+    names: dict[str, list[str]] = {}
     for site in catalogue["sites"]:
-        if site["router"] != SG_ROUTER:
-            continue
         for port in site["ports"]:
             first = int(port["vlan_first"])
             vlans = range(first, first + METERED_VLANS_PER_PORT)
-            names += [f"{port['name']}.{vlan}" for vlan in vlans]
+            names.setdefault(site["router"], []).extend(
+                f"{port['name']}.{vlan}" for vlan in vlans
+            )
     return names
 
 
 def start_meter_source(
     var_dir: Path, exits: contextlib.ExitStack
 ) -> tuple[CounterAgent | None, str]:
-    """The counter agent standing in for sg-edge-1's interface statistics, and the meter's
-    router file pointing at it. Needs root; without it the meter sees no router (a note
-    says so) and usage stays empty."""
+    """The counter agent standing in for both edge routers' interface statistics (both ends
+    of every circuit are metered), and the meter's router file pointing at it. Needs root;
+    without it the meter sees no router (a note says so) and usage stays empty."""
     routers_file = var_dir / "meter-routers.toml"
     if os.geteuid() != 0:
         routers_file.write_text("")
@@ -180,12 +179,14 @@ def start_meter_source(
     agent = exits.enter_context(
         start_counter_agent(var_dir / "devstack" / "counters", metered_interfaces())
     )
-    routers_file.write_text(dump_routers([agent.router_access(SG_ROUTER)]))
-    first = next(iter(agent.ports.values()))
+    routers = agent.router_names()
+    routers_file.write_text(dump_routers([agent.router_access(name) for name in routers]))
+    first = agent.ports[min(agent.ports)]
     return agent, (
-        f"meter: reads {SG_ROUTER}'s counters from a counter agent; sub-interfaces "
-        f"{first.interface_name} and the next {METERED_VLANS_PER_PORT - 1} VLANs of every "
-        "SG port are veths (send frames into the customer end to move usage)"
+        f"meter: reads {' and '.join(routers)}'s counters from a counter agent; "
+        f"sub-interfaces such as {first.interface_name} and the next "
+        f"{METERED_VLANS_PER_PORT - 1} VLANs of every port are veths (send frames into the "
+        "customer end to move usage)"
     )
 
 

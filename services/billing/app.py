@@ -1,8 +1,10 @@
 """Wiring of the billing service process: servicers, consumers, migrations.
 
 ``IDC_BILLING_ENTITIES_FILE`` points at the billing entities file (default: the one shipped
-in services/billing/data/); a malformed file stops the process at start with the reason.
+in services/billing/data/); a malformed file, or an entity whose telco has no end the meter
+reads, stops the process at start with the reason.
 Billing runs and closes are jobs of the ``billing-jobs`` worker (jobs.py).
+``IDC_BILLING_RECONCILE_TOLERANCE_PERCENT`` is the reconciliation tolerance (reconcile.py).
 """
 
 from __future__ import annotations
@@ -10,22 +12,26 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from decimal import Decimal
 
 import grpc
 
 from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
-from services.billing.close import BillingClose, NoReconciliation, UsageLag
+from services.billing.close import BillingClose, UsageLag
 from services.billing.cycle import BillingCycle, utcnow
-from services.billing.directory import load_directory
+from services.billing.directory import ENTITIES_ENV, load_directory
+from services.billing.domain.ends import billed_side
 from services.billing.domain.entities import BillingDirectory
 from services.billing.ingest import contracts_consumer, usage_consumer
 from services.billing.job_store import SqlJobStore
 from services.billing.jobs import JobRunner, JobSettings
 from services.billing.metrics import register_gauges
+from services.billing.reconcile import DEFAULT_TOLERANCE, tolerance_from_env
 from services.billing.servicer import BillingServicer
 from services.billing.store import SqlBillingStore
 from services.billing.usage_lag import BrokerUsageLag
 from services.common.config import ConfigError
+from services.common.errors import InvalidArgument
 from services.common.grpc_server import GrpcApp
 from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
 from services.common.service_table import BILLING
@@ -34,13 +40,25 @@ from services.common.servicers import register
 MIGRATIONS = BILLING.migrations_dir
 
 
-def make_app(runtime: ServiceRuntime) -> GrpcApp:
+def checked_directory() -> BillingDirectory:
+    """The billing entities, each with an end to bill (ConfigError otherwise)."""
     directory = load_directory()
+    for entity in directory.entities.values():
+        try:
+            billed_side(entity)
+        except InvalidArgument as error:
+            raise ConfigError(f"{ENTITIES_ENV}: {error.message}") from None
+    return directory
+
+
+def make_app(runtime: ServiceRuntime) -> GrpcApp:
+    directory = checked_directory()
     store = SqlBillingStore(runtime.session_factory)
     jobs = SqlJobStore(runtime.session_factory)
     usage_lag = BrokerUsageLag(runtime.settings.kafka)
     runner, close = billing_close(
-        store, jobs, directory, JobSettings.from_env(os.environ), usage_lag
+        store, jobs, directory, JobSettings.from_env(os.environ), usage_lag,
+        tolerance_percent=tolerance_from_env(),
     )
     servicer = BillingServicer(store, close, jobs, directory, utcnow)
 
@@ -70,13 +88,14 @@ def make_app(runtime: ServiceRuntime) -> GrpcApp:
 def billing_close(
     store: SqlBillingStore, jobs: SqlJobStore, directory: BillingDirectory,
     settings: JobSettings, usage_lag: UsageLag, clock: Callable[[], datetime] = utcnow,
+    tolerance_percent: Decimal = DEFAULT_TOLERANCE,
 ) -> tuple[JobRunner, BillingClose]:
-    """The job worker and the close application whose work it runs."""
+    """The job worker and the close application whose work it runs (the cycle's summaries
+    carry the reconciliation differences among their warnings)."""
     runner = JobRunner(jobs, clock, settings)
     close = BillingClose(
-        BillingCycle(store, directory, clock), store, jobs, runner, directory, usage_lag,
-        # Reconciliation of both ends (issue 16 part 2) plugs in here.
-        NoReconciliation(), clock,
+        BillingCycle(store, directory, clock, tolerance_percent), store, jobs, runner,
+        directory, usage_lag, clock,
     )
     runner.register(close.handlers())
     return runner, close
@@ -84,7 +103,8 @@ def billing_close(
 
 def main() -> int:
     try:
-        load_directory()
+        checked_directory()
+        tolerance_from_env()
     except ConfigError as error:
         print(f"{BILLING.name}: configuration error: {error}")
         return 2

@@ -18,6 +18,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from google.protobuf import json_format
+
 from services.billing.cycle import BillingCycle, CycleRequest, Progress, Summary
 from services.billing.domain.close import (
     CloseWarning,
@@ -35,6 +37,7 @@ from services.billing.domain.rating import BillingMonth
 from services.billing.invoices import InvoiceState, StoredInvoice
 from services.billing.job_store import Finalization, JobRecord, SqlJobStore
 from services.billing.jobs import JobRunner, Report
+from services.billing.reconcile_proto import reconciliation_proto
 from services.billing.store import SqlBillingStore
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -43,19 +46,6 @@ class UsageLag(Protocol):
     """The usage consumer's lag per partition; None when the broker does not answer."""
 
     def __call__(self) -> list[PartitionLag] | None: ...
-
-
-class Reconciliation(Protocol):
-    """Differences between the two ends' usage of a month beyond the tolerance."""
-
-    def differences(self, month: BillingMonth, entity_id: str) -> list[CloseWarning]: ...
-
-
-class NoReconciliation:
-    """Until both ends are metered (issue 16 part 2) there is nothing to reconcile."""
-
-    def differences(self, month: BillingMonth, entity_id: str) -> list[CloseWarning]:
-        return []
 
 
 @dataclass(frozen=True)
@@ -81,16 +71,16 @@ class BillingClose:
         runner: JobRunner,
         directory: BillingDirectory,
         usage_lag: UsageLag,
-        reconciliation: Reconciliation,
         clock: Callable[[], datetime],
     ) -> None:
         self._cycle = cycle
+        # Both ends of the circuits the cycle bills, for the reconciliation report.
+        self.reconciler = cycle.reconciler
         self._billing = billing
         self._jobs = jobs
         self.runner = runner
         self._directory = directory
         self._usage_lag = usage_lag
-        self._reconciliation = reconciliation
         self._clock = clock
 
     def handlers(self) -> dict[JobKind, Callable[[dict[str, Any], Report], dict[str, Any]]]:
@@ -148,7 +138,6 @@ class BillingClose:
                     warnings += message.warnings
             if request["close"]:
                 warnings += self.completeness(target.month, target.entity_id).warnings()
-                warnings += self._reconciliation.differences(target.month, target.entity_id)
         return {
             "summaries": [summary_record(s) for s in summaries],
             # The usage consumer's lag is the same warning for every entity: once.
@@ -300,6 +289,11 @@ def summary_record(summary: Summary) -> dict[str, Any]:
         "as_of": summary.as_of.isoformat(),
         "dry_run": summary.dry_run,
         **summary.as_record(),
+        # The differences as the API shows them (a Reconciliation does not read back).
+        "reconciliation": [
+            json_format.MessageToDict(reconciliation_proto(r))
+            for r in summary.reconciliation_differences
+        ],
     }
 
 

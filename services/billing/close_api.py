@@ -6,12 +6,13 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from idc.billing.v1 import billing_service_pb2 as pb
+from idc.billing.v1 import usage_pb2
 from idc.type.v1 import money_pb2, year_month_pb2
 from services.billing.close import parse_month, summary_from, warning_from, warnings_of
-from services.billing.cycle import Summary
 from services.billing.domain.close import CloseWarning, Completeness
 from services.billing.domain.jobs import JobState
 from services.billing.domain.money import format_amount
@@ -41,7 +42,8 @@ def warning(w: CloseWarning) -> pb.CloseWarning:
     )
 
 
-def summary(s: Summary) -> pb.BillingSummary:
+def summary(record: dict[str, Any]) -> pb.BillingSummary:
+    s = summary_from(record)
     return pb.BillingSummary(
         run_id=s.run_id,
         month=year_month(s.month),
@@ -61,6 +63,10 @@ def summary(s: Summary) -> pb.BillingSummary:
         warnings=[w.message for w in s.warnings],
         dry_run=s.dry_run,
         close_warnings=[warning(w) for w in s.warnings],
+        reconciliation_differences=[
+            json_format.ParseDict(r, usage_pb2.CircuitReconciliation())
+            for r in record.get("reconciliation", [])
+        ],
     )
 
 
@@ -105,7 +111,7 @@ def job(record: JobRecord, finalizations: Sequence[Finalization] = ()) -> pb.Bil
         ],
         as_of_time=stamp(datetime.fromisoformat(record.request["as_of"])),
         progress=progress(record.id, record.progress, record.heartbeat_at),
-        summaries=[summary(summary_from(s)) for s in record.result.get("summaries", [])],
+        summaries=[summary(s) for s in record.result.get("summaries", [])],
         warnings=[warning(w) for w in warnings_of(record)],
         error=record.error,
         created_by=record.created_by,
@@ -147,7 +153,7 @@ def followed(
     if record.state is not JobState.SUCCEEDED:
         raise failure(record)
     for s in record.result["summaries"]:
-        yield pb.RunBillingCycleResponse(summary=summary(summary_from(s)))
+        yield pb.RunBillingCycleResponse(summary=summary(s))
 
 
 def completeness(c: Completeness) -> pb.GetUsageCompletenessResponse:

@@ -11,6 +11,10 @@ What happens in a run (RunBillingCycle), in order:
    some of them, a customer time zone changed); then, for each of the customer's
    finalised invoices of earlier months that got usage or changes after their own cut-off,
    rate that month again and add the differences as ADJUSTMENT lines;
+   then reconcile the other end of each circuit against the billed one (reconcile.py): a
+   difference beyond the tolerance is a warning on the run and evidence on the circuit's
+   MRC and burst lines, never a change to an amount; burst lines also show the intervals
+   of the segment lost to meter gaps;
 3. write the invoice in its own transaction: created, or recomputed in place while DRAFT
    (same id), never touched once FINALIZED. A crash leaves whole invoices only; the run
    record stays unfinished, and a rerun completes the month on the same ids.
@@ -18,17 +22,19 @@ What happens in a run (RunBillingCycle), in order:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Protocol
 
 from services.billing.domain.close import CloseWarning, WarningKind
 from services.billing.domain.contracts import ContractChange, Segment, build_segments
+from services.billing.domain.ends import Side, billed_side
 from services.billing.domain.entities import BillingDirectory, Customer
 from services.billing.domain.peaks import KeptMonth, NeedsScan, usable
 from services.billing.domain.percentile import Sample
@@ -41,13 +47,15 @@ from services.billing.domain.rating import (
     sort_lines,
     totals,
 )
+from services.billing.domain.reconciliation import GapVolume, Reconciliation, intervals_lost
 from services.billing.invoices import (
     InvoiceDraft,
     SaveOutcome,
     StoredInvoice,
     invoice_id_for,
 )
-from services.billing.metrics import RUN_DURATION
+from services.billing.metrics import RUN_DURATION, record_reconciliation
+from services.billing.reconcile import DEFAULT_TOLERANCE, Reconciler
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
@@ -59,8 +67,18 @@ class BillingStore(Protocol):
     def changes(self, as_of: datetime) -> dict[str, list[ContractChange]]: ...
 
     def samples(
-        self, circuit_id: str, start: datetime, end: datetime, as_of: datetime
+        self, circuit_id: str, start: datetime, end: datetime, as_of: datetime,
+        side: Side = Side.SINGAPORE,
     ) -> list[Sample]: ...
+
+    def gaps(
+        self, circuit_ids: Sequence[str], start: datetime, end: datetime,
+        as_of: datetime | None = None,
+    ) -> dict[tuple[str, Side], list[GapVolume]]: ...
+
+    def end_totals(
+        self, circuit_ids: Sequence[str], start: datetime, end: datetime, as_of: datetime
+    ) -> dict[tuple[str, Side], tuple[int, int, int]]: ...
 
     def kept_months(self, month: BillingMonth) -> dict[str, list[KeptMonth]]: ...
 
@@ -129,6 +147,8 @@ class Summary:
     invoice_ids: list[str] = field(default_factory=list)
     totals: dict[str, Decimal] = field(default_factory=dict)
     warnings: list[CloseWarning] = field(default_factory=list)
+    # Circuits whose two ends differ beyond the tolerance (also among the warnings).
+    reconciliation_differences: list[Reconciliation] = field(default_factory=list)
 
     def as_record(self) -> dict[str, object]:
         return {
@@ -141,6 +161,9 @@ class Summary:
             "warnings": [
                 {"kind": w.kind.value, "subject": w.subject, "message": w.message}
                 for w in self.warnings
+            ],
+            "reconciliation_differences": [
+                r.describe() for r in self.reconciliation_differences
             ],
         }
 
@@ -155,10 +178,12 @@ class BillingCycle:
         store: BillingStore,
         directory: BillingDirectory,
         clock: Callable[[], datetime] = utcnow,
+        tolerance_percent: Decimal = DEFAULT_TOLERANCE,
     ) -> None:
         self._store = store
         self._directory = directory
         self._clock = clock
+        self.reconciler = Reconciler(store, directory, tolerance_percent, clock)
 
     def check(self, request: CycleRequest) -> datetime:
         """The run's cut-off, after checking what a run would otherwise find out late:
@@ -228,6 +253,7 @@ class BillingCycle:
                 message=customer.tenant_id,
             )
         if not request.dry_run:
+            record_reconciliation(request.month, summary.reconciliation_differences)
             self._store.finish_run(summary.run_id, summary.as_record(), self._clock())
         RUN_DURATION.record((self._clock() - now).total_seconds())
         yield Progress("DONE", circuits_total, circuits_done, len(customers), invoices_done)
@@ -265,6 +291,7 @@ class BillingCycle:
         active = {c: s for c, s in circuits.items() if any(x.overlaps(start, end) for x in s)}
         currency = _currency(customer, active, circuits)
         lines = self._rate(customer, active, month, reads, currency, summary)
+        lines = self._reconcile(customer, sorted(active), month, reads.as_of, lines, summary)
         summary.circuits_billed += len(active)
         conflicts = sum(
             start <= interval < end for c in active for interval in reads.conflicts.get(c, ())
@@ -292,6 +319,39 @@ class BillingCycle:
             lines=all_lines, totals=totals(all_lines, customer.entity.tax_rate, currency),
         )
 
+    def _reconcile(
+        self, customer: Customer, circuit_ids: Sequence[str], month: BillingMonth,
+        as_of: datetime, lines: list[Line], summary: Summary,
+    ) -> list[Line]:
+        """The lines with the evidence of circuits whose two ends differ, and a warning for
+        each; circuits with no usage at all at the other end (not metered there) are one
+        warning per customer, neither evidence nor a difference entry (nothing to compare
+        the bill with, and a one-ended meter would flag every circuit)."""
+        reconciled = self.reconciler.circuits(customer, circuit_ids, month, as_of)
+        outside = {c: r for c, r in reconciled.items() if not r.within_tolerance}
+        one_ended = sorted(c for c, r in outside.items() if not r.other.metered)
+        if one_ended:
+            summary.warnings.append(CloseWarning(
+                WarningKind.RECONCILIATION_DIFFERENCE, customer.tenant_id,
+                f"customer {customer.tenant_id}: {len(one_ended)} circuit(s) have no usage at "
+                f"the {billed_side(customer.entity).other.name.lower()} end in the month, so "
+                f"they are not reconciled ({', '.join(one_ended[:5])}"
+                f"{', ...' if len(one_ended) > 5 else ''})",
+            ))
+        differing = {c: r for c, r in outside.items() if r.other.metered}
+        for _, reconciliation in sorted(differing.items()):
+            summary.reconciliation_differences.append(reconciliation)
+            summary.warnings.append(CloseWarning(
+                WarningKind.RECONCILIATION_DIFFERENCE, reconciliation.circuit_id,
+                f"customer {customer.tenant_id}: {reconciliation.describe()}",
+            ))
+        return [
+            replace(line, reconciliation=differing[line.circuit_id].describe())
+            if line.circuit_id in differing and line.kind in (LineKind.MRC, LineKind.BURST)
+            else line
+            for line in lines
+        ]
+
     def _rate(
         self,
         customer: Customer,
@@ -302,22 +362,24 @@ class BillingCycle:
         summary: Summary | None = None,
     ) -> list[Line]:
         zone = customer.time_zone
+        side = billed_side(customer.entity)
         kept = reads.kept(month)
+        start, end = month.window(zone)
+        gaps = self._store.gaps(sorted(circuits), start, end, reads.as_of)
         lines: list[Line] = []
         for circuit_id in sorted(circuits):
             segments = circuits[circuit_id]
             state = usable(kept.get(circuit_id, ()), zone.key, month, reads.as_of)
+            rated: list[Line] | None = None
             if state is not None:
-                try:
-                    lines += rate_circuit(segments, state, month, zone, currency)
-                    continue
-                except NeedsScan:
-                    pass
-            if summary is not None:
-                summary.circuits_scanned += 1
-            start, end = month.window(zone)
-            samples = self._store.samples(circuit_id, start, end, reads.as_of)
-            lines += rate_circuit(segments, samples, month, zone, currency)
+                with contextlib.suppress(NeedsScan):
+                    rated = rate_circuit(segments, state, month, zone, currency)
+            if rated is None:
+                if summary is not None:
+                    summary.circuits_scanned += 1
+                samples = self._store.samples(circuit_id, start, end, reads.as_of, side)
+                rated = rate_circuit(segments, samples, month, zone, currency)
+            lines += _with_gaps(rated, gaps.get((circuit_id, side), []))
         return lines
 
     def _adjustments(
@@ -411,6 +473,19 @@ def _unsampled(
             f"{month}: no burst line",
         )
         for circuit_id in sorted(active.keys() - sampled)
+    ]
+
+
+def _with_gaps(lines: list[Line], gaps: Sequence[GapVolume]) -> list[Line]:
+    """Burst lines with the intervals of their segment lost to meter gaps."""
+    if not gaps:
+        return lines
+    return [
+        replace(line, burst=replace(
+            line.burst, intervals_lost=intervals_lost(gaps, line.segment_start, line.segment_end)
+        ))
+        if line.burst is not None else line
+        for line in lines
     ]
 
 

@@ -212,6 +212,10 @@ def _document_line(
             f"({b.billed_direction}) at {local_time(b.billed_sample_time, invoice.time_zone)}; "
             f"CIR {b.cir_mbps} Mbps, overage {b.overage_mbps} Mbps"
         )
+    if line.burst is not None and line.burst.intervals_lost:
+        text.append(f"intervals lost to meter gaps {line.burst.intervals_lost}")
+    if line.reconciliation:
+        text.append(f"ends differ: {line.reconciliation}")
     if line.adjusts_invoice_id:
         text.append(f"corrects invoice {line.adjusts_invoice_id}")
     return DocumentLine(

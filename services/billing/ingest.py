@@ -2,12 +2,14 @@
 
 Both run inside the consumer's transaction (inbox + handler + commit), so a redelivered
 event has no second effect: usage samples a poll at a time (BatchEventConsumer, bulk
-inserts), contract events one by one. A usage sample is stored once per circuit and
-interval, within a batch as across batches: an identical duplicate (same interval, another
-event id) is dropped, a different one is kept aside in ``billing_usage_conflicts`` and
-logged, never billed; the usage peaks get exactly the samples stored. An invalid sample is
-rejected (dead-lettered) without holding up the others. Every row records when it was
-received, so a billing run "as of" a cutoff is reproducible.
+inserts), contract events one by one. A usage sample is stored once per circuit, side
+(the end metered) and interval, within a batch as across batches: an identical duplicate
+(same interval, another event id) is dropped, a different one is kept aside in
+``billing_usage_conflicts`` and logged, never billed; the usage peaks get exactly the
+billed end's samples stored. A gap volume (the counter delta across missed polls) goes to
+``billing_usage_gaps``, never among the samples (first report of a gap wins). An invalid
+sample is rejected (dead-lettered) without holding up the others. Every row records when
+it was received, so a billing run "as of" a cutoff is reproducible.
 """
 
 from __future__ import annotations
@@ -25,9 +27,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from idc.events.v1 import circuit_pb2, common_pb2, usage_pb2
 from services.billing import metrics
 from services.billing.domain.contracts import ChangeKind
+from services.billing.domain.ends import side_of
 from services.billing.domain.money import minor_unit, parse_amount
 from services.billing.peaks import record_samples
-from services.billing.tables import CircuitChangeRow, UsageConflictRow, UsageSampleRow
+from services.billing.tables import (
+    CircuitChangeRow,
+    GapVolumeRow,
+    UsageConflictRow,
+    UsageSampleRow,
+)
 from services.common.config import KafkaSettings
 from services.common.errors import InvalidArgument
 from services.common.events import (
@@ -102,17 +110,23 @@ class UsageIngest:
         """
         received_at = self._clock()
         rows: list[dict[str, Any]] = []
+        gaps: list[dict[str, Any]] = []
         errors: dict[int, Exception] = {}
         for index, (event, envelope) in enumerate(items):
             try:
                 if not isinstance(event, usage_pb2.UsageSample):
                     raise InvalidArgument(f"unexpected {envelope.event_type} on {envelope.topic}")
-                rows.append(self.row_for(event, envelope.event_id, received_at))
+                row = self.row_for(event, envelope.event_id, received_at)
+                if event.gap_volume:
+                    gaps.append(_gap_row(row, event))
+                else:
+                    rows.append(row)
             except InvalidArgument as error:
                 errors[index] = error
         if errors:
             raise RejectedItems(errors)
         _store_samples(session, rows)
+        _store_gaps(session, gaps)
 
     def row_for(
         self, event: usage_pb2.UsageSample, event_id: str, received_at: datetime | None = None
@@ -127,6 +141,7 @@ class UsageIngest:
                 raise InvalidArgument.for_field(field, f"{value} octets is beyond any interval")
         return {
             "circuit_id": event.circuit_id,
+            "side": int(side_of(event.side)),
             "interval_start": _instant(event.interval_start_time, "interval_start_time"),
             "interval_seconds": event.interval_seconds,
             "bytes_in": event.bytes_in,
@@ -143,24 +158,52 @@ class UsageIngest:
 
 
 _SAMPLES = cast(Table, UsageSampleRow.__table__)
+_GAPS = cast(Table, GapVolumeRow.__table__)
 _CONFLICTS = cast(Table, UsageConflictRow.__table__)
+_GAP_COLUMNS = (
+    "circuit_id", "side", "interval_start", "interval_seconds", "bytes_in", "bytes_out",
+    "valid", "invalid_reason", "tenant_id", "router_name", "event_id", "received_at",
+)
+
+
+def _gap_row(row: Mapping[str, Any], event: usage_pb2.UsageSample) -> dict[str, Any]:
+    if event.intervals_missed < 2:
+        raise InvalidArgument.for_field(
+            "intervals_missed", "a gap volume spans at least two intervals"
+        )
+    if event.interval_seconds % event.intervals_missed:
+        raise InvalidArgument.for_field(
+            "interval_seconds", "of a gap volume must be a whole number of intervals"
+        )
+    return {name: row[name] for name in _GAP_COLUMNS} | {"intervals": event.intervals_missed}
+
+
+def _store_gaps(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert gap volumes; a repeat of a gap already stored (same circuit, side, start) is
+    dropped, logged if it differs."""
+    if not rows:
+        return
+    key = ["circuit_id", "side", "interval_start"]
+    inserted = insert_new(session, _GAPS, rows, key, key)
+    if len(inserted) < len(rows):
+        log.info("%d repeated gap volume(s) dropped", len(rows) - len(inserted))
 _MEASUREMENT = ("interval_seconds", "bytes_in", "bytes_out", "valid")
 
 
 def _store_samples(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert ``rows`` (in order; the first report of an interval wins, within the batch as
     across batches); an identical later report is dropped, a differing one set aside."""
-    first: dict[tuple[str, datetime], Mapping[str, Any]] = {}
+    first: dict[tuple[str, int, datetime], Mapping[str, Any]] = {}
     later: list[Mapping[str, Any]] = []
     for row in rows:
-        key = (row["circuit_id"], row["interval_start"])
+        key = (row["circuit_id"], row["side"], row["interval_start"])
         if key in first:
             later.append(row)
         else:
             first[key] = row
-    interval = ["circuit_id", "interval_start"]
+    interval = ["circuit_id", "side", "interval_start"]
     inserted = {
-        (row.circuit_id, row.interval_start)
+        (row.circuit_id, row.side, row.interval_start)
         for row in insert_new(session, _SAMPLES, list(first.values()), interval, interval)
     }
     again = [row for key, row in first.items() if key not in inserted] + later
@@ -174,19 +217,19 @@ def _set_aside_conflicts(session: Session, rows: list[Mapping[str, Any]]) -> int
     """``rows`` repeat an interval already stored: compare them with the stored report;
     returns how many differed and were set aside."""
     columns = _SAMPLES.c
-    keys = {(row["circuit_id"], row["interval_start"]) for row in rows}
+    keys = {(row["circuit_id"], row["side"], row["interval_start"]) for row in rows}
     stored = {
-        (kept.circuit_id, kept.interval_start): kept
+        (kept.circuit_id, kept.side, kept.interval_start): kept
         for kept in session.execute(
             select(
-                columns.circuit_id, columns.interval_start, columns.event_id,
+                columns.circuit_id, columns.side, columns.interval_start, columns.event_id,
                 *(columns[name] for name in _MEASUREMENT),
-            ).where(tuple_(columns.circuit_id, columns.interval_start).in_(keys))
+            ).where(tuple_(columns.circuit_id, columns.side, columns.interval_start).in_(keys))
         )
     }
     conflicts = []
     for row in rows:
-        kept = stored[(row["circuit_id"], row["interval_start"])]
+        kept = stored[(row["circuit_id"], row["side"], row["interval_start"])]
         if all(getattr(kept, name) == row[name] for name in _MEASUREMENT):
             log.debug("duplicate sample %s for %s dropped", row["event_id"], row["circuit_id"])
             continue

@@ -79,10 +79,16 @@ def _line_fingerprint(line: Line) -> list[object]:
             burst.billed_sample_mbps, burst.billed_sample_time.isoformat(),
             burst.billed_direction,
         ]
-    return [
+        if burst.intervals_lost:
+            evidence.append(burst.intervals_lost)
+    fingerprint: list[object] = [
         line.key, int(line.kind), line.description, format_amount(line.amount),
         format_amount(line.unit_price), line.days_covered, evidence,
     ]
+    # Appended only when present, so invoices without either keep their fingerprint.
+    if line.reconciliation:
+        fingerprint.append(line.reconciliation)
+    return fingerprint
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ usage is complete before a run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,6 +29,10 @@ from services.common.metrics import (
     observe,
 )
 from services.common.timestamps import as_utc
+
+if TYPE_CHECKING:
+    from services.billing.domain.rating import BillingMonth
+    from services.billing.domain.reconciliation import Reconciliation
 
 _INGESTED = counter(catalogue.SAMPLES_INGESTED)
 _CONFLICTS = counter(catalogue.USAGE_CONFLICTS)
@@ -100,6 +106,25 @@ def jobs_by_state(factory: sessionmaker[Session]) -> list[Reading]:
     return [Reading(int(count), {"kind": kind, "state": state}) for kind, state, count in counts]
 
 
+# Month ("YYYY-MM") -> circuits outside tolerance when last reconciled; the newest few.
+_DIFFERENCES: dict[str, int] = {}
+_DIFFERENCES_LOCK = threading.Lock()
+_MONTHS_KEPT = 3
+
+
+def record_reconciliation(month: BillingMonth, report: Sequence[Reconciliation]) -> None:
+    label = f"{month.year:04d}-{month.month:02d}"
+    with _DIFFERENCES_LOCK:
+        _DIFFERENCES[label] = sum(not r.within_tolerance for r in report)
+        for old in sorted(_DIFFERENCES)[:-_MONTHS_KEPT]:
+            del _DIFFERENCES[old]
+
+
+def reconciliation_differences() -> list[Reading]:
+    with _DIFFERENCES_LOCK:
+        return [Reading(count, {"month": month}) for month, count in sorted(_DIFFERENCES.items())]
+
+
 def register_gauges(
     factory: sessionmaker[Session], now: Callable[[], datetime]
 ) -> list[Registration]:
@@ -107,4 +132,5 @@ def register_gauges(
         observe(catalogue.INGEST_LAG, lambda: ingest_lag(factory, now)),
         observe(catalogue.INVOICES, lambda: invoices_by_state(factory)),
         observe(catalogue.BILLING_JOBS, lambda: jobs_by_state(factory)),
+        observe(catalogue.RECONCILIATION_DIFFERENCES, reconciliation_differences),
     ]

@@ -6,6 +6,9 @@ usage samples must call it with exactly the samples it newly stored: the state o
 circuit's month is "all of its valid samples", and a sample stored without it would make a
 month-end run bill from a state that lacks it.
 
+Only the billed end's samples enter the peaks (domain/ends.py): the other end is
+reconciled, never billed.
+
 Rows are locked (SELECT ... FOR UPDATE on PostgreSQL; SQLite has one writer at a time) in
 key order before they are merged, so two consumers never lose each other's update.
 """
@@ -24,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.billing.directory import load_directory
+from services.billing.domain.ends import billed_side, side_of
 from services.billing.domain.entities import BillingDirectory
 from services.billing.domain.peaks import (
     Entry,
@@ -51,16 +55,19 @@ def _directory() -> BillingDirectory:
 
 
 def record_samples(session: Session, samples: Sequence[Mapping[str, Any]]) -> None:
-    """Add newly stored samples (circuit_id, tenant_id, interval_start, interval_seconds,
-    bytes_in, bytes_out, valid, received_at) to their months' peaks, in ``session``'s
-    transaction."""
+    """Add newly stored samples (circuit_id, tenant_id, side, interval_start,
+    interval_seconds, bytes_in, bytes_out, valid, received_at) of the billed end to their
+    months' peaks, in ``session``'s transaction (no side: the Singapore end)."""
     entries: dict[Key, list[Entry]] = defaultdict(list)
     received: dict[Key, datetime] = {}
     directory = _directory()
     for raw in samples:
         if not raw["valid"]:
             continue  # never billed, so nothing to keep
-        zone = directory.customer(raw["tenant_id"]).time_zone
+        customer = directory.customer(raw["tenant_id"])
+        if side_of(raw.get("side", 0)) is not billed_side(customer.entity):
+            continue  # the other end: reconciled, never billed
+        zone = customer.time_zone
         start = raw["interval_start"]
         month = billing_month(start, zone)
         key = (month.year, month.month, raw["circuit_id"], zone.key)

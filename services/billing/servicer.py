@@ -25,12 +25,15 @@ from services.billing.credit_notes import CreditNotes
 from services.billing.credit_servicer import CreditNoteRpcs
 from services.billing.credit_store import SqlCreditStore
 from services.billing.cycle import CycleRequest
+from services.billing.domain.ends import billed_side, side_of
 from services.billing.domain.entities import BillingDirectory
 from services.billing.domain.money import format_amount
 from services.billing.domain.percentile import Sample, expected_intervals, nearest_rank_p95
 from services.billing.domain.rating import BillingMonth
+from services.billing.domain.reconciliation import intervals_lost
 from services.billing.invoices import InvoiceState, StoredInvoice
 from services.billing.job_store import SqlJobStore
+from services.billing.reconcile_proto import gap_proto, reconciliation_proto
 from services.billing.store import InvoiceFilter, SqlBillingStore
 from services.common.auth import Principal, Role, current_principal, require_role
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied
@@ -104,7 +107,14 @@ class BillingServicer(CreditNoteRpcs, billing_service_pb2_grpc.BillingServiceSer
             current = now.astimezone(zone)
             start, _ = BillingMonth(current.year, current.month).window(zone)
             end = now
-        records = self._store.usage(request.circuit_id, start, end)
+        side = (
+            side_of(request.side) if request.side
+            else billed_side(self._directory.customer(tenant).entity)
+        )
+        records = self._store.usage(request.circuit_id, start, end, side)
+        gaps = self._store.gaps([request.circuit_id], start, end).get(
+            (request.circuit_id, side), []
+        )
         result = nearest_rank_p95(
             [Sample(r.interval_start, r.bytes_in, r.bytes_out, r.interval_seconds, r.valid)
              for r in records]
@@ -123,7 +133,16 @@ class BillingServicer(CreditNoteRpcs, billing_service_pb2_grpc.BillingServiceSer
             summary.billed_sample.CopyFrom(_interval(record))
             exact = Decimal(billed.rate_bps.numerator) / Decimal(billed.rate_bps.denominator)
             summary.billed_sample_bps = format_amount(exact)
-        response = pb.GetUsageResponse(circuit_id=request.circuit_id, summary=summary)
+        volumes = [(r.bytes_in, r.bytes_out) for r in records if r.valid] + [
+            (g.bytes_in, g.bytes_out) for g in gaps if g.valid
+        ]
+        response = pb.GetUsageResponse(
+            circuit_id=request.circuit_id, summary=summary, side=int(side),  # type: ignore[arg-type]
+            volume_bytes_in=sum(v[0] for v in volumes),
+            volume_bytes_out=sum(v[1] for v in volumes),
+            gap_volumes=[gap_proto(g) for g in gaps],
+            intervals_lost_to_gaps=intervals_lost(gaps, start, end),
+        )
         response.range.start_time.FromDatetime(start)
         response.range.end_time.FromDatetime(end)
         if request.include_samples:
@@ -196,6 +215,24 @@ class BillingServicer(CreditNoteRpcs, billing_service_pb2_grpc.BillingServiceSer
         return close_api.completeness(self._close.completeness(
             _month(request.month, "month"), request.billing_entity_id
         ))
+
+    def GetReconciliation(
+        self, request: pb.GetReconciliationRequest, context: Any
+    ) -> pb.GetReconciliationResponse:
+        require_role(*ADMINS)
+        if not request.HasField("month"):
+            raise InvalidArgument.for_field("month", "is required")
+        month = _month(request.month, "month")
+        if request.tenant_id and request.tenant_id not in self._store.tenants():
+            raise NotFound(f"tenant {request.tenant_id} has no circuit known to billing")
+        reconciler = self._close.reconciler
+        report = reconciler.report(month, request.tenant_id or None)
+        if request.differences_only:
+            report = [r for r in report if not r.within_tolerance]
+        return pb.GetReconciliationResponse(
+            circuits=[reconciliation_proto(r) for r in report],
+            tolerance_percent=str(reconciler.tolerance_percent),
+        )
 
     # -- invoices -------------------------------------------------------------------------
 
@@ -325,7 +362,7 @@ def to_proto(invoice: StoredInvoice) -> invoice_pb2.Invoice:
             days_in_month=line.days_in_month, factor=format_amount(line.factor),
             unit_price=_money(currency, line.unit_price), bandwidth_mbps=line.bandwidth_mbps,
             amount=_money(currency, line.amount), adjusts_invoice_id=line.adjusts_invoice_id,
-            adjusts_line_id=stored.adjusts_line_id,
+            adjusts_line_id=stored.adjusts_line_id, reconciliation=line.reconciliation,
         )
         if line.burst is not None:
             b = line.burst
@@ -334,6 +371,6 @@ def to_proto(invoice: StoredInvoice) -> invoice_pb2.Invoice:
                 samples_discarded=b.samples_discarded, billed_sample_mbps=b.billed_sample_mbps,
                 billed_sample_time=_stamp(b.billed_sample_time),
                 billed_direction=b.billed_direction, cir_mbps=b.cir_mbps,
-                overage_mbps=b.overage_mbps,
+                overage_mbps=b.overage_mbps, intervals_lost_to_gaps=b.intervals_lost,
             ))
     return message

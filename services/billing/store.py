@@ -15,13 +15,11 @@ from decimal import Decimal
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.billing.domain.contracts import ChangeKind, ContractChange, PriceTerms
 from services.billing.domain.money import format_amount
-from services.billing.domain.peaks import KeptMonth
-from services.billing.domain.percentile import Sample
 from services.billing.domain.rating import BillingMonth, BurstEvidence, Line, LineKind
 from services.billing.invoices import (
     InvoiceDraft,
@@ -31,19 +29,16 @@ from services.billing.invoices import (
     StoredLine,
     line_id_for,
 )
-from services.billing.peaks import kept_months
 from services.billing.tables import (
     BillingRunRow,
     CircuitChangeRow,
     InvoiceLineRow,
     InvoiceNumberRow,
     InvoiceRow,
-    UsageConflictRow,
-    UsageSampleRow,
 )
+from services.billing.usage_reads import UsageReads
 from services.common.db import transaction
 from services.common.errors import FailedPrecondition, NotFound
-from services.common.timestamps import as_utc
 
 
 @dataclass(frozen=True)
@@ -54,25 +49,14 @@ class InvoiceFilter:
     state: InvoiceState | None = None
 
 
-@dataclass(frozen=True)
-class UsageRecord:
-    interval_start: datetime
-    interval_seconds: int
-    bytes_in: int
-    bytes_out: int
-    valid: bool
-    router_name: str
-
-
-class SqlBillingStore:
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self._factory = session_factory
+class SqlBillingStore(UsageReads):
+    """Contracts, invoices and runs; the usage reads are :class:`UsageReads`."""
 
     @property
     def session_factory(self) -> sessionmaker[Session]:
         return self._factory
 
-    # -- contracts and usage ------------------------------------------------------------
+    # -- contracts ----------------------------------------------------------------------
 
     def changes(self, as_of: datetime) -> dict[str, list[ContractChange]]:
         """Every circuit's changes received up to ``as_of``."""
@@ -84,36 +68,6 @@ class SqlBillingStore:
         for row in rows:
             by_circuit[row.circuit_id].append(_change(row))
         return dict(by_circuit)
-
-    def samples(
-        self, circuit_id: str, start: datetime, end: datetime, as_of: datetime
-    ) -> list[Sample]:
-        """The circuit's valid samples starting in [start, end), received up to ``as_of``."""
-        with self._factory() as session:
-            rows = session.execute(
-                select(
-                    UsageSampleRow.interval_start,
-                    UsageSampleRow.bytes_in,
-                    UsageSampleRow.bytes_out,
-                    UsageSampleRow.interval_seconds,
-                ).where(
-                    UsageSampleRow.circuit_id == circuit_id,
-                    UsageSampleRow.interval_start >= start,
-                    UsageSampleRow.interval_start < end,
-                    UsageSampleRow.valid.is_(True),
-                    UsageSampleRow.received_at <= as_of,
-                )
-            ).all()
-        return [Sample(r[0], r[1], r[2], r[3]) for r in rows]
-
-    def tenant_of(self, circuit_id: str) -> str | None:
-        """The tenant billed for the circuit (its latest change)."""
-        with self._factory() as session:
-            return session.scalars(
-                select(CircuitChangeRow.tenant_id)
-                .where(CircuitChangeRow.circuit_id == circuit_id)
-                .order_by(CircuitChangeRow.effective_time.desc(), CircuitChangeRow.id.desc())
-            ).first()
 
     def purchase_orders(
         self, circuit_ids: Collection[str], before: datetime, as_of: datetime
@@ -134,64 +88,6 @@ class SqlBillingStore:
         latest = {circuit: purchase_order for circuit, purchase_order in rows}
         return {circuit: po for circuit, po in latest.items() if po}
 
-    def usage(self, circuit_id: str, start: datetime, end: datetime) -> list[UsageRecord]:
-        """Every stored sample (valid or not) of the circuit starting in [start, end)."""
-        with self._factory() as session:
-            rows = session.scalars(
-                select(UsageSampleRow)
-                .where(
-                    UsageSampleRow.circuit_id == circuit_id,
-                    UsageSampleRow.interval_start >= start,
-                    UsageSampleRow.interval_start < end,
-                )
-                .order_by(UsageSampleRow.interval_start)
-            ).all()
-        return [
-            UsageRecord(r.interval_start, r.interval_seconds, r.bytes_in, r.bytes_out,
-                        r.valid, r.router_name)
-            for r in rows
-        ]
-
-    def news_since(
-        self, circuit_ids: Sequence[str], start: datetime, end: datetime,
-        after: datetime, until: datetime,
-    ) -> bool:
-        """Did usage or a change for these circuits in [start, end) arrive in (after, until]?"""
-        with self._factory() as session:
-            late_usage = session.scalar(
-                select(
-                    exists().where(
-                        UsageSampleRow.circuit_id.in_(circuit_ids),
-                        UsageSampleRow.interval_start >= start,
-                        UsageSampleRow.interval_start < end,
-                        UsageSampleRow.received_at > after,
-                        UsageSampleRow.received_at <= until,
-                    )
-                )
-            )
-            late_change = session.scalar(
-                select(
-                    exists().where(
-                        CircuitChangeRow.circuit_id.in_(circuit_ids),
-                        CircuitChangeRow.effective_time < end,
-                        CircuitChangeRow.received_at > after,
-                        CircuitChangeRow.received_at <= until,
-                    )
-                )
-            )
-        return bool(late_usage or late_change)
-
-    def conflicts_between(self, start: datetime, end: datetime) -> list[tuple[str, datetime]]:
-        """(circuit, interval start) of every report set aside with a start in [start, end)."""
-        with self._factory() as session:
-            rows = session.execute(
-                select(UsageConflictRow.circuit_id, UsageConflictRow.interval_start).where(
-                    UsageConflictRow.interval_start >= start,
-                    UsageConflictRow.interval_start < end,
-                )
-            ).all()
-        return [(circuit_id, interval_start) for circuit_id, interval_start in rows]
-
     def tenants_with_changes(self, tenant_ids: Sequence[str], as_of: datetime) -> set[str]:
         """Those of ``tenant_ids`` with a circuit change received up to ``as_of``."""
         with self._factory() as session:
@@ -201,22 +97,6 @@ class SqlBillingStore:
                     CircuitChangeRow.received_at <= as_of,
                 )
             ))
-
-    def newest_usage(self) -> list[tuple[str, datetime]]:
-        """Per meter router, the end of the newest interval stored from it."""
-        with self._factory() as session:
-            rows = session.execute(
-                select(UsageSampleRow.router_name, func.max(UsageSampleRow.interval_start),
-                       func.max(UsageSampleRow.interval_seconds))
-                .group_by(UsageSampleRow.router_name)
-            ).all()
-        return sorted(
-            (router, as_utc(start) + timedelta(seconds=seconds)) for router, start, seconds in rows
-        )
-
-    def kept_months(self, month: BillingMonth) -> dict[str, list[KeptMonth]]:
-        with self._factory() as session:
-            return kept_months(session, month)
 
     # -- invoices -----------------------------------------------------------------------
 
@@ -439,6 +319,8 @@ def _line_rows(draft: InvoiceDraft) -> Iterable[InvoiceLineRow]:
             billed_sample_bps=None if burst is None else _fraction_text(burst.billed_sample_bps),
             cir_mbps=None if burst is None else burst.cir_mbps,
             overage_mbps=None if burst is None else burst.overage_mbps,
+            intervals_lost=None if burst is None else burst.intervals_lost,
+            reconciliation=line.reconciliation,
             adjusts_invoice_id=line.adjusts_invoice_id,
             adjusts_line_key=line.adjusts_line_key,
             adjusts_line_id=(
@@ -500,6 +382,7 @@ def _line(row: InvoiceLineRow) -> Line:
             billed_sample_bps=Fraction(row.billed_sample_bps or "0"),
             cir_mbps=row.cir_mbps or 0,
             overage_mbps=row.overage_mbps or 0,
+            intervals_lost=row.intervals_lost or 0,
         )
     return Line(
         key=row.line_key,
@@ -517,4 +400,5 @@ def _line(row: InvoiceLineRow) -> Line:
         burst=burst,
         adjusts_invoice_id=row.adjusts_invoice_id,
         adjusts_line_key=row.adjusts_line_key,
+        reconciliation=row.reconciliation,
     )

@@ -33,15 +33,19 @@ class BillingBase(DeclarativeBase):
 
 
 class UsageSampleRow(BillingBase):
-    """One circuit's usage in one interval: the first report of it wins."""
+    """One circuit's usage at one end (side) in one interval: the first report wins."""
 
     __tablename__ = "billing_usage_samples"
     __table_args__ = (
-        UniqueConstraint("circuit_id", "interval_start", name="uq_billing_usage_interval"),
+        UniqueConstraint(
+            "circuit_id", "side", "interval_start", name="uq_billing_usage_side_interval"
+        ),
     )
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     circuit_id: Mapped[str] = mapped_column(String(64))
+    # idc.type.v1.Side of the router read (1 Singapore, 2 Chongqing).
+    side: Mapped[int] = mapped_column(Integer)
     interval_start: Mapped[datetime] = mapped_column(UtcDateTime())
     interval_seconds: Mapped[int] = mapped_column(Integer)
     bytes_in: Mapped[int] = mapped_column(BigInteger)
@@ -52,6 +56,34 @@ class UsageSampleRow(BillingBase):
     router_name: Mapped[str] = mapped_column(String(128))
     interface_name: Mapped[str] = mapped_column(String(128))
     read_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class GapVolumeRow(BillingBase):
+    """The counter delta across a meter gap at one end: the octets of ``intervals`` missed
+    intervals from ``interval_start``. Volume totals and reconciliation only: never a
+    5-minute sample, never in a percentile. The first report of a gap wins."""
+
+    __tablename__ = "billing_usage_gaps"
+    __table_args__ = (
+        UniqueConstraint(
+            "circuit_id", "side", "interval_start", name="uq_billing_usage_gaps_start"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    circuit_id: Mapped[str] = mapped_column(String(64))
+    side: Mapped[int] = mapped_column(Integer)
+    interval_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    interval_seconds: Mapped[int] = mapped_column(Integer)
+    intervals: Mapped[int] = mapped_column(Integer)
+    bytes_in: Mapped[int] = mapped_column(BigInteger)
+    bytes_out: Mapped[int] = mapped_column(BigInteger)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    invalid_reason: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    router_name: Mapped[str] = mapped_column(String(128))
     event_id: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
@@ -194,6 +226,9 @@ class InvoiceLineRow(BillingBase):
     billed_sample_bps: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cir_mbps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     overage_mbps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    intervals_lost: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The two ends' reconciliation when it is outside tolerance (JSON), else empty.
+    reconciliation: Mapped[str] = mapped_column(Text, default="")
     adjusts_invoice_id: Mapped[str] = mapped_column(String(40))
     adjusts_line_key: Mapped[str] = mapped_column(String(255))
     adjusts_line_id: Mapped[str] = mapped_column(String(40))

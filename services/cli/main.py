@@ -5,8 +5,8 @@
     idcctl ops     pending | show | approve | reject | devices | check-sync | sync
                    | redeploy | repair list | repair approve | repair reject | history
                    | config | capacity | dlq list | dlq show | dlq replay | outbox republish
-    idcctl billing run | close | job | completeness | invoices | export | finalize
-                   | credit-note issue | list | show | export
+    idcctl billing run | close | job | completeness | reconcile | invoices | export
+                   | finalize | credit-note issue | list | show | export
     idcctl admin   tokens issue | list | rotate | revoke | bootstrap | keygen
                    | contacts reencrypt
     idcctl audit   verify
@@ -26,7 +26,7 @@ from rich.console import Console
 
 from idc.billing.v1 import invoice_pb2
 from idc.order.v1 import circuit_pb2, order_pb2
-from services.cli import audit, close, commands, credit_notes, events, repairs, tokens
+from services.cli import audit, close, commands, credit_notes, events, reconcile, repairs, tokens
 from services.cli.client import TLS_FLAGS, Api, Connection, story_context
 from services.cli.errors import EXIT_CODE_HELP, CallFailure, CliError, ExitCode, failure_of
 from services.cli.render import Result, dumps
@@ -292,6 +292,7 @@ def _billing_commands(b: _Builder, roles: Any) -> None:
                            "download an invoice as PDF, CSV or JSON"))
     close.add_commands(b, billing)
     credit_notes.add_commands(b, billing)
+    reconcile.add_commands(b, billing)
 
 
 def _admin_commands(b: _Builder, roles: Any) -> None:

@@ -168,6 +168,11 @@ BILLING_JOBS = _gauge(
     "idc.billing.jobs", "{job}", "billing jobs (runs and closes) by kind and state",
     "kind", "state",
 )
+RECONCILIATION_DIFFERENCES = _gauge(
+    "idc.billing.reconciliation.differences", "{circuit}",
+    "per billing month last reconciled, circuits whose two ends differ beyond the tolerance",
+    "month",
+)
 METER_POLLS = _counter(
     "idc.meter.polls", "{poll}", "counter reads of a router, by result", "router", "result"
 )
@@ -183,6 +188,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     PORT_HEADROOM,
     SAMPLES_INGESTED, USAGE_CONFLICTS, INGEST_LAG, BILLING_RUN_DURATION, INVOICES, METER_POLLS,
     BILLING_JOBS,
+    RECONCILIATION_DIFFERENCES,
 )
 
 # What prometheus_client's default collectors export in every process.

@@ -128,6 +128,7 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "GetBillingJob",
         "FinalizeBillingClose",
         "GetUsageCompleteness",
+        "GetReconciliation",
     },
 }
 SERVER_STREAMING = {

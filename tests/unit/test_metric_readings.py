@@ -67,7 +67,7 @@ def _change(circuit: str, kind: str, at: datetime, event: str) -> CircuitChangeR
 
 def _sample(circuit: str, start: datetime) -> UsageSampleRow:
     return UsageSampleRow(
-        circuit_id=circuit, interval_start=start, interval_seconds=300, bytes_in=1,
+        circuit_id=circuit, side=1, interval_start=start, interval_seconds=300, bytes_in=1,
         bytes_out=1, valid=True, invalid_reason="", tenant_id="acme", router_name="sg-edge-1",
         interface_name="xe-0/0/1.100", read_time=start, event_id=f"{circuit}-{start}",
         received_at=start)

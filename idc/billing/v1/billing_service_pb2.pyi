@@ -12,6 +12,7 @@ from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from idc.billing.v1 import invoice_pb2 as _invoice_pb2
 from idc.billing.v1 import usage_pb2 as _usage_pb2
 from idc.type.v1 import money_pb2 as _money_pb2
+from idc.type.v1 import side_pb2 as _side_pb2
 from idc.type.v1 import time_range_pb2 as _time_range_pb2
 from idc.type.v1 import year_month_pb2 as _year_month_pb2
 import builtins as _builtins
@@ -184,10 +185,13 @@ class GetUsageRequest(_message.Message):
     CIRCUIT_ID_FIELD_NUMBER: _builtins.int
     RANGE_FIELD_NUMBER: _builtins.int
     INCLUDE_SAMPLES_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
     circuit_id: _builtins.str
     """Circuit id."""
     include_samples: _builtins.bool
     """If false, only the summary is returned."""
+    side: _side_pb2.Side.ValueType
+    """The end read; UNSPECIFIED: the billed end (the customer's billing telco's)."""
     @_builtins.property
     def range(self) -> _time_range_pb2.TimeRange:
         """Samples whose interval starts in this range."""
@@ -198,10 +202,11 @@ class GetUsageRequest(_message.Message):
         circuit_id: _builtins.str = ...,
         range: _time_range_pb2.TimeRange | None = ...,
         include_samples: _builtins.bool = ...,
+        side: _side_pb2.Side.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["range", b"range"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "include_samples", b"include_samples", "range", b"range"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "include_samples", b"include_samples", "range", b"range", "side", b"side"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -217,8 +222,21 @@ class GetUsageResponse(_message.Message):
     RANGE_FIELD_NUMBER: _builtins.int
     SAMPLES_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    VOLUME_BYTES_IN_FIELD_NUMBER: _builtins.int
+    VOLUME_BYTES_OUT_FIELD_NUMBER: _builtins.int
+    GAP_VOLUMES_FIELD_NUMBER: _builtins.int
+    INTERVALS_LOST_TO_GAPS_FIELD_NUMBER: _builtins.int
     circuit_id: _builtins.str
     """Circuit id."""
+    side: _side_pb2.Side.ValueType
+    """The end read."""
+    volume_bytes_in: _builtins.int
+    """Octets in over the range: valid samples plus gap volumes."""
+    volume_bytes_out: _builtins.int
+    """Octets out over the range: valid samples plus gap volumes."""
+    intervals_lost_to_gaps: _builtins.int
+    """Intervals of the range lost to meter gaps."""
     @_builtins.property
     def range(self) -> _time_range_pb2.TimeRange:
         """The range requested."""
@@ -229,7 +247,11 @@ class GetUsageResponse(_message.Message):
 
     @_builtins.property
     def summary(self) -> _usage_pb2.PercentileSummary:
-        """95th percentile over the range."""
+        """95th percentile over the range (samples only: never gap volumes)."""
+
+    @_builtins.property
+    def gap_volumes(self) -> _containers.RepeatedCompositeFieldContainer[_usage_pb2.GapVolume]:
+        """Gap volumes starting in the range, oldest first (always returned)."""
 
     def __init__(
         self,
@@ -238,10 +260,15 @@ class GetUsageResponse(_message.Message):
         range: _time_range_pb2.TimeRange | None = ...,
         samples: _abc.Iterable[_usage_pb2.UsageInterval] | None = ...,
         summary: _usage_pb2.PercentileSummary | None = ...,
+        side: _side_pb2.Side.ValueType = ...,
+        volume_bytes_in: _builtins.int = ...,
+        volume_bytes_out: _builtins.int = ...,
+        gap_volumes: _abc.Iterable[_usage_pb2.GapVolume] | None = ...,
+        intervals_lost_to_gaps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["range", b"range", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "range", b"range", "samples", b"samples", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "gap_volumes", b"gap_volumes", "intervals_lost_to_gaps", b"intervals_lost_to_gaps", "range", b"range", "samples", b"samples", "side", b"side", "summary", b"summary", "volume_bytes_in", b"volume_bytes_in", "volume_bytes_out", b"volume_bytes_out"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -370,6 +397,7 @@ class BillingSummary(_message.Message):
     WARNINGS_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     CLOSE_WARNINGS_FIELD_NUMBER: _builtins.int
+    RECONCILIATION_DIFFERENCES_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Billing run id."""
     billing_entity_id: _builtins.str
@@ -412,6 +440,13 @@ class BillingSummary(_message.Message):
     def close_warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___CloseWarning]:
         """The warnings, by kind (warnings holds their messages)."""
 
+    @_builtins.property
+    def reconciliation_differences(self) -> _containers.RepeatedCompositeFieldContainer[_usage_pb2.CircuitReconciliation]:
+        """Circuits whose two ends differ beyond the reconciliation tolerance (each also a
+        warning). Circuits with no usage at all at the other end are not listed: one warning
+        per customer names them.
+        """
+
     def __init__(
         self,
         *,
@@ -430,10 +465,11 @@ class BillingSummary(_message.Message):
         warnings: _abc.Iterable[_builtins.str] | None = ...,
         dry_run: _builtins.bool = ...,
         close_warnings: _abc.Iterable[Global___CloseWarning] | None = ...,
+        reconciliation_differences: _abc.Iterable[_usage_pb2.CircuitReconciliation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "month", b"month"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment_lines", b"adjustment_lines", "as_of_time", b"as_of_time", "billing_entity_id", b"billing_entity_id", "circuits_billed", b"circuits_billed", "close_warnings", b"close_warnings", "dry_run", b"dry_run", "invoice_ids", b"invoice_ids", "invoices_created", b"invoices_created", "invoices_skipped_finalized", b"invoices_skipped_finalized", "invoices_unchanged", b"invoices_unchanged", "invoices_updated", b"invoices_updated", "month", b"month", "run_id", b"run_id", "totals", b"totals", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment_lines", b"adjustment_lines", "as_of_time", b"as_of_time", "billing_entity_id", b"billing_entity_id", "circuits_billed", b"circuits_billed", "close_warnings", b"close_warnings", "dry_run", b"dry_run", "invoice_ids", b"invoice_ids", "invoices_created", b"invoices_created", "invoices_skipped_finalized", b"invoices_skipped_finalized", "invoices_unchanged", b"invoices_unchanged", "invoices_updated", b"invoices_updated", "month", b"month", "reconciliation_differences", b"reconciliation_differences", "run_id", b"run_id", "totals", b"totals", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1278,3 +1314,63 @@ class GetUsageCompletenessResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUsageCompletenessResponse: _TypeAlias = GetUsageCompletenessResponse  # noqa: Y015
+
+@_typing.final
+class GetReconciliationRequest(_message.Message):
+    """Request for GetReconciliation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    DIFFERENCES_ONLY_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """Only this tenant's circuits; empty for all."""
+    differences_only: _builtins.bool
+    """Only circuits outside the tolerance."""
+    @_builtins.property
+    def month(self) -> _year_month_pb2.YearMonth:
+        """Month to reconcile."""
+
+    def __init__(
+        self,
+        *,
+        month: _year_month_pb2.YearMonth | None = ...,
+        tenant_id: _builtins.str = ...,
+        differences_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["month", b"month"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["differences_only", b"differences_only", "month", b"month", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationRequest: _TypeAlias = GetReconciliationRequest  # noqa: Y015
+
+@_typing.final
+class GetReconciliationResponse(_message.Message):
+    """Response for GetReconciliation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CIRCUITS_FIELD_NUMBER: _builtins.int
+    TOLERANCE_PERCENT_FIELD_NUMBER: _builtins.int
+    tolerance_percent: _builtins.str
+    """The tolerance applied, in percent."""
+    @_builtins.property
+    def circuits(self) -> _containers.RepeatedCompositeFieldContainer[_usage_pb2.CircuitReconciliation]:
+        """One entry per circuit with a segment in the month, by tenant then circuit."""
+
+    def __init__(
+        self,
+        *,
+        circuits: _abc.Iterable[_usage_pb2.CircuitReconciliation] | None = ...,
+        tolerance_percent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuits", b"circuits", "tolerance_percent", b"tolerance_percent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationResponse: _TypeAlias = GetReconciliationResponse  # noqa: Y015

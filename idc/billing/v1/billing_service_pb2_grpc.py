@@ -107,6 +107,11 @@ class BillingServiceStub:
                 request_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageCompletenessRequest.SerializeToString,
                 response_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageCompletenessResponse.FromString,
                 _registered_method=True)
+        self.GetReconciliation = channel.unary_unary(
+                '/idc.billing.v1.BillingService/GetReconciliation',
+                request_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetReconciliationRequest.SerializeToString,
+                response_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetReconciliationResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -220,6 +225,13 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReconciliation(self, request, context):
+        """Both ends of each circuit reconciled over a month (billing admins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -292,6 +304,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.GetUsageCompleteness,
                     request_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageCompletenessRequest.FromString,
                     response_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageCompletenessResponse.SerializeToString,
+            ),
+            'GetReconciliation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReconciliation,
+                    request_deserializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetReconciliationRequest.FromString,
+                    response_serializer=idc_dot_billing_dot_v1_dot_billing__service__pb2.GetReconciliationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -674,6 +691,33 @@ class BillingService:
             '/idc.billing.v1.BillingService/GetUsageCompleteness',
             idc_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageCompletenessRequest.SerializeToString,
             idc_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageCompletenessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReconciliation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.billing.v1.BillingService/GetReconciliation',
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.GetReconciliationRequest.SerializeToString,
+            idc_dot_billing_dot_v1_dot_billing__service__pb2.GetReconciliationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,8 @@ class BillingServiceStub:
     """Whether a month's usage is complete: per meter router the newest interval stored,
     and the usage consumer's lag behind the broker.
     """
+    GetReconciliation: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetReconciliationRequest, _billing_service_pb2.GetReconciliationResponse]
+    """Both ends of each circuit reconciled over a month (billing admins)."""
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
@@ -126,6 +128,8 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Whether a month's usage is complete: per meter router the newest interval stored,
     and the usage consumer's lag behind the broker.
     """
+    GetReconciliation: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetReconciliationRequest, _billing_service_pb2.GetReconciliationResponse]  # type: ignore[assignment]
+    """Both ends of each circuit reconciled over a month (billing admins)."""
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Usage metering and month-end invoicing. Customers see their own tenant's usage and
@@ -256,5 +260,13 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Whether a month's usage is complete: per meter router the newest interval stored,
         and the usage consumer's lag behind the broker.
         """
+
+    @_abc_1.abstractmethod
+    def GetReconciliation(
+        self,
+        request: _billing_service_pb2.GetReconciliationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetReconciliationResponse, _abc.Awaitable[_billing_service_pb2.GetReconciliationResponse]]:
+        """Both ends of each circuit reconciled over a month (billing admins)."""
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

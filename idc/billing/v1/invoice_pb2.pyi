@@ -101,6 +101,7 @@ class BurstDetail(_message.Message):
     BILLED_DIRECTION_FIELD_NUMBER: _builtins.int
     CIR_MBPS_FIELD_NUMBER: _builtins.int
     OVERAGE_MBPS_FIELD_NUMBER: _builtins.int
+    INTERVALS_LOST_TO_GAPS_FIELD_NUMBER: _builtins.int
     samples_expected: _builtins.int
     """Valid samples the segment should have."""
     samples_present: _builtins.int
@@ -115,6 +116,11 @@ class BurstDetail(_message.Message):
     """Committed bandwidth (CIR) in the segment, in Mbps."""
     overage_mbps: _builtins.int
     """Billed overage, max(0, billed_sample_mbps - cir_mbps)."""
+    intervals_lost_to_gaps: _builtins.int
+    """Intervals of the segment with no sample because the meter missed polls (their
+    octets are kept as gap volumes: in volumes, never in the percentile). Expected minus
+    present counts these and any other missing or invalid interval.
+    """
     @_builtins.property
     def billed_sample_time(self) -> _timestamp_pb2.Timestamp:
         """Start of the billed sample's interval."""
@@ -130,10 +136,11 @@ class BurstDetail(_message.Message):
         billed_direction: _builtins.str = ...,
         cir_mbps: _builtins.int = ...,
         overage_mbps: _builtins.int = ...,
+        intervals_lost_to_gaps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billed_sample_time", b"billed_sample_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_direction", b"billed_direction", "billed_sample_mbps", b"billed_sample_mbps", "billed_sample_time", b"billed_sample_time", "cir_mbps", b"cir_mbps", "overage_mbps", b"overage_mbps", "samples_discarded", b"samples_discarded", "samples_expected", b"samples_expected", "samples_present", b"samples_present"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_direction", b"billed_direction", "billed_sample_mbps", b"billed_sample_mbps", "billed_sample_time", b"billed_sample_time", "cir_mbps", b"cir_mbps", "intervals_lost_to_gaps", b"intervals_lost_to_gaps", "overage_mbps", b"overage_mbps", "samples_discarded", b"samples_discarded", "samples_expected", b"samples_expected", "samples_present", b"samples_present"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -160,6 +167,7 @@ class InvoiceLine(_message.Message):
     BURST_FIELD_NUMBER: _builtins.int
     ADJUSTS_INVOICE_ID_FIELD_NUMBER: _builtins.int
     ADJUSTS_LINE_ID_FIELD_NUMBER: _builtins.int
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Line identifier (stable across re-runs of the month)."""
     kind: Global___InvoiceLineKind.ValueType
@@ -182,6 +190,12 @@ class InvoiceLine(_message.Message):
     """For ADJUSTMENT lines: the invoice corrected."""
     adjusts_line_id: _builtins.str
     """For ADJUSTMENT lines: the line corrected, if any."""
+    reconciliation: _builtins.str
+    """On MRC and BURST lines of a circuit whose two ends (the billed end and the other
+    telco's) differ beyond the reconciliation tolerance in the month: both ends' volume
+    and p95, the difference and the tolerance. Evidence only: the amount is the billed
+    end's. Empty when the ends agree.
+    """
     @_builtins.property
     def segment_start_time(self) -> _timestamp_pb2.Timestamp:
         """Segment start (activation, bandwidth change, or start of month), in the billing
@@ -222,10 +236,11 @@ class InvoiceLine(_message.Message):
         burst: Global___BurstDetail | None = ...,
         adjusts_invoice_id: _builtins.str = ...,
         adjusts_line_id: _builtins.str = ...,
+        reconciliation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "burst", b"burst", "segment_end_time", b"segment_end_time", "segment_start_time", b"segment_start_time", "unit_price", b"unit_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjusts_invoice_id", b"adjusts_invoice_id", "adjusts_line_id", b"adjusts_line_id", "amount", b"amount", "bandwidth_mbps", b"bandwidth_mbps", "burst", b"burst", "circuit_id", b"circuit_id", "days_covered", b"days_covered", "days_in_month", b"days_in_month", "description", b"description", "factor", b"factor", "id", b"id", "kind", b"kind", "segment_end_time", b"segment_end_time", "segment_start_time", b"segment_start_time", "unit_price", b"unit_price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjusts_invoice_id", b"adjusts_invoice_id", "adjusts_line_id", b"adjusts_line_id", "amount", b"amount", "bandwidth_mbps", b"bandwidth_mbps", "burst", b"burst", "circuit_id", b"circuit_id", "days_covered", b"days_covered", "days_in_month", b"days_in_month", "description", b"description", "factor", b"factor", "id", b"id", "kind", b"kind", "reconciliation", b"reconciliation", "segment_end_time", b"segment_end_time", "segment_start_time", b"segment_start_time", "unit_price", b"unit_price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

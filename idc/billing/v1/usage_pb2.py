@@ -23,17 +23,25 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from idc.type.v1 import side_pb2 as idc_dot_type_dot_v1_dot_side__pb2
+from idc.type.v1 import year_month_pb2 as idc_dot_type_dot_v1_dot_year__month__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aidc/billing/v1/usage.proto\x12\x0eidc.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x01\n\rUsageInterval\x12\x37\n\x13interval_start_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10interval_seconds\x18\x02 \x01(\x05\x12\x10\n\x08\x62ytes_in\x18\x03 \x01(\x04\x12\x11\n\tbytes_out\x18\x04 \x01(\x04\x12\r\n\x05valid\x18\x05 \x01(\x08\x12\x13\n\x0brouter_name\x18\x06 \x01(\t\"\xf4\x01\n\x11PercentileSummary\x12\x18\n\x10samples_expected\x18\x01 \x01(\x05\x12\x17\n\x0fsamples_present\x18\x02 \x01(\x05\x12\x19\n\x11samples_discarded\x18\x03 \x01(\x05\x12\x13\n\x0bp95_in_mbps\x18\x04 \x01(\x03\x12\x14\n\x0cp95_out_mbps\x18\x05 \x01(\x03\x12\x15\n\rbillable_mbps\x18\x06 \x01(\x03\x12\x34\n\rbilled_sample\x18\x07 \x01(\x0b\x32\x1d.idc.billing.v1.UsageInterval\x12\x19\n\x11\x62illed_sample_bps\x18\x08 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aidc/billing/v1/usage.proto\x12\x0eidc.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16idc/type/v1/side.proto\x1a\x1cidc/type/v1/year_month.proto\"\xab\x01\n\rUsageInterval\x12\x37\n\x13interval_start_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10interval_seconds\x18\x02 \x01(\x05\x12\x10\n\x08\x62ytes_in\x18\x03 \x01(\x04\x12\x11\n\tbytes_out\x18\x04 \x01(\x04\x12\r\n\x05valid\x18\x05 \x01(\x08\x12\x13\n\x0brouter_name\x18\x06 \x01(\t\"\xf4\x01\n\x11PercentileSummary\x12\x18\n\x10samples_expected\x18\x01 \x01(\x05\x12\x17\n\x0fsamples_present\x18\x02 \x01(\x05\x12\x19\n\x11samples_discarded\x18\x03 \x01(\x05\x12\x13\n\x0bp95_in_mbps\x18\x04 \x01(\x03\x12\x14\n\x0cp95_out_mbps\x18\x05 \x01(\x03\x12\x15\n\rbillable_mbps\x18\x06 \x01(\x03\x12\x34\n\rbilled_sample\x18\x07 \x01(\x0b\x32\x1d.idc.billing.v1.UsageInterval\x12\x19\n\x11\x62illed_sample_bps\x18\x08 \x01(\t\"\xac\x01\n\tGapVolume\x12\x37\n\x13interval_start_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10interval_seconds\x18\x02 \x01(\x05\x12\x18\n\x10intervals_missed\x18\x03 \x01(\x05\x12\x10\n\x08\x62ytes_in\x18\x04 \x01(\x04\x12\x11\n\tbytes_out\x18\x05 \x01(\x04\x12\r\n\x05valid\x18\x06 \x01(\x08\"\xae\x01\n\x08\x45ndUsage\x12\x1f\n\x04side\x18\x01 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x10\n\x08\x62ytes_in\x18\x02 \x01(\x04\x12\x11\n\tbytes_out\x18\x03 \x01(\x04\x12\x17\n\x0fsamples_present\x18\x04 \x01(\x05\x12\x1e\n\x16intervals_lost_to_gaps\x18\x05 \x01(\x05\x12\x10\n\x08p95_mbps\x18\x06 \x01(\x03\x12\x11\n\tp95_known\x18\x07 \x01(\x08\"\x8b\x03\n\x15\x43ircuitReconciliation\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12%\n\x05month\x18\x03 \x01(\x0b\x32\x16.idc.type.v1.YearMonth\x12,\n\nbilled_end\x18\x04 \x01(\x0b\x32\x18.idc.billing.v1.EndUsage\x12+\n\tother_end\x18\x05 \x01(\x0b\x32\x18.idc.billing.v1.EndUsage\x12\x1f\n\x17volume_difference_bytes\x18\x06 \x01(\x03\x12!\n\x19volume_difference_percent\x18\x07 \x01(\t\x12\x1b\n\x13p95_difference_mbps\x18\x08 \x01(\x03\x12\x1e\n\x16p95_difference_percent\x18\t \x01(\t\x12\x19\n\x11tolerance_percent\x18\n \x01(\t\x12\x18\n\x10within_tolerance\x18\x0b \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0c \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idc.billing.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USAGEINTERVAL']._serialized_start=80
-  _globals['_USAGEINTERVAL']._serialized_end=251
-  _globals['_PERCENTILESUMMARY']._serialized_start=254
-  _globals['_PERCENTILESUMMARY']._serialized_end=498
+  _globals['_USAGEINTERVAL']._serialized_start=134
+  _globals['_USAGEINTERVAL']._serialized_end=305
+  _globals['_PERCENTILESUMMARY']._serialized_start=308
+  _globals['_PERCENTILESUMMARY']._serialized_end=552
+  _globals['_GAPVOLUME']._serialized_start=555
+  _globals['_GAPVOLUME']._serialized_end=727
+  _globals['_ENDUSAGE']._serialized_start=730
+  _globals['_ENDUSAGE']._serialized_end=904
+  _globals['_CIRCUITRECONCILIATION']._serialized_start=907
+  _globals['_CIRCUITRECONCILIATION']._serialized_end=1302
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,8 @@ isort:skip_file
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from idc.type.v1 import side_pb2 as _side_pb2
+from idc.type.v1 import year_month_pb2 as _year_month_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -115,3 +117,172 @@ class PercentileSummary(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PercentileSummary: _TypeAlias = PercentileSummary  # noqa: Y015
+
+@_typing.final
+class GapVolume(_message.Message):
+    """The counter delta across a meter gap at one end: the octets of intervals_missed
+    intervals from interval_start_time, none of which has a sample. Counted in volumes and
+    reconciliation, never in the 95th percentile.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERVAL_START_TIME_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    INTERVALS_MISSED_FIELD_NUMBER: _builtins.int
+    BYTES_IN_FIELD_NUMBER: _builtins.int
+    BYTES_OUT_FIELD_NUMBER: _builtins.int
+    VALID_FIELD_NUMBER: _builtins.int
+    interval_seconds: _builtins.int
+    """Length of the whole gap in seconds."""
+    intervals_missed: _builtins.int
+    """Intervals missed."""
+    bytes_in: _builtins.int
+    """Octets received from the customer during the gap."""
+    bytes_out: _builtins.int
+    """Octets sent to the customer during the gap."""
+    valid: _builtins.bool
+    """False across a counter reset (octets unknown, zero)."""
+    @_builtins.property
+    def interval_start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the first missed interval."""
+
+    def __init__(
+        self,
+        *,
+        interval_start_time: _timestamp_pb2.Timestamp | None = ...,
+        interval_seconds: _builtins.int = ...,
+        intervals_missed: _builtins.int = ...,
+        bytes_in: _builtins.int = ...,
+        bytes_out: _builtins.int = ...,
+        valid: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interval_start_time", b"interval_start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "interval_seconds", b"interval_seconds", "interval_start_time", b"interval_start_time", "intervals_missed", b"intervals_missed", "valid", b"valid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GapVolume: _TypeAlias = GapVolume  # noqa: Y015
+
+@_typing.final
+class EndUsage(_message.Message):
+    """One end's usage of a circuit over a billing month."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIDE_FIELD_NUMBER: _builtins.int
+    BYTES_IN_FIELD_NUMBER: _builtins.int
+    BYTES_OUT_FIELD_NUMBER: _builtins.int
+    SAMPLES_PRESENT_FIELD_NUMBER: _builtins.int
+    INTERVALS_LOST_TO_GAPS_FIELD_NUMBER: _builtins.int
+    P95_MBPS_FIELD_NUMBER: _builtins.int
+    P95_KNOWN_FIELD_NUMBER: _builtins.int
+    side: _side_pb2.Side.ValueType
+    """The end (the router's side)."""
+    bytes_in: _builtins.int
+    """Octets in over the month: valid samples plus gap volumes."""
+    bytes_out: _builtins.int
+    """Octets out over the month: valid samples plus gap volumes."""
+    samples_present: _builtins.int
+    """Valid 5-minute samples."""
+    intervals_lost_to_gaps: _builtins.int
+    """Intervals lost to meter gaps."""
+    p95_mbps: _builtins.int
+    """Billable 95th percentile (the larger direction), Mbps; valid only if p95_known."""
+    p95_known: _builtins.bool
+    """False when the percentile was not computed (the other end has no samples)."""
+    def __init__(
+        self,
+        *,
+        side: _side_pb2.Side.ValueType = ...,
+        bytes_in: _builtins.int = ...,
+        bytes_out: _builtins.int = ...,
+        samples_present: _builtins.int = ...,
+        intervals_lost_to_gaps: _builtins.int = ...,
+        p95_mbps: _builtins.int = ...,
+        p95_known: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "intervals_lost_to_gaps", b"intervals_lost_to_gaps", "p95_known", b"p95_known", "p95_mbps", b"p95_mbps", "samples_present", b"samples_present", "side", b"side"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndUsage: _TypeAlias = EndUsage  # noqa: Y015
+
+@_typing.final
+class CircuitReconciliation(_message.Message):
+    """A circuit's two ends over one billing month: the billed end (the telco that bills the
+    customer) and the other, their difference and whether it is inside the tolerance.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CIRCUIT_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    BILLED_END_FIELD_NUMBER: _builtins.int
+    OTHER_END_FIELD_NUMBER: _builtins.int
+    VOLUME_DIFFERENCE_BYTES_FIELD_NUMBER: _builtins.int
+    VOLUME_DIFFERENCE_PERCENT_FIELD_NUMBER: _builtins.int
+    P95_DIFFERENCE_MBPS_FIELD_NUMBER: _builtins.int
+    P95_DIFFERENCE_PERCENT_FIELD_NUMBER: _builtins.int
+    TOLERANCE_PERCENT_FIELD_NUMBER: _builtins.int
+    WITHIN_TOLERANCE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    circuit_id: _builtins.str
+    """Circuit id."""
+    tenant_id: _builtins.str
+    """Tenant billed."""
+    volume_difference_bytes: _builtins.int
+    """Other end's volume (in + out) minus the billed end's, in octets."""
+    volume_difference_percent: _builtins.str
+    """|difference| / billed end's volume in percent, 2 decimals; "inf" if the billed end
+    is zero and the other is not.
+    """
+    p95_difference_mbps: _builtins.int
+    """Other end's p95 minus the billed end's, in Mbps."""
+    p95_difference_percent: _builtins.str
+    """|difference| / billed end's p95 in percent, 2 decimals, or "inf"."""
+    tolerance_percent: _builtins.str
+    """The tolerance applied, in percent (IDC_BILLING_RECONCILE_TOLERANCE_PERCENT)."""
+    within_tolerance: _builtins.bool
+    """Both differences are inside the tolerance."""
+    description: _builtins.str
+    """The same in one human-readable line."""
+    @_builtins.property
+    def month(self) -> _year_month_pb2.YearMonth:
+        """Billing month (in the customer's billing time zone)."""
+
+    @_builtins.property
+    def billed_end(self) -> Global___EndUsage:
+        """The end billed."""
+
+    @_builtins.property
+    def other_end(self) -> Global___EndUsage:
+        """The other end."""
+
+    def __init__(
+        self,
+        *,
+        circuit_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        month: _year_month_pb2.YearMonth | None = ...,
+        billed_end: Global___EndUsage | None = ...,
+        other_end: Global___EndUsage | None = ...,
+        volume_difference_bytes: _builtins.int = ...,
+        volume_difference_percent: _builtins.str = ...,
+        p95_difference_mbps: _builtins.int = ...,
+        p95_difference_percent: _builtins.str = ...,
+        tolerance_percent: _builtins.str = ...,
+        within_tolerance: _builtins.bool = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billed_end", b"billed_end", "month", b"month", "other_end", b"other_end"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_end", b"billed_end", "circuit_id", b"circuit_id", "description", b"description", "month", b"month", "other_end", b"other_end", "p95_difference_mbps", b"p95_difference_mbps", "p95_difference_percent", b"p95_difference_percent", "tenant_id", b"tenant_id", "tolerance_percent", b"tolerance_percent", "volume_difference_bytes", b"volume_difference_bytes", "volume_difference_percent", b"volume_difference_percent", "within_tolerance", b"within_tolerance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CircuitReconciliation: _TypeAlias = CircuitReconciliation  # noqa: Y015

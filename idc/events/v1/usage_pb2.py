@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from idc.type.v1 import side_pb2 as idc_dot_type_dot_v1_dot_side__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19idc/events/v1/usage.proto\x12\ridc.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16idc/type/v1/side.proto\"\x93\x03\n\x0bUsageSample\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncircuit_id\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x37\n\x13interval_start_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10interval_seconds\x18\x06 \x01(\x05\x12\x10\n\x08\x62ytes_in\x18\x07 \x01(\x04\x12\x11\n\tbytes_out\x18\x08 \x01(\x04\x12\x13\n\x0brouter_name\x18\t \x01(\t\x12\x1f\n\x04side\x18\n \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x16\n\x0einterface_name\x18\x0b \x01(\t\x12-\n\tread_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05valid\x18\r \x01(\x08\x12\x16\n\x0einvalid_reason\x18\x0e \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19idc/events/v1/usage.proto\x12\ridc.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16idc/type/v1/side.proto\"\xc1\x03\n\x0bUsageSample\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncircuit_id\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x37\n\x13interval_start_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10interval_seconds\x18\x06 \x01(\x05\x12\x10\n\x08\x62ytes_in\x18\x07 \x01(\x04\x12\x11\n\tbytes_out\x18\x08 \x01(\x04\x12\x13\n\x0brouter_name\x18\t \x01(\t\x12\x1f\n\x04side\x18\n \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x16\n\x0einterface_name\x18\x0b \x01(\t\x12-\n\tread_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05valid\x18\r \x01(\x08\x12\x16\n\x0einvalid_reason\x18\x0e \x01(\t\x12\x12\n\ngap_volume\x18\x0f \x01(\x08\x12\x18\n\x10intervals_missed\x18\x10 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idc.events.v1.usage_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGESAMPLE']._serialized_start=102
-  _globals['_USAGESAMPLE']._serialized_end=505
+  _globals['_USAGESAMPLE']._serialized_end=551
 # @@protoc_insertion_point(module_scope)

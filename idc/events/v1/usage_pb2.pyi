@@ -20,12 +20,19 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class UsageSample(_message.Message):
-    """Usage metering. Produced by the meter, consumed by billing (deduplicated by circuit id
-    and interval_start_time). Key: circuit id.
+    """Usage metering. Produced by the meter, consumed by billing (deduplicated by circuit id,
+    side and interval_start_time). Key: circuit id.
 
-    Traffic of one circuit in one 5-minute interval, from the difference of two readings of
-    the router's 64-bit interface counters (wrap handled). A missing interval is not sent
-    (a gap, never a zero sample).
+    Traffic of one circuit at one end (side) in one 5-minute interval, from the difference
+    of two readings of that router's 64-bit interface counters (wrap handled). A missing
+    interval is not sent (a gap, never a zero sample).
+
+    Gap volumes: when the meter missed polls, the two readings around the gap bracket
+    several intervals. Those intervals get no sample; the counter delta across the gap is
+    sent as ONE record with gap_volume true, interval_start_time the start of the first
+    missed interval, interval_seconds the whole gap (intervals_missed intervals, more than
+    one) and the octets of the whole gap. Billing counts a gap volume in volume totals and
+    reconciliation only: never as 5-minute samples, never in the 95th percentile.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -44,6 +51,8 @@ class UsageSample(_message.Message):
     READ_TIME_FIELD_NUMBER: _builtins.int
     VALID_FIELD_NUMBER: _builtins.int
     INVALID_REASON_FIELD_NUMBER: _builtins.int
+    GAP_VOLUME_FIELD_NUMBER: _builtins.int
+    INTERVALS_MISSED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     circuit_id: _builtins.str
@@ -51,7 +60,7 @@ class UsageSample(_message.Message):
     tenant_id: _builtins.str
     """Tenant id."""
     interval_seconds: _builtins.int
-    """Length of the interval in seconds (300)."""
+    """Length of the interval in seconds (300); for a gap volume, the whole gap's length."""
     bytes_in: _builtins.int
     """Octets received from the customer on the metered port in the interval."""
     bytes_out: _builtins.int
@@ -59,7 +68,9 @@ class UsageSample(_message.Message):
     router_name: _builtins.str
     """Router the counters were read from."""
     side: _side_pb2.Side.ValueType
-    """Side of that router."""
+    """Side of that router: the end of the circuit this record measures. UNSPECIFIED is read
+    as SIDE_SINGAPORE (meters before both ends were metered read the Singapore end).
+    """
     interface_name: _builtins.str
     """Interface the counters belong to (the circuit's subinterface)."""
     valid: _builtins.bool
@@ -68,6 +79,12 @@ class UsageSample(_message.Message):
     """
     invalid_reason: _builtins.str
     """Why the sample is invalid, e.g. "counter-reset"; empty when valid."""
+    gap_volume: _builtins.bool
+    """True: this record is a gap volume (see above), not a 5-minute sample."""
+    intervals_missed: _builtins.int
+    """For a gap volume: how many intervals it spans, none of which has a sample
+    (interval_seconds / the meter's interval). 0 for a sample.
+    """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When the sample was produced."""
@@ -97,10 +114,12 @@ class UsageSample(_message.Message):
         read_time: _timestamp_pb2.Timestamp | None = ...,
         valid: _builtins.bool = ...,
         invalid_reason: _builtins.str = ...,
+        gap_volume: _builtins.bool = ...,
+        intervals_missed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["interval_start_time", b"interval_start_time", "occurred_at", b"occurred_at", "read_time", b"read_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "circuit_id", b"circuit_id", "event_id", b"event_id", "interface_name", b"interface_name", "interval_seconds", b"interval_seconds", "interval_start_time", b"interval_start_time", "invalid_reason", b"invalid_reason", "occurred_at", b"occurred_at", "read_time", b"read_time", "router_name", b"router_name", "side", b"side", "tenant_id", b"tenant_id", "valid", b"valid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "circuit_id", b"circuit_id", "event_id", b"event_id", "gap_volume", b"gap_volume", "interface_name", b"interface_name", "interval_seconds", b"interval_seconds", "interval_start_time", b"interval_start_time", "intervals_missed", b"intervals_missed", "invalid_reason", b"invalid_reason", "occurred_at", b"occurred_at", "read_time", b"read_time", "router_name", b"router_name", "side", b"side", "tenant_id", b"tenant_id", "valid", b"valid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -106,6 +106,9 @@ class BurstEvidence:
     billed_sample_bps: Fraction
     cir_mbps: int
     overage_mbps: int
+    # Intervals of the segment with no sample because the meter missed polls (their
+    # octets are a gap volume: counted in volumes, never in the percentile).
+    intervals_lost: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,9 @@ class Line:
     burst: BurstEvidence | None = None
     adjusts_invoice_id: str = ""
     adjusts_line_key: str = ""
+    # The circuit's two ends disagree beyond the tolerance: what they measured (evidence
+    # only, never a change to the amount); empty when they agree.
+    reconciliation: str = ""
 
 
 @dataclass(frozen=True)

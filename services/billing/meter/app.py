@@ -43,7 +43,7 @@ def make_app(
         lambda: EventConsumer(
             [CIRCUIT_EVENTS],
             settings.consumer_group,
-            CircuitEventHandler(store, settings.side),
+            CircuitEventHandler(store, settings.sides),
             runtime.session_factory,
             kafka,
             registry=CIRCUIT_EVENT_REGISTRY,

@@ -41,11 +41,12 @@ _SIDES = {
 @dataclass(frozen=True)
 class MeterSettings:
     """``interval_s``: length of a usage interval and the poll period (5 minutes; tests use
-    seconds). ``side``: which end of each circuit is metered (one end per circuit, so
-    billing gets one sample per circuit and interval). ``routers_file``: the TOML above."""
+    seconds). ``sides``: which ends of each circuit are metered (both by default: billing
+    bills one and reconciles the other; one sample per circuit, side and interval).
+    ``routers_file``: the TOML above."""
 
     interval_s: int = DEFAULT_INTERVAL_S
-    side: int = side_pb2.SIDE_SINGAPORE
+    sides: tuple[int, ...] = (side_pb2.SIDE_SINGAPORE, side_pb2.SIDE_CHONGQING)
     routers_file: Path = Path("var/meter-routers.toml")
     consumer_group: str = "meter"
 
@@ -62,16 +63,24 @@ class MeterSettings:
                     "seconds from 1 to 3600 (300 in production)"
                 )
             interval = int(raw_interval)
-        raw_side = env.get("IDC_METER_SIDE", "").strip() or "singapore"
-        if raw_side not in _SIDES:
+        if env.get("IDC_METER_SIDE", "").strip():
             raise ConfigError(
-                f"IDC_METER_SIDE={raw_side!r} is not valid: expected one of {', '.join(_SIDES)}"
+                "IDC_METER_SIDE is no longer read: both ends are metered; set IDC_METER_SIDES "
+                "(comma-separated, default singapore,chongqing) to meter fewer"
+            )
+        raw_sides = env.get("IDC_METER_SIDES", "").strip() or "singapore,chongqing"
+        names = [name.strip() for name in raw_sides.split(",")]
+        unknown = [name for name in names if name not in _SIDES]
+        if unknown or len(set(names)) != len(names):
+            raise ConfigError(
+                f"IDC_METER_SIDES={raw_sides!r} is not valid: expected distinct names among "
+                f"{', '.join(_SIDES)}"
             )
         routers_file = env.get("IDC_METER_ROUTERS_FILE", "").strip()
         group = env.get("IDC_METER_CONSUMER_GROUP", "").strip() or "meter"
         return cls(
             interval_s=interval,
-            side=_SIDES[raw_side],
+            sides=tuple(_SIDES[name] for name in names),
             routers_file=Path(routers_file)
             if routers_file
             else Path(var_dir) / "meter-routers.toml",

@@ -8,15 +8,17 @@ What happens when the meter polls a circuit's counters, in one place:
 * the first reading of a circuit only sets the baseline: no sample;
 * a reading in the same slot as the baseline is ignored (the baseline stays, so no byte is
   lost or counted twice);
-* otherwise the two readings bracket ``n`` intervals (``n > 1`` when polls were missed).
-  The octets between them are spread evenly over those intervals, in whole bytes, the
-  remainder going one byte each to the earliest intervals, so the total is exact. A missed
-  poll is never a zero sample;
+* otherwise the two readings bracket ``n`` intervals. With ``n == 1`` (start..end exactly
+  one slot) the octets between them are that interval's sample. With ``n > 1`` polls were
+  missed: those intervals are a gap and get NO sample (never a zero, never an estimate:
+  spreading the delta would flatten the peaks the 95th percentile bills); the octets
+  across the gap are kept as ONE gap volume over the whole gap (``intervals == n``), for
+  volume totals and reconciliation, never a 5-minute sample;
 * a counter that went down is a 64-bit wrap only if the wrapped difference is plausible
   for the time elapsed at the port's highest rate; otherwise, or when the agent reports a
-  new discontinuity time, the counters were reset (router reboot, cleared counters): every
-  bracketed interval is published as invalid with zero bytes, never a huge or negative
-  number, and the new reading becomes the baseline.
+  new discontinuity time, the counters were reset (router reboot, cleared counters): the
+  bracketed interval (or gap) is published as invalid with zero bytes, never a huge or
+  negative number, and the new reading becomes the baseline.
 """
 
 from __future__ import annotations
@@ -53,13 +55,19 @@ class Reading:
 
 @dataclass(frozen=True)
 class IntervalUsage:
-    """Octets of one interval, or an invalid interval (``valid`` False, zero bytes)."""
+    """Octets of one interval (``intervals == 1``: a sample) or of a gap of ``intervals``
+    missed intervals (a gap volume); ``valid`` False: counters reset, zero bytes."""
 
     interval_start: datetime
     bytes_in: int
     bytes_out: int
     valid: bool
     invalid_reason: str = ""
+    intervals: int = 1
+
+    @property
+    def gap_volume(self) -> bool:
+        return self.intervals > 1
 
 
 @dataclass(frozen=True)
@@ -95,17 +103,6 @@ def counter_delta(
     return None
 
 
-def spread(total: int, parts: int) -> list[int]:
-    """``total`` split into ``parts`` whole numbers differing by at most one, earliest
-    parts larger, summing exactly to ``total``."""
-    if parts <= 0:
-        raise ValueError("parts must be greater than zero")
-    if total < 0:
-        raise ValueError("total must not be negative")
-    base, remainder = divmod(total, parts)
-    return [base + 1 if index < remainder else base for index in range(parts)]
-
-
 def advance(
     baseline: Reading | None,
     current: Reading,
@@ -120,9 +117,7 @@ def advance(
     end = slot_start(current.read_at, interval_seconds)
     if end <= start:
         return Advance((), baseline)
-    step = timedelta(seconds=interval_seconds)
-    count = int((end - start) / step)
-    starts = [start + index * step for index in range(count)]
+    count = int((end - start) / timedelta(seconds=interval_seconds))
 
     elapsed = (current.read_at - baseline.read_at).total_seconds()
     delta_in = counter_delta(baseline.in_octets, current.in_octets, elapsed, max_bytes_per_second)
@@ -135,15 +130,8 @@ def advance(
         and current.discontinuity_time != baseline.discontinuity_time
     )
     if delta_in is None or delta_out is None or discontinuity:
-        invalid = tuple(IntervalUsage(s, 0, 0, False, COUNTER_RESET) for s in starts)
-        return Advance(invalid, current)
-    samples = tuple(
-        IntervalUsage(s, bytes_in, bytes_out, True)
-        for s, bytes_in, bytes_out in zip(
-            starts, spread(delta_in, count), spread(delta_out, count), strict=True
-        )
-    )
-    return Advance(samples, current)
+        return Advance((IntervalUsage(start, 0, 0, False, COUNTER_RESET, count),), current)
+    return Advance((IntervalUsage(start, delta_in, delta_out, True, "", count),), current)
 
 
 def subinterface_name(interface_name: str, vlan_id: int) -> str:

@@ -1,14 +1,15 @@
 """The meter's moving parts around the counter arithmetic of ``domain``:
 
-* :class:`CircuitEventHandler` keeps the set of metered circuits from the circuit
-  lifecycle events (activated or modified: meter it; disconnected: stop);
+* :class:`CircuitEventHandler` keeps the set of metered circuit ends from the circuit
+  lifecycle events (activated or modified: meter both ends, each on its own router;
+  disconnected: stop);
 * :class:`Meter` runs one poll round: reads every metered circuit's counters router by
   router, turns each reading into samples (``domain.advance``) and, in ONE transaction per
   router, stages the UsageSample events in the outbox and stores the new baselines;
 * :class:`MeterWorker` polls at every interval boundary.
 
-A router that cannot be read is skipped for that round: its circuits get a gap, which the
-next successful reading spreads over the missed intervals.
+A router that cannot be read is skipped for that round: its circuits get a gap; the next
+successful reading publishes the counter delta across it as one gap volume, not samples.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
@@ -70,30 +71,35 @@ class CircuitEventHandler:
     """``EventConsumer`` handler for idc.circuit.events; runs in the consumer's transaction."""
 
     def __init__(
-        self, store: MeterStore, side: int, clock: Callable[[], datetime] = _utcnow
+        self,
+        store: MeterStore,
+        sides: Sequence[int],
+        clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._store = store
-        self._side = side
+        self._sides = tuple(sides)
         self._clock = clock
 
     def __call__(self, session: Session, event: Message, envelope: Envelope) -> None:
         if isinstance(event, circuit_pb2.CircuitActivated | circuit_pb2.CircuitModified):
-            endpoint = metered_end(event.circuit, self._side)
-            # Validates the name parts now, so a bad event goes to the DLQ, not the poller.
-            subinterface_name(endpoint.interface_name, endpoint.vlan_id)
-            self._store.put_circuit(
-                session,
-                MeteredCircuit(
-                    circuit_id=event.circuit_id,
-                    tenant_id=event.tenant_id,
-                    side=self._side,
-                    router_name=endpoint.router_name,
-                    interface_name=endpoint.interface_name,
-                    vlan_id=endpoint.vlan_id,
-                ),
-                self._clock(),
-            )
-            log.info("metering circuit %s on %s", event.circuit_id, endpoint.router_name)
+            # Every end is checked first, so a bad event goes to the DLQ whole, not the poller.
+            ends = [metered_end(event.circuit, side) for side in self._sides]
+            for endpoint in ends:
+                subinterface_name(endpoint.interface_name, endpoint.vlan_id)
+            for side, endpoint in zip(self._sides, ends, strict=True):
+                self._store.put_circuit(
+                    session,
+                    MeteredCircuit(
+                        circuit_id=event.circuit_id,
+                        tenant_id=event.tenant_id,
+                        side=side,
+                        router_name=endpoint.router_name,
+                        interface_name=endpoint.interface_name,
+                        vlan_id=endpoint.vlan_id,
+                    ),
+                    self._clock(),
+                )
+                log.info("metering circuit %s on %s", event.circuit_id, endpoint.router_name)
         elif isinstance(event, circuit_pb2.CircuitDisconnected):
             self._store.remove_circuit(session, event.circuit_id)
             log.info("stopped metering circuit %s", event.circuit_id)
@@ -113,7 +119,7 @@ def usage_sample(
         circuit_id=circuit.circuit_id,
         tenant_id=circuit.tenant_id,
         interval_start_time=_timestamp(usage.interval_start),
-        interval_seconds=interval_s,
+        interval_seconds=interval_s * usage.intervals,
         bytes_in=usage.bytes_in,
         bytes_out=usage.bytes_out,
         router_name=circuit.router_name,
@@ -122,6 +128,8 @@ def usage_sample(
         read_time=_timestamp(read_at),
         valid=usage.valid,
         invalid_reason=usage.invalid_reason,
+        gap_volume=usage.gap_volume,
+        intervals_missed=usage.intervals if usage.gap_volume else 0,
     )
 
 
@@ -182,7 +190,7 @@ class Meter:
                     )
                     continue
                 # The circuit may have been disconnected while the router was read.
-                current = self._store.get_circuit(session, circuit.circuit_id)
+                current = self._store.get_circuit(session, circuit.circuit_id, circuit.side)
                 if current != circuit:
                     continue
                 baseline = self._store.baseline(session, circuit.circuit_id, router_name)

@@ -1,4 +1,4 @@
-"""The meter's database: the circuits it meters and the last reading of each.
+"""The meter's database: the circuit ends it meters and the last reading of each.
 
 Counter values are stored as decimal text: a 64-bit unsigned counter does not fit a signed
 BIGINT, and SQLite would turn a larger NUMERIC into a float.
@@ -28,7 +28,7 @@ from services.common.db import new_metadata
 metadata = new_metadata()
 
 
-def _circuit_schema() -> list[SchemaItem]:
+def _circuit_schema(primary_key: tuple[str, ...] = ("circuit_id", "side")) -> list[SchemaItem]:
     return [
         Column("circuit_id", String(64), nullable=False),
         Column("tenant_id", String(64), nullable=False),
@@ -37,7 +37,7 @@ def _circuit_schema() -> list[SchemaItem]:
         Column("interface_name", String(128), nullable=False),
         Column("vlan_id", Integer(), nullable=False),
         Column("updated_at", DateTime(timezone=True), nullable=False),
-        PrimaryKeyConstraint("circuit_id", name="pk_meter_circuits"),
+        PrimaryKeyConstraint(*primary_key, name="pk_meter_circuits"),
     ]
 
 
@@ -61,13 +61,18 @@ readings_table = Table("meter_readings", metadata, *_reading_schema())
 def create_meter_tables(op: object) -> None:
     """Create the meter's tables from an Alembic migration (``op`` is ``alembic.op``)."""
     create_table = getattr(op, "create_table")  # noqa: B009 - alembic.op is untyped here
-    create_table("meter_circuits", *_circuit_schema())
+    create_table("meter_circuits", *_circuit_schema(primary_key=("circuit_id",)))
     create_table("meter_readings", *_reading_schema())
+
+
+def create_circuit_ends_table(op: object, name: str) -> None:
+    """The circuits table keyed by circuit and side (migration 0005 builds it as ``name``)."""
+    getattr(op, "create_table")(name, *_circuit_schema())  # noqa: B009
 
 
 @dataclass(frozen=True)
 class MeteredCircuit:
-    """An active circuit and the end of it the meter reads."""
+    """An active circuit and one end of it the meter reads (one per side)."""
 
     circuit_id: str
     tenant_id: str
@@ -88,7 +93,9 @@ class MeterStore:
     """Reads and writes of the meter's tables inside the caller's session."""
 
     def active_circuits(self, session: Session) -> list[MeteredCircuit]:
-        rows = session.execute(select(circuits_table).order_by(circuits_table.c.circuit_id))
+        rows = session.execute(
+            select(circuits_table).order_by(circuits_table.c.circuit_id, circuits_table.c.side)
+        )
         return [
             MeteredCircuit(
                 circuit_id=row.circuit_id,
@@ -101,9 +108,13 @@ class MeterStore:
             for row in rows
         ]
 
-    def get_circuit(self, session: Session, circuit_id: str) -> MeteredCircuit | None:
+    def get_circuit(
+        self, session: Session, circuit_id: str, side: int
+    ) -> MeteredCircuit | None:
         row = session.execute(
-            select(circuits_table).where(circuits_table.c.circuit_id == circuit_id)
+            select(circuits_table).where(
+                circuits_table.c.circuit_id == circuit_id, circuits_table.c.side == side
+            )
         ).first()
         if row is None:
             return None
@@ -117,23 +128,29 @@ class MeterStore:
         )
 
     def put_circuit(self, session: Session, circuit: MeteredCircuit, now: datetime) -> None:
-        """Insert or replace; a circuit whose metered end moved loses its baseline (the new
-        interface's counters have nothing to do with the old one's)."""
-        previous = self.get_circuit(session, circuit.circuit_id)
+        """Insert or replace the circuit's end at ``circuit.side``; an end that moved loses
+        its baseline (the new interface's counters have nothing to do with the old one's)."""
+        previous = self.get_circuit(session, circuit.circuit_id, circuit.side)
         values = {
             "tenant_id": circuit.tenant_id,
-            "side": circuit.side,
             "router_name": circuit.router_name,
             "interface_name": circuit.interface_name,
             "vlan_id": circuit.vlan_id,
             "updated_at": now,
         }
         if previous is None:
-            session.execute(circuits_table.insert().values(circuit_id=circuit.circuit_id, **values))
+            session.execute(
+                circuits_table.insert().values(
+                    circuit_id=circuit.circuit_id, side=circuit.side, **values
+                )
+            )
             return
         session.execute(
             circuits_table.update()
-            .where(circuits_table.c.circuit_id == circuit.circuit_id)
+            .where(
+                circuits_table.c.circuit_id == circuit.circuit_id,
+                circuits_table.c.side == circuit.side,
+            )
             .values(**values)
         )
         moved = (previous.router_name, previous.interface_name, previous.vlan_id) != (
@@ -143,10 +160,14 @@ class MeterStore:
         )
         if moved:
             session.execute(
-                delete(readings_table).where(readings_table.c.circuit_id == circuit.circuit_id)
+                delete(readings_table).where(
+                    readings_table.c.circuit_id == circuit.circuit_id,
+                    readings_table.c.router_name == previous.router_name,
+                )
             )
 
     def remove_circuit(self, session: Session, circuit_id: str) -> None:
+        """Stop metering every end of the circuit."""
         session.execute(delete(readings_table).where(readings_table.c.circuit_id == circuit_id))
         session.execute(delete(circuits_table).where(circuits_table.c.circuit_id == circuit_id))
 

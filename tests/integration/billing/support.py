@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from idc.type.v1 import money_pb2
 from services.billing.app import billing_close
 from services.billing.close import UsageLag
 from services.billing.domain.close import PartitionLag
+from services.billing.domain.ends import Side, billed_side
 from services.billing.domain.entities import BillingDirectory, parse_directory
 from services.billing.ingest import ContractIngest, UsageIngest
 from services.billing.job_store import SqlJobStore
@@ -45,6 +47,7 @@ def migrated(url: str) -> sessionmaker[Session]:
     return db.make_session_factory(db.make_engine(url))
 
 
+@functools.cache
 def directory() -> BillingDirectory:
     return parse_directory(ENTITIES.read_text())
 
@@ -112,14 +115,18 @@ def disconnected(
 
 def sample(
     circuit: str, tenant: str, start: datetime, bytes_in: int, bytes_out: int,
-    *, valid: bool = True,
+    *, valid: bool = True, side: Side | None = None,
 ) -> usage_pb2.UsageSample:
+    """A 5-minute sample; by default from the end billed for ``tenant``."""
+    side = side or billed_side(directory().customer(tenant).entity)
     return usage_pb2.UsageSample(
         event_id=str(uuid.uuid4()), occurred_at=stamp(start + timedelta(minutes=5)),
         circuit_id=circuit, tenant_id=tenant, interval_start_time=stamp(start),
-        interval_seconds=300, bytes_in=bytes_in, bytes_out=bytes_out, router_name="sg-edge-1",
+        interval_seconds=300, bytes_in=bytes_in, bytes_out=bytes_out,
+        router_name="sg-edge-1" if side is Side.SINGAPORE else "cq-edge-1",
         interface_name="xe-0/0/1.100", read_time=stamp(start + timedelta(minutes=5)),
         valid=valid, invalid_reason="" if valid else "counter-reset",
+        side=int(side),  # type: ignore[arg-type]
     )
 
 

@@ -11,10 +11,14 @@ from decimal import Decimal
 import grpc
 import pypdfium2  # type: ignore[import-untyped]
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from idc.billing.v1 import billing_service_pb2 as pb
 from idc.billing.v1 import billing_service_pb2_grpc, invoice_pb2
-from idc.type.v1 import year_month_pb2
+from idc.type.v1 import side_pb2, time_range_pb2, year_month_pb2
+from services.billing.domain.ends import Side
+from services.billing.domain.rating import BillingMonth
+from services.billing.invoices import invoice_id_for
 from services.common.auth import Principal, Role
 from services.common.config import ServiceSettings
 from services.common.grpc_server import GrpcApp, call_metadata
@@ -37,6 +41,9 @@ BYTES_PER_MBPS = 37_500_000
 
 
 class Api:
+    factory: sessionmaker[Session]
+    clock: Clock
+
     def __init__(self, stub: billing_service_pb2_grpc.BillingServiceStub, tokens: dict[str, str]):
         self.stub = stub
         self.tokens = tokens
@@ -82,7 +89,9 @@ def api(database_url: str) -> Iterator[Api]:
     port = app.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield Api(billing_service_pb2_grpc.BillingServiceStub(channel), tokens)
+            api = Api(billing_service_pb2_grpc.BillingServiceStub(channel), tokens)
+            api.factory, api.clock = factory, clock
+            yield api
     finally:
         app.stop()
 
@@ -227,3 +236,77 @@ def test_a_chinese_customers_pdf_prints_its_name_and_purchase_order(api: Api) ->
     # Issued 2 April in Chongqing, due 45 days later (cq-telco's terms).
     assert "Due date: 2025-05-17" in text and "Net 45 days" in text
     assert "2025-03-01 to 2025-03-31" in text and "6,200.00" in text
+
+
+def test_gap_volumes_count_in_usage_and_the_other_end_is_reconciled(api: Api) -> None:
+    start = datetime(2025, 3, 5, tzinfo=UTC)
+    gap = sample("c-sg", "acme-sg", start + timedelta(minutes=5 * 40), BYTES_PER_MBPS * 900, 0)
+    gap.gap_volume, gap.intervals_missed, gap.interval_seconds = True, 3, 900
+    # The Chongqing end saw the same 40 intervals, with a fifth of the inbound traffic lost.
+    far = [sample("c-sg", "acme-sg", start + timedelta(minutes=5 * i),
+                  BYTES_PER_MBPS * 20, BYTES_PER_MBPS * (100 + i) * 4 // 5, side=Side.CHONGQING)
+           for i in range(40)]
+    ingest_directly(api.factory, api.clock, [gap, *far])
+
+    march = time_range_pb2.TimeRange()
+    march.start_time.FromDatetime(datetime(2025, 3, 1, tzinfo=UTC))
+    march.end_time.FromDatetime(datetime(2025, 4, 1, tzinfo=UTC))
+    usage = api.stub.GetUsage(pb.GetUsageRequest(circuit_id="c-sg", range=march),
+                              metadata=api.as_("acme"))
+    assert usage.side == side_pb2.SIDE_SINGAPORE  # acme-sg is billed by sg-telco
+    assert usage.summary.samples_present == 40  # the gap volume is not a sample
+    assert usage.summary.p95_in_mbps == 137  # nor part of the percentile
+    assert usage.intervals_lost_to_gaps == 3
+    assert [(g.intervals_missed, g.bytes_in) for g in usage.gap_volumes] == [
+        (3, BYTES_PER_MBPS * 900)
+    ]
+    sent_in = sum(BYTES_PER_MBPS * (100 + i) for i in range(40)) + BYTES_PER_MBPS * 900
+    assert usage.volume_bytes_in == sent_in
+    other = api.stub.GetUsage(
+        pb.GetUsageRequest(circuit_id="c-sg", range=march, side=side_pb2.SIDE_CHONGQING),
+        metadata=api.as_("acme"),
+    )
+    assert other.side == side_pb2.SIDE_CHONGQING and other.summary.samples_present == 40
+
+    with pytest.raises(grpc.RpcError) as refused:
+        api.stub.GetReconciliation(pb.GetReconciliationRequest(month=MARCH),
+                                   metadata=api.as_("acme"))
+    assert code_of(refused.value) == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as unknown:
+        api.stub.GetReconciliation(pb.GetReconciliationRequest(month=MARCH, tenant_id="nobody"),
+                                   metadata=api.as_("admin"))
+    assert code_of(unknown.value) == grpc.StatusCode.NOT_FOUND
+    report = api.stub.GetReconciliation(pb.GetReconciliationRequest(month=MARCH),
+                                        metadata=api.as_("admin"))
+    assert report.tolerance_percent == "1"
+    by_circuit = {r.circuit_id: r for r in report.circuits}
+    assert set(by_circuit) == {"c-sg", "c-cq"}
+    ends = by_circuit["c-sg"]
+    assert not ends.within_tolerance
+    assert ends.billed_end.side == side_pb2.SIDE_SINGAPORE
+    assert ends.billed_end.intervals_lost_to_gaps == 3
+    assert ends.other_end.p95_known and ends.billed_end.p95_known
+    assert ends.volume_difference_bytes == (
+        ends.other_end.bytes_in + ends.other_end.bytes_out
+        - ends.billed_end.bytes_in - ends.billed_end.bytes_out
+    ) < 0
+    # yangtze-cq's circuit has no usage at either end: nothing differs.
+    assert by_circuit["c-cq"].within_tolerance
+    only = api.stub.GetReconciliation(
+        pb.GetReconciliationRequest(month=MARCH, differences_only=True), metadata=api.as_("admin")
+    )
+    assert [r.circuit_id for r in only.circuits] == ["c-sg"]
+
+    summary = run_march(api)[-1].summary
+    assert [r.circuit_id for r in summary.reconciliation_differences] == ["c-sg"]
+    assert any("c-sg" in w and "OUTSIDE" in w for w in summary.warnings)
+    invoice_id = invoice_id_for("acme-sg", BillingMonth(2025, 3))
+    assert invoice_id in summary.invoice_ids
+    invoice = api.stub.GetInvoice(pb.GetInvoiceRequest(invoice_id=invoice_id),
+                                  metadata=api.as_("admin")).invoice
+    burst = next(line for line in invoice.lines if line.kind == invoice_pb2.INVOICE_LINE_KIND_BURST)
+    assert burst.burst.intervals_lost_to_gaps == 3
+    assert burst.burst.samples_present == 40
+    assert "OUTSIDE" in burst.reconciliation
+    # Evidence only: the amounts are the billed end's, as without the other end.
+    assert {(m.currency_code, m.amount) for m in summary.totals} >= {("SGD", "3782.30")}

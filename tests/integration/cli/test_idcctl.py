@@ -34,8 +34,9 @@ def _leaves(parser: argparse.ArgumentParser, path: list[str]) -> list[list[str]]
 
 def test_every_subcommand_has_help_that_reads_well() -> None:
     leaves = _leaves(build_parser(), [])
-    # 37 + ops repair list|approve|reject, ops history, audit verify, billing close|job|completeness
-    assert len(leaves) == 45
+    # 37 + ops repair list|approve|reject, ops history, audit verify, billing close|job|
+    # completeness|reconcile, billing credit-note issue|list|show|export
+    assert len(leaves) == 50
     for path in leaves:
         out = io.StringIO()
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
@@ -207,3 +208,15 @@ def test_ops_show_redeploy_and_billing_dry_run(idcctl: Idcctl) -> None:
     assert finalize.code == 4
     export = idcctl("customer", "invoice", "export", "inv-unknown", "--format", "csv")
     assert export.code == 4
+
+
+def test_billing_reconcile_reports_both_ends_of_a_month(idcctl: Idcctl) -> None:
+    report = _json(idcctl("billing", "reconcile", "--month", "2026-01", "-o", "json",
+                          token="billing"))
+    assert report.get("tolerancePercent") == "1"
+    table = idcctl("billing", "reconcile", "--month", "2026-01", "--differences",
+                   token="billing")
+    assert table.code == 0 and "Reconciliation 2026-01" in table.stdout, table.stderr
+    refused = idcctl("billing", "reconcile", "--month", "2026-01")  # a customer's token
+    assert refused.code == 5
+    assert idcctl("billing", "reconcile", token="billing").code == 2  # --month is required

@@ -10,7 +10,7 @@ import pytest
 from devstack.counters import AGENT_REFRESH_S, CounterAgent
 from services.billing.meter.domain import Reading
 from services.billing.meter.source import CounterSourceError, NetconfCounterSource
-from tests.integration.meter.conftest import METERED_INTERFACE
+from tests.integration.meter.conftest import METERED_INTERFACE, SG_ROUTER
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def settled_reading(source: NetconfCounterSource, deadline_s: float = 15.0) -> R
 def test_counters_move_by_exactly_the_frames_sent(
     source: NetconfCounterSource, counter_agent: CounterAgent
 ) -> None:
-    port = counter_agent.port(METERED_INTERFACE)
+    port = counter_agent.port(SG_ROUTER, METERED_INTERFACE)
     before = settled_reading(source)
     sent_in = port.send_from_customer(frame_count=250, frame_bytes=1000)
     sent_out = port.send_to_customer(frame_count=40, frame_bytes=64)

@@ -13,7 +13,6 @@ from services.billing.meter.domain import (
     advance,
     counter_delta,
     slot_start,
-    spread,
     subinterface_name,
 )
 
@@ -88,35 +87,37 @@ def test_new_discontinuity_time_is_a_reset_even_if_the_counters_grew() -> None:
     assert not sample.valid
 
 
-def test_missed_polls_spread_bytes_evenly_with_an_exact_total() -> None:
-    # Polls at 10:05 and 10:10 were missed: three intervals are bracketed.
+def test_missed_polls_are_a_gap_kept_as_one_volume_record() -> None:
+    # Polls at 10:05 and 10:10 were missed: three intervals are bracketed, none a sample.
     result = advance(Reading(0, 1_000, at(0)), Reading(1_000, 1_002, at(15)), FIVE_MIN)
-    starts = [s.interval_start for s in result.samples]
-    assert starts == [
-        datetime(2026, 11, 1, 10, 0, tzinfo=UTC),
-        datetime(2026, 11, 1, 10, 5, tzinfo=UTC),
-        datetime(2026, 11, 1, 10, 10, tzinfo=UTC),
-    ]
-    assert [s.bytes_in for s in result.samples] == [334, 333, 333]
-    assert [s.bytes_out for s in result.samples] == [1, 1, 0]
-    assert all(s.valid for s in result.samples)
+    (volume,) = result.samples
+    assert volume.gap_volume
+    assert volume.intervals == 3
+    assert volume.interval_start == datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+    assert (volume.bytes_in, volume.bytes_out, volume.valid) == (1_000, 2, True)
 
 
-def test_many_bracketed_intervals_sum_to_the_difference() -> None:
+def test_only_exactly_one_slot_is_a_sample() -> None:
+    (sample,) = advance(Reading(0, 0, at(0)), Reading(7, 9, at(5)), FIVE_MIN).samples
+    assert not sample.gap_volume
+    assert (sample.intervals, sample.bytes_in, sample.bytes_out) == (1, 7, 9)
+
+
+def test_a_long_gap_keeps_the_exact_delta_across_a_wrap() -> None:
     # A day of missed polls (288 intervals) with a wrap inside it.
     before = Reading(COUNTER_MODULUS - 7, 0, at(0))
     after = Reading(123_456_789_012, 987_654_321, at(24 * 60))
-    samples = advance(before, after, FIVE_MIN).samples
-    assert len(samples) == 288
-    assert sum(s.bytes_in for s in samples) == 123_456_789_012 + 7
-    assert sum(s.bytes_out for s in samples) == 987_654_321
-    assert max(s.bytes_in for s in samples) - min(s.bytes_in for s in samples) <= 1
+    (volume,) = advance(before, after, FIVE_MIN).samples
+    assert volume.intervals == 288
+    assert volume.bytes_in == 123_456_789_012 + 7
+    assert volume.bytes_out == 987_654_321
 
 
-def test_reset_across_missed_polls_invalidates_every_bracketed_interval() -> None:
-    samples = advance(Reading(9_999, 9_999, at(0)), Reading(1, 1, at(10)), FIVE_MIN).samples
-    assert [s.valid for s in samples] == [False, False]
-    assert all(s.bytes_in == 0 and s.bytes_out == 0 for s in samples)
+def test_reset_across_missed_polls_is_one_invalid_gap_record() -> None:
+    (volume,) = advance(Reading(9_999, 9_999, at(0)), Reading(1, 1, at(10)), FIVE_MIN).samples
+    assert (volume.valid, volume.intervals, volume.bytes_in, volume.bytes_out) == (
+        False, 2, 0, 0,
+    )
 
 
 def test_counter_delta_rejects_an_implausible_wrap() -> None:
@@ -124,15 +125,6 @@ def test_counter_delta_rejects_an_implausible_wrap() -> None:
     assert counter_delta(1000, 10, 300, 50 * 10**9) is None
     assert counter_delta(COUNTER_MODULUS - 1, 0, 300, 50 * 10**9) == 1
     assert counter_delta(10, 1000, 300, 1) == 990
-
-
-@pytest.mark.parametrize(("total", "parts"), [(0, 1), (7, 3), (10, 10), (1, 288), (10**20, 7)])
-def test_spread_is_even_and_exact(total: int, parts: int) -> None:
-    pieces = spread(total, parts)
-    assert len(pieces) == parts
-    assert sum(pieces) == total
-    assert max(pieces) - min(pieces) <= 1
-    assert pieces == sorted(pieces, reverse=True)
 
 
 def test_reading_rejects_values_outside_64_bits() -> None:
@@ -148,3 +140,21 @@ def test_subinterface_name() -> None:
     assert subinterface_name("xe-0/0/1", 100) == "xe-0/0/1.100"
     with pytest.raises(ValueError, match="vlan_id"):
         subinterface_name("xe-0/0/1", 0)
+
+
+def test_both_ends_are_metered_by_default_and_the_old_setting_is_refused() -> None:
+    from idc.type.v1 import side_pb2
+    from services.billing.meter.config import MeterSettings
+    from services.common.config import ConfigError
+
+    assert MeterSettings.from_env({}).sides == (
+        side_pb2.SIDE_SINGAPORE, side_pb2.SIDE_CHONGQING,
+    )
+    assert MeterSettings.from_env({"IDC_METER_SIDES": "chongqing"}).sides == (
+        side_pb2.SIDE_CHONGQING,
+    )
+    with pytest.raises(ConfigError, match="IDC_METER_SIDES"):
+        MeterSettings.from_env({"IDC_METER_SIDE": "singapore"})
+    for bad in ("mars", "singapore,singapore"):
+        with pytest.raises(ConfigError, match="IDC_METER_SIDES"):
+            MeterSettings.from_env({"IDC_METER_SIDES": bad})

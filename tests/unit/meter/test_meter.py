@@ -105,8 +105,12 @@ def samples(factory: sessionmaker[Session]) -> list[usage_pb2.UsageSample]:
         return decoded
 
 
-def activate(factory: sessionmaker[Session], circuit_id: str = "c-1") -> None:
-    handler = CircuitEventHandler(MeterStore(), side_pb2.SIDE_SINGAPORE)
+def activate(
+    factory: sessionmaker[Session],
+    circuit_id: str = "c-1",
+    sides: Sequence[int] = (side_pb2.SIDE_SINGAPORE,),
+) -> None:
+    handler = CircuitEventHandler(MeterStore(), sides)
     event = activated(circuit_id)
     with transaction(factory) as session:
         handler(session, event, envelope(event))
@@ -148,15 +152,17 @@ def test_samples_across_a_64_bit_wrap(factory: sessionmaker[Session]) -> None:
     assert source.asked[0] == ("sg-edge-1", ["xe-0/0/1.100"])
 
 
-def test_unreachable_router_is_a_gap_spread_by_the_next_reading(
+def test_unreachable_router_is_a_gap_published_as_one_volume_record(
     factory: sessionmaker[Session],
 ) -> None:
     activate(factory)
     source = ScriptedSource([(0, 0), None, None, (3_001, 2)])
-    published = run_polls(factory, source, 4)
-    assert [s.interval_start_time.ToDatetime(UTC).minute for s in published] == [0, 5, 10]
-    assert [s.bytes_in for s in published] == [1_001, 1_000, 1_000]
-    assert [s.bytes_out for s in published] == [1, 1, 0]
+    (volume,) = run_polls(factory, source, 4)
+    assert volume.gap_volume
+    assert volume.intervals_missed == 3
+    assert volume.interval_start_time.ToDatetime(UTC).minute == 0
+    assert volume.interval_seconds == 3 * INTERVAL
+    assert (volume.bytes_in, volume.bytes_out, volume.valid) == (3_001, 2, True)
 
 
 def test_reboot_publishes_an_invalid_sample(factory: sessionmaker[Session]) -> None:
@@ -171,7 +177,7 @@ def test_reboot_publishes_an_invalid_sample(factory: sessionmaker[Session]) -> N
 
 def test_disconnected_circuit_is_no_longer_polled(factory: sessionmaker[Session]) -> None:
     activate(factory)
-    handler = CircuitEventHandler(MeterStore(), side_pb2.SIDE_SINGAPORE)
+    handler = CircuitEventHandler(MeterStore(), (side_pb2.SIDE_SINGAPORE,))
     event = circuit_pb2.CircuitDisconnected(event_id="e-d", circuit_id="c-1", tenant_id="t-1")
     with transaction(factory) as session:
         handler(session, event, envelope(event))
@@ -185,3 +191,31 @@ def test_metered_end_refuses_a_circuit_without_that_side() -> None:
     params.a_end.side = side_pb2.SIDE_CHONGQING
     with pytest.raises(ValueError, match="no endpoint on side"):
         metered_end(params, side_pb2.SIDE_SINGAPORE)
+
+
+def test_both_ends_give_one_sample_per_circuit_side_and_interval(
+    factory: sessionmaker[Session],
+) -> None:
+    activate(factory, sides=(side_pb2.SIDE_SINGAPORE, side_pb2.SIDE_CHONGQING))
+    # Routers are read in name order: cq-edge-1, then sg-edge-1, each poll.
+    source = ScriptedSource([(0, 0), (0, 0), (900, 100), (1_000, 90)])
+    published = run_polls(factory, source, 2)
+    ends = {(s.side, s.router_name, s.interface_name): (s.bytes_in, s.bytes_out)
+            for s in published}
+    assert ends == {
+        (side_pb2.SIDE_CHONGQING, "cq-edge-1", "ge-1/0/3.200"): (900, 100),
+        (side_pb2.SIDE_SINGAPORE, "sg-edge-1", "xe-0/0/1.100"): (1_000, 90),
+    }
+    assert {s.interval_start_time.ToDatetime(UTC) for s in published} == {
+        datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+    }
+
+
+def test_disconnect_stops_both_ends(factory: sessionmaker[Session]) -> None:
+    activate(factory, sides=(side_pb2.SIDE_SINGAPORE, side_pb2.SIDE_CHONGQING))
+    handler = CircuitEventHandler(MeterStore(), (side_pb2.SIDE_SINGAPORE,))
+    event = circuit_pb2.CircuitDisconnected(event_id="e-d", circuit_id="c-1", tenant_id="t-1")
+    with transaction(factory) as session:
+        handler(session, event, envelope(event))
+    source = ScriptedSource([])
+    assert run_polls(factory, source, 1) == []

@@ -2,7 +2,7 @@
 finalisations (the warnings that stood and who overrode them, why).
 
 Revision ID: billing_0008
-Revises: billing_0006
+Revises: billing_0007
 Create Date: 2026-12-03
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from services.billing.tables import UtcDateTime
 
 revision = "billing_0008"
-down_revision = "billing_0006"
+down_revision = "billing_0007"
 branch_labels = None
 depends_on = None
 
