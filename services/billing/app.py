@@ -13,6 +13,7 @@ API's GIL: a backlog after an outage is then taken at the rate one core allows.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 
 import grpc
@@ -78,9 +79,13 @@ def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> G
 
 def main() -> int:
     try:
-        role_from_env(os.environ)
         load_directory()
     except ConfigError as error:
         print(f"{BILLING.name}: configuration error: {error}")
+        return 2
+    try:
+        role_from_env(os.environ)  # before the migrations: a bad role changes nothing
+    except ConfigError as error:
+        print(f"{BILLING.name}: configuration error: {error}", file=sys.stderr)
         return 2
     return run_service(BILLING, make_app)

@@ -45,6 +45,7 @@ def insert_new(
     if not rows:
         return []
     same = same or {}
+    _refuse_naive(table_, list(rows[0]), rows)
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         return _copy_and_insert(session, table_, rows, conflict, returning, same)
@@ -69,7 +70,6 @@ def _copy_and_insert(
     same: Mapping[str, Any],
 ) -> list[Row[Any]]:
     names = list(rows[0])
-    _refuse_naive(target, names, rows)
     stage = table(
         f"idc_stage_{target.name}_{zlib.crc32(','.join(names).encode()):08x}",
         *(column(name, target.c[name].type) for name in names),
@@ -118,7 +118,7 @@ def _copy_and_insert(
 
 
 def _refuse_naive(target: Table, names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    # PostgreSQL would read a naive datetime in the session's time zone.
+    # PostgreSQL would read a naive datetime in the session's time zone; SQLite as UTC.
     moments = [name for name in names if _is_datetime(target, name)]
     for row in rows:
         for name in moments:
