@@ -25,6 +25,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="a few seconds per workload (tests)")
     parser.add_argument("--circuits", type=int, default=0,
                         help="circuits of the billing run (1,000 by default, 50 with --quick)")
+    parser.add_argument("--catchup-circuits", type=int, default=0,
+                        help="circuits of the ingest catch-up, a day at both ends (500 by "
+                             "default, 20 with --quick; 26000: the full 15 million samples)")
     parser.add_argument("--only", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
     return parser.parse_args(argv)
@@ -54,8 +57,10 @@ def main(argv: list[str]) -> int:
                     provisioning.run(results, workdir, broker.bootstrap, fleet, plan)
             if "ingest" in args.only:
                 samples = {"tiny": 1_000, "quick": 3_000, "full": 20_000}[scale]
+                day = args.catchup_circuits or {"tiny": 3, "quick": 20, "full": 500}[scale]
                 results.config["ingest_samples"] = samples
-                ingest.run(results, workdir, broker.bootstrap, samples)
+                results.config["catchup_circuits"] = day
+                ingest.run(results, workdir, broker.bootstrap, samples, day)
             if "billing" in args.only:
                 circuits = args.circuits or {"tiny": 5, "quick": 50, "full": 1_000}[scale]
                 results.config["billing_circuits"] = circuits

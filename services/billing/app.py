@@ -5,12 +5,19 @@ in services/billing/data/); a malformed file, or an entity whose telco has no en
 reads, stops the process at start with the reason.
 Billing runs and closes are jobs of the ``billing-jobs`` worker (jobs.py).
 ``IDC_BILLING_RECONCILE_TOLERANCE_PERCENT`` is the reconciliation tolerance (reconcile.py).
+
+``IDC_BILLING_ROLE`` picks what the process runs: ``all`` (default: the API, the contracts
+consumer, the job worker and the usage ingest), ``api`` (everything but the usage ingest) or
+``ingest`` (the usage ingest alone, beside health and the event admin API). An ``api`` process
+and an ``ingest`` process side by side make one billing service whose ingest does not share
+the API's GIL: a backlog after an outage is then taken at the rate one core allows.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 
@@ -32,12 +39,21 @@ from services.billing.store import SqlBillingStore
 from services.billing.usage_lag import BrokerUsageLag
 from services.common.config import ConfigError
 from services.common.errors import InvalidArgument
-from services.common.grpc_server import GrpcApp
+from services.common.grpc_server import GrpcApp, Worker
 from services.common.runtime import ConsumerWorker, ServiceRuntime, build_app, run_service
 from services.common.service_table import BILLING
 from services.common.servicers import register
 
 MIGRATIONS = BILLING.migrations_dir
+ROLES = ("all", "api", "ingest")
+ROLE_SETTING = "IDC_BILLING_ROLE"
+
+
+def role_from_env(env: Mapping[str, str]) -> str:
+    role = env.get(ROLE_SETTING, "all").strip() or "all"
+    if role not in ROLES:
+        raise ConfigError(f"{ROLE_SETTING}={role!r}: expected one of {', '.join(ROLES)}")
+    return role
 
 
 def checked_directory() -> BillingDirectory:
@@ -51,7 +67,15 @@ def checked_directory() -> BillingDirectory:
     return directory
 
 
-def make_app(runtime: ServiceRuntime) -> GrpcApp:
+def make_app(runtime: ServiceRuntime, env: Mapping[str, str] | None = None) -> GrpcApp:
+    role = role_from_env(os.environ if env is None else env)
+    kafka = runtime.settings.kafka
+    ingest = ConsumerWorker(
+        "usage-ingest", lambda: usage_consumer(runtime.session_factory, kafka)
+    )
+    if role == "ingest":
+        # The ingest writes no outbox rows: the API process's relay publishes billing's.
+        return build_app(runtime, lambda _server: [], workers=[ingest], outbox_relay=False)
     directory = checked_directory()
     store = SqlBillingStore(runtime.session_factory)
     jobs = SqlJobStore(runtime.session_factory)
@@ -73,12 +97,12 @@ def make_app(runtime: ServiceRuntime) -> GrpcApp:
             )
         ]
 
-    kafka = runtime.settings.kafka
-    workers = [
-        ConsumerWorker("usage-ingest", lambda: usage_consumer(runtime.session_factory, kafka)),
+    workers: list[Worker] = [
         ConsumerWorker("contracts", lambda: contracts_consumer(runtime.session_factory, kafka)),
         runner,
     ]
+    if role == "all":
+        workers.append(ingest)
     app = build_app(runtime, register_servicers, workers=workers)
     app.on_stop += [gauge.cancel for gauge in register_gauges(runtime.session_factory, utcnow)]
     app.on_stop.append(usage_lag.close)
@@ -107,5 +131,10 @@ def main() -> int:
         tolerance_from_env()
     except ConfigError as error:
         print(f"{BILLING.name}: configuration error: {error}")
+        return 2
+    try:
+        role_from_env(os.environ)  # before the migrations: a bad role changes nothing
+    except ConfigError as error:
+        print(f"{BILLING.name}: configuration error: {error}", file=sys.stderr)
         return 2
     return run_service(BILLING, make_app)

@@ -1,12 +1,17 @@
 """The body of every service's Alembic ``env.py``: online migrations with the given metadata.
 
-SQLite needs batch mode for ALTER TABLE, so it is switched on for it.
+SQLite needs batch mode for ALTER TABLE, so it is switched on for it. On PostgreSQL the run
+holds a transaction-level advisory lock per version table first: processes of one service
+started together (billing's API and ingest, ``IDC_BILLING_ROLE``) migrate one after the
+other, the later one finding the schema at head.
 """
 
 from __future__ import annotations
 
+import zlib
+
 from alembic import context
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, text
 
 from services.common.db import make_engine
 
@@ -25,5 +30,10 @@ def run_migrations(target_metadata: MetaData | list[MetaData], version_table: st
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": zlib.crc32(version_table.encode())},
+                )
             context.run_migrations()
     engine.dispose()

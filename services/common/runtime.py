@@ -183,10 +183,13 @@ def build_app(
     runtime: ServiceRuntime,
     register: Callable[[grpc.Server], Sequence[str]],
     workers: Sequence[Worker] = (),
+    *,
+    outbox_relay: bool = True,
 ) -> GrpcApp:
     """The service's gRPC app with health checks on its database and broker, its outbox
-    relay, its token revocation reader, the event admin API (services/common/events/admin.py)
-    and its own ``workers``."""
+    relay (unless ``outbox_relay`` is false: a process of the service that writes no outbox
+    rows while another runs the relay), its token revocation reader, the event admin API
+    (services/common/events/admin.py) and its own ``workers``."""
     settings = runtime.settings
     certificates = certificate_expiry.register(certificate_expiry.configured_certificates(
         ClientTls.from_env(), runtime.tls, settings.kafka.security
@@ -208,7 +211,7 @@ def build_app(
             "broker": lambda: broker_reachable(settings.kafka.bootstrap),
         },
         workers=[
-            OutboxRelayWorker(runtime),
+            *([OutboxRelayWorker(runtime)] if outbox_relay else []),
             RevocationReader(runtime.tokens.revoked, settings.kafka,
                              runtime.token_settings.revocation_stale_s),
             *workers,
