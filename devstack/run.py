@@ -35,6 +35,7 @@ from devstack.services import (
     REPO_ROOT,
     ServiceProcess,
     start_service,
+    terminate_all,
     wait_serving,
 )
 from devstack.stack import Devstack, start_devstack
@@ -220,13 +221,13 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
         env = service_env(devstack, options, tls)
         agent, meter_note = start_meter_source(var_dir, exits)
         services: dict[str, ServiceProcess] = {}
+        # Every service started is stopped at once at the end (the console among them).
+        exits.callback(lambda: terminate_all(services.values()))
         for entry in (*API_SERVICES, METER):
             port, metrics = ports(entry, options)
             name = entry.module.removeprefix("services.")
             log_path = var_dir / "log" / f"{entry.name}.log"
-            service = start_service(name, port, env, log_path, metrics)
-            exits.callback(service.terminate)
-            services[name] = service
+            services[name] = start_service(name, port, env, log_path, metrics)
         for service in services.values():
             wait_serving(service)
         tokens = ensure_demo_tokens(var_dir / "demo-tokens.json", Path(env[SIGNING_KEY_VAR]),
@@ -245,7 +246,7 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
             var_dir / "log" / "console.log",
             ports(CONSOLE, options)[1],
         )
-        exits.callback(console.terminate)
+        services[CONSOLE.name] = console
         console_host, console_port = console.address.rsplit(":", 1)
         wait_for_port(
             console_host,
@@ -255,7 +256,6 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
             proc=console.proc,
             log_path=console.log_path,
         )
-        services[CONSOLE.name] = console
         stack = RunningStack(devstack, services, tokens, var_dir, tls, agent, [meter_note])
         yield stack
 
