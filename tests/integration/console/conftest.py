@@ -30,7 +30,7 @@ from devstack.kafka import start_broker
 from devstack.netconf import RouterFleet
 from devstack.packages import ensure_debian_packages
 from devstack.process import free_port
-from devstack.services import ServiceProcess, start_service, wait_serving
+from devstack.services import ServiceProcess, start_service, terminate_all, wait_serving
 from idc.ops.v1 import approval_service_pb2 as approvals_pb
 from idc.ops.v1 import approval_service_pb2_grpc as approvals_grpc
 from idc.order.v1 import circuit_pb2, order_pb2
@@ -266,8 +266,7 @@ def stack(routers: RouterFleet, tmp_path_factory: pytest.TempPathFactory
             yield built
             _remove_subinterfaces(built)
         finally:
-            for process in reversed(processes):
-                process.terminate()
+            terminate_all(reversed(processes))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from devstack.netconf import Router
 from devstack.process import free_port
-from devstack.services import ServiceProcess, start_service, wait_serving
+from devstack.services import ServiceProcess, start_service, terminate_all, wait_serving
 from idc.events.v1 import circuit_pb2, common_pb2, order_pb2, provisioning_pb2
 from idc.provisioning.v1 import provisioning_service_pb2 as pb
 from idc.provisioning.v1 import provisioning_service_pb2_grpc as pb_grpc
@@ -159,8 +159,7 @@ class Stack:
             self.token = KEYS.mint(Principal("ops-sg-1", Role.OPS, telco="sg"))
 
     def close(self) -> None:
-        for process in self.processes.values():
-            process.terminate()
+        terminate_all(self.processes.values())
         for session in self.sessions.values():
             try:
                 remove_vlans(session, self.vlans)
