@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,11 @@ class ServiceProcess:
             raise DevstackError(f"{self.name} was started without a metrics address")
         return f"http://{self.metrics_address}/metrics"
 
+    def request_stop(self) -> None:
+        """SIGTERM (graceful shutdown) without waiting; :meth:`terminate` waits."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def terminate(self, timeout: float = 15.0) -> int:
         """SIGTERM (graceful shutdown), then SIGKILL if it does not exit in time."""
         if self.proc.poll() is None:
@@ -45,6 +51,16 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 stop(self.proc, timeout=1.0)
         return self.proc.wait()
+
+
+def terminate_all(services: Iterable[ServiceProcess]) -> None:
+    """Stop several services at once: each is asked first, then each is waited for (and
+    killed if it does not exit in time), so their graceful shutdowns overlap."""
+    services = list(services)
+    for service in services:
+        service.request_stop()
+    for service in services:
+        service.terminate()
 
 
 def health_status(

@@ -32,7 +32,7 @@ import psycopg
 from devstack.kafka import start_broker
 from devstack.netconf import RouterFleet, start_routers
 from devstack.process import free_port
-from devstack.services import ServiceProcess, start_service, wait_serving
+from devstack.services import ServiceProcess, start_service, terminate_all, wait_serving
 from idc.ops.v1 import approval_service_pb2 as approvals_pb
 from idc.ops.v1 import approval_service_pb2_grpc as approvals_grpc
 from idc.order.v1 import circuit_pb2, order_pb2
@@ -159,8 +159,7 @@ class ScaleOutStack:
     def close(self) -> None:
         for channel in self._channels.values():
             channel.close()
-        for process in self.processes.values():
-            process.terminate()
+        terminate_all(self.processes.values())
 
     # -- orders ---------------------------------------------------------------------------
 

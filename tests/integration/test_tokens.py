@@ -23,7 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.kafka import start_broker
 from devstack.process import free_port, log_tail
-from devstack.services import ServiceProcess, health_status, start_service, wait_serving
+from devstack.services import (
+    ServiceProcess,
+    health_status,
+    start_service,
+    terminate_all,
+    wait_serving,
+)
 from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from idc.ops.v1 import token_service_pb2 as pb
 from idc.ops.v1 import token_service_pb2_grpc
@@ -69,8 +75,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str
             wait_serving(service)
         yield started
     finally:
-        for service in started.values():
-            service.terminate()
+        terminate_all(started.values())
 
 
 def _calls(services: dict[str, ServiceProcess]) -> dict[str, Callable[[str], None]]:

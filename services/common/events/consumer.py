@@ -82,6 +82,11 @@ log = logging.getLogger(__name__)
 _CONSUMED = counter(catalogue.MESSAGES_CONSUMED)
 _DEAD_LETTERED = counter(catalogue.DEAD_LETTERED)
 
+# While a batch is in the database, the poll for the next one waits at most this long (or
+# one fetch wait, if shorter) before the batch's offsets are committed: a long fetch wait,
+# which an idle consumer wants, must not hold a finished batch's commit.
+IN_FLIGHT_POLL_S = 0.05
+
 HEADER_DLQ_ERROR = "dlq-error"
 HEADER_DLQ_ERROR_TYPE = "dlq-error-type"
 HEADER_DLQ_TOPIC = "dlq-original-topic"
@@ -692,8 +697,8 @@ class BatchEventConsumer(EventConsumer):
     def _poll(self, timeout: float) -> int:
         previous, self._in_flight = self._in_flight, None
         if previous is not None:
-            # A batch is in the database: wait no longer than one fetch for the next one.
-            timeout = min(timeout, self._settings.fetch_max_wait_ms / 1000)
+            # A batch is in the database: wait briefly for the next one, then commit it.
+            timeout = min(timeout, self._settings.fetch_max_wait_ms / 1000, IN_FLIGHT_POLL_S)
         polled = self._consumer.poll(timeout_ms=int(timeout * 1000))
         assigned = self._consumer.assignment()
         # After a rebalance the records of a lost partition belong to another member.

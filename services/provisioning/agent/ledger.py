@@ -17,7 +17,13 @@ from idc.provisioning.v1 import provisioning_service_pb2 as ops_pb2
 from services.common.events import outbox
 from services.common.timestamps import to_timestamp
 from services.provisioning.agent.jobs import CONFIRM, PREPARE, ROLLBACK, Job, trace_id_of
-from services.provisioning.domain.batch import UNRESOLVED, Batch, WaitingReply
+from services.provisioning.domain.batch import (
+    IN_RUNNING_FOR_GOOD,
+    UNRESOLVED,
+    Batch,
+    BatchState,
+    WaitingReply,
+)
 from services.provisioning.domain.faults import RouterFault
 from services.provisioning.inventory import Device
 from services.provisioning.lease_store import SqlRouterLease
@@ -120,6 +126,31 @@ class Ledger:
                 if member and member["saga_id"] == command.saga_id:
                     return _batch(row)
         return None
+
+    def landed(self, jobs: Sequence[Job]) -> dict[int, Batch]:
+        """Per queued job (row id), the ended batch of this router that left its saga's
+        circuit in running for good, when that is the newest batch holding it: a PREPARE
+        whose commit landed while its agent died before answering it (the agent that took
+        the router over settled the batch). One read of the router's newest batches."""
+        with self.session_factory() as db:
+            rows = db.scalars(
+                select(AgentBatch)
+                .where(AgentBatch.router_name == self.device.name)
+                .order_by(AgentBatch.created_at.desc())
+                .limit(50)
+            ).all()
+            batches = [_batch(row) for row in rows]
+        found: dict[int, Batch] = {}
+        for job in jobs:
+            saga_id = job.command.saga_id
+            batch = next((b for b in batches if b.holds(job.circuit_id, saga_id)), None)
+            if (
+                batch is not None
+                and batch.state is BatchState.CLOSED
+                and batch.members[job.circuit_id].state in IN_RUNNING_FOR_GOOD
+            ):
+                found[job.row_id] = batch
+        return found
 
     # -- writes -------------------------------------------------------------------------
 

@@ -104,12 +104,51 @@ class Preparer:
                 failed.append(StepResult(job, False, exc.fault, sha256=exc.rendered_sha256))
             except RouterFailure as exc:
                 failed.append(StepResult(job, False, exc.fault))
-        if failed:
-            self.ctx.ledger.finish(failed)
+        landed, intents = self._landed(intents)
+        if failed or landed:
+            self.ctx.ledger.finish([*failed, *landed])
         if intents and batch is None:
             self._new_batch(intents, started)
         elif intents and batch is not None:
             self._top_up(batch, intents, started)
+
+    def _landed(self, intents: list[Intent]) -> tuple[list[StepResult], list[Intent]]:
+        """PREPAREs already done: their saga's payload is in running for good from an ended
+        batch (an agent killed after its commit landed and before it answered; the agent
+        that took the router over settled the batch). Creating the circuit again would be
+        refused ("data exists"): each is answered as prepared in that batch once running
+        is read to hold it; the rest (and any running does not confirm) go ahead."""
+        if not intents:
+            return [], intents
+        batches = self.ctx.ledger.landed([i.job for i in intents])
+        same = [
+            (intent, batches[intent.job.row_id])
+            for intent in intents
+            if intent.job.row_id in batches
+            and batches[intent.job.row_id].members[intent.job.circuit_id].sha256 == intent.sha256
+        ]
+        if not same:
+            return [], intents
+        faults = self.ctx.check([(intent.key, intent.after) for intent, _ in same])
+        done = [
+            StepResult(
+                intent.job,
+                True,
+                persist_id=batch.persist_id,
+                sha256=intent.sha256,
+                message=f"already in running from batch {batch.persist_id}",
+            )
+            for intent, batch in same
+            if faults.get(intent.key) is None
+        ]
+        answered = {result.job.row_id for result in done}
+        if done:
+            log.info(
+                "%s: %d PREPARE(s) found already in running, answered from their batch",
+                self.ctx.device.name,
+                len(done),
+            )
+        return done, [i for i in intents if i.job.row_id not in answered]
 
     # -- a new batch --------------------------------------------------------------------
 

@@ -19,7 +19,9 @@ from devstack.services import REPO_ROOT
 from services.cli import main
 
 
-@pytest.fixture(scope="session")
+# Package scope: the stack stops once the idcctl tests are done, instead of idling (a
+# whole stack's consumers, relays and router workers) through the rest of the suite.
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     options = StackOptions(
         var_dir=tmp_path_factory.mktemp("cli-stack"), fixed_ports=False, fast=True,

@@ -9,8 +9,11 @@ peer here would replay every order event other tests left on the shared topics.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
+import threading
 import time
 import urllib.request
 import uuid
@@ -28,9 +31,9 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from devstack.kafka import start_broker
 from devstack.netconf import RouterFleet
-from devstack.packages import ensure_debian_packages
-from devstack.process import free_port
-from devstack.services import ServiceProcess, start_service, wait_serving
+from devstack.packages import ensure_debian_packages, missing_debian_packages
+from devstack.process import DevstackError, free_port
+from devstack.services import ServiceProcess, start_service, terminate_all, wait_serving
 from idc.ops.v1 import approval_service_pb2 as approvals_pb
 from idc.ops.v1 import approval_service_pb2_grpc as approvals_grpc
 from idc.order.v1 import circuit_pb2, order_pb2
@@ -266,8 +269,26 @@ def stack(routers: RouterFleet, tmp_path_factory: pytest.TempPathFactory
             yield built
             _remove_subinterfaces(built)
         finally:
-            for process in reversed(processes):
-                process.terminate()
+            terminate_all(reversed(processes))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On a machine without Chromium (a fresh clone: minutes of apt-get), its install
+    starts in the background as the run starts, while the tests before the console's run;
+    the ``playwright`` fixture then waits for it (the install's lock) and reports a failure
+    itself, installing again."""
+    here = Path(__file__).parent
+    if (
+        os.geteuid() == 0
+        and any(Path(item.path).is_relative_to(here) for item in session.items)
+        and missing_debian_packages({"chromium": CHROMIUM})
+    ):
+        threading.Thread(target=_install_chromium, name="chromium-install", daemon=True).start()
+
+
+def _install_chromium() -> None:
+    with contextlib.suppress(DevstackError):  # the fixture's own install says what failed
+        ensure_debian_packages({"chromium": CHROMIUM})
 
 
 @pytest.fixture(scope="module")
