@@ -75,7 +75,8 @@ def test_disconnect_before_the_term_ends_charges_the_fee_once(database_url: str)
     assert (invoice.subtotal, invoice.tax, invoice.total) == (
         Decimal("11726.60"), Decimal("1055.39"), Decimal("12781.99")
     )
-    page = pypdfium2.PdfDocument(export.to_pdf(invoice))[0]
+    entity = directory().entity(invoice.billing_entity_id)
+    page = pypdfium2.PdfDocument(export.to_pdf(invoice, entity, {}))[0]
     text = page.get_textpage().get_text_range()
     assert "Early termination 2025-03-20: 9 remaining whole months" in text
     assert "9811.13" in text and "0/31" not in text
@@ -88,7 +89,7 @@ def test_disconnect_before_the_term_ends_charges_the_fee_once(database_url: str)
     assert [s.line.kind for s in rerun.lines].count(LineKind.TERMINATION) == 1
     assert rerun.total == invoice.total
     # Finalised, then April: nothing new, so no April invoice and no adjustment of the fee.
-    store.finalize(invoice.id, clock(), "SG")
+    store.finalize(invoice.id, clock(), "SG", 30)
     clock.now = datetime(2025, 5, 2, tzinfo=UTC)
     april = run(cycle, APRIL)
     assert (april.created, april.adjustment_lines) == (0, 0)
@@ -104,7 +105,7 @@ def test_a_disconnect_arriving_after_finalisation_is_charged_next_month(
     store = SqlBillingStore(factory)
     cycle = BillingCycle(store, directory(), clock)
     run(cycle, MARCH)
-    march = store.finalize(invoice_id_for("acme-sg", MARCH), clock(), "SG")
+    march = store.finalize(invoice_id_for("acme-sg", MARCH), clock(), "SG", 30)
     assert [s.line.kind for s in march.lines] == [LineKind.MRC]
     # The disconnect of 20 March reaches billing only now: April's invoice corrects March
     # (MRC 2180.25 -> 1336.28, -843.97) and carries the fee, both as adjustments.

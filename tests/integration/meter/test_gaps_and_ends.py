@@ -27,6 +27,7 @@ from devstack.services import ServiceProcess
 from idc.events.v1 import circuit_pb2, usage_pb2
 from idc.type.v1 import side_pb2
 from services.billing.cycle import BillingCycle, CycleRequest, Summary
+from services.billing.domain.close import WarningKind
 from services.billing.domain.ends import Side
 from services.billing.domain.percentile import Sample, nearest_rank_p95
 from services.billing.domain.rating import BillingMonth, LineKind
@@ -215,8 +216,12 @@ def test_both_ends_reconciled_a_difference_outside_tolerance_is_reported(
     assert outside.volume_difference_bytes == -200_000
     assert outside.volume_difference_percent == 20
     assert not outside.within_tolerance
-    assert any(ids[103] in w and "OUTSIDE" in w for w in summary.warnings)
-    assert not any(ids[102] in w for w in summary.warnings)
+    assert any(
+        w.kind is WarningKind.RECONCILIATION_DIFFERENCE and w.subject == ids[103]
+        and "OUTSIDE" in w.message
+        for w in summary.warnings
+    )
+    assert not any(ids[102] in w.message for w in summary.warnings)
 
     report = {r.circuit_id: r for r in cycle.reconciler.report(month, TENANT)}
     inside = report[ids[102]]
