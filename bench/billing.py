@@ -20,6 +20,7 @@ from bench.stack import KEYS, postgres_database, running_service
 from idc.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from idc.events.v1 import circuit_pb2, common_pb2
 from idc.type.v1 import money_pb2, year_month_pb2
+from services.billing.domain.ends import Side
 from services.billing.ingest import ContractIngest
 from services.billing.peaks import record_samples
 from services.common import db
@@ -96,7 +97,7 @@ def load(url: str, bytes_in: NDArray[np.int64], bytes_out: NDArray[np.int64]) ->
             copy.write(b"\xff\xff")
         connection.execute(
             f"ALTER TABLE billing_usage_samples ADD CONSTRAINT {_UNIQUE} "
-            "UNIQUE (circuit_id, interval_start)"
+            "UNIQUE (circuit_id, side, interval_start)"
         )
         connection.commit()
         connection.execute("ANALYZE billing_usage_samples")
@@ -107,15 +108,17 @@ def load(url: str, bytes_in: NDArray[np.int64], bytes_out: NDArray[np.int64]) ->
                 circuit, tenant = _circuit(index), _tenant(index)
                 ins, outs = bytes_in[index].tolist(), bytes_out[index].tolist()
                 record_samples(session, [
-                    {"circuit_id": circuit, "tenant_id": tenant, "interval_start": starts[i],
+                    {"circuit_id": circuit, "tenant_id": tenant, "side": int(Side.SINGAPORE),
+                     "interval_start": starts[i],
                      "interval_seconds": 300, "bytes_in": ins[i], "bytes_out": outs[i],
                      "valid": True, "received_at": RECEIVED}
                     for i in range(INTERVALS)
                 ])
 
 
-_UNIQUE = "uq_billing_usage_interval"
-_COLUMNS = ("circuit_id", "interval_start", "interval_seconds", "bytes_in", "bytes_out",
+_UNIQUE = "uq_billing_usage_side_interval"
+# The billed (Singapore) end only: the bench's tenants are sg-telco's.
+_COLUMNS = ("circuit_id", "side", "interval_start", "interval_seconds", "bytes_in", "bytes_out",
             "valid", "invalid_reason", "tenant_id", "router_name", "interface_name",
             "event_id", "received_at")
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
@@ -133,7 +136,7 @@ def _copy_rows(index: int, ins: NDArray[np.int64], outs: NDArray[np.int64]) -> b
     texts = {"router": b"sg-edge-1", "interface": b"xe-0/0/1.100"}
     fields: list[tuple[str, str]] = [("count", ">i2")]
     for name, kind in (
-        ("circuit", f"S{len(circuit)}"), ("start", ">i8"), ("seconds", ">i4"),
+        ("circuit", f"S{len(circuit)}"), ("side", ">i4"), ("start", ">i8"), ("seconds", ">i4"),
         ("in", ">i8"), ("out", ">i8"), ("valid", "u1"), ("reason", "S0"),
         ("tenant", f"S{len(tenant)}"), ("router", f"S{len(texts['router'])}"),
         ("interface", f"S{len(texts['interface'])}"), ("event", f"S{len(circuit) + 6}"),
@@ -147,7 +150,7 @@ def _copy_rows(index: int, ins: NDArray[np.int64], outs: NDArray[np.int64]) -> b
     rows["circuit"], rows["tenant"] = circuit, tenant
     rows["router"], rows["interface"] = texts["router"], texts["interface"]
     rows["start"] = _micros(WINDOW_START) + np.arange(INTERVALS, dtype=np.int64) * 300_000_000
-    rows["seconds"], rows["valid"] = 300, 1
+    rows["seconds"], rows["valid"], rows["side"] = 300, 1, int(Side.SINGAPORE)
     rows["in"], rows["out"] = ins, outs
     rows["event"] = np.char.add(circuit + b"-", _EVENT_SUFFIXES)
     rows["received"] = _micros(RECEIVED)
