@@ -23,12 +23,11 @@ from services.billing.credit_notes import CreditNotes, Issue, StoredCreditNote
 from services.billing.domain.credit_notes import Balance, CreditRequest, CreditScope
 from services.billing.domain.entities import BillingDirectory
 from services.billing.domain.money import format_amount, parse_amount, round_money
+from services.billing.paging import page_window
 from services.common.auth import Role, require_role
 from services.common.errors import InvalidArgument
 
 ADMINS = (Role.BILLING_ADMIN, Role.ADMIN)
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 
 class CreditNoteRpcs:
@@ -62,13 +61,7 @@ class CreditNoteRpcs:
         self, request: credit_note_pb2.ListCreditNotesRequest, context: Any
     ) -> credit_note_pb2.ListCreditNotesResponse:
         require_role(*ADMINS)
-        if request.page_size < 0:
-            raise InvalidArgument.for_field("page_size", "must not be negative")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        try:
-            offset = int(request.page_token or "0")
-        except ValueError:
-            raise InvalidArgument.for_field("page_token", "is not a token from this API") from None
+        offset, size = page_window(request.page_size, request.page_token)
         page = self._credits.list(
             request.invoice_id or None, request.tenant_id or None, offset, size + 1
         )

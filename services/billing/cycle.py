@@ -33,11 +33,10 @@ from decimal import Decimal
 from typing import Protocol
 
 from services.billing.domain.close import CloseWarning, WarningKind
-from services.billing.domain.contracts import ContractChange, Segment, build_segments
-from services.billing.domain.ends import Side, billed_side
+from services.billing.domain.contracts import Segment, build_segments
+from services.billing.domain.ends import billed_side
 from services.billing.domain.entities import BillingDirectory, Customer
 from services.billing.domain.peaks import KeptMonth, NeedsScan, usable
-from services.billing.domain.percentile import Sample
 from services.billing.domain.rating import (
     BillingMonth,
     Line,
@@ -55,30 +54,15 @@ from services.billing.invoices import (
     invoice_id_for,
 )
 from services.billing.metrics import RUN_DURATION, record_reconciliation
-from services.billing.reconcile import DEFAULT_TOLERANCE, Reconciler
+from services.billing.reconcile import DEFAULT_TOLERANCE, EndsStore, Reconciler
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 
 
-class BillingStore(Protocol):
-    """What a run needs from storage (SqlBillingStore in production)."""
-
-    def changes(self, as_of: datetime) -> dict[str, list[ContractChange]]: ...
-
-    def samples(
-        self, circuit_id: str, start: datetime, end: datetime, as_of: datetime,
-        side: Side = Side.SINGAPORE,
-    ) -> list[Sample]: ...
-
-    def gaps(
-        self, circuit_ids: Sequence[str], start: datetime, end: datetime,
-        as_of: datetime | None = None,
-    ) -> dict[tuple[str, Side], list[GapVolume]]: ...
-
-    def end_totals(
-        self, circuit_ids: Sequence[str], start: datetime, end: datetime, as_of: datetime
-    ) -> dict[tuple[str, Side], tuple[int, int, int]]: ...
+class BillingStore(EndsStore, Protocol):
+    """What a run needs from storage (SqlBillingStore in production): the reads of both
+    ends (EndsStore), and these."""
 
     def kept_months(self, month: BillingMonth) -> dict[str, list[KeptMonth]]: ...
 

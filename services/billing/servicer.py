@@ -33,14 +33,13 @@ from services.billing.domain.rating import BillingMonth
 from services.billing.domain.reconciliation import intervals_lost
 from services.billing.invoices import InvoiceState, StoredInvoice
 from services.billing.job_store import SqlJobStore
+from services.billing.paging import page_window
 from services.billing.reconcile_proto import gap_proto, reconciliation_proto
 from services.billing.store import InvoiceFilter, SqlBillingStore
 from services.common.auth import Principal, Role, current_principal, require_role
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied
 
 ADMINS = (Role.BILLING_ADMIN, Role.ADMIN)
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 
 _stamp = close_api.stamp
@@ -253,13 +252,7 @@ class BillingServicer(CreditNoteRpcs, billing_service_pb2_grpc.BillingServiceSer
             if state is InvoiceState.DRAFT:
                 return pb.ListInvoicesResponse()
             state = InvoiceState.FINALIZED
-        if request.page_size < 0:
-            raise InvalidArgument.for_field("page_size", "must not be negative")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        try:
-            offset = int(request.page_token or "0")
-        except ValueError:
-            raise InvalidArgument.for_field("page_token", "is not a token from this API") from None
+        offset, size = page_window(request.page_size, request.page_token)
         where = InvoiceFilter(
             tenant_id=tenant,
             billing_entity_id=request.billing_entity_id or None,

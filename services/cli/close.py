@@ -13,11 +13,10 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
 
 from idc.billing.v1 import billing_service_pb2 as billing_pb
 from services.cli import render
-from services.cli.commands import Context, finalize, moment, timestamp, year_month
+from services.cli.commands import Context, finalize, moment, progress_bar, timestamp, year_month
 from services.cli.errors import CliError, ExitCode
 from services.cli.render import Result
 
@@ -125,14 +124,7 @@ def close(ctx: Context, args: argparse.Namespace) -> Result:
 
 def _wait(ctx: Context, job: billing_pb.BillingJob, wait_s: float) -> billing_pb.BillingJob:
     deadline = time.monotonic() + wait_s
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        console=ctx.console,
-        disable=ctx.json_output,
-        transient=False,
-    ) as progress:
+    with progress_bar(ctx) as progress:
         task = progress.add_task("queued", total=None)
         while job.state not in FINISHED and time.monotonic() < deadline:
             time.sleep(POLL_S)

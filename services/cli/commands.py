@@ -430,14 +430,7 @@ def billing_run(ctx: Context, args: argparse.Namespace) -> Result:
         request.as_of_time.CopyFrom(timestamp(args.as_of))
     summary = billing_pb.BillingSummary()
     stream = ctx.api.stream("billing", ctx.api.billing.RunBillingCycle, request)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        console=ctx.console,
-        disable=ctx.json_output,
-        transient=False,
-    ) as progress:
+    with progress_bar(ctx) as progress:
         task = progress.add_task("billing", total=None)
         for message in stream:
             if message.HasField("summary"):
@@ -721,3 +714,15 @@ def contacts_reencrypt(ctx: Context, args: argparse.Namespace) -> Result:
     return Result(data, lambda console: console.print(
         f"re-encrypted {moved} order(s) with key {cipher.active_key_id}; orders per key: "
         + (", ".join(f"{k} {n}" for k, n in sorted(per_key.items())) or "none")))
+
+
+def progress_bar(ctx: Context) -> Progress:
+    """The billing commands' progress bar (silent under --json)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        console=ctx.console,
+        disable=ctx.json_output,
+        transient=False,
+    )
