@@ -23,6 +23,7 @@ from services.billing.credit_notes import CreditNotes, Issue, StoredCreditNote
 from services.billing.domain.credit_notes import Balance, CreditRequest, CreditScope
 from services.billing.domain.entities import BillingDirectory
 from services.billing.domain.money import format_amount, parse_amount, round_money
+from services.billing.invoices import StoredInvoice
 from services.billing.paging import page_window
 from services.common.auth import Role, require_role
 from services.common.errors import InvalidArgument
@@ -120,6 +121,10 @@ class CreditNoteRpcs:
             if balance is not None:
                 message.credit_balance.CopyFrom(_balance(message.currency_code, balance))
         return result
+
+    def credit_balance(self, invoice: StoredInvoice) -> Balance | None:
+        """The invoice's credit balance, for its documents (None: no credit note applies)."""
+        return self._credits.balances({invoice.tenant_id}).get(invoice.id)
 
     def _notes_proto(self, notes: list[StoredCreditNote]) -> list[credit_note_pb2.CreditNote]:
         applied = self._credits.applied_to(notes)

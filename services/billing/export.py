@@ -12,10 +12,12 @@ import csv
 import io
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from services.billing import pdf
 from services.billing.document import Document, DocumentLine, MoneyFormat, Party, Section
+from services.billing.domain.credit_notes import Balance
 from services.billing.domain.entities import BillingEntity
 from services.billing.domain.money import format_amount
 from services.billing.domain.rating import Line, LineKind
@@ -26,8 +28,11 @@ CSV_COLUMNS = [
     "period_last_day", "days_covered", "days_in_month", "proration", "unit_price",
     "bandwidth_mbps", "samples_expected", "samples_present", "samples_discarded",
     "billed_sample_mbps", "billed_sample_time", "billed_direction", "adjusts_invoice_id",
-    "currency", "line_amount", "subtotal", "tax_rate", "tax", "total",
+    "currency", "line_amount", "subtotal", "tax_rate", "tax", "total", "credit_applied",
+    "amount_due",
 ]
+# Charged once, not by days of the month.
+_UNPRORATED = (LineKind.NRC, LineKind.TERMINATION)
 
 
 def file_stem(invoice: StoredInvoice) -> str:
@@ -47,7 +52,9 @@ def proration(line: Line) -> str:
     return f"{line.days_covered}/{line.days_in_month}"
 
 
-def to_csv(invoice: StoredInvoice, purchase_orders: Mapping[str, str]) -> bytes:
+def to_csv(
+    invoice: StoredInvoice, purchase_orders: Mapping[str, str], credit: Balance | None = None
+) -> bytes:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -61,7 +68,7 @@ def to_csv(invoice: StoredInvoice, purchase_orders: Mapping[str, str]) -> bytes:
             "description": line.description,
             "period_first_day": first.isoformat(), "period_last_day": last.isoformat(),
             "days_covered": line.days_covered, "days_in_month": line.days_in_month,
-            "proration": "" if line.kind is LineKind.NRC else proration(line),
+            "proration": "" if line.kind in _UNPRORATED else proration(line),
             "unit_price": format_amount(line.unit_price),
             "bandwidth_mbps": line.bandwidth_mbps,
             "samples_expected": "" if burst is None else burst.samples_expected,
@@ -78,18 +85,27 @@ def to_csv(invoice: StoredInvoice, purchase_orders: Mapping[str, str]) -> bytes:
         "subtotal": format_amount(invoice.subtotal),
         "tax_rate": format_amount(invoice.tax_rate), "tax": format_amount(invoice.tax),
         "total": format_amount(invoice.total),
+        "credit_applied": "" if credit is None else format_amount(credit.applied),
+        "amount_due": format_amount(_amount_due(invoice, credit)),
     })
     return out.getvalue().encode("utf-8")
 
 
+
+def _amount_due(invoice: StoredInvoice, credit: Balance | None) -> Decimal:
+    return invoice.total if credit is None else credit.amount_due
+
+
 def to_pdf(
-    invoice: StoredInvoice, entity: BillingEntity, purchase_orders: Mapping[str, str]
+    invoice: StoredInvoice, entity: BillingEntity, purchase_orders: Mapping[str, str],
+    credit: Balance | None = None,
 ) -> bytes:
-    return pdf.render(invoice_document(invoice, entity, purchase_orders))
+    return pdf.render(invoice_document(invoice, entity, purchase_orders, credit))
 
 
 def invoice_document(
-    invoice: StoredInvoice, entity: BillingEntity, purchase_orders: Mapping[str, str]
+    invoice: StoredInvoice, entity: BillingEntity, purchase_orders: Mapping[str, str],
+    credit: Balance | None = None,
 ) -> Document:
     money = MoneyFormat(invoice.currency, entity.locale)
     draft = invoice.state is not InvoiceState.FINALIZED
@@ -114,9 +130,9 @@ def invoice_document(
             ("Subtotal", money.number(invoice.subtotal), False),
             (f"{invoice.tax_label} {format_amount(invoice.tax_rate * 100)}%",
              money.number(invoice.tax), False),
-            (f"Total due ({invoice.currency})", money.amount(invoice.total), True),
+            *_total_rows(invoice, credit, money),
         ],
-        sections=[_payment(invoice, entity, money)],
+        sections=[_payment(invoice, entity, money, _amount_due(invoice, credit))],
         fine_print=(
             "Periods are calendar days in the billing time zone, first and last day both "
             "included; days is days covered / days in the month. Burst: 95th percentile "
@@ -172,14 +188,29 @@ def _facts(
     ]
 
 
-def _payment(invoice: StoredInvoice, entity: BillingEntity, money: MoneyFormat) -> Section:
+def _total_rows(
+    invoice: StoredInvoice, credit: Balance | None, money: MoneyFormat
+) -> list[tuple[str, str, bool]]:
+    """The total, and where credit notes apply to the invoice (README, credit notes), the
+    credit taken off it and what is left to pay; the invoice's own total never changes."""
+    if credit is None or not credit.applied:
+        return [(f"Total due ({invoice.currency})", money.amount(invoice.total), True)]
+    return [
+        (f"Total ({invoice.currency})", money.number(invoice.total), False),
+        ("Credit applied from credit notes", "-" + money.number(credit.applied), False),
+        (f"Amount due ({invoice.currency})", money.amount(credit.amount_due), True),
+    ]
+
+
+def _payment(
+    invoice: StoredInvoice, entity: BillingEntity, money: MoneyFormat, due: Decimal
+) -> Section:
     quote = invoice.number or "the invoice number (assigned on finalisation)"
     return Section(
         "Remittance details",
         [
             *entity.remittance.lines(),
-            f"Please pay {money.amount(invoice.total)} quoting {quote}; "
-            "bank charges are the payer's.",
+            f"Please pay {money.amount(due)} quoting {quote}; bank charges are the payer's.",
         ],
     )
 
@@ -220,6 +251,6 @@ def _document_line(
         text.append(f"corrects invoice {line.adjusts_invoice_id}")
     return DocumentLine(
         text=text,
-        quantity="" if line.kind in (LineKind.NRC, LineKind.TERMINATION) else proration(line),
+        quantity="" if line.kind in _UNPRORATED else proration(line),
         amount=money.number(line.amount),
     )

@@ -289,13 +289,17 @@ class BillingServicer(CreditNoteRpcs, billing_service_pb2_grpc.BillingServiceSer
         stem = export.file_stem(invoice)
         if request.format == pb.EXPORT_FORMAT_PDF:
             entity = self._directory.entity(invoice.billing_entity_id)
-            content = export.to_pdf(invoice, entity, self._purchase_orders(invoice))
+            content = export.to_pdf(
+                invoice, entity, self._purchase_orders(invoice), self.credit_balance(invoice)
+            )
             return pb.ExportInvoiceResponse(
                 content=content, content_type="application/pdf", filename=f"{stem}.pdf"
             )
         if request.format == pb.EXPORT_FORMAT_CSV:
             return pb.ExportInvoiceResponse(
-                content=export.to_csv(invoice, self._purchase_orders(invoice)),
+                content=export.to_csv(
+                    invoice, self._purchase_orders(invoice), self.credit_balance(invoice)
+                ),
                 content_type="text/csv", filename=f"{stem}.csv",
             )
         if request.format == pb.EXPORT_FORMAT_JSON:

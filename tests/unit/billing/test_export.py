@@ -15,6 +15,7 @@ from pathlib import Path
 import pypdfium2  # type: ignore[import-untyped]
 
 from services.billing import export
+from services.billing.domain.credit_notes import Balance
 from services.billing.domain.entities import BillingEntity, parse_directory
 from services.billing.domain.rating import BillingMonth, BurstEvidence, Line, LineKind
 from services.billing.invoices import InvoiceState, StoredInvoice, StoredLine
@@ -134,3 +135,26 @@ def test_summing_the_csv_line_column_gives_the_subtotal() -> None:
         "2025-03-01", "2025-03-12", "12/31"
     )
     assert mrc["purchase_order"] == "PO-4711"
+
+
+def test_credit_notes_applied_to_an_invoice_leave_its_total_and_lower_the_amount_due() -> None:
+    invoice = _invoice()
+    credit = Balance(
+        brought_forward=Decimal("0"), credit_note_ids=["cn-1"], credits=Decimal("8754.54"),
+        applied=Decimal("8754.54"), amount_due=invoice.total - Decimal("8754.54"),
+        carried_forward=Decimal("0"),
+    )
+    document = export.invoice_document(invoice, _entity(), {}, credit)
+    totals = {label: amount for label, amount, _ in document.totals}
+    assert totals["Total (CNY)"] == "508,754.54"  # the invoice's own total stays
+    assert totals["Credit applied from credit notes"] == "-8,754.54"
+    assert totals["Amount due (CNY)"] == "CNY 500,000.00"
+    assert "Please pay CNY 500,000.00" in document.sections[0].lines[-1]
+    rows = list(csv.DictReader(io.StringIO(export.to_csv(invoice, {}, credit).decode())))
+    (row,) = [r for r in rows if r["row"] == "totals"]
+    assert (row["total"], row["credit_applied"], row["amount_due"]) == (
+        "508754.54", "8754.54", "500000.00"
+    )
+    # Without credit notes the document reads as before: the total is what is due.
+    plain = export.invoice_document(invoice, _entity(), {})
+    assert [label for label, _, _ in plain.totals][-1] == "Total due (CNY)"
