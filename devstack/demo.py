@@ -43,6 +43,7 @@ A_END = "sg-edge-1:xe-0/0/1"
 Z_END = "cq-edge-1:XGE0/0/1"
 VLAN = 100
 METERED = f"xe-0/0/1.{VLAN}"  # the counter agent's veth for the A-end sub-interface
+FAR_METERED = f"XGE0/0/1.{VLAN}"  # and for the Z-end one
 # A fictitious contact: kept in the order database only, never on events, logs or spans.
 CONTACT = "technical,Ann Lee,ann.lee@acme-sg.example,+6561234567"
 # The customer's own words: they stay in the order database too, off events and routers.
@@ -198,10 +199,15 @@ def move_traffic(demo: Demo, circuit_id: str, since: str) -> None:
     # The meter's first sample means it has a baseline reading of the counters: traffic
     # sent before that would be inside the baseline and never counted.
     until("the meter's first sample of the circuit", samples, deadline_s=60)
-    port = agent.port("sg-edge-1", METERED)
+    port, far = agent.port("sg-edge-1", METERED), agent.port("cq-edge-1", FAR_METERED)
     sent_in = port.send_from_customer(FRAMES_IN, FRAME_BYTES)
     sent_out = port.send_to_customer(FRAMES_OUT, FRAME_BYTES)
-    demo.ok(f"sent {sent_in:,} bytes into and {sent_out:,} bytes out of {METERED} on sg-edge-1")
+    # What enters at one end leaves at the other: both ends meter the same traffic, so the
+    # month reconciles.
+    far.send_to_customer(FRAMES_IN, FRAME_BYTES)
+    far.send_from_customer(FRAMES_OUT, FRAME_BYTES)
+    demo.ok(f"sent {sent_in:,} bytes into and {sent_out:,} bytes out of {METERED} on sg-edge-1, "
+            f"the same through {FAR_METERED} on cq-edge-1")
 
     def metered() -> Any:
         counted = samples() or []

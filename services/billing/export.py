@@ -229,7 +229,7 @@ def _document_line(
     text = [f"{line.circuit_id}: {line.description}"]
     if line.kind is LineKind.NRC:
         text.append(f"unit price {money.number(line.unit_price)}")
-    else:
+    elif line.kind is not LineKind.TERMINATION:  # its description says the months and share
         unit = "per Mbps of overage a month" if line.kind is LineKind.BURST else "a month"
         text.append(f"{proration(line)} days of the month at {money.number(line.unit_price)} "
                     f"{unit}")

@@ -79,7 +79,7 @@ def test_disconnect_before_the_term_ends_charges_the_fee_once(database_url: str)
     page = pypdfium2.PdfDocument(export.to_pdf(invoice, entity, {}))[0]
     text = page.get_textpage().get_text_range()
     assert "Early termination 2025-03-20: 9 remaining whole months" in text
-    assert "9811.13" in text and "0/31" not in text
+    assert "9,811.13" in text and "0/31" not in text
     # The same month again: the same invoice, still one fee.
     clock.advance(hours=1)
     again = run(cycle, MARCH)
