@@ -239,3 +239,46 @@ def test_concurrent_recorders_lose_no_sample(postgres_database_url: str) -> None
         for r in rows
     ])
     assert month.percentile(*MARCH.window(directory().customer("acme-sg").time_zone)) == expected
+
+
+def test_one_call_for_a_mixed_batch_keeps_what_one_call_per_sample_keeps(
+    factory: sessionmaker[Session],
+) -> None:
+    # Tenants of two zones, both ends, invalid samples, across a month end that is in
+    # March in Los Angeles and in April in Singapore: the per-call lookups record_samples
+    # shares between samples must give each sample what a call of its own gives it.
+    rng = random.Random(11)
+    start = datetime(2025, 3, 31, 12, tzinfo=UTC)
+    rows = [
+        {
+            "tenant_id": tenant, "side": side, "interval_start": start + timedelta(minutes=5 * i),
+            "interval_seconds": 300, "bytes_in": rng.randrange(10**9),
+            "bytes_out": rng.randrange(10**9), "valid": rng.random() > 0.1,
+            "received_at": start + timedelta(days=2, seconds=i),
+        }
+        for i in range(200)
+        for tenant, _, _ in TENANTS
+        for side in (1, 2)
+    ]
+    with db.transaction(factory) as session:
+        record_samples(session, [row | {"circuit_id": f"batch-{row['tenant_id']}"} for row in rows])
+    for row in rows:
+        with db.transaction(factory) as session:
+            record_samples(session, [row | {"circuit_id": f"alone-{row['tenant_id']}"}])
+    with factory() as session:
+        stored = list(session.scalars(select(UsagePeakRow)))
+    kept, alone = (
+        {
+            (r.circuit_id.partition("-")[2], r.year, r.month, r.time_zone): (
+                r.samples, r.first_start, r.last_start, r.last_received, r.top_in, r.top_out,
+                r.p95_in, r.p95_out,
+            )
+            for r in stored
+            if r.circuit_id.startswith(prefix)
+        }
+        for prefix in ("batch-", "alone-")
+    )
+    assert kept == alone
+    assert {(month, zone) for _, _, month, zone in kept} == {
+        (3, "Asia/Singapore"), (4, "Asia/Singapore"), (3, "America/Los_Angeles")
+    }
