@@ -31,7 +31,7 @@ from services.billing.servicer import BillingServicer
 from services.billing.store import SqlBillingStore
 from services.common import db
 from services.common.config import KafkaSettings, ServiceSettings
-from services.common.events import encode_event
+from services.common.events import RejectedItems, encode_event
 from services.common.events.envelope import Envelope
 from services.common.events.relay import producer_config
 from services.common.grpc_server import GrpcApp
@@ -158,12 +158,30 @@ def envelope_for(message: Message, topic: str = "direct") -> Envelope:
 def ingest_directly(
     factory: sessionmaker[Session], clock: Clock, messages: list[Message]
 ) -> None:
-    """Store events through the consumers' own handlers in one transaction (bulk loads)."""
+    """Store events through the consumers' own handlers in one transaction (bulk loads).
+
+    Consecutive usage samples go to the usage ingest as one batch, as the batch consumer
+    hands them over (one sample per call would make a month of samples thousands of
+    staging-table round trips); contract events keep their order around them."""
     usage, contracts = UsageIngest(clock), ContractIngest(clock)
+    pending: list[tuple[Message, Envelope]] = []
+
+    def flush(session: Session) -> None:
+        if pending:
+            try:
+                usage.batch(session, pending)
+            except RejectedItems as rejected:
+                raise next(iter(rejected.errors.values())) from None
+            pending.clear()
+
     with db.transaction(factory) as session:
         for message in messages:
-            handler = usage if isinstance(message, usage_pb2.UsageSample) else contracts
-            handler(session, message, envelope_for(message))
+            if isinstance(message, usage_pb2.UsageSample):
+                pending.append((message, envelope_for(message)))
+                continue
+            flush(session)
+            contracts(session, message, envelope_for(message))
+        flush(session)
 
 
 def publish(
