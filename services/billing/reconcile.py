@@ -142,13 +142,6 @@ class Reconciler:
         metrics.record_reconciliation(month, report)
         return report
 
-    def reconciliation_differences(self, month: BillingMonth) -> list[Reconciliation]:
-        """The circuits of ``month`` whose two ends differ beyond the tolerance, as of now
-        (for the month-end close's warnings). ``r.other.metered`` is False where the other
-        end has no usage at all in the month (not metered there), True for a real
-        difference between two metered ends."""
-        return [r for r in self.report(month) if not r.within_tolerance]
-
 
 def _active(segments: Sequence[Segment], month: BillingMonth, customer: Customer) -> bool:
     start, end = month.window(customer.time_zone)
