@@ -31,6 +31,7 @@ from services.order.servicers import ApprovalServicer, OrderServicer
 from services.order.settings import OrderSettings
 from services.order.token_issuer import TokenIssuer
 from services.order.token_servicer import TokenServicer
+from services.order.unit_of_work import SqlUnitOfWork
 from services.order.workers import (
     ApprovalExpiryWorker,
     OverdueProvisioningWorker,
@@ -43,9 +44,9 @@ MIGRATIONS = ORDER.migrations_dir
 def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
                    contact_keys: ContactKeySet) -> GrpcApp:
     catalogue = load_catalogue()
-    app = OrderApp(runtime.session_factory, catalogue, load_price_book(), settings,
-                   ChangeNotifier(), contacts=ContactVault(ContactCipher(contact_keys),
-                                                           billing_telcos(catalogue)))
+    app = OrderApp(SqlUnitOfWork(runtime.session_factory, ChangeNotifier()), catalogue,
+                   load_price_book(), settings,
+                   contacts=ContactVault(ContactCipher(contact_keys), billing_telcos(catalogue)))
     token_settings = runtime.token_settings
     issuer = TokenIssuer(runtime.session_factory, token_settings.issuer_key(), token_settings)
     chain = order_chain(signing_keys(AuditKeySettings.from_env(SIGNING_DIR)))
@@ -67,7 +68,8 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
 
     gauges = register_gauges(runtime.session_factory, app.clock, app.capacity)
     order_app = build_app(runtime, register_servicers, workers=[
-        circuit_event_worker(app, runtime.settings.kafka, settings.consumer_group),
+        circuit_event_worker(app, runtime.session_factory, runtime.settings.kafka,
+                             settings.consumer_group),
         ApprovalExpiryWorker(app, settings.expiry_interval_s),
         OverdueProvisioningWorker(app, settings.expiry_interval_s),
     ])

@@ -10,23 +10,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from google.protobuf.message import Message
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from idc.events.v1 import circuit_pb2 as circuit_events
 from idc.events.v1 import order_pb2 as order_events
 from idc.events.v1 import provisioning_pb2
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
-from services.common import db
 from services.common.audit_chain import AuditChain
 from services.common.auth import Principal
 from services.common.errors import (
@@ -77,7 +75,6 @@ from services.order.domain.validation import (
     validate_contacts,
 )
 from services.order.metrics import OrderMetrics
-from services.order.notifier import ChangeNotifier
 from services.order.settings import OrderSettings
 from services.order.tables import (
     ApprovalRow,
@@ -88,6 +85,7 @@ from services.order.tables import (
     PortVlanRow,
     QuoteRow,
 )
+from services.order.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -130,39 +128,19 @@ class Placement:
 
 
 class OrderApp:
-    def __init__(self, factory: sessionmaker[Session], catalogue: Catalogue,
-                 price_book: PriceBook, settings: OrderSettings, notifier: ChangeNotifier,
-                 clock: Callable[[], datetime] = now, *, contacts: ContactVault) -> None:
-        self.factory = factory
-        self.single_statement_factory = db.single_statement_factory(factory)
+    def __init__(self, uow: UnitOfWork, catalogue: Catalogue, price_book: PriceBook,
+                 settings: OrderSettings, clock: Callable[[], datetime] = now, *,
+                 contacts: ContactVault) -> None:
+        self.uow = uow
         self.catalogue = catalogue
         self.price_book = price_book
         self.settings = settings
-        self.notifier = notifier
         self.clock = clock
         self.contacts = contacts
         self.metrics = OrderMetrics(clock)
         self.admissions: GroupCommit[Placement, order_pb2.Order] = GroupCommit(self._admit)
 
     # -- plumbing -------------------------------------------------------------------------
-
-    @contextmanager
-    def write(self) -> Iterator[Session]:
-        """One transaction; watchers are told after it commits."""
-        with self.factory() as session, session.begin():
-            event.listen(session, "after_commit", lambda _s: self.notifier.notify(), once=True)
-            yield session
-
-    @contextmanager
-    def read(self) -> Iterator[Session]:
-        with self.factory() as session:
-            yield session
-
-    @contextmanager
-    def read_one_statement(self) -> Iterator[Session]:
-        """For a read made of a single statement (no transaction needed on PostgreSQL)."""
-        with self.single_statement_factory() as session:
-            yield session
 
     def _audit(self, session: Session, order: OrderRow, actor: str, reason: str,
                from_state: OrderState | None, to_state: OrderState) -> None:
@@ -204,7 +182,7 @@ class OrderApp:
 
     def reveal(self, principal: Principal, *orders: order_pb2.Order) -> None:
         """Fill in the contacts of those ``orders`` that ``principal`` may read them on."""
-        with self.read_one_statement() as session:
+        with self.uow.read_one_statement() as session:
             self.contacts.reveal(session, principal, orders)
 
     def _telco_side(self, principal: Principal) -> Side | None:
@@ -213,7 +191,7 @@ class OrderApp:
     # -- catalogue and capacity -----------------------------------------------------------
 
     def capacity(self) -> store.CapacityFigures:
-        with self.read() as session:
+        with self.uow.read() as session:
             return store.capacity(session, self.catalogue, self.settings.channel_capacity_mbps)
 
     def quote(self, principal: Principal, spec: circuit_pb2.CircuitSpec
@@ -232,7 +210,7 @@ class OrderApp:
             termination_share=str(terms.termination_share), created_at=moment,
             expire_at=moment + timedelta(seconds=self.settings.quote_ttl_s),
         )
-        with self.write() as session:
+        with self.uow.write() as session:
             figures = store.capacity(session, self.catalogue, self.settings.channel_capacity_mbps)
             reasons = cap.shortfalls(request.bandwidth_mbps, [
                 figures.channel, figures.ports[request.a_end_port_id],
@@ -272,7 +250,7 @@ class OrderApp:
         except (NotFound, FailedPrecondition):
             # A quote gone or expired since does not stop the replay of an order placed
             # with it.
-            with self.read() as session:
+            with self.uow.read() as session:
                 existing = self._replay(session, tenant, request.request_id, fingerprint)
                 if existing is None:
                     raise
@@ -315,7 +293,7 @@ class OrderApp:
         events: list[OutboxRow] = []
         views: list[tuple[Pending[Placement, order_pb2.Order], dict[str, Any],
                           list[dict[str, Any]], list[dict[str, Any]]]] = []
-        with self.write() as session:
+        with self.uow.write() as session:
             store.lock_channel(session)
             existing = store.existing_orders(
                 session, [(p.item.tenant, p.item.request_id) for p in batch])
@@ -362,7 +340,7 @@ class OrderApp:
         for pending, order_values, approvals, audit in views:
             pending.result = convert.order_message(order_values, approvals, audit)
         if replays:
-            with self.read() as session:
+            with self.uow.read() as session:
                 for pending, order_id in replays:
                     pending.result = convert.order_by_id(session, order_id, None)
 
@@ -441,12 +419,12 @@ class OrderApp:
     def _idempotent(self, tenant: str, request_id: str, fingerprint: str,
                     place: Callable[[Session], OrderRow]) -> order_pb2.Order:
         try:
-            with self.write() as session:
+            with self.uow.write() as session:
                 row = place(session)
                 return convert.order(session, row)
         except IntegrityError:
             # A concurrent twin committed first (the channel lock normally prevents this).
-            with self.read() as session:
+            with self.uow.read() as session:
                 row_or_none = self._replay(session, tenant, request_id, fingerprint)
                 if row_or_none is None:
                     raise
@@ -475,7 +453,7 @@ class OrderApp:
             spec = convert.circuit_request(request.spec)
             return spec, self.price_book.price(spec.bandwidth_mbps, spec.term_months,
                                                spec.currency), None
-        with self.read() as session:
+        with self.uow.read() as session:
             quote = session.get(QuoteRow, request.quote_id)
         if quote is None or quote.tenant_id != tenant:
             raise NotFound(f"quote {request.quote_id!r} not found")
@@ -626,7 +604,7 @@ class OrderApp:
 
     def cancel(self, principal: Principal, order_id: str, reason: str) -> order_pb2.Order:
         require_reason("reason", reason, required=False)
-        with self.write() as session:
+        with self.uow.write() as session:
             order = store.get_order(session, order_id, principal.tenant, for_update=True)
             check_cancellable(OrderState(order.state), order.id)
             circuit = self._end(session, order, OrderState.CANCELLED, Outcome.WITHDRAWN,
@@ -657,7 +635,7 @@ class OrderApp:
                 comment: str) -> order_pb2.Order:
         require_reason("comment", comment, required=False)
         approver = Approver(principal.subject, principal.telco or "", self._telco_side(principal))
-        with self.write() as session:
+        with self.uow.write() as session:
             order = store.get_order(session, order_id, None, for_update=True)
             side = check_approver(OrderState(order.state), order.id, order.requested_by,
                                   approver)
@@ -708,7 +686,7 @@ class OrderApp:
     def reject(self, principal: Principal, order_id: str, reason: str) -> order_pb2.Order:
         require_reason("reason", reason, required=True)
         approver = Approver(principal.subject, principal.telco or "", self._telco_side(principal))
-        with self.write() as session:
+        with self.uow.write() as session:
             order = store.get_order(session, order_id, None, for_update=True)
             side = check_approver(OrderState(order.state), order.id, order.requested_by,
                                   approver)
@@ -728,7 +706,7 @@ class OrderApp:
 
     def expire_due(self, limit: int = 100) -> int:
         """Reject orders whose approval window passed; returns how many."""
-        with self.write() as session:
+        with self.uow.write() as session:
             due = list(session.scalars(
                 select(OrderRow)
                 .where(OrderRow.state == OrderState.PENDING_APPROVAL.value,
@@ -775,7 +753,7 @@ class OrderApp:
             assert new.error is not None
             self._rejected_unplannable(session, order, new.error)
         self._touch(order)
-        event.listen(session, "after_commit", lambda _s: self.notifier.notify(), once=True)
+        self.uow.notify_on_commit(session)
 
     @staticmethod
     def _plan_content(order_id: str, plan: provisioning_pb2.ProvisioningPlanned) -> PlanContent:
@@ -862,13 +840,13 @@ class OrderApp:
         order.provisioning_step = step
         order.provisioning_step_at = (progress.occurred_at.ToDatetime(tzinfo=UTC)
                                       if progress.occurred_at.seconds else self.clock())
-        event.listen(session, "after_commit", lambda _s: self.notifier.notify(), once=True)
+        self.uow.notify_on_commit(session)
 
     def overdue(self, limit: int = 20) -> list[str]:
         """The overdue-provisioning alarm's texts (see services.order.domain.overdue)."""
         moment = self.clock()
         bound_s = self.settings.provisioning_alarm_s
-        with self.read_one_statement() as session:
+        with self.uow.read_one_statement() as session:
             orders, more = store.approved_before(session, overdue_since(moment, bound_s),
                                                  limit)
         return overdue_report(orders, moment, bound_s, more)
@@ -902,7 +880,7 @@ class OrderApp:
                 raise ValueError(f"{type(message).__name__} does not fit {order.type} order "
                                  f"{order.id}")
             self._succeeded(session, order, message)
-        event.listen(session, "after_commit", lambda _s: self.notifier.notify(), once=True)
+        self.uow.notify_on_commit(session)
 
     def _succeeded(self, session: Session, order: OrderRow, message: Message) -> None:
         effective = getattr(message, "effective_time")  # noqa: B009

@@ -136,7 +136,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                  context: grpc.ServicerContext) -> order_service_pb2.GetOrderResponse:
         principal = current_principal()
         _require_id(request.order_id, "order_id", "order")
-        with self.app.read_one_statement() as session:
+        with self.app.uow.read_one_statement() as session:
             order = convert.order_by_id(session, request.order_id, _scope(principal))
             self.app.contacts.reveal(session, principal, [order])
         return order_service_pb2.GetOrderResponse(order=order)
@@ -157,7 +157,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
             query = query.where(OrderRow.type == order_type.value)
         if request.circuit_id:
             query = query.where(OrderRow.circuit_id == request.circuit_id)
-        with self.app.read_one_statement() as session:
+        with self.app.uow.read_one_statement() as session:
             orders, more = store.newest_with_history(session, query, offset, limit)
             messages = [convert.order_message(*order) for order in orders]
             self.app.contacts.reveal(session, principal, messages)
@@ -169,7 +169,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                    ) -> Iterator[order_service_pb2.WatchOrderResponse]:
         principal = current_principal()
         _require_id(request.order_id, "order_id", "order")
-        notifier = self.app.notifier
+        notifier = self.app.uow.notifier
         context.add_callback(notifier.notify)  # wake the wait below when the client leaves
         seen_version: int | None = None
         seen_entries = 0
@@ -178,7 +178,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         while context.is_active() and not streams.ended():
             generation = notifier.generation
             # A short-lived session per look: no connection is held while waiting.
-            with self.app.read() as session:
+            with self.app.uow.read() as session:
                 row = store.get_order(session, request.order_id, _scope(principal))
                 changed = row.version != seen_version
                 order = convert.order(session, row) if changed else None
@@ -205,7 +205,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                    context: grpc.ServicerContext) -> order_service_pb2.GetCircuitResponse:
         principal = current_principal()
         _require_id(request.circuit_id, "circuit_id", "circuit")
-        with self.app.read() as session:
+        with self.app.uow.read() as session:
             row = store.get_circuit(session, request.circuit_id, _scope(principal))
             return order_service_pb2.GetCircuitResponse(
                 circuit=convert.circuit(self.app.catalogue, row))
@@ -224,7 +224,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         if request.port_id:
             query = query.where((CircuitRow.a_port_id == request.port_id)
                                 | (CircuitRow.z_port_id == request.port_id))
-        with self.app.read() as session:
+        with self.app.uow.read() as session:
             rows, more = store.fetch_page(session, query, offset, limit)
             return order_service_pb2.ListCircuitsResponse(
                 circuits=[convert.circuit(self.app.catalogue, row) for row in rows],
@@ -280,7 +280,7 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
             .where(OrderRow.state == OrderState.PENDING_APPROVAL.value,
                    ApprovalRow.side == side.value, ApprovalRow.state.in_(awaiting))
             .order_by(OrderRow.created_at, OrderRow.id))
-        with self.app.read() as session:
+        with self.app.uow.read() as session:
             rows, more = store.fetch_page(session, query, offset, limit)
             response = approval_service_pb2.ListPendingApprovalsResponse(
                 next_page_token=store.next_token(offset, limit, len(rows), more))
@@ -321,7 +321,7 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
         require_role(Role.OPS, Role.ADMIN)
         _require_id(request.order_id, "order_id", "order")
         offset, limit = store.page_bounds(request.page_size, request.page_token)
-        with self.app.read() as session:
+        with self.app.uow.read() as session:
             store.get_order(session, request.order_id, None)
             rows = approval_log.history(session, request.order_id, offset, limit + 1)
         return approval_service_pb2.ListApprovalHistoryResponse(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from google.protobuf.message import Message
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from idc.events.v1 import circuit_pb2, provisioning_pb2
 from services.common.config import KafkaSettings
@@ -53,12 +53,12 @@ class CircuitEventHandler:
             log.debug("event %s is not for the order service", envelope.event_type)
 
 
-def circuit_event_worker(app: OrderApp, kafka: KafkaSettings, group_id: str) -> ConsumerWorker:
+def circuit_event_worker(app: OrderApp, factory: sessionmaker[Session], kafka: KafkaSettings,
+                         group_id: str) -> ConsumerWorker:
+    """The consumer opens one transaction per event in ``factory``'s sessions."""
     return ConsumerWorker(
         "circuit-events",
-        lambda: EventConsumer(
-            [CIRCUIT_EVENTS], group_id, CircuitEventHandler(app), app.factory, kafka
-        ),
+        lambda: EventConsumer([CIRCUIT_EVENTS], group_id, CircuitEventHandler(app), factory, kafka),
     )
 
 

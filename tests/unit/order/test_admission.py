@@ -12,19 +12,18 @@ from typing import Any
 import pytest
 
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
-from services.common import db, deadlines
+from services.common import deadlines
 from services.common.auth import Principal, Role
 from services.order import store
 from services.order.admission import GroupCommit, Pending
-from services.order.app import MIGRATIONS
 from services.order.contacts import ContactCipher, ContactKeySet
 from services.order.disclosure import ContactVault, billing_telcos
 from services.order.domain.catalogue import load_catalogue
 from services.order.domain.pricing import load_price_book
-from services.order.notifier import ChangeNotifier
 from services.order.orders import OrderApp, Placement
 from services.order.settings import OrderSettings
 from services.order.tables import OrderRow
+from tests.unit.order.fakes import SqliteUnitOfWork
 
 
 def test_every_caller_gets_its_own_result_or_error_from_shared_batches() -> None:
@@ -76,11 +75,8 @@ def test_orders_of_a_failed_batch_are_decided_again_one_by_one(
     """A batch whose transaction fails is rolled back and each order is admitted alone:
     an order refused in the batch only because an order that then failed took the
     bandwidth is admitted on its own."""
-    url = f"sqlite:///{tmp_path / 'order.db'}"
-    db.migrate(url, MIGRATIONS)
-    app = OrderApp(db.make_session_factory(db.make_engine(url)), load_catalogue(),
+    app = OrderApp(SqliteUnitOfWork(tmp_path), load_catalogue(),
                    load_price_book(), OrderSettings(channel_capacity_mbps=150),
-                   ChangeNotifier(),
                    contacts=ContactVault(ContactCipher(ContactKeySet.generate()),
                                          billing_telcos(load_catalogue())))
     placements: list[Placement] = []
@@ -107,7 +103,7 @@ def test_orders_of_a_failed_batch_are_decided_again_one_by_one(
     assert isinstance(doomed.error, RuntimeError)
     assert second.error is None and second.result is not None
     assert second.result.request_id == "second"
-    with app.read() as session:
+    with app.uow.read() as session:
         assert [row.request_id for row in session.query(OrderRow)] == ["second"]
 
 

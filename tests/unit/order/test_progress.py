@@ -16,12 +16,10 @@ from idc.events.v1 import circuit_pb2 as circuit_events
 from idc.events.v1 import provisioning_pb2
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
 from idc.type.v1 import router_payload_pb2, side_pb2
-from services.common import db
 from services.common.auth import Principal, Role
 from services.common.config import ConfigError
 from services.common.errors import FailedPrecondition
 from services.order import convert
-from services.order.app import MIGRATIONS
 from services.order.contacts import ContactCipher, ContactKeySet
 from services.order.convert import timestamp
 from services.order.disclosure import ContactVault, billing_telcos
@@ -36,10 +34,10 @@ from services.order.domain.lifecycle import (
 )
 from services.order.domain.overdue import AwaitingOutcome, overdue_report, waited_words
 from services.order.domain.pricing import load_price_book
-from services.order.notifier import ChangeNotifier
 from services.order.orders import OrderApp
 from services.order.settings import OrderSettings
 from services.order.workers import OVERDUE_ALARM, OverdueProvisioningWorker
+from tests.unit.order.fakes import SqliteUnitOfWork
 
 S = order_pb2.OrderState
 T0 = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
@@ -156,14 +154,12 @@ def clock() -> Clock:
 
 @pytest.fixture
 def app(tmp_path: Path, clock: Clock) -> Iterator[OrderApp]:
-    url = f"sqlite:///{tmp_path / 'order.db'}"
-    db.migrate(url, MIGRATIONS)
-    engine = db.make_engine(url)
-    yield OrderApp(db.make_session_factory(engine), load_catalogue(), load_price_book(),
-                   OrderSettings(provisioning_alarm_s=600), ChangeNotifier(), clock=clock,
+    uow = SqliteUnitOfWork(tmp_path)
+    yield OrderApp(uow, load_catalogue(), load_price_book(),
+                   OrderSettings(provisioning_alarm_s=600), clock=clock,
                    contacts=ContactVault(ContactCipher(ContactKeySet.generate()),
                                          billing_telcos(load_catalogue())))
-    engine.dispose()
+    uow.close()
 
 
 def approved_order(app: OrderApp, bandwidth: int = 100) -> order_pb2.Order:
@@ -175,7 +171,7 @@ def approved_order(app: OrderApp, bandwidth: int = 100) -> order_pb2.Order:
         order_id=order.id, circuit_id=order.circuit_id, payloads=[
             router_payload_pb2.RouterPayload(side=side, sha256=sha)
             for side, sha in ((side_pb2.SIDE_SINGAPORE, "a1"), (side_pb2.SIDE_CHONGQING, "z1"))])
-    with app.write() as session:
+    with app.uow.write() as session:
         app.record_plan(session, plan)
     app.approve(OLGA, order.id, "a1", "")
     approved = app.approve(CHEN, order.id, "z1", "")
@@ -184,7 +180,7 @@ def approved_order(app: OrderApp, bandwidth: int = 100) -> order_pb2.Order:
 
 
 def progress(app: OrderApp, order: order_pb2.Order, step: str, at: datetime) -> order_pb2.Order:
-    with app.write() as session:
+    with app.uow.write() as session:
         app.record_progress(session, provisioning_pb2.ProvisioningProgress(
             order_id=order.id, circuit_id=order.circuit_id, saga_id="saga-1", step=step,
             occurred_at=timestamp(at)))
@@ -192,7 +188,7 @@ def progress(app: OrderApp, order: order_pb2.Order, step: str, at: datetime) -> 
 
 
 def get(app: OrderApp, order_id: str) -> order_pb2.Order:
-    with app.read() as session:
+    with app.uow.read() as session:
         return convert.order_by_id(session, order_id, None)
 
 
@@ -214,7 +210,7 @@ def test_an_approved_order_is_in_progress_from_the_first_step_and_shows_the_last
         == (S.ORDER_STATE_IN_PROGRESS, "confirming")
     assert len(later.audit_trail) == len(started.audit_trail), "a step is not a transition"
 
-    with app.write() as session:
+    with app.uow.write() as session:
         app.record_outcome(session, circuit_events.CircuitActivated(
             order_id=order.id, circuit_id=order.circuit_id))
     done = get(app, order.id)
@@ -230,14 +226,14 @@ def test_an_order_in_progress_fails_or_goes_back_to_approval_as_an_approved_one(
 ) -> None:
     failing = approved_order(app, 100)
     progress(app, failing, "rolling-back", T0)
-    with app.write() as session:
+    with app.uow.write() as session:
         app.record_outcome(session, circuit_events.ProvisioningFailed(
             order_id=failing.id, circuit_id=failing.circuit_id, message="refused"))
     assert get(app, failing.id).state == S.ORDER_STATE_FAILED
 
     replanned = approved_order(app, 200)
     progress(app, replanned, "preparing", T0)
-    with app.write() as session:
+    with app.uow.write() as session:
         app.record_plan(session, provisioning_pb2.ProvisioningPlanned(
             order_id=replanned.id, circuit_id=replanned.circuit_id, replan=True,
             reason="sg-edge-1: payload changed", payloads=[
@@ -269,7 +265,7 @@ def test_orders_with_provisioning_past_the_bound_are_reported(
         "more orders have waited longer than 600 s than are listed here"]
     assert app.overdue()[1].startswith(f"order {busy.id} has waited 11 min")
     assert "last step 'waiting-to-retry' since 2026-12-02T10:06:00+00:00" in app.overdue()[1]
-    with app.write() as session:
+    with app.uow.write() as session:
         app.record_outcome(session, circuit_events.CircuitActivated(
             order_id=quiet.id, circuit_id=quiet.circuit_id))
     assert [text.split()[1] for text in app.overdue()] == [busy.id]
