@@ -11,10 +11,8 @@ contacts are filled in only for the principals services.order.domain.disclosure 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
-from sqlalchemy import select
 
 from idc.ops.v1 import approval_service_pb2, approval_service_pb2_grpc
 from idc.order.v1 import (
@@ -30,10 +28,9 @@ from services.common import streams
 from services.common.auth import Principal, Role, current_principal, require_role
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.order import approval_log, convert, store
-from services.order.domain.lifecycle import ApprovalState, OrderState
+from services.order.domain.lifecycle import OrderState
 from services.order.domain.validation import id_problem
 from services.order.orders import OrderApp
-from services.order.tables import ApprovalRow, CircuitRow, OrderRow
 
 WATCH_POLL_S = 1.0
 
@@ -148,17 +145,10 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         states = convert.order_states_from_proto(list(request.states), "states")
         order_type = convert.order_type_from_proto(request.type, "type")
         offset, limit = store.page_bounds(request.page_size, request.page_token)
-        query = select(*OrderRow.__table__.columns)
-        if tenant is not None:
-            query = query.where(OrderRow.tenant_id == tenant)
-        if states:
-            query = query.where(OrderRow.state.in_([s.value for s in states]))
-        if order_type is not None:
-            query = query.where(OrderRow.type == order_type.value)
-        if request.circuit_id:
-            query = query.where(OrderRow.circuit_id == request.circuit_id)
         with self.app.uow.read_one_statement() as session:
-            orders, more = store.newest_with_history(session, query, offset, limit)
+            orders, more = store.list_orders(
+                session, offset, limit, tenant=tenant, states=states, order_type=order_type,
+                circuit_id=request.circuit_id)
             messages = [convert.order_message(*order) for order in orders]
             self.app.contacts.reveal(session, principal, messages)
         return order_service_pb2.ListOrdersResponse(
@@ -216,16 +206,9 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         tenant = _tenant_filter(principal, request.tenant_id)
         states = convert.circuit_states_from_proto(list(request.states), "states")
         offset, limit = store.page_bounds(request.page_size, request.page_token)
-        query = select(CircuitRow).order_by(CircuitRow.created_at.desc(), CircuitRow.id.desc())
-        if tenant is not None:
-            query = query.where(CircuitRow.tenant_id == tenant)
-        if states:
-            query = query.where(CircuitRow.state.in_([s.value for s in states]))
-        if request.port_id:
-            query = query.where((CircuitRow.a_port_id == request.port_id)
-                                | (CircuitRow.z_port_id == request.port_id))
         with self.app.uow.read() as session:
-            rows, more = store.fetch_page(session, query, offset, limit)
+            rows, more = store.list_circuits(session, offset, limit, tenant=tenant,
+                                             states=states, port_id=request.port_id)
             return order_service_pb2.ListCircuitsResponse(
                 circuits=[convert.circuit(self.app.catalogue, row) for row in rows],
                 next_page_token=store.next_token(offset, limit, len(rows), more))
@@ -274,14 +257,8 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
         if side is None:
             raise PermissionDenied(f"telco {principal.telco!r} runs no side of this channel")
         offset, limit = store.page_bounds(request.page_size, request.page_token)
-        awaiting = [s.value for s in ApprovalState if s.awaiting_decision]
-        query: Any = (
-            select(OrderRow).join(ApprovalRow, ApprovalRow.order_id == OrderRow.id)
-            .where(OrderRow.state == OrderState.PENDING_APPROVAL.value,
-                   ApprovalRow.side == side.value, ApprovalRow.state.in_(awaiting))
-            .order_by(OrderRow.created_at, OrderRow.id))
         with self.app.uow.read() as session:
-            rows, more = store.fetch_page(session, query, offset, limit)
+            rows, more = store.awaiting_approval(session, side, offset, limit)
             response = approval_service_pb2.ListPendingApprovalsResponse(
                 next_page_token=store.next_token(offset, limit, len(rows), more))
             for row in rows:

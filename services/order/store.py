@@ -26,8 +26,14 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import InvalidArgument, NotFound
 from services.order.domain.capacity import Headroom, VlanPool
-from services.order.domain.catalogue import Catalogue
-from services.order.domain.lifecycle import COMMITTED_CIRCUIT_STATES, OrderState
+from services.order.domain.catalogue import Catalogue, Side
+from services.order.domain.lifecycle import (
+    COMMITTED_CIRCUIT_STATES,
+    ApprovalState,
+    CircuitState,
+    OrderState,
+    OrderType,
+)
 from services.order.domain.overdue import AwaitingOutcome
 from services.order.tables import (
     CHANNEL_LOCK_ROW,
@@ -44,6 +50,10 @@ T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+
+# An order's columns, its approvals (by side) and its audit trail (oldest first).
+OrderWithHistory = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+OrderPage = list[OrderWithHistory]
 
 
 def lock_channel(session: Session) -> None:
@@ -229,7 +239,7 @@ _ORDER_ID = _ORDER_KEYS.index("id")
 
 
 def order_with_history(session: Session, order_id: str, tenant: str | None
-                       ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+                       ) -> OrderWithHistory:
     """The order's columns, its approvals (by side) and audit trail (oldest first) in one
     statement, so that one snapshot answers even without a transaction. NotFound when
     missing or another tenant's (no leak)."""
@@ -242,8 +252,7 @@ def order_with_history(session: Session, order_id: str, tenant: str | None
 
 
 def newest_with_history(session: Session, query: Select[Any], offset: int, limit: int
-                        ) -> tuple[list[tuple[dict[str, Any], list[dict[str, Any]],
-                                              list[dict[str, Any]]]], bool]:
+                        ) -> tuple[OrderPage, bool]:
     """One page of the orders ``query`` selects (all order columns), newest first, with each
     order's approvals and audit trail, in one statement; and whether more orders follow."""
     page = (query.order_by(OrderRow.created_at.desc(), OrderRow.id.desc())
@@ -259,8 +268,7 @@ def newest_with_history(session: Session, query: Select[Any], offset: int, limit
     return orders[:limit], len(orders) > limit
 
 
-def _with_history(rows: Sequence[Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]],
-                                                     list[dict[str, Any]]]]:
+def _with_history(rows: Sequence[Any]) -> OrderPage:
     """Rows of orders joined with approvals and audit entries, grouped per order in the
     order the orders first appear; approvals sorted by side, audit entries by id."""
     grouped: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]],
@@ -278,6 +286,52 @@ def _with_history(rows: Sequence[Any]) -> list[tuple[dict[str, Any], list[dict[s
     return [(order, [by_side[side] for side in sorted(by_side)],
              [by_id[audit_id] for audit_id in sorted(by_id)])
             for order, by_side, by_id in grouped.values()]
+
+
+def list_orders(session: Session, offset: int, limit: int, *, tenant: str | None,
+                states: Sequence[OrderState], order_type: OrderType | None, circuit_id: str
+                ) -> tuple[OrderPage, bool]:
+    """ListOrders: one page of the orders that match every filter given (an empty one
+    matches all), newest first, with their approvals and audit trails; and whether more
+    follow. In one statement."""
+    query = select(*OrderRow.__table__.columns)
+    if tenant is not None:
+        query = query.where(OrderRow.tenant_id == tenant)
+    if states:
+        query = query.where(OrderRow.state.in_([s.value for s in states]))
+    if order_type is not None:
+        query = query.where(OrderRow.type == order_type.value)
+    if circuit_id:
+        query = query.where(OrderRow.circuit_id == circuit_id)
+    return newest_with_history(session, query, offset, limit)
+
+
+def list_circuits(session: Session, offset: int, limit: int, *, tenant: str | None,
+                  states: Sequence[CircuitState], port_id: str
+                  ) -> tuple[Sequence[CircuitRow], bool]:
+    """ListCircuits: one page of the circuits that match every filter given (``port_id``
+    at either end), newest first; and whether more follow."""
+    query = select(CircuitRow).order_by(CircuitRow.created_at.desc(), CircuitRow.id.desc())
+    if tenant is not None:
+        query = query.where(CircuitRow.tenant_id == tenant)
+    if states:
+        query = query.where(CircuitRow.state.in_([s.value for s in states]))
+    if port_id:
+        query = query.where((CircuitRow.a_port_id == port_id) | (CircuitRow.z_port_id == port_id))
+    return fetch_page(session, query, offset, limit)
+
+
+def awaiting_approval(session: Session, side: Side, offset: int, limit: int
+                      ) -> tuple[Sequence[OrderRow], bool]:
+    """ListPendingApprovals: one page of the orders awaiting the decision of ``side``'s
+    telco, oldest first; and whether more follow."""
+    awaiting = [s.value for s in ApprovalState if s.awaiting_decision]
+    query = (
+        select(OrderRow).join(ApprovalRow, ApprovalRow.order_id == OrderRow.id)
+        .where(OrderRow.state == OrderState.PENDING_APPROVAL.value,
+               ApprovalRow.side == side.value, ApprovalRow.state.in_(awaiting))
+        .order_by(OrderRow.created_at, OrderRow.id))
+    return fetch_page(session, query, offset, limit)
 
 
 def approvals(session: Session, order_id: str) -> list[ApprovalRow]:
