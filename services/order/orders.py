@@ -44,6 +44,8 @@ from services.order.contacts import SealedContacts
 from services.order.disclosure import ContactVault
 from services.order.domain import capacity as cap
 from services.order.domain.catalogue import Catalogue, Side
+from services.order.domain.changes import ActiveCircuit, bandwidth_change, disconnection
+from services.order.domain.idempotency import replayed_order
 from services.order.domain.lifecycle import (
     ApprovalSlot,
     ApprovalState,
@@ -64,13 +66,19 @@ from services.order.domain.lifecycle import (
     decide_plan,
     decide_progress,
 )
+from services.order.domain.outcomes import (
+    COMPLETED_REASONS,
+    OutcomeVerdict,
+    decide_outcome,
+    failure_reason,
+)
 from services.order.domain.overdue import overdue_report, overdue_since
 from services.order.domain.pricing import PriceBook, PriceTerms
 from services.order.domain.validation import (
     CircuitRequest,
+    check_quote_unexpired,
     request_id_problem,
     require_reason,
-    validate_bandwidth_change,
     validate_circuit_request,
     validate_contacts,
 )
@@ -91,6 +99,13 @@ log = logging.getLogger(__name__)
 
 SYSTEM_EXPIRY = "system:approval-expiry"
 SYSTEM_PROVISIONING = "system:provisioning"
+
+# The order type each success event completes (ProvisioningFailed completes none).
+SUCCEEDS: dict[type[Message], OrderType] = {
+    circuit_events.CircuitActivated: OrderType.NEW,
+    circuit_events.CircuitModified: OrderType.CHANGE,
+    circuit_events.CircuitDisconnected: OrderType.DISCONNECT,
+}
 
 
 def now() -> datetime:
@@ -215,13 +230,13 @@ class OrderApp:
             reasons = cap.shortfalls(request.bandwidth_mbps, [
                 figures.channel, figures.ports[request.a_end_port_id],
                 figures.ports[request.z_end_port_id]])
-            for port_id, wanted in ((request.a_end_port_id, request.a_end_vlan_id),
-                                    (request.z_end_port_id, request.z_end_vlan_id)):
-                port = self.catalogue.ports[port_id]
-                if wanted is not None and wanted in store.used_vlans(session, port_id):
-                    reasons.append(f"VLAN {wanted} is already in use on port {port_id}")
-                elif figures.used_vlans.get(port_id, 0) >= port.vlan_count:
-                    reasons.append(f"port {port_id} has no free VLAN left")
+            reasons += cap.vlan_shortfalls(
+                cap.VlanAsk(port_id, wanted,
+                            wanted is not None and wanted in store.used_vlans(session, port_id),
+                            figures.used_vlans.get(port_id, 0),
+                            self.catalogue.ports[port_id].vlan_count)
+                for port_id, wanted in ((request.a_end_port_id, request.a_end_vlan_id),
+                                        (request.z_end_port_id, request.z_end_vlan_id)))
             session.add(row)
         return row, reasons, figures
 
@@ -307,12 +322,13 @@ class OrderApp:
                 key = (order.tenant, order.request_id)
                 twin = placed.get(key)
                 earlier = (twin.order_id, twin.fingerprint) if twin else existing.get(key)
-                if earlier is not None:
-                    order_id, request_hash = earlier
-                    if request_hash != order.fingerprint:
-                        pending.error = self._reused_request_id(order.request_id, order_id)
-                    else:
-                        replays.append((pending, order_id))
+                try:
+                    replayed = replayed_order(order.request_id, order.fingerprint, earlier)
+                except AlreadyExists as error:
+                    pending.error = error
+                    continue
+                if replayed is not None:
+                    replays.append((pending, replayed))
                     continue
                 spec = order.spec
                 a_pool, z_pool = pools[spec.a_end_port_id], pools[spec.z_end_port_id]
@@ -433,19 +449,9 @@ class OrderApp:
     def _replay(self, session: Session, tenant: str, request_id: str, fingerprint: str
                 ) -> OrderRow | None:
         existing = store.order_by_request(session, tenant, request_id)
-        if existing is None:
-            return None
-        if existing.request_hash != fingerprint:
-            raise self._reused_request_id(request_id, existing.id)
+        if existing is not None:
+            replayed_order(request_id, fingerprint, (existing.id, existing.request_hash))
         return existing
-
-    @staticmethod
-    def _reused_request_id(request_id: str, order_id: str) -> AlreadyExists:
-        return AlreadyExists(
-            f"request_id {request_id!r} was already used for order {order_id} with "
-            "different content; use a new request_id for a different request, or repeat "
-            "the original request unchanged"
-        )
 
     def _resolve_source(self, tenant: str, request: order_service_pb2.CreateOrderRequest
                         ) -> tuple[CircuitRequest, PriceTerms, str | None]:
@@ -457,9 +463,7 @@ class OrderApp:
             quote = session.get(QuoteRow, request.quote_id)
         if quote is None or quote.tenant_id != tenant:
             raise NotFound(f"quote {request.quote_id!r} not found")
-        if quote.expire_at <= self.clock():
-            raise FailedPrecondition(
-                f"quote {quote.id} expired at {quote.expire_at.isoformat()}; ask for a new quote")
+        check_quote_unexpired(quote.id, quote.expire_at, self.clock())
         quoted = circuit_pb2.CircuitSpec()
         quoted.ParseFromString(quote.spec)
         spec = convert.circuit_request(quoted)
@@ -533,28 +537,30 @@ class OrderApp:
             circuit = store.get_circuit(session, circuit_id, tenant, for_update=True)
             check_circuit_open_for_order(CircuitState(circuit.state), circuit.pending_order_id,
                                          circuit.id)
-            new_bandwidth, new_burst, reserved = circuit.bandwidth_mbps, circuit.burst_mbps, 0
+            active = ActiveCircuit(circuit.bandwidth_mbps, circuit.burst_mbps,
+                                   circuit.term_months, circuit.currency)
+            if order_type is OrderType.CHANGE:
+                assert bandwidth_mbps is not None
+                figures = store.capacity(session, self.catalogue,
+                                         self.settings.channel_capacity_mbps)
+                change = bandwidth_change(
+                    active, bandwidth_mbps, burst_mbps,
+                    [self.catalogue.ports[p].speed_mbps
+                     for p in (circuit.a_port_id, circuit.z_port_id)],
+                    [figures.channel, figures.ports[circuit.a_port_id],
+                     figures.ports[circuit.z_port_id]], self.price_book)
+            else:
+                change = disconnection(active)
+            new_bandwidth, new_burst, reserved = (change.bandwidth_mbps, change.burst_mbps,
+                                                  change.reserved_mbps)
             terms_currency = {"currency": circuit.currency, "mrc": circuit.mrc,
                               "nrc": circuit.nrc, "burst_price": circuit.burst_price,
                               "term_months": circuit.term_months,
                               "price_book_version": circuit.price_book_version,
                               # The contract's term and its termination terms stay.
                               "termination_share": circuit.termination_share}
-            if order_type is OrderType.CHANGE:
-                assert bandwidth_mbps is not None
-                new_bandwidth = bandwidth_mbps
-                new_burst = circuit.burst_mbps if burst_mbps is None else burst_mbps
-                speeds = [self.catalogue.ports[p].speed_mbps
-                          for p in (circuit.a_port_id, circuit.z_port_id)]
-                validate_bandwidth_change(circuit.bandwidth_mbps, new_bandwidth, new_burst,
-                                          speeds, self.price_book)
-                reserved = cap.reservation_for_change(circuit.bandwidth_mbps, new_bandwidth)
-                figures = store.capacity(session, self.catalogue,
-                                         self.settings.channel_capacity_mbps)
-                cap.admit(reserved, [figures.channel, figures.ports[circuit.a_port_id],
-                                     figures.ports[circuit.z_port_id]])
-                terms = self.price_book.price(new_bandwidth, circuit.term_months,
-                                              circuit.currency)
+            if change.terms is not None:
+                terms = change.terms
                 terms_currency.update(mrc=str(terms.mrc), nrc=str(terms.nrc),
                                       burst_price=str(terms.burst_price_per_mbps),
                                       price_book_version=terms.price_book_version)
@@ -861,24 +867,15 @@ class OrderApp:
         if order is None:
             log.warning("%s for unknown order %s ignored", type(message).__name__, order_id)
             return
-        if OrderState(order.state).terminal:
+        verdict = decide_outcome(order.id, OrderState(order.state), OrderType(order.type),
+                                 type(message).__name__, SUCCEEDS.get(type(message)))
+        if verdict is OutcomeVerdict.IGNORE:
             log.info("%s for order %s ignored: already %s", type(message).__name__, order.id,
                      order.state)
             return
-        if order.state not in (OrderState.APPROVED, OrderState.IN_PROGRESS):
-            raise ValueError(f"{type(message).__name__} for order {order.id}, which is "
-                             f"{order.state} and was never handed to provisioning")
-        expected = {
-            circuit_events.CircuitActivated: OrderType.NEW,
-            circuit_events.CircuitModified: OrderType.CHANGE,
-            circuit_events.CircuitDisconnected: OrderType.DISCONNECT,
-        }
         if isinstance(message, circuit_events.ProvisioningFailed):
             self._failed(session, order, message)
         else:
-            if expected[type(message)] != order.type:
-                raise ValueError(f"{type(message).__name__} does not fit {order.type} order "
-                                 f"{order.id}")
             self._succeeded(session, order, message)
         self.uow.notify_on_commit(session)
 
@@ -886,11 +883,7 @@ class OrderApp:
         effective = getattr(message, "effective_time")  # noqa: B009
         moment = effective.ToDatetime(tzinfo=UTC) if effective.seconds else self.clock()
         circuit = self._end(session, order, OrderState.COMPLETED, Outcome.SUCCEEDED,
-                            SYSTEM_PROVISIONING, {
-                                OrderType.NEW: "circuit activated on both routers",
-                                OrderType.CHANGE: "bandwidth changed on both routers",
-                                OrderType.DISCONNECT: "circuit removed from both routers",
-                            }[OrderType(order.type)])
+                            SYSTEM_PROVISIONING, COMPLETED_REASONS[OrderType(order.type)])
         if order.type == OrderType.NEW:
             circuit.activated_at = moment
         elif order.type == OrderType.CHANGE:
@@ -909,11 +902,9 @@ class OrderApp:
             router_errors=[f.error for f in message.failures],
             rolled_back=message.rolled_back)
         order.failure = failure.SerializeToString()
-        reasons = "; ".join(f"{f.error.router_name}: {f.error.message}"
-                            for f in message.failures if f.error.message)
         self._end(session, order, OrderState.FAILED, Outcome.FAILED, SYSTEM_PROVISIONING,
-                  f"provisioning failed: {failure.message}" + (f" ({reasons})" if reasons
-                                                                else ""))
+                  failure_reason(failure.message, ((f.error.router_name, f.error.message)
+                                                   for f in message.failures)))
         self._completed_event(session, order, success=False)
 
     def _completed_event(self, session: Session, order: OrderRow, *, success: bool) -> None:

@@ -45,6 +45,29 @@ def shortfalls(request_mbps: int, resources: Iterable[Headroom]) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class VlanAsk:
+    """One end of a quoted circuit, as far as its VLAN is concerned."""
+
+    port_id: str
+    wanted: int | None  # None: the lowest free VLAN is assigned
+    wanted_in_use: bool
+    used_count: int
+    vlan_count: int
+
+
+def vlan_shortfalls(ends: Iterable[VlanAsk]) -> list[str]:
+    """One sentence per end whose VLAN cannot be had: the one asked for is taken, or the
+    port has none free."""
+    reasons = []
+    for end in ends:
+        if end.wanted is not None and end.wanted_in_use:
+            reasons.append(f"VLAN {end.wanted} is already in use on port {end.port_id}")
+        elif end.used_count >= end.vlan_count:
+            reasons.append(f"port {end.port_id} has no free VLAN left")
+    return reasons
+
+
 def admit(request_mbps: int, resources: Iterable[Headroom]) -> None:
     """Raise CapacityExhausted, saying what is left, unless every resource has room."""
     if request_mbps <= 0:

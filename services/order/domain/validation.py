@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import datetime
 
-from services.common.errors import FieldViolation, InvalidArgument
+from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.common.limits import MAX_BURST_MBPS, MAX_DESCRIPTION
 from services.order.domain.catalogue import Catalogue, Port, Side
 from services.order.domain.pricing import PriceBook
@@ -251,3 +252,10 @@ def validate_bandwidth_change(
             "burst_mbps",
             f"bandwidth plus burst must fit the port speed ({min(port_speeds)} Mbps)"))
     raise_if(violations)
+
+
+def check_quote_unexpired(quote_id: str, expire_at: datetime, now: datetime) -> None:
+    """An order placed from a quote gets the quoted price only while the quote holds."""
+    if expire_at <= now:
+        raise FailedPrecondition(
+            f"quote {quote_id} expired at {expire_at.isoformat()}; ask for a new quote")
