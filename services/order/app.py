@@ -71,7 +71,7 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
         circuit_event_worker(app, runtime.session_factory, runtime.settings.kafka,
                              settings.consumer_group),
         ApprovalExpiryWorker(app, settings.expiry_interval_s),
-        OverdueProvisioningWorker(app, settings.expiry_interval_s),
+        OverdueProvisioningWorker(app.outcomes, settings.expiry_interval_s),
     ])
     order_app.on_stop += [gauge.cancel for gauge in gauges]
     return order_app

@@ -1,6 +1,6 @@
 # ruff: noqa: N802 - method names are the gRPC contract's
-"""gRPC adapters: OrderService and ApprovalService. Access rules live here; decisions in
-services.order.orders and services.order.domain.
+"""gRPC adapters: OrderService and ApprovalService. Access rules live here; the use cases
+in services.order.orders (placing, changing, approving), decisions in services.order.domain.
 
 Who may do what: customers act on their own tenant only (another tenant's order or
 circuit answers NOT_FOUND, exactly like a missing id); ops read everything and decide
@@ -88,7 +88,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
     def GetQuote(self, request: order_service_pb2.GetQuoteRequest,
                  context: grpc.ServicerContext) -> order_service_pb2.GetQuoteResponse:
         principal = require_role(Role.CUSTOMER)
-        row, reasons, figures = self.app.quote(principal, request.spec)
+        row, reasons, figures = self.app.placing.quote(principal, request.spec)
         spec = request.spec
         return order_service_pb2.GetQuoteResponse(quote=quote_pb2.Quote(
             id=row.id, tenant_id=row.tenant_id, spec=spec,
@@ -104,7 +104,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                     context: grpc.ServicerContext) -> order_service_pb2.CreateOrderResponse:
         principal = require_role(Role.CUSTOMER)
         return order_service_pb2.CreateOrderResponse(
-            order=self._shown(principal, self.app.create_order(principal, request)))
+            order=self._shown(principal, self.app.placing.create_order(principal, request)))
 
     def ModifyBandwidth(self, request: order_service_pb2.ModifyBandwidthRequest,
                         context: grpc.ServicerContext
@@ -112,7 +112,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         principal = require_role(Role.CUSTOMER)
         _require_id(request.circuit_id, "circuit_id", "circuit")
         return order_service_pb2.ModifyBandwidthResponse(
-            order=self._shown(principal, self.app.modify_bandwidth(principal, request)))
+            order=self._shown(principal, self.app.changing.modify_bandwidth(principal, request)))
 
     def DisconnectCircuit(self, request: order_service_pb2.DisconnectCircuitRequest,
                           context: grpc.ServicerContext
@@ -120,14 +120,14 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         principal = require_role(Role.CUSTOMER)
         _require_id(request.circuit_id, "circuit_id", "circuit")
         return order_service_pb2.DisconnectCircuitResponse(
-            order=self._shown(principal, self.app.disconnect(principal, request)))
+            order=self._shown(principal, self.app.changing.disconnect(principal, request)))
 
     def CancelOrder(self, request: order_service_pb2.CancelOrderRequest,
                     context: grpc.ServicerContext) -> order_service_pb2.CancelOrderResponse:
         principal = require_role(Role.CUSTOMER, Role.ADMIN)
         _require_id(request.order_id, "order_id", "order")
         return order_service_pb2.CancelOrderResponse(order=self._shown(
-            principal, self.app.cancel(principal, request.order_id, request.reason)))
+            principal, self.app.changing.cancel(principal, request.order_id, request.reason)))
 
     def GetOrder(self, request: order_service_pb2.GetOrderRequest,
                  context: grpc.ServicerContext) -> order_service_pb2.GetOrderResponse:
@@ -279,7 +279,7 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
         if not request.payload_sha256:
             raise InvalidArgument.for_field(
                 "payload_sha256", "is required: the sha256 of the payload you reviewed")
-        order = self.app.approve(principal, request.order_id, request.payload_sha256,
+        order = self.app.approving.approve(principal, request.order_id, request.payload_sha256,
                                  request.comment)
         self.app.reveal(principal, order)
         return approval_service_pb2.ApproveResponse(order=order)
@@ -288,7 +288,7 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
                context: grpc.ServicerContext) -> approval_service_pb2.RejectResponse:
         principal = require_role(Role.OPS)
         _require_id(request.order_id, "order_id", "order")
-        order = self.app.reject(principal, request.order_id, request.reason)
+        order = self.app.approving.reject(principal, request.order_id, request.reason)
         self.app.reveal(principal, order)
         return approval_service_pb2.RejectResponse(order=order)
 

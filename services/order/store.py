@@ -334,6 +334,17 @@ def awaiting_approval(session: Session, side: Side, offset: int, limit: int
     return fetch_page(session, query, offset, limit)
 
 
+def approval_window_passed(session: Session, moment: datetime, limit: int) -> list[OrderRow]:
+    """Orders awaiting approval whose window closed by ``moment``, soonest closed first,
+    locked; those another process has locked are left to it."""
+    return list(session.scalars(
+        select(OrderRow)
+        .where(OrderRow.state == OrderState.PENDING_APPROVAL.value,
+               OrderRow.approval_expire_at <= moment)
+        .order_by(OrderRow.approval_expire_at).limit(limit)
+        .with_for_update(skip_locked=True)))
+
+
 def approvals(session: Session, order_id: str) -> list[ApprovalRow]:
     return list(session.scalars(
         select(ApprovalRow).where(ApprovalRow.order_id == order_id).order_by(ApprovalRow.side)

@@ -42,11 +42,11 @@ class CircuitEventHandler:
 
     def __call__(self, session: Session, event: Message, envelope: Envelope) -> None:
         if isinstance(event, provisioning_pb2.ProvisioningPlanned):
-            self.app.record_plan(session, event)
+            self.app.outcomes.record_plan(session, event)
         elif isinstance(event, provisioning_pb2.ProvisioningProgress):
-            self.app.record_progress(session, event)
+            self.app.outcomes.record_progress(session, event)
         elif isinstance(event, OUTCOME_EVENTS):
-            self.app.record_outcome(session, event)
+            self.app.outcomes.record_outcome(session, event)
         elif isinstance(event, DRIFT_EVENTS):
             record_drift(session, event, self.app.clock())
         else:
@@ -72,7 +72,7 @@ class ApprovalExpiryWorker(Worker):
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self._interval_s):
             try:
-                expired = self._app.expire_due()
+                expired = self._app.approving.expire_due()
             except Exception:
                 log.exception("approval expiry failed; trying again next round")
                 continue

@@ -20,7 +20,8 @@ from services.order.contacts import ContactCipher, ContactKeySet
 from services.order.disclosure import ContactVault, billing_telcos
 from services.order.domain.catalogue import load_catalogue
 from services.order.domain.pricing import load_price_book
-from services.order.orders import OrderApp, Placement
+from services.order.orders import OrderApp
+from services.order.placing import Placement
 from services.order.settings import OrderSettings
 from services.order.tables import OrderRow
 from tests.unit.order.fakes import SqliteUnitOfWork
@@ -80,10 +81,10 @@ def test_orders_of_a_failed_batch_are_decided_again_one_by_one(
                    contacts=ContactVault(ContactCipher(ContactKeySet.generate()),
                                          billing_telcos(load_catalogue())))
     placements: list[Placement] = []
-    monkeypatch.setattr(app, "admissions", SimpleNamespace(submit=placements.append))
+    monkeypatch.setattr(app.placing, "admissions", SimpleNamespace(submit=placements.append))
     alice = Principal("alice@acme", Role.CUSTOMER, tenant="acme")
     for reference in ("doomed", "second"):
-        app.create_order(alice, order_service_pb2.CreateOrderRequest(
+        app.placing.create_order(alice, order_service_pb2.CreateOrderRequest(
             request_id=reference, spec=circuit_pb2.CircuitSpec(
                 a_end_port_id="sg-edge-1:xe-0/0/1", z_end_port_id="cq-edge-1:XGE0/0/1",
                 bandwidth_mbps=100, term_months=12, currency_code="SGD",
@@ -98,7 +99,7 @@ def test_orders_of_a_failed_batch_are_decided_again_one_by_one(
 
     monkeypatch.setattr(store, "insert_rows", failing_for_doomed)
     doomed, second = (Pending[Placement, order_pb2.Order](p) for p in placements)
-    app._admit([doomed, second])
+    app.placing.admit([doomed, second])
 
     assert isinstance(doomed.error, RuntimeError)
     assert second.error is None and second.result is not None

@@ -30,7 +30,7 @@ from services.order.domain.validation import (
     validate_bandwidth_change,
     validate_circuit_request,
 )
-from services.order.orders import new_id
+from services.order.requests import new_id
 from services.order.tables import OrderRow
 from services.provisioning.domain.circuits import Operation, Side, circuit_end
 from services.provisioning.rendering import TEMPLATES_ROOT, Renderer

@@ -163,7 +163,7 @@ def app(tmp_path: Path, clock: Clock) -> Iterator[OrderApp]:
 
 
 def approved_order(app: OrderApp, bandwidth: int = 100) -> order_pb2.Order:
-    order = app.create_order(ALICE, order_service_pb2.CreateOrderRequest(
+    order = app.placing.create_order(ALICE, order_service_pb2.CreateOrderRequest(
         request_id=f"r-{bandwidth}", spec=circuit_pb2.CircuitSpec(
             a_end_port_id="sg-edge-1:xe-0/0/1", z_end_port_id="cq-edge-1:XGE0/0/1",
             bandwidth_mbps=bandwidth, term_months=12, currency_code="SGD")))
@@ -172,16 +172,16 @@ def approved_order(app: OrderApp, bandwidth: int = 100) -> order_pb2.Order:
             router_payload_pb2.RouterPayload(side=side, sha256=sha)
             for side, sha in ((side_pb2.SIDE_SINGAPORE, "a1"), (side_pb2.SIDE_CHONGQING, "z1"))])
     with app.uow.write() as session:
-        app.record_plan(session, plan)
-    app.approve(OLGA, order.id, "a1", "")
-    approved = app.approve(CHEN, order.id, "z1", "")
+        app.outcomes.record_plan(session, plan)
+    app.approving.approve(OLGA, order.id, "a1", "")
+    approved = app.approving.approve(CHEN, order.id, "z1", "")
     assert approved.state == S.ORDER_STATE_APPROVED
     return approved
 
 
 def progress(app: OrderApp, order: order_pb2.Order, step: str, at: datetime) -> order_pb2.Order:
     with app.uow.write() as session:
-        app.record_progress(session, provisioning_pb2.ProvisioningProgress(
+        app.outcomes.record_progress(session, provisioning_pb2.ProvisioningProgress(
             order_id=order.id, circuit_id=order.circuit_id, saga_id="saga-1", step=step,
             occurred_at=timestamp(at)))
     return get(app, order.id)
@@ -211,7 +211,7 @@ def test_an_approved_order_is_in_progress_from_the_first_step_and_shows_the_last
     assert len(later.audit_trail) == len(started.audit_trail), "a step is not a transition"
 
     with app.uow.write() as session:
-        app.record_outcome(session, circuit_events.CircuitActivated(
+        app.outcomes.record_outcome(session, circuit_events.CircuitActivated(
             order_id=order.id, circuit_id=order.circuit_id))
     done = get(app, order.id)
     assert (done.state, done.audit_trail[-1].from_state) \
@@ -227,14 +227,14 @@ def test_an_order_in_progress_fails_or_goes_back_to_approval_as_an_approved_one(
     failing = approved_order(app, 100)
     progress(app, failing, "rolling-back", T0)
     with app.uow.write() as session:
-        app.record_outcome(session, circuit_events.ProvisioningFailed(
+        app.outcomes.record_outcome(session, circuit_events.ProvisioningFailed(
             order_id=failing.id, circuit_id=failing.circuit_id, message="refused"))
     assert get(app, failing.id).state == S.ORDER_STATE_FAILED
 
     replanned = approved_order(app, 200)
     progress(app, replanned, "preparing", T0)
     with app.uow.write() as session:
-        app.record_plan(session, provisioning_pb2.ProvisioningPlanned(
+        app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
             order_id=replanned.id, circuit_id=replanned.circuit_id, replan=True,
             reason="sg-edge-1: payload changed", payloads=[
                 router_payload_pb2.RouterPayload(side=side_pb2.SIDE_SINGAPORE, sha256="a2"),
@@ -253,19 +253,20 @@ def test_orders_with_provisioning_past_the_bound_are_reported(
     busy = approved_order(app, 200)
     progress(app, busy, "waiting-to-retry", T0 + timedelta(minutes=6))
     clock.now = T0 + timedelta(minutes=9)
-    assert app.overdue() == []
+    assert app.outcomes.overdue() == []
     clock.now = T0 + timedelta(minutes=12)
-    assert app.overdue() == [
+    assert app.outcomes.overdue() == [
         f"order {quiet.id} has waited 12 min since approval without an outcome (APPROVED, "
         "no provisioning step reported yet)"]
     clock.now = T0 + timedelta(minutes=16)
-    assert app.overdue(limit=1) == [
+    assert app.outcomes.overdue(limit=1) == [
         f"order {quiet.id} has waited 16 min since approval without an outcome (APPROVED, "
         "no provisioning step reported yet)",
         "more orders have waited longer than 600 s than are listed here"]
-    assert app.overdue()[1].startswith(f"order {busy.id} has waited 11 min")
-    assert "last step 'waiting-to-retry' since 2026-12-02T10:06:00+00:00" in app.overdue()[1]
+    assert app.outcomes.overdue()[1].startswith(f"order {busy.id} has waited 11 min")
+    assert ("last step 'waiting-to-retry' since 2026-12-02T10:06:00+00:00"
+            in app.outcomes.overdue()[1])
     with app.uow.write() as session:
-        app.record_outcome(session, circuit_events.CircuitActivated(
+        app.outcomes.record_outcome(session, circuit_events.CircuitActivated(
             order_id=quiet.id, circuit_id=quiet.circuit_id))
-    assert [text.split()[1] for text in app.overdue()] == [busy.id]
+    assert [text.split()[1] for text in app.outcomes.overdue()] == [busy.id]

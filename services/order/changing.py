@@ -1,0 +1,161 @@
+"""Changing: orders on an existing circuit (a bandwidth change, a disconnect), and the
+customer cancelling an order before both telcos approved it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from idc.events.v1 import order_pb2 as order_events
+from idc.order.v1 import order_pb2, order_service_pb2
+from services.common.auth import Principal
+from services.common.errors import InvalidArgument
+from services.order import convert, store
+from services.order.context import OrderContext, emit
+from services.order.domain.changes import ActiveCircuit, bandwidth_change, disconnection
+from services.order.domain.lifecycle import (
+    ApprovalState,
+    CircuitState,
+    OrderState,
+    OrderType,
+    Outcome,
+    check_cancellable,
+    check_circuit_open_for_order,
+)
+from services.order.domain.validation import request_id_problem, require_reason
+from services.order.new_order import NewOrder, circuit_shape, order_created, order_records
+from services.order.requests import fingerprint, new_id, replay
+from services.order.tables import ApprovalRow, AuditRow, CircuitRow, OrderRow
+
+
+class Changing:
+    def __init__(self, context: OrderContext) -> None:
+        self.context = context
+
+    def modify_bandwidth(self, principal: Principal,
+                         request: order_service_pb2.ModifyBandwidthRequest) -> order_pb2.Order:
+        return self._order_on_circuit(
+            principal, request.request_id, request.circuit_id,
+            fingerprint("modify", request), OrderType.CHANGE, request.bandwidth_mbps,
+            request.burst_mbps if request.HasField("burst_mbps") else None, request.reason)
+
+    def disconnect(self, principal: Principal,
+                   request: order_service_pb2.DisconnectCircuitRequest) -> order_pb2.Order:
+        return self._order_on_circuit(
+            principal, request.request_id, request.circuit_id,
+            fingerprint("disconnect", request), OrderType.DISCONNECT, None, None,
+            request.reason)
+
+    def cancel(self, principal: Principal, order_id: str, reason: str) -> order_pb2.Order:
+        context = self.context
+        require_reason("reason", reason, required=False)
+        with context.uow.write() as session:
+            order = store.get_order(session, order_id, principal.tenant, for_update=True)
+            check_cancellable(OrderState(order.state), order.id)
+            circuit = context.end(session, order, OrderState.CANCELLED, Outcome.WITHDRAWN,
+                                  principal.subject, reason or "cancelled by the customer")
+            context.withdraw_pending_approvals(session, order.id, ApprovalState.PENDING)
+            emit(session, circuit.id, order_events.OrderCancelled(
+                event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(context.clock()),
+                order_id=order.id, circuit_id=circuit.id,
+                operation=convert.OPERATION[OrderType(order.type)],
+                cancelled_by=principal.ref))
+            return convert.order(session, order)
+
+    def _order_on_circuit(self, principal: Principal, request_id: str, circuit_id: str,
+                          content: str, order_type: OrderType, bandwidth_mbps: int | None,
+                          burst_mbps: int | None, reason: str) -> order_pb2.Order:
+        tenant = principal.tenant or ""
+        problem = request_id_problem(request_id)
+        if problem:
+            raise InvalidArgument.for_field("request_id", problem)
+        require_reason("reason", reason, required=False)
+
+        def place(session: Session) -> OrderRow:
+            store.lock_channel(session)
+            existing = replay(session, tenant, request_id, content)
+            if existing is not None:
+                return existing
+            circuit = store.get_circuit(session, circuit_id, tenant, for_update=True)
+            check_circuit_open_for_order(CircuitState(circuit.state), circuit.pending_order_id,
+                                         circuit.id)
+            order = self._place_on(session, circuit, principal, order_type, request_id,
+                                   content, bandwidth_mbps, burst_mbps)
+            if reason:
+                self.context.audit(session, order, principal.subject,
+                                   f"customer's reason: {reason}",
+                                   OrderState.PENDING_APPROVAL, OrderState.PENDING_APPROVAL)
+            return order
+
+        return self._idempotent(tenant, request_id, content, place)
+
+    def _place_on(self, session: Session, circuit: CircuitRow, principal: Principal,
+                  order_type: OrderType, request_id: str, content: str,
+                  bandwidth_mbps: int | None, burst_mbps: int | None) -> OrderRow:
+        """The order's rows, its circuit marked as having it, its OrderCreated event."""
+        context = self.context
+        active = ActiveCircuit(circuit.bandwidth_mbps, circuit.burst_mbps,
+                               circuit.term_months, circuit.currency)
+        if order_type is OrderType.CHANGE:
+            assert bandwidth_mbps is not None
+            figures = context.capacity(session)
+            change = bandwidth_change(
+                active, bandwidth_mbps, burst_mbps,
+                [context.catalogue.ports[p].speed_mbps
+                 for p in (circuit.a_port_id, circuit.z_port_id)],
+                [figures.channel, figures.ports[circuit.a_port_id],
+                 figures.ports[circuit.z_port_id]], context.price_book)
+        else:
+            change = disconnection(active)
+        # The contract's term and its termination terms stay; a change is priced anew.
+        money = {"currency": circuit.currency, "mrc": circuit.mrc, "nrc": circuit.nrc,
+                 "burst_price": circuit.burst_price, "term_months": circuit.term_months,
+                 "price_book_version": circuit.price_book_version,
+                 "termination_share": circuit.termination_share}
+        if change.terms is not None:
+            money.update(mrc=str(change.terms.mrc), nrc=str(change.terms.nrc),
+                         burst_price=str(change.terms.burst_price_per_mbps),
+                         price_book_version=change.terms.price_book_version)
+        order_id = new_id("ord")
+        moment = context.clock()
+        records = order_records(NewOrder(
+            order_id=order_id, order_type=order_type, circuit_id=circuit.id,
+            requested_by=principal.subject, request_id=request_id, fingerprint=content,
+            quote_id=None, shape=circuit_shape(
+                principal.tenant or "", circuit.a_port_id, circuit.z_port_id, circuit.a_vlan,
+                circuit.z_vlan, change.bandwidth_mbps, change.burst_mbps,
+                circuit.customer_reference, circuit.purchase_order, circuit.description),
+            money=money, previous_bandwidth_mbps=circuit.bandwidth_mbps,
+            reserved_mbps=change.reserved_mbps, contacts=context.contacts.seal(order_id, ()),
+            moment=moment,
+            approval_expire_at=moment + timedelta(seconds=context.settings.approval_window_s),
+        ), context.catalogue)
+        order = OrderRow(**records.order)
+        session.add(order)
+        session.add_all(ApprovalRow(**values) for values in records.approvals)
+        session.add_all(AuditRow(**values) for values in records.audit)
+        context.metrics.placed(session, order_type)
+        session.flush()
+        circuit.pending_order_id = order_id
+        circuit.updated_at = context.clock()
+        emit(session, circuit.id, order_created(context.catalogue, order))
+        return order
+
+    def _idempotent(self, tenant: str, request_id: str, content: str,
+                    place: Callable[[Session], OrderRow]) -> order_pb2.Order:
+        uow = self.context.uow
+        try:
+            with uow.write() as session:
+                row = place(session)
+                return convert.order(session, row)
+        except IntegrityError:
+            # A concurrent twin committed first (the channel lock normally prevents this).
+            with uow.read() as session:
+                row_or_none = replay(session, tenant, request_id, content)
+                if row_or_none is None:
+                    raise
+                return convert.order(session, row_or_none)
