@@ -28,6 +28,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--catchup-circuits", type=int, default=0,
                         help="circuits of the ingest catch-up, a day at both ends (500 by "
                              "default, 20 with --quick; 26000: the full 15 million samples)")
+    parser.add_argument("--ingest-processes", type=int, default=1,
+                        help="ingest processes sharing the usage topic's partitions (1)")
     parser.add_argument("--only", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
     return parser.parse_args(argv)
@@ -60,7 +62,9 @@ def main(argv: list[str]) -> int:
                 day = args.catchup_circuits or {"tiny": 3, "quick": 20, "full": 500}[scale]
                 results.config["ingest_samples"] = samples
                 results.config["catchup_circuits"] = day
-                ingest.run(results, workdir, broker.bootstrap, samples, day)
+                results.config["ingest_processes"] = args.ingest_processes
+                ingest.run(results, workdir, broker.bootstrap, samples, day,
+                           args.ingest_processes)
             if "billing" in args.only:
                 circuits = args.circuits or {"tiny": 5, "quick": 50, "full": 1_000}[scale]
                 results.config["billing_circuits"] = circuits

@@ -62,16 +62,30 @@ def running_service(
     name: str, workdir: Path, env: dict[str, str], label: str = ""
 ) -> Iterator[ServiceProcess]:
     """``python -m services.<name>`` with the bench's settings, serving, stopped afterwards."""
-    label = label or name
-    # Plaintext, explicitly: the floors the services are measured against are plaintext.
-    service = start_service(
-        name, f"127.0.0.1:{free_port()}",
-        {**FAST_KAFKA, **NO_RATE_LIMITS, **KEYS.env(), "IDC_TLS": "off",
-         "IDC_VAR_DIR": str(workdir), **env},
-        workdir / f"{label}.log",
-    )
-    try:
-        wait_serving(service)
+    with running_services(name, workdir, env, [label or name]) as (service,):
         yield service
+
+
+@contextmanager
+def running_services(
+    name: str, workdir: Path, env: dict[str, str], labels: list[str]
+) -> Iterator[list[ServiceProcess]]:
+    """One process of ``services.<name>`` per label, all started before any is waited for
+    (members of one consumer group then join together), serving, stopped afterwards."""
+    services: list[ServiceProcess] = []
+    try:
+        for label in labels:
+            # Plaintext, explicitly: the floors the services are measured against are
+            # plaintext.
+            services.append(start_service(
+                name, f"127.0.0.1:{free_port()}",
+                {**FAST_KAFKA, **NO_RATE_LIMITS, **KEYS.env(), "IDC_TLS": "off",
+                 "IDC_VAR_DIR": str(workdir), **env},
+                workdir / f"{label}.log",
+            ))
+        for service in services:
+            wait_serving(service)
+        yield services
     finally:
-        service.terminate()
+        for service in services:
+            service.terminate()
