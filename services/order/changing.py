@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -16,7 +20,12 @@ from services.common.auth import Principal
 from services.common.errors import InvalidArgument
 from services.order import convert, store
 from services.order.context import OrderContext, emit
-from services.order.domain.changes import ActiveCircuit, bandwidth_change, disconnection
+from services.order.domain.changes import (
+    ActiveCircuit,
+    CircuitChange,
+    bandwidth_change,
+    disconnection,
+)
 from services.order.domain.lifecycle import (
     ApprovalState,
     CircuitState,
@@ -26,10 +35,43 @@ from services.order.domain.lifecycle import (
     check_cancellable,
     check_circuit_open_for_order,
 )
+from services.order.domain.preview import ChangePreview, PricedCircuit, preview_change
 from services.order.domain.validation import request_id_problem, require_reason
 from services.order.new_order import NewOrder, circuit_shape, order_created, order_records
 from services.order.requests import fingerprint, new_id, replay
 from services.order.tables import ApprovalRow, AuditRow, CircuitRow, OrderRow
+
+
+def _money_after(circuit: CircuitRow, change: CircuitChange) -> dict[str, Any]:
+    """The price columns once the order completes: the contract's term and termination
+    terms stay; a bandwidth change is priced anew."""
+    money: dict[str, Any] = {
+        "currency": circuit.currency, "mrc": circuit.mrc, "nrc": circuit.nrc,
+        "burst_price": circuit.burst_price, "term_months": circuit.term_months,
+        "price_book_version": circuit.price_book_version,
+        "termination_share": circuit.termination_share}
+    if change.terms is not None:
+        money.update(mrc=str(change.terms.mrc), nrc=str(change.terms.nrc),
+                     burst_price=str(change.terms.burst_price_per_mbps),
+                     price_book_version=change.terms.price_book_version)
+    return money
+
+
+@dataclass(frozen=True)
+class Placed:
+    """The order a request placed, or the one it replays."""
+
+    row: OrderRow
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A change's figures, with the circuit as it is and its price columns after it."""
+
+    circuit: CircuitRow
+    money_after: dict[str, Any]
+    figures: ChangePreview
 
 
 class Changing:
@@ -41,14 +83,35 @@ class Changing:
         return self._order_on_circuit(
             principal, request.request_id, request.circuit_id,
             fingerprint("modify", request), OrderType.CHANGE, request.bandwidth_mbps,
-            request.burst_mbps if request.HasField("burst_mbps") else None, request.reason)
+            request.burst_mbps if request.HasField("burst_mbps") else None, request.reason,
+            request.validate_only)
 
     def disconnect(self, principal: Principal,
                    request: order_service_pb2.DisconnectCircuitRequest) -> order_pb2.Order:
         return self._order_on_circuit(
             principal, request.request_id, request.circuit_id,
             fingerprint("disconnect", request), OrderType.DISCONNECT, None, None,
-            request.reason)
+            request.reason, request.validate_only)
+
+    def preview(self, principal: Principal, circuit_id: str, bandwidth_mbps: int | None,
+                burst_mbps: int | None, zone: ZoneInfo) -> Preview:
+        """What a bandwidth change (or, without ``bandwidth_mbps``, a disconnect) would cost
+        if it took effect today in ``zone``, after the checks of the real order."""
+        context = self.context
+        with context.uow.read() as session:
+            circuit = store.get_circuit(session, circuit_id, principal.tenant or "")
+            check_circuit_open_for_order(CircuitState(circuit.state), circuit.pending_order_id,
+                                         circuit.id)
+            order_type = OrderType.DISCONNECT if bandwidth_mbps is None else OrderType.CHANGE
+            change = self._change_of(session, circuit, order_type, bandwidth_mbps, burst_mbps)
+        assert circuit.activated_at is not None  # an ACTIVE circuit was activated
+        figures = preview_change(
+            PricedCircuit(circuit.activated_at.astimezone(zone).date(), circuit.term_months,
+                          circuit.currency, Decimal(circuit.mrc),
+                          Decimal(circuit.termination_share)),
+            context.clock().astimezone(zone).date(),
+            None if change.terms is None else change.terms.mrc)
+        return Preview(circuit, _money_after(circuit, change), figures)
 
     def cancel(self, principal: Principal, order_id: str, reason: str) -> order_pb2.Order:
         context = self.context
@@ -68,18 +131,19 @@ class Changing:
 
     def _order_on_circuit(self, principal: Principal, request_id: str, circuit_id: str,
                           content: str, order_type: OrderType, bandwidth_mbps: int | None,
-                          burst_mbps: int | None, reason: str) -> order_pb2.Order:
+                          burst_mbps: int | None, reason: str, validate_only: bool
+                          ) -> order_pb2.Order:
         tenant = principal.tenant or ""
         problem = request_id_problem(request_id)
         if problem:
             raise InvalidArgument.for_field("request_id", problem)
         require_reason("reason", reason, required=False)
 
-        def place(session: Session) -> OrderRow:
+        def place(session: Session) -> Placed:
             store.lock_channel(session)
             existing = replay(session, tenant, request_id, content)
             if existing is not None:
-                return existing
+                return Placed(existing, replayed=True)
             circuit = store.get_circuit(session, circuit_id, tenant, for_update=True)
             check_circuit_open_for_order(CircuitState(circuit.state), circuit.pending_order_id,
                                          circuit.id)
@@ -89,37 +153,29 @@ class Changing:
                 self.context.audit(session, order, principal.subject,
                                    f"customer's reason: {reason}",
                                    OrderState.PENDING_APPROVAL, OrderState.PENDING_APPROVAL)
-            return order
+            return Placed(order, replayed=False)
 
+        if validate_only:
+            return self._rehearse(place)
         return self._idempotent(tenant, request_id, content, place)
+
+    def _rehearse(self, place: Callable[[Session], Placed]) -> order_pb2.Order:
+        """A validate-only order: placed in a transaction that is rolled back; the id of the
+        order it would create is left out (a replayed order keeps its own)."""
+        with self.context.uow.rehearse() as session:
+            placed = place(session)
+            order = convert.order(session, placed.row)
+        if not placed.replayed:
+            order.id = ""
+        return order
 
     def _place_on(self, session: Session, circuit: CircuitRow, principal: Principal,
                   order_type: OrderType, request_id: str, content: str,
                   bandwidth_mbps: int | None, burst_mbps: int | None) -> OrderRow:
         """The order's rows, its circuit marked as having it, its OrderCreated event."""
         context = self.context
-        active = ActiveCircuit(circuit.bandwidth_mbps, circuit.burst_mbps,
-                               circuit.term_months, circuit.currency)
-        if order_type is OrderType.CHANGE:
-            assert bandwidth_mbps is not None
-            figures = context.capacity(session)
-            change = bandwidth_change(
-                active, bandwidth_mbps, burst_mbps,
-                [context.catalogue.ports[p].speed_mbps
-                 for p in (circuit.a_port_id, circuit.z_port_id)],
-                [figures.channel, figures.ports[circuit.a_port_id],
-                 figures.ports[circuit.z_port_id]], context.price_book)
-        else:
-            change = disconnection(active)
-        # The contract's term and its termination terms stay; a change is priced anew.
-        money = {"currency": circuit.currency, "mrc": circuit.mrc, "nrc": circuit.nrc,
-                 "burst_price": circuit.burst_price, "term_months": circuit.term_months,
-                 "price_book_version": circuit.price_book_version,
-                 "termination_share": circuit.termination_share}
-        if change.terms is not None:
-            money.update(mrc=str(change.terms.mrc), nrc=str(change.terms.nrc),
-                         burst_price=str(change.terms.burst_price_per_mbps),
-                         price_book_version=change.terms.price_book_version)
+        change = self._change_of(session, circuit, order_type, bandwidth_mbps, burst_mbps)
+        money = _money_after(circuit, change)
         order_id = new_id("ord")
         moment = context.clock()
         records = order_records(NewOrder(
@@ -145,13 +201,29 @@ class Changing:
         emit(session, circuit.id, order_created(context.catalogue, order))
         return order
 
+    def _change_of(self, session: Session, circuit: CircuitRow, order_type: OrderType,
+                   bandwidth_mbps: int | None, burst_mbps: int | None) -> CircuitChange:
+        """The order's effect on ``circuit``, a bandwidth change checked and admitted on the
+        capacity ``session`` sees."""
+        context = self.context
+        active = ActiveCircuit(circuit.bandwidth_mbps, circuit.burst_mbps,
+                               circuit.term_months, circuit.currency)
+        if order_type is not OrderType.CHANGE:
+            return disconnection(active)
+        assert bandwidth_mbps is not None
+        figures = context.capacity(session)
+        return bandwidth_change(
+            active, bandwidth_mbps, burst_mbps,
+            [context.catalogue.ports[p].speed_mbps for p in (circuit.a_port_id, circuit.z_port_id)],
+            [figures.channel, figures.ports[circuit.a_port_id], figures.ports[circuit.z_port_id]],
+            context.price_book)
+
     def _idempotent(self, tenant: str, request_id: str, content: str,
-                    place: Callable[[Session], OrderRow]) -> order_pb2.Order:
+                    place: Callable[[Session], Placed]) -> order_pb2.Order:
         uow = self.context.uow
         try:
             with uow.write() as session:
-                row = place(session)
-                return convert.order(session, row)
+                return convert.order(session, place(session).row)
         except IntegrityError:
             # A concurrent twin committed first (the channel lock normally prevents this).
             with uow.read() as session:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 
 from idc.events.v1 import common_pb2
-from idc.order.v1 import circuit_pb2, order_pb2, price_pb2
+from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2, price_pb2
 from idc.type.v1 import circuit_operation_pb2, money_pb2, side_pb2
 from services.common.errors import InvalidArgument
 from services.common.limits import identifier_description
@@ -24,6 +25,7 @@ from services.order.domain.lifecycle import (
     OrderState,
     OrderType,
 )
+from services.order.domain.preview import ChangePreview, add_months
 from services.order.domain.validation import CircuitRequest, ContactInfo
 from services.order.tables import ApprovalDecisionRow, CircuitRow, OrderRow, QuoteRow
 
@@ -125,6 +127,41 @@ def price(row: OrderRow | CircuitRow | QuoteRow) -> price_pb2.Price:
         price_book_version=row.price_book_version,
         termination_share=row.termination_share,
     )
+
+
+MAX_TIME_ZONE_LENGTH = 64
+
+
+def time_zone(name: str, field: str) -> ZoneInfo:
+    """An IANA time zone; empty is UTC."""
+    try:
+        if len(name) <= MAX_TIME_ZONE_LENGTH:
+            return ZoneInfo(name or "UTC")
+    except (ValueError, KeyError, OSError):
+        pass
+    raise InvalidArgument.for_field(
+        field, f"{name[:MAX_TIME_ZONE_LENGTH]!r} is not an IANA time zone such as "
+        "'Asia/Singapore'")
+
+
+def change_preview(circuit: CircuitRow, money_after: Mapping[str, Any],
+                   figures: ChangePreview) -> order_service_pb2.ChangePreview:
+    def amount(value: Decimal) -> money_pb2.Money:
+        return money(circuit.currency, f"{value:f}")
+
+    month = figures.proration
+    return order_service_pb2.ChangePreview(
+        circuit_id=circuit.id, current_price=price(circuit),
+        new_price=price(CircuitRow(**money_after)),  # a transient row for the converter
+        effective_date=figures.effective.isoformat(),
+        proration=order_service_pb2.MonthProration(
+            month=month.month, days_in_month=month.days_in_month,
+            current_days=month.current_days, current_amount=amount(month.current_amount),
+            new_days=month.new_days, new_amount=amount(month.new_amount),
+            total=amount(month.total)),
+        termination_fee=amount(figures.termination_fee),
+        remaining_term_months=figures.remaining_term_months,
+        term_end_date=figures.term_end.isoformat())
 
 
 def price_terms(row: OrderRow | CircuitRow) -> common_pb2.PriceTerms:
@@ -233,14 +270,8 @@ def circuit_end(catalogue: Catalogue, port_id: str, vlan: int) -> circuit_pb2.Ci
 
 
 def circuit(catalogue: Catalogue, row: CircuitRow) -> circuit_pb2.Circuit:
-    term_end = None
-    if row.activated_at is not None:
-        start = row.activated_at
-        month = start.month - 1 + row.term_months
-        year, month = start.year + month // 12, month % 12 + 1
-        # Same day of the month, or the month's last day when it is shorter (31 Jan + 1).
-        term_end = start.replace(year=year, month=month,
-                                 day=min(start.day, calendar.monthrange(year, month)[1]))
+    term_end = None if row.activated_at is None else add_months(row.activated_at,
+                                                                row.term_months)
     return circuit_pb2.Circuit(
         id=row.id,
         tenant_id=row.tenant_id,

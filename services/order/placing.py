@@ -146,12 +146,26 @@ class Placing:
                     raise
                 return convert.order(session, existing)
         order_id = new_id("ord")
-        return self.admissions.submit(Placement(
+        placement = Placement(
             tenant=tenant, subject=principal.subject, request_id=request.request_id,
             fingerprint=content, spec=spec, terms=terms, quote_id=quote_id,
             contacts=context.contacts.seal(order_id, request.contacts),
             moment=context.clock(), order_id=order_id, circuit_id=new_id("cct"),
-            trace_headers=capture_trace_headers()))
+            trace_headers=capture_trace_headers())
+        if request.validate_only:
+            return self._rehearse(placement)
+        return self.admissions.submit(placement)
+
+    def _rehearse(self, placement: Placement) -> order_pb2.Order:
+        """A validate-only order: admitted alone, exactly as in a batch, in a transaction
+        that is rolled back; the ids of the order and circuit it would create are left out
+        (a replayed order keeps its own)."""
+        pending = Admission(placement)
+        self._admit_together([pending], rehearsal=True)
+        order = pending.outcome()
+        if order.id == placement.order_id:
+            order.id, order.circuit_id = "", ""
+        return order
 
     def admit(self, batch: Sequence[Admission]) -> None:
         """One admission batch (see services.order.admission); should its transaction fail
@@ -170,7 +184,8 @@ class Placing:
                 except Exception as error:
                     pending.error = error
 
-    def _admit_together(self, batch: Sequence[Admission]) -> None:
+    def _admit_together(self, batch: Sequence[Admission], *, rehearsal: bool = False) -> None:
+        """``rehearsal``: decide and write everything, then roll it all back (validate-only)."""
         context = self.context
         for pending in batch:  # an outcome from a failed attempt does not stand
             pending.result, pending.error = None, None
@@ -182,7 +197,7 @@ class Placing:
         # them flushed and is woken by the commit.
         events: list[OutboxRow] = []
         views: list[tuple[Admission, OrderRecords]] = []
-        with context.uow.write() as session:
+        with context.uow.rehearse() if rehearsal else context.uow.write() as session:
             store.lock_channel(session)
             existing = store.existing_orders(
                 session, [(p.item.tenant, p.item.request_id) for p in batch])

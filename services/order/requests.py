@@ -19,10 +19,13 @@ def new_id(prefix: str) -> str:
 
 
 def fingerprint(kind: str, request: Message) -> str:
-    """The content of ``request`` without its request id (kind: which call), hashed."""
+    """The content of ``request`` without its request id and its validate-only flag (kind:
+    which call), hashed: a validate-only call answers what the real one would."""
     content = type(request)()
     content.CopyFrom(request)
     content.ClearField("request_id")
+    if "validate_only" in content.DESCRIPTOR.fields_by_name:
+        content.ClearField("validate_only")
     digest = hashlib.sha256(kind.encode() + b"\0")
     digest.update(content.SerializeToString(deterministic=True))
     return digest.hexdigest()

@@ -122,6 +122,24 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         return order_service_pb2.DisconnectCircuitResponse(
             order=self._shown(principal, self.app.changing.disconnect(principal, request)))
 
+    def PreviewChange(self, request: order_service_pb2.PreviewChangeRequest,
+                      context: grpc.ServicerContext) -> order_service_pb2.PreviewChangeResponse:
+        principal = require_role(Role.CUSTOMER)
+        _require_id(request.circuit_id, "circuit_id", "circuit")
+        change = request.WhichOneof("change")
+        if change is None:
+            raise InvalidArgument.for_field("change", "give either modify or disconnect")
+        zone = convert.time_zone(request.time_zone, "time_zone")
+        bandwidth, burst = None, None
+        if change == "modify":
+            bandwidth = request.modify.bandwidth_mbps
+            if request.modify.HasField("burst_mbps"):
+                burst = request.modify.burst_mbps
+        preview = self.app.changing.preview(principal, request.circuit_id, bandwidth, burst,
+                                            zone)
+        return order_service_pb2.PreviewChangeResponse(preview=convert.change_preview(
+            preview.circuit, preview.money_after, preview.figures))
+
     def CancelOrder(self, request: order_service_pb2.CancelOrderRequest,
                     context: grpc.ServicerContext) -> order_service_pb2.CancelOrderResponse:
         principal = require_role(Role.CUSTOMER, Role.ADMIN)

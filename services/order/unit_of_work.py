@@ -27,6 +27,10 @@ class UnitOfWork(Protocol):
         """One transaction: committed when the block succeeds, rolled back when it raises;
         watchers are told after the commit."""
 
+    def rehearse(self) -> AbstractContextManager[Session]:
+        """One transaction that is always rolled back: a validate-only call runs the real
+        call's statements (locks, checks, rows) in it and keeps nothing, tells nobody."""
+
     def read(self) -> AbstractContextManager[Session]:
         """A session for reads of several statements."""
 
@@ -49,6 +53,15 @@ class SqlUnitOfWork:
         with self.factory() as session, session.begin():
             self.notify_on_commit(session)
             yield session
+
+    @contextmanager
+    def rehearse(self) -> Iterator[Session]:
+        with self.factory() as session:
+            session.begin()
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     @contextmanager
     def read(self) -> Iterator[Session]:

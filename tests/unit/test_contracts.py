@@ -84,6 +84,7 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "CancelOrder",
         "ModifyBandwidth",
         "DisconnectCircuit",
+        "PreviewChange",
         "GetCircuit",
         "ListCircuits",
         "GetCapacity",

@@ -10,8 +10,10 @@ from google.protobuf.internal import containers as _containers
 from idc.order.v1 import capacity_pb2 as _capacity_pb2
 from idc.order.v1 import circuit_pb2 as _circuit_pb2
 from idc.order.v1 import order_pb2 as _order_pb2
+from idc.order.v1 import price_pb2 as _price_pb2
 from idc.order.v1 import quote_pb2 as _quote_pb2
 from idc.order.v1 import site_pb2 as _site_pb2
+from idc.type.v1 import money_pb2 as _money_pb2
 from idc.type.v1 import side_pb2 as _side_pb2
 import builtins as _builtins
 import sys
@@ -140,10 +142,19 @@ class CreateOrderRequest(_message.Message):
     QUOTE_ID_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     CONTACTS_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Client-chosen idempotency key (a UUID is recommended), unique per tenant. Required."""
     quote_id: _builtins.str
     """Id of a quote from GetQuote."""
+    validate_only: _builtins.bool
+    """Validate only: every check of the real call runs (input, tenant, capacity and VLAN
+    admission, price) and the response is the order as it would be placed, without ids
+    for what would be created; nothing is stored, reserved, published or audited, and
+    request_id is not consumed (a later real call with it places the order). Errors are
+    those of the real call. A request_id already used answers as the real call would:
+    the original order, or ALREADY_EXISTS for other content.
+    """
     @_builtins.property
     def spec(self) -> _circuit_pb2.CircuitSpec:
         """The circuit to order."""
@@ -159,10 +170,11 @@ class CreateOrderRequest(_message.Message):
         quote_id: _builtins.str = ...,
         spec: _circuit_pb2.CircuitSpec | None = ...,
         contacts: _abc.Iterable[_order_pb2.Contact] | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["quote_id", b"quote_id", "source", b"source", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts", "quote_id", b"quote_id", "request_id", b"request_id", "source", b"source", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts", "quote_id", b"quote_id", "request_id", b"request_id", "source", b"source", "spec", b"spec", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["quote_id", "spec"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
@@ -427,6 +439,7 @@ class ModifyBandwidthRequest(_message.Message):
     BANDWIDTH_MBPS_FIELD_NUMBER: _builtins.int
     BURST_MBPS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Client-chosen idempotency key, unique per tenant. Required."""
     circuit_id: _builtins.str
@@ -437,6 +450,14 @@ class ModifyBandwidthRequest(_message.Message):
     """New burst allowance in Mbps; absent keeps the current one."""
     reason: _builtins.str
     """Why; recorded in the audit trail."""
+    validate_only: _builtins.bool
+    """Validate only: every check of the real call runs (input, tenant, capacity and VLAN
+    admission, price) and the response is the order as it would be placed, without ids
+    for what would be created; nothing is stored, reserved, published or audited, and
+    request_id is not consumed (a later real call with it places the order). Errors are
+    those of the real call. A request_id already used answers as the real call would:
+    the original order, or ALREADY_EXISTS for other content.
+    """
     def __init__(
         self,
         *,
@@ -445,10 +466,11 @@ class ModifyBandwidthRequest(_message.Message):
         bandwidth_mbps: _builtins.int = ...,
         burst_mbps: _builtins.int | None = ...,
         reason: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_burst_mbps", b"_burst_mbps", "burst_mbps", b"burst_mbps"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst_mbps", b"_burst_mbps", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "circuit_id", b"circuit_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst_mbps", b"_burst_mbps", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "circuit_id", b"circuit_id", "reason", b"reason", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__burst_mbps: _TypeAlias = _typing.Literal["burst_mbps"]  # noqa: Y015
     _WhichOneofArgType__burst_mbps: _TypeAlias = _typing.Literal["_burst_mbps", b"_burst_mbps"]  # noqa: Y015
@@ -489,26 +511,265 @@ class DisconnectCircuitRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CIRCUIT_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Client-chosen idempotency key, unique per tenant. Required."""
     circuit_id: _builtins.str
     """Circuit to disconnect; must be ACTIVE with no pending order."""
     reason: _builtins.str
     """Why; recorded in the audit trail."""
+    validate_only: _builtins.bool
+    """Validate only: every check of the real call runs (input, tenant, capacity and VLAN
+    admission, price) and the response is the order as it would be placed, without ids
+    for what would be created; nothing is stored, reserved, published or audited, and
+    request_id is not consumed (a later real call with it places the order). Errors are
+    those of the real call. A request_id already used answers as the real call would:
+    the original order, or ALREADY_EXISTS for other content.
+    """
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         circuit_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "reason", b"reason", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DisconnectCircuitRequest: _TypeAlias = DisconnectCircuitRequest  # noqa: Y015
+
+@_typing.final
+class PreviewChangeRequest(_message.Message):
+    """Request for PreviewChange."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CIRCUIT_ID_FIELD_NUMBER: _builtins.int
+    MODIFY_FIELD_NUMBER: _builtins.int
+    DISCONNECT_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    circuit_id: _builtins.str
+    """Circuit to change; must be ACTIVE with no pending order."""
+    time_zone: _builtins.str
+    """IANA time zone the customer is billed in (its invoices show it), for the dates of the
+    month and of the term; empty means UTC.
+    """
+    @_builtins.property
+    def modify(self) -> Global___BandwidthChange:
+        """A bandwidth change, with the fields of ModifyBandwidth."""
+
+    @_builtins.property
+    def disconnect(self) -> Global___Disconnect:
+        """A disconnect."""
+
+    def __init__(
+        self,
+        *,
+        circuit_id: _builtins.str = ...,
+        modify: Global___BandwidthChange | None = ...,
+        disconnect: Global___Disconnect | None = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "disconnect", b"disconnect", "modify", b"modify"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "circuit_id", b"circuit_id", "disconnect", b"disconnect", "modify", b"modify", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["modify", "disconnect"]  # noqa: Y015
+    _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
+
+Global___PreviewChangeRequest: _TypeAlias = PreviewChangeRequest  # noqa: Y015
+
+@_typing.final
+class BandwidthChange(_message.Message):
+    """A bandwidth change to preview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BANDWIDTH_MBPS_FIELD_NUMBER: _builtins.int
+    BURST_MBPS_FIELD_NUMBER: _builtins.int
+    bandwidth_mbps: _builtins.int
+    """New committed bandwidth (CIR) in Mbps; must differ from the current one."""
+    burst_mbps: _builtins.int
+    """New burst allowance in Mbps; absent keeps the current one."""
+    def __init__(
+        self,
+        *,
+        bandwidth_mbps: _builtins.int = ...,
+        burst_mbps: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_burst_mbps", b"_burst_mbps", "burst_mbps", b"burst_mbps"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst_mbps", b"_burst_mbps", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__burst_mbps: _TypeAlias = _typing.Literal["burst_mbps"]  # noqa: Y015
+    _WhichOneofArgType__burst_mbps: _TypeAlias = _typing.Literal["_burst_mbps", b"_burst_mbps"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__burst_mbps) -> _WhichOneofReturnType__burst_mbps | None: ...
+
+Global___BandwidthChange: _TypeAlias = BandwidthChange  # noqa: Y015
+
+@_typing.final
+class Disconnect(_message.Message):
+    """A disconnect to preview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Disconnect: _TypeAlias = Disconnect  # noqa: Y015
+
+@_typing.final
+class PreviewChangeResponse(_message.Message):
+    """Response for PreviewChange."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preview(self) -> Global___ChangePreview:
+        """The figures, as billing would compute them for a change effective now."""
+
+    def __init__(
+        self,
+        *,
+        preview: Global___ChangePreview | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewChangeResponse: _TypeAlias = PreviewChangeResponse  # noqa: Y015
+
+@_typing.final
+class ChangePreview(_message.Message):
+    """The price of a change taking effect on effective_date (the day of the preview; a real
+    order takes effect when provisioned, after both approvals). Billing's rules (README,
+    "Credit notes and early termination"): proration by days, each amount rounded once,
+    half-up, to the currency's minor unit.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CIRCUIT_ID_FIELD_NUMBER: _builtins.int
+    CURRENT_PRICE_FIELD_NUMBER: _builtins.int
+    NEW_PRICE_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_DATE_FIELD_NUMBER: _builtins.int
+    PRORATION_FIELD_NUMBER: _builtins.int
+    TERMINATION_FEE_FIELD_NUMBER: _builtins.int
+    REMAINING_TERM_MONTHS_FIELD_NUMBER: _builtins.int
+    TERM_END_DATE_FIELD_NUMBER: _builtins.int
+    circuit_id: _builtins.str
+    effective_date: _builtins.str
+    """The date the figures assume the change takes effect, in time_zone (YYYY-MM-DD)."""
+    remaining_term_months: _builtins.int
+    """Remaining whole months of the term counted from effective_date."""
+    term_end_date: _builtins.str
+    """The term's end (YYYY-MM-DD, in time_zone): term_months after the activation date."""
+    @_builtins.property
+    def current_price(self) -> _price_pb2.Price:
+        """The circuit's price now."""
+
+    @_builtins.property
+    def new_price(self) -> _price_pb2.Price:
+        """The price from the change on: the price book's for a bandwidth change at the
+        contract's term and currency; for a disconnect the current price (nothing is billed
+        after it).
+        """
+
+    @_builtins.property
+    def proration(self) -> Global___MonthProration:
+        """This month's MRC, split at effective_date."""
+
+    @_builtins.property
+    def termination_fee(self) -> _money_pb2.Money:
+        """A disconnect before the term's end: remaining whole months of the term * mrc *
+        termination_share. Zero for a bandwidth change and on or after the term's end.
+        """
+
+    def __init__(
+        self,
+        *,
+        circuit_id: _builtins.str = ...,
+        current_price: _price_pb2.Price | None = ...,
+        new_price: _price_pb2.Price | None = ...,
+        effective_date: _builtins.str = ...,
+        proration: Global___MonthProration | None = ...,
+        termination_fee: _money_pb2.Money | None = ...,
+        remaining_term_months: _builtins.int = ...,
+        term_end_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current_price", b"current_price", "new_price", b"new_price", "proration", b"proration", "termination_fee", b"termination_fee"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_id", b"circuit_id", "current_price", b"current_price", "effective_date", b"effective_date", "new_price", b"new_price", "proration", b"proration", "remaining_term_months", b"remaining_term_months", "term_end_date", b"term_end_date", "termination_fee", b"termination_fee"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePreview: _TypeAlias = ChangePreview  # noqa: Y015
+
+@_typing.final
+class MonthProration(_message.Message):
+    """This month's MRC of the circuit, as billing prorates it by days: the days before
+    effective_date at the current MRC, the days from it on at the new MRC (none after a
+    disconnect: the day of the disconnect is not charged). The month starts at the
+    activation when the circuit was activated in it; earlier changes in the month are not
+    shown.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    DAYS_IN_MONTH_FIELD_NUMBER: _builtins.int
+    CURRENT_DAYS_FIELD_NUMBER: _builtins.int
+    CURRENT_AMOUNT_FIELD_NUMBER: _builtins.int
+    NEW_DAYS_FIELD_NUMBER: _builtins.int
+    NEW_AMOUNT_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    month: _builtins.str
+    """The month, YYYY-MM, in time_zone."""
+    days_in_month: _builtins.int
+    current_days: _builtins.int
+    """Days at the current MRC, and current MRC * those days / days_in_month."""
+    new_days: _builtins.int
+    """Days at the new MRC, and new MRC * those days / days_in_month."""
+    @_builtins.property
+    def current_amount(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def new_amount(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def total(self) -> _money_pb2.Money:
+        """current_amount + new_amount."""
+
+    def __init__(
+        self,
+        *,
+        month: _builtins.str = ...,
+        days_in_month: _builtins.int = ...,
+        current_days: _builtins.int = ...,
+        current_amount: _money_pb2.Money | None = ...,
+        new_days: _builtins.int = ...,
+        new_amount: _money_pb2.Money | None = ...,
+        total: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current_amount", b"current_amount", "new_amount", b"new_amount", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_amount", b"current_amount", "current_days", b"current_days", "days_in_month", b"days_in_month", "month", b"month", "new_amount", b"new_amount", "new_days", b"new_days", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MonthProration: _TypeAlias = MonthProration  # noqa: Y015
 
 @_typing.final
 class DisconnectCircuitResponse(_message.Message):

@@ -90,6 +90,11 @@ class OrderServiceStub:
                 request_serializer=idc_dot_order_dot_v1_dot_order__service__pb2.DisconnectCircuitRequest.SerializeToString,
                 response_deserializer=idc_dot_order_dot_v1_dot_order__service__pb2.DisconnectCircuitResponse.FromString,
                 _registered_method=True)
+        self.PreviewChange = channel.unary_unary(
+                '/idc.order.v1.OrderService/PreviewChange',
+                request_serializer=idc_dot_order_dot_v1_dot_order__service__pb2.PreviewChangeRequest.SerializeToString,
+                response_deserializer=idc_dot_order_dot_v1_dot_order__service__pb2.PreviewChangeResponse.FromString,
+                _registered_method=True)
         self.GetCircuit = channel.unary_unary(
                 '/idc.order.v1.OrderService/GetCircuit',
                 request_serializer=idc_dot_order_dot_v1_dot_order__service__pb2.GetCircuitRequest.SerializeToString,
@@ -193,6 +198,15 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewChange(self, request, context):
+        """What a bandwidth change or a disconnect of an ACTIVE circuit would cost if it took
+        effect now: the new MRC, this month's proration and any early-termination fee. Runs
+        the checks of ModifyBandwidth or DisconnectCircuit; places, stores and reserves nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCircuit(self, request, context):
         """One circuit.
         """
@@ -261,6 +275,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.DisconnectCircuit,
                     request_deserializer=idc_dot_order_dot_v1_dot_order__service__pb2.DisconnectCircuitRequest.FromString,
                     response_serializer=idc_dot_order_dot_v1_dot_order__service__pb2.DisconnectCircuitResponse.SerializeToString,
+            ),
+            'PreviewChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewChange,
+                    request_deserializer=idc_dot_order_dot_v1_dot_order__service__pb2.PreviewChangeRequest.FromString,
+                    response_serializer=idc_dot_order_dot_v1_dot_order__service__pb2.PreviewChangeResponse.SerializeToString,
             ),
             'GetCircuit': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCircuit,
@@ -532,6 +551,33 @@ class OrderService:
             '/idc.order.v1.OrderService/DisconnectCircuit',
             idc_dot_order_dot_v1_dot_order__service__pb2.DisconnectCircuitRequest.SerializeToString,
             idc_dot_order_dot_v1_dot_order__service__pb2.DisconnectCircuitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idc.order.v1.OrderService/PreviewChange',
+            idc_dot_order_dot_v1_dot_order__service__pb2.PreviewChangeRequest.SerializeToString,
+            idc_dot_order_dot_v1_dot_order__service__pb2.PreviewChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

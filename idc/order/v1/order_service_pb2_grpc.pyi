@@ -74,6 +74,11 @@ class OrderServiceStub:
     """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id."""
     DisconnectCircuit: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.DisconnectCircuitRequest, _order_service_pb2.DisconnectCircuitResponse]
     """Places a DISCONNECT order for an ACTIVE circuit. Idempotent by request_id."""
+    PreviewChange: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.PreviewChangeRequest, _order_service_pb2.PreviewChangeResponse]
+    """What a bandwidth change or a disconnect of an ACTIVE circuit would cost if it took
+    effect now: the new MRC, this month's proration and any early-termination fee. Runs
+    the checks of ModifyBandwidth or DisconnectCircuit; places, stores and reserves nothing.
+    """
     GetCircuit: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.GetCircuitRequest, _order_service_pb2.GetCircuitResponse]
     """One circuit."""
     ListCircuits: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ListCircuitsRequest, _order_service_pb2.ListCircuitsResponse]
@@ -127,6 +132,11 @@ class OrderServiceAsyncStub(OrderServiceStub):
     """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id."""
     DisconnectCircuit: _aio.UnaryUnaryMultiCallable[_order_service_pb2.DisconnectCircuitRequest, _order_service_pb2.DisconnectCircuitResponse]  # type: ignore[assignment]
     """Places a DISCONNECT order for an ACTIVE circuit. Idempotent by request_id."""
+    PreviewChange: _aio.UnaryUnaryMultiCallable[_order_service_pb2.PreviewChangeRequest, _order_service_pb2.PreviewChangeResponse]  # type: ignore[assignment]
+    """What a bandwidth change or a disconnect of an ACTIVE circuit would cost if it took
+    effect now: the new MRC, this month's proration and any early-termination fee. Runs
+    the checks of ModifyBandwidth or DisconnectCircuit; places, stores and reserves nothing.
+    """
     GetCircuit: _aio.UnaryUnaryMultiCallable[_order_service_pb2.GetCircuitRequest, _order_service_pb2.GetCircuitResponse]  # type: ignore[assignment]
     """One circuit."""
     ListCircuits: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ListCircuitsRequest, _order_service_pb2.ListCircuitsResponse]  # type: ignore[assignment]
@@ -231,6 +241,17 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.DisconnectCircuitResponse, _abc.Awaitable[_order_service_pb2.DisconnectCircuitResponse]]:
         """Places a DISCONNECT order for an ACTIVE circuit. Idempotent by request_id."""
+
+    @_abc_1.abstractmethod
+    def PreviewChange(
+        self,
+        request: _order_service_pb2.PreviewChangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_order_service_pb2.PreviewChangeResponse, _abc.Awaitable[_order_service_pb2.PreviewChangeResponse]]:
+        """What a bandwidth change or a disconnect of an ACTIVE circuit would cost if it took
+        effect now: the new MRC, this month's proration and any early-termination fee. Runs
+        the checks of ModifyBandwidth or DisconnectCircuit; places, stores and reserves nothing.
+        """
 
     @_abc_1.abstractmethod
     def GetCircuit(
