@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
@@ -193,13 +194,14 @@ def quote(ctx: Context, args: argparse.Namespace) -> Result:
 
 
 def place_order(ctx: Context, args: argparse.Namespace) -> Result:
-    request = order_pb.CreateOrderRequest(request_id=request_id(args), contacts=args.contact)
+    request = order_pb.CreateOrderRequest(request_id=request_id(args), contacts=args.contact,
+                                          validate_only=args.validate_only)
     if args.quote:
         request.quote_id = args.quote
     else:
         request.spec.CopyFrom(_spec(args))
     reply = ctx.api.call("order", ctx.api.orders.CreateOrder, request)
-    return Result(reply, lambda console: render.show_order(console, reply.order))
+    return _order_result(reply, reply.order, args)
 
 
 def orders(ctx: Context, args: argparse.Namespace) -> Result:
@@ -288,11 +290,12 @@ def modify(ctx: Context, args: argparse.Namespace) -> Result:
         circuit_id=args.circuit_id,
         bandwidth_mbps=args.bandwidth,
         reason=args.reason,
+        validate_only=args.validate_only,
     )
     if args.burst is not None:
         request.burst_mbps = args.burst
     reply = ctx.api.call("order", ctx.api.orders.ModifyBandwidth, request)
-    return Result(reply, lambda console: render.show_order(console, reply.order))
+    return _order_result(reply, reply.order, args)
 
 
 def disconnect(ctx: Context, args: argparse.Namespace) -> Result:
@@ -300,10 +303,26 @@ def disconnect(ctx: Context, args: argparse.Namespace) -> Result:
         "order",
         ctx.api.orders.DisconnectCircuit,
         order_pb.DisconnectCircuitRequest(
-            request_id=request_id(args), circuit_id=args.circuit_id, reason=args.reason
+            request_id=request_id(args), circuit_id=args.circuit_id, reason=args.reason,
+            validate_only=args.validate_only,
         ),
     )
-    return Result(reply, lambda console: render.show_order(console, reply.order))
+    return _order_result(reply, reply.order, args)
+
+
+VALIDATED_ONLY = (
+    "[yellow]validate only:[/yellow] every check passed; nothing was stored, reserved or "
+    "sent for approval (the request id is still unused)"
+)
+
+
+def _order_result(reply: Message, order: order_pb2.Order, args: argparse.Namespace) -> Result:
+    def show(console: Console) -> None:
+        render.show_order(console, order)
+        if args.validate_only:
+            console.print(VALIDATED_ONLY)
+
+    return Result(reply, show)
 
 
 def usage(ctx: Context, args: argparse.Namespace) -> Result:

@@ -1,7 +1,7 @@
 """``idcctl``: the command line of the IDC bandwidth orchestrator, for every role.
 
     idcctl customer sites | quote | order | orders | watch | circuits | modify | disconnect
-                   | cancel | usage | invoices | invoice export
+                   | preview | cancel | usage | invoices | invoice export
     idcctl ops     pending | show | approve | reject | devices | check-sync | sync
                    | redeploy | repair list | repair approve | repair reject | history
                    | config | capacity | dlq list | dlq show | dlq replay | outbox republish
@@ -26,7 +26,17 @@ from rich.console import Console
 
 from idc.billing.v1 import invoice_pb2
 from idc.order.v1 import circuit_pb2, order_pb2
-from services.cli import audit, close, commands, credit_notes, events, reconcile, repairs, tokens
+from services.cli import (
+    audit,
+    changes,
+    close,
+    commands,
+    credit_notes,
+    events,
+    reconcile,
+    repairs,
+    tokens,
+)
 from services.cli.client import TLS_FLAGS, Api, Connection, story_context
 from services.cli.errors import EXIT_CODE_HELP, CallFailure, CliError, ExitCode, failure_of
 from services.cli.render import Result, dumps
@@ -190,6 +200,7 @@ def _customer_commands(b: _Builder, roles: Any) -> None:
     p.add_argument("--contact", type=commands.contact, action="append", default=[],
                    metavar="ROLE,NAME,EMAIL,PHONE", help="a contact (repeatable)")
     p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    changes.add_validate_only(p)
     p = b.leaf(customer, "orders", commands.orders, "list orders, or show one")
     p.add_argument("order_id", nargs="?", help="show this order with approvals and audit trail")
     p.add_argument("--state", choices=ORDER_STATES, action="append", default=[])
@@ -218,10 +229,13 @@ def _customer_commands(b: _Builder, roles: Any) -> None:
     p.add_argument("--burst", type=int, metavar="MBPS", help="new burst (default: unchanged)")
     p.add_argument("--reason", default="")
     p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    changes.add_validate_only(p)
     p = b.leaf(customer, "disconnect", commands.disconnect, "disconnect a circuit")
     p.add_argument("circuit_id")
     p.add_argument("--reason", default="")
     p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    changes.add_validate_only(p)
+    changes.add_commands(b, customer)
     p = b.leaf(customer, "usage", commands.usage, "a circuit's usage and 95th percentile")
     p.add_argument("circuit_id")
     p.add_argument("--since", type=commands.moment,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -73,3 +76,29 @@ def idcctl(stack: RunningStack) -> Idcctl:
         return Outcome(code, out.getvalue(), err.getvalue())
 
     return run
+
+
+def _json(out: Outcome) -> Any:
+    assert out.code == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def active_circuit(idcctl: Idcctl, spec: list[str]) -> str:
+    """Order ``spec``, approve it for both telcos and wait until the circuit is ACTIVE."""
+    order = _json(idcctl("customer", "order", *spec, "-o", "json"))["order"]
+    for ops in ("ops-sg", "ops-cq"):
+        deadline = time.monotonic() + 60
+        while True:
+            pending = _json(idcctl("ops", "pending", "-o", "json", token=ops))
+            found = [p for p in pending.get("pendingApprovals", [])
+                     if p["order"]["id"] == order["id"] and p.get("payload", {}).get("sha256")]
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert found, f"{ops} never saw the order's payload"
+        approved = idcctl("ops", "approve", order["id"], "--sha256",
+                          found[0]["payload"]["sha256"], token=ops)
+        assert approved.code == 0, approved.stderr
+    watched = idcctl("customer", "watch", order["id"])
+    assert watched.code == 0, watched.stdout + watched.stderr
+    return str(order["circuitId"])

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from devstack.run import RunningStack
-from tests.integration.cli.conftest import Idcctl
+from tests.integration.cli.conftest import Idcctl, active_circuit
 
 pytestmark = pytest.mark.integration
 
@@ -37,26 +37,6 @@ def _db(stack: RunningStack, service: str) -> Iterator[sqlite3.Connection]:
             yield connection
     finally:
         connection.close()
-
-
-def _active_circuit(idcctl: Idcctl) -> str:
-    order = _json(idcctl("customer", "order", *SPEC, "-o", "json"))["order"]
-    for ops in ("ops-sg", "ops-cq"):
-        deadline = time.monotonic() + 60
-        while True:
-            pending = _json(idcctl("ops", "pending", "-o", "json", token=ops))
-            found = [p for p in pending.get("pendingApprovals", [])
-                     if p["order"]["id"] == order["id"] and p.get("payload", {}).get("sha256")]
-            if found or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert found, f"{ops} never saw the order's payload"
-        approved = idcctl("ops", "approve", order["id"], "--sha256",
-                          found[0]["payload"]["sha256"], token=ops)
-        assert approved.code == 0, approved.stderr
-    watched = idcctl("customer", "watch", order["id"])
-    assert watched.code == 0, watched.stdout + watched.stderr
-    return str(order["circuitId"])
 
 
 def _repaired(idcctl: Idcctl, circuit_id: str) -> dict[str, Any]:
@@ -88,7 +68,7 @@ def _verify(idcctl: Idcctl, circuit_id: str) -> Any:
 def test_verify_finds_an_edited_entry_a_deleted_one_and_a_forged_signature(
     stack: RunningStack, idcctl: Idcctl
 ) -> None:
-    circuit_id = _active_circuit(idcctl)
+    circuit_id = active_circuit(idcctl, SPEC)
     repair = _repaired(idcctl, circuit_id)
     intact = _verify(idcctl, circuit_id)
     assert intact.code == 0, intact.stdout + intact.stderr

@@ -36,7 +36,7 @@ def test_every_subcommand_has_help_that_reads_well() -> None:
     leaves = _leaves(build_parser(), [])
     # 37 + ops repair list|approve|reject, ops history, audit verify, billing close|job|
     # completeness|reconcile, billing credit-note issue|list|show|export
-    assert len(leaves) == 50
+    assert len(leaves) == 51
     for path in leaves:
         out = io.StringIO()
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
