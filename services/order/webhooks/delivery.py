@@ -17,8 +17,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.grpc_server import AlarmCheck, Worker
+from services.order.contacts import ContactsUnreadable
 from services.order.webhooks import domain, store
-from services.order.webhooks.sender import Poster
+from services.order.webhooks.sender import Poster, Response
 from services.order.webhooks.tables import DELIVERED, FAILED, DeliveryRow, SubscriptionRow
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,18 @@ class DeliverySender:
                  delivery: DeliveryRow) -> None:
         started = time.monotonic()
         timestamp = int(self._clock().timestamp())
-        headers = {
-            domain.SIGNATURE_HEADER: domain.signature_header(
-                self._box.open(subscription), timestamp, delivery.body),
-            domain.EVENT_ID_HEADER: delivery.event_id,
-            domain.EVENT_TYPE_HEADER: delivery.event_type,
-        }
-        response = self._poster.post(subscription.url, delivery.body, headers)
+        try:
+            secrets_in_force = self._box.open(subscription)
+        except ContactsUnreadable as exc:
+            # Never unsigned; retried like a failed POST so other queues keep moving.
+            response = Response(0, f"cannot sign: {exc}")
+        else:
+            response = self._poster.post(subscription.url, delivery.body, {
+                domain.SIGNATURE_HEADER: domain.signature_header(
+                    secrets_in_force, timestamp, delivery.body),
+                domain.EVENT_ID_HEADER: delivery.event_id,
+                domain.EVENT_TYPE_HEADER: delivery.event_type,
+            })
         now = self._clock()
         store.record_attempt(session, delivery, now, response.status_code, response.error,
                              int((time.monotonic() - started) * 1000))
