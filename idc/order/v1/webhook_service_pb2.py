@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"idc/order/v1/webhook_service.proto\x12\x0cidc.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x13WebhookSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x03 \x03(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x19\x43reateSubscriptionRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x02 \x03(\t\"e\n\x1a\x43reateSubscriptionResponse\x12\x37\n\x0csubscription\x18\x01 \x01(\x0b\x32!.idc.order.v1.WebhookSubscription\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x1a\n\x18ListSubscriptionsRequest\"U\n\x19ListSubscriptionsResponse\x12\x38\n\rsubscriptions\x18\x01 \x03(\x0b\x32!.idc.order.v1.WebhookSubscription\"4\n\x19\x44\x65leteSubscriptionRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteSubscriptionResponse\".\n\x13RotateSecretRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\"&\n\x14RotateSecretResponse\x12\x0e\n\x06secret\x18\x01 \x01(\t\"\x85\x01\n\x0f\x44\x65liveryAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x05\"\xfd\x02\n\x0fWebhookDelivery\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x12\n\ncircuit_id\x18\x04 \x01(\t\x12\x32\n\x05state\x18\x05 \x01(\x0e\x32#.idc.order.v1.WebhookDelivery.State\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11next_attempt_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x1d.idc.order.v1.DeliveryAttempt\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_PENDING\x10\x01\x12\x13\n\x0fSTATE_DELIVERED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\"W\n\x15ListDeliveriesRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x16ListDeliveriesResponse\x12\x31\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1d.idc.order.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x17SendTestDeliveryRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\",\n\x18SendTestDeliveryResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"]\n\x17ReplayDeliveriesRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x18ReplayDeliveriesResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x05\x32\xc2\x05\n\x0eWebhookService\x12g\n\x12\x43reateSubscription\x12\'.idc.order.v1.CreateSubscriptionRequest\x1a(.idc.order.v1.CreateSubscriptionResponse\x12\x64\n\x11ListSubscriptions\x12&.idc.order.v1.ListSubscriptionsRequest\x1a\'.idc.order.v1.ListSubscriptionsResponse\x12g\n\x12\x44\x65leteSubscription\x12\'.idc.order.v1.DeleteSubscriptionRequest\x1a(.idc.order.v1.DeleteSubscriptionResponse\x12U\n\x0cRotateSecret\x12!.idc.order.v1.RotateSecretRequest\x1a\".idc.order.v1.RotateSecretResponse\x12[\n\x0eListDeliveries\x12#.idc.order.v1.ListDeliveriesRequest\x1a$.idc.order.v1.ListDeliveriesResponse\x12\x61\n\x10SendTestDelivery\x12%.idc.order.v1.SendTestDeliveryRequest\x1a&.idc.order.v1.SendTestDeliveryResponse\x12\x61\n\x10ReplayDeliveries\x12%.idc.order.v1.ReplayDeliveriesRequest\x1a&.idc.order.v1.ReplayDeliveriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"idc/order/v1/webhook_service.proto\x12\x0cidc.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x13WebhookSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x03 \x03(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x19\x43reateSubscriptionRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x02 \x03(\t\"e\n\x1a\x43reateSubscriptionResponse\x12\x37\n\x0csubscription\x18\x01 \x01(\x0b\x32!.idc.order.v1.WebhookSubscription\x12\x0e\n\x06secret\x18\x02 \x01(\t\"A\n\x18ListSubscriptionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"n\n\x19ListSubscriptionsResponse\x12\x38\n\rsubscriptions\x18\x01 \x03(\x0b\x32!.idc.order.v1.WebhookSubscription\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x19\x44\x65leteSubscriptionRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteSubscriptionResponse\".\n\x13RotateSecretRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\"&\n\x14RotateSecretResponse\x12\x0e\n\x06secret\x18\x01 \x01(\t\"\x85\x01\n\x0f\x44\x65liveryAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x05\"\xfd\x02\n\x0fWebhookDelivery\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x12\n\ncircuit_id\x18\x04 \x01(\t\x12\x32\n\x05state\x18\x05 \x01(\x0e\x32#.idc.order.v1.WebhookDelivery.State\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11next_attempt_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x1d.idc.order.v1.DeliveryAttempt\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_PENDING\x10\x01\x12\x13\n\x0fSTATE_DELIVERED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\"W\n\x15ListDeliveriesRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x16ListDeliveriesResponse\x12\x31\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1d.idc.order.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x17SendTestDeliveryRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\",\n\x18SendTestDeliveryResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"]\n\x17ReplayDeliveriesRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x18ReplayDeliveriesResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x05\x32\xc2\x05\n\x0eWebhookService\x12g\n\x12\x43reateSubscription\x12\'.idc.order.v1.CreateSubscriptionRequest\x1a(.idc.order.v1.CreateSubscriptionResponse\x12\x64\n\x11ListSubscriptions\x12&.idc.order.v1.ListSubscriptionsRequest\x1a\'.idc.order.v1.ListSubscriptionsResponse\x12g\n\x12\x44\x65leteSubscription\x12\'.idc.order.v1.DeleteSubscriptionRequest\x1a(.idc.order.v1.DeleteSubscriptionResponse\x12U\n\x0cRotateSecret\x12!.idc.order.v1.RotateSecretRequest\x1a\".idc.order.v1.RotateSecretResponse\x12[\n\x0eListDeliveries\x12#.idc.order.v1.ListDeliveriesRequest\x1a$.idc.order.v1.ListDeliveriesResponse\x12\x61\n\x10SendTestDelivery\x12%.idc.order.v1.SendTestDeliveryRequest\x1a&.idc.order.v1.SendTestDeliveryResponse\x12\x61\n\x10ReplayDeliveries\x12%.idc.order.v1.ReplayDeliveriesRequest\x1a&.idc.order.v1.ReplayDeliveriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,35 +39,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATESUBSCRIPTIONRESPONSE']._serialized_start=266
   _globals['_CREATESUBSCRIPTIONRESPONSE']._serialized_end=367
   _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=369
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=395
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=397
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=482
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=484
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=536
-  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=538
-  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=566
-  _globals['_ROTATESECRETREQUEST']._serialized_start=568
-  _globals['_ROTATESECRETREQUEST']._serialized_end=614
-  _globals['_ROTATESECRETRESPONSE']._serialized_start=616
-  _globals['_ROTATESECRETRESPONSE']._serialized_end=654
-  _globals['_DELIVERYATTEMPT']._serialized_start=657
-  _globals['_DELIVERYATTEMPT']._serialized_end=790
-  _globals['_WEBHOOKDELIVERY']._serialized_start=793
-  _globals['_WEBHOOKDELIVERY']._serialized_end=1174
-  _globals['_WEBHOOKDELIVERY_STATE']._serialized_start=1086
-  _globals['_WEBHOOKDELIVERY_STATE']._serialized_end=1174
-  _globals['_LISTDELIVERIESREQUEST']._serialized_start=1176
-  _globals['_LISTDELIVERIESREQUEST']._serialized_end=1263
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=1265
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=1365
-  _globals['_SENDTESTDELIVERYREQUEST']._serialized_start=1367
-  _globals['_SENDTESTDELIVERYREQUEST']._serialized_end=1417
-  _globals['_SENDTESTDELIVERYRESPONSE']._serialized_start=1419
-  _globals['_SENDTESTDELIVERYRESPONSE']._serialized_end=1463
-  _globals['_REPLAYDELIVERIESREQUEST']._serialized_start=1465
-  _globals['_REPLAYDELIVERIESREQUEST']._serialized_end=1558
-  _globals['_REPLAYDELIVERIESRESPONSE']._serialized_start=1560
-  _globals['_REPLAYDELIVERIESRESPONSE']._serialized_end=1602
-  _globals['_WEBHOOKSERVICE']._serialized_start=1605
-  _globals['_WEBHOOKSERVICE']._serialized_end=2311
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=434
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=436
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=546
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=548
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=600
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=602
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=630
+  _globals['_ROTATESECRETREQUEST']._serialized_start=632
+  _globals['_ROTATESECRETREQUEST']._serialized_end=678
+  _globals['_ROTATESECRETRESPONSE']._serialized_start=680
+  _globals['_ROTATESECRETRESPONSE']._serialized_end=718
+  _globals['_DELIVERYATTEMPT']._serialized_start=721
+  _globals['_DELIVERYATTEMPT']._serialized_end=854
+  _globals['_WEBHOOKDELIVERY']._serialized_start=857
+  _globals['_WEBHOOKDELIVERY']._serialized_end=1238
+  _globals['_WEBHOOKDELIVERY_STATE']._serialized_start=1150
+  _globals['_WEBHOOKDELIVERY_STATE']._serialized_end=1238
+  _globals['_LISTDELIVERIESREQUEST']._serialized_start=1240
+  _globals['_LISTDELIVERIESREQUEST']._serialized_end=1327
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=1329
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=1429
+  _globals['_SENDTESTDELIVERYREQUEST']._serialized_start=1431
+  _globals['_SENDTESTDELIVERYREQUEST']._serialized_end=1481
+  _globals['_SENDTESTDELIVERYRESPONSE']._serialized_start=1483
+  _globals['_SENDTESTDELIVERYRESPONSE']._serialized_end=1527
+  _globals['_REPLAYDELIVERIESREQUEST']._serialized_start=1529
+  _globals['_REPLAYDELIVERIESREQUEST']._serialized_end=1622
+  _globals['_REPLAYDELIVERIESRESPONSE']._serialized_start=1624
+  _globals['_REPLAYDELIVERIESRESPONSE']._serialized_end=1666
+  _globals['_WEBHOOKSERVICE']._serialized_start=1669
+  _globals['_WEBHOOKSERVICE']._serialized_end=2375
 # @@protoc_insertion_point(module_scope)

@@ -44,12 +44,17 @@ def _delivery(row: DeliveryRow, attempts: list[AttemptRow]) -> pb.WebhookDeliver
                                      duration_ms=a.duration_ms) for a in attempts])
 
 
-def _page(page_size: int, page_token: str) -> tuple[int, int | None]:
+def _page_size(page_size: int) -> int:
     if page_size < 0 or page_size > MAX_PAGE:
         raise InvalidArgument.for_field("page_size", f"0 to {MAX_PAGE}")
+    return page_size or DEFAULT_PAGE
+
+
+def _page(page_size: int, page_token: str) -> tuple[int, int | None]:
+    """Deliveries page by id, newest first: the token is the last id shown."""
     if page_token and not page_token.isdigit():
         raise InvalidArgument.for_field("page_token", "a next_page_token of this call")
-    return page_size or DEFAULT_PAGE, int(page_token) if page_token else None
+    return _page_size(page_size), int(page_token) if page_token else None
 
 
 class WebhookServicer(pb_grpc.WebhookServiceServicer):
@@ -63,8 +68,12 @@ class WebhookServicer(pb_grpc.WebhookServiceServicer):
 
     def ListSubscriptions(self, request: pb.ListSubscriptionsRequest,
                           context: grpc.ServicerContext) -> pb.ListSubscriptionsResponse:
+        tenant = _tenant()
+        limit = _page_size(request.page_size)
+        rows = self.webhooks.subscriptions(tenant, request.page_token, limit + 1)
         return pb.ListSubscriptionsResponse(
-            subscriptions=[_subscription(row) for row in self.webhooks.subscriptions(_tenant())])
+            subscriptions=[_subscription(row) for row in rows[:limit]],
+            next_page_token=rows[limit - 1].id if len(rows) > limit else "")
 
     def DeleteSubscription(self, request: pb.DeleteSubscriptionRequest,
                            context: grpc.ServicerContext) -> pb.DeleteSubscriptionResponse:

@@ -48,10 +48,13 @@ def count_subscriptions(session: Session, tenant_id: str) -> int:
                           .where(SubscriptionRow.tenant_id == tenant_id)) or 0
 
 
-def subscriptions(session: Session, tenant_id: str) -> list[SubscriptionRow]:
+def subscriptions(session: Session, tenant_id: str, after_id: str = "",
+                  limit: int | None = None) -> list[SubscriptionRow]:
+    """By id (ids are random: a stable order, not creation's), after ``after_id``."""
     return list(session.scalars(select(SubscriptionRow)
-                                .where(SubscriptionRow.tenant_id == tenant_id)
-                                .order_by(SubscriptionRow.created_at, SubscriptionRow.id)))
+                                .where(SubscriptionRow.tenant_id == tenant_id,
+                                       SubscriptionRow.id > after_id)
+                                .order_by(SubscriptionRow.id).limit(limit)))
 
 
 def subscription(session: Session, tenant_id: str, subscription_id: str) -> SubscriptionRow | None:

@@ -37,9 +37,10 @@ class Webhooks:
             session.expunge(row)
             return row, secret
 
-    def subscriptions(self, tenant_id: str) -> list[SubscriptionRow]:
+    def subscriptions(self, tenant_id: str, after_id: str = "",
+                      limit: int | None = None) -> list[SubscriptionRow]:
         with self._factory() as session:
-            rows = store.subscriptions(session, tenant_id)
+            rows = store.subscriptions(session, tenant_id, after_id, limit)
             session.expunge_all()
             return rows
 

@@ -24,7 +24,7 @@ from services.order.webhooks.fanout import FanOut
 from services.order.webhooks.sender import HttpsPoster, Response, tls_context
 from services.order.webhooks.store import SecretBox
 from services.order.webhooks.subscriptions import Webhooks
-from services.order.webhooks.tables import DELIVERED, FAILED, PENDING, DeliveryRow
+from services.order.webhooks.tables import DELIVERED, FAILED, PENDING, DeliveryRow, SubscriptionRow
 from tests.unit.order.webhooks_receiver import Receiver
 
 ACTIVATED = "idc.events.v1.CircuitActivated"
@@ -242,3 +242,20 @@ def test_a_receiver_with_a_certificate_from_another_ca_is_not_posted_to(
     world.send_all(world.sender(HttpsPoster(tls_context(stranger.ca_file), 2)))
     assert world.receiver.bodies() == []
     assert world.states() == [PENDING]
+
+
+def test_a_secret_that_does_not_open_is_retried_without_holding_back_other_endpoints(
+        world: World) -> None:
+    broken, _ = world.webhooks.create("t-1", world.receiver.url, [ACTIVATED])
+    world.webhooks.create("t-2", world.receiver.url, [ACTIVATED])
+    world.publish("t-1", "c-1")
+    other = world.publish("t-2", "c-2")
+    stranger = SecretBox(ContactCipher(ContactKeySet.generate()))
+    sender = DeliverySender(world.factory, world.poster, stranger, POLICY, world.clock)
+    with world.factory.begin() as session:
+        stranger.seal_into(session.get(SubscriptionRow, world.webhooks.subscriptions("t-2")[0].id),
+                           ["s"])
+    world.send_all(sender)
+    assert world.received_ids() == [other]
+    [(delivery, attempts)] = world.webhooks.deliveries("t-1", broken.id, 10, None)
+    assert delivery.state == PENDING and "cannot sign" in attempts[0].error

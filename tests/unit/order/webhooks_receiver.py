@@ -3,16 +3,52 @@ and every POST it accepted; it can go down and come back on the same port."""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from devstack.certs import LocalCa
-from devstack.process import free_port
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def _certificate(subject: str, issuer: str, key: ec.EllipticCurvePrivateKey,
+                 signer: ec.EllipticCurvePrivateKey, *, ca: bool) -> x509.Certificate:
+    now = datetime.now(UTC)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - timedelta(minutes=5))
+               .not_valid_after(now + timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA of this test only, and a certificate for 127.0.0.1 it signed: CA, cert, key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    files = directory / "webhook-ca.pem", directory / "receiver.pem", directory / "receiver-key.pem"
+    files[0].write_bytes(_certificate("webhook test CA", "webhook test CA", ca_key, ca_key,
+                                      ca=True).public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(_certificate("127.0.0.1", "webhook test CA", key, ca_key, ca=False)
+                         .public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return files
 
 
 @dataclass(frozen=True)
@@ -23,15 +59,12 @@ class Received:
 
 class Receiver:
     def __init__(self, directory: Path) -> None:
-        ca = LocalCa.create("webhook test CA")
-        directory.mkdir(parents=True, exist_ok=True)
-        self.ca_file = directory / "webhook-ca.pem"
-        self.ca_file.write_bytes(ca.cert_pem)
-        cert_file, key_file = ca.issue("localhost", sans=("127.0.0.1",)).write(
-            directory, "receiver")
+        self.ca_file, cert_file, key_file = make_tls_files(directory)
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._tls.load_cert_chain(cert_file, key_file)
-        self.port = free_port()
+        with socket.socket() as probe:  # a port that stays this receiver's across restarts
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
         self.url = f"https://127.0.0.1:{self.port}/hooks"
         self.received: list[Received] = []
         self._lock = threading.Lock()
