@@ -47,7 +47,7 @@ class WebhookServiceStub:
     CreateSubscription: _grpc.UnaryUnaryMultiCallable[_webhook_service_pb2.CreateSubscriptionRequest, _webhook_service_pb2.CreateSubscriptionResponse]
     """Registers an endpoint (at most 10 per tenant). The secret is in the response only."""
     ListSubscriptions: _grpc.UnaryUnaryMultiCallable[_webhook_service_pb2.ListSubscriptionsRequest, _webhook_service_pb2.ListSubscriptionsResponse]
-    """The tenant's endpoints, oldest first."""
+    """The tenant's endpoints, in a stable order (by id)."""
     DeleteSubscription: _grpc.UnaryUnaryMultiCallable[_webhook_service_pb2.DeleteSubscriptionRequest, _webhook_service_pb2.DeleteSubscriptionResponse]
     """Removes the endpoint and its queued deliveries and log."""
     RotateSecret: _grpc.UnaryUnaryMultiCallable[_webhook_service_pb2.RotateSecretRequest, _webhook_service_pb2.RotateSecretResponse]
@@ -80,7 +80,7 @@ class WebhookServiceAsyncStub(WebhookServiceStub):
     CreateSubscription: _aio.UnaryUnaryMultiCallable[_webhook_service_pb2.CreateSubscriptionRequest, _webhook_service_pb2.CreateSubscriptionResponse]  # type: ignore[assignment]
     """Registers an endpoint (at most 10 per tenant). The secret is in the response only."""
     ListSubscriptions: _aio.UnaryUnaryMultiCallable[_webhook_service_pb2.ListSubscriptionsRequest, _webhook_service_pb2.ListSubscriptionsResponse]  # type: ignore[assignment]
-    """The tenant's endpoints, oldest first."""
+    """The tenant's endpoints, in a stable order (by id)."""
     DeleteSubscription: _aio.UnaryUnaryMultiCallable[_webhook_service_pb2.DeleteSubscriptionRequest, _webhook_service_pb2.DeleteSubscriptionResponse]  # type: ignore[assignment]
     """Removes the endpoint and its queued deliveries and log."""
     RotateSecret: _aio.UnaryUnaryMultiCallable[_webhook_service_pb2.RotateSecretRequest, _webhook_service_pb2.RotateSecretResponse]  # type: ignore[assignment]
@@ -122,7 +122,7 @@ class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _webhook_service_pb2.ListSubscriptionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_webhook_service_pb2.ListSubscriptionsResponse, _abc.Awaitable[_webhook_service_pb2.ListSubscriptionsResponse]]:
-        """The tenant's endpoints, oldest first."""
+        """The tenant's endpoints, in a stable order (by id)."""
 
     @_abc_1.abstractmethod
     def DeleteSubscription(
