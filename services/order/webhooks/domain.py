@@ -19,8 +19,17 @@ MAX_SUBSCRIPTIONS = 10
 MAX_URL_LENGTH = 2048
 TEST_EVENT_TYPE = "webhook.test"
 
-# The events a tenant can subscribe to (idc.circuit.events, each carrying its tenant).
+# The events a tenant can subscribe to: its orders' (idc.order.events) and its circuits'
+# (idc.circuit.events).
+ORDER_EVENT_TYPES: tuple[str, ...] = (
+    "idc.events.v1.OrderCreated",
+    "idc.events.v1.OrderApproved",
+    "idc.events.v1.OrderRejected",
+    "idc.events.v1.OrderCancelled",
+    "idc.events.v1.OrderCompleted",
+)
 EVENT_TYPES: tuple[str, ...] = (
+    *ORDER_EVENT_TYPES,
     "idc.events.v1.CircuitActivated",
     "idc.events.v1.CircuitModified",
     "idc.events.v1.CircuitDisconnected",
@@ -29,11 +38,12 @@ EVENT_TYPES: tuple[str, ...] = (
     "idc.events.v1.DriftCleared",
 )
 # Fields of those events that may leave: ids, figures and times. Free text (a router's
-# failure message) and people's names stay home, as for every event crossing the border.
+# failure message, a rejection's reason) and people's names (approvers, who rejected or
+# cancelled) stay home, as for every event crossing the border.
 BODY_FIELDS = frozenset({
     "circuitId", "orderId", "tenantId", "operation", "bandwidthMbps",
     "previousBandwidthMbps", "effectiveTime", "occurredAt", "rolledBack", "side",
-    "driftedSince", "lastSeenInSyncTime",
+    "driftedSince", "lastSeenInSyncTime", "success", "expired", "approvalExpireTime",
 })
 
 

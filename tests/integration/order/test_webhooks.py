@@ -1,8 +1,8 @@
 """Signed webhooks from the real order service (PostgreSQL, the real broker) to a real local
-HTTPS receiver whose CA is made here: an order's activation arrives signed and verifies; a
-receiver down for a while gets every event afterwards, in order per circuit; a restart of
-the service while deliveries wait loses nothing, and any repeat carries the same event id;
-the delivery log, a test delivery and a replay from a time.
+HTTPS receiver whose CA is made here: an order's own events and its circuit's activation
+arrive signed and verify; a receiver down for a while gets every event afterwards, in order
+per circuit; a restart of the service while deliveries wait loses nothing, and any repeat
+carries the same event id; the delivery log, a test delivery and a replay from a time.
 
 Circuit events are fed through the broker as the provisioning service would publish them.
 """
@@ -46,6 +46,8 @@ pytestmark = pytest.mark.integration
 
 ACTIVATED = "idc.events.v1.CircuitActivated"
 CLEARED = "idc.events.v1.DriftCleared"
+ORDER_FLOW = ("idc.events.v1.OrderCreated", "idc.events.v1.OrderApproved",
+              "idc.events.v1.OrderCompleted")
 FAST = {"webhook_retry_first_s": 1, "webhook_retry_max_s": 2, "webhook_poll_ms": 50,
         "webhook_timeout_s": 2}
 
@@ -96,7 +98,7 @@ def test_an_orders_activation_arrives_signed_and_the_log_test_and_replay_work(
     receiver.start()
     with service(database_url, kafka_settings, receiver) as (svc, hooks):
         created = hooks("CreateSubscription", pb.CreateSubscriptionRequest(
-            url=receiver.url, event_types=[ACTIVATED]))
+            url=receiver.url, event_types=[ACTIVATED, *ORDER_FLOW]))
         subscription_id = created.subscription.id
         order = svc.alice.create(100)
         svc.approve_both(order)
@@ -113,6 +115,12 @@ def test_an_orders_activation_arrives_signed_and_the_log_test_and_replay_work(
                              int(time.time()))
         assert json.loads(got.body)["data"]["circuitId"] == order.circuit_id
         assert "acme link" not in got.body.decode()  # the order's free text stays home
+        flow = wait_for(lambda: (types := [d["type"] for d in received_of(
+            receiver, {order.circuit_id}) if d["type"] in ORDER_FLOW]) == list(ORDER_FLOW)
+            and types, "the order's own events, in order")
+        assert flow == list(ORDER_FLOW)
+        names = [json.dumps(d) for d in received_of(receiver, {order.circuit_id})]
+        assert not any("olga" in text or "chen" in text for text in names)  # approvers
 
         test_id = hooks("SendTestDelivery", pb.SendTestDeliveryRequest(
             subscription_id=subscription_id)).event_id
@@ -126,7 +134,7 @@ def test_an_orders_activation_arrives_signed_and_the_log_test_and_replay_work(
 
         queued = hooks("ReplayDeliveries", pb.ReplayDeliveriesRequest(
             subscription_id=subscription_id, since=before)).queued
-        assert queued == 2  # the activation and the test delivery
+        assert queued == 3  # the activation, OrderCompleted and the test delivery
         wait_for(lambda: sum(r.headers[domain.EVENT_ID_HEADER] == event.event_id
                              for r in receiver.bodies()) == 2, "the replayed activation")
 
