@@ -12,7 +12,12 @@ from idc.ops.v1 import (
     token_service_pb2,
     token_service_pb2_grpc,
 )
-from idc.order.v1 import order_service_pb2, order_service_pb2_grpc
+from idc.order.v1 import (
+    order_service_pb2,
+    order_service_pb2_grpc,
+    webhook_service_pb2,
+    webhook_service_pb2_grpc,
+)
 from services.common.audit_keys import SIGNING_DIR, AuditKeySettings, signing_keys
 from services.common.audit_servicer import register_audit
 from services.common.grpc_server import GrpcApp
@@ -32,6 +37,7 @@ from services.order.settings import OrderSettings
 from services.order.token_issuer import TokenIssuer
 from services.order.token_servicer import TokenServicer
 from services.order.unit_of_work import SqlUnitOfWork
+from services.order.webhooks.wiring import webhook_parts
 from services.order.workers import (
     ApprovalExpiryWorker,
     OverdueProvisioningWorker,
@@ -51,6 +57,7 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
     issuer = TokenIssuer(runtime.session_factory, token_settings.issuer_key(), token_settings)
     chain = order_chain(signing_keys(AuditKeySettings.from_env(SIGNING_DIR)))
     chain.install(runtime.session_factory)
+    webhooks = webhook_parts(runtime, settings, ContactCipher(contact_keys), app.clock)
 
     def register_servicers(server: grpc.Server) -> Sequence[str]:
         return [
@@ -63,6 +70,9 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
             register(server, token_service_pb2.DESCRIPTOR, "TokenService",
                      token_service_pb2_grpc.add_TokenServiceServicer_to_server,
                      TokenServicer(issuer)),
+            register(server, webhook_service_pb2.DESCRIPTOR, "WebhookService",
+                     webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server,
+                     webhooks.servicer),
             register_audit(server, chain, runtime.session_factory),
         ]
 
@@ -72,6 +82,7 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
                              settings.consumer_group),
         ApprovalExpiryWorker(app, settings.expiry_interval_s),
         OverdueProvisioningWorker(app.outcomes, settings.expiry_interval_s),
+        *webhooks.workers,
     ])
     order_app.on_stop += [gauge.cancel for gauge in gauges]
     return order_app

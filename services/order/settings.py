@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.common.config import ConfigError, non_negative_int
 
@@ -24,6 +25,15 @@ class OrderSettings:
     quote_ttl_s: int = 24 * 3600
     # Consumer group of the circuit-event consumer.
     consumer_group: str = "order-service"
+    # Webhooks: the CA bundle endpoints' certificates are checked against (empty: the
+    # system's trust store), the POST timeout, how often due deliveries are looked for,
+    # and the retry schedule (first delay doubling up to the maximum, given up after).
+    webhook_ca_file: Path | None = None
+    webhook_timeout_s: int = 10
+    webhook_poll_ms: int = 500
+    webhook_retry_first_s: int = 5
+    webhook_retry_max_s: int = 600
+    webhook_give_up_s: int = 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OrderSettings:
@@ -40,12 +50,26 @@ class OrderSettings:
             provisioning_alarm_s=non_negative_int(
                 env, "IDC_ORDER_PROVISIONING_ALARM_S", d.provisioning_alarm_s),
             consumer_group=env.get("IDC_ORDER_CONSUMER_GROUP", "").strip() or d.consumer_group,
+            webhook_ca_file=Path(ca) if (ca := env.get("IDC_ORDER_WEBHOOK_CA_FILE", "").strip())
+            else None,
+            webhook_timeout_s=non_negative_int(
+                env, "IDC_ORDER_WEBHOOK_TIMEOUT_S", d.webhook_timeout_s),
+            webhook_poll_ms=non_negative_int(env, "IDC_ORDER_WEBHOOK_POLL_MS", d.webhook_poll_ms),
+            webhook_retry_first_s=non_negative_int(
+                env, "IDC_ORDER_WEBHOOK_RETRY_FIRST_S", d.webhook_retry_first_s),
+            webhook_retry_max_s=non_negative_int(
+                env, "IDC_ORDER_WEBHOOK_RETRY_MAX_S", d.webhook_retry_max_s),
+            webhook_give_up_s=non_negative_int(
+                env, "IDC_ORDER_WEBHOOK_GIVE_UP_S", d.webhook_give_up_s),
         )
         for name, value in (
             ("IDC_ORDER_APPROVAL_WINDOW_S", settings.approval_window_s),
             ("IDC_ORDER_EXPIRY_INTERVAL_S", settings.expiry_interval_s),
             ("IDC_ORDER_QUOTE_TTL_S", settings.quote_ttl_s),
             ("IDC_ORDER_PROVISIONING_ALARM_S", settings.provisioning_alarm_s),
+            ("IDC_ORDER_WEBHOOK_TIMEOUT_S", settings.webhook_timeout_s),
+            ("IDC_ORDER_WEBHOOK_POLL_MS", settings.webhook_poll_ms),
+            ("IDC_ORDER_WEBHOOK_RETRY_FIRST_S", settings.webhook_retry_first_s),
         ):
             if value == 0:
                 raise ConfigError(f"{name} must be greater than zero")

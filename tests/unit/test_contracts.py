@@ -74,6 +74,10 @@ PERSONAL_NAME_PARTS = (
 )
 
 EXPECTED_SERVICES: dict[str, set[str]] = {
+    "idc.order.v1.WebhookService": {
+        "CreateSubscription", "ListSubscriptions", "DeleteSubscription", "RotateSecret",
+        "ListDeliveries", "SendTestDelivery", "ReplayDeliveries",
+    },
     "idc.order.v1.OrderService": {
         "ListSites",
         "GetQuote",
