@@ -8,6 +8,19 @@ from dataclasses import dataclass
 
 from services.common.config import ConfigError, non_negative_int
 
+REST_ADDRESS = "127.0.0.1:8090"
+
+
+def _rest_address(value: str) -> str:
+    """``off`` (or empty) serves no REST facade; else host:port with a numeric port."""
+    value = value.strip()
+    if value in {"", "off"}:
+        return ""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"IDC_ORDER_REST_ADDRESS must be host:port or off, not {value!r}")
+    return value
+
 
 @dataclass(frozen=True)
 class OrderSettings:
@@ -24,6 +37,11 @@ class OrderSettings:
     quote_ttl_s: int = 24 * 3600
     # Consumer group of the circuit-event consumer.
     consumer_group: str = "order-service"
+    # host:port of the partner REST facade (services/order/rest); empty: not served. Built
+    # in code (tests) it is off; from the environment it defaults to REST_ADDRESS.
+    rest_address: str = ""
+    # How long a REST call may take before it is answered 504 (nothing of it committed).
+    rest_deadline_s: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OrderSettings:
@@ -40,12 +58,16 @@ class OrderSettings:
             provisioning_alarm_s=non_negative_int(
                 env, "IDC_ORDER_PROVISIONING_ALARM_S", d.provisioning_alarm_s),
             consumer_group=env.get("IDC_ORDER_CONSUMER_GROUP", "").strip() or d.consumer_group,
+            rest_address=_rest_address(env.get("IDC_ORDER_REST_ADDRESS", REST_ADDRESS)),
+            rest_deadline_s=non_negative_int(env, "IDC_ORDER_REST_DEADLINE_S",
+                                             d.rest_deadline_s),
         )
         for name, value in (
             ("IDC_ORDER_APPROVAL_WINDOW_S", settings.approval_window_s),
             ("IDC_ORDER_EXPIRY_INTERVAL_S", settings.expiry_interval_s),
             ("IDC_ORDER_QUOTE_TTL_S", settings.quote_ttl_s),
             ("IDC_ORDER_PROVISIONING_ALARM_S", settings.provisioning_alarm_s),
+            ("IDC_ORDER_REST_DEADLINE_S", settings.rest_deadline_s),
         ):
             if value == 0:
                 raise ConfigError(f"{name} must be greater than zero")
