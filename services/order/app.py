@@ -78,7 +78,7 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
         # The partner REST facade: a peer of the gRPC servicers over the same use cases.
         workers.append(RestWorker(
             make_rest_app(app, runtime.tokens, settings.rest_deadline_s),
-            settings.rest_address, runtime.settings.grace_period_s))
+            settings.rest_address, runtime.settings.grace_period_s, runtime.tls))
     order_app = build_app(runtime, register_servicers, workers=workers)
     order_app.on_stop += [gauge.cancel for gauge in gauges]
     return order_app

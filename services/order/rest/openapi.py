@@ -46,8 +46,10 @@ def _operation(op: Operation) -> dict[str, Any]:
             {"name": p.name, "in": p.where, "required": p.required,
              "description": p.description, "schema": p.schema} for p in op.parameters]
     if op.request:
-        body["requestBody"] = {"required": True, "content": {
-            "application/json": {"schema": ref(op.request)}}}
+        media: dict[str, Any] = {"schema": ref(op.request)}
+        if op.example is not None:
+            media["example"] = op.example
+        body["requestBody"] = {"required": True, "content": {"application/json": media}}
     return body
 
 

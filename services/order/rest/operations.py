@@ -55,3 +55,5 @@ class Operation:
     request: str | None = None
     parameters: tuple[Parameter, ...] = ()
     is_list: bool = False
+    # A request body the document shows (and schemathesis sends first).
+    example: dict[str, Any] | None = None

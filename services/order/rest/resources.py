@@ -151,17 +151,24 @@ IDEMPOTENCY_KEY = Parameter(
     "Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 128},
     "the order's request id: the same key with the same body answers the same order")
 
+EXAMPLE_ITEM = {"id": "1", "action": "add", "product": {"productConfiguration": {
+    "@type": "IdcCircuit", "aEndPortId": "sg-edge-1:xe-0/0/1", "zEndPortId": "cq-edge-1:XGE0/0/1",
+    "bandwidthMbps": 100, "termMonths": 12, "currencyCode": "SGD",
+    "customerReference": "PO-1"}}}
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", sonata.POQ_PATH, "createProductOfferingQualification",
               "Feasibility and headroom of one circuit configuration", QUALIFICATION,
               create_qualification, "ProductOfferingQualification", 201,
-              "ProductOfferingQualification_Create"),
+              "ProductOfferingQualification_Create",
+              example={"productOfferingQualificationItem": [EXAMPLE_ITEM]}),
     Operation("POST", sonata.QUOTE_PATH, "createQuote", "A priced quote, orderable until it "
-              "expires", "quote", create_quote, "Quote", 201, "Quote_Create"),
+              "expires", "quote", create_quote, "Quote", 201, "Quote_Create",
+              example={"quoteItem": [EXAMPLE_ITEM]}),
     Operation("POST", sonata.ORDER_PATH, "createProductOrder",
               "Order a new circuit (add), a bandwidth change (modify) or a disconnect (delete)",
               PRODUCT_ORDER, create_product_order, "ProductOrder", 201, "ProductOrder_Create",
-              (IDEMPOTENCY_KEY,)),
+              (IDEMPOTENCY_KEY,), example={"productOrderItem": [EXAMPLE_ITEM]}),
     Operation("GET", sonata.ORDER_PATH, "listProductOrder", "The tenant's orders, newest first",
               PRODUCT_ORDER, list_product_orders, "ProductOrder", parameters=(
                   Parameter("state", "query", {"type": "string",

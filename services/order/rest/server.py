@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +30,7 @@ from services.common.auth import (
 )
 from services.common.errors import DeadlineExceeded, DomainError, InvalidArgument, Unauthenticated
 from services.common.grpc_server import Worker
+from services.common.tls import ClientCertMode, ServerTls
 from services.order.orders import OrderApp
 from services.order.rest.body import Body
 from services.order.rest.openapi import OPENAPI_PATH, document
@@ -111,14 +113,21 @@ class RestWorker(Worker):
 
     name = "partner-rest"
 
-    def __init__(self, app: Starlette, address: str, grace_s: float) -> None:
+    def __init__(self, app: Starlette, address: str, grace_s: float, tls: ServerTls) -> None:
         host, _, port = address.rpartition(":")
         # Bound now, so that the port is known (and taken) before the service reports up.
         self._socket = socket.create_server((host, int(port)))
         self.port: int = self._socket.getsockname()[1]
+        self.scheme = "https" if tls.enabled else "http"
+        # The gRPC server's certificate; a client certificate when the service requires one.
+        required = tls.client_cert is ClientCertMode.REQUIRED
         self._server = uvicorn.Server(uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off",
-            timeout_graceful_shutdown=max(1, round(grace_s))))
+            timeout_graceful_shutdown=max(1, round(grace_s)),
+            ssl_certfile=tls.cert_file if tls.enabled else None,
+            ssl_keyfile=tls.key_file if tls.enabled else None,
+            ssl_ca_certs=str(tls.ca_file) if required and tls.ca_file else None,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if required else ssl.CERT_NONE))
 
     def run(self, stop: threading.Event) -> None:
         def request_exit() -> None:
