@@ -15,6 +15,7 @@ from idc.ops.v1 import (
 from idc.order.v1 import order_service_pb2, order_service_pb2_grpc
 from services.common.audit_keys import SIGNING_DIR, AuditKeySettings, signing_keys
 from services.common.audit_servicer import register_audit
+from services.common.call_limits import LimitSettings
 from services.common.grpc_server import GrpcApp, Worker
 from services.common.runtime import ServiceRuntime, build_app, run_service
 from services.common.service_table import ORDER
@@ -77,7 +78,7 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
     if settings.rest_address:
         # The partner REST facade: a peer of the gRPC servicers over the same use cases.
         workers.append(RestWorker(
-            make_rest_app(app, runtime.tokens, settings.rest_deadline_s),
+            make_rest_app(app, runtime.tokens, LimitSettings.from_env()),
             settings.rest_address, runtime.settings.grace_period_s, runtime.tls))
     order_app = build_app(runtime, register_servicers, workers=workers)
     order_app.on_stop += [gauge.cancel for gauge in gauges]

@@ -40,8 +40,6 @@ class OrderSettings:
     # host:port of the partner REST facade (services/order/rest); empty: not served. Built
     # in code (tests) it is off; from the environment it defaults to REST_ADDRESS.
     rest_address: str = ""
-    # How long a REST call may take before it is answered 504 (nothing of it committed).
-    rest_deadline_s: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OrderSettings:
@@ -59,15 +57,12 @@ class OrderSettings:
                 env, "IDC_ORDER_PROVISIONING_ALARM_S", d.provisioning_alarm_s),
             consumer_group=env.get("IDC_ORDER_CONSUMER_GROUP", "").strip() or d.consumer_group,
             rest_address=_rest_address(env.get("IDC_ORDER_REST_ADDRESS", REST_ADDRESS)),
-            rest_deadline_s=non_negative_int(env, "IDC_ORDER_REST_DEADLINE_S",
-                                             d.rest_deadline_s),
         )
         for name, value in (
             ("IDC_ORDER_APPROVAL_WINDOW_S", settings.approval_window_s),
             ("IDC_ORDER_EXPIRY_INTERVAL_S", settings.expiry_interval_s),
             ("IDC_ORDER_QUOTE_TTL_S", settings.quote_ttl_s),
             ("IDC_ORDER_PROVISIONING_ALARM_S", settings.provisioning_alarm_s),
-            ("IDC_ORDER_REST_DEADLINE_S", settings.rest_deadline_s),
         ):
             if value == 0:
                 raise ConfigError(f"{name} must be greater than zero")

@@ -28,7 +28,8 @@ from services.common.auth import (
     parse_bearer,
     reset_principal,
 )
-from services.common.errors import DeadlineExceeded, DomainError, InvalidArgument, Unauthenticated
+from services.common.call_limits import CallGuard, LimitSettings, late_error
+from services.common.errors import DomainError, InvalidArgument, Unauthenticated
 from services.common.grpc_server import Worker
 from services.common.tls import ClientCertMode, ServerTls
 from services.order.orders import OrderApp
@@ -43,8 +44,12 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 class Facade:
-    def __init__(self, app: OrderApp, tokens: TokenStore | None, deadline_s: float) -> None:
-        self._app, self._tokens, self._deadline_s = app, tokens, deadline_s
+    """The gRPC interceptor's steps for a REST call: rate limits and token (the same
+    CallGuard rules and settings), a deadline (IDC_UNARY_DEADLINE_S), the principal bound."""
+
+    def __init__(self, app: OrderApp, tokens: TokenStore | None, limits: LimitSettings) -> None:
+        self._app, self._tokens = app, tokens
+        self._guard = CallGuard(limits)
 
     def _principal(self, request: Request) -> Principal | None:
         if self._tokens is None:
@@ -56,15 +61,17 @@ class Facade:
 
     def _run(self, operation: Operation, request: Request, call: Call) -> Reply:
         """In a worker thread: the use cases are synchronous, like the gRPC servicers."""
-        with deadlines.bound(self._deadline_s):
-            token = bind_principal(self._principal(request))
+        peer = request.client.host if request.client else ""
+        principal = self._guard.admit(lambda: self._principal(request), peer)
+        with deadlines.bound(self._guard.settings.unary_deadline_s):
+            token = bind_principal(principal)
             try:
                 return operation.handler(self._app, call)
-            except DomainError:
-                if deadlines.passed():  # as on gRPC: a late error is the deadline's doing
-                    raise DeadlineExceeded("the call's deadline passed; nothing was saved"
-                                           ) from None
-                raise
+            except DomainError as error:
+                late = late_error(error, operation.operation_id)
+                if late is None:
+                    raise
+                raise late from error
             finally:
                 reset_principal(token)
 
@@ -96,8 +103,9 @@ async def _body(request: Request) -> Body:
     return Body(value)
 
 
-def make_rest_app(app: OrderApp, tokens: TokenStore | None, deadline_s: float) -> Starlette:
-    facade = Facade(app, tokens, deadline_s)
+def make_rest_app(app: OrderApp, tokens: TokenStore | None, limits: LimitSettings
+                  ) -> Starlette:
+    facade = Facade(app, tokens, limits)
     spec = document()
 
     async def openapi(_request: Request) -> Response:

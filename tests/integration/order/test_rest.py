@@ -138,3 +138,14 @@ def _all_pages(rest: Rest, url: str) -> tuple[list[str], str, int]:
             # An order placed between pages is newer than the cursor: it shifts no page.
             assert rest.call("alice", "POST", ORDERS, body=new_circuit(10)).status_code == 201
     return seen, url, pages
+
+
+def test_the_grpc_rate_limits_hold_on_rest_too(database_url: str, kafka_settings: KafkaSettings,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IDC_RATE_CUSTOMER_PER_S", "0.1")
+    monkeypatch.setenv("IDC_RATE_CUSTOMER_BURST", "2")
+    with running_rest(database_url, kafka_settings) as rest:
+        answers = [rest.call("alice", "GET", ORDERS) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        assert answers[2].json()["reason"] == "RATE_LIMITED"
+        assert int(answers[2].headers["retry-after"]) >= 1
