@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 from services.common.config import ConfigError, non_negative_int
 
-REST_ADDRESS = "127.0.0.1:8090"
-
 
 def _rest_address(value: str) -> str:
     """``off`` (or empty) serves no REST facade; else host:port with a numeric port."""
@@ -37,8 +35,8 @@ class OrderSettings:
     quote_ttl_s: int = 24 * 3600
     # Consumer group of the circuit-event consumer.
     consumer_group: str = "order-service"
-    # host:port of the partner REST facade (services/order/rest); empty: not served. Built
-    # in code (tests) it is off; from the environment it defaults to REST_ADDRESS.
+    # host:port of the partner REST facade (services/order/rest); empty: not served (the
+    # default: a second order process on the machine must not fight over its port).
     rest_address: str = ""
 
     @classmethod
@@ -56,7 +54,7 @@ class OrderSettings:
             provisioning_alarm_s=non_negative_int(
                 env, "IDC_ORDER_PROVISIONING_ALARM_S", d.provisioning_alarm_s),
             consumer_group=env.get("IDC_ORDER_CONSUMER_GROUP", "").strip() or d.consumer_group,
-            rest_address=_rest_address(env.get("IDC_ORDER_REST_ADDRESS", REST_ADDRESS)),
+            rest_address=_rest_address(env.get("IDC_ORDER_REST_ADDRESS", "")),
         )
         for name, value in (
             ("IDC_ORDER_APPROVAL_WINDOW_S", settings.approval_window_s),

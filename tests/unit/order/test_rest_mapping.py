@@ -10,10 +10,12 @@ import pytest
 
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
 from services.common import errors
+from services.common.config import ConfigError
 from services.common.errors import InvalidArgument
 from services.order.rest import paging, sonata
 from services.order.rest.body import Body
 from services.order.rest.problems import PROBLEM_JSON, problem_for, status_of
+from services.order.settings import OrderSettings
 
 
 def _domain_errors() -> list[type[errors.DomainError]]:
@@ -105,3 +107,13 @@ def test_a_cursor_names_the_last_row_and_refuses_anything_else() -> None:
         paging.page_ask("0", None)
     assert paging.next_link("/p", {"state": "pending", "after": "old"}, 2, "c") == (
         '</p?state=pending&limit=2&after=c>; rel="next"')
+
+
+def test_the_rest_address_is_off_unless_set_and_refused_when_malformed() -> None:
+    assert OrderSettings.from_env({}).rest_address == ""
+    assert OrderSettings.from_env({"IDC_ORDER_REST_ADDRESS": "off"}).rest_address == ""
+    assert OrderSettings.from_env(
+        {"IDC_ORDER_REST_ADDRESS": "0.0.0.0:8090"}).rest_address == "0.0.0.0:8090"
+    for bad in ("8090", "host:", "host:port", "host:70000"):
+        with pytest.raises(ConfigError, match="IDC_ORDER_REST_ADDRESS"):
+            OrderSettings.from_env({"IDC_ORDER_REST_ADDRESS": bad})
