@@ -29,7 +29,7 @@ from services.common.auth import (
     reset_principal,
 )
 from services.common.call_limits import CallGuard, LimitSettings, late_error
-from services.common.errors import DomainError, InvalidArgument, Unauthenticated
+from services.common.errors import DomainError, InvalidArgument, Unauthenticated, Unavailable
 from services.common.grpc_server import Worker
 from services.common.tls import ClientCertMode, ServerTls
 from services.order.orders import OrderApp
@@ -93,9 +93,11 @@ class Facade:
 
 
 async def _body(request: Request) -> Body:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise InvalidArgument.for_field("body", f"is over {MAX_BODY_BYTES} bytes")
+    raw = b""
+    async for chunk in request.stream():  # read no further than the limit
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise InvalidArgument.for_field("body", f"is over {MAX_BODY_BYTES} bytes")
     try:
         value: Any = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -124,7 +126,11 @@ class RestWorker(Worker):
     def __init__(self, app: Starlette, address: str, grace_s: float, tls: ServerTls) -> None:
         host, _, port = address.rpartition(":")
         # Bound now, so that the port is known (and taken) before the service reports up.
-        self._socket = socket.create_server((host, int(port)))
+        try:
+            self._socket = socket.create_server((host, int(port)))
+        except OSError as error:
+            raise Unavailable(f"cannot listen on {address} (IDC_ORDER_REST_ADDRESS): {error}"
+                              ) from None
         self.port: int = self._socket.getsockname()[1]
         self.scheme = "https" if tls.enabled else "http"
         # The gRPC server's certificate; a client certificate when the service requires one.

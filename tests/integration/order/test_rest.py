@@ -88,6 +88,8 @@ def test_problems_carry_the_grpc_reason_and_field_violations(
         not_json = rest.http.post(ORDERS, content=b"{", headers={
             "Authorization": f"Bearer {rest.svc.alice.token}"})
         assert not_json.status_code == 422
+        too_big = rest.call("alice", "POST", ORDERS, body={"externalId": "x" * 70_000})
+        assert too_big.status_code == 422 and too_big.json()["violations"][0]["field"] == "body"
         assert rest.call("olga", "POST", ORDERS, body=new_circuit()).status_code == 403
         assert rest.call("alice", "GET", f"{ORDERS}/ord-missing").status_code == 404
         huge = rest.call("alice", "POST", ORDERS, body=new_circuit(10_000_000))
