@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+import time
 import uuid
 
 import pytest
@@ -151,3 +155,32 @@ def test_the_grpc_rate_limits_hold_on_rest_too(database_url: str, kafka_settings
         assert [a.status_code for a in answers] == [200, 200, 429]
         assert answers[2].json()["reason"] == "RATE_LIMITED"
         assert int(answers[2].headers["retry-after"]) >= 1
+
+
+def test_a_call_in_flight_at_shutdown_is_answered_then_the_port_closes(
+        sqlite_database_url: str, kafka_settings: KafkaSettings) -> None:
+    with running_rest(sqlite_database_url, kafka_settings) as rest:
+        port = int(rest.url.rsplit(":", 1)[1])
+        body = json.dumps(new_circuit()).encode()
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+        client.sendall(f"POST {ORDERS} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                       f"Authorization: Bearer {rest.svc.alice.token}\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+        time.sleep(0.3)  # the request is in flight: headers in, body still coming
+        stopping = threading.Thread(target=rest.svc.app.stop)
+        stopping.start()
+        wait_for(lambda: not _accepts(port), "the REST port to stop taking connections", 10)
+        client.sendall(body[10:])
+        answer = client.recv(65536).decode()
+        client.close()
+        stopping.join(30)
+        assert answer.startswith("HTTP/1.1 201"), answer
+    assert not _accepts(port)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
