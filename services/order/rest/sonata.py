@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2, price_pb2, quote_pb2
+from idc.type.v1 import side_pb2
 from services.common.errors import InvalidArgument
 from services.order.rest.body import Body
 
@@ -231,8 +232,12 @@ def product_order(order: order_pb2.Order) -> Json:
                         for e in order.audit_trail]})
 
 
+SIDE_NAME: dict[int, str] = {side_pb2.SIDE_SINGAPORE: "singapore",
+                             side_pb2.SIDE_CHONGQING: "chongqing"}
+
+
 def side_name(side: int) -> str:
-    return {1: "singapore", 2: "chongqing"}.get(side, "unspecified")
+    return SIDE_NAME.get(side, "unspecified")
 
 
 def product(circuit: circuit_pb2.Circuit) -> Json:
