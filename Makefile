@@ -9,13 +9,14 @@ PYTEST_ARGS ?=
 PIP_TOOLS := $(VENV)/pip-tools
 PIP_TOOLS_VERSION := 7.6.2
 
-.PHONY: help venv tools run demo test test-unit test-integration proto proto-check lint lock clean
+.PHONY: help venv tools run demo test test-unit test-integration proto proto-check openapi lint lock clean
 
 help:
 	@echo "make run      start the devstack and every service on this machine (Ctrl-C stops)"
 	@echo "make demo     tell the product's story against a fresh stack (order to invoice)"
 	@echo "make test     install what is missing, lint, then run the whole suite against real peers"
 	@echo "make proto    regenerate the Python package idc/ from proto/"
+	@echo "make openapi  regenerate openapi/partner.json from the REST facade's operations"
 	@echo "make lint     ruff, mypy (strict), buf lint and buf breaking"
 	@echo "make lock     re-resolve requirements.lock (with hashes) after pyproject.toml changed"
 
@@ -67,6 +68,10 @@ proto: venv
 
 proto-check: venv
 	$(PY) tools/protogen.py --check
+
+# The partner REST facade's contract; tests/unit/order/test_rest_openapi.py fails when stale.
+openapi: venv
+	$(PY) -m services.order.rest.openapi
 
 lint: venv node_modules/.installed
 	$(VENV)/bin/ruff check .

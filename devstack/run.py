@@ -85,6 +85,8 @@ class RunningStack:
     tls: DevstackTls
     counter_agent: CounterAgent | None = None
     notes: list[str] = field(default_factory=list)
+    # host:port of the order service's partner REST facade (IDC_ORDER_REST_ADDRESS).
+    rest_address: str = ""
 
     def address(self, service: str) -> str:
         return self.services[service].address
@@ -100,6 +102,10 @@ class RunningStack:
         # `idcctl audit verify` checks approvals with the development keys' public halves.
         env["IDC_AUDIT_PUBLIC_KEY_DIR"] = str(self.var_dir / "audit-keys")
         return {**env, **self.tls.client_env()}
+
+    def rest_url(self) -> str:
+        """The order service's partner REST facade (https: it serves the stack's TLS)."""
+        return f"https://{self.rest_address}"
 
     def failed(self) -> ServiceProcess | None:
         return next((s for s in self.services.values() if s.proc.poll() is not None), None)
@@ -137,6 +143,10 @@ def service_env(stack: Devstack, options: StackOptions, tls: DevstackTls) -> dic
         ),
         "IDC_METER_INTERVAL_S": str(options.meter_interval_s),
         "IDC_METER_ROUTERS_FILE": str(var_dir / "meter-routers.toml"),
+        # The order service's partner REST facade: its default port for `make run`, a free
+        # one for stacks of their own (demo, tests).
+        "IDC_ORDER_REST_ADDRESS": "127.0.0.1:8090" if options.fixed_ports
+        else f"127.0.0.1:{free_port()}",
         # One machine for development: generated development keys (audit keys under var/).
         "IDC_DEV_MODE": os.environ.get("IDC_DEV_MODE", "true"),
     }
@@ -257,7 +267,8 @@ def start_everything(options: StackOptions) -> Iterator[RunningStack]:
             proc=console.proc,
             log_path=console.log_path,
         )
-        stack = RunningStack(devstack, services, tokens, var_dir, tls, agent, [meter_note])
+        stack = RunningStack(devstack, services, tokens, var_dir, tls, agent, [meter_note],
+                             rest_address=env["IDC_ORDER_REST_ADDRESS"])
         yield stack
 
 
@@ -355,6 +366,8 @@ def banner(stack: RunningStack) -> str:
         lines.append(f"  {name:<13} {scheme}://{service.address}   log {service.log_path}")
         if service.metrics_address is not None:
             lines.append(f"  {'':<13} metrics {service.metrics_url}")
+    lines.append(f"  {'partner-rest':<13} {stack.rest_url()}/openapi.json   "
+                 "(order service, Sonata-style REST)")
     lines.append(f"  {'kafka':<13} {stack.devstack.broker.bootstrap}")
     for router in stack.devstack.routers:
         lines.append(

@@ -85,6 +85,13 @@ UNIMPLEMENTED_REASON = "NOT_IMPLEMENTED"
 UNKNOWN_REASON = "UNKNOWN_ERROR"
 
 
+def reason_for(error: errors.DomainError) -> str:
+    """The stable ErrorInfo reason of ``error`` (the REST facade's problems carry it too)."""
+    return error.reason or next(
+        (r for error_type, r in _REASON_BY_ERROR if isinstance(error, error_type)),
+        UNKNOWN_REASON)
+
+
 def status_for(error: errors.DomainError) -> status_pb2.Status:
     """The google.rpc.Status for a domain error: BadRequest details where useful, RetryInfo
     when the caller may retry after a known delay, and always ErrorInfo."""
@@ -93,9 +100,7 @@ def status_for(error: errors.DomainError) -> status_pb2.Status:
         if isinstance(error, error_type):
             code = status_code
             break
-    reason = error.reason or next(
-        (r for error_type, r in _REASON_BY_ERROR if isinstance(error, error_type)),
-        UNKNOWN_REASON)
+    reason = reason_for(error)
     status = status_pb2.Status(code=code.value[0], message=error.message)
     if isinstance(error, errors.InvalidArgument) and error.violations:
         bad_request = error_details_pb2.BadRequest(

@@ -20,7 +20,8 @@ from idc.order.v1 import (
 )
 from services.common.audit_keys import SIGNING_DIR, AuditKeySettings, signing_keys
 from services.common.audit_servicer import register_audit
-from services.common.grpc_server import GrpcApp
+from services.common.call_limits import LimitSettings
+from services.common.grpc_server import GrpcApp, Worker
 from services.common.runtime import ServiceRuntime, build_app, run_service
 from services.common.service_table import ORDER
 from services.common.servicers import register
@@ -32,6 +33,7 @@ from services.order.domain.pricing import load_price_book
 from services.order.metrics import register_gauges
 from services.order.notifier import ChangeNotifier
 from services.order.orders import OrderApp
+from services.order.rest.server import RestWorker, make_rest_app
 from services.order.servicers import ApprovalServicer, OrderServicer
 from services.order.settings import OrderSettings
 from services.order.token_issuer import TokenIssuer
@@ -77,13 +79,19 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
         ]
 
     gauges = register_gauges(runtime.session_factory, app.clock, app.capacity)
-    order_app = build_app(runtime, register_servicers, workers=[
+    workers: list[Worker] = [
         circuit_event_worker(app, runtime.session_factory, runtime.settings.kafka,
                              settings.consumer_group),
         ApprovalExpiryWorker(app, settings.expiry_interval_s),
         OverdueProvisioningWorker(app.outcomes, settings.expiry_interval_s),
         *webhooks.workers,
-    ])
+    ]
+    if settings.rest_address:
+        # The partner REST facade: a peer of the gRPC servicers over the same use cases.
+        workers.append(RestWorker(
+            make_rest_app(app, runtime.tokens, LimitSettings.from_env()),
+            settings.rest_address, runtime.settings.grace_period_s, runtime.tls))
+    order_app = build_app(runtime, register_servicers, workers=workers)
     order_app.on_stop += [gauge.cancel for gauge in gauges]
     return order_app
 

@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 
 from idc.events.v1 import common_pb2
-from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2, price_pb2
+from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2, price_pb2, quote_pb2
 from idc.type.v1 import circuit_operation_pb2, money_pb2, side_pb2
 from services.common.errors import InvalidArgument
 from services.common.limits import identifier_description
@@ -162,6 +162,18 @@ def change_preview(circuit: CircuitRow, money_after: Mapping[str, Any],
         termination_fee=amount(figures.termination_fee),
         remaining_term_months=figures.remaining_term_months,
         term_end_date=figures.term_end.isoformat())
+
+
+def quote(spec: circuit_pb2.CircuitSpec, row: QuoteRow, reasons: list[str],
+          figures: store.CapacityFigures) -> quote_pb2.Quote:
+    """The quote placing stored for ``spec``, with its feasibility and headroom."""
+    return quote_pb2.Quote(
+        id=row.id, tenant_id=row.tenant_id, spec=spec, price=price(row),
+        create_time=timestamp(row.created_at), expire_time=timestamp(row.expire_at),
+        feasible=not reasons, infeasible_reasons=reasons,
+        channel_free_mbps=figures.channel.free_mbps,
+        a_end_port_free_mbps=figures.ports[spec.a_end_port_id].free_mbps,
+        z_end_port_free_mbps=figures.ports[spec.z_end_port_id].free_mbps)
 
 
 def price_terms(row: OrderRow | CircuitRow) -> common_pb2.PriceTerms:

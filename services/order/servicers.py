@@ -20,37 +20,17 @@ from idc.order.v1 import (
     order_pb2,
     order_service_pb2,
     order_service_pb2_grpc,
-    quote_pb2,
     site_pb2,
 )
 from idc.type.v1 import router_payload_pb2
 from services.common import streams
 from services.common.auth import Principal, Role, current_principal, require_role
 from services.common.errors import InvalidArgument, PermissionDenied
-from services.order import approval_log, convert, store
+from services.order import access, approval_log, convert, store
 from services.order.domain.lifecycle import OrderState
-from services.order.domain.validation import id_problem
 from services.order.orders import OrderApp
 
 WATCH_POLL_S = 1.0
-
-
-def _scope(principal: Principal) -> str | None:
-    """The tenant a reader is confined to; None for staff, who read every tenant."""
-    return principal.tenant if principal.role is Role.CUSTOMER else None
-
-
-def _require_id(value: str, field: str, what: str) -> None:
-    problem = id_problem(value, what)
-    if problem:
-        raise InvalidArgument.for_field(field, problem)
-
-
-def _tenant_filter(principal: Principal, requested: str) -> str | None:
-    scope = _scope(principal)
-    if scope is not None and requested and requested != scope:
-        raise PermissionDenied("customers can only list their own tenant's orders and circuits")
-    return scope if scope is not None else (requested or None)
 
 
 class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
@@ -74,7 +54,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                 telco_id=site.telco.id, telco_name=site.telco.name, city=site.city,
                 router_name=site.router)
             for port in site.ports:
-                if not port.visible_to(_scope(principal)):
+                if not port.visible_to(access.scope(principal)):
                     continue
                 message.ports.append(site_pb2.Port(
                     id=port.id, site_id=site.id, name=port.name, speed_mbps=port.speed_mbps,
@@ -88,17 +68,8 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
     def GetQuote(self, request: order_service_pb2.GetQuoteRequest,
                  context: grpc.ServicerContext) -> order_service_pb2.GetQuoteResponse:
         principal = require_role(Role.CUSTOMER)
-        row, reasons, figures = self.app.placing.quote(principal, request.spec)
-        spec = request.spec
-        return order_service_pb2.GetQuoteResponse(quote=quote_pb2.Quote(
-            id=row.id, tenant_id=row.tenant_id, spec=spec,
-            price=convert.price(row),
-            create_time=convert.timestamp(row.created_at),
-            expire_time=convert.timestamp(row.expire_at),
-            feasible=not reasons, infeasible_reasons=reasons,
-            channel_free_mbps=figures.channel.free_mbps,
-            a_end_port_free_mbps=figures.ports[spec.a_end_port_id].free_mbps,
-            z_end_port_free_mbps=figures.ports[spec.z_end_port_id].free_mbps))
+        return order_service_pb2.GetQuoteResponse(
+            quote=convert.quote(request.spec, *self.app.placing.quote(principal, request.spec)))
 
     def CreateOrder(self, request: order_service_pb2.CreateOrderRequest,
                     context: grpc.ServicerContext) -> order_service_pb2.CreateOrderResponse:
@@ -110,7 +81,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                         context: grpc.ServicerContext
                         ) -> order_service_pb2.ModifyBandwidthResponse:
         principal = require_role(Role.CUSTOMER)
-        _require_id(request.circuit_id, "circuit_id", "circuit")
+        access.require_id(request.circuit_id, "circuit_id", "circuit")
         return order_service_pb2.ModifyBandwidthResponse(
             order=self._shown(principal, self.app.changing.modify_bandwidth(principal, request)))
 
@@ -118,14 +89,14 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                           context: grpc.ServicerContext
                           ) -> order_service_pb2.DisconnectCircuitResponse:
         principal = require_role(Role.CUSTOMER)
-        _require_id(request.circuit_id, "circuit_id", "circuit")
+        access.require_id(request.circuit_id, "circuit_id", "circuit")
         return order_service_pb2.DisconnectCircuitResponse(
             order=self._shown(principal, self.app.changing.disconnect(principal, request)))
 
     def PreviewChange(self, request: order_service_pb2.PreviewChangeRequest,
                       context: grpc.ServicerContext) -> order_service_pb2.PreviewChangeResponse:
         principal = require_role(Role.CUSTOMER)
-        _require_id(request.circuit_id, "circuit_id", "circuit")
+        access.require_id(request.circuit_id, "circuit_id", "circuit")
         change = request.WhichOneof("change")
         if change is None:
             raise InvalidArgument.for_field("change", "give either modify or disconnect")
@@ -143,23 +114,23 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
     def CancelOrder(self, request: order_service_pb2.CancelOrderRequest,
                     context: grpc.ServicerContext) -> order_service_pb2.CancelOrderResponse:
         principal = require_role(Role.CUSTOMER, Role.ADMIN)
-        _require_id(request.order_id, "order_id", "order")
+        access.require_id(request.order_id, "order_id", "order")
         return order_service_pb2.CancelOrderResponse(order=self._shown(
             principal, self.app.changing.cancel(principal, request.order_id, request.reason)))
 
     def GetOrder(self, request: order_service_pb2.GetOrderRequest,
                  context: grpc.ServicerContext) -> order_service_pb2.GetOrderResponse:
         principal = current_principal()
-        _require_id(request.order_id, "order_id", "order")
+        access.require_id(request.order_id, "order_id", "order")
         with self.app.uow.read_one_statement() as session:
-            order = convert.order_by_id(session, request.order_id, _scope(principal))
+            order = convert.order_by_id(session, request.order_id, access.scope(principal))
             self.app.contacts.reveal(session, principal, [order])
         return order_service_pb2.GetOrderResponse(order=order)
 
     def ListOrders(self, request: order_service_pb2.ListOrdersRequest,
                    context: grpc.ServicerContext) -> order_service_pb2.ListOrdersResponse:
         principal = current_principal()
-        tenant = _tenant_filter(principal, request.tenant_id)
+        tenant = access.tenant_filter(principal, request.tenant_id)
         states = convert.order_states_from_proto(list(request.states), "states")
         order_type = convert.order_type_from_proto(request.type, "type")
         offset, limit = store.page_bounds(request.page_size, request.page_token)
@@ -176,7 +147,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                    context: grpc.ServicerContext
                    ) -> Iterator[order_service_pb2.WatchOrderResponse]:
         principal = current_principal()
-        _require_id(request.order_id, "order_id", "order")
+        access.require_id(request.order_id, "order_id", "order")
         notifier = self.app.uow.notifier
         context.add_callback(notifier.notify)  # wake the wait below when the client leaves
         seen_version: int | None = None
@@ -187,7 +158,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
             generation = notifier.generation
             # A short-lived session per look: no connection is held while waiting.
             with self.app.uow.read() as session:
-                row = store.get_order(session, request.order_id, _scope(principal))
+                row = store.get_order(session, request.order_id, access.scope(principal))
                 changed = row.version != seen_version
                 order = convert.order(session, row) if changed else None
                 if order is not None:
@@ -212,16 +183,16 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
     def GetCircuit(self, request: order_service_pb2.GetCircuitRequest,
                    context: grpc.ServicerContext) -> order_service_pb2.GetCircuitResponse:
         principal = current_principal()
-        _require_id(request.circuit_id, "circuit_id", "circuit")
+        access.require_id(request.circuit_id, "circuit_id", "circuit")
         with self.app.uow.read() as session:
-            row = store.get_circuit(session, request.circuit_id, _scope(principal))
+            row = store.get_circuit(session, request.circuit_id, access.scope(principal))
             return order_service_pb2.GetCircuitResponse(
                 circuit=convert.circuit(self.app.catalogue, row))
 
     def ListCircuits(self, request: order_service_pb2.ListCircuitsRequest,
                      context: grpc.ServicerContext) -> order_service_pb2.ListCircuitsResponse:
         principal = current_principal()
-        tenant = _tenant_filter(principal, request.tenant_id)
+        tenant = access.tenant_filter(principal, request.tenant_id)
         states = convert.circuit_states_from_proto(list(request.states), "states")
         offset, limit = store.page_bounds(request.page_size, request.page_token)
         with self.app.uow.read() as session:
@@ -235,7 +206,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                     context: grpc.ServicerContext) -> order_service_pb2.GetCapacityResponse:
         principal = current_principal()
         catalogue = self.app.catalogue
-        visible = [p for p in catalogue.ports.values() if p.visible_to(_scope(principal))]
+        visible = [p for p in catalogue.ports.values() if p.visible_to(access.scope(principal))]
         wanted = set(request.port_ids)
         unknown = wanted - {p.id for p in visible}
         if unknown:
@@ -293,7 +264,7 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
     def Approve(self, request: approval_service_pb2.ApproveRequest,
                 context: grpc.ServicerContext) -> approval_service_pb2.ApproveResponse:
         principal = require_role(Role.OPS)
-        _require_id(request.order_id, "order_id", "order")
+        access.require_id(request.order_id, "order_id", "order")
         if not request.payload_sha256:
             raise InvalidArgument.for_field(
                 "payload_sha256", "is required: the sha256 of the payload you reviewed")
@@ -305,7 +276,7 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
     def Reject(self, request: approval_service_pb2.RejectRequest,
                context: grpc.ServicerContext) -> approval_service_pb2.RejectResponse:
         principal = require_role(Role.OPS)
-        _require_id(request.order_id, "order_id", "order")
+        access.require_id(request.order_id, "order_id", "order")
         order = self.app.approving.reject(principal, request.order_id, request.reason)
         self.app.reveal(principal, order)
         return approval_service_pb2.RejectResponse(order=order)
@@ -314,7 +285,7 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
                             context: grpc.ServicerContext
                             ) -> approval_service_pb2.ListApprovalHistoryResponse:
         require_role(Role.OPS, Role.ADMIN)
-        _require_id(request.order_id, "order_id", "order")
+        access.require_id(request.order_id, "order_id", "order")
         offset, limit = store.page_bounds(request.page_size, request.page_token)
         with self.app.uow.read() as session:
             store.get_order(session, request.order_id, None)

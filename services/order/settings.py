@@ -10,6 +10,17 @@ from pathlib import Path
 from services.common.config import ConfigError, non_negative_int
 
 
+def _rest_address(value: str) -> str:
+    """``off`` (or empty) serves no REST facade; else host:port with a numeric port."""
+    value = value.strip()
+    if value in {"", "off"}:
+        return ""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"IDC_ORDER_REST_ADDRESS must be host:port or off, not {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class OrderSettings:
     # Total channel capacity in Mbps (260 Gbps).
@@ -34,6 +45,9 @@ class OrderSettings:
     webhook_retry_first_s: int = 5
     webhook_retry_max_s: int = 600
     webhook_give_up_s: int = 24 * 3600
+    # host:port of the partner REST facade (services/order/rest); empty: not served (the
+    # default: a second order process on the machine must not fight over its port).
+    rest_address: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OrderSettings:
@@ -61,6 +75,7 @@ class OrderSettings:
                 env, "IDC_ORDER_WEBHOOK_RETRY_MAX_S", d.webhook_retry_max_s),
             webhook_give_up_s=non_negative_int(
                 env, "IDC_ORDER_WEBHOOK_GIVE_UP_S", d.webhook_give_up_s),
+            rest_address=_rest_address(env.get("IDC_ORDER_REST_ADDRESS", "")),
         )
         for name, value in (
             ("IDC_ORDER_APPROVAL_WINDOW_S", settings.approval_window_s),

@@ -288,13 +288,25 @@ def _with_history(rows: Sequence[Any]) -> OrderPage:
             for order, by_side, by_id in grouped.values()]
 
 
+# A keyset page boundary: the (created_at, id) of the last row of the previous page.
+Keyset = tuple[datetime, str]
+
+
+def _older(created_at: Any, row_id: Any, boundary: Keyset) -> Any:
+    """Rows after ``boundary`` in newest-first order; stable while new rows arrive."""
+    moment, last_id = boundary
+    return (created_at < moment) | ((created_at == moment) & (row_id < last_id))
+
+
 def list_orders(session: Session, offset: int, limit: int, *, tenant: str | None,
-                states: Sequence[OrderState], order_type: OrderType | None, circuit_id: str
-                ) -> tuple[OrderPage, bool]:
+                states: Sequence[OrderState], order_type: OrderType | None, circuit_id: str,
+                older_than: Keyset | None = None) -> tuple[OrderPage, bool]:
     """ListOrders: one page of the orders that match every filter given (an empty one
     matches all), newest first, with their approvals and audit trails; and whether more
-    follow. In one statement."""
+    follow. In one statement. ``older_than`` starts the page after that (created_at, id)."""
     query = select(*OrderRow.__table__.columns)
+    if older_than is not None:
+        query = query.where(_older(OrderRow.created_at, OrderRow.id, older_than))
     if tenant is not None:
         query = query.where(OrderRow.tenant_id == tenant)
     if states:
@@ -307,11 +319,14 @@ def list_orders(session: Session, offset: int, limit: int, *, tenant: str | None
 
 
 def list_circuits(session: Session, offset: int, limit: int, *, tenant: str | None,
-                  states: Sequence[CircuitState], port_id: str
+                  states: Sequence[CircuitState], port_id: str, older_than: Keyset | None = None
                   ) -> tuple[Sequence[CircuitRow], bool]:
     """ListCircuits: one page of the circuits that match every filter given (``port_id``
-    at either end), newest first; and whether more follow."""
+    at either end), newest first; and whether more follow. ``older_than`` as in
+    list_orders."""
     query = select(CircuitRow).order_by(CircuitRow.created_at.desc(), CircuitRow.id.desc())
+    if older_than is not None:
+        query = query.where(_older(CircuitRow.created_at, CircuitRow.id, older_than))
     if tenant is not None:
         query = query.where(CircuitRow.tenant_id == tenant)
     if states:
