@@ -35,10 +35,13 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.status == 201 and op.operation_id == "createProductOrder":
         success["headers"] = {"Location": {"description": "the order's URL",
                                            "schema": {"type": "string"}}}
+    others = {str(status): {"description": meaning,
+                            "content": {"application/json": {"schema": ref(component)}}}
+              for status, (component, meaning) in op.also.items()}
     body: dict[str, Any] = {
         "operationId": op.operation_id, "summary": op.summary, "tags": [op.tag],
         "responses": {
-            str(op.status): success,
+            str(op.status): success, **others,
             "default": {"description": "a problem (RFC 9457)",
                         "content": {PROBLEM_JSON: {"schema": ref("Problem")}}}}}
     if op.parameters:

@@ -57,3 +57,5 @@ class Operation:
     is_list: bool = False
     # A request body the document shows (and schemathesis sends first).
     example: dict[str, Any] | None = None
+    # Other success statuses: status -> (the component of its body, what it means).
+    also: dict[int, tuple[str, str]] = field(default_factory=dict)

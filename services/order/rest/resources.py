@@ -45,9 +45,20 @@ def create_quote(app: OrderApp, call: Call) -> Reply:
     return Reply(sonata.quote(quote, external_id), 201)
 
 
+def _validate_only(call: Call) -> bool:
+    value = call.query.get("validateOnly", "false")
+    if value not in {"true", "false"}:
+        raise InvalidArgument.for_field("validateOnly", "must be true or false")
+    return value == "true"
+
+
 def create_product_order(app: OrderApp, call: Call) -> Reply:
     principal = require_role(Role.CUSTOMER)
+    rehearsal = _validate_only(call)
     request = sonata.order_request(_body(call), call.idempotency_key or uuid.uuid4().hex)
+    # The gRPC API's validate_only: every check and the price, nothing stored or reserved
+    # (the Idempotency-Key stays unused).
+    request.validate_only = rehearsal
     order: order_pb2.Order
     if isinstance(request, order_service_pb2.CreateOrderRequest):
         order = app.placing.create_order(principal, request)
@@ -58,6 +69,8 @@ def create_product_order(app: OrderApp, call: Call) -> Reply:
         access.require_id(request.circuit_id, "productOrderItem[0].product.id", "circuit")
         order = app.changing.disconnect(principal, request)
     app.reveal(principal, order)
+    if rehearsal:
+        return Reply(sonata.rehearsed_order(order), 200)
     return Reply(sonata.product_order(order), 201,
                  {"Location": f"{sonata.ORDER_PATH}/{order.id}"})
 
@@ -168,7 +181,14 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", sonata.ORDER_PATH, "createProductOrder",
               "Order a new circuit (add), a bandwidth change (modify) or a disconnect (delete)",
               PRODUCT_ORDER, create_product_order, "ProductOrder", 201, "ProductOrder_Create",
-              (IDEMPOTENCY_KEY,), example={"productOrderItem": [EXAMPLE_ITEM]}),
+              (IDEMPOTENCY_KEY, Parameter(
+                  "validateOnly", "query", {"type": "string", "enum": ["true", "false"]},
+                  "true: run every check and answer the order as it would be placed (200, "
+                  "no id); nothing is stored or reserved and the Idempotency-Key stays "
+                  "unused")),
+              example={"productOrderItem": [EXAMPLE_ITEM]},
+              also={200: ("ProductOrderRehearsal",
+                          "validateOnly=true: the order as it would be placed, not stored")}),
     Operation("GET", sonata.ORDER_PATH, "listProductOrder", "The tenant's orders, newest first",
               PRODUCT_ORDER, list_product_orders, "ProductOrder", parameters=(
                   Parameter("state", "query", {"type": "string",

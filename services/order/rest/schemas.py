@@ -143,3 +143,7 @@ COMPONENTS: dict[str, Schema] = {
         pendingProductOrderId={"type": "string"},
         productConfiguration=ref("MEFProductConfiguration"), productPrice=ref("Price")),
 }
+# A validate-only answer: a productOrder as it would be placed, without the ids of what it
+# would create (the order's, and the circuit's for an add).
+COMPONENTS["ProductOrderRehearsal"] = {
+    **COMPONENTS["ProductOrder"], "required": ["state", "productOrderItem"]}

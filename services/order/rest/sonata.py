@@ -232,6 +232,17 @@ def product_order(order: order_pb2.Order) -> Json:
                         for e in order.audit_trail]})
 
 
+def rehearsed_order(order: order_pb2.Order) -> Json:
+    """A validate-only answer: the order as it would be placed, without the ids (and links)
+    of what it would create."""
+    body = product_order(order)
+    body.pop("href", None)
+    for item in body["productOrderItem"]:
+        if not order.circuit_id:
+            item["product"] = compact({**item["product"], "id": "", "href": ""})
+    return body
+
+
 SIDE_NAME: dict[int, str] = {side_pb2.SIDE_SINGAPORE: "singapore",
                              side_pb2.SIDE_CHONGQING: "chongqing"}
 

@@ -184,3 +184,22 @@ def _accepts(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_validate_only_answers_the_order_and_keeps_the_key_unused(
+        database_url: str, kafka_settings: KafkaSettings) -> None:
+    with running_rest(database_url, kafka_settings) as rest:
+        key = {"Idempotency-Key": uuid.uuid4().hex}
+        before = rest.call("alice", "GET", ORDERS).json()
+        rehearsed = rest.call("alice", "POST", ORDERS, body=new_circuit(), headers=key,
+                              params={"validateOnly": "true"})
+        assert rehearsed.status_code == 200, rehearsed.text
+        assert "Location" not in rehearsed.headers and "id" not in rehearsed.json()
+        item = rehearsed.json()["productOrderItem"][0]
+        assert item["itemPrice"]["mrc"]["value"] and "id" not in item["product"]
+        assert rest.call("alice", "GET", ORDERS).json() == before, "a rehearsal stored an order"
+        placed = rest.call("alice", "POST", ORDERS, body=new_circuit(), headers=key)
+        assert placed.status_code == 201, placed.text
+        assert placed.json()["productOrderItem"][0]["itemPrice"] == item["itemPrice"]
+        bad = rest.call("alice", "POST", ORDERS, body=new_circuit(), params={"validateOnly": "1"})
+        assert bad.status_code == 422 and bad.json()["violations"][0]["field"] == "validateOnly"
