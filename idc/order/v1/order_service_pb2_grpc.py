@@ -172,8 +172,10 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelOrder(self, request, context):
-        """Cancels an order that has not started provisioning (ACKNOWLEDGED, PENDING_APPROVAL
-        or APPROVED); releases its reservation. FAILED_PRECONDITION otherwise.
+        """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
+        its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
+        (APPROVED) provisioning may already be changing the routers, so the order runs to its
+        outcome and the circuit is then changed or disconnected.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

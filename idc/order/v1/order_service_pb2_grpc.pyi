@@ -67,8 +67,10 @@ class OrderServiceStub:
     streams allowed.
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]
-    """Cancels an order that has not started provisioning (ACKNOWLEDGED, PENDING_APPROVAL
-    or APPROVED); releases its reservation. FAILED_PRECONDITION otherwise.
+    """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
+    its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
+    (APPROVED) provisioning may already be changing the routers, so the order runs to its
+    outcome and the circuit is then changed or disconnected.
     """
     ModifyBandwidth: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ModifyBandwidthRequest, _order_service_pb2.ModifyBandwidthResponse]
     """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id."""
@@ -120,8 +122,10 @@ class OrderServiceAsyncStub(OrderServiceStub):
     streams allowed.
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
-    """Cancels an order that has not started provisioning (ACKNOWLEDGED, PENDING_APPROVAL
-    or APPROVED); releases its reservation. FAILED_PRECONDITION otherwise.
+    """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
+    its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
+    (APPROVED) provisioning may already be changing the routers, so the order runs to its
+    outcome and the circuit is then changed or disconnected.
     """
     ModifyBandwidth: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ModifyBandwidthRequest, _order_service_pb2.ModifyBandwidthResponse]  # type: ignore[assignment]
     """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id."""
@@ -212,8 +216,10 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_service_pb2.CancelOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.CancelOrderResponse, _abc.Awaitable[_order_service_pb2.CancelOrderResponse]]:
-        """Cancels an order that has not started provisioning (ACKNOWLEDGED, PENDING_APPROVAL
-        or APPROVED); releases its reservation. FAILED_PRECONDITION otherwise.
+        """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
+        its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
+        (APPROVED) provisioning may already be changing the routers, so the order runs to its
+        outcome and the circuit is then changed or disconnected.
         """
 
     @_abc_1.abstractmethod
