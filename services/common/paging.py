@@ -13,7 +13,7 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, or_
@@ -45,8 +45,13 @@ def page_request(page_size: int, page_token: str, *, default: int, maximum: int
 
 
 def encode_token(key: Key) -> str:
-    values = [{"t": v.isoformat()} if isinstance(v, datetime) else v for v in key]
+    values = [{"t": _utc(v).isoformat()} if isinstance(v, datetime) else v for v in key]
     return base64.urlsafe_b64encode(json.dumps([_VERSION, values]).encode()).decode()
+
+
+def _utc(moment: datetime) -> datetime:
+    """Times are stored in UTC; SQLite gives them back naive."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def decode_token(token: str) -> Key:
@@ -70,8 +75,9 @@ def _key_value(value: Any) -> KeyValue:
     raise ValueError(value)
 
 
-def checked(key: Key, *kinds: type) -> Key:
-    """``key`` if its values are of ``kinds``; a token of another list is refused."""
+def checked(key: Key, *kinds: type) -> tuple[Any, ...]:
+    """``key`` if its values are of ``kinds`` (typed as the caller's kinds, which it just
+    checked); a token of another list is refused."""
     if len(key) != len(kinds) or not all(
             isinstance(value, kind) for value, kind in zip(key, kinds, strict=True)):
         raise InvalidArgument.for_field("page_token", _NOT_A_TOKEN)
