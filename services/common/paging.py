@@ -89,13 +89,17 @@ def _python_type(column: Any) -> type:
     return getattr(sql_type, "impl_instance", sql_type).python_type  # type: ignore[no-any-return]
 
 
-def after(columns: Sequence[Any], key: Key, *, descending: bool) -> ColumnElement[bool]:
-    """Rows that sort after ``key`` on ``columns`` (all ascending or all descending), in
-    the or-of-ands form every database plans with the sort index."""
+def after(columns: Sequence[Any], key: Key, *, descending: bool | Sequence[bool]
+          ) -> ColumnElement[bool]:
+    """Rows that sort after ``key`` on ``columns``, each descending or not as the list is
+    ordered (one bool for all), in the or-of-ands form every database plans with the sort
+    index."""
     checked(key, *(_python_type(column) for column in columns))
+    directions = ([descending] * len(columns) if isinstance(descending, bool)
+                  else list(descending))
     clauses = []
-    for depth, (column, value) in enumerate(zip(columns, key, strict=True)):
-        beyond = column < value if descending else column > value
+    for depth, (column, value, down) in enumerate(zip(columns, key, directions, strict=True)):
+        beyond = column < value if down else column > value
         equal = [c == v for c, v in zip(columns[:depth], key[:depth], strict=True)]
         clauses.append(and_(*equal, beyond))
     return or_(*clauses)

@@ -36,7 +36,9 @@ class OrderServiceStub:
 
     Paginated calls: page_size 0 means the server default (50), the maximum is 1000;
     page_token is the previous response's next_page_token; an empty next_page_token means
-    the last page.
+    the last page. Tokens are opaque and carry the sort key of the last item returned (every
+    List rpc of the API pages so): the next page starts after that item, so items created
+    or removed while a caller pages do not make others repeat or vanish.
     """
 
     def __init__(self, channel):
@@ -118,7 +120,9 @@ class OrderServiceServicer:
 
     Paginated calls: page_size 0 means the server default (50), the maximum is 1000;
     page_token is the previous response's next_page_token; an empty next_page_token means
-    the last page.
+    the last page. Tokens are opaque and carry the sort key of the last item returned (every
+    List rpc of the API pages so): the next page starts after that item, so items created
+    or removed while a caller pages do not make others repeat or vanish.
     """
 
     def ListSites(self, request, context):
@@ -298,7 +302,9 @@ class OrderService:
 
     Paginated calls: page_size 0 means the server default (50), the maximum is 1000;
     page_token is the previous response's next_page_token; an empty next_page_token means
-    the last page.
+    the last page. Tokens are opaque and carry the sort key of the last item returned (every
+    List rpc of the API pages so): the next page starts after that item, so items created
+    or removed while a caller pages do not make others repeat or vanish.
     """
 
     @staticmethod

@@ -37,7 +37,9 @@ class OrderServiceStub:
 
     Paginated calls: page_size 0 means the server default (50), the maximum is 1000;
     page_token is the previous response's next_page_token; an empty next_page_token means
-    the last page.
+    the last page. Tokens are opaque and carry the sort key of the last item returned (every
+    List rpc of the API pages so): the next page starts after that item, so items created
+    or removed while a caller pages do not make others repeat or vanish.
     """
 
     @_typing.overload
@@ -95,7 +97,9 @@ class OrderServiceAsyncStub(OrderServiceStub):
 
     Paginated calls: page_size 0 means the server default (50), the maximum is 1000;
     page_token is the previous response's next_page_token; an empty next_page_token means
-    the last page.
+    the last page. Tokens are opaque and carry the sort key of the last item returned (every
+    List rpc of the API pages so): the next page starts after that item, so items created
+    or removed while a caller pages do not make others repeat or vanish.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -149,7 +153,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Paginated calls: page_size 0 means the server default (50), the maximum is 1000;
     page_token is the previous response's next_page_token; an empty next_page_token means
-    the last page.
+    the last page. Tokens are opaque and carry the sort key of the last item returned (every
+    List rpc of the API pages so): the next page starts after that item, so items created
+    or removed while a caller pages do not make others repeat or vanish.
     """
 
     @_abc_1.abstractmethod
