@@ -117,10 +117,10 @@ class TokenIssuer:
         now = self._now()
         key = (IssuedTokenRow.issued_at, IssuedTokenRow.token_id)
         with self._factory() as session, session.begin():
-            query = select(IssuedTokenRow).order_by(*(column.desc() for column in key)
-                                                    ).limit(page.limit + 1)
+            query = select(IssuedTokenRow).order_by(
+                IssuedTokenRow.issued_at.desc(), IssuedTokenRow.token_id).limit(page.limit + 1)
             if page.after is not None:
-                query = query.where(after(key, page.after, descending=True))
+                query = query.where(after(key, page.after, descending=(True, False)))
             if not include_inactive:
                 query = query.where(
                     IssuedTokenRow.expires_at > now,

@@ -159,8 +159,9 @@ class Repairs:
         if pending_only:
             query = query.where(RepairPlan.state == RepairState.PENDING_APPROVAL.value)
         if page.after is not None:
-            query = query.where(after(key, page.after, descending=True))
-        query = query.order_by(*(column.desc() for column in key)).limit(page.limit + 1)
+            query = query.where(after(key, page.after, descending=(True, False)))
+        query = query.order_by(RepairPlan.created_at.desc(), RepairPlan.repair_id
+                               ).limit(page.limit + 1)
         with self._factory() as session:
             shown, next_page_token = page_of(session.execute(query).all(), page,
                                             lambda row: (row.created_at, row.repair_id))

@@ -75,3 +75,18 @@ def test_the_next_page_is_after_the_last_key_even_when_rows_arrive_meanwhile() -
         second, token = newest(token)
         third, last = newest(token)
         assert (second, third, last) == ([3, 2, 1], [0], "")
+
+
+def test_a_key_can_mix_descending_and_ascending_columns() -> None:
+    rows = Table("months", MetaData(), Column("month", Integer), Column("tenant", String))
+    engine = create_engine("sqlite://")
+    rows.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(rows.insert(), [{"month": m, "tenant": t}
+                                           for m in (1, 2) for t in ("a", "b", "c")])
+        query = (select(rows.c.month, rows.c.tenant)
+                 .where(after((rows.c.month, rows.c.tenant), (2, "b"),
+                              descending=(True, False)))
+                 .order_by(rows.c.month.desc(), rows.c.tenant))
+        assert [tuple(r) for r in connection.execute(query)] == [
+            (2, "c"), (1, "a"), (1, "b"), (1, "c")]
