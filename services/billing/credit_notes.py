@@ -31,6 +31,7 @@ from services.billing.domain.entities import BillingDirectory
 from services.billing.domain.money import format_amount
 from services.billing.domain.rating import BillingMonth
 from services.common.errors import InvalidArgument, NotFound
+from services.common.paging import PageRequest
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,8 @@ class CreditStore(Protocol):
     def credit_note(self, credit_note_id: str) -> StoredCreditNote | None: ...
 
     def credit_notes(
-        self, invoice_id: str | None, tenant_id: str | None, offset: int, limit: int
-    ) -> list[StoredCreditNote]: ...
+        self, invoice_id: str | None, tenant_id: str | None, page: PageRequest
+    ) -> tuple[list[StoredCreditNote], str]: ...
 
     def issued_credits(self, tenant_ids: Collection[str]) -> dict[str, list[IssuedCredit]]: ...
 
@@ -157,9 +158,10 @@ class CreditNotes:
         return note
 
     def list(
-        self, invoice_id: str | None, tenant_id: str | None, offset: int, limit: int
-    ) -> list[StoredCreditNote]:
-        return self._store.credit_notes(invoice_id, tenant_id, offset, limit)
+        self, invoice_id: str | None, tenant_id: str | None, page: PageRequest
+    ) -> tuple[list[StoredCreditNote], str]:
+        """One page of credit notes, newest first, and the next page's token."""
+        return self._store.credit_notes(invoice_id, tenant_id, page)
 
     def balances(self, tenant_ids: Collection[str]) -> dict[str, Balance]:
         """The credit balance of every invoice of these tenants that have credit notes, by

@@ -62,16 +62,13 @@ class CreditNoteRpcs:
         self, request: credit_note_pb2.ListCreditNotesRequest, context: Any
     ) -> credit_note_pb2.ListCreditNotesResponse:
         require_role(*ADMINS)
-        offset, size = page_window(request.page_size, request.page_token)
-        page = self._credits.list(
-            request.invoice_id or None, request.tenant_id or None, offset, size + 1
+        notes, next_page_token = self._credits.list(
+            request.invoice_id or None, request.tenant_id or None,
+            page_window(request.page_size, request.page_token),
         )
-        response = credit_note_pb2.ListCreditNotesResponse(
-            credit_notes=self._notes_proto(page[:size])
+        return credit_note_pb2.ListCreditNotesResponse(
+            credit_notes=self._notes_proto(notes), next_page_token=next_page_token
         )
-        if len(page) > size:
-            response.next_page_token = str(offset + size)
-        return response
 
     def GetCreditNote(
         self, request: credit_note_pb2.GetCreditNoteRequest, context: Any

@@ -45,6 +45,7 @@ from services.billing.tables import (
 )
 from services.common.db import transaction
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound
+from services.common.paging import PageRequest, after, page_of
 
 _NAMESPACE = uuid.UUID("0d6f1c52-4b7e-4f0a-8f64-2a9d3c5e7b21")
 
@@ -122,8 +123,8 @@ class SqlCreditStore:
             return _stored(session, row, session.get_one(InvoiceRow, row.invoice_id))
 
     def credit_notes(
-        self, invoice_id: str | None, tenant_id: str | None, offset: int, limit: int
-    ) -> list[StoredCreditNote]:
+        self, invoice_id: str | None, tenant_id: str | None, page: PageRequest
+    ) -> tuple[list[StoredCreditNote], str]:
         query = select(CreditNoteRow, InvoiceRow).join(
             InvoiceRow, InvoiceRow.id == CreditNoteRow.invoice_id
         )
@@ -131,11 +132,17 @@ class SqlCreditStore:
             query = query.where(CreditNoteRow.invoice_id == invoice_id)
         if tenant_id:
             query = query.where(CreditNoteRow.tenant_id == tenant_id)
+        key = (CreditNoteRow.issued_at, CreditNoteRow.id)
+        if page.after is not None:
+            query = query.where(after(key, page.after, descending=(True, False)))
         query = query.order_by(CreditNoteRow.issued_at.desc(), CreditNoteRow.id)
         with self._factory() as session:
-            rows = session.execute(query.offset(offset).limit(limit)).all()
+            rows, next_page_token = page_of(
+                session.execute(query.limit(page.limit + 1)).all(), page,
+                lambda row: (row[0].issued_at, row[0].id))
             lines = _lines_of(session, [note.id for note, _ in rows])
-            return [_from_rows(note, invoice, lines.get(note.id, [])) for note, invoice in rows]
+            return [_from_rows(note, invoice, lines.get(note.id, []))
+                    for note, invoice in rows], next_page_token
 
     def issued_credits(self, tenant_ids: Collection[str]) -> dict[str, list[IssuedCredit]]:
         """The credit notes of these tenants, as their invoices' balances need them."""

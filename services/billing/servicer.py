@@ -252,20 +252,18 @@ class BillingServicer(CreditNoteRpcs, billing_service_pb2_grpc.BillingServiceSer
             if state is InvoiceState.DRAFT:
                 return pb.ListInvoicesResponse()
             state = InvoiceState.FINALIZED
-        offset, size = page_window(request.page_size, request.page_token)
+        page = page_window(request.page_size, request.page_token)
         where = InvoiceFilter(
             tenant_id=tenant,
             billing_entity_id=request.billing_entity_id or None,
             month=_month(request.month, "month") if request.HasField("month") else None,
             state=state,
         )
-        page = self._store.list_invoices(where, offset, size + 1)
-        response = pb.ListInvoicesResponse(
-            invoices=self.with_credit_balances(to_proto(i) for i in page[:size])
+        invoices, next_page_token = self._store.list_invoices(where, page)
+        return pb.ListInvoicesResponse(
+            invoices=self.with_credit_balances(to_proto(i) for i in invoices),
+            next_page_token=next_page_token,
         )
-        if len(page) > size:
-            response.next_page_token = str(offset + size)
-        return response
 
     def GetInvoice(self, request: pb.GetInvoiceRequest, context: Any) -> pb.GetInvoiceResponse:
         invoice = to_proto(self._visible(request.invoice_id))

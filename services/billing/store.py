@@ -39,6 +39,10 @@ from services.billing.tables import (
 from services.billing.usage_reads import UsageReads
 from services.common.db import transaction
 from services.common.errors import FailedPrecondition, NotFound
+from services.common.paging import PageRequest, after, page_of
+
+# ListInvoices: newest month first, then by tenant and id (descending or not, by column).
+INVOICE_ORDER = (True, True, False, False)
 
 
 @dataclass(frozen=True)
@@ -146,9 +150,13 @@ class SqlBillingStore(UsageReads):
         return dict(billed)
 
     def list_invoices(
-        self, where: InvoiceFilter, offset: int, limit: int
-    ) -> list[StoredInvoice]:
+        self, where: InvoiceFilter, page: PageRequest
+    ) -> tuple[list[StoredInvoice], str]:
+        """One page of invoices, newest month first, and the next page's token."""
+        key = (InvoiceRow.year, InvoiceRow.month, InvoiceRow.tenant_id, InvoiceRow.id)
         query = select(InvoiceRow)
+        if page.after is not None:
+            query = query.where(after(key, page.after, descending=INVOICE_ORDER))
         if where.tenant_id:
             query = query.where(InvoiceRow.tenant_id == where.tenant_id)
         if where.billing_entity_id:
@@ -160,10 +168,14 @@ class SqlBillingStore(UsageReads):
         if where.state is not None:
             query = query.where(InvoiceRow.state == where.state.name)
         query = query.order_by(
-            InvoiceRow.year.desc(), InvoiceRow.month.desc(), InvoiceRow.tenant_id, InvoiceRow.id
-        ).offset(offset).limit(limit)
+            *(column.desc() if down else column for column, down in zip(
+                key, INVOICE_ORDER, strict=True))
+        ).limit(page.limit + 1)
         with self._factory() as session:
-            return [_stored(session, row) for row in session.scalars(query).all()]
+            rows, next_page_token = page_of(
+                session.scalars(query).all(), page,
+                lambda row: (row.year, row.month, row.tenant_id, row.id))
+            return [_stored(session, row) for row in rows], next_page_token
 
     def save(
         self, draft: InvoiceDraft, run_id: str, as_of: datetime, now: datetime

@@ -228,12 +228,15 @@ class AuditChain:
                               .where(self._heads.c.circuit_id == circuit_id)).first()
         return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
 
-    def links(self, session: Session, circuit_id: str, offset: int, limit: int) -> list[Link]:
-        """The circuit's links by sequence with each entry's content as stored now; past
-        the last link, the circuit's entries that are in no link (sequence 0)."""
+    def links(self, session: Session, circuit_id: str, after_sequence: int, limit: int
+              ) -> list[Link]:
+        """The circuit's links by sequence, from the one after ``after_sequence``, with each
+        entry's content as stored now; past the last link, the circuit's entries that are
+        in no link (sequence 0)."""
         rows = session.execute(
-            select(self._links).where(self._links.c.circuit_id == circuit_id)
-            .order_by(self._links.c.seq).offset(offset).limit(limit)).all()
+            select(self._links).where(self._links.c.circuit_id == circuit_id,
+                                      self._links.c.seq > after_sequence)
+            .order_by(self._links.c.seq).limit(limit)).all()
         found = []
         for row in rows:
             kind = self._by_name.get(row.kind)

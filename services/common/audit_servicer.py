@@ -14,6 +14,7 @@ from idc.ops.v1 import audit_service_pb2_grpc as pb_grpc
 from services.common.audit_chain import AuditChain
 from services.common.auth import Role, require_role
 from services.common.errors import InvalidArgument
+from services.common.paging import checked, encode_token, page_request
 from services.common.servicers import register
 
 PAGE_SIZE = 1000
@@ -29,28 +30,23 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         require_role(Role.OPS, Role.ADMIN)
         if not request.circuit_id:
             raise InvalidArgument.for_field("circuit_id", "is required")
-        if request.page_size < 0:
-            raise InvalidArgument.for_field("page_size", "must be zero (the default) or more")
-        limit = min(request.page_size or PAGE_SIZE, PAGE_SIZE)
-        try:
-            offset = int(request.page_token or "0")
-        except ValueError:
-            offset = -1
-        if offset < 0:
-            raise InvalidArgument.for_field("page_token", "is not a token from a response")
+        page = page_request(request.page_size, request.page_token, default=PAGE_SIZE,
+                            maximum=PAGE_SIZE)
+        (after_sequence,) = (0,) if page.after is None else checked(page.after, int)
         with self._factory() as session:
-            links = self._chain.links(session, request.circuit_id, offset, limit + 1)
+            links = self._chain.links(session, request.circuit_id, after_sequence,
+                                     page.limit + 1)
             head_sequence, head_hash = self._chain.head(session, request.circuit_id)
         chained = [link for link in links if link.sequence]
-        more = len(chained) > limit
-        shown = links[:limit] if more else links
+        more = len(chained) > page.limit
+        shown = links[:page.limit] if more else links
         return pb.ListChainEntriesResponse(
             entries=[pb.ChainEntry(
                 sequence=link.sequence, kind=link.kind, entry_id=link.entry_id,
                 content=link.content.decode() if link.content is not None else "",
                 prev_hash=link.prev_hash, hash=link.hash, signer_telco=link.signer_telco,
                 signature=link.signature) for link in shown],
-            next_page_token=str(offset + limit) if more else "",
+            next_page_token=encode_token((shown[-1].sequence,)) if more else "",
             head_sequence=head_sequence, head_hash=head_hash,
         )
 

@@ -5,12 +5,12 @@ the order's readers stay one join, and written only here, together with its entr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.common.paging import PageRequest, after, page_of
 from services.order.domain.lifecycle import ApprovalState
 from services.order.tables import ApprovalDecisionRow, ApprovalRow
 
@@ -36,9 +36,11 @@ def decide(session: Session, row: ApprovalRow, state: ApprovalState, at: datetim
     return entry
 
 
-def history(session: Session, order_id: str, offset: int, limit: int
-            ) -> Sequence[ApprovalDecisionRow]:
-    """The order's decisions, oldest first."""
-    return session.scalars(
-        select(ApprovalDecisionRow).where(ApprovalDecisionRow.order_id == order_id)
-        .order_by(ApprovalDecisionRow.id).offset(offset).limit(limit)).all()
+def history(session: Session, order_id: str, page: PageRequest
+            ) -> tuple[list[ApprovalDecisionRow], str]:
+    """One page of the order's decisions, oldest first, and the next page's token."""
+    query = (select(ApprovalDecisionRow).where(ApprovalDecisionRow.order_id == order_id)
+             .order_by(ApprovalDecisionRow.id).limit(page.limit + 1))
+    if page.after is not None:
+        query = query.where(after((ApprovalDecisionRow.id,), page.after, descending=False))
+    return page_of(session.scalars(query).all(), page, lambda row: (row.id,))

@@ -26,6 +26,7 @@ from idc.type.v1 import router_payload_pb2
 from services.common import streams
 from services.common.auth import Principal, Role, current_principal, require_role
 from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.paging import checked, page_of
 from services.order import access, approval_log, convert, store
 from services.order.domain.lifecycle import OrderState
 from services.order.orders import OrderApp
@@ -41,14 +42,14 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                   context: grpc.ServicerContext) -> order_service_pb2.ListSitesResponse:
         principal = current_principal()
         side = convert.side_from_proto(request.side)
-        offset, limit = store.page_bounds(request.page_size, request.page_token)
+        page = store.page(request.page_size, request.page_token)
         figures = self.app.capacity()
         sites = [s for s in sorted(self.app.catalogue.sites.values(), key=lambda s: s.id)
-                 if side is None or s.side is side]
-        response = order_service_pb2.ListSitesResponse(
-            next_page_token=store.next_token(offset, limit, limit,
-                                             len(sites) > offset + limit))
-        for site in sites[offset:offset + limit]:
+                 if (side is None or s.side is side)
+                 and (page.after is None or (s.id,) > checked(page.after, str))]
+        shown, next_page_token = page_of(sites, page, lambda site: (site.id,))
+        response = order_service_pb2.ListSitesResponse(next_page_token=next_page_token)
+        for site in shown:
             message = site_pb2.Site(
                 id=site.id, name=site.name, side=convert.side_proto(site.side),
                 telco_id=site.telco.id, telco_name=site.telco.name, city=site.city,
@@ -133,15 +134,15 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         tenant = access.tenant_filter(principal, request.tenant_id)
         states = convert.order_states_from_proto(list(request.states), "states")
         order_type = convert.order_type_from_proto(request.type, "type")
-        offset, limit = store.page_bounds(request.page_size, request.page_token)
+        page = store.page(request.page_size, request.page_token)
         with self.app.uow.read_one_statement() as session:
-            orders, more = store.list_orders(
-                session, offset, limit, tenant=tenant, states=states, order_type=order_type,
+            orders, next_page_token = store.list_orders(
+                session, page, tenant=tenant, states=states, order_type=order_type,
                 circuit_id=request.circuit_id)
             messages = [convert.order_message(*order) for order in orders]
             self.app.contacts.reveal(session, principal, messages)
         return order_service_pb2.ListOrdersResponse(
-            orders=messages, next_page_token=store.next_token(offset, limit, len(orders), more))
+            orders=messages, next_page_token=next_page_token)
 
     def WatchOrder(self, request: order_service_pb2.WatchOrderRequest,
                    context: grpc.ServicerContext
@@ -194,13 +195,13 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         principal = current_principal()
         tenant = access.tenant_filter(principal, request.tenant_id)
         states = convert.circuit_states_from_proto(list(request.states), "states")
-        offset, limit = store.page_bounds(request.page_size, request.page_token)
+        page = store.page(request.page_size, request.page_token)
         with self.app.uow.read() as session:
-            rows, more = store.list_circuits(session, offset, limit, tenant=tenant,
-                                             states=states, port_id=request.port_id)
+            rows, next_page_token = store.list_circuits(session, page, tenant=tenant,
+                                                        states=states, port_id=request.port_id)
             return order_service_pb2.ListCircuitsResponse(
                 circuits=[convert.circuit(self.app.catalogue, row) for row in rows],
-                next_page_token=store.next_token(offset, limit, len(rows), more))
+                next_page_token=next_page_token)
 
     def GetCapacity(self, request: order_service_pb2.GetCapacityRequest,
                     context: grpc.ServicerContext) -> order_service_pb2.GetCapacityResponse:
@@ -245,11 +246,11 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
         side = self.app.catalogue.side_of_telco(principal.telco or "")
         if side is None:
             raise PermissionDenied(f"telco {principal.telco!r} runs no side of this channel")
-        offset, limit = store.page_bounds(request.page_size, request.page_token)
+        page = store.page(request.page_size, request.page_token)
         with self.app.uow.read() as session:
-            rows, more = store.awaiting_approval(session, side, offset, limit)
+            rows, next_page_token = store.awaiting_approval(session, side, page)
             response = approval_service_pb2.ListPendingApprovalsResponse(
-                next_page_token=store.next_token(offset, limit, len(rows), more))
+                next_page_token=next_page_token)
             for row in rows:
                 item = approval_service_pb2.PendingApproval(
                     order=convert.order(session, row),
@@ -286,13 +287,12 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
                             ) -> approval_service_pb2.ListApprovalHistoryResponse:
         require_role(Role.OPS, Role.ADMIN)
         access.require_id(request.order_id, "order_id", "order")
-        offset, limit = store.page_bounds(request.page_size, request.page_token)
+        page = store.page(request.page_size, request.page_token)
         with self.app.uow.read() as session:
             store.get_order(session, request.order_id, None)
-            rows = approval_log.history(session, request.order_id, offset, limit + 1)
+            rows, next_page_token = approval_log.history(session, request.order_id, page)
         return approval_service_pb2.ListApprovalHistoryResponse(
-            decisions=[convert.approval_decision(row) for row in rows[:limit]],
-            next_page_token=store.next_token(offset, limit, min(len(rows), limit),
-                                             len(rows) > limit))
+            decisions=[convert.approval_decision(row) for row in rows],
+            next_page_token=next_page_token)
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -24,7 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import NotFound
+from services.common.paging import Key, PageRequest, after, page_of, page_request
 from services.order.domain.capacity import Headroom, VlanPool
 from services.order.domain.catalogue import Catalogue, Side
 from services.order.domain.lifecycle import (
@@ -251,21 +250,25 @@ def order_with_history(session: Session, order_id: str, tenant: str | None
     return _with_history(rows)[0]
 
 
-def newest_with_history(session: Session, query: Select[Any], offset: int, limit: int
-                        ) -> tuple[OrderPage, bool]:
+def newest_with_history(session: Session, query: Select[Any], page: PageRequest
+                        ) -> tuple[OrderPage, str]:
     """One page of the orders ``query`` selects (all order columns), newest first, with each
-    order's approvals and audit trail, in one statement; and whether more orders follow."""
-    page = (query.order_by(OrderRow.created_at.desc(), OrderRow.id.desc())
-            .offset(offset).limit(limit + 1).subquery("page"))
+    order's approvals and audit trail, in one statement; and the next page's token."""
+    if page.after is not None:
+        query = query.where(after((OrderRow.created_at, OrderRow.id), page.after,
+                                  descending=True))
+    selected = (query.order_by(OrderRow.created_at.desc(), OrderRow.id.desc())
+                .limit(page.limit + 1).subquery("page"))
     approvals, audit = ApprovalRow.__table__, AuditRow.__table__
     rows = session.connection().execute(
-        select(*page.c, *_history_columns())
-        .outerjoin(approvals, approvals.c.order_id == page.c.id)
-        .outerjoin(audit, audit.c.order_id == page.c.id)
-        .order_by(page.c.created_at.desc(), page.c.id.desc(), approvals.c.side, audit.c.id)
+        select(*selected.c, *_history_columns())
+        .outerjoin(approvals, approvals.c.order_id == selected.c.id)
+        .outerjoin(audit, audit.c.order_id == selected.c.id)
+        .order_by(selected.c.created_at.desc(), selected.c.id.desc(), approvals.c.side,
+                  audit.c.id)
     ).all()
-    orders = _with_history(rows)
-    return orders[:limit], len(orders) > limit
+    return page_of(_with_history(rows), page,
+                   lambda order: (order[0]["created_at"], order[0]["id"]))
 
 
 def _with_history(rows: Sequence[Any]) -> OrderPage:
@@ -288,25 +291,13 @@ def _with_history(rows: Sequence[Any]) -> OrderPage:
             for order, by_side, by_id in grouped.values()]
 
 
-# A keyset page boundary: the (created_at, id) of the last row of the previous page.
-Keyset = tuple[datetime, str]
-
-
-def _older(created_at: Any, row_id: Any, boundary: Keyset) -> Any:
-    """Rows after ``boundary`` in newest-first order; stable while new rows arrive."""
-    moment, last_id = boundary
-    return (created_at < moment) | ((created_at == moment) & (row_id < last_id))
-
-
-def list_orders(session: Session, offset: int, limit: int, *, tenant: str | None,
-                states: Sequence[OrderState], order_type: OrderType | None, circuit_id: str,
-                older_than: Keyset | None = None) -> tuple[OrderPage, bool]:
+def list_orders(session: Session, page: PageRequest, *, tenant: str | None,
+                states: Sequence[OrderState], order_type: OrderType | None, circuit_id: str
+                ) -> tuple[OrderPage, str]:
     """ListOrders: one page of the orders that match every filter given (an empty one
-    matches all), newest first, with their approvals and audit trails; and whether more
-    follow. In one statement. ``older_than`` starts the page after that (created_at, id)."""
+    matches all), newest first, with their approvals and audit trails; and the next page's
+    token. In one statement."""
     query = select(*OrderRow.__table__.columns)
-    if older_than is not None:
-        query = query.where(_older(OrderRow.created_at, OrderRow.id, older_than))
     if tenant is not None:
         query = query.where(OrderRow.tenant_id == tenant)
     if states:
@@ -315,38 +306,41 @@ def list_orders(session: Session, offset: int, limit: int, *, tenant: str | None
         query = query.where(OrderRow.type == order_type.value)
     if circuit_id:
         query = query.where(OrderRow.circuit_id == circuit_id)
-    return newest_with_history(session, query, offset, limit)
+    return newest_with_history(session, query, page)
 
 
-def list_circuits(session: Session, offset: int, limit: int, *, tenant: str | None,
-                  states: Sequence[CircuitState], port_id: str, older_than: Keyset | None = None
-                  ) -> tuple[Sequence[CircuitRow], bool]:
+def list_circuits(session: Session, page: PageRequest, *, tenant: str | None,
+                  states: Sequence[CircuitState], port_id: str
+                  ) -> tuple[list[CircuitRow], str]:
     """ListCircuits: one page of the circuits that match every filter given (``port_id``
-    at either end), newest first; and whether more follow. ``older_than`` as in
-    list_orders."""
-    query = select(CircuitRow).order_by(CircuitRow.created_at.desc(), CircuitRow.id.desc())
-    if older_than is not None:
-        query = query.where(_older(CircuitRow.created_at, CircuitRow.id, older_than))
+    at either end), newest first; and the next page's token."""
+    key = (CircuitRow.created_at, CircuitRow.id)
+    query = select(CircuitRow).order_by(*(column.desc() for column in key))
+    if page.after is not None:
+        query = query.where(after(key, page.after, descending=True))
     if tenant is not None:
         query = query.where(CircuitRow.tenant_id == tenant)
     if states:
         query = query.where(CircuitRow.state.in_([s.value for s in states]))
     if port_id:
         query = query.where((CircuitRow.a_port_id == port_id) | (CircuitRow.z_port_id == port_id))
-    return fetch_page(session, query, offset, limit)
+    return fetch_page(session, query, page, lambda row: (row.created_at, row.id))
 
 
-def awaiting_approval(session: Session, side: Side, offset: int, limit: int
-                      ) -> tuple[Sequence[OrderRow], bool]:
+def awaiting_approval(session: Session, side: Side, page: PageRequest
+                      ) -> tuple[list[OrderRow], str]:
     """ListPendingApprovals: one page of the orders awaiting the decision of ``side``'s
-    telco, oldest first; and whether more follow."""
+    telco, oldest first; and the next page's token."""
     awaiting = [s.value for s in ApprovalState if s.awaiting_decision]
     query = (
         select(OrderRow).join(ApprovalRow, ApprovalRow.order_id == OrderRow.id)
         .where(OrderRow.state == OrderState.PENDING_APPROVAL.value,
                ApprovalRow.side == side.value, ApprovalRow.state.in_(awaiting))
         .order_by(OrderRow.created_at, OrderRow.id))
-    return fetch_page(session, query, offset, limit)
+    if page.after is not None:
+        query = query.where(after((OrderRow.created_at, OrderRow.id), page.after,
+                                  descending=False))
+    return fetch_page(session, query, page, lambda row: (row.created_at, row.id))
 
 
 def approval_window_passed(session: Session, moment: datetime, limit: int) -> list[OrderRow]:
@@ -370,36 +364,18 @@ def plans(session: Session, order_id: str) -> dict[str, PlanRow]:
     return {p.side: p for p in session.scalars(select(PlanRow).where(PlanRow.order_id == order_id))}
 
 
-def page_bounds(page_size: int, page_token: str) -> tuple[int, int]:
-    """(offset, limit) from a request's page_size and opaque page_token."""
-    if page_size < 0:
-        raise InvalidArgument.for_field("page_size", "must be zero (the default) or more")
-    limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    if not page_token:
-        return 0, limit
-    try:
-        offset = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("o:"))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument.for_field(
-            "page_token", "is not a token from a previous response") from None
-    if offset < 0:
-        raise InvalidArgument.for_field("page_token", "is not a token from a previous response")
-    return offset, limit
+def page(page_size: int, page_token: str) -> PageRequest:
+    """A List request's page: page_size 0 is the default (50), at most 1000."""
+    return page_request(page_size, page_token, default=DEFAULT_PAGE_SIZE,
+                        maximum=MAX_PAGE_SIZE)
 
 
-def next_token(offset: int, limit: int, returned: int, has_more: bool) -> str:
-    if not has_more:
-        return ""
-    return base64.urlsafe_b64encode(f"o:{offset + min(returned, limit)}".encode()).decode()
-
-
-def fetch_page(session: Session, query: Select[T], offset: int, limit: int
-               ) -> tuple[Sequence[T], bool]:
-    """One page and whether more follow (one extra row is read to know)."""
-    rows: list[T] = list(session.scalars(query.offset(offset).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
-
-
+def fetch_page(session: Session, query: Select[Any], page: PageRequest,
+               key_of: Callable[[T], Key]) -> tuple[list[T], str]:
+    """One page of ``query`` (already after the token's key) and the next page's token
+    (one extra row is read to know whether there is one)."""
+    rows: list[T] = list(session.scalars(query.limit(page.limit + 1)))
+    return page_of(rows, page, key_of)
 
 
 WITH_PROVISIONING = (OrderState.APPROVED.value, OrderState.IN_PROGRESS.value)

@@ -24,6 +24,7 @@ from services.common.auth import Principal, Role
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.events import outbox
 from services.common.events.topics import TOKEN_REVOCATIONS
+from services.common.paging import after, page_of, page_request
 from services.common.timestamps import to_timestamp
 from services.common.tokens import SigningKey, TokenSettings
 from services.order.token_tables import IssuedTokenRow, TokenAuditRow
@@ -108,26 +109,28 @@ class TokenIssuer:
             return token, TokenRecord.of(row)
 
     def list(self, actor: Principal, include_inactive: bool, page_size: int = 0,
-             offset: int = 0) -> tuple[list[TokenRecord], int | None]:
-        """A page of tokens, newest first, and the offset of the next page (None: last)."""
+             page_token: str = "") -> tuple[list[TokenRecord], str]:
+        """A page of tokens, newest first, and the next page's token (empty: the last)."""
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument.for_field("page_size", f"0 to {MAX_PAGE}")
-        limit = page_size or DEFAULT_PAGE
+        page = page_request(page_size, page_token, default=DEFAULT_PAGE, maximum=MAX_PAGE)
         now = self._now()
+        key = (IssuedTokenRow.issued_at, IssuedTokenRow.token_id)
         with self._factory() as session, session.begin():
             query = select(IssuedTokenRow).order_by(
-                IssuedTokenRow.issued_at.desc(), IssuedTokenRow.token_id
-            ).offset(offset).limit(limit + 1)
+                IssuedTokenRow.issued_at.desc(), IssuedTokenRow.token_id).limit(page.limit + 1)
+            if page.after is not None:
+                query = query.where(after(key, page.after, descending=(True, False)))
             if not include_inactive:
                 query = query.where(
                     IssuedTokenRow.expires_at > now,
                     or_(IssuedTokenRow.revoked_at.is_(None), IssuedTokenRow.revoked_at > now))
-            rows = list(session.scalars(query))
-            more = len(rows) > limit
-            rows = rows[:limit]
+            rows, next_page_token = page_of(list(session.scalars(query)), page,
+                                            lambda row: (row.issued_at, row.token_id))
             self._audit(session, actor, "list", None, {"include_inactive": include_inactive,
-                                                       "offset": offset, "count": len(rows)})
-            return [TokenRecord.of(row) for row in rows], offset + limit if more else None
+                                                       "page_token": page_token,
+                                                       "count": len(rows)})
+            return [TokenRecord.of(row) for row in rows], next_page_token
 
     def rotate(self, actor: Principal, token_id: str, ttl_s: float | None,
                grace_s: float | None) -> tuple[str, TokenRecord, TokenRecord]:

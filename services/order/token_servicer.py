@@ -9,7 +9,6 @@ from google.protobuf import duration_pb2
 from idc.ops.v1 import token_service_pb2 as pb
 from idc.ops.v1 import token_service_pb2_grpc
 from services.common.auth import Role, require_role
-from services.common.errors import InvalidArgument
 from services.common.timestamps import to_timestamp
 from services.order.token_issuer import TokenIssuer, TokenRecord, principal_request
 
@@ -47,12 +46,10 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
     def ListTokens(self, request: pb.ListTokensRequest, context: grpc.ServicerContext
                    ) -> pb.ListTokensResponse:
         actor = require_role(Role.ADMIN)
-        if request.page_token and not request.page_token.isdigit():
-            raise InvalidArgument.for_field("page_token", "not a page token of ListTokens")
-        records, following = self._issuer.list(actor, request.include_inactive,
-                                               request.page_size, int(request.page_token or 0))
+        records, next_page_token = self._issuer.list(actor, request.include_inactive,
+                                                     request.page_size, request.page_token)
         return pb.ListTokensResponse(tokens=[token_info(r) for r in records],
-                                     next_page_token="" if following is None else str(following))
+                                     next_page_token=next_page_token)
 
     def RotateToken(self, request: pb.RotateTokenRequest, context: grpc.ServicerContext
                     ) -> pb.RotateTokenResponse:

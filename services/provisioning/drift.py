@@ -27,6 +27,7 @@ from idc.events.v1 import circuit_pb2, common_pb2
 from idc.provisioning.v1 import provisioning_service_pb2 as ops_pb2
 from services.common.events import outbox
 from services.common.grpc_server import AlarmCheck, Worker
+from services.common.paging import Key, after
 from services.common.timestamps import to_timestamp
 from services.provisioning.coordinator import FINISHED_STEPS
 from services.provisioning.domain.circuits import Side, circuit_end
@@ -292,17 +293,20 @@ def sync_statuses(
     factory: sessionmaker[Session],
     circuit_id: str = "",
     not_in_sync_only: bool = False,
-    offset: int = 0,
+    start_after: Key | None = None,
     limit: int | None = None,
 ) -> list[CircuitSync]:
-    """The stored records, by circuit id, Singapore first (``limit`` of them from
-    ``offset``: all by default)."""
-    query = select(CircuitSync).order_by(CircuitSync.circuit_id, CircuitSync.side)
+    """The stored records, by circuit id, Singapore first (``limit`` of them after the
+    (circuit id, side) key ``start_after``: all by default)."""
+    key = (CircuitSync.circuit_id, CircuitSync.side)
+    query = select(CircuitSync).order_by(*key)
+    if start_after is not None:
+        query = query.where(after(key, start_after, descending=False))
     if circuit_id:
         query = query.where(CircuitSync.circuit_id == circuit_id)
     if not_in_sync_only:
         query = query.where(CircuitSync.status != SyncStatus.IN_SYNC.value)
-    query = query.offset(offset).limit(limit)
+    query = query.limit(limit)
     with factory() as session:
         rows = list(session.scalars(query))
         session.expunge_all()

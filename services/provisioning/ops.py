@@ -20,6 +20,7 @@ from idc.provisioning.v1 import provisioning_service_pb2_grpc as pb_grpc
 from idc.type.v1 import router_payload_pb2
 from services.common.auth import Role, require_role
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.paging import PageRequest, checked, page_of, page_request
 from services.common.timestamps import to_timestamp
 from services.provisioning.coordinator import Coordinator
 from services.provisioning.domain.circuits import Operation, Side, circuit_end
@@ -40,6 +41,8 @@ from services.provisioning.tables import IntendedCircuit, LogEntry, PlannedOrder
 ACTIVE = "active"
 OPS_ROLES = (Role.OPS, Role.ADMIN)
 SYNC_PAGE_SIZE = 1000
+DEVICE_PAGE_SIZE = 100
+REPAIR_PAGE_SIZE = 100
 
 
 def _params(row: IntendedCircuit) -> common_pb2.CircuitParameters:
@@ -48,18 +51,9 @@ def _params(row: IntendedCircuit) -> common_pb2.CircuitParameters:
     return params
 
 
-def _page(page_size: int, page_token: str) -> tuple[int, int]:
-    """(offset, limit) of a List call's page."""
-    if page_size < 0:
-        raise InvalidArgument.for_field("page_size", "must be zero (the default) or more")
-    limit = min(page_size or SYNC_PAGE_SIZE, SYNC_PAGE_SIZE)
-    try:
-        offset = int(page_token or "0")
-    except ValueError:
-        offset = -1
-    if offset < 0:
-        raise InvalidArgument.for_field("page_token", "is not a token from a response")
-    return offset, limit
+def _page(page_size: int, page_token: str, maximum: int) -> PageRequest:
+    """A List call's page: ``maximum`` by default and at most."""
+    return page_request(page_size, page_token, default=maximum, maximum=maximum)
 
 
 class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
@@ -96,12 +90,17 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
 
     def ListDevices(self, request: pb.ListDevicesRequest, context: Any) -> pb.ListDevicesResponse:
         require_role(*OPS_ROLES)
+        page = _page(request.page_size, request.page_token, DEVICE_PAGE_SIZE)
+        start = None if page.after is None else checked(page.after, str)
+        devices, next_page_token = page_of(sorted(
+            (device for device in self._inventory
+             if (not request.side or device.side.value == request.side)
+             and (start is None or (device.name,) > start)),
+            key=lambda device: device.name), page, lambda device: (device.name,))
         with self._factory() as session:
             active = [_params(r) for r in self._active(session)]
-        response = pb.ListDevicesResponse()
-        for device in self._inventory:
-            if request.side and device.side.value != request.side:
-                continue
+        response = pb.ListDevicesResponse(next_page_token=next_page_token)
+        for device in devices:
             probe = NetconfSession(device, timeout_s=5)
             reachable = probe.probe()
             found = pb.Device(
@@ -237,14 +236,15 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
         self, request: pb.ListSyncStatusRequest, context: Any
     ) -> pb.ListSyncStatusResponse:
         require_role(*OPS_ROLES)
-        offset, limit = _page(request.page_size, request.page_token)
-        rows = sync_statuses(
-            self._factory, request.circuit_id, request.not_in_sync_only, offset, limit + 1
-        )
+        page = _page(request.page_size, request.page_token, SYNC_PAGE_SIZE)
+        rows, next_page_token = page_of(
+            sync_statuses(self._factory, request.circuit_id, request.not_in_sync_only,
+                          page.after, page.limit + 1),
+            page, lambda row: (row.circuit_id, row.side))
         return pb.ListSyncStatusResponse(
-            statuses=[sync_status_proto(row) for row in rows[:limit]],
+            statuses=[sync_status_proto(row) for row in rows],
             interval_seconds=self._drift_interval_s,
-            next_page_token=str(offset + limit) if len(rows) > limit else "",
+            next_page_token=next_page_token,
         )
 
     def Redeploy(self, request: pb.RedeployRequest, context: Any) -> pb.RedeployResponse:
@@ -253,12 +253,10 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
 
     def ListRepairs(self, request: pb.ListRepairsRequest, context: Any) -> pb.ListRepairsResponse:
         require_role(*OPS_ROLES)
-        offset, limit = _page(request.page_size, request.page_token)
-        repairs = self._repairs.list(request.circuit_id, request.pending_only, offset, limit + 1)
-        return pb.ListRepairsResponse(
-            repairs=repairs[:limit],
-            next_page_token=str(offset + limit) if len(repairs) > limit else "",
-        )
+        page = _page(request.page_size, request.page_token, REPAIR_PAGE_SIZE)
+        repairs, next_page_token = self._repairs.list(request.circuit_id, request.pending_only,
+                                                      page)
+        return pb.ListRepairsResponse(repairs=repairs, next_page_token=next_page_token)
 
     def ApproveRepair(
         self, request: pb.ApproveRepairRequest, context: Any

@@ -23,6 +23,7 @@ from idc.provisioning.v1 import provisioning_service_pb2 as pb
 from idc.type.v1 import circuit_operation_pb2, router_payload_pb2
 from services.common.auth import Principal
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.paging import PageRequest, after, page_of
 from services.common.timestamps import to_timestamp
 from services.provisioning.domain.circuits import Operation, Side
 from services.provisioning.domain.faults import RouterFailure
@@ -148,20 +149,23 @@ class Repairs:
             response.repair.CopyFrom(self._message(session, repair_id))
         return response
 
-    def list(self, circuit_id: str, pending_only: bool, offset: int, limit: int) -> list[pb.Repair]:
-        """Repairs, newest first: ``limit`` of them from ``offset``."""
-        query = select(RepairPlan.repair_id)
+    def list(self, circuit_id: str, pending_only: bool, page: PageRequest
+             ) -> tuple[list[pb.Repair], str]:
+        """One page of repairs, newest first, and the next page's token."""
+        key = (RepairPlan.created_at, RepairPlan.repair_id)
+        query = select(*key)
         if circuit_id:
             query = query.where(RepairPlan.circuit_id == circuit_id)
         if pending_only:
             query = query.where(RepairPlan.state == RepairState.PENDING_APPROVAL.value)
-        query = (
-            query.order_by(RepairPlan.created_at.desc(), RepairPlan.repair_id)
-            .offset(offset)
-            .limit(limit)
-        )
+        if page.after is not None:
+            query = query.where(after(key, page.after, descending=(True, False)))
+        query = query.order_by(RepairPlan.created_at.desc(), RepairPlan.repair_id
+                               ).limit(page.limit + 1)
         with self._factory() as session:
-            return [self._message(session, rid) for rid in session.scalars(query)]
+            shown, next_page_token = page_of(session.execute(query).all(), page,
+                                            lambda row: (row.created_at, row.repair_id))
+            return [self._message(session, rid) for _, rid in shown], next_page_token
 
     # -- decisions ----------------------------------------------------------------------
 

@@ -66,10 +66,9 @@ class FakeSource:
             raise NotFound(f"the broker has no topic {topic}")
         return set(range(self.partition_count))
 
-    def read_all(self, topic: str, limit: int) -> tuple[list[RawRecord], bool]:
+    def read_all(self, topic: str) -> list[RawRecord]:
         self.partitions(topic)
-        found = self.records[topic]
-        return found[:limit], len(found) > limit
+        return self.records[topic]
 
     def read_one(self, topic: str, partition: int, offset: int) -> RawRecord | None:
         self.partitions(topic)

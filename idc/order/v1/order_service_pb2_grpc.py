@@ -36,7 +36,9 @@ class OrderServiceStub:
 
     Paginated calls: page_size 0 means the server default (50), the maximum is 1000;
     page_token is the previous response's next_page_token; an empty next_page_token means
-    the last page.
+    the last page. Tokens are opaque and carry the sort key of the last item returned (every
+    List rpc of the API pages so): the next page starts after that item, so items created
+    or removed while a caller pages do not make others repeat or vanish.
     """
 
     def __init__(self, channel):
@@ -123,7 +125,9 @@ class OrderServiceServicer:
 
     Paginated calls: page_size 0 means the server default (50), the maximum is 1000;
     page_token is the previous response's next_page_token; an empty next_page_token means
-    the last page.
+    the last page. Tokens are opaque and carry the sort key of the last item returned (every
+    List rpc of the API pages so): the next page starts after that item, so items created
+    or removed while a caller pages do not make others repeat or vanish.
     """
 
     def ListSites(self, request, context):
@@ -177,8 +181,10 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelOrder(self, request, context):
-        """Cancels an order that has not started provisioning (ACKNOWLEDGED, PENDING_APPROVAL
-        or APPROVED); releases its reservation. FAILED_PRECONDITION otherwise.
+        """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
+        its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
+        (APPROVED) provisioning may already be changing the routers, so the order runs to its
+        outcome and the circuit is then changed or disconnected.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -315,7 +321,9 @@ class OrderService:
 
     Paginated calls: page_size 0 means the server default (50), the maximum is 1000;
     page_token is the previous response's next_page_token; an empty next_page_token means
-    the last page.
+    the last page. Tokens are opaque and carry the sort key of the last item returned (every
+    List rpc of the API pages so): the next page starts after that item, so items created
+    or removed while a caller pages do not make others repeat or vanish.
     """
 
     @staticmethod

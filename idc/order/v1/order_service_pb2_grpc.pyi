@@ -37,7 +37,9 @@ class OrderServiceStub:
 
     Paginated calls: page_size 0 means the server default (50), the maximum is 1000;
     page_token is the previous response's next_page_token; an empty next_page_token means
-    the last page.
+    the last page. Tokens are opaque and carry the sort key of the last item returned (every
+    List rpc of the API pages so): the next page starts after that item, so items created
+    or removed while a caller pages do not make others repeat or vanish.
     """
 
     @_typing.overload
@@ -67,8 +69,10 @@ class OrderServiceStub:
     streams allowed.
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]
-    """Cancels an order that has not started provisioning (ACKNOWLEDGED, PENDING_APPROVAL
-    or APPROVED); releases its reservation. FAILED_PRECONDITION otherwise.
+    """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
+    its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
+    (APPROVED) provisioning may already be changing the routers, so the order runs to its
+    outcome and the circuit is then changed or disconnected.
     """
     ModifyBandwidth: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ModifyBandwidthRequest, _order_service_pb2.ModifyBandwidthResponse]
     """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id."""
@@ -98,7 +102,9 @@ class OrderServiceAsyncStub(OrderServiceStub):
 
     Paginated calls: page_size 0 means the server default (50), the maximum is 1000;
     page_token is the previous response's next_page_token; an empty next_page_token means
-    the last page.
+    the last page. Tokens are opaque and carry the sort key of the last item returned (every
+    List rpc of the API pages so): the next page starts after that item, so items created
+    or removed while a caller pages do not make others repeat or vanish.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -125,8 +131,10 @@ class OrderServiceAsyncStub(OrderServiceStub):
     streams allowed.
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
-    """Cancels an order that has not started provisioning (ACKNOWLEDGED, PENDING_APPROVAL
-    or APPROVED); releases its reservation. FAILED_PRECONDITION otherwise.
+    """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
+    its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
+    (APPROVED) provisioning may already be changing the routers, so the order runs to its
+    outcome and the circuit is then changed or disconnected.
     """
     ModifyBandwidth: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ModifyBandwidthRequest, _order_service_pb2.ModifyBandwidthResponse]  # type: ignore[assignment]
     """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id."""
@@ -155,7 +163,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Paginated calls: page_size 0 means the server default (50), the maximum is 1000;
     page_token is the previous response's next_page_token; an empty next_page_token means
-    the last page.
+    the last page. Tokens are opaque and carry the sort key of the last item returned (every
+    List rpc of the API pages so): the next page starts after that item, so items created
+    or removed while a caller pages do not make others repeat or vanish.
     """
 
     @_abc_1.abstractmethod
@@ -222,8 +232,10 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_service_pb2.CancelOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.CancelOrderResponse, _abc.Awaitable[_order_service_pb2.CancelOrderResponse]]:
-        """Cancels an order that has not started provisioning (ACKNOWLEDGED, PENDING_APPROVAL
-        or APPROVED); releases its reservation. FAILED_PRECONDITION otherwise.
+        """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
+        its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
+        (APPROVED) provisioning may already be changing the routers, so the order runs to its
+        outcome and the circuit is then changed or disconnected.
         """
 
     @_abc_1.abstractmethod

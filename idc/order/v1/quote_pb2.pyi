@@ -46,10 +46,13 @@ class Quote(_message.Message):
     """Tenant the quote was made for."""
     feasible: _builtins.bool
     """Whether the spec fits the current free capacity (channel, both ports, VLANs).
-    Quotes are given even when it does not, so customers can see the price.
+    Quotes are given even when it does not, so customers can see the price. Admission
+    counts the committed bandwidth (spec.bandwidth_mbps) only, never the burst allowance:
+    traffic above it is carried when there is room, not guaranteed, and billed at the
+    95th percentile.
     """
     channel_free_mbps: _builtins.int
-    """Channel capacity still free at quote time, in Mbps."""
+    """Channel capacity still free at quote time, in Mbps (committed bandwidth only)."""
     a_end_port_free_mbps: _builtins.int
     """Free bandwidth on the A-end port at quote time, in Mbps."""
     z_end_port_free_mbps: _builtins.int

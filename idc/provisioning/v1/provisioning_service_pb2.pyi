@@ -244,9 +244,11 @@ class ListDevicesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     SIDE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Maximum number of devices to return."""
+    """Maximum number of devices to return (0: the default, 100; at most 100)."""
     page_token: _builtins.str
-    """Token from the previous response."""
+    """From a previous response's next_page_token: the page starts after the last device
+    name it returned.
+    """
     side: _side_pb2.Side.ValueType
     """Only devices on this side; UNSPECIFIED for both."""
     def __init__(

@@ -40,6 +40,7 @@ from services.common.events.envelope import (
 )
 from services.common.events.tables import utcnow
 from services.common.events.topics import DLQ_SUFFIX, dead_letter_topic
+from services.common.paging import checked, page_of, page_request
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +169,18 @@ class Republished:
     event_ids: list[str] = field(default_factory=list)
 
 
+def _position(record: RawRecord) -> tuple[int, int, int]:
+    """Where a dead letter sorts, oldest first; the page token carries the last one's."""
+    return (record.timestamp_ms or 0, record.partition, record.offset)
+
+
 class DeadLetterSource(Protocol):
     """Reads dead-letter topics; NotFound for a topic the broker does not have."""
 
     def partitions(self, topic: str) -> set[int]: ...
 
-    def read_all(self, topic: str, limit: int) -> tuple[list[RawRecord], bool]:
-        """Up to ``limit`` records of ``topic`` and whether more were there."""
+    def read_all(self, topic: str) -> list[RawRecord]:
+        """The records of ``topic`` (a bounded number), by timestamp, partition and offset."""
         ...
 
     def read_one(self, topic: str, partition: int, offset: int) -> RawRecord | None: ...
@@ -217,14 +223,14 @@ class EventAdmin:
             raise InvalidArgument.for_field(
                 "page_size", f"give 1 to {MAX_PAGE_SIZE} (or 0 for {DEFAULT_PAGE_SIZE})"
             )
-        # The token is how many dead letters earlier pages held (they are read oldest first).
-        if page_token and not page_token.isdigit():
-            raise InvalidArgument.for_field("page_token", "use a next_page_token as given")
-        start = int(page_token or 0)
-        end = start + (page_size or DEFAULT_PAGE_SIZE)
-        records, more = self._source.read_all(dead_letter_topic(topic), end)
-        letters = [DeadLetter.from_record(topic, record) for record in records[start:end]]
-        return DeadLetterPage(self._with_replays(letters), str(end) if more else "")
+        page = page_request(page_size, page_token, default=DEFAULT_PAGE_SIZE,
+                            maximum=MAX_PAGE_SIZE)
+        start = None if page.after is None else checked(page.after, int, int, int)
+        records, next_page_token = page_of(
+            [r for r in self._source.read_all(dead_letter_topic(topic))
+             if start is None or _position(r) > start], page, _position)
+        letters = [DeadLetter.from_record(topic, record) for record in records]
+        return DeadLetterPage(self._with_replays(letters), next_page_token)
 
     def get_dead_letter(self, ref: DeadLetterRef) -> DeadLetter:
         ref = self._checked(ref)

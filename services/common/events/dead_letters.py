@@ -79,7 +79,7 @@ class KafkaDeadLetterSource:
             raise NotFound(f"the broker has no topic {topic}")
         return set(found)
 
-    def read_all(self, topic: str, limit: int) -> tuple[list[RawRecord], bool]:
+    def read_all(self, topic: str) -> list[RawRecord]:
         with self._consumer() as consumer:
             partitions = self._partitions(consumer, topic)
             consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
@@ -90,7 +90,7 @@ class KafkaDeadLetterSource:
                 if len(records) >= MAX_RECORDS:
                     break
         records.sort(key=lambda r: (r.timestamp_ms or 0, r.partition, r.offset))
-        return records[:limit], len(records) > limit
+        return records
 
     def read_one(self, topic: str, partition: int, offset: int) -> RawRecord | None:
         with self._consumer() as consumer:

@@ -6,6 +6,12 @@ both its ports. Committed bandwidth belongs to circuits that carry traffic (ACTI
 MODIFYING, DISCONNECTING); reserved bandwidth is held by open orders (a NEW order's
 bandwidth, a CHANGE order's increase) and returns to free when the order ends, whatever the
 outcome. The caller evaluates this under a lock that serialises admissions.
+
+Burst allowance is not counted: admission sells the committed rate (CIR) only. Bandwidth
+above the CIR, up to the circuit's burst allowance, is carried when the channel and ports
+have room at that moment, is not guaranteed, and is billed at the 95th percentile
+(README "Burst allowance"). So ``request_mbps`` is a bandwidth in the CIR sense, and an
+order whose CIR fits is admitted whatever its burst.
 """
 
 from __future__ import annotations

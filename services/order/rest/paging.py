@@ -1,51 +1,31 @@
-"""Keyset pages: an opaque ``after`` cursor naming the last row of the page before (its
-creation time and id), and the RFC 8288 ``Link: <...>; rel="next"`` header to the next."""
+"""Keyset pages over REST: the ``after`` cursor is the gRPC lists' opaque page token
+(services/common/paging.py: the sort key, creation time and id, of the page's last row),
+and the RFC 8288 ``Link: <...>; rel="next"`` header leads to the next page."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlencode
 
 from services.common.errors import InvalidArgument
-from services.order.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Keyset
-
-CURSOR_PREFIX = "k1:"
-
-
-@dataclass(frozen=True)
-class PageAsk:
-    limit: int
-    after: Keyset | None
+from services.common.paging import PageRequest, checked, decode_token
+from services.order.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 
-def encode_cursor(created_at: datetime, row_id: str) -> str:
-    text = f"{CURSOR_PREFIX}{created_at.isoformat()}|{row_id}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> Keyset:
-    refused = InvalidArgument.for_field("after", "is not a cursor from a previous page's Link")
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, _, row_id = text.removeprefix(CURSOR_PREFIX).partition("|")
-        created_at = datetime.fromisoformat(moment)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise refused from None
-    if not text.startswith(CURSOR_PREFIX) or not row_id or created_at.tzinfo is None:
-        raise refused
-    return created_at, row_id
-
-
-def page_ask(limit: str | None, after: str | None) -> PageAsk:
+def page_ask(limit: str | None, after: str | None) -> PageRequest:
+    """The page a list call asks for; both lists page by (created_at, id)."""
     size = DEFAULT_PAGE_SIZE
     if limit is not None:
         if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE_SIZE:
             raise InvalidArgument.for_field("limit", f"must be 1 to {MAX_PAGE_SIZE}")
         size = int(limit)
-    return PageAsk(size, decode_cursor(after) if after else None)
+    if not after:
+        return PageRequest(size, None)
+    try:
+        return PageRequest(size, checked(decode_token(after), datetime, str))
+    except InvalidArgument:
+        raise InvalidArgument.for_field(
+            "after", "is not a cursor from a previous page's Link") from None
 
 
 def next_link(path: str, query: dict[str, str], limit: int, cursor: str) -> str:

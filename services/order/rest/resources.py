@@ -91,15 +91,13 @@ def list_product_orders(app: OrderApp, call: Call) -> Reply:
     states = _states(call.query.get("state"), sonata.ORDER_STATE_FILTER, "state")
     page = paging.page_ask(call.query.get("limit"), call.query.get("after"))
     with app.uow.read_one_statement() as session:
-        orders, more = store.list_orders(
-            session, 0, page.limit, tenant=tenant, order_type=None,
+        orders, cursor = store.list_orders(
+            session, page, tenant=tenant, order_type=None,
             states=convert.order_states_from_proto(states, "state"),
-            circuit_id=call.query.get("productId", ""), older_than=page.after)
+            circuit_id=call.query.get("productId", ""))
         messages = [convert.order_message(*order) for order in orders]
         app.contacts.reveal(session, principal, messages)
-    last = orders[-1][0] if orders else None
-    return _page(call, [sonata.product_order(m) for m in messages], page.limit,
-                 paging.encode_cursor(last["created_at"], last["id"]) if more and last else "")
+    return _page(call, [sonata.product_order(m) for m in messages], page.limit, cursor)
 
 
 def cancel_product_order(app: OrderApp, call: Call) -> Reply:
@@ -131,11 +129,10 @@ def list_products(app: OrderApp, call: Call) -> Reply:
     states = _states(call.query.get("status"), sonata.STATUS_FILTER, "status")
     page = paging.page_ask(call.query.get("limit"), call.query.get("after"))
     with app.uow.read() as session:
-        rows, more = store.list_circuits(
-            session, 0, page.limit, tenant=tenant, port_id="", older_than=page.after,
+        rows, cursor = store.list_circuits(
+            session, page, tenant=tenant, port_id="",
             states=convert.circuit_states_from_proto(states, "status"))
         products = [sonata.product(convert.circuit(app.catalogue, row)) for row in rows]
-        cursor = paging.encode_cursor(rows[-1].created_at, rows[-1].id) if more else ""
     return _page(call, products, page.limit, cursor)
 
 

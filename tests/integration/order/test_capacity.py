@@ -213,3 +213,26 @@ def test_concurrent_orders_answer_what_get_order_reads_and_reused_ids_are_refuse
             (o for o in orders if isinstance(o, order_pb2.Order)), key=lambda o: o.id)
         times = [(o.create_time.ToDatetime(), o.id) for o in listed]
         assert times == sorted(times, reverse=True)
+
+
+def test_the_channel_binds_before_the_ports_of_the_shipped_catalogue(
+    database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    """26 orders of 10 Gbps fill the 260 Gbps channel over three 100 Gbps port pairs; the
+    next is refused for the channel while its ports still have 20 Gbps free."""
+    sg = ["sg-edge-1:et-0/1/0", "sg-edge-1:et-0/1/1", "sg-edge-1:et-0/2/0"]
+    cq = ["cq-edge-1:HGE1/0/1", "cq-edge-1:HGE1/0/2", "cq-edge-1:HGE1/0/3"]
+    with running_order_service(database_url, kafka_settings,
+                               channel_capacity_mbps=260_000) as svc:
+        for index in range(26):
+            svc.alice.create(10_000, a_port=sg[index % 3], z_port=cq[index % 3])
+        with pytest.raises(grpc.RpcError) as refused:
+            svc.alice.create(10_000, a_port=sg[2], z_port=cq[2])
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        details = refused.value.details() or ""
+        assert "the channel has 0 Mbps free of 260000 Mbps" in details
+        assert "port" not in details.removeprefix("not enough bandwidth: ")
+        figures = svc.alice.capacity()
+        assert figures.channel_free_mbps == 0
+        free = {p.port_id: p.free_mbps for p in figures.ports}
+        assert (free[sg[2]], free[cq[2]]) == (20_000, 20_000)

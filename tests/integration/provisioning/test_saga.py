@@ -148,6 +148,15 @@ def test_drift_shows_in_check_sync_and_redeploy_restores(stack: Stack) -> None:
     assert [(d.name, d.reachable) for d in devices] == [("cq-edge-1", True), ("sg-edge-1", True)]
 
 
+def test_devices_come_in_pages_by_name(stack: Stack) -> None:
+    stub = stack.stub()
+    first = stub.ListDevices(pb.ListDevicesRequest(page_size=1), metadata=stack.metadata())
+    second = stub.ListDevices(pb.ListDevicesRequest(
+        page_size=1, page_token=first.next_page_token), metadata=stack.metadata())
+    assert [d.name for d in [*first.devices, *second.devices]] == ["cq-edge-1", "sg-edge-1"]
+    assert first.next_page_token and second.next_page_token == ""
+
+
 def test_fifty_circuits_at_once_all_active(stack: Stack) -> None:
     circuits = [circuit(stack.vlan(next(VLANS)), mbps=10 + i) for i in range(50)]
     for params in circuits:

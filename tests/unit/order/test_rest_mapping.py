@@ -12,6 +12,7 @@ from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
 from services.common import errors
 from services.common.config import ConfigError
 from services.common.errors import InvalidArgument
+from services.common.paging import PageRequest, encode_token
 from services.order.rest import paging, sonata
 from services.order.rest.body import Body
 from services.order.rest.problems import PROBLEM_JSON, problem_for, status_of
@@ -99,10 +100,13 @@ def test_every_state_has_its_sonata_name() -> None:
 
 def test_a_cursor_names_the_last_row_and_refuses_anything_else() -> None:
     moment = datetime(2026, 12, 4, 1, 2, 3, 456789, tzinfo=UTC)
-    assert paging.decode_cursor(paging.encode_cursor(moment, "ord-9")) == (moment, "ord-9")
-    for bad in ("x", "bm90LWEtY3Vyc29y", paging.encode_cursor(moment, "")):
-        with pytest.raises(InvalidArgument):
-            paging.decode_cursor(bad)
+    assert paging.page_ask("2", encode_token((moment, "ord-9"))) == PageRequest(
+        2, (moment, "ord-9"))
+    # Not a token, and a token of another list (devices page by name alone).
+    for bad in ("x", "bm90LWEtY3Vyc29y", encode_token(("sg-edge-1",))):
+        with pytest.raises(InvalidArgument) as refused:
+            paging.page_ask(None, bad)
+        assert refused.value.violations[0][0] == "after"
     with pytest.raises(InvalidArgument):
         paging.page_ask("0", None)
     assert paging.next_link("/p", {"state": "pending", "after": "old"}, 2, "c") == (
