@@ -106,7 +106,7 @@ def test_a_cursor_names_the_last_row_and_refuses_anything_else() -> None:
     for bad in ("x", "bm90LWEtY3Vyc29y", encode_token(("sg-edge-1",))):
         with pytest.raises(InvalidArgument) as refused:
             paging.page_ask(None, bad)
-        assert refused.value.violations[0][0] == "after"
+        assert refused.value.violations[0].field == "after"
     with pytest.raises(InvalidArgument):
         paging.page_ask("0", None)
     assert paging.next_link("/p", {"state": "pending", "after": "old"}, 2, "c") == (
