@@ -123,3 +123,10 @@ def event_body(event_id: str, event_type: str, created: datetime,
     document = {"id": event_id, "type": event_type, "created": created.isoformat(),
                 "data": data}
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+def wants(subscribed_at: datetime, happened_at: datetime) -> bool:
+    """A subscription is sent the events that happened from its creation on: a consumer
+    catching up (a new deployment, a group reset) must not deliver what it missed before
+    the endpoint existed."""
+    return happened_at >= subscribed_at

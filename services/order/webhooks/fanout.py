@@ -44,12 +44,21 @@ def event_of(session: Session, message: Message,
     circuit_id = str(fields.get("circuitId", ""))
     if not tenant_id:
         return None
-    occurred = getattr(message, "occurred_at", None)
-    created = (occurred.ToDatetime(tzinfo=UTC) if occurred is not None and occurred.seconds
-               else datetime.now(UTC))
+    created = _happened_at(message, envelope)
     body = domain.event_body(envelope.event_id, envelope.event_type, created, fields)
     return tenant_id, store.Event(envelope.event_id, envelope.event_type, circuit_id, body,
                                   created)
+
+
+def _happened_at(message: Message, envelope: Envelope) -> datetime:
+    """The event's own time; else when it was published (the record's timestamp), so an
+    old event read late is never taken for a new one."""
+    occurred = getattr(message, "occurred_at", None)
+    if occurred is not None and occurred.seconds:
+        return occurred.ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+    if envelope.timestamp_ms is not None:
+        return datetime.fromtimestamp(envelope.timestamp_ms / 1000, UTC)
+    return datetime.now(UTC)
 
 
 class FanOut:
@@ -62,7 +71,8 @@ class FanOut:
             return
         tenant_id, content = found
         for row in store.subscribers(session, tenant_id, content.event_type):
-            store.enqueue(session, row, content, self._clock())
+            if domain.wants(row.created_at, content.created_at):
+                store.enqueue(session, row, content, self._clock())
 
 
 def fanout_worker(factory: sessionmaker[Session], kafka: KafkaSettings, group_id: str,

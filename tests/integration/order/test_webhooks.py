@@ -104,6 +104,8 @@ def test_an_orders_activation_arrives_signed_and_the_log_test_and_replay_work(
         svc.approve_both(order)
         before = Timestamp()
         before.GetCurrentTime()
+        # An event without its own time is dated by its record's timestamp, in milliseconds.
+        before.FromMilliseconds(before.ToMilliseconds())
         event = activated(order)
         svc.publish(event, order.circuit_id)
         svc.wait_state(order.id, order_pb2.ORDER_STATE_COMPLETED)

@@ -259,3 +259,23 @@ def test_a_secret_that_does_not_open_is_retried_without_holding_back_other_endpo
     assert world.received_ids() == [other]
     [(delivery, attempts)] = world.webhooks.deliveries("t-1", broken.id, 10, None)
     assert delivery.state == PENDING and "cannot sign" in attempts[0].error
+
+
+def test_events_from_before_a_subscription_existed_are_not_sent_to_it(world: World) -> None:
+    earlier = world.publish("t-1", "c-1")  # nobody subscribed yet
+    world.clock.advance(5)
+    world.webhooks.create("t-1", world.receiver.url, [ACTIVATED])
+    # A consumer catching up reads the earlier event again, after the subscription: old
+    # by its occurred_at, and by its record's timestamp when it has none.
+    message = circuit_pb2.CircuitActivated(event_id="ev-old", circuit_id="c-1",
+                                           tenant_id="t-1", bandwidth_mbps=100)
+    published = int((world.clock.now - timedelta(seconds=4)).timestamp() * 1000)
+    envelope = Envelope(event_id="ev-old", event_type=ACTIVATED, schema_version="1",
+                        topic="idc.circuit.events", partition=0, offset=99,
+                        key=b"c-1", timestamp_ms=published)
+    with world.factory.begin() as session:
+        world.fanout(session, message, envelope)
+    later = world.publish("t-1", "c-1")
+    world.send_all()
+    assert world.received_ids() == [later]
+    assert earlier not in world.received_ids()
