@@ -237,8 +237,8 @@ def rehearsed_order(order: order_pb2.Order) -> Json:
     of what it would create."""
     body = product_order(order)
     body.pop("href", None)
-    for item in body["productOrderItem"]:
-        if not order.circuit_id:
+    if not order.circuit_id:  # an add: the circuit does not exist either
+        for item in body["productOrderItem"]:
             item["product"] = compact({**item["product"], "id": "", "href": ""})
     return body
 
