@@ -12,12 +12,16 @@ from rich.console import Console
 from idc.order.v1 import order_service_pb2 as order_pb
 from services.cli import render
 from services.cli.commands import Context
+from services.cli.errors import CliError, ExitCode
 from services.cli.render import Result
 
 
 def preview(ctx: Context, args: argparse.Namespace) -> Result:
     request = order_pb.PreviewChangeRequest(circuit_id=args.circuit_id, time_zone=args.time_zone)
     if args.disconnect:
+        if args.burst is not None:
+            raise CliError("--burst is for a bandwidth change, not a --disconnect",
+                           ExitCode.INVALID_ARGUMENT)
         request.disconnect.SetInParent()
     else:
         request.modify.bandwidth_mbps = args.bandwidth

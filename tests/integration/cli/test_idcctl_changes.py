@@ -75,5 +75,7 @@ def test_preview_prices_a_change_and_an_early_disconnect(idcctl: Idcctl) -> None
     assert Decimal(leaving["terminationFee"]["amount"]) == months * mrc * Decimal("0.50")
     table = idcctl("customer", "preview", circuit_id, "--disconnect")
     assert table.code == 0 and "termination fee" in table.stdout
+    mixed = idcctl("customer", "preview", circuit_id, "--disconnect", "--burst", "10")
+    assert mixed.code == 3 and "--burst" in mixed.stderr
     refused = idcctl("customer", "preview", "CKT-NOPE", "--disconnect")
     assert refused.code == 4 and "NOT_FOUND" in refused.stderr
