@@ -134,6 +134,7 @@ class CircuitModified(_message.Message):
     BANDWIDTH_MBPS_FIELD_NUMBER: _builtins.int
     PRICE_FIELD_NUMBER: _builtins.int
     EFFECTIVE_TIME_FIELD_NUMBER: _builtins.int
+    BOOST_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     circuit_id: _builtins.str
@@ -164,6 +165,14 @@ class CircuitModified(_message.Message):
     def effective_time(self) -> _timestamp_pb2.Timestamp:
         """A new billing segment starts here (the day of the change is charged at the new rate)."""
 
+    @_builtins.property
+    def boost(self) -> _common_pb2.Boost:
+        """Set when this change starts or ends a boost. Billing then keeps the circuit's MRC
+        segments as they were (price is the base price) and bills the boost on one line: per
+        started hour from the raising change's effective_time to the revert's (or to the
+        disconnect), boost_price_per_mbps_hour * (boosted - base) Mbps.
+        """
+
     def __init__(
         self,
         *,
@@ -178,10 +187,11 @@ class CircuitModified(_message.Message):
         bandwidth_mbps: _builtins.int = ...,
         price: _common_pb2.PriceTerms | None = ...,
         effective_time: _timestamp_pb2.Timestamp | None = ...,
+        boost: _common_pb2.Boost | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "effective_time", b"effective_time", "occurred_at", b"occurred_at", "price", b"price"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["boost", b"boost", "circuit", b"circuit", "effective_time", b"effective_time", "occurred_at", b"occurred_at", "price", b"price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bandwidth_mbps", b"bandwidth_mbps", "circuit", b"circuit", "circuit_id", b"circuit_id", "effective_time", b"effective_time", "event_id", b"event_id", "occurred_at", b"occurred_at", "order_id", b"order_id", "previous_bandwidth_mbps", b"previous_bandwidth_mbps", "price", b"price", "saga_id", b"saga_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bandwidth_mbps", b"bandwidth_mbps", "boost", b"boost", "circuit", b"circuit", "circuit_id", b"circuit_id", "effective_time", b"effective_time", "event_id", b"event_id", "occurred_at", b"occurred_at", "order_id", b"order_id", "previous_bandwidth_mbps", b"previous_bandwidth_mbps", "price", b"price", "saga_id", b"saga_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,21 +22,24 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from idc.type.v1 import money_pb2 as idc_dot_type_dot_v1_dot_money__pb2
 from idc.type.v1 import side_pb2 as idc_dot_type_dot_v1_dot_side__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aidc/events/v1/common.proto\x12\ridc.events.v1\x1a\x17idc/type/v1/money.proto\x1a\x16idc/type/v1/side.proto\"\xa4\x01\n\x0f\x43ircuitEndpoint\x12\x1f\n\x04side\x18\x01 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x10\n\x08telco_id\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\x13\n\x0brouter_name\x18\x04 \x01(\t\x12\x0f\n\x07port_id\x18\x05 \x01(\t\x12\x16\n\x0einterface_name\x18\x06 \x01(\t\x12\x0f\n\x07vlan_id\x18\x07 \x01(\r\"\xd9\x01\n\x11\x43ircuitParameters\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12-\n\x05\x61_end\x18\x03 \x01(\x0b\x32\x1e.idc.events.v1.CircuitEndpoint\x12-\n\x05z_end\x18\x04 \x01(\x0b\x32\x1e.idc.events.v1.CircuitEndpoint\x12\x16\n\x0e\x62\x61ndwidth_mbps\x18\x05 \x01(\x03\x12\x12\n\nburst_mbps\x18\x06 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\xfb\x01\n\nPriceTerms\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\x1f\n\x03mrc\x18\x02 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x1f\n\x03nrc\x18\x03 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x30\n\x14\x62urst_price_per_mbps\x18\x04 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x13\n\x0bterm_months\x18\x05 \x01(\x05\x12\x1a\n\x12price_book_version\x18\x06 \x01(\t\x12\x16\n\x0epurchase_order\x18\x07 \x01(\t\x12\x19\n\x11termination_share\x18\x08 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aidc/events/v1/common.proto\x12\ridc.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17idc/type/v1/money.proto\x1a\x16idc/type/v1/side.proto\"\xa4\x01\n\x0f\x43ircuitEndpoint\x12\x1f\n\x04side\x18\x01 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x10\n\x08telco_id\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\x13\n\x0brouter_name\x18\x04 \x01(\t\x12\x0f\n\x07port_id\x18\x05 \x01(\t\x12\x16\n\x0einterface_name\x18\x06 \x01(\t\x12\x0f\n\x07vlan_id\x18\x07 \x01(\r\"\xea\x01\n\x11\x43ircuitParameters\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12-\n\x05\x61_end\x18\x03 \x01(\x0b\x32\x1e.idc.events.v1.CircuitEndpoint\x12-\n\x05z_end\x18\x04 \x01(\x0b\x32\x1e.idc.events.v1.CircuitEndpoint\x12\x16\n\x0e\x62\x61ndwidth_mbps\x18\x05 \x01(\x03\x12\x12\n\nburst_mbps\x18\x06 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x0f\n\x07sandbox\x18\x08 \x01(\x08\"\xb2\x02\n\nPriceTerms\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\x1f\n\x03mrc\x18\x02 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x1f\n\x03nrc\x18\x03 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x30\n\x14\x62urst_price_per_mbps\x18\x04 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x13\n\x0bterm_months\x18\x05 \x01(\x05\x12\x1a\n\x12price_book_version\x18\x06 \x01(\t\x12\x16\n\x0epurchase_order\x18\x07 \x01(\t\x12\x19\n\x11termination_share\x18\x08 \x01(\t\x12\x35\n\x19\x62oost_price_per_mbps_hour\x18\t \x01(\x0b\x32\x12.idc.type.v1.Money\"\xc4\x01\n\x05\x42oost\x12\x10\n\x08\x62oost_id\x18\x01 \x01(\t\x12\x1b\n\x13\x62\x61se_bandwidth_mbps\x18\x02 \x01(\x03\x12\x1e\n\x16\x62oosted_bandwidth_mbps\x18\x03 \x01(\x03\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06revert\x18\x06 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idc.events.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CIRCUITENDPOINT']._serialized_start=95
-  _globals['_CIRCUITENDPOINT']._serialized_end=259
-  _globals['_CIRCUITPARAMETERS']._serialized_start=262
-  _globals['_CIRCUITPARAMETERS']._serialized_end=479
-  _globals['_PRICETERMS']._serialized_start=482
-  _globals['_PRICETERMS']._serialized_end=733
+  _globals['_CIRCUITENDPOINT']._serialized_start=128
+  _globals['_CIRCUITENDPOINT']._serialized_end=292
+  _globals['_CIRCUITPARAMETERS']._serialized_start=295
+  _globals['_CIRCUITPARAMETERS']._serialized_end=529
+  _globals['_PRICETERMS']._serialized_start=532
+  _globals['_PRICETERMS']._serialized_end=838
+  _globals['_BOOST']._serialized_start=841
+  _globals['_BOOST']._serialized_end=1037
 # @@protoc_insertion_point(module_scope)

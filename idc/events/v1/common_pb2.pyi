@@ -5,6 +5,7 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from idc.type.v1 import money_pb2 as _money_pb2
 from idc.type.v1 import side_pb2 as _side_pb2
 import builtins as _builtins
@@ -101,6 +102,7 @@ class CircuitParameters(_message.Message):
     BANDWIDTH_MBPS_FIELD_NUMBER: _builtins.int
     BURST_MBPS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SANDBOX_FIELD_NUMBER: _builtins.int
     circuit_id: _builtins.str
     """Circuit id."""
     tenant_id: _builtins.str
@@ -114,6 +116,11 @@ class CircuitParameters(_message.Message):
     the circuit id, a space and this). Built from ids only, "IDC <tenant_id>"
     (services/common/limits.py identifier_description): the customer's free-text
     description, reference and contacts stay in the order database.
+    """
+    sandbox: _builtins.bool
+    """A sandbox tenant's circuit (README "Sandbox"): it goes through the whole flow,
+    approvals included, but is never configured on a production router, never uses the
+    real channel's capacity and is never invoiced.
     """
     @_builtins.property
     def a_end(self) -> Global___CircuitEndpoint:
@@ -133,10 +140,11 @@ class CircuitParameters(_message.Message):
         bandwidth_mbps: _builtins.int = ...,
         burst_mbps: _builtins.int = ...,
         description: _builtins.str = ...,
+        sandbox: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "z_end", b"z_end"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "circuit_id", b"circuit_id", "description", b"description", "tenant_id", b"tenant_id", "z_end", b"z_end"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "circuit_id", b"circuit_id", "description", b"description", "sandbox", b"sandbox", "tenant_id", b"tenant_id", "z_end", b"z_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -156,6 +164,7 @@ class PriceTerms(_message.Message):
     PRICE_BOOK_VERSION_FIELD_NUMBER: _builtins.int
     PURCHASE_ORDER_FIELD_NUMBER: _builtins.int
     TERMINATION_SHARE_FIELD_NUMBER: _builtins.int
+    BOOST_PRICE_PER_MBPS_HOUR_FIELD_NUMBER: _builtins.int
     currency_code: _builtins.str
     """ISO 4217 currency of the amounts."""
     term_months: _builtins.int
@@ -183,6 +192,13 @@ class PriceTerms(_message.Message):
     def burst_price_per_mbps(self) -> _money_pb2.Money:
         """Burst price per Mbps per month above the CIR at the 95th percentile."""
 
+    @_builtins.property
+    def boost_price_per_mbps_hour(self) -> _money_pb2.Money:
+        """Price per Mbps per started hour of a boost's window, on the bandwidth the boost adds
+        (README "Scheduled and time-boxed bandwidth"). Absent: the price book has no boost
+        price for the currency, so no boost can be ordered.
+        """
+
     def __init__(
         self,
         *,
@@ -194,11 +210,60 @@ class PriceTerms(_message.Message):
         price_book_version: _builtins.str = ...,
         purchase_order: _builtins.str = ...,
         termination_share: _builtins.str = ...,
+        boost_price_per_mbps_hour: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "mrc", b"mrc", "nrc", b"nrc"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["boost_price_per_mbps_hour", b"boost_price_per_mbps_hour", "burst_price_per_mbps", b"burst_price_per_mbps", "mrc", b"mrc", "nrc", b"nrc"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "currency_code", b"currency_code", "mrc", b"mrc", "nrc", b"nrc", "price_book_version", b"price_book_version", "purchase_order", b"purchase_order", "term_months", b"term_months", "termination_share", b"termination_share"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boost_price_per_mbps_hour", b"boost_price_per_mbps_hour", "burst_price_per_mbps", b"burst_price_per_mbps", "currency_code", b"currency_code", "mrc", b"mrc", "nrc", b"nrc", "price_book_version", b"price_book_version", "purchase_order", b"purchase_order", "term_months", b"term_months", "termination_share", b"termination_share"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PriceTerms: _TypeAlias = PriceTerms  # noqa: Y015
+
+@_typing.final
+class Boost(_message.Message):
+    """A time-boxed bandwidth increase (a boost): the circuit runs at boosted_bandwidth_mbps
+    from start_time, and reverts by itself to base_bandwidth_mbps at end_time.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOST_ID_FIELD_NUMBER: _builtins.int
+    BASE_BANDWIDTH_MBPS_FIELD_NUMBER: _builtins.int
+    BOOSTED_BANDWIDTH_MBPS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    REVERT_FIELD_NUMBER: _builtins.int
+    boost_id: _builtins.str
+    """The id of the CHANGE order that booked the boost; its revert carries the same id."""
+    base_bandwidth_mbps: _builtins.int
+    """Committed bandwidth before and after the boost, in Mbps."""
+    boosted_bandwidth_mbps: _builtins.int
+    """Committed bandwidth during the boost, in Mbps."""
+    revert: _builtins.bool
+    """False on the change that raises the bandwidth, true on the one that reverts it."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the booked window (inclusive)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the booked window (exclusive): the revert is due here."""
+
+    def __init__(
+        self,
+        *,
+        boost_id: _builtins.str = ...,
+        base_bandwidth_mbps: _builtins.int = ...,
+        boosted_bandwidth_mbps: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        revert: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_bandwidth_mbps", b"base_bandwidth_mbps", "boost_id", b"boost_id", "boosted_bandwidth_mbps", b"boosted_bandwidth_mbps", "end_time", b"end_time", "revert", b"revert", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Boost: _TypeAlias = Boost  # noqa: Y015
