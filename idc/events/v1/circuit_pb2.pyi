@@ -168,9 +168,11 @@ class CircuitModified(_message.Message):
     @_builtins.property
     def boost(self) -> _common_pb2.Boost:
         """Set when this change starts or ends a boost. Billing then keeps the circuit's MRC
-        segments as they were (price is the base price) and bills the boost on one line: per
-        started hour from the raising change's effective_time to the revert's (or to the
-        disconnect), boost_price_per_mbps_hour * (boosted - base) Mbps.
+        segments as they were (price is the base price) and bills the boost on its own line:
+        boost_price_per_mbps_hour * (boosted - base) Mbps * started hours of the time the
+        boost was both booked and in force (from the later of start_time and the raising
+        change's effective_time to the earlier of end_time and the revert's or the
+        disconnect's effective_time): a late revert is never charged to the customer.
         """
 
     def __init__(
