@@ -215,7 +215,8 @@ class Changing:
         return bandwidth_change(
             active, bandwidth_mbps, burst_mbps,
             [context.catalogue.ports[p].speed_mbps for p in (circuit.a_port_id, circuit.z_port_id)],
-            [figures.channel, figures.ports[circuit.a_port_id], figures.ports[circuit.z_port_id]],
+            [figures.channels.of(context.catalogue.is_sandbox_port(circuit.a_port_id)),
+             figures.ports[circuit.a_port_id], figures.ports[circuit.z_port_id]],
             context.price_book)
 
     def _idempotent(self, tenant: str, request_id: str, content: str,

@@ -165,13 +165,14 @@ def change_preview(circuit: CircuitRow, money_after: Mapping[str, Any],
 
 
 def quote(spec: circuit_pb2.CircuitSpec, row: QuoteRow, reasons: list[str],
-          figures: store.CapacityFigures) -> quote_pb2.Quote:
-    """The quote placing stored for ``spec``, with its feasibility and headroom."""
+          figures: store.CapacityFigures, *, sandbox: bool = False) -> quote_pb2.Quote:
+    """The quote placing stored for ``spec``, with its feasibility and headroom (of the
+    sandbox pool for a ``sandbox`` spec)."""
     return quote_pb2.Quote(
         id=row.id, tenant_id=row.tenant_id, spec=spec, price=price(row),
         create_time=timestamp(row.created_at), expire_time=timestamp(row.expire_at),
         feasible=not reasons, infeasible_reasons=reasons,
-        channel_free_mbps=figures.channel.free_mbps,
+        channel_free_mbps=figures.channels.of(sandbox).free_mbps,
         a_end_port_free_mbps=figures.ports[spec.a_end_port_id].free_mbps,
         z_end_port_free_mbps=figures.ports[spec.z_end_port_id].free_mbps)
 
@@ -304,6 +305,7 @@ def circuit(catalogue: Catalogue, row: CircuitRow) -> circuit_pb2.Circuit:
         update_time=timestamp(row.updated_at),
         disconnect_time=timestamp(row.disconnected_at),
         term_end_time=timestamp(term_end),
+        sandbox=catalogue.is_sandbox_port(row.a_port_id),
         **_health(row),
     )
 
@@ -345,4 +347,5 @@ def circuit_parameters(catalogue: Catalogue, row: OrderRow | CircuitRow, circuit
         bandwidth_mbps=bandwidth_mbps,
         burst_mbps=burst_mbps,
         description=identifier_description(row.tenant_id),
+        sandbox=catalogue.is_sandbox_port(row.a_port_id),
     )

@@ -108,7 +108,8 @@ class Placing:
         with context.uow.write() as session:
             figures = context.capacity(session)
             reasons = cap.shortfalls(request.bandwidth_mbps, [
-                figures.channel, figures.ports[request.a_end_port_id],
+                figures.channels.of(context.catalogue.is_sandbox_port(request.a_end_port_id)),
+                figures.ports[request.a_end_port_id],
                 figures.ports[request.z_end_port_id]])
             reasons += cap.vlan_shortfalls(
                 cap.VlanAsk(port_id, wanted,
@@ -201,8 +202,8 @@ class Placing:
             store.lock_channel(session)
             existing = store.existing_orders(
                 session, [(p.item.tenant, p.item.request_id) for p in batch])
-            channel, ports = store.bandwidth(session, context.catalogue,
-                                             context.settings.channel_capacity_mbps)
+            channels, ports = store.bandwidth(session, context.catalogue,
+                                              context.settings.channel_capacity_mbps)
             pools = store.vlan_pools(session, context.catalogue, [
                 port for p in batch for port in (p.item.spec.a_end_port_id,
                                                  p.item.spec.z_end_port_id)])
@@ -221,8 +222,10 @@ class Placing:
                     continue
                 spec = order.spec
                 a_pool, z_pool = pools[spec.a_end_port_id], pools[spec.z_end_port_id]
+                sandbox = context.catalogue.is_sandbox_port(spec.a_end_port_id)
                 try:
-                    cap.admit(spec.bandwidth_mbps, [channel, ports[spec.a_end_port_id],
+                    cap.admit(spec.bandwidth_mbps, [channels.of(sandbox),
+                                                    ports[spec.a_end_port_id],
                                                     ports[spec.z_end_port_id]])
                     a_vlan = a_pool.choose(spec.a_end_vlan_id)
                     z_vlan = z_pool.choose(spec.z_end_vlan_id)
@@ -231,7 +234,7 @@ class Placing:
                     continue
                 a_pool.take(a_vlan)
                 z_pool.take(z_vlan)
-                channel = channel.reserving(spec.bandwidth_mbps)
+                channels = channels.reserving(sandbox, spec.bandwidth_mbps)
                 for port_id in (spec.a_end_port_id, spec.z_end_port_id):
                     ports[port_id] = ports[port_id].reserving(spec.bandwidth_mbps)
                 placed[key] = order

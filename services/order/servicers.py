@@ -44,8 +44,10 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         side = convert.side_from_proto(request.side)
         page = store.page(request.page_size, request.page_token)
         figures = self.app.capacity()
-        sites = [s for s in sorted(self.app.catalogue.sites.values(), key=lambda s: s.id)
+        catalogue = self.app.catalogue
+        sites = [s for s in sorted(catalogue.sites.values(), key=lambda s: s.id)
                  if (side is None or s.side is side)
+                 and catalogue.offered_to(s, access.scope(principal))
                  and (page.after is None or (s.id,) > checked(page.after, str))]
         shown, next_page_token = page_of(sites, page, lambda site: (site.id,))
         response = order_service_pb2.ListSitesResponse(next_page_token=next_page_token)
@@ -53,13 +55,14 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
             message = site_pb2.Site(
                 id=site.id, name=site.name, side=convert.side_proto(site.side),
                 telco_id=site.telco.id, telco_name=site.telco.name, city=site.city,
-                router_name=site.router)
+                router_name=site.router, sandbox=site.sandbox)
+            pool = figures.channels.of(site.sandbox)
             for port in site.ports:
                 if not port.visible_to(access.scope(principal)):
                     continue
                 message.ports.append(site_pb2.Port(
                     id=port.id, site_id=site.id, name=port.name, speed_mbps=port.speed_mbps,
-                    free_mbps=min(figures.ports[port.id].free_mbps, figures.channel.free_mbps),
+                    free_mbps=min(figures.ports[port.id].free_mbps, pool.free_mbps),
                     vlan_range=site_pb2.VlanRange(first=port.vlan_first, last=port.vlan_last),
                     free_vlan_count=port.vlan_count - figures.used_vlans.get(port.id, 0),
                     tenant_id=port.tenant))
@@ -69,8 +72,9 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
     def GetQuote(self, request: order_service_pb2.GetQuoteRequest,
                  context: grpc.ServicerContext) -> order_service_pb2.GetQuoteResponse:
         principal = require_role(Role.CUSTOMER)
-        return order_service_pb2.GetQuoteResponse(
-            quote=convert.quote(request.spec, *self.app.placing.quote(principal, request.spec)))
+        return order_service_pb2.GetQuoteResponse(quote=convert.quote(
+            request.spec, *self.app.placing.quote(principal, request.spec),
+            sandbox=self.app.catalogue.is_sandbox_port(request.spec.a_end_port_id)))
 
     def CreateOrder(self, request: order_service_pb2.CreateOrderRequest,
                     context: grpc.ServicerContext) -> order_service_pb2.CreateOrderResponse:
@@ -206,16 +210,21 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
     def GetCapacity(self, request: order_service_pb2.GetCapacityRequest,
                     context: grpc.ServicerContext) -> order_service_pb2.GetCapacityResponse:
         principal = current_principal()
-        catalogue = self.app.catalogue
-        visible = [p for p in catalogue.ports.values() if p.visible_to(access.scope(principal))]
+        catalogue, scope = self.app.catalogue, access.scope(principal)
+        # A sandbox tenant sees its sandbox pool and ports, every other tenant the real
+        # channel and ports; staff the real channel and every port.
+        sandbox = catalogue.is_sandbox_tenant(scope)
+        visible = [p for p in catalogue.ports.values() if p.visible_to(scope)
+                   and catalogue.offered_to(catalogue.site_of(p), scope)]
         wanted = set(request.port_ids)
         unknown = wanted - {p.id for p in visible}
         if unknown:
             raise InvalidArgument.for_field(
                 "port_ids", f"unknown port(s): {', '.join(sorted(unknown))}")
         figures = self.app.capacity()
-        channel = figures.channel
+        channel = figures.channels.of(sandbox)
         message = capacity_pb2.Capacity(
+            sandbox=sandbox,
             channel_capacity_mbps=channel.capacity_mbps,
             channel_committed_mbps=channel.committed_mbps,
             channel_reserved_mbps=channel.reserved_mbps,
@@ -254,7 +263,8 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
             for row in rows:
                 item = approval_service_pb2.PendingApproval(
                     order=convert.order(session, row),
-                    expire_time=convert.timestamp(row.approval_expire_at))
+                    expire_time=convert.timestamp(row.approval_expire_at),
+                    sandbox=self.app.catalogue.is_sandbox_port(row.a_port_id))
                 self.app.contacts.reveal(session, principal, [item.order])
                 plan = store.plans(session, row.id).get(side.value)
                 if plan is not None:

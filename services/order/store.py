@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import NotFound
 from services.common.paging import Key, PageRequest, after, page_of, page_request
-from services.order.domain.capacity import Headroom, VlanPool
+from services.order.domain.capacity import Channels, Headroom, VlanPool
 from services.order.domain.catalogue import Catalogue, Side
 from services.order.domain.lifecycle import (
     COMMITTED_CIRCUIT_STATES,
@@ -65,27 +65,37 @@ def lock_channel(session: Session) -> None:
 
 @dataclass(frozen=True)
 class CapacityFigures:
-    channel: Headroom
+    channels: Channels
     ports: dict[str, Headroom]
     used_vlans: dict[str, int]
 
+    @property
+    def channel(self) -> Headroom:
+        """The real channel."""
+        return self.channels.real
+
 
 def bandwidth(session: Session, catalogue: Catalogue, channel_capacity_mbps: int
-              ) -> tuple[Headroom, dict[str, Headroom]]:
-    """Committed and reserved bandwidth of the channel and of every port, in one statement."""
+              ) -> tuple[Channels, dict[str, Headroom]]:
+    """Committed and reserved bandwidth of the channel, of the sandbox pool and of every
+    port, in one statement."""
     totals = session.connection().execute(_bandwidth_statement())
     by_port: dict[tuple[str, str], int] = defaultdict(int)
-    channel: dict[str, int] = defaultdict(int)
+    pools: dict[tuple[bool, str], int] = defaultdict(int)
     for kind, end, port_id, total in totals:
         by_port[kind, port_id] += int(total or 0)
-        if end == "a":  # every circuit and order has one A end: the channel counts it once
-            channel[kind] += int(total or 0)
+        if end == "a":  # every circuit and order has one A end: its pool counts it once
+            pools[catalogue.is_sandbox_port(port_id), kind] += int(total or 0)
     ports = {
         port.id: Headroom(f"port {port.id}", port.speed_mbps, by_port["c", port.id],
                           by_port["r", port.id])
         for port in catalogue.ports.values()
     }
-    return Headroom("the channel", channel_capacity_mbps, channel["c"], channel["r"]), ports
+    return Channels(
+        Headroom("the channel", channel_capacity_mbps, pools[False, "c"], pools[False, "r"]),
+        Headroom("the sandbox pool", catalogue.sandbox_capacity_mbps, pools[True, "c"],
+                 pools[True, "r"]),
+    ), ports
 
 
 @functools.cache
@@ -108,14 +118,14 @@ def _bandwidth_statement() -> Select[Any]:
 
 def capacity(session: Session, catalogue: Catalogue, channel_capacity_mbps: int
              ) -> CapacityFigures:
-    channel, ports = bandwidth(session, catalogue, channel_capacity_mbps)
+    channels, ports = bandwidth(session, catalogue, channel_capacity_mbps)
     vlans = {
         port_id: int(count)
         for port_id, count in session.execute(
             select(PortVlanRow.port_id, func.count()).group_by(PortVlanRow.port_id)
         )
     }
-    return CapacityFigures(channel, ports, vlans)
+    return CapacityFigures(channels, ports, vlans)
 
 
 def vlan_pools(session: Session, catalogue: Catalogue, port_ids: Iterable[str]

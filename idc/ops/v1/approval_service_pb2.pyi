@@ -30,6 +30,11 @@ class PendingApproval(_message.Message):
     ORDER_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    SANDBOX_FIELD_NUMBER: _builtins.int
+    sandbox: _builtins.bool
+    """A sandbox tenant's order (README "Sandbox"): its payload is for a simulated sandbox
+    router, so no change ticket is needed to approve it.
+    """
     @_builtins.property
     def order(self) -> _order_pb2.Order:
         """The order (approvals show the other telco's decision, if any)."""
@@ -48,10 +53,11 @@ class PendingApproval(_message.Message):
         order: _order_pb2.Order | None = ...,
         payload: _router_payload_pb2.RouterPayload | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        sandbox: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "order", b"order", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "order", b"order", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "order", b"order", "payload", b"payload", "sandbox", b"sandbox"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

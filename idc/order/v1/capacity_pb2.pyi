@@ -34,6 +34,7 @@ class Capacity(_message.Message):
     CHANNEL_FREE_MBPS_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
     READ_TIME_FIELD_NUMBER: _builtins.int
+    SANDBOX_FIELD_NUMBER: _builtins.int
     channel_capacity_mbps: _builtins.int
     """Total channel capacity in Mbps (260000 by default)."""
     channel_committed_mbps: _builtins.int
@@ -44,6 +45,10 @@ class Capacity(_message.Message):
     """
     channel_free_mbps: _builtins.int
     """Bandwidth that can still be ordered, in Mbps."""
+    sandbox: _builtins.bool
+    """The channel figures are the sandbox pool's (a sandbox tenant's view, README
+    "Sandbox"), not the real channel's.
+    """
     @_builtins.property
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortCapacity]:
         """Per port."""
@@ -61,10 +66,11 @@ class Capacity(_message.Message):
         channel_free_mbps: _builtins.int = ...,
         ports: _abc.Iterable[Global___PortCapacity] | None = ...,
         read_time: _timestamp_pb2.Timestamp | None = ...,
+        sandbox: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["read_time", b"read_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_capacity_mbps", b"channel_capacity_mbps", "channel_committed_mbps", b"channel_committed_mbps", "channel_free_mbps", b"channel_free_mbps", "channel_reserved_mbps", b"channel_reserved_mbps", "ports", b"ports", "read_time", b"read_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_capacity_mbps", b"channel_capacity_mbps", "channel_committed_mbps", b"channel_committed_mbps", "channel_free_mbps", b"channel_free_mbps", "channel_reserved_mbps", b"channel_reserved_mbps", "ports", b"ports", "read_time", b"read_time", "sandbox", b"sandbox"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

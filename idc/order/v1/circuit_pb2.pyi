@@ -241,6 +241,7 @@ class Circuit(_message.Message):
     HEALTH_FIELD_NUMBER: _builtins.int
     HEALTH_SINCE_FIELD_NUMBER: _builtins.int
     PURCHASE_ORDER_FIELD_NUMBER: _builtins.int
+    SANDBOX_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable circuit identifier, e.g. "cct-01J9...". Also the Kafka key of its events."""
     tenant_id: _builtins.str
@@ -265,6 +266,10 @@ class Circuit(_message.Message):
     """Whether the routers carry the circuit as ordered (watched continuously while ACTIVE)."""
     purchase_order: _builtins.str
     """The customer's purchase-order number (CircuitSpec.purchase_order)."""
+    sandbox: _builtins.bool
+    """A sandbox circuit (README "Sandbox"): on the simulated sandbox routers, in the sandbox
+    capacity pool, never invoiced.
+    """
     @_builtins.property
     def a_end(self) -> Global___CircuitEnd:
         """Singapore end."""
@@ -325,10 +330,11 @@ class Circuit(_message.Message):
         health: Global___CircuitHealth.ValueType = ...,
         health_since: _timestamp_pb2.Timestamp | None = ...,
         purchase_order: _builtins.str = ...,
+        sandbox: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "activate_time", b"activate_time", "create_time", b"create_time", "disconnect_time", b"disconnect_time", "health_since", b"health_since", "price", b"price", "term_end_time", b"term_end_time", "update_time", b"update_time", "z_end", b"z_end"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "activate_time", b"activate_time", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "create_time", b"create_time", "created_by_order_id", b"created_by_order_id", "customer_reference", b"customer_reference", "description", b"description", "disconnect_time", b"disconnect_time", "health", b"health", "health_since", b"health_since", "id", b"id", "pending_order_id", b"pending_order_id", "price", b"price", "purchase_order", b"purchase_order", "state", b"state", "tenant_id", b"tenant_id", "term_end_time", b"term_end_time", "term_months", b"term_months", "update_time", b"update_time", "z_end", b"z_end"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["a_end", b"a_end", "activate_time", b"activate_time", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "create_time", b"create_time", "created_by_order_id", b"created_by_order_id", "customer_reference", b"customer_reference", "description", b"description", "disconnect_time", b"disconnect_time", "health", b"health", "health_since", b"health_since", "id", b"id", "pending_order_id", b"pending_order_id", "price", b"price", "purchase_order", b"purchase_order", "sandbox", b"sandbox", "state", b"state", "tenant_id", b"tenant_id", "term_end_time", b"term_end_time", "term_months", b"term_months", "update_time", b"update_time", "z_end", b"z_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

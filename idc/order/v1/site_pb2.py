@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from idc.type.v1 import side_pb2 as idc_dot_type_dot_v1_dot_side__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17idc/order/v1/site.proto\x12\x0cidc.order.v1\x1a\x16idc/type/v1/side.proto\"\xad\x01\n\x04Site\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1f\n\x04side\x18\x03 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x10\n\x08telco_id\x18\x04 \x01(\t\x12\x12\n\ntelco_name\x18\x05 \x01(\t\x12\x0c\n\x04\x63ity\x18\x06 \x01(\t\x12\x13\n\x0brouter_name\x18\x07 \x01(\t\x12!\n\x05ports\x18\x08 \x03(\x0b\x32\x12.idc.order.v1.Port\"\xb1\x01\n\x04Port\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nspeed_mbps\x18\x04 \x01(\x03\x12\x11\n\tfree_mbps\x18\x05 \x01(\x03\x12+\n\nvlan_range\x18\x06 \x01(\x0b\x32\x17.idc.order.v1.VlanRange\x12\x17\n\x0f\x66ree_vlan_count\x18\x07 \x01(\x05\x12\x11\n\ttenant_id\x18\x08 \x01(\t\"(\n\tVlanRange\x12\r\n\x05\x66irst\x18\x01 \x01(\r\x12\x0c\n\x04last\x18\x02 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17idc/order/v1/site.proto\x12\x0cidc.order.v1\x1a\x16idc/type/v1/side.proto\"\xbe\x01\n\x04Site\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1f\n\x04side\x18\x03 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x10\n\x08telco_id\x18\x04 \x01(\t\x12\x12\n\ntelco_name\x18\x05 \x01(\t\x12\x0c\n\x04\x63ity\x18\x06 \x01(\t\x12\x13\n\x0brouter_name\x18\x07 \x01(\t\x12!\n\x05ports\x18\x08 \x03(\x0b\x32\x12.idc.order.v1.Port\x12\x0f\n\x07sandbox\x18\t \x01(\x08\"\xb1\x01\n\x04Port\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nspeed_mbps\x18\x04 \x01(\x03\x12\x11\n\tfree_mbps\x18\x05 \x01(\x03\x12+\n\nvlan_range\x18\x06 \x01(\x0b\x32\x17.idc.order.v1.VlanRange\x12\x17\n\x0f\x66ree_vlan_count\x18\x07 \x01(\x05\x12\x11\n\ttenant_id\x18\x08 \x01(\t\"(\n\tVlanRange\x12\r\n\x05\x66irst\x18\x01 \x01(\r\x12\x0c\n\x04last\x18\x02 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idc.order.v1.site_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SITE']._serialized_start=66
-  _globals['_SITE']._serialized_end=239
-  _globals['_PORT']._serialized_start=242
-  _globals['_PORT']._serialized_end=419
-  _globals['_VLANRANGE']._serialized_start=421
-  _globals['_VLANRANGE']._serialized_end=461
+  _globals['_SITE']._serialized_end=256
+  _globals['_PORT']._serialized_start=259
+  _globals['_PORT']._serialized_end=436
+  _globals['_VLANRANGE']._serialized_start=438
+  _globals['_VLANRANGE']._serialized_end=478
 # @@protoc_insertion_point(module_scope)

@@ -35,6 +35,7 @@ class Site(_message.Message):
     CITY_FIELD_NUMBER: _builtins.int
     ROUTER_NAME_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
+    SANDBOX_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable site identifier, e.g. "sg-equinix-sg1"."""
     name: _builtins.str
@@ -49,6 +50,10 @@ class Site(_message.Message):
     """City, e.g. "Singapore", "Chongqing"."""
     router_name: _builtins.str
     """Edge router the customer ports are on, e.g. "sg-edge-1"."""
+    sandbox: _builtins.bool
+    """A sandbox site (README "Sandbox"): its router is simulated; only sandbox tenants
+    order its ports, and they order no other.
+    """
     @_builtins.property
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Port]:
         """Customer ports on the router."""
@@ -64,10 +69,11 @@ class Site(_message.Message):
         city: _builtins.str = ...,
         router_name: _builtins.str = ...,
         ports: _abc.Iterable[Global___Port] | None = ...,
+        sandbox: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "id", b"id", "name", b"name", "ports", b"ports", "router_name", b"router_name", "side", b"side", "telco_id", b"telco_id", "telco_name", b"telco_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "id", b"id", "name", b"name", "ports", b"ports", "router_name", b"router_name", "sandbox", b"sandbox", "side", b"side", "telco_id", b"telco_id", "telco_name", b"telco_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,7 +17,7 @@ order whose CIR fits is admitted whatever its burst.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from services.common.errors import CapacityExhausted
 
@@ -39,6 +39,24 @@ class Headroom:
         """The same resource once ``mbps`` more are reserved on it."""
         return Headroom(self.name, self.capacity_mbps, self.committed_mbps,
                         self.reserved_mbps + mbps)
+
+
+@dataclass(frozen=True)
+class Channels:
+    """The real channel and the sandbox pool (README "Sandbox"): a circuit's bandwidth
+    counts against exactly one of them, the sandbox pool when its ports are sandbox ports."""
+
+    real: Headroom
+    sandbox: Headroom
+
+    def of(self, sandbox: bool) -> Headroom:
+        return self.sandbox if sandbox else self.real
+
+    def reserving(self, sandbox: bool, mbps: int) -> Channels:
+        """The same pools once ``mbps`` more are reserved on the one ``sandbox`` names."""
+        if sandbox:
+            return replace(self, sandbox=self.sandbox.reserving(mbps))
+        return replace(self, real=self.real.reserving(mbps))
 
 
 def shortfalls(request_mbps: int, resources: Iterable[Headroom]) -> list[str]:

@@ -3,6 +3,12 @@
 Router names, interface names and VLAN ranges go into every router payload, so a
 catalogue entry provisioning could not render (services.common.limits) stops the service
 at start, naming the entry.
+
+Sandbox (README "Sandbox"): sites marked ``sandbox = true`` sit on simulated routers of
+their own, never on a router of a real site; the ``[sandbox]`` table names the tenants that
+order them (and only them) and the capacity of the sandbox pool, which stands in for the
+channel for their circuits. Whether a circuit is a sandbox one follows from its ports' site,
+so a site's flag must not change while it carries circuits.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class Site:
     router: str
     platform: str
     ports: tuple[Port, ...]
+    sandbox: bool = False
 
 
 class CatalogueError(ValueError):
@@ -71,6 +78,20 @@ class Catalogue:
     telcos: Mapping[str, Telco]
     sites: Mapping[str, Site]
     ports: Mapping[str, Port]
+    sandbox_tenants: frozenset[str] = frozenset()
+    sandbox_capacity_mbps: int = 0
+
+    def is_sandbox_tenant(self, tenant: str | None) -> bool:
+        return tenant is not None and tenant in self.sandbox_tenants
+
+    def is_sandbox_port(self, port_id: str) -> bool:
+        port = self.ports.get(port_id)
+        return port is not None and self.sites[port.site_id].sandbox
+
+    def offered_to(self, site: Site, tenant: str | None) -> bool:
+        """Staff (no tenant) see every site; a sandbox tenant only sandbox sites, any other
+        tenant only real ones."""
+        return tenant is None or site.sandbox == self.is_sandbox_tenant(tenant)
 
     def site_of(self, port: Port) -> Site:
         return self.sites[port.site_id]
@@ -157,5 +178,23 @@ def parse_catalogue(data: Mapping[str, Any]) -> Catalogue:
             router=router,
             platform=str(entry["platform"]),
             ports=tuple(site_ports),
+            sandbox=bool(entry.get("sandbox", False)),
         )
-    return Catalogue(telcos=telcos, sites=sites, ports=ports)
+    return Catalogue(telcos=telcos, sites=sites, ports=ports,
+                     **_sandbox(data.get("sandbox", {}), sites))
+
+
+def _sandbox(raw: Mapping[str, Any], sites: Mapping[str, Site]) -> dict[str, Any]:
+    """The ``[sandbox]`` table, checked: sandbox sites never share a router with real
+    ones, and sandbox sites come with a pool to admit their circuits into."""
+    real_routers = {site.router for site in sites.values() if not site.sandbox}
+    for site in sites.values():
+        if site.sandbox and site.router in real_routers:
+            raise CatalogueError(f"site {site.id}: a sandbox site needs a router of its own, "
+                                 f"not {site.router} of a real site")
+    tenants = frozenset(str(tenant) for tenant in raw.get("tenants", []))
+    capacity = int(raw.get("capacity_mbps", 0))
+    if any(site.sandbox for site in sites.values()) and capacity <= 0:
+        raise CatalogueError("sandbox.capacity_mbps: the sandbox sites need a positive "
+                             "sandbox pool")
+    return {"sandbox_tenants": tenants, "sandbox_capacity_mbps": capacity}

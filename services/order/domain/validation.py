@@ -165,6 +165,14 @@ def _port(
     if catalogue.side_of(port) is not side:
         violations.append(FieldViolation(field, f"port {port_id} is not on the {side} side"))
         return None
+    site = catalogue.site_of(port)
+    if not catalogue.offered_to(site, tenant):
+        violations.append(FieldViolation(field, (
+            f"port {port_id} is a sandbox port: only sandbox tenants order it"
+            if site.sandbox else
+            f"port {port_id} is not a sandbox port: a sandbox tenant orders only the ports "
+            "of sandbox sites (ListSites shows them)")))
+        return None
     return port
 
 
