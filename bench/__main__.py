@@ -13,7 +13,7 @@ from bench import billing, ingest, order, provisioning
 from bench.harness import Results, format_row, markdown_table
 from devstack.kafka import start_broker
 from devstack.netconf import start_routers
-from devstack.stack import DEFAULT_ROUTERS
+from devstack.stack import EDGE_ROUTERS
 
 WORKLOADS = ("order", "provisioning", "ingest", "billing")
 DEFAULT_RESULTS = Path(__file__).parent / "results.json"
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
                         "full": [(0, 50, 500), (2_000, 10, 100)]}[scale]
                 results.config["provisioning"] = [
                     {"preload": p, "runs": r, "batch": b} for p, r, b in plan]
-                with start_routers(list(DEFAULT_ROUTERS), workdir / "routers") as fleet:
+                with start_routers(list(EDGE_ROUTERS), workdir / "routers") as fleet:
                     provisioning.run(results, workdir, broker.bootstrap, fleet, plan)
             if "ingest" in args.only:
                 samples = {"tiny": 1_000, "quick": 3_000, "full": 20_000}[scale]

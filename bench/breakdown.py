@@ -43,7 +43,7 @@ from bench.provisioning import (
 from bench.stack import postgres_database
 from devstack.kafka import start_broker
 from devstack.netconf import start_routers
-from devstack.stack import DEFAULT_ROUTERS
+from devstack.stack import EDGE_ROUTERS
 from idc.events.v1 import provisioning_pb2
 from services.common.events.envelope import HEADER_EVENT_ID
 from services.common.events.topics import (
@@ -267,7 +267,7 @@ class Breakdown:
 def run(runs: int, workdir: Path, idle_s: float = 5.0) -> Breakdown:
     recorded = Recorded()
     with start_broker(workdir / "kafka") as broker, \
-            start_routers(list(DEFAULT_ROUTERS), workdir / "routers") as fleet, \
+            start_routers(list(EDGE_ROUTERS), workdir / "routers") as fleet, \
             postgres_database("breakdown") as url:
         routers = Routers(fleet)
         try:

@@ -98,11 +98,13 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 @dataclass(frozen=True)
 class RouterSpec:
-    """What router to start: a unique ``name``, a ``platform`` folder, the ``telco``."""
+    """What router to start: a unique ``name``, a ``platform`` folder, the ``telco``;
+    ``sandbox``: a simulated router for sandbox circuits only (README "Sandbox")."""
 
     name: str
     platform: str
     telco: str
+    sandbox: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ class Router:
     known_hosts_path: Path
     log_path: Path
     socket_path: Path
+    sandbox: bool = False
 
     def connect(self, *, known_hosts_path: Path | None = None, timeout: float = 30.0) -> Manager:
         """Open an ncclient session to this router, verifying its host key.
@@ -619,6 +622,7 @@ def start_routers(
                     known_hosts_path=known_hosts,
                     log_path=log,
                     socket_path=sock,
+                    sandbox=spec.sandbox,
                 )
             )
             fleet.timings[f"netconfd:{spec.name}"] = time.monotonic() - t0

@@ -372,7 +372,7 @@ def banner(stack: RunningStack) -> str:
     for router in stack.devstack.routers:
         lines.append(
             f"  {router.name:<13} netconf over ssh {router.host}:{router.port} "
-            f"({router.telco}, {router.platform})"
+            f"({router.telco}, {router.platform}{', sandbox' if router.sandbox else ''})"
         )
     lines += ["", "Demo tokens (issued by the order service's token issuer; also in "
               f"{stack.var_dir / 'demo-tokens.json'}):"]

@@ -16,11 +16,17 @@ from devstack.netconf import RouterFleet, RouterSpec, start_routers
 from devstack.process import Peer
 
 # One edge router per telco: the Singapore telco's speaks OpenConfig, the Chongqing telco's
-# its vendor-native model.
-DEFAULT_ROUTERS = (
+# its vendor-native model. And the sandbox routers of the catalogue's sandbox sites
+# (README "Sandbox"): the same netconfd with the same YANG, for sandbox circuits only.
+EDGE_ROUTERS = (
     RouterSpec(name="sg-edge-1", platform="openconfig", telco="sg"),
     RouterSpec(name="cq-edge-1", platform="cq-vendor", telco="cq"),
 )
+SANDBOX_ROUTERS = (
+    RouterSpec(name="sg-sandbox-edge", platform="openconfig", telco="sg", sandbox=True),
+    RouterSpec(name="cq-sandbox-edge", platform="cq-vendor", telco="cq", sandbox=True),
+)
+DEFAULT_ROUTERS = EDGE_ROUTERS + SANDBOX_ROUTERS
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Devstack(Peer):
                     "username": router.username,
                     "key_path": str(router.key_path),
                     "known_hosts_path": str(router.known_hosts_path),
+                    "sandbox": router.sandbox,
                 }
                 for router in self.routers
             ],

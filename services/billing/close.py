@@ -311,6 +311,7 @@ def summary_from(record: dict[str, Any]) -> Summary:
         adjustment_lines=record["adjustment_lines"],
         circuits_billed=record["circuits_billed"],
         circuits_scanned=record["circuits_scanned"],
+        sandbox_left_out=record.get("sandbox_left_out", 0),
         invoice_ids=list(record["invoice_ids"]),
         totals={c: Decimal(a) for c, a in record["totals"].items()},
         warnings=[warning_from(w) for w in record["warnings"]],

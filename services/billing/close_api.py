@@ -55,6 +55,7 @@ def summary(record: dict[str, Any]) -> pb.BillingSummary:
         invoices_skipped_finalized=s.skipped_finalized,
         adjustment_lines=s.adjustment_lines,
         circuits_billed=s.circuits_billed,
+        sandbox_circuits_left_out=s.sandbox_left_out,
         invoice_ids=s.invoice_ids,
         totals=[
             money_pb2.Money(currency_code=c, amount=format_amount(a))

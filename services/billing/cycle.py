@@ -133,6 +133,8 @@ class Summary:
     warnings: list[CloseWarning] = field(default_factory=list)
     # Circuits whose two ends differ beyond the tolerance (also among the warnings).
     reconciliation_differences: list[Reconciliation] = field(default_factory=list)
+    # Sandbox circuits in force in the month: left out, never invoiced (not a warning).
+    sandbox_left_out: int = 0
 
     def as_record(self) -> dict[str, object]:
         return {
@@ -140,6 +142,7 @@ class Summary:
             "skipped_finalized": self.skipped_finalized,
             "adjustment_lines": self.adjustment_lines, "circuits_billed": self.circuits_billed,
             "circuits_scanned": self.circuits_scanned,
+            "sandbox_left_out": self.sandbox_left_out,
             "invoice_ids": self.invoice_ids,
             "totals": {k: f"{v:f}" for k, v in self.totals.items()},
             "warnings": [
@@ -213,7 +216,7 @@ class BillingCycle:
                 summary.run_id, request.month, request.billing_entity_id, as_of, now
             )
         yield Progress("SEGMENTING", message=f"contracts as of {as_of.isoformat()}")
-        customers = self._customers(request, as_of)
+        customers = self._customers(request, as_of, summary)
         circuits_total = sum(len(c) for _, c in customers)
         yield Progress("RATING", circuits_total=circuits_total, invoices_total=len(customers))
         circuits_done = invoices_done = 0
@@ -244,22 +247,32 @@ class BillingCycle:
         yield summary
 
     def _customers(
-        self, request: CycleRequest, as_of: datetime
+        self, request: CycleRequest, as_of: datetime, summary: Summary
     ) -> list[tuple[Customer, dict[str, list[Segment]]]]:
+        """The customers to invoice and their circuits' segments; sandbox circuits are left
+        out (counted in ``summary`` when in force in the month), so a sandbox tenant gets no
+        invoice and no invoice number."""
         by_tenant: dict[str, dict[str, list[Segment]]] = defaultdict(dict)
+        sandbox: dict[str, dict[str, list[Segment]]] = defaultdict(dict)
         for circuit_id, changes in self._store.changes(as_of).items():
             segments = build_segments(changes)
             if segments:
-                by_tenant[segments[-1].tenant_id][circuit_id] = segments
+                kept = sandbox if any(c.sandbox for c in changes) else by_tenant
+                kept[segments[-1].tenant_id][circuit_id] = segments
         wanted = set(request.tenant_ids)
         chosen = []
-        for tenant_id in sorted(by_tenant):
+        for tenant_id in sorted(by_tenant.keys() | sandbox.keys()):
             customer = self._directory.customer(tenant_id)
             if wanted and tenant_id not in wanted:
                 continue
             if request.billing_entity_id and customer.entity.id != request.billing_entity_id:
                 continue
-            chosen.append((customer, by_tenant[tenant_id]))
+            start, end = request.month.window(customer.time_zone)
+            summary.sandbox_left_out += sum(
+                any(s.overlaps(start, end) for s in segments)
+                for segments in sandbox[tenant_id].values())
+            if tenant_id in by_tenant:
+                chosen.append((customer, by_tenant[tenant_id]))
         return chosen
 
     def _draft(

@@ -306,6 +306,7 @@ class ContractIngest:
             occurred_at=_optional_instant(event.occurred_at, "occurred_at"),
             bandwidth_mbps=event.bandwidth_mbps,
             received_at=self._clock(),
+            sandbox=event.circuit.sandbox,
             **price,
         )
 

@@ -274,6 +274,7 @@ def _change(row: CircuitChangeRow) -> ContractChange:
             termination_share=Decimal(row.termination_share),
         ),
         event_id=row.event_id,
+        sandbox=row.sandbox,
     )
 
 

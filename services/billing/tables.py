@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -155,6 +156,8 @@ class CircuitChangeRow(BillingBase):
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     # The customer's purchase-order number, printed on invoices (migration 0009).
     purchase_order: Mapped[str] = mapped_column(String(35), default="", server_default="")
+    # A sandbox circuit (CircuitParameters.sandbox): kept, never invoiced.
+    sandbox: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class InvoiceRow(BillingBase):

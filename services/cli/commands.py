@@ -474,6 +474,7 @@ def billing_run(ctx: Context, args: argparse.Namespace) -> Result:
                     ("month", f"{summary.month.year}-{summary.month.month:02d}"),
                     ("entity", summary.billing_entity_id),
                     ("circuits billed", summary.circuits_billed),
+                    ("sandbox circuits left out", summary.sandbox_circuits_left_out),
                     ("invoices", f"{summary.invoices_created} created, "
                                  f"{summary.invoices_updated} updated, "
                                  f"{summary.invoices_unchanged} unchanged, "

@@ -192,6 +192,9 @@ DEMO_PRINCIPALS = (
     DemoToken("ops-sg-2", Role.OPS.value, "sue@sg-telco", None, "sg"),
     DemoToken("billing", Role.BILLING_ADMIN.value, "bea@billing", None, None),
     DemoToken("admin", Role.ADMIN.value, "root@ops", None, None),
+    # A sandbox tenant of the catalogue (README "Sandbox"): its circuits go to the sandbox
+    # routers and are never invoiced.
+    DemoToken("sandbox", Role.CUSTOMER.value, "tess@sandbox-demo", "sandbox-demo", None),
 )
 # Demo tokens get the issuer's default lifetime and are issued again with less than this
 # left.

@@ -180,6 +180,10 @@ class Coordinator:
         device = self._inventory.get(end.router_name)
         if device is None or device.side is not side:
             raise DomainError(f"router {end.router_name!r} is not a {side.name} router")
+        if device.sandbox != circuit.sandbox:  # a sandbox circuit never on a real router
+            kind = "a sandbox" if circuit.sandbox else "a real"
+            raise DomainError(f"router {device.name} is {'' if device.sandbox else 'not '}"
+                              f"a sandbox router; circuit {circuit.circuit_id} is {kind} one")
         return device, end
 
     def repair_operations(self, circuit: common_pb2.CircuitParameters) -> dict[Side, Operation]:

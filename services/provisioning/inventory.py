@@ -8,6 +8,9 @@
   ``IDC_DEVSTACK_FILE`` (``make run`` writes ``var/devstack.json``).
 
 Unset: ``devstack`` when ``IDC_DEVSTACK_FILE`` is set, else ``data/inventory.toml``.
+
+A router with ``sandbox = true`` is a simulated sandbox router (README "Sandbox"): only
+sandbox circuits are configured on it, and a sandbox circuit on no other.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Device:
     username: str
     key_path: Path
     known_hosts_path: Path
+    sandbox: bool = False
 
     @property
     def side(self) -> Side:
@@ -99,6 +103,7 @@ def _device(raw: Mapping[str, Any], base: Path, where: str) -> Device:
         username=str(field("username", "user")),
         key_path=path("key_path"),
         known_hosts_path=path("known_hosts_path", "known_hosts"),
+        sandbox=bool(raw.get("sandbox", False)),
     )
 
 

@@ -398,6 +398,7 @@ class BillingSummary(_message.Message):
     DRY_RUN_FIELD_NUMBER: _builtins.int
     CLOSE_WARNINGS_FIELD_NUMBER: _builtins.int
     RECONCILIATION_DIFFERENCES_FIELD_NUMBER: _builtins.int
+    SANDBOX_CIRCUITS_LEFT_OUT_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Billing run id."""
     billing_entity_id: _builtins.str
@@ -416,6 +417,8 @@ class BillingSummary(_message.Message):
     """Circuits billed."""
     dry_run: _builtins.bool
     """True if dry_run was set and nothing was stored."""
+    sandbox_circuits_left_out: _builtins.int
+    """Sandbox circuits (README "Sandbox") in force in the month, left out: never invoiced."""
     @_builtins.property
     def month(self) -> _year_month_pb2.YearMonth:
         """Month billed."""
@@ -466,10 +469,11 @@ class BillingSummary(_message.Message):
         dry_run: _builtins.bool = ...,
         close_warnings: _abc.Iterable[Global___CloseWarning] | None = ...,
         reconciliation_differences: _abc.Iterable[_usage_pb2.CircuitReconciliation] | None = ...,
+        sandbox_circuits_left_out: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "month", b"month"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment_lines", b"adjustment_lines", "as_of_time", b"as_of_time", "billing_entity_id", b"billing_entity_id", "circuits_billed", b"circuits_billed", "close_warnings", b"close_warnings", "dry_run", b"dry_run", "invoice_ids", b"invoice_ids", "invoices_created", b"invoices_created", "invoices_skipped_finalized", b"invoices_skipped_finalized", "invoices_unchanged", b"invoices_unchanged", "invoices_updated", b"invoices_updated", "month", b"month", "reconciliation_differences", b"reconciliation_differences", "run_id", b"run_id", "totals", b"totals", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment_lines", b"adjustment_lines", "as_of_time", b"as_of_time", "billing_entity_id", b"billing_entity_id", "circuits_billed", b"circuits_billed", "close_warnings", b"close_warnings", "dry_run", b"dry_run", "invoice_ids", b"invoice_ids", "invoices_created", b"invoices_created", "invoices_skipped_finalized", b"invoices_skipped_finalized", "invoices_unchanged", b"invoices_unchanged", "invoices_updated", b"invoices_updated", "month", b"month", "reconciliation_differences", b"reconciliation_differences", "run_id", b"run_id", "sandbox_circuits_left_out", b"sandbox_circuits_left_out", "totals", b"totals", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -47,6 +47,8 @@ class ContractChange:
     bandwidth_mbps: int
     price: PriceTerms
     event_id: str
+    # A sandbox circuit's change (README "Sandbox"): the circuit is never invoiced.
+    sandbox: bool = False
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ def device_of(router: Router) -> Device:
         username=router.username,
         key_path=router.key_path,
         known_hosts_path=router.known_hosts_path,
+        sandbox=router.sandbox,
     )
 
 

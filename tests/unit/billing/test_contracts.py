@@ -3,12 +3,14 @@
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from idc.events.v1 import circuit_pb2, common_pb2
 from services.billing.domain.contracts import (
     ChangeKind,
     ContractChange,
     PriceTerms,
     build_segments,
 )
+from services.billing.ingest import ContractIngest
 
 PRICE = PriceTerms("SGD", Decimal("100"), Decimal("10"), Decimal("1"), 12)
 
@@ -73,3 +75,13 @@ def test_a_new_price_at_the_same_bandwidth_is_a_new_segment() -> None:
         (at(5), Decimal("100")),
         (at(12), Decimal("90")),
     ]
+
+
+def test_a_sandbox_circuits_change_is_kept_flagged() -> None:
+    event = circuit_pb2.CircuitActivated(
+        event_id="e-1", circuit_id="c-1", tenant_id="sandbox-demo", bandwidth_mbps=100,
+        circuit=common_pb2.CircuitParameters(circuit_id="c-1", sandbox=True))
+    event.effective_time.FromDatetime(datetime(2025, 3, 1, tzinfo=UTC))
+    event.price.currency_code = "SGD"
+    row = ContractIngest().row_for(ChangeKind.ACTIVATED, event, "e-1")
+    assert row.sandbox is True
