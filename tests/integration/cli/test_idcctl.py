@@ -67,10 +67,12 @@ def test_reads_give_json_for_scripts(idcctl: Idcctl) -> None:
     ports = {p["id"] for s in sites["sites"] for p in s["ports"]}
     assert "sg-edge-1:xe-0/0/2" in ports
     devices = _json(idcctl("ops", "devices", "-o", "json", token="ops-sg"))
-    assert {d["name"] for d in devices["devices"]} == {"sg-edge-1", "cq-edge-1"}
+    # The production routers and the simulated sandbox ones (README "Sandbox").
+    assert {d["name"] for d in devices["devices"]} == {
+        "sg-edge-1", "cq-edge-1", "sg-sandbox-edge", "cq-sandbox-edge"}
     assert all(d["reachable"] for d in devices["devices"])
     sync = _json(idcctl("ops", "check-sync", "-o", "json", token="ops-cq"))
-    assert len(sync["devices"]) == 2
+    assert len(sync["devices"]) == 4
     capacity = _json(idcctl("ops", "capacity", "-o", "json", token="ops-sg"))
     assert capacity["capacity"]["channelCapacityMbps"] == "260000"
     quote = _json(idcctl("customer", "quote", *SPEC, "-o", "json"))
