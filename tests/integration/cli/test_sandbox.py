@@ -63,6 +63,14 @@ def test_a_sandbox_circuit_runs_on_the_sandbox_routers_and_is_never_invoiced(
     assert int(pool["channelCommittedMbps"]) >= 200
     assert all(port["portId"].split(":")[0].endswith("sandbox-edge") for port in pool["ports"])
 
+    # Metered like any circuit (the devstack's counter agent stands in for the sandbox
+    # routers too), so an integrator can try GetUsage.
+    deadline = time.monotonic() + 60
+    while not (usage := _json(as_sandbox("customer", "usage", circuit_id, "--samples",
+                                         "-o", "json"))).get("samples"):
+        assert time.monotonic() < deadline, f"no usage sample of {circuit_id}: {usage}"
+        time.sleep(0.5)
+
     today = datetime.now(UTC)
     month = f"{today.year}-{today.month:02d}"
     deadline = time.monotonic() + 60
