@@ -56,6 +56,8 @@ class FakeApis:
             side=side_pb2.SIDE_SINGAPORE, telco_id="sg", router_name="sg-edge-1",
             platform="openconfig", circuit_id="cct-1", content=PAYLOAD,
             sha256=hashlib.sha256(PAYLOAD.encode()).hexdigest())
+        # Whether the pending approval is a sandbox tenant's order.
+        self.sandbox = False
 
     def _ops(self, token: str) -> None:
         if token == CUSTOMER:
@@ -66,7 +68,8 @@ class FakeApis:
 
     async def pending(self, token: str) -> list[approvals_pb.PendingApproval]:
         self._ops(token)
-        return [approvals_pb.PendingApproval(order=_order(), payload=self.payload)]
+        return [approvals_pb.PendingApproval(order=_order(), payload=self.payload,
+                                             sandbox=self.sandbox)]
 
     async def approve(self, token: str, order_id: str, payload_sha256: str,
                       comment: str) -> order_pb2.Order:
@@ -253,6 +256,14 @@ def test_approvals_page_shows_the_payload_difference(client: TestClient) -> None
     assert "carries nothing for this circuit yet" in page
     assert '<span class="added">+ &lt;config&gt;&lt;cir&gt;100000000' in page
     assert "A dry run now renders the same payload." in page
+
+
+def test_approvals_page_says_which_orders_are_sandbox_ones(client: TestClient,
+                                                          apis: FakeApis) -> None:
+    sign_in(client)
+    assert "sandbox: simulated routers" not in client.get("/approvals").text
+    apis.sandbox = True
+    assert "sandbox: simulated routers, never invoiced" in client.get("/approvals").text
 
 
 def test_approvals_page_prefers_the_dry_runs_leaf_difference(client: TestClient,
