@@ -151,6 +151,15 @@ class RouterContext:
                     f"circuit end is on {end.router_name}, not {self.device.name}",
                 )
             )
+        if command.circuit.sandbox != self.device.sandbox:  # README "Sandbox"
+            raise RouterFailure(
+                self.fault(
+                    FaultKind.INTERNAL,
+                    f"{'a sandbox' if command.circuit.sandbox else 'a real'} circuit is never "
+                    f"configured on {'a sandbox' if self.device.sandbox else 'a real'} router; "
+                    "router untouched",
+                )
+            )
         platform = self.device.platform
         rendered = self.renderer.render(platform, operation, end)
         if command.approved_payload_sha256 and command.approved_payload_sha256 != rendered.sha256:

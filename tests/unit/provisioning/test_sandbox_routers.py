@@ -4,17 +4,24 @@ approve a payload, so nothing reaches the wrong router."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from idc.events.v1 import common_pb2
 from idc.type.v1 import side_pb2
 from services.common.errors import DomainError
+from services.provisioning.agent.jobs import PREPARE
+from services.provisioning.agent.worker import RouterWorker
 from services.provisioning.coordinator import Coordinator, SagaTimings, Topics
 from services.provisioning.domain.circuits import Operation, Side
 from services.provisioning.inventory import Device, Inventory
 from services.provisioning.rendering import Renderer
+from tests.integration.provisioning.helpers import circuit, command, enqueue, replies
+from tests.unit.provisioning.fake_router import FakeRouter
+from tests.unit.provisioning.test_agent_faults import DEVICE
 
 
 def device(name: str, telco: str, platform: str, *, sandbox: bool = False) -> Device:
@@ -31,7 +38,7 @@ COORDINATOR = Coordinator(
     SagaTimings(), lambda _device: "")
 
 
-def circuit(sg_router: str, cq_router: str, *, sandbox: bool) -> common_pb2.CircuitParameters:
+def parameters(sg_router: str, cq_router: str, *, sandbox: bool) -> common_pb2.CircuitParameters:
     def end(side: side_pb2.Side.ValueType, telco: str, router: str, interface: str
             ) -> common_pb2.CircuitEndpoint:
         return common_pb2.CircuitEndpoint(side=side, telco_id=telco, router_name=router,
@@ -45,7 +52,7 @@ def circuit(sg_router: str, cq_router: str, *, sandbox: bool) -> common_pb2.Circ
 
 def test_a_sandbox_circuit_renders_for_the_sandbox_routers() -> None:
     payloads = COORDINATOR.payloads(
-        Operation.CREATE, circuit("sg-sandbox-edge", "cq-sandbox-edge", sandbox=True))
+        Operation.CREATE, parameters("sg-sandbox-edge", "cq-sandbox-edge", sandbox=True))
     assert [p.router_name for p in payloads] == ["sg-sandbox-edge", "cq-sandbox-edge"]
 
 
@@ -57,4 +64,23 @@ def test_a_sandbox_circuit_renders_for_the_sandbox_routers() -> None:
 def test_a_circuit_never_renders_for_a_router_of_the_other_kind(
         sg: str, cq: str, sandbox: bool, says: str) -> None:
     with pytest.raises(DomainError, match=says):
-        COORDINATOR.payloads(Operation.CREATE, circuit(sg, cq, sandbox=sandbox))
+        COORDINATOR.payloads(Operation.CREATE, parameters(sg, cq, sandbox=sandbox))
+
+
+@pytest.mark.parametrize("device_is_sandbox", [True, False])
+def test_an_agent_never_configures_a_circuit_of_the_other_kind(
+        factory: sessionmaker[Session], device_is_sandbox: bool) -> None:
+    # The coordinator's check above comes first; the agent holds the line on its own too.
+    device = replace(DEVICE, sandbox=device_is_sandbox)
+    router = FakeRouter("openconfig", name=device.name)
+    worker = RouterWorker(device, router.session(), factory, Renderer(), "replies")
+    params = circuit(100, circuit_id="CKT-1")
+    params.sandbox = not device_is_sandbox
+    enqueue(factory, command(device, PREPARE, params))
+    for _ in range(20):
+        worker.run_once()
+        if replies(factory):
+            break
+    [reply] = replies(factory)
+    assert not reply.success and "router untouched" in reply.error.message
+    assert router.subinterfaces() == {} and router.pending is None
