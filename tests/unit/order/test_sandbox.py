@@ -8,10 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from idc.order.v1 import circuit_pb2, order_service_pb2
+from idc.events.v1 import circuit_pb2 as circuit_events
+from idc.events.v1 import order_pb2 as order_events
+from idc.events.v1 import provisioning_pb2
+from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
+from idc.type.v1 import router_payload_pb2, side_pb2
 from services.common.auth import Principal, Role
 from services.common.errors import CapacityExhausted, InvalidArgument
+from services.common.events.tables import OutboxRow
 from services.order import convert
 from services.order.contacts import ContactCipher, ContactKeySet
 from services.order.disclosure import ContactVault, billing_telcos
@@ -28,6 +34,8 @@ SANDBOX_A, SANDBOX_Z = "sg-sandbox-edge:xe-0/0/1", "cq-sandbox-edge:XGE0/0/1"
 REAL_A, REAL_Z = "sg-edge-1:xe-0/0/1", "cq-edge-1:XGE0/0/1"
 TRYING = Principal("tess@sandbox", Role.CUSTOMER, tenant="sandbox-demo")
 ALICE = Principal("alice@acme", Role.CUSTOMER, tenant="acme")
+OLGA = Principal("olga@sg", Role.OPS, telco="sg")
+CHEN = Principal("chen@cq", Role.OPS, telco="cq")
 
 
 @pytest.fixture
@@ -127,3 +135,34 @@ def test_real_circuits_are_not_sandbox_ones(app: OrderApp) -> None:
         circuit = session.get(CircuitRow, placed.circuit_id)
         assert circuit is not None
         assert not convert.circuit(CATALOGUE, circuit).sandbox
+
+
+def test_a_sandbox_order_is_approved_by_both_telcos_and_changes_within_its_pool(
+        app: OrderApp) -> None:
+    placed = order(app, TRYING, SANDBOX_A, SANDBOX_Z, 1_000, "try-life")
+    with app.uow.write() as session:
+        app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
+            order_id=placed.id, circuit_id=placed.circuit_id, payloads=[
+                router_payload_pb2.RouterPayload(side=side, sha256=sha) for side, sha in (
+                    (side_pb2.SIDE_SINGAPORE, "a1"), (side_pb2.SIDE_CHONGQING, "z1"))]))
+    # No automatic approval: it waits for both telcos' ops like any order.
+    assert app.approving.approve(OLGA, placed.id, "a1", "").state \
+        == order_pb2.ORDER_STATE_PENDING_APPROVAL
+    assert app.approving.approve(CHEN, placed.id, "z1", "").state \
+        == order_pb2.ORDER_STATE_APPROVED
+    with app.uow.read() as session:
+        [approved] = [order_events.OrderApproved.FromString(row.payload) for row in
+                      session.scalars(select(OutboxRow).where(
+                          OutboxRow.event_type == "idc.events.v1.OrderApproved"))]
+    assert approved.circuit.sandbox and approved.circuit.a_end.router_name == "sg-sandbox-edge"
+    with app.uow.write() as session:
+        app.outcomes.record_outcome(session, circuit_events.CircuitActivated(
+            order_id=placed.id, circuit_id=placed.circuit_id))
+    # 4,000 Mbps more than the real channel's 1,000 here: the sandbox pool takes it.
+    change = app.changing.modify_bandwidth(TRYING, order_service_pb2.ModifyBandwidthRequest(
+        request_id="try-more", circuit_id=placed.circuit_id, bandwidth_mbps=5_000))
+    assert change.state == order_pb2.ORDER_STATE_PENDING_APPROVAL
+    figures = app.capacity()
+    assert (figures.channel.committed_mbps, figures.channel.reserved_mbps) == (0, 0)
+    assert (figures.channels.sandbox.committed_mbps,
+            figures.channels.sandbox.reserved_mbps) == (1_000, 4_000)
