@@ -572,10 +572,11 @@ def devices(ctx: Context, args: argparse.Namespace) -> Result:
             render.table(
                 "Edge routers",
                 ["name", "side", "telco", "platform", "address", "reachable", "circuits",
-                 "last seen"],
+                 "last seen", "sandbox"],
                 [
                     [d.name, render.side(d.side), d.telco_id, d.platform, d.management_address,
-                     "yes" if d.reachable else "no", d.circuit_count, render.when(d.last_seen_time)]
+                     "yes" if d.reachable else "no", d.circuit_count, render.when(d.last_seen_time),
+                     "yes" if d.sandbox else ""]
                     for d in reply.devices
                 ],
             )

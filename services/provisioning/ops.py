@@ -116,6 +116,7 @@ class ProvisioningOps(pb_grpc.ProvisioningServiceServicer):
                 circuit_count=sum(
                     device.name in (c.a_end.router_name, c.z_end.router_name) for c in active
                 ),
+                sandbox=device.sandbox,
             )
             if reachable:
                 found.last_seen_time.CopyFrom(to_timestamp(utcnow()))

@@ -185,6 +185,7 @@ class Device(_message.Message):
     LAST_SEEN_TIME_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     CIRCUIT_COUNT_FIELD_NUMBER: _builtins.int
+    SANDBOX_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Router name, e.g. "sg-edge-1"."""
     side: _side_pb2.Side.ValueType
@@ -203,6 +204,8 @@ class Device(_message.Message):
     """Whether the last connection attempt succeeded."""
     circuit_count: _builtins.int
     """Number of circuits intended on this router."""
+    sandbox: _builtins.bool
+    """A simulated sandbox router (README "Sandbox"): it carries sandbox circuits only."""
     @_builtins.property
     def last_seen_time(self) -> _timestamp_pb2.Timestamp:
         """Last successful contact."""
@@ -225,10 +228,11 @@ class Device(_message.Message):
         last_seen_time: _timestamp_pb2.Timestamp | None = ...,
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         circuit_count: _builtins.int = ...,
+        sandbox: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen_time", b"last_seen_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "circuit_count", b"circuit_count", "last_seen_time", b"last_seen_time", "management_address", b"management_address", "name", b"name", "platform", b"platform", "reachable", b"reachable", "side", b"side", "site_id", b"site_id", "telco_id", b"telco_id", "vendor", b"vendor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "circuit_count", b"circuit_count", "last_seen_time", b"last_seen_time", "management_address", b"management_address", "name", b"name", "platform", b"platform", "reachable", b"reachable", "sandbox", b"sandbox", "side", b"side", "site_id", b"site_id", "telco_id", b"telco_id", "vendor", b"vendor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

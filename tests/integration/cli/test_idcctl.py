@@ -71,6 +71,8 @@ def test_reads_give_json_for_scripts(idcctl: Idcctl) -> None:
     assert {d["name"] for d in devices["devices"]} == {
         "sg-edge-1", "cq-edge-1", "sg-sandbox-edge", "cq-sandbox-edge"}
     assert all(d["reachable"] for d in devices["devices"])
+    assert {d["name"] for d in devices["devices"] if d.get("sandbox")} == {
+        "sg-sandbox-edge", "cq-sandbox-edge"}
     sync = _json(idcctl("ops", "check-sync", "-o", "json", token="ops-cq"))
     assert len(sync["devices"]) == 4
     capacity = _json(idcctl("ops", "capacity", "-o", "json", token="ops-sg"))
