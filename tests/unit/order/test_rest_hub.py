@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from services.common.errors import InvalidArgument
@@ -33,3 +36,12 @@ def test_a_query_of_another_shape_is_refused_naming_the_field(query: str) -> Non
     with pytest.raises(InvalidArgument) as refused:
         event_types(query)
     assert [v.field for v in refused.value.violations] == ["query"]
+
+
+def test_the_readme_table_names_every_sonata_type_and_what_it_stands_for() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    rows = re.findall(r"^  \| (`\w+`(?:, `\w+`)*) \| (.+) \|$", readme, re.M)
+    table = {name.strip("`"): {t.strip("` ") for t in ours.split(",")}
+             for names, ours in rows if names != "`eventType`" for name in names.split(", ")}
+    assert table == {name: {t.removeprefix("idc.events.v1.") for t in types}
+                     for name, types in SONATA_EVENTS.items()}
