@@ -18,9 +18,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.billing.domain.boosts import BoostChange
 from services.billing.domain.contracts import ChangeKind, ContractChange, PriceTerms
 from services.billing.domain.money import format_amount
-from services.billing.domain.rating import BillingMonth, BurstEvidence, Line, LineKind
+from services.billing.domain.rating import (
+    BillingMonth,
+    BoostEvidence,
+    BurstEvidence,
+    Line,
+    LineKind,
+)
 from services.billing.invoices import (
     InvoiceDraft,
     InvoiceState,
@@ -31,6 +38,7 @@ from services.billing.invoices import (
 )
 from services.billing.tables import (
     BillingRunRow,
+    BoostChangeRow,
     CircuitChangeRow,
     InvoiceLineRow,
     InvoiceNumberRow,
@@ -71,6 +79,23 @@ class SqlBillingStore(UsageReads):
         by_circuit: dict[str, list[ContractChange]] = defaultdict(list)
         for row in rows:
             by_circuit[row.circuit_id].append(_change(row))
+        return dict(by_circuit)
+
+    def boosts(self, as_of: datetime) -> dict[str, list[BoostChange]]:
+        """Every circuit's boost raises and reverts received up to ``as_of``."""
+        with self._factory() as session:
+            rows = session.scalars(
+                select(BoostChangeRow).where(BoostChangeRow.received_at <= as_of)
+            ).all()
+        by_circuit: dict[str, list[BoostChange]] = defaultdict(list)
+        for row in rows:
+            by_circuit[row.circuit_id].append(BoostChange(
+                circuit_id=row.circuit_id, boost_id=row.boost_id, revert=row.revert,
+                effective_time=row.effective_time, base_mbps=row.base_mbps,
+                boosted_mbps=row.boosted_mbps, start_time=row.start_time,
+                end_time=row.end_time, currency=row.currency,
+                price_per_mbps_hour=Decimal(row.price_per_mbps_hour), event_id=row.event_id,
+            ))
         return dict(by_circuit)
 
     def purchase_orders(
@@ -332,6 +357,8 @@ def _line_rows(draft: InvoiceDraft) -> Iterable[InvoiceLineRow]:
             cir_mbps=None if burst is None else burst.cir_mbps,
             overage_mbps=None if burst is None else burst.overage_mbps,
             intervals_lost=None if burst is None else burst.intervals_lost,
+            samples_in_boost=None if burst is None else burst.samples_in_boost,
+            **_boost_columns(line.boost),
             reconciliation=line.reconciliation,
             adjusts_invoice_id=line.adjusts_invoice_id,
             adjusts_line_key=line.adjusts_line_key,
@@ -340,6 +367,33 @@ def _line_rows(draft: InvoiceDraft) -> Iterable[InvoiceLineRow]:
                 if line.adjusts_invoice_id else ""
             ),
         )
+
+
+def _boost_columns(boost: BoostEvidence | None) -> dict[str, object]:
+    if boost is None:
+        return {}
+    return {
+        "boost_id": boost.boost_id, "boost_base_mbps": boost.base_mbps,
+        "boost_boosted_mbps": boost.boosted_mbps, "boost_booked_start": boost.booked_start,
+        "boost_booked_end": boost.booked_end, "boost_billed_start": boost.billed_start,
+        "boost_billed_end": boost.billed_end, "boost_started_hours": boost.started_hours,
+    }
+
+
+def _boost(row: InvoiceLineRow) -> BoostEvidence | None:
+    if row.boost_id is None:
+        return None
+    start = row.boost_billed_start or row.segment_start
+    return BoostEvidence(
+        boost_id=row.boost_id,
+        base_mbps=row.boost_base_mbps or 0,
+        boosted_mbps=row.boost_boosted_mbps or 0,
+        booked_start=row.boost_booked_start or start,
+        booked_end=row.boost_booked_end or start,
+        billed_start=start,
+        billed_end=row.boost_billed_end or start,
+        started_hours=row.boost_started_hours or 0,
+    )
 
 
 def _fraction_text(value: Fraction) -> str:
@@ -395,6 +449,7 @@ def _line(row: InvoiceLineRow) -> Line:
             cir_mbps=row.cir_mbps or 0,
             overage_mbps=row.overage_mbps or 0,
             intervals_lost=row.intervals_lost or 0,
+            samples_in_boost=row.samples_in_boost or 0,
         )
     return Line(
         key=row.line_key,
@@ -410,6 +465,7 @@ def _line(row: InvoiceLineRow) -> Line:
         bandwidth_mbps=row.bandwidth_mbps,
         amount=Decimal(row.amount),
         burst=burst,
+        boost=_boost(row),
         adjusts_invoice_id=row.adjusts_invoice_id,
         adjusts_line_key=row.adjusts_line_key,
         reconciliation=row.reconciliation,

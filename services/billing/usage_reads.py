@@ -20,6 +20,7 @@ from services.billing.domain.rating import BillingMonth
 from services.billing.domain.reconciliation import GapVolume
 from services.billing.peaks import kept_months
 from services.billing.tables import (
+    BoostChangeRow,
     CircuitChangeRow,
     GapVolumeRow,
     UsageConflictRow,
@@ -152,7 +153,8 @@ class UsageReads:
         self, circuit_ids: Sequence[str], start: datetime, end: datetime,
         after: datetime, until: datetime,
     ) -> bool:
-        """Did usage or a change for these circuits in [start, end) arrive in (after, until]?"""
+        """Did usage, a change or a boost's raise or revert for these circuits in
+        [start, end) arrive in (after, until]?"""
         with self._factory() as session:
             late_usage = session.scalar(
                 select(
@@ -175,7 +177,17 @@ class UsageReads:
                     )
                 )
             )
-        return bool(late_usage or late_change)
+            late_boost = session.scalar(
+                select(
+                    exists().where(
+                        BoostChangeRow.circuit_id.in_(circuit_ids),
+                        BoostChangeRow.start_time < end,
+                        BoostChangeRow.received_at > after,
+                        BoostChangeRow.received_at <= until,
+                    )
+                )
+            )
+        return bool(late_usage or late_change or late_boost)
 
     def conflicts_between(self, start: datetime, end: datetime) -> list[tuple[str, datetime]]:
         """(circuit, interval start) of every report set aside with a start in [start, end)."""
