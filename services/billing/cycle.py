@@ -8,9 +8,10 @@ What happens in a run (RunBillingCycle), in order:
    over the valid usage received up to the cut-off: from the usage peaks kept as samples
    arrived (domain/peaks.py) where they stand for exactly those samples, otherwise from
    the samples themselves (a change splitting the month's samples, a cut-off earlier than
-   some of them, a customer time zone changed); then, for each of the customer's
-   finalised invoices of earlier months that got usage or changes after their own cut-off,
-   rate that month again and add the differences as ADJUSTMENT lines;
+   some of them, a customer time zone changed, a boost in force in the month); its boosts
+   (raises and reverts received up to the cut-off) add their BOOST lines; then, for each
+   of the customer's finalised invoices of earlier months that got usage or changes after
+   their own cut-off, rate that month again and add the differences as ADJUSTMENT lines;
    then reconcile the other end of each circuit against the billed one (reconcile.py): a
    difference beyond the tolerance is a warning on the run and evidence on the circuit's
    MRC and burst lines, never a change to an amount; burst lines also show the intervals

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+import pypdfium2  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -176,6 +177,10 @@ def test_a_boost_through_the_broker_is_billed_per_started_hour_and_not_as_burst(
             csv_boost["added_mbps"], csv_boost["line_amount"]) == (
         boost_line.id, "b-1", "3", "333", "12.49"
     )
+    entity = directory().entity(invoice.billing_entity_id)
+    page = pypdfium2.PdfDocument(export.to_pdf(invoice, entity, {}))[0]
+    text = page.get_textpage().get_text_range()
+    assert "3 started hours x 333 Mbps" in text and "3 h" in text
     # The same month again: the same invoice.
     clock.advance(hours=1)
     assert run(BillingCycle(store, directory(), clock)).unchanged == 1
@@ -220,3 +225,34 @@ def test_contradicting_or_unpriced_boost_changes_are_refused(database_url: str) 
     with pytest.raises(InvalidArgument, match="bandwidth_mbps"):
         ingest_directly(factory, clock, [wrong])
     assert count(factory, select(func.count()).select_from(BoostChangeRow)) == 1
+
+
+def test_a_boost_received_after_finalisation_is_an_adjustment_next_month(
+    database_url: str,
+) -> None:
+    """March finalised before the boost's raise and revert reached billing: April's invoice
+    carries the boost (10:10 to 12:30, 3 started hours, 12.49) as an adjustment of March."""
+    factory = migrated(database_url)
+    clock = Clock(datetime(2025, 4, 2, tzinfo=UTC))
+    ingest_directly(factory, clock, [
+        activated("c-boost", "acme-sg", at(20, 0, month=2), 100, terms()),
+    ])
+    store = SqlBillingStore(factory)
+    cycle = BillingCycle(store, directory(), clock)
+    run(cycle)
+    march = store.finalize(invoice_id_for("acme-sg", MARCH), clock(), "SG", 30)
+    clock.advance(hours=1)
+    ingest_directly(factory, clock, [
+        boost_change(at(10, 10, 10), revert=False),
+        boost_change(at(10, 12, 30), revert=True),
+    ])
+    clock.now = datetime(2025, 5, 2, tzinfo=UTC)
+    april = list(cycle.run(CycleRequest(month=MARCH.next, tenant_ids=["acme-sg"])))[-1]
+    assert isinstance(april, Summary) and april.adjustment_lines == 1
+    invoice = store.invoice(invoice_id_for("acme-sg", MARCH.next))
+    assert invoice is not None
+    [adjustment] = [s.line for s in invoice.lines if s.line.adjusts_invoice_id]
+    assert (adjustment.adjusts_invoice_id, adjustment.adjusts_line_key, adjustment.amount) == (
+        march.id, "c-boost/BOOST/b-1", Decimal("12.49")
+    )
+    assert adjustment.boost is not None and adjustment.boost.started_hours == 3
