@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select
@@ -49,6 +50,9 @@ from services.common.db import transaction
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.paging import PageRequest, after, page_of
 
+_Row = TypeVar("_Row", CircuitChangeRow, BoostChangeRow)
+_T = TypeVar("_T")
+
 # ListInvoices: newest month first, then by tenant and id (descending or not, by column).
 INVOICE_ORDER = (True, True, False, False)
 
@@ -72,30 +76,20 @@ class SqlBillingStore(UsageReads):
 
     def changes(self, as_of: datetime) -> dict[str, list[ContractChange]]:
         """Every circuit's changes received up to ``as_of``."""
-        with self._factory() as session:
-            rows = session.scalars(
-                select(CircuitChangeRow).where(CircuitChangeRow.received_at <= as_of)
-            ).all()
-        by_circuit: dict[str, list[ContractChange]] = defaultdict(list)
-        for row in rows:
-            by_circuit[row.circuit_id].append(_change(row))
-        return dict(by_circuit)
+        return self._received(CircuitChangeRow, as_of, _change)
 
     def boosts(self, as_of: datetime) -> dict[str, list[BoostChange]]:
         """Every circuit's boost raises and reverts received up to ``as_of``."""
+        return self._received(BoostChangeRow, as_of, _boost_change)
+
+    def _received(
+        self, model: type[_Row], as_of: datetime, convert: Callable[[_Row], _T]
+    ) -> dict[str, list[_T]]:
         with self._factory() as session:
-            rows = session.scalars(
-                select(BoostChangeRow).where(BoostChangeRow.received_at <= as_of)
-            ).all()
-        by_circuit: dict[str, list[BoostChange]] = defaultdict(list)
+            rows = session.scalars(select(model).where(model.received_at <= as_of)).all()
+        by_circuit: dict[str, list[_T]] = defaultdict(list)
         for row in rows:
-            by_circuit[row.circuit_id].append(BoostChange(
-                circuit_id=row.circuit_id, boost_id=row.boost_id, revert=row.revert,
-                effective_time=row.effective_time, base_mbps=row.base_mbps,
-                boosted_mbps=row.boosted_mbps, start_time=row.start_time,
-                end_time=row.end_time, currency=row.currency,
-                price_per_mbps_hour=Decimal(row.price_per_mbps_hour), event_id=row.event_id,
-            ))
+            by_circuit[row.circuit_id].append(convert(row))
         return dict(by_circuit)
 
     def purchase_orders(
@@ -298,6 +292,16 @@ def _change(row: CircuitChangeRow) -> ContractChange:
             price_book_version=row.price_book_version,
             termination_share=Decimal(row.termination_share),
         ),
+        event_id=row.event_id,
+    )
+
+
+def _boost_change(row: BoostChangeRow) -> BoostChange:
+    return BoostChange(
+        circuit_id=row.circuit_id, boost_id=row.boost_id, revert=row.revert,
+        effective_time=row.effective_time, base_mbps=row.base_mbps,
+        boosted_mbps=row.boosted_mbps, start_time=row.start_time, end_time=row.end_time,
+        currency=row.currency, price_per_mbps_hour=Decimal(row.price_per_mbps_hour),
         event_id=row.event_id,
     )
 

@@ -167,27 +167,17 @@ class UsageReads:
                     )
                 )
             )
-            late_change = session.scalar(
-                select(
-                    exists().where(
-                        CircuitChangeRow.circuit_id.in_(circuit_ids),
-                        CircuitChangeRow.effective_time < end,
-                        CircuitChangeRow.received_at > after,
-                        CircuitChangeRow.received_at <= until,
-                    )
+            late_changes = [
+                session.scalar(select(exists().where(
+                    model.circuit_id.in_(circuit_ids), begins < end,
+                    model.received_at > after, model.received_at <= until,
+                )))
+                for model, begins in (
+                    (CircuitChangeRow, CircuitChangeRow.effective_time),
+                    (BoostChangeRow, BoostChangeRow.start_time),
                 )
-            )
-            late_boost = session.scalar(
-                select(
-                    exists().where(
-                        BoostChangeRow.circuit_id.in_(circuit_ids),
-                        BoostChangeRow.start_time < end,
-                        BoostChangeRow.received_at > after,
-                        BoostChangeRow.received_at <= until,
-                    )
-                )
-            )
-        return bool(late_usage or late_change or late_boost)
+            ]
+        return bool(late_usage or any(late_changes))
 
     def conflicts_between(self, start: datetime, end: datetime) -> list[tuple[str, datetime]]:
         """(circuit, interval start) of every report set aside with a start in [start, end)."""
