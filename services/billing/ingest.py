@@ -328,8 +328,8 @@ def boost_row_for(
     tenant = event.tenant_id or event.circuit.tenant_id
     if not tenant:
         raise InvalidArgument.for_field("tenant_id", "is required to bill the circuit")
-    if not boost.boost_id:
-        raise InvalidArgument.for_field("boost.boost_id", "is required")
+    if not 0 < len(boost.boost_id) <= 64:
+        raise InvalidArgument.for_field("boost.boost_id", "is required, at most 64 characters")
     if not 0 < boost.base_bandwidth_mbps < boost.boosted_bandwidth_mbps:
         raise InvalidArgument.for_field(
             "boost.boosted_bandwidth_mbps",
@@ -353,7 +353,7 @@ def boost_row_for(
         event_id=event_id,
         circuit_id=event.circuit_id,
         tenant_id=tenant,
-        boost_id=boost.boost_id[:64],
+        boost_id=boost.boost_id,
         revert=boost.revert,
         effective_time=_instant(event.effective_time, "effective_time"),
         occurred_at=_optional_instant(event.occurred_at, "occurred_at"),
@@ -400,8 +400,8 @@ def _store_boost(session: Session, row: BoostChangeRow) -> None:
         differs = [f for f in _BOOST_WINDOW if getattr(kept, f) != getattr(row, f)]
         if differs:
             raise InvalidArgument.for_field(
-                "boost", f"{row.boost_id} has another {', '.join(differs)} than its "
-                f"{'revert' if kept.revert else 'raise'} {kept.event_id} already billed on"
+                "boost", f"{row.boost_id}: {', '.join(differs)} differ from its "
+                f"{'revert' if kept.revert else 'raise'} {kept.event_id} already kept"
             )
         if kept.revert == row.revert:
             if kept.effective_time != row.effective_time:

@@ -5,12 +5,16 @@ Prices in SGD; the customer's billing time zone is Asia/Singapore (UTC+8, no DST
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from idc.events.v1 import circuit_pb2, common_pb2
+from idc.type.v1 import money_pb2
 from services.billing.domain.boosts import Boost, BoostChange, build_boosts
 from services.billing.domain.contracts import (
     ChangeKind,
@@ -20,7 +24,8 @@ from services.billing.domain.contracts import (
 )
 from services.billing.domain.percentile import Sample
 from services.billing.domain.rating import BillingMonth, Line, LineKind, rate_circuit
-from services.common.errors import FailedPrecondition
+from services.billing.ingest import boost_row_for
+from services.common.errors import FailedPrecondition, InvalidArgument
 
 SGT = ZoneInfo("Asia/Singapore")
 MARCH = BillingMonth(2025, 3)
@@ -231,3 +236,62 @@ def test_hours_of_a_window_never_started_are_none() -> None:
     late = boost(at(10, 10), at(10, 11), at(10, 11, 30))
     assert late.started_hours == 0 and rated([late]) == []
     assert late.billed_end - late.billed_start == timedelta(0)
+
+
+def stamp(moment: datetime) -> Timestamp:
+    value = Timestamp()
+    value.FromDatetime(moment)
+    return value
+
+
+def raise_event() -> circuit_pb2.CircuitModified:
+    """A boost's raise: 100 to 500 Mbps, booked 10:00 to 12:00, at 0.0125 a Mbps-hour."""
+    return circuit_pb2.CircuitModified(
+        event_id="e-1", circuit_id="c-1", tenant_id="t-1", bandwidth_mbps=500,
+        effective_time=stamp(at(10, 10)),
+        boost=common_pb2.Boost(
+            boost_id="b-1", base_bandwidth_mbps=100, boosted_bandwidth_mbps=500,
+            start_time=stamp(at(10, 10)), end_time=stamp(at(10, 12)),
+        ),
+        price=common_pb2.PriceTerms(
+            currency_code="SGD", mrc=money_pb2.Money(currency_code="SGD", amount="3100.00"),
+            boost_price_per_mbps_hour=money_pb2.Money(currency_code="SGD", amount="0.0125"),
+        ),
+    )
+
+
+def test_a_raise_is_kept_with_its_window_and_price() -> None:
+    row = boost_row_for(raise_event(), "e-1", at(10, 13))
+    assert (row.boost_id, row.revert, row.base_mbps, row.boosted_mbps) == ("b-1", False, 100, 500)
+    assert (row.start_time, row.end_time, row.price_per_mbps_hour) == (
+        at(10, 10), at(10, 12), "0.0125"
+    )
+    # A revert back at base needs no price of its own: the raise's is billed.
+    revert = raise_event()
+    revert.boost.revert, revert.bandwidth_mbps = True, 100
+    revert.price.ClearField("boost_price_per_mbps_hour")
+    assert boost_row_for(revert, "e-2", at(10, 13)).price_per_mbps_hour == "0"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda e: e.boost.end_time.CopyFrom(stamp(at(10, 10))), "boost.end_time"),
+        (lambda e: setattr(e.boost, "boosted_bandwidth_mbps", 100),
+         "boost.boosted_bandwidth_mbps"),
+        (lambda e: setattr(e.boost, "boost_id", ""), "boost.boost_id"),
+        (lambda e: setattr(e.boost, "boost_id", "x" * 65), "boost.boost_id"),
+        (lambda e: e.price.ClearField("boost_price_per_mbps_hour"),
+         "price.boost_price_per_mbps_hour"),
+        # A revert must bring the circuit back to its base.
+        (lambda e: setattr(e.boost, "revert", True), "bandwidth_mbps"),
+    ],
+)
+def test_a_boost_change_that_does_not_add_up_is_refused(
+    change: Callable[[circuit_pb2.CircuitModified], object], field: str
+) -> None:
+    event = raise_event()
+    change(event)
+    with pytest.raises(InvalidArgument) as error:
+        boost_row_for(event, "e-1", at(10, 13))
+    assert error.value.message.startswith(field + ":")
