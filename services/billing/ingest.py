@@ -25,6 +25,7 @@ from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from idc.events.v1 import circuit_pb2, common_pb2, usage_pb2
+from idc.type.v1 import money_pb2
 from services.billing import metrics
 from services.billing.domain.contracts import ChangeKind
 from services.billing.domain.ends import side_of
@@ -293,11 +294,7 @@ class ContractIngest:
         | circuit_pb2.CircuitDisconnected,
         event_id: str,
     ) -> CircuitChangeRow:
-        if not event.circuit_id:
-            raise InvalidArgument.for_field("circuit_id", "is required")
-        tenant = event.tenant_id or event.circuit.tenant_id
-        if not tenant:
-            raise InvalidArgument.for_field("tenant_id", "is required to bill the circuit")
+        tenant = _tenant_billed(event)
         if event.bandwidth_mbps <= 0:
             raise InvalidArgument.for_field("bandwidth_mbps", "must be positive")
         price = _price(event.price)
@@ -314,6 +311,18 @@ class ContractIngest:
         )
 
 
+def _tenant_billed(
+    event: circuit_pb2.CircuitActivated | circuit_pb2.CircuitModified
+    | circuit_pb2.CircuitDisconnected,
+) -> str:
+    if not event.circuit_id:
+        raise InvalidArgument.for_field("circuit_id", "is required")
+    tenant = event.tenant_id or event.circuit.tenant_id
+    if not tenant:
+        raise InvalidArgument.for_field("tenant_id", "is required to bill the circuit")
+    return tenant
+
+
 _BOOST_WINDOW = ("base_mbps", "boosted_mbps", "start_time", "end_time", "circuit_id")
 
 
@@ -323,11 +332,7 @@ def boost_row_for(
     """The ``billing_boost_changes`` row of a boost's raise or revert; InvalidArgument
     naming the field when the event does not describe one consistently."""
     boost = event.boost
-    if not event.circuit_id:
-        raise InvalidArgument.for_field("circuit_id", "is required")
-    tenant = event.tenant_id or event.circuit.tenant_id
-    if not tenant:
-        raise InvalidArgument.for_field("tenant_id", "is required to bill the circuit")
+    tenant = _tenant_billed(event)
     if not 0 < len(boost.boost_id) <= 64:
         raise InvalidArgument.for_field("boost.boost_id", "is required, at most 64 characters")
     if not 0 < boost.base_bandwidth_mbps < boost.boosted_bandwidth_mbps:
@@ -368,20 +373,12 @@ def boost_row_for(
 
 
 def _boost_price(price: common_pb2.PriceTerms, *, required: bool) -> str:
-    field = "price.boost_price_per_mbps_hour"
     money = price.boost_price_per_mbps_hour
-    if not money.amount:
-        if required:
-            raise InvalidArgument.for_field(field, "is required on a boost's raise")
-        return "0"
-    if money.currency_code and money.currency_code != price.currency_code:
+    if not money.amount and required:
         raise InvalidArgument.for_field(
-            field, f"is in {money.currency_code}, the price terms in {price.currency_code}"
+            "price.boost_price_per_mbps_hour", "is required on a boost's raise"
         )
-    value = parse_amount(money.amount, field)
-    if value < 0:
-        raise InvalidArgument.for_field(field, "must not be negative")
-    return f"{value:f}"
+    return _amount(money, price.currency_code, "price.boost_price_per_mbps_hour")
 
 
 def _store_boost(session: Session, row: BoostChangeRow) -> None:
@@ -425,15 +422,7 @@ def _price(price: common_pb2.PriceTerms) -> dict[str, str | int]:
         ("nrc", price.nrc),
         ("burst_price", price.burst_price_per_mbps),
     ):
-        where = f"price.{field}"
-        if money.currency_code and money.currency_code != currency:
-            raise InvalidArgument.for_field(
-                where, f"is in {money.currency_code}, the price terms in {currency}"
-            )
-        value = parse_amount(money.amount or "0", where)
-        if value < 0:
-            raise InvalidArgument.for_field(where, "must not be negative")
-        amounts[field] = f"{value:f}"
+        amounts[field] = _amount(money, currency, f"price.{field}")
     share = parse_amount(price.termination_share or "0", "price.termination_share")
     if not 0 <= share <= 1:
         raise InvalidArgument.for_field(
@@ -448,6 +437,18 @@ def _price(price: common_pb2.PriceTerms) -> dict[str, str | int]:
         "purchase_order": price.purchase_order[:35],
         "termination_share": f"{share:f}",
     }
+
+
+def _amount(money: money_pb2.Money, currency: str, where: str) -> str:
+    """A price's amount as a plain decimal string ("0" when empty), in ``currency``."""
+    if money.currency_code and money.currency_code != currency:
+        raise InvalidArgument.for_field(
+            where, f"is in {money.currency_code}, the price terms in {currency}"
+        )
+    value = parse_amount(money.amount or "0", where)
+    if value < 0:
+        raise InvalidArgument.for_field(where, "must not be negative")
+    return f"{value:f}"
 
 
 def usage_consumer(

@@ -100,6 +100,10 @@ class Boost:
         began, ended = self.in_force
         return began < end and ended > start and began < ended
 
+    def in_force_at(self, moment: datetime) -> bool:
+        began, ended = self.in_force
+        return began <= moment < ended
+
 
 def _ceil_hours(span: timedelta) -> int:
     micros = (span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds
@@ -140,9 +144,7 @@ def build_boosts(
 def boost_octets(boosts: Sequence[Boost], interval_start: datetime, seconds: int) -> int:
     """Octets the boosts in force at ``interval_start`` add over an interval of
     ``seconds`` (the sample's start decides)."""
-    added = sum(
-        b.added_mbps for b in boosts if b.in_force[0] <= interval_start < b.in_force[1]
-    )
+    added = sum(b.added_mbps for b in boosts if b.in_force_at(interval_start))
     return added * OCTETS_PER_MBPS_SECOND * seconds
 
 

@@ -193,7 +193,7 @@ class ScannedUsage:
             return 0
         return sum(
             start <= s.interval_start < end and s.valid
-            and any(b.in_force[0] <= s.interval_start < b.in_force[1] for b in self.boosts)
+            and any(b.in_force_at(s.interval_start) for b in self.boosts)
             for s in self.samples
         )
 
