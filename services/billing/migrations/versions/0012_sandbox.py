@@ -1,7 +1,7 @@
 """Sandbox circuits (README "Sandbox"): their changes are kept, flagged, and never invoiced.
 
 Revision ID: billing_0012
-Revises: billing_0010
+Revises: billing_0011
 Create Date: 2026-12-04
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "billing_0012"
-down_revision = "billing_0010"
+down_revision = "billing_0011"
 branch_labels = None
 depends_on = None
 
