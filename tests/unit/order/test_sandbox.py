@@ -63,6 +63,15 @@ def test_the_shipped_catalogue_has_a_sandbox_site_per_side_on_routers_of_their_o
     assert CATALOGUE.sandbox_capacity_mbps == 20_000
 
 
+def test_listings_offer_each_tenant_its_own_kind_of_site_and_staff_all() -> None:
+    def offered(tenant: str | None) -> set[str]:
+        return {s.id for s in CATALOGUE.sites.values() if CATALOGUE.offered_to(s, tenant)}
+
+    assert offered("sandbox-demo") == {"sg-sandbox", "cq-sandbox"}
+    assert offered("acme") == set(CATALOGUE.sites) - {"sg-sandbox", "cq-sandbox"}
+    assert offered(None) == set(CATALOGUE.sites)
+
+
 def catalogue(router: str, capacity: int) -> dict[str, Any]:
     def site(name: str, side: str, telco: str, router: str, **extra: Any) -> dict[str, Any]:
         return {"id": name, "name": name, "side": side, "telco": telco, "city": "c",
