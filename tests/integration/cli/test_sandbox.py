@@ -42,6 +42,9 @@ def test_a_sandbox_circuit_runs_on_the_sandbox_routers_and_is_never_invoiced(
         return idcctl(*argv, token=token, **options)
 
     channel_before = capacity("customer")
+    sites = _json(as_sandbox("customer", "sites", "-o", "json"))["sites"]
+    assert {(site["id"], site.get("sandbox")) for site in sites} == {
+        ("sg-sandbox", True), ("cq-sandbox", True)}
     refused = as_sandbox("customer", "order", "--a-end", "sg-edge-1:xe-0/0/1", "--z-end",
                          "cq-sandbox-edge:XGE0/0/1", "--bandwidth", "200")
     assert refused.code != 0 and "a_end_port_id" in refused.stderr
