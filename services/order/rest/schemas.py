@@ -168,7 +168,9 @@ COMPONENTS: dict[str, Schema] = {
         startDate=INSTANT, terminationDate=INSTANT, lastUpdate=INSTANT,
         termEndDate=INSTANT, productOrderId={"type": "string"},
         pendingProductOrderId={"type": "string"},
-        productConfiguration=ref("MEFProductConfiguration"), productPrice=ref("Price")),
+        productConfiguration=ref("MEFProductConfiguration"), productPrice=ref("Price"),
+        # a sandbox tenant's circuit (README "Sandbox"): simulated routers, never invoiced
+        sandbox={"type": "boolean"}),
 }
 # A validate-only answer: a productOrder as it would be placed, without the ids of what it
 # would create (the order's, and the circuit's for an add).

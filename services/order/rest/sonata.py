@@ -268,4 +268,5 @@ def product(circuit: circuit_pb2.Circuit) -> Json:
         "lastUpdate": instant(circuit.update_time), "termEndDate": instant(circuit.term_end_time),
         "productOrderId": circuit.created_by_order_id,
         "pendingProductOrderId": circuit.pending_order_id,
-        "productConfiguration": configuration(spec), "productPrice": price(circuit.price)})
+        "productConfiguration": configuration(spec), "productPrice": price(circuit.price),
+        "sandbox": circuit.sandbox})

@@ -52,7 +52,7 @@ def test_an_order_through_rest_reaches_an_active_product(
         assert [a["state"] for a in done["approvals"]] == ["approved", "approved"]
         product_id = done["productOrderItem"][0]["product"]["id"]
         product = rest.call("alice", "GET", f"{PRODUCT_PATH}/{product_id}").json()
-        assert product["status"] == "active"
+        assert product["status"] == "active" and product["sandbox"] is False
         assert product["productConfiguration"]["bandwidthMbps"] == 200
         assert rest.svc.alice.circuit(product_id).bandwidth_mbps == 200
 
