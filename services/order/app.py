@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import grpc
 
@@ -27,6 +28,7 @@ from services.common.service_table import ORDER
 from services.common.servicers import register
 from services.order.audit import order_chain
 from services.order.contacts import ContactCipher, ContactKeySet, load_key_set
+from services.order.context import now
 from services.order.disclosure import ContactVault, billing_telcos
 from services.order.domain.catalogue import load_catalogue
 from services.order.domain.pricing import load_price_book
@@ -43,6 +45,7 @@ from services.order.webhooks.wiring import webhook_parts
 from services.order.workers import (
     ApprovalExpiryWorker,
     OverdueProvisioningWorker,
+    ScheduledStartWorker,
     circuit_event_worker,
 )
 
@@ -50,10 +53,13 @@ MIGRATIONS = ORDER.migrations_dir
 
 
 def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
-                   contact_keys: ContactKeySet) -> GrpcApp:
+                   contact_keys: ContactKeySet, clock: Callable[[], datetime] = now
+                   ) -> GrpcApp:
+    """``clock``: the use cases' and workers' clock; only tests pass another (in-process,
+    there is no setting for it)."""
     catalogue = load_catalogue()
     app = OrderApp(SqlUnitOfWork(runtime.session_factory, ChangeNotifier()), catalogue,
-                   load_price_book(), settings,
+                   load_price_book(), settings, clock,
                    contacts=ContactVault(ContactCipher(contact_keys), billing_telcos(catalogue)))
     token_settings = runtime.token_settings
     issuer = TokenIssuer(runtime.session_factory, token_settings.issuer_key(), token_settings)
@@ -83,6 +89,7 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
         circuit_event_worker(app, runtime.session_factory, runtime.settings.kafka,
                              settings.consumer_group),
         ApprovalExpiryWorker(app, settings.expiry_interval_s),
+        ScheduledStartWorker(app, settings.expiry_interval_s),
         OverdueProvisioningWorker(app.outcomes, settings.expiry_interval_s),
         *webhooks.workers,
     ]

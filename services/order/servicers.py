@@ -270,7 +270,7 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
             raise InvalidArgument.for_field(
                 "payload_sha256", "is required: the sha256 of the payload you reviewed")
         order = self.app.approving.approve(principal, request.order_id, request.payload_sha256,
-                                 request.comment)
+                                           request.comment, request.revert_payload_sha256)
         self.app.reveal(principal, order)
         return approval_service_pb2.ApproveResponse(order=order)
 

@@ -34,6 +34,7 @@ from services.order.domain.lifecycle import (
     OrderType,
 )
 from services.order.domain.overdue import AwaitingOutcome
+from services.order.domain.schedule import Reservation, Window, peak_reserved
 from services.order.tables import (
     CHANNEL_LOCK_ROW,
     ApprovalRow,
@@ -104,6 +105,41 @@ def _bandwidth_statement() -> Select[Any]:
     )).subquery()
     return (select(parts.c.kind, parts.c.end, parts.c.port, func.sum(parts.c.mbps))
             .group_by(parts.c.kind, parts.c.end, parts.c.port))
+
+
+def reservations(session: Session) -> list[tuple[str, str, Reservation]]:
+    """(A port, Z port, reservation) of every open order holding bandwidth."""
+    rows = session.execute(
+        select(OrderRow.a_port_id, OrderRow.z_port_id, OrderRow.reserved_mbps,
+               OrderRow.start_at, OrderRow.end_at).where(OrderRow.reserved_mbps > 0))
+    return [(a, z, Reservation(int(mbps), Window(start, end)))
+            for a, z, mbps, start, end in rows]
+
+
+def headroom_over(session: Session, catalogue: Catalogue, channel_capacity_mbps: int,
+                  port_ids: Sequence[str], start: datetime, end: datetime | None
+                  ) -> list[Headroom]:
+    """The channel's and ``port_ids``' headroom over [start, end): the committed bandwidth
+    and the peak of the reservations in the window."""
+    channel, ports = bandwidth(session, catalogue, channel_capacity_mbps)
+    held = reservations(session)
+    found = [Headroom(channel.name, channel.capacity_mbps, channel.committed_mbps,
+                      peak_reserved([r for _, _, r in held], start, end))]
+    for port_id in port_ids:
+        port = ports[port_id]
+        found.append(Headroom(port.name, port.capacity_mbps, port.committed_mbps, peak_reserved(
+            [r for a, z, r in held if port_id in (a, z)], start, end)))
+    return found
+
+
+def scheduled_due(session: Session, moment: datetime, limit: int) -> list[OrderRow]:
+    """SCHEDULED orders whose start came by ``moment``, soonest first, locked; those another
+    process has locked are left to it."""
+    return list(session.scalars(
+        select(OrderRow)
+        .where(OrderRow.state == OrderState.SCHEDULED.value, OrderRow.start_at <= moment)
+        .order_by(OrderRow.start_at, OrderRow.id).limit(limit)
+        .with_for_update(skip_locked=True)))
 
 
 def capacity(session: Session, catalogue: Catalogue, channel_capacity_mbps: int

@@ -80,6 +80,30 @@ class ApprovalExpiryWorker(Worker):
                 log.info("%d order(s) expired waiting for approval", expired)
 
 
+class ScheduledStartWorker(Worker):
+    """Hands scheduled orders (a scheduled change, a boost, its revert) to provisioning at
+    their start, on the service's clock, without a person."""
+
+    name = "scheduled-start"
+
+    def __init__(self, app: OrderApp, interval_s: float) -> None:
+        self._app = app
+        self._interval_s = interval_s
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self._interval_s):
+            self.run_once()
+
+    def run_once(self) -> None:
+        try:
+            acted = self._app.approving.start_due()
+        except Exception:
+            log.exception("starting scheduled orders failed; trying again next round")
+            return
+        if acted:
+            log.info("%d scheduled order(s) started or failed at their start", acted)
+
+
 OVERDUE_ALARM = "provisioning-overdue"
 
 

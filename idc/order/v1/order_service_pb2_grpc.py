@@ -181,10 +181,13 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelOrder(self, request, context):
-        """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
-        its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
-        (APPROVED) provisioning may already be changing the routers, so the order runs to its
-        outcome and the circuit is then changed or disconnected.
+        """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL) or
+        approved for a start that has not come yet (SCHEDULED, before Order.start_time);
+        releases its reservation. Cancelling a boost cancels its revert with it; a revert is
+        never cancelled on its own. FAILED_PRECONDITION otherwise: once an order is handed to
+        provisioning (APPROVED) the routers may already be changing, so the order runs to its
+        outcome and the circuit is then changed or disconnected; a boost that started reverts
+        by itself at its end.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -69,10 +69,13 @@ class OrderServiceStub:
     streams allowed.
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]
-    """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
-    its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
-    (APPROVED) provisioning may already be changing the routers, so the order runs to its
-    outcome and the circuit is then changed or disconnected.
+    """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL) or
+    approved for a start that has not come yet (SCHEDULED, before Order.start_time);
+    releases its reservation. Cancelling a boost cancels its revert with it; a revert is
+    never cancelled on its own. FAILED_PRECONDITION otherwise: once an order is handed to
+    provisioning (APPROVED) the routers may already be changing, so the order runs to its
+    outcome and the circuit is then changed or disconnected; a boost that started reverts
+    by itself at its end.
     """
     ModifyBandwidth: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ModifyBandwidthRequest, _order_service_pb2.ModifyBandwidthResponse]
     """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id."""
@@ -131,10 +134,13 @@ class OrderServiceAsyncStub(OrderServiceStub):
     streams allowed.
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
-    """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
-    its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
-    (APPROVED) provisioning may already be changing the routers, so the order runs to its
-    outcome and the circuit is then changed or disconnected.
+    """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL) or
+    approved for a start that has not come yet (SCHEDULED, before Order.start_time);
+    releases its reservation. Cancelling a boost cancels its revert with it; a revert is
+    never cancelled on its own. FAILED_PRECONDITION otherwise: once an order is handed to
+    provisioning (APPROVED) the routers may already be changing, so the order runs to its
+    outcome and the circuit is then changed or disconnected; a boost that started reverts
+    by itself at its end.
     """
     ModifyBandwidth: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ModifyBandwidthRequest, _order_service_pb2.ModifyBandwidthResponse]  # type: ignore[assignment]
     """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id."""
@@ -232,10 +238,13 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_service_pb2.CancelOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.CancelOrderResponse, _abc.Awaitable[_order_service_pb2.CancelOrderResponse]]:
-        """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
-        its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
-        (APPROVED) provisioning may already be changing the routers, so the order runs to its
-        outcome and the circuit is then changed or disconnected.
+        """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL) or
+        approved for a start that has not come yet (SCHEDULED, before Order.start_time);
+        releases its reservation. Cancelling a boost cancels its revert with it; a revert is
+        never cancelled on its own. FAILED_PRECONDITION otherwise: once an order is handed to
+        provisioning (APPROVED) the routers may already be changing, so the order runs to its
+        outcome and the circuit is then changed or disconnected; a boost that started reverts
+        by itself at its end.
         """
 
     @_abc_1.abstractmethod
