@@ -12,7 +12,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 
 from idc.events.v1 import common_pb2
-from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2, price_pb2, quote_pb2
+from idc.order.v1 import (
+    capacity_pb2,
+    circuit_pb2,
+    order_pb2,
+    order_service_pb2,
+    price_pb2,
+    quote_pb2,
+)
 from idc.type.v1 import circuit_operation_pb2, money_pb2, side_pb2
 from services.common.errors import InvalidArgument
 from services.common.limits import identifier_description
@@ -27,6 +34,7 @@ from services.order.domain.lifecycle import (
 )
 from services.order.domain.preview import ChangePreview, add_months
 from services.order.domain.pricing import boost_charge
+from services.order.domain.schedule import Interval
 from services.order.domain.validation import CircuitRequest, ContactInfo
 from services.order.tables import ApprovalDecisionRow, CircuitRow, OrderRow, QuoteRow
 
@@ -211,6 +219,14 @@ def _boost_price(row: Mapping[Any, Any]) -> dict[str, Any]:
                               row["start_at"], row["end_at"])
         found["boost_estimated_charge"] = money(currency, str(charge))
     return found
+
+
+def capacity_interval(interval: Interval) -> capacity_pb2.CapacityInterval:
+    return capacity_pb2.CapacityInterval(
+        start_time=timestamp(interval.start), end_time=timestamp(interval.end),
+        channel_free_mbps=interval.channel_free_mbps,
+        ports=[capacity_pb2.PortFree(port_id=port_id, free_mbps=free)
+               for port_id, free in interval.port_free_mbps.items()])
 
 
 def audit_entry(row: Mapping[Any, Any]) -> order_pb2.AuditEntry:

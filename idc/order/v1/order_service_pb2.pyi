@@ -936,18 +936,31 @@ class GetCapacityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PORT_IDS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def port_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only these ports in Capacity.ports; empty for all ports the caller may see."""
 
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Headroom over time: with end_time set the response has a timeline from start_time
+        (absent: now; not in the past) to end_time (after start_time, at most 121 days
+        ahead, the farthest a boost can end).
+        """
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         port_ids: _abc.Iterable[_builtins.str] | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["port_ids", b"port_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "port_ids", b"port_ids", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -960,18 +973,28 @@ class GetCapacityResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CAPACITY_FIELD_NUMBER: _builtins.int
+    TIMELINE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def capacity(self) -> _capacity_pb2.Capacity:
         """The capacity."""
+
+    @_builtins.property
+    def timeline(self) -> _containers.RepeatedCompositeFieldContainer[_capacity_pb2.CapacityInterval]:
+        """With GetCapacityRequest.end_time: the free bandwidth over the window, one interval
+        per stretch where it stays the same, in time order. Free counts everything booked
+        that holds then (pending orders from now on, scheduled changes and boosts in their
+        windows); a boost in force counts until its revert completed.
+        """
 
     def __init__(
         self,
         *,
         capacity: _capacity_pb2.Capacity | None = ...,
+        timeline: _abc.Iterable[_capacity_pb2.CapacityInterval] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "timeline", b"timeline"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

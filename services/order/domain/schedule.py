@@ -12,17 +12,21 @@ completed, so a late revert cannot oversell the channel.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 from services.common.errors import FieldViolation, InvalidArgument
+from services.order.domain.capacity import Headroom
 
 # A boost lasts at least an hour (billing counts started hours) and at most a month; a
 # change is booked at most this far ahead.
 MIN_BOOST = timedelta(hours=1)
 MAX_BOOST = timedelta(days=31)
 MAX_AHEAD = timedelta(days=90)
+# The farthest a timeline reaches: the latest end a boost can have.
+MAX_TIMELINE = MAX_AHEAD + MAX_BOOST
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,57 @@ def peak_reserved(reservations: Iterable[Reservation], start: datetime,
 def _holds_at(window: Window, moment: datetime) -> bool:
     return ((window.start is None or window.start <= moment)
             and (window.end is None or moment < window.end))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Free bandwidth over [start, end): of the channel and of each port asked for."""
+
+    start: datetime
+    end: datetime
+    channel_free_mbps: int
+    port_free_mbps: Mapping[str, int]
+
+
+def timeline(channel: Headroom, ports: Mapping[str, Headroom],
+             held: Sequence[tuple[str, str, Reservation]], start: datetime, end: datetime
+             ) -> list[Interval]:
+    """The free bandwidth of the channel and ``ports`` (their committed bandwidth holds
+    throughout; ``held`` gives each reservation with its A and Z ports) over [start, end),
+    cut where a reservation starts or ends and merged where nothing changes."""
+    cuts = sorted({start, end} | {moment for _, _, r in held
+                                  for moment in (r.window.start, r.window.end)
+                                  if moment is not None and start < moment < end})
+    found: list[Interval] = []
+    for left, right in pairwise(cuts):
+        holding = [(a, z, r.mbps) for a, z, r in held if _holds_at(r.window, left)]
+        channel_free = _free(channel, sum(mbps for _, _, mbps in holding))
+        port_free = {port_id: _free(port, sum(mbps for a, z, mbps in holding
+                                              if port_id in (a, z)))
+                     for port_id, port in ports.items()}
+        last = found[-1] if found else None
+        if last and (last.channel_free_mbps, last.port_free_mbps) == (channel_free, port_free):
+            found[-1] = Interval(last.start, right, channel_free, port_free)
+        else:
+            found.append(Interval(left, right, channel_free, port_free))
+    return found
+
+
+def _free(resource: Headroom, reserved: int) -> int:
+    return max(0, resource.capacity_mbps - resource.committed_mbps - reserved)
+
+
+def check_timeline(start: datetime | None, end: datetime, moment: datetime) -> datetime:
+    """The start of a timeline asked for [start, end) (now when absent), or InvalidArgument."""
+    start = moment if start is None else start
+    if start < moment:
+        raise InvalidArgument.for_field("start_time", f"{start.isoformat()} is in the past")
+    if end <= start:
+        raise InvalidArgument.for_field("end_time", "must be after start_time (or now)")
+    if end > moment + MAX_TIMELINE:
+        raise InvalidArgument.for_field(
+            "end_time", f"at most {MAX_TIMELINE.days} days ahead, the latest a boost can end")
+    return start
 
 
 def check_window(start: datetime | None, end: datetime | None, moment: datetime,

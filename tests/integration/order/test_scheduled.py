@@ -5,7 +5,7 @@ service on the real NETCONF routers.
 The boost and its revert are booked together, both telcos approve the pair once, and
 nobody acts after that: when the clock passes the start the routers carry the boosted
 rate, when it passes the end the base rate again, and both CircuitModified events carry
-the Boost billing bills. Before that, admission refuses a new circuit that would exceed
+the Boost billing bills. GetCapacity shows the port's headroom over the boost's window. Before that, admission refuses a new circuit that would exceed
 the small port during a booked boost, and cancelling that boost before its start frees
 the port again. The broker is the test's own (see test_progress.py).
 """
@@ -87,6 +87,14 @@ def book(svc: OrderService, circuit_id: str, mbps: int, start: datetime, end: da
     return order
 
 
+def headroom(svc: OrderService, end: datetime) -> list[tuple[datetime, datetime, int]]:
+    """The small A port's free Mbps over time, from now to ``end``."""
+    timeline = svc.alice.call("GetCapacity", order_service_pb2.GetCapacityRequest(
+        port_ids=[SMALL_A], end_time=timestamp(end))).timeline
+    return [(i.start_time.ToDatetime(tzinfo=UTC), i.end_time.ToDatetime(tzinfo=UTC),
+             i.ports[0].free_mbps) for i in timeline]
+
+
 def reached(svc: OrderService, order_id: str, state: int) -> order_pb2.Order:
     """The order once in ``state``: provisioning on the routers takes seconds."""
     return wait_for(lambda: (o := svc.alice.order(order_id)).state == state and o,
@@ -139,6 +147,8 @@ def test_a_boost_raises_and_reverts_on_both_routers_on_the_clock_without_a_perso
 
             boost = book(svc, new.circuit_id, 500, t0 + H, t0 + 3 * H, "boost-2")
             revert_id = boost.revert_order_id
+            assert headroom(svc, t0 + 4 * H) == [
+                (t0, t0 + H, 900), (t0 + H, t0 + 3 * H, 500), (t0 + 3 * H, t0 + 4 * H, 900)]
             for ops in (svc.olga, svc.chen):
                 ops.call("Approve", approval_service_pb2.ApproveRequest(
                     order_id=boost.id, payload_sha256=shown(svc, ops, boost.id),

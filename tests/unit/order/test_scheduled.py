@@ -25,6 +25,7 @@ from services.order import convert
 from services.order.contacts import ContactCipher, ContactKeySet
 from services.order.convert import timestamp
 from services.order.disclosure import ContactVault, billing_telcos
+from services.order.domain.capacity import Headroom
 from services.order.domain.catalogue import load_catalogue
 from services.order.domain.lifecycle import (
     OrderState,
@@ -33,7 +34,14 @@ from services.order.domain.lifecycle import (
     check_cancellable,
 )
 from services.order.domain.pricing import boost_charge, load_price_book, started_hours
-from services.order.domain.schedule import Reservation, Window, check_window, peak_reserved
+from services.order.domain.schedule import (
+    Reservation,
+    Window,
+    check_timeline,
+    check_window,
+    peak_reserved,
+    timeline,
+)
 from services.order.orders import OrderApp
 from services.order.settings import OrderSettings
 from tests.unit.order.fakes import SqliteUnitOfWork
@@ -59,6 +67,28 @@ def test_the_peak_is_the_most_held_at_once_over_the_window_not_the_sum() -> None
     assert peak_reserved(calendar, T0 + 2 * H, T0 + 4 * H) == 500
     assert peak_reserved(calendar, T0 + 3 * H, T0 + 4 * H) == 400, "[start, end): 1 h ends"
     assert peak_reserved([], T0, None) == 0
+
+
+def test_the_timeline_cuts_where_bookings_start_or_end_and_merges_what_stays() -> None:
+    channel = Headroom("the channel", 10_000, 1_000, 0)
+    port = Headroom("port p", 1_000, 200, 0)
+    held = [("p", "q", Reservation(100, Window(None, None))),
+            ("p", "q", Reservation(400, Window(T0 + H, T0 + 3 * H))),
+            ("x", "y", Reservation(300, Window(T0 + 3 * H, T0 + 5 * H)))]
+    found = timeline(channel, {"p": port}, held, T0, T0 + 4 * H)
+    assert [(i.start, i.end, i.channel_free_mbps, dict(i.port_free_mbps)) for i in found] == [
+        (T0, T0 + H, 8_900, {"p": 700}),
+        (T0 + H, T0 + 3 * H, 8_500, {"p": 300}),
+        (T0 + 3 * H, T0 + 4 * H, 8_600, {"p": 700}),
+    ]
+    quiet = timeline(channel, {"p": port}, held[:1], T0, T0 + 4 * H)
+    assert [(i.start, i.end) for i in quiet] == [(T0, T0 + 4 * H)], "nothing changes: one"
+    assert check_timeline(None, T0 + H, T0) == T0
+    for start, end, field in ((T0 - H, T0 + H, "start_time"), (T0 + H, T0 + H, "end_time"),
+                              (None, T0 + timedelta(days=122), "end_time")):
+        with pytest.raises(InvalidArgument) as caught:
+            check_timeline(start, end, T0)
+        assert [v.field for v in caught.value.violations] == [field]
 
 
 def test_a_window_is_checked_field_by_field() -> None:
