@@ -95,6 +95,17 @@ def moment(raw: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def iso_time(raw: str) -> datetime:
+    """An ISO 8601 time (UTC when no offset is given): a start or end ahead."""
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not a time: use ISO 8601 (2026-05-01T09:00, 2026-05-01T09:00+08:00)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def timestamp(value: datetime) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(value)
@@ -294,6 +305,10 @@ def modify(ctx: Context, args: argparse.Namespace) -> Result:
     )
     if args.burst is not None:
         request.burst_mbps = args.burst
+    if args.start is not None:
+        request.start_time.CopyFrom(timestamp(args.start))
+    if args.end is not None:
+        request.end_time.CopyFrom(timestamp(args.end))
     reply = ctx.api.call("order", ctx.api.orders.ModifyBandwidth, request)
     return _order_result(reply, reply.order, args)
 
@@ -544,7 +559,8 @@ def approve(ctx: Context, args: argparse.Namespace) -> Result:
         "order",
         ctx.api.approvals.Approve,
         ops_pb.ApproveRequest(
-            order_id=args.order_id, payload_sha256=args.sha256, comment=args.comment
+            order_id=args.order_id, payload_sha256=args.sha256, comment=args.comment,
+            revert_payload_sha256=args.revert_sha256 or "",
         ),
     )
     return Result(reply, lambda console: render.show_order(console, reply.order))
@@ -687,7 +703,8 @@ def capacity(ctx: Context, args: argparse.Namespace) -> Result:
     reply = ctx.api.call(
         "order",
         ctx.api.orders.GetCapacity,
-        order_pb.GetCapacityRequest(port_ids=args.port),
+        order_pb.GetCapacityRequest(port_ids=args.port,
+                                    end_time=timestamp(args.until) if args.until else None),
     )
     c = reply.capacity
 
@@ -714,6 +731,8 @@ def capacity(ctx: Context, args: argparse.Namespace) -> Result:
                 ],
             )
         )
+        if reply.timeline:
+            console.print(render.capacity_timeline(reply.timeline))
 
     return Result(reply, show)
 
