@@ -86,23 +86,19 @@ def moment(raw: str) -> datetime:
     units = {"m": "minutes", "h": "hours", "d": "days"}
     if raw[-1:] in units and raw[:-1].isdigit():
         return datetime.now(UTC) - timedelta(**{units[raw[-1]]: int(raw[:-1])})
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{raw!r} is not a time: use ISO 8601 (2026-05-01T00:00) or an age (30m, 2h, 1d)"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return _iso(raw, "use ISO 8601 (2026-05-01T00:00) or an age (30m, 2h, 1d)")
 
 
 def iso_time(raw: str) -> datetime:
     """An ISO 8601 time (UTC when no offset is given): a start or end ahead."""
+    return _iso(raw, "use ISO 8601 (2026-05-01T09:00, 2026-05-01T09:00+08:00)")
+
+
+def _iso(raw: str, hint: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{raw!r} is not a time: use ISO 8601 (2026-05-01T09:00, 2026-05-01T09:00+08:00)"
-        ) from None
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a time: {hint}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

@@ -43,10 +43,10 @@ from services.order.token_servicer import TokenServicer
 from services.order.unit_of_work import SqlUnitOfWork
 from services.order.webhooks.wiring import webhook_parts
 from services.order.workers import (
-    ApprovalExpiryWorker,
     OverdueProvisioningWorker,
-    ScheduledStartWorker,
+    approval_expiry_worker,
     circuit_event_worker,
+    scheduled_start_worker,
 )
 
 MIGRATIONS = ORDER.migrations_dir
@@ -88,8 +88,8 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
     workers: list[Worker] = [
         circuit_event_worker(app, runtime.session_factory, runtime.settings.kafka,
                              settings.consumer_group),
-        ApprovalExpiryWorker(app, settings.expiry_interval_s),
-        ScheduledStartWorker(app, settings.expiry_interval_s),
+        approval_expiry_worker(app, settings.expiry_interval_s),
+        scheduled_start_worker(app, settings.expiry_interval_s),
         OverdueProvisioningWorker(app.outcomes, settings.expiry_interval_s),
         *webhooks.workers,
     ]

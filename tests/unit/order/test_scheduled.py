@@ -17,7 +17,6 @@ from idc.events.v1 import order_pb2 as order_events
 from idc.events.v1 import provisioning_pb2
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
 from idc.type.v1 import router_payload_pb2, side_pb2
-from services.common.auth import Principal, Role
 from services.common.errors import CapacityExhausted, FailedPrecondition, InvalidArgument
 from services.common.events.tables import OutboxRow
 from services.common.events.topics import ORDER_EVENTS
@@ -45,9 +44,12 @@ from services.order.domain.schedule import (
 from services.order.orders import OrderApp
 from services.order.settings import OrderSettings
 from tests.unit.order.fakes import SqliteUnitOfWork
+from tests.unit.order.test_progress import ALICE, CHEN, OLGA, T0, Clock, clock
+
+__all__ = ["clock"]  # the fixture, shared with test_progress.py
 
 S = order_pb2.OrderState
-T0 = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+
 H = timedelta(hours=1)
 SMALL_A, SMALL_Z = "sg-edge-1:ge-0/0/10", "cq-edge-1:GE0/0/1"  # 1000 Mbps each
 
@@ -134,24 +136,6 @@ def test_a_boost_is_billed_per_started_hour_on_the_added_bandwidth() -> None:
 
 
 # -- the use cases on SQLite --------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-ALICE = Principal("alice@acme", Role.CUSTOMER, tenant="acme")
-OLGA = Principal("olga@sg", Role.OPS, telco="sg")
-CHEN = Principal("chen@cq", Role.OPS, telco="cq")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
