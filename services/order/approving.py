@@ -93,6 +93,10 @@ class Approving:
                     "this order's payload hash as revert_payload_sha256")
         revert = (store.get_order(session, order.revert_order_id, None, for_update=True)
                   if order.revert_order_id else None)
+        if revert is not None and OrderState(revert.state).terminal:
+            raise FailedPrecondition(
+                f"boost {order.id} has lost its revert {revert.id} ({revert.state}); it "
+                "cannot take effect, reject it with a reason")
         if revert is None or OrderState(revert.state) is not OrderState.PENDING_APPROVAL:
             if revert_sha256:
                 raise InvalidArgument.for_field(
@@ -105,6 +109,16 @@ class Approving:
                 f"the payload of its revert {revert.id} too (ListPendingApprovals shows it); "
                 "both are approved once, together")
         return revert
+
+    @staticmethod
+    def _check_not_a_booked_revert(session: Session, order: OrderRow) -> None:
+        """A revert is decided on with its boost while that awaits approval: rejecting it
+        alone would leave a boost that never reverts."""
+        if order.boost_order_id and OrderState(store.get_order(
+                session, order.boost_order_id, None).state) is OrderState.PENDING_APPROVAL:
+            raise FailedPrecondition(
+                f"order {order.id} reverts boost {order.boost_order_id}, which awaits "
+                "approval: reject the boost (its revert goes with it)")
 
     def _decide(self, session: Session, order: OrderRow, approver: Approver, side: Side,
                 payload_sha256: str, comment: str, ref: str) -> bool:
@@ -143,7 +157,9 @@ class Approving:
         acted = 0
         with context.uow.write() as session:
             for order in store.scheduled_due(session, context.clock(), limit):
-                circuit = store.get_circuit(session, order.circuit_id, None, for_update=True)
+                # Not locked: the circuit is locked after its orders elsewhere (a boost's
+                # outcome locks its revert after the circuit).
+                circuit = store.get_circuit(session, order.circuit_id, None)
                 if circuit.pending_order_id != order.id and order.boost_order_id:
                     continue  # its boost is still with provisioning; the revert follows it
                 if (circuit.pending_order_id == order.id
@@ -164,6 +180,10 @@ class Approving:
             .SerializeToString()
         self.context.end(session, order, OrderState.FAILED, Outcome.WITHDRAWN,
                          SYSTEM_SCHEDULER, reason)
+        emit(session, order.circuit_id, order_events.OrderCompleted(  # the customer's webhook
+            event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(self.context.clock()),
+            order_id=order.id, circuit_id=order.circuit_id,
+            operation=convert.OPERATION[OrderType(order.type)], success=False))
 
     def _approved(self, session: Session, order: OrderRow) -> None:
         """Both telcos approved: the order goes to provisioning with the approved payloads'
@@ -219,6 +239,7 @@ class Approving:
         require_reason("reason", reason, required=True)
         with context.uow.write() as session:
             order, _, side = self._decided_on(session, principal, order_id)
+            self._check_not_a_booked_revert(session, order)
             row = session.get(ApprovalRow, (order.id, side.value))
             assert row is not None
             approval_log.decide(session, row, ApprovalState.REJECTED, context.clock(),

@@ -173,7 +173,7 @@ class Changing:
             placed = place(session)
             order = convert.order(session, placed.row)
         if not placed.replayed:
-            order.id = ""
+            order.id = order.revert_order_id = ""
         return order
 
     def _place_on(self, session: Session, circuit: CircuitRow, principal: Principal,

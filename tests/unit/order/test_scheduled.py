@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import select
@@ -49,6 +50,7 @@ from tests.unit.order.test_progress import ALICE, CHEN, OLGA, T0, Clock, clock
 __all__ = ["clock"]  # the fixture, shared with test_progress.py
 
 S = order_pb2.OrderState
+E = TypeVar("E")
 
 H = timedelta(hours=1)
 SMALL_A, SMALL_Z = "sg-edge-1:ge-0/0/10", "cq-edge-1:GE0/0/1"  # 1000 Mbps each
@@ -186,13 +188,13 @@ def get(app: OrderApp, order_id: str) -> order_pb2.Order:
         return convert.order_by_id(session, order_id, None)
 
 
-def events(app: OrderApp, circuit_id: str, kind: type[order_events.OrderApproved]
-           ) -> list[order_events.OrderApproved]:
+def events(app: OrderApp, circuit_id: str, kind: type[E]) -> list[E]:
     with app.uow.read() as session:
         rows = session.scalars(select(OutboxRow).where(
             OutboxRow.topic == ORDER_EVENTS, OutboxRow.key == circuit_id.encode(),
-            OutboxRow.event_type == kind.DESCRIPTOR.full_name).order_by(OutboxRow.id))
-        return [kind.FromString(row.payload) for row in rows]
+            OutboxRow.event_type == kind.DESCRIPTOR.full_name)  # type: ignore[attr-defined]
+            .order_by(OutboxRow.id))
+        return [kind.FromString(row.payload) for row in rows]  # type: ignore[attr-defined]
 
 
 def approve_pair(app: OrderApp, booked: order_pb2.Order) -> None:
@@ -295,3 +297,63 @@ def test_admission_reads_the_peak_over_the_window_of_a_scheduled_order(app: Orde
             request_id="now", circuit_id=third, bandwidth_mbps=500))
     with pytest.raises(FailedPrecondition, match=f"already has order {after.id}"):
         boost(app, second, 200, T0 + 6 * H, None, "another")
+
+
+def test_a_revert_is_rejected_only_with_its_boost_and_a_rehearsal_names_no_order(
+    app: OrderApp,
+) -> None:
+    circuit_id = active_circuit(app)
+    rehearsed = app.changing.modify_bandwidth(ALICE, order_service_pb2.ModifyBandwidthRequest(
+        request_id="try", circuit_id=circuit_id, bandwidth_mbps=500, validate_only=True,
+        start_time=timestamp(T0 + H), end_time=timestamp(T0 + 2 * H)))
+    assert (rehearsed.id, rehearsed.revert_order_id) == ("", "")
+    booked = boost(app, circuit_id, 500, T0 + H, T0 + 3 * H)
+    with pytest.raises(FailedPrecondition, match="reject the boost"):
+        app.approving.reject(OLGA, booked.revert_order_id, "no")
+    assert app.approving.reject(OLGA, booked.id, "not now").state == S.ORDER_STATE_REJECTED
+    assert get(app, booked.revert_order_id).state == S.ORDER_STATE_CANCELLED
+
+
+def test_a_start_that_cannot_happen_fails_and_tells_the_customer(
+    app: OrderApp, clock: Clock,
+) -> None:
+    circuit_id = active_circuit(app)
+    booked = boost(app, circuit_id, 500, T0 + H, T0 + 3 * H)
+    approve_pair(app, booked)
+    with app.uow.write() as session:  # not a state a circuit with a scheduled order reaches
+        convert.store.get_circuit(session, circuit_id, None).state = "DISCONNECTING"
+    clock.now = T0 + H
+    assert app.approving.start_due() == 1
+    failed = get(app, booked.id)
+    assert failed.state == S.ORDER_STATE_FAILED
+    assert "could not happen: circuit" in failed.failure.message
+    assert failed.audit_trail[-1].actor == "system:scheduler"
+    assert get(app, booked.revert_order_id).state == S.ORDER_STATE_CANCELLED
+    [told] = events(app, circuit_id, order_events.OrderCompleted)[-1:]
+    assert (told.order_id, told.success) == (booked.id, False)
+
+
+def test_a_revert_whose_payload_changed_goes_back_to_approval_and_then_starts(
+    app: OrderApp, clock: Clock,
+) -> None:
+    circuit_id = active_circuit(app)
+    booked = boost(app, circuit_id, 500, T0 + H, T0 + 3 * H)
+    approve_pair(app, booked)
+    clock.now = T0 + H
+    app.approving.start_due()
+    with app.uow.write() as session:
+        app.outcomes.record_outcome(session, circuit_events.CircuitModified(
+            order_id=booked.id, circuit_id=circuit_id, bandwidth_mbps=500))
+    clock.now = T0 + 3 * H
+    assert app.approving.start_due() == 1
+    revert = get(app, booked.revert_order_id)
+    with app.uow.write() as session:
+        app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
+            order_id=revert.id, circuit_id=circuit_id, replan=True, reason="template", payloads=[
+                router_payload_pb2.RouterPayload(side=side, sha256=sha) for side, sha in (
+                    (side_pb2.SIDE_SINGAPORE, "a-new"), (side_pb2.SIDE_CHONGQING, "z-new"))]))
+    assert get(app, revert.id).state == S.ORDER_STATE_PENDING_APPROVAL
+    app.approving.approve(OLGA, revert.id, "a-new", "")
+    assert app.approving.approve(CHEN, revert.id, "z-new", "").state == S.ORDER_STATE_SCHEDULED
+    assert app.approving.start_due() == 1
+    assert get(app, revert.id).state == S.ORDER_STATE_APPROVED
