@@ -23,7 +23,7 @@ from idc.ops.v1 import approval_service_pb2 as ops_pb
 from idc.order.v1 import circuit_pb2, order_pb2
 from idc.order.v1 import order_service_pb2 as order_pb
 from idc.provisioning.v1 import provisioning_service_pb2 as prov_pb
-from idc.type.v1 import side_pb2, time_range_pb2, year_month_pb2
+from idc.type.v1 import router_payload_pb2, side_pb2, time_range_pb2, year_month_pb2
 from services.cli import render
 from services.cli.client import Api
 from services.cli.errors import CliError, ExitCode
@@ -515,11 +515,12 @@ def pending(ctx: Context, args: argparse.Namespace) -> Result:
         lambda console: console.print(
             render.table(
                 "Waiting for your telco",
-                ["order", "type", "Mbps", "router", "payload sha256 (approve this)", "expires"],
+                ["order", "type", "Mbps", "router", "payload sha256 (approve this)", "expires",
+                 "boost pair"],
                 [
                     [p.order.id, render.order_type(p.order.type), p.order.spec.bandwidth_mbps,
                      p.payload.router_name, p.payload.sha256,
-                     render.when(p.expire_time)]
+                     render.when(p.expire_time), render.boost_pair(p.order)]
                     for p in reply.pending_approvals
                 ],
             )
@@ -532,22 +533,29 @@ def show_pending(ctx: Context, args: argparse.Namespace) -> Result:
     order = ctx.api.call(
         "order", ctx.api.orders.GetOrder, order_pb.GetOrderRequest(order_id=args.order_id)
     ).order
-    dry_run = ctx.api.call(
-        "provisioning",
-        ctx.api.provisioning.DryRun,
-        prov_pb.DryRunRequest(order_id=args.order_id),
-    )
+
+    def dry_run(order_id: str) -> list[router_payload_pb2.RouterPayload]:
+        return list(ctx.api.call("provisioning", ctx.api.provisioning.DryRun,
+                                 prov_pb.DryRunRequest(order_id=order_id)).payloads)
+
+    payloads = dry_run(args.order_id)
+    # A boost is approved once with its revert (--revert-sha256): its payloads too.
+    revert = dry_run(order.revert_order_id) if order.revert_order_id else []
 
     def show(console: Console) -> None:
         render.show_order(console, order)
-        for payload in dry_run.payloads:
+        for label, payload in [("", p) for p in payloads] + [
+                (f" revert {order.revert_order_id}", p) for p in revert]:
             console.print(
-                f"\n[bold]{payload.router_name}[/bold] ({render.side(payload.side)}, "
+                f"\n[bold]{payload.router_name}[/bold]{label} ({render.side(payload.side)}, "
                 f"{payload.platform}) sha256 [cyan]{payload.sha256}[/cyan]"
             )
             console.print(Syntax(payload.content, "xml", word_wrap=True))
 
-    return Result({"order": order, "payloads": list(dry_run.payloads)}, show)
+    shown: dict[str, object] = {"order": order, "payloads": payloads}
+    if revert:
+        shown["revert_payloads"] = revert
+    return Result(shown, show)
 
 
 def approve(ctx: Context, args: argparse.Namespace) -> Result:

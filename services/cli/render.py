@@ -129,6 +129,15 @@ def _schedule(order: order_pb2.Order) -> list[tuple[str, Any]]:
     return rows
 
 
+def boost_pair(order: order_pb2.Order) -> str:
+    """How a boost and its revert are approved: once, on the boost, with both hashes."""
+    if order.revert_order_id:
+        return f"boost; revert {order.revert_order_id} (--revert-sha256)"
+    if order.boost_order_id:
+        return f"revert of {order.boost_order_id}"
+    return ""
+
+
 def capacity_timeline(intervals: Sequence[capacity_pb2.CapacityInterval]) -> Table:
     ports = [p.port_id for p in intervals[0].ports] if intervals else []
     return table("Free over time (Mbps)", ["from", "until", "channel", *ports], [

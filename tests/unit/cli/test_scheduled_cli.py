@@ -12,7 +12,8 @@ from rich.console import Console
 
 from idc.ops.v1 import approval_service_pb2 as ops_pb
 from idc.order.v1 import capacity_pb2, order_pb2, order_service_pb2, price_pb2
-from idc.type.v1 import money_pb2
+from idc.provisioning.v1 import provisioning_service_pb2 as prov_pb
+from idc.type.v1 import money_pb2, router_payload_pb2
 from services.cli import commands, render
 from services.cli.main import build_parser
 
@@ -35,10 +36,10 @@ class Recorder:
 
 class FakeApi:
     def __init__(self, responses: dict[str, Any]) -> None:
-        self.orders = self.approvals = Recorder(responses)
+        self.orders = self.approvals = self.provisioning = Recorder(responses)
 
     def call(self, service: str, method: Any, request: Any) -> Any:
-        assert service == "order"
+        assert service in {"order", "provisioning"}
         return method(request)
 
 
@@ -101,3 +102,17 @@ def test_ops_approve_a_boost_with_its_revert_and_read_the_timeline() -> None:
         == datetime(2026, 12, 6, tzinfo=UTC)
     assert "Free over time" in text and "250000" in text and "500" in text
     assert render.capacity_timeline([]).row_count == 0
+
+
+def test_ops_see_a_boost_with_its_revert_pending_and_shown() -> None:
+    payload = router_payload_pb2.RouterPayload(router_name="sg-edge-1", sha256="c" * 64,
+                                               content="<config/>")
+    _, text = run(["ops", "show", "ord-b"], {
+        "GetOrder": order_service_pb2.GetOrderResponse(order=boost_order()),
+        "DryRun": prov_pb.DryRunResponse(payloads=[payload])})
+    assert "sg-edge-1 revert ord-r" in text and text.count("c" * 64) == 2
+    _, text = run(["ops", "pending"], {"ListPendingApprovals": ops_pb.ListPendingApprovalsResponse(
+        pending_approvals=[ops_pb.PendingApproval(order=boost_order(), payload=payload),
+                           ops_pb.PendingApproval(order=order_pb2.Order(
+                               id="ord-r", boost_order_id="ord-b"), payload=payload)])})
+    assert "revert ord-r (--revert-sha256)" in text and "revert of ord-b" in text
