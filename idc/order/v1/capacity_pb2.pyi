@@ -39,8 +39,9 @@ class Capacity(_message.Message):
     channel_committed_mbps: _builtins.int
     """Bandwidth of ACTIVE (and MODIFYING, DISCONNECTING) circuits, in Mbps."""
     channel_reserved_mbps: _builtins.int
-    """Bandwidth held by orders not yet completed (RESERVED circuits, pending upgrades),
-    in Mbps.
+    """Bandwidth held by orders not yet completed (RESERVED circuits, pending upgrades,
+    scheduled changes and boosts whatever their window), in Mbps. The timeline of
+    GetCapacity shows when each holds.
     """
     channel_free_mbps: _builtins.int
     """Bandwidth that can still be ordered, in Mbps."""

@@ -194,7 +194,9 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ModifyBandwidth(self, request, context):
-        """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id.
+        """Places a CHANGE order for an ACTIVE circuit's bandwidth, now or from start_time on;
+        with end_time a boost and its revert (README "Scheduled and time-boxed bandwidth").
+        Idempotent by request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -231,7 +233,7 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCapacity(self, request, context):
-        """Channel and port capacity.
+        """Channel and port capacity; with end_time also the free bandwidth over time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
