@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import NotFound
 from services.common.paging import Key, PageRequest, after, page_of, page_request
+from services.common.timestamps import as_utc
 from services.order.domain.capacity import Headroom, VlanPool
 from services.order.domain.catalogue import Catalogue, Side
 from services.order.domain.lifecycle import (
@@ -419,15 +420,19 @@ WITH_PROVISIONING = (OrderState.APPROVED.value, OrderState.IN_PROGRESS.value)
 
 def approved_before(session: Session, since: datetime, limit: int
                     ) -> tuple[list[AwaitingOutcome], bool]:
-    """Orders with provisioning (APPROVED or IN_PROGRESS) approved before ``since``, oldest
-    first, at most ``limit``; and whether there are more."""
+    """Orders with provisioning (APPROVED or IN_PROGRESS) approved before ``since``, and
+    SCHEDULED orders due to start before it, oldest first, at most ``limit``; and whether
+    there are more."""
+    due = func.coalesce(OrderRow.approved_at, OrderRow.start_at)
     rows = session.execute(
-        select(OrderRow.id, OrderRow.state, OrderRow.approved_at, OrderRow.provisioning_step,
+        select(OrderRow.id, OrderRow.state, due, OrderRow.provisioning_step,
                OrderRow.provisioning_step_at)
-        .where(OrderRow.state.in_(WITH_PROVISIONING), OrderRow.approved_at <= since)
-        .order_by(OrderRow.approved_at, OrderRow.id).limit(limit + 1)
+        .where(((OrderRow.state.in_(WITH_PROVISIONING)) & (OrderRow.approved_at <= since))
+               | ((OrderRow.state == OrderState.SCHEDULED.value)
+                  & (OrderRow.start_at <= since)))
+        .order_by(due, OrderRow.id).limit(limit + 1)
     ).all()
-    found = [AwaitingOutcome(order_id, OrderState(state), approved_at, step, step_at)
-             for order_id, state, approved_at, step, step_at in rows
-             if approved_at is not None]  # never NULL here: the WHERE compares it
+    found = [AwaitingOutcome(order_id, OrderState(state), as_utc(since_at), step, step_at)
+             for order_id, state, since_at, step, step_at in rows
+             if since_at is not None]  # never NULL here: the WHERE compares it
     return found[:limit], len(found) > limit

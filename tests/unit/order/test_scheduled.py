@@ -357,3 +357,18 @@ def test_a_revert_whose_payload_changed_goes_back_to_approval_and_then_starts(
     assert app.approving.approve(CHEN, revert.id, "z-new", "").state == S.ORDER_STATE_SCHEDULED
     assert app.approving.start_due() == 1
     assert get(app, revert.id).state == S.ORDER_STATE_APPROVED
+
+
+def test_a_scheduled_order_not_started_past_the_bound_is_alarmed(
+    app: OrderApp, clock: Clock,
+) -> None:
+    booked = boost(app, active_circuit(app), 500, T0 + H, T0 + 3 * H)
+    approve_pair(app, booked)
+    clock.now = T0 + H + timedelta(minutes=14)
+    assert app.outcomes.overdue() == []
+    clock.now = T0 + H + timedelta(minutes=16)
+    assert app.outcomes.overdue() == [
+        f"order {booked.id} was due to start 16 min ago and is still SCHEDULED (its boost is "
+        "not in force yet, or scheduled starts are not running)"]
+    app.approving.start_due()
+    assert app.outcomes.overdue() == [], "handed over: the provisioning bound counts anew"
