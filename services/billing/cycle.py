@@ -8,9 +8,10 @@ What happens in a run (RunBillingCycle), in order:
    over the valid usage received up to the cut-off: from the usage peaks kept as samples
    arrived (domain/peaks.py) where they stand for exactly those samples, otherwise from
    the samples themselves (a change splitting the month's samples, a cut-off earlier than
-   some of them, a customer time zone changed); then, for each of the customer's
-   finalised invoices of earlier months that got usage or changes after their own cut-off,
-   rate that month again and add the differences as ADJUSTMENT lines;
+   some of them, a customer time zone changed, a boost in force in the month); its boosts
+   (raises and reverts received up to the cut-off) add their BOOST lines; then, for each
+   of the customer's finalised invoices of earlier months that got usage or changes after
+   their own cut-off, rate that month again and add the differences as ADJUSTMENT lines;
    then reconcile the other end of each circuit against the billed one (reconcile.py): a
    difference beyond the tolerance is a warning on the run and evidence on the circuit's
    MRC and burst lines, never a change to an amount; burst lines also show the intervals
@@ -32,6 +33,7 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Protocol
 
+from services.billing.domain.boosts import BoostChange, build_boosts
 from services.billing.domain.close import CloseWarning, WarningKind
 from services.billing.domain.contracts import Segment, build_segments
 from services.billing.domain.ends import billed_side
@@ -42,6 +44,7 @@ from services.billing.domain.rating import (
     Line,
     LineKind,
     adjustment_lines,
+    boosted_in,
     rate_circuit,
     sort_lines,
     totals,
@@ -65,6 +68,8 @@ class BillingStore(EndsStore, Protocol):
     ends (EndsStore), and these."""
 
     def kept_months(self, month: BillingMonth) -> dict[str, list[KeptMonth]]: ...
+
+    def boosts(self, as_of: datetime) -> dict[str, list[BoostChange]]: ...
 
     def news_since(
         self, circuit_ids: Sequence[str], start: datetime, end: datetime,
@@ -353,16 +358,18 @@ class BillingCycle:
         lines: list[Line] = []
         for circuit_id in sorted(circuits):
             segments = circuits[circuit_id]
+            boosts = build_boosts(reads.boosts.get(circuit_id, ()), segments[-1].end)
             state = usable(kept.get(circuit_id, ()), zone.key, month, reads.as_of)
             rated: list[Line] | None = None
-            if state is not None:
+            # A boost lowers the samples it was in force for: the kept peaks cannot say.
+            if state is not None and not boosted_in(boosts, month, zone):
                 with contextlib.suppress(NeedsScan):
-                    rated = rate_circuit(segments, state, month, zone, currency)
+                    rated = rate_circuit(segments, state, month, zone, currency, boosts)
             if rated is None:
                 if summary is not None:
                     summary.circuits_scanned += 1
                 samples = self._store.samples(circuit_id, start, end, reads.as_of, side)
-                rated = rate_circuit(segments, samples, month, zone, currency)
+                rated = rate_circuit(segments, samples, month, zone, currency, boosts)
             lines += _with_gaps(rated, gaps.get((circuit_id, side), []))
         return lines
 
@@ -436,6 +443,7 @@ class _RunReads:
         for circuit_id, interval_start in store.conflicts_between(first, last):
             self.conflicts[circuit_id].append(interval_start)
         self.finalized_tenants = store.tenants_with_finalized_before(month)
+        self.boosts = store.boosts(as_of)
 
     def kept(self, month: BillingMonth) -> dict[str, list[KeptMonth]]:
         """Every circuit's usage peaks of the month and its neighbours (see peaks.usable)."""

@@ -27,12 +27,13 @@ CSV_COLUMNS = [
     "row", "line_id", "kind", "circuit_id", "purchase_order", "description", "period_first_day",
     "period_last_day", "days_covered", "days_in_month", "proration", "unit_price",
     "bandwidth_mbps", "samples_expected", "samples_present", "samples_discarded",
-    "billed_sample_mbps", "billed_sample_time", "billed_direction", "adjusts_invoice_id",
+    "billed_sample_mbps", "billed_sample_time", "billed_direction", "samples_in_boost",
+    "boost_id", "added_mbps", "started_hours", "adjusts_invoice_id",
     "currency", "line_amount", "subtotal", "tax_rate", "tax", "total", "credit_applied",
     "amount_due",
 ]
-# Charged once, not by days of the month.
-_UNPRORATED = (LineKind.NRC, LineKind.TERMINATION)
+# Not charged by days of the month (a boost is by started hours).
+_UNPRORATED = (LineKind.NRC, LineKind.TERMINATION, LineKind.BOOST)
 
 
 def file_stem(invoice: StoredInvoice) -> str:
@@ -59,7 +60,7 @@ def to_csv(
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for stored in invoice.lines:
-        line, burst = stored.line, stored.line.burst
+        line, burst, boost = stored.line, stored.line.burst, stored.line.boost
         first, last = first_and_last_day(line, invoice.time_zone)
         writer.writerow({
             "row": "line", "line_id": stored.id, "kind": line.kind.name,
@@ -77,6 +78,10 @@ def to_csv(
             "billed_sample_mbps": "" if burst is None else burst.billed_sample_mbps,
             "billed_sample_time": "" if burst is None else burst.billed_sample_time.isoformat(),
             "billed_direction": "" if burst is None else burst.billed_direction,
+            "samples_in_boost": "" if burst is None else burst.samples_in_boost,
+            "boost_id": "" if boost is None else boost.boost_id,
+            "added_mbps": "" if boost is None else boost.added_mbps,
+            "started_hours": "" if boost is None else boost.started_hours,
             "adjusts_invoice_id": line.adjusts_invoice_id,
             "currency": invoice.currency, "line_amount": format_amount(line.amount),
         })
@@ -138,8 +143,11 @@ def invoice_document(
             "included; days is days covered / days in the month. Burst: 95th percentile "
             "(nearest rank) of the segment's valid 5-minute samples, per direction, the larger "
             "direction, rounded up to a whole Mbps; overage above the CIR times the burst "
-            "price times days covered / days in month. Each line is rounded once, half-up; "
-            "tax is on the subtotal."
+            "price times days covered / days in month; samples taken while a boost was in "
+            "force count only above the boosted rate. Boost: the boost price per Mbps-hour "
+            "times the added Mbps times the started hours of the time it was both booked "
+            "and in force, each hour billed in the month it starts in. Each line is rounded "
+            "once, half-up; tax is on the subtotal."
         ),
     )
 
@@ -229,6 +237,14 @@ def _document_line(
     text = [f"{line.circuit_id}: {line.description}"]
     if line.kind is LineKind.NRC:
         text.append(f"unit price {money.number(line.unit_price)}")
+    elif line.boost is not None:
+        boost = line.boost
+        text.append(
+            f"{boost.started_hours} started hours x {boost.added_mbps} Mbps at "
+            f"{money.number(line.unit_price)} per Mbps-hour; booked "
+            f"{local_time(boost.booked_start, invoice.time_zone)} to "
+            f"{local_time(boost.booked_end, invoice.time_zone)}"
+        )
     elif line.kind is not LineKind.TERMINATION:  # its description says the months and share
         unit = "per Mbps of overage a month" if line.kind is LineKind.BURST else "a month"
         text.append(f"{proration(line)} days of the month at {money.number(line.unit_price)} "
@@ -243,6 +259,9 @@ def _document_line(
             f"({b.billed_direction}) at {local_time(b.billed_sample_time, invoice.time_zone)}; "
             f"CIR {b.cir_mbps} Mbps, overage {b.overage_mbps} Mbps"
         )
+        if b.samples_in_boost:
+            text.append(f"samples during a boost, counted above the boosted rate "
+                        f"{b.samples_in_boost}")
     if line.burst is not None and line.burst.intervals_lost:
         text.append(f"intervals lost to meter gaps {line.burst.intervals_lost}")
     if line.reconciliation:
@@ -251,6 +270,9 @@ def _document_line(
         text.append(f"corrects invoice {line.adjusts_invoice_id}")
     return DocumentLine(
         text=text,
-        quantity="" if line.kind in _UNPRORATED else proration(line),
+        quantity=(
+            f"{line.boost.started_hours} h" if line.boost is not None
+            else "" if line.kind in _UNPRORATED else proration(line)
+        ),
         amount=money.number(line.amount),
     )

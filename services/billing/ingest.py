@@ -25,12 +25,14 @@ from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from idc.events.v1 import circuit_pb2, common_pb2, usage_pb2
+from idc.type.v1 import money_pb2
 from services.billing import metrics
 from services.billing.domain.contracts import ChangeKind
 from services.billing.domain.ends import side_of
 from services.billing.domain.money import minor_unit, parse_amount
 from services.billing.peaks import record_samples
 from services.billing.tables import (
+    BoostChangeRow,
     CircuitChangeRow,
     GapVolumeRow,
     UsageConflictRow,
@@ -276,6 +278,9 @@ class ContractIngest:
             | circuit_pb2.CircuitDisconnected,
         )
         event_id = event.event_id or envelope.event_id
+        if isinstance(event, circuit_pb2.CircuitModified) and event.HasField("boost"):
+            _store_boost(session, boost_row_for(event, event_id, self._clock()))
+            return
         if session.scalar(
             select(CircuitChangeRow.id).where(CircuitChangeRow.event_id == event_id)
         ) is not None:
@@ -289,11 +294,7 @@ class ContractIngest:
         | circuit_pb2.CircuitDisconnected,
         event_id: str,
     ) -> CircuitChangeRow:
-        if not event.circuit_id:
-            raise InvalidArgument.for_field("circuit_id", "is required")
-        tenant = event.tenant_id or event.circuit.tenant_id
-        if not tenant:
-            raise InvalidArgument.for_field("tenant_id", "is required to bill the circuit")
+        tenant = _tenant_billed(event)
         if event.bandwidth_mbps <= 0:
             raise InvalidArgument.for_field("bandwidth_mbps", "must be positive")
         price = _price(event.price)
@@ -310,6 +311,108 @@ class ContractIngest:
         )
 
 
+def _tenant_billed(
+    event: circuit_pb2.CircuitActivated | circuit_pb2.CircuitModified
+    | circuit_pb2.CircuitDisconnected,
+) -> str:
+    if not event.circuit_id:
+        raise InvalidArgument.for_field("circuit_id", "is required")
+    tenant = event.tenant_id or event.circuit.tenant_id
+    if not tenant:
+        raise InvalidArgument.for_field("tenant_id", "is required to bill the circuit")
+    return tenant
+
+
+_BOOST_WINDOW = ("base_mbps", "boosted_mbps", "start_time", "end_time", "circuit_id")
+
+
+def boost_row_for(
+    event: circuit_pb2.CircuitModified, event_id: str, received_at: datetime
+) -> BoostChangeRow:
+    """The ``billing_boost_changes`` row of a boost's raise or revert; InvalidArgument
+    naming the field when the event does not describe one consistently."""
+    boost = event.boost
+    tenant = _tenant_billed(event)
+    if not 0 < len(boost.boost_id) <= 64:
+        raise InvalidArgument.for_field("boost.boost_id", "is required, at most 64 characters")
+    if not 0 < boost.base_bandwidth_mbps < boost.boosted_bandwidth_mbps:
+        raise InvalidArgument.for_field(
+            "boost.boosted_bandwidth_mbps",
+            f"{boost.boosted_bandwidth_mbps} must exceed a positive base "
+            f"({boost.base_bandwidth_mbps} Mbps)",
+        )
+    start = _instant(boost.start_time, "boost.start_time")
+    end = _instant(boost.end_time, "boost.end_time")
+    if end <= start:
+        raise InvalidArgument.for_field("boost.end_time", "must be after boost.start_time")
+    now_at = boost.base_bandwidth_mbps if boost.revert else boost.boosted_bandwidth_mbps
+    if event.bandwidth_mbps != now_at:
+        raise InvalidArgument.for_field(
+            "bandwidth_mbps",
+            f"{event.bandwidth_mbps} is not the {'base' if boost.revert else 'boosted'} "
+            f"bandwidth {now_at} of boost {boost.boost_id}",
+        )
+    terms = _price(event.price)
+    hourly = _boost_price(event.price, required=not boost.revert)
+    return BoostChangeRow(
+        event_id=event_id,
+        circuit_id=event.circuit_id,
+        tenant_id=tenant,
+        boost_id=boost.boost_id,
+        revert=boost.revert,
+        effective_time=_instant(event.effective_time, "effective_time"),
+        occurred_at=_optional_instant(event.occurred_at, "occurred_at"),
+        base_mbps=boost.base_bandwidth_mbps,
+        boosted_mbps=boost.boosted_bandwidth_mbps,
+        start_time=start,
+        end_time=end,
+        currency=terms["currency"],
+        price_per_mbps_hour=hourly,
+        received_at=received_at,
+    )
+
+
+def _boost_price(price: common_pb2.PriceTerms, *, required: bool) -> str:
+    money = price.boost_price_per_mbps_hour
+    if not money.amount and required:
+        raise InvalidArgument.for_field(
+            "price.boost_price_per_mbps_hour", "is required on a boost's raise"
+        )
+    return _amount(money, price.currency_code, "price.boost_price_per_mbps_hour")
+
+
+def _store_boost(session: Session, row: BoostChangeRow) -> None:
+    """Keep a raise or revert once: a redelivery (same event id) or a repeat of the same
+    change is dropped; one that contradicts what is stored of the boost is refused (the
+    consumer dead-letters it, naming the boost), never billed. A revert may arrive before
+    its raise: it waits, unbilled, for the raise (domain/boosts.py)."""
+    stored = session.scalars(
+        select(BoostChangeRow).where(
+            (BoostChangeRow.event_id == row.event_id) | (BoostChangeRow.boost_id == row.boost_id)
+        )
+    ).all()
+    if any(kept.event_id == row.event_id for kept in stored):
+        return
+    for kept in stored:
+        differs = [f for f in _BOOST_WINDOW if getattr(kept, f) != getattr(row, f)]
+        if differs:
+            raise InvalidArgument.for_field(
+                "boost", f"{row.boost_id}: {', '.join(differs)} differ from its "
+                f"{'revert' if kept.revert else 'raise'} {kept.event_id} already kept"
+            )
+        if kept.revert == row.revert:
+            if kept.effective_time != row.effective_time:
+                raise InvalidArgument.for_field(
+                    "effective_time",
+                    f"boost {row.boost_id} was already "
+                    f"{'reverted' if row.revert else 'raised'} at "
+                    f"{kept.effective_time.isoformat()} (event {kept.event_id})",
+                )
+            log.info("repeated %s of boost %s dropped", row.event_id, row.boost_id)
+            return
+    session.add(row)
+
+
 def _price(price: common_pb2.PriceTerms) -> dict[str, str | int]:
     currency = price.currency_code
     minor_unit(currency)
@@ -319,15 +422,7 @@ def _price(price: common_pb2.PriceTerms) -> dict[str, str | int]:
         ("nrc", price.nrc),
         ("burst_price", price.burst_price_per_mbps),
     ):
-        where = f"price.{field}"
-        if money.currency_code and money.currency_code != currency:
-            raise InvalidArgument.for_field(
-                where, f"is in {money.currency_code}, the price terms in {currency}"
-            )
-        value = parse_amount(money.amount or "0", where)
-        if value < 0:
-            raise InvalidArgument.for_field(where, "must not be negative")
-        amounts[field] = f"{value:f}"
+        amounts[field] = _amount(money, currency, f"price.{field}")
     share = parse_amount(price.termination_share or "0", "price.termination_share")
     if not 0 <= share <= 1:
         raise InvalidArgument.for_field(
@@ -342,6 +437,18 @@ def _price(price: common_pb2.PriceTerms) -> dict[str, str | int]:
         "purchase_order": price.purchase_order[:35],
         "termination_share": f"{share:f}",
     }
+
+
+def _amount(money: money_pb2.Money, currency: str, where: str) -> str:
+    """A price's amount as a plain decimal string ("0" when empty), in ``currency``."""
+    if money.currency_code and money.currency_code != currency:
+        raise InvalidArgument.for_field(
+            where, f"is in {money.currency_code}, the price terms in {currency}"
+        )
+    value = parse_amount(money.amount or "0", where)
+    if value < 0:
+        raise InvalidArgument.for_field(where, "must not be negative")
+    return f"{value:f}"
 
 
 def usage_consumer(

@@ -81,13 +81,19 @@ def _line_fingerprint(line: Line) -> list[object]:
         ]
         if burst.intervals_lost:
             evidence.append(burst.intervals_lost)
+        if burst.samples_in_boost:
+            evidence.append(burst.samples_in_boost)
     fingerprint: list[object] = [
         line.key, int(line.kind), line.description, format_amount(line.amount),
         format_amount(line.unit_price), line.days_covered, evidence,
     ]
-    # Appended only when present, so invoices without either keep their fingerprint.
+    # Appended only when present, so invoices without them keep their fingerprint.
     if line.reconciliation:
         fingerprint.append(line.reconciliation)
+    if line.boost is not None:
+        b = line.boost
+        fingerprint.append([b.boost_id, b.started_hours, b.billed_start.isoformat(),
+                            b.billed_end.isoformat()])
     return fingerprint
 
 

@@ -367,5 +367,15 @@ def to_proto(invoice: StoredInvoice) -> invoice_pb2.Invoice:
                 billed_sample_time=_stamp(b.billed_sample_time),
                 billed_direction=b.billed_direction, cir_mbps=b.cir_mbps,
                 overage_mbps=b.overage_mbps, intervals_lost_to_gaps=b.intervals_lost,
+                samples_in_boost=b.samples_in_boost,
+            ))
+        if line.boost is not None:
+            x = line.boost
+            proto_line.boost.CopyFrom(invoice_pb2.BoostDetail(
+                boost_id=x.boost_id, base_bandwidth_mbps=x.base_mbps,
+                boosted_bandwidth_mbps=x.boosted_mbps,
+                booked_start_time=_stamp(x.booked_start), booked_end_time=_stamp(x.booked_end),
+                billed_start_time=_stamp(x.billed_start), billed_end_time=_stamp(x.billed_end),
+                started_hours=x.started_hours,
             ))
     return message

@@ -8,19 +8,27 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.billing.domain.boosts import BoostChange
 from services.billing.domain.contracts import ChangeKind, ContractChange, PriceTerms
 from services.billing.domain.money import format_amount
-from services.billing.domain.rating import BillingMonth, BurstEvidence, Line, LineKind
+from services.billing.domain.rating import (
+    BillingMonth,
+    BoostEvidence,
+    BurstEvidence,
+    Line,
+    LineKind,
+)
 from services.billing.invoices import (
     InvoiceDraft,
     InvoiceState,
@@ -31,6 +39,7 @@ from services.billing.invoices import (
 )
 from services.billing.tables import (
     BillingRunRow,
+    BoostChangeRow,
     CircuitChangeRow,
     InvoiceLineRow,
     InvoiceNumberRow,
@@ -40,6 +49,9 @@ from services.billing.usage_reads import UsageReads
 from services.common.db import transaction
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.paging import PageRequest, after, page_of
+
+_Row = TypeVar("_Row", CircuitChangeRow, BoostChangeRow)
+_T = TypeVar("_T")
 
 # ListInvoices: newest month first, then by tenant and id (descending or not, by column).
 INVOICE_ORDER = (True, True, False, False)
@@ -64,13 +76,20 @@ class SqlBillingStore(UsageReads):
 
     def changes(self, as_of: datetime) -> dict[str, list[ContractChange]]:
         """Every circuit's changes received up to ``as_of``."""
+        return self._received(CircuitChangeRow, as_of, _change)
+
+    def boosts(self, as_of: datetime) -> dict[str, list[BoostChange]]:
+        """Every circuit's boost raises and reverts received up to ``as_of``."""
+        return self._received(BoostChangeRow, as_of, _boost_change)
+
+    def _received(
+        self, model: type[_Row], as_of: datetime, convert: Callable[[_Row], _T]
+    ) -> dict[str, list[_T]]:
         with self._factory() as session:
-            rows = session.scalars(
-                select(CircuitChangeRow).where(CircuitChangeRow.received_at <= as_of)
-            ).all()
-        by_circuit: dict[str, list[ContractChange]] = defaultdict(list)
+            rows = session.scalars(select(model).where(model.received_at <= as_of)).all()
+        by_circuit: dict[str, list[_T]] = defaultdict(list)
         for row in rows:
-            by_circuit[row.circuit_id].append(_change(row))
+            by_circuit[row.circuit_id].append(convert(row))
         return dict(by_circuit)
 
     def purchase_orders(
@@ -277,6 +296,16 @@ def _change(row: CircuitChangeRow) -> ContractChange:
     )
 
 
+def _boost_change(row: BoostChangeRow) -> BoostChange:
+    return BoostChange(
+        circuit_id=row.circuit_id, boost_id=row.boost_id, revert=row.revert,
+        effective_time=row.effective_time, base_mbps=row.base_mbps,
+        boosted_mbps=row.boosted_mbps, start_time=row.start_time, end_time=row.end_time,
+        currency=row.currency, price_per_mbps_hour=Decimal(row.price_per_mbps_hour),
+        event_id=row.event_id,
+    )
+
+
 def _fill_header(
     row: InvoiceRow, draft: InvoiceDraft, fingerprint: str, run_id: str,
     as_of: datetime, now: datetime,
@@ -332,6 +361,8 @@ def _line_rows(draft: InvoiceDraft) -> Iterable[InvoiceLineRow]:
             cir_mbps=None if burst is None else burst.cir_mbps,
             overage_mbps=None if burst is None else burst.overage_mbps,
             intervals_lost=None if burst is None else burst.intervals_lost,
+            samples_in_boost=None if burst is None else burst.samples_in_boost,
+            **_boost_columns(line.boost),
             reconciliation=line.reconciliation,
             adjusts_invoice_id=line.adjusts_invoice_id,
             adjusts_line_key=line.adjusts_line_key,
@@ -340,6 +371,33 @@ def _line_rows(draft: InvoiceDraft) -> Iterable[InvoiceLineRow]:
                 if line.adjusts_invoice_id else ""
             ),
         )
+
+
+def _boost_columns(boost: BoostEvidence | None) -> dict[str, object]:
+    if boost is None:
+        return {}
+    return {
+        "boost_id": boost.boost_id, "boost_base_mbps": boost.base_mbps,
+        "boost_boosted_mbps": boost.boosted_mbps, "boost_booked_start": boost.booked_start,
+        "boost_booked_end": boost.booked_end, "boost_billed_start": boost.billed_start,
+        "boost_billed_end": boost.billed_end, "boost_started_hours": boost.started_hours,
+    }
+
+
+def _boost(row: InvoiceLineRow) -> BoostEvidence | None:
+    if row.boost_id is None:
+        return None
+    start = row.boost_billed_start or row.segment_start
+    return BoostEvidence(
+        boost_id=row.boost_id,
+        base_mbps=row.boost_base_mbps or 0,
+        boosted_mbps=row.boost_boosted_mbps or 0,
+        booked_start=row.boost_booked_start or start,
+        booked_end=row.boost_booked_end or start,
+        billed_start=start,
+        billed_end=row.boost_billed_end or start,
+        started_hours=row.boost_started_hours or 0,
+    )
 
 
 def _fraction_text(value: Fraction) -> str:
@@ -395,6 +453,7 @@ def _line(row: InvoiceLineRow) -> Line:
             cir_mbps=row.cir_mbps or 0,
             overage_mbps=row.overage_mbps or 0,
             intervals_lost=row.intervals_lost or 0,
+            samples_in_boost=row.samples_in_boost or 0,
         )
     return Line(
         key=row.line_key,
@@ -410,6 +469,7 @@ def _line(row: InvoiceLineRow) -> Line:
         bandwidth_mbps=row.bandwidth_mbps,
         amount=Decimal(row.amount),
         burst=burst,
+        boost=_boost(row),
         adjusts_invoice_id=row.adjusts_invoice_id,
         adjusts_line_key=row.adjusts_line_key,
         reconciliation=row.reconciliation,

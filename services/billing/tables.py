@@ -157,6 +157,33 @@ class CircuitChangeRow(BillingBase):
     purchase_order: Mapped[str] = mapped_column(String(35), default="", server_default="")
 
 
+class BoostChangeRow(BillingBase):
+    """The raise or the revert of a boost (a CircuitModified with a Boost, domain/boosts.py):
+    kept apart from the circuit's changes, whose MRC segments a boost leaves alone."""
+
+    __tablename__ = "billing_boost_changes"
+    __table_args__ = (
+        UniqueConstraint("boost_id", "revert", name="uq_billing_boost_changes_boost"),
+    )
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    circuit_id: Mapped[str] = mapped_column(String(64), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    boost_id: Mapped[str] = mapped_column(String(64))
+    revert: Mapped[bool] = mapped_column(Boolean)
+    effective_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    occurred_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    base_mbps: Mapped[int] = mapped_column(BigInteger)
+    boosted_mbps: Mapped[int] = mapped_column(BigInteger)
+    start_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    end_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    currency: Mapped[str] = mapped_column(String(3))
+    # Per Mbps per started hour; "0" on a revert (the raise's price is billed).
+    price_per_mbps_hour: Mapped[str] = mapped_column(String(MONEY_LENGTH))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class InvoiceRow(BillingBase):
     __tablename__ = "billing_invoices"
     __table_args__ = (
@@ -227,6 +254,17 @@ class InvoiceLineRow(BillingBase):
     cir_mbps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     overage_mbps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     intervals_lost: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Burst lines: samples lowered by a boost in force (migration 0011).
+    samples_in_boost: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # BOOST lines (and their adjustments): the boost billed (migration 0011).
+    boost_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    boost_base_mbps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    boost_boosted_mbps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    boost_booked_start: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    boost_booked_end: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    boost_billed_start: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    boost_billed_end: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    boost_started_hours: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The two ends' reconciliation when it is outside tolerance (JSON), else empty.
     reconciliation: Mapped[str] = mapped_column(Text, default="")
     adjusts_invoice_id: Mapped[str] = mapped_column(String(40))

@@ -20,6 +20,7 @@ from services.billing.domain.rating import BillingMonth
 from services.billing.domain.reconciliation import GapVolume
 from services.billing.peaks import kept_months
 from services.billing.tables import (
+    BoostChangeRow,
     CircuitChangeRow,
     GapVolumeRow,
     UsageConflictRow,
@@ -152,7 +153,8 @@ class UsageReads:
         self, circuit_ids: Sequence[str], start: datetime, end: datetime,
         after: datetime, until: datetime,
     ) -> bool:
-        """Did usage or a change for these circuits in [start, end) arrive in (after, until]?"""
+        """Did usage, a change or a boost's raise or revert for these circuits in
+        [start, end) arrive in (after, until]?"""
         with self._factory() as session:
             late_usage = session.scalar(
                 select(
@@ -165,17 +167,17 @@ class UsageReads:
                     )
                 )
             )
-            late_change = session.scalar(
-                select(
-                    exists().where(
-                        CircuitChangeRow.circuit_id.in_(circuit_ids),
-                        CircuitChangeRow.effective_time < end,
-                        CircuitChangeRow.received_at > after,
-                        CircuitChangeRow.received_at <= until,
-                    )
+            late_changes = [
+                session.scalar(select(exists().where(
+                    model.circuit_id.in_(circuit_ids), begins < end,
+                    model.received_at > after, model.received_at <= until,
+                )))
+                for model, begins in (
+                    (CircuitChangeRow, CircuitChangeRow.effective_time),
+                    (BoostChangeRow, BoostChangeRow.start_time),
                 )
-            )
-        return bool(late_usage or late_change)
+            ]
+        return bool(late_usage or any(late_changes))
 
     def conflicts_between(self, start: datetime, end: datetime) -> list[tuple[str, datetime]]:
         """(circuit, interval start) of every report set aside with a start in [start, end)."""

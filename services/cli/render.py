@@ -241,6 +241,13 @@ def invoices_table(invoices: Sequence[invoice_pb2.Invoice]) -> Table:
     )
 
 
+def _quantity(line: invoice_pb2.InvoiceLine) -> str:
+    """Days of the month, or a boost's started hours."""
+    if line.HasField("boost"):
+        return f"{line.boost.started_hours} h"
+    return f"{line.days_covered}/{line.days_in_month}" if line.days_in_month else ""
+
+
 def show_invoice(console: Console, invoice: invoice_pb2.Invoice) -> None:
     console.print(
         key_values(
@@ -258,11 +265,11 @@ def show_invoice(console: Console, invoice: invoice_pb2.Invoice) -> None:
     console.print(
         table(
             "Lines",
-            ["kind", "circuit", "description", "days", "Mbps", "amount"],
+            ["kind", "circuit", "description", "days/hours", "Mbps", "amount"],
             [
                 [enum_name(invoice_pb2.InvoiceLineKind, line.kind, "INVOICE_LINE_KIND_"),
                  line.circuit_id, line.description,
-                 f"{line.days_covered}/{line.days_in_month}" if line.days_in_month else "",
+                 _quantity(line),
                  line.bandwidth_mbps or "", money(line.amount)]
                 for line in invoice.lines
             ],

@@ -35,6 +35,7 @@ from services.order.domain.pricing import load_price_book
 from services.order.metrics import register_gauges
 from services.order.notifier import ChangeNotifier
 from services.order.orders import OrderApp
+from services.order.rest.operations import Backend
 from services.order.rest.server import RestWorker, make_rest_app
 from services.order.servicers import ApprovalServicer, OrderServicer
 from services.order.settings import OrderSettings
@@ -96,7 +97,8 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
     if settings.rest_address:
         # The partner REST facade: a peer of the gRPC servicers over the same use cases.
         workers.append(RestWorker(
-            make_rest_app(app, runtime.tokens, LimitSettings.from_env()),
+            make_rest_app(Backend(app, webhooks.webhooks), runtime.tokens,
+                          LimitSettings.from_env()),
             settings.rest_address, runtime.settings.grace_period_s, runtime.tls))
     order_app = build_app(runtime, register_servicers, workers=workers)
     order_app.on_stop += [gauge.cancel for gauge in gauges]

@@ -4,6 +4,7 @@ defaults, and memory sized from measured figures. Each rule is shown to catch a 
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
 from pathlib import Path
@@ -126,6 +127,59 @@ def test_the_console_reaches_the_two_apis_and_is_reached_from_the_ingress_only()
     )
 
 
+# --- the order API's two protocols --------------------------------------------------------
+
+
+def _ingress_from_anywhere(policies: list[Manifest], labels: dict[str, str]) -> set[int]:
+    """The TCP ports of a pod with ``labels`` that any client may connect to."""
+    return {p["port"] for policy in policies
+            if policy["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
+            for rule in policy["spec"].get("ingress", []) if not rule.get("from")
+            for p in rule.get("ports", []) if p.get("protocol") == "TCP"}
+
+
+def rest_problems(manifests: list[Manifest]) -> list[str]:
+    order = _named(manifests, "Deployment", "order")
+    (container,) = containers(order)
+    address = _env(order).get("IDC_ORDER_REST_ADDRESS", "")
+    if not address:
+        return ["order: IDC_ORDER_REST_ADDRESS is not set (no partner REST facade)"]
+    port = int(address.rsplit(":", 1)[1])
+    found = []
+    if {"name": "rest", "containerPort": port} not in container["ports"]:
+        found.append(f"order: no container port `rest` {port}")
+    service = _named(manifests, "Service", "order")
+    if not any(p["targetPort"] == "rest" for p in service["spec"]["ports"]):
+        found.append("order: the Service does not expose `rest`")
+    labels = order["spec"]["template"]["metadata"]["labels"]
+    if port not in _ingress_from_anywhere(of_kind(manifests, "NetworkPolicy"), labels):
+        found.append(f"order: no NetworkPolicy lets partners reach {port}")
+    # The REST facade is a worker of the process the gRPC health probes follow.
+    probes = [container[probe]["grpc"]["port"] for probe in
+              ("startupProbe", "readinessProbe", "livenessProbe") if "grpc" in container[probe]]
+    if len(probes) != 3:
+        found.append("order: the probes are not the gRPC health ones")
+    return found
+
+
+def test_the_order_api_serves_the_partner_rest_facade_beside_grpc() -> None:
+    assert rest_problems(render("sg")) == []
+
+
+@pytest.mark.parametrize("breakage", ["no address", "no port", "no policy"])
+def test_an_unreachable_rest_facade_is_caught(breakage: str) -> None:
+    manifests = copy.deepcopy(list(render("sg")))
+    order = _named(manifests, "Deployment", "order")
+    (container,) = containers(order)
+    if breakage == "no address":
+        container["env"] = [e for e in container["env"] if e["name"] != "IDC_ORDER_REST_ADDRESS"]
+    elif breakage == "no port":
+        container["ports"] = [p for p in container["ports"] if p["name"] != "rest"]
+    else:
+        manifests = [m for m in manifests if m["metadata"]["name"] != "order-api-clients"]
+    assert rest_problems(manifests)
+
+
 # --- replicas and disruption budgets ------------------------------------------------------
 
 
@@ -179,6 +233,35 @@ def test_the_catalogue_and_price_book_replace_the_package_directory() -> None:
     assert sorted(data["data"]) == sorted(p.name for p in package_dir.iterdir())
     parse_catalogue(tomllib.loads(data["data"]["catalogue.toml"]))
     parse_price_book(tomllib.loads(data["data"]["price_book.toml"]))
+    for name, text in data["data"].items():
+        assert text == (package_dir / name).read_text(), f"the ConfigMap's {name} is stale"
+
+
+# The copies under k8s/ of the files the image ships, and those files.
+DATA_COPIES = {
+    K8S / "base/central/data/catalogue.toml": DEFAULT_CATALOGUE,
+    K8S / "base/central/data/price_book.toml": DEFAULT_PRICE_BOOK,
+    K8S / "base/central/data/billing_entities.toml":
+        REPO / "services/billing/data/billing_entities.toml",
+}
+
+
+def copy_problems(copies: dict[Path, Path]) -> list[str]:
+    return [f"{copy} differs from {source}: copy it over"
+            for copy, source in copies.items() if copy.read_bytes() != source.read_bytes()]
+
+
+def test_the_business_data_under_k8s_is_the_data_the_services_ship() -> None:
+    # No kustomize needed: the copies themselves, byte for byte.
+    assert copy_problems(DATA_COPIES) == []
+
+
+def test_a_stale_copy_is_caught(tmp_path: Path) -> None:
+    stale = tmp_path / "catalogue.toml"
+    stale.write_text(DEFAULT_CATALOGUE.read_text().replace("sg-sin2", "sg-sin9"))
+    problems = copy_problems({stale: DEFAULT_CATALOGUE} | {
+        k: v for k, v in DATA_COPIES.items() if v != DEFAULT_CATALOGUE})
+    assert len(problems) == 1 and "catalogue.toml" in problems[0]
 
 
 def test_the_billing_entities_are_read_from_their_config_map() -> None:

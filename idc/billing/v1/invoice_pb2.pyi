@@ -66,6 +66,11 @@ class _InvoiceLineKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Invoi
     """Early termination of a circuit disconnected before its term ends:
     remaining whole months of the term * mrc * termination_share.
     """
+    INVOICE_LINE_KIND_BOOST: _InvoiceLineKind.ValueType  # 6
+    """A boost (a time-boxed bandwidth increase), one line per boost and month:
+    boost_price_per_mbps_hour * added Mbps * the started hours of the time it was both
+    booked and in force that start in the month (factor = those hours; see BoostDetail).
+    """
 
 class InvoiceLineKind(_InvoiceLineKind, metaclass=_InvoiceLineKindEnumTypeWrapper):
     """Kind of an invoice line."""
@@ -85,6 +90,11 @@ INVOICE_LINE_KIND_TERMINATION: InvoiceLineKind.ValueType  # 5
 """Early termination of a circuit disconnected before its term ends:
 remaining whole months of the term * mrc * termination_share.
 """
+INVOICE_LINE_KIND_BOOST: InvoiceLineKind.ValueType  # 6
+"""A boost (a time-boxed bandwidth increase), one line per boost and month:
+boost_price_per_mbps_hour * added Mbps * the started hours of the time it was both
+booked and in force that start in the month (factor = those hours; see BoostDetail).
+"""
 Global___InvoiceLineKind: _TypeAlias = InvoiceLineKind  # noqa: Y015
 
 @_typing.final
@@ -102,6 +112,7 @@ class BurstDetail(_message.Message):
     CIR_MBPS_FIELD_NUMBER: _builtins.int
     OVERAGE_MBPS_FIELD_NUMBER: _builtins.int
     INTERVALS_LOST_TO_GAPS_FIELD_NUMBER: _builtins.int
+    SAMPLES_IN_BOOST_FIELD_NUMBER: _builtins.int
     samples_expected: _builtins.int
     """Valid samples the segment should have."""
     samples_present: _builtins.int
@@ -121,6 +132,11 @@ class BurstDetail(_message.Message):
     octets are kept as gap volumes: in volumes, never in the percentile). Expected minus
     present counts these and any other missing or invalid interval.
     """
+    samples_in_boost: _builtins.int
+    """Samples of the segment that started while a boost was in force: the boost's added
+    rate was taken off them (per direction, never below zero) before the percentile, so
+    only usage above the boosted rate is burst.
+    """
     @_builtins.property
     def billed_sample_time(self) -> _timestamp_pb2.Timestamp:
         """Start of the billed sample's interval."""
@@ -137,14 +153,77 @@ class BurstDetail(_message.Message):
         cir_mbps: _builtins.int = ...,
         overage_mbps: _builtins.int = ...,
         intervals_lost_to_gaps: _builtins.int = ...,
+        samples_in_boost: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billed_sample_time", b"billed_sample_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_direction", b"billed_direction", "billed_sample_mbps", b"billed_sample_mbps", "billed_sample_time", b"billed_sample_time", "cir_mbps", b"cir_mbps", "intervals_lost_to_gaps", b"intervals_lost_to_gaps", "overage_mbps", b"overage_mbps", "samples_discarded", b"samples_discarded", "samples_expected", b"samples_expected", "samples_present", b"samples_present"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_direction", b"billed_direction", "billed_sample_mbps", b"billed_sample_mbps", "billed_sample_time", b"billed_sample_time", "cir_mbps", b"cir_mbps", "intervals_lost_to_gaps", b"intervals_lost_to_gaps", "overage_mbps", b"overage_mbps", "samples_discarded", b"samples_discarded", "samples_expected", b"samples_expected", "samples_in_boost", b"samples_in_boost", "samples_present", b"samples_present"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BurstDetail: _TypeAlias = BurstDetail  # noqa: Y015
+
+@_typing.final
+class BoostDetail(_message.Message):
+    """What a BOOST (or boost ADJUSTMENT) line bills."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOST_ID_FIELD_NUMBER: _builtins.int
+    BASE_BANDWIDTH_MBPS_FIELD_NUMBER: _builtins.int
+    BOOSTED_BANDWIDTH_MBPS_FIELD_NUMBER: _builtins.int
+    BOOKED_START_TIME_FIELD_NUMBER: _builtins.int
+    BOOKED_END_TIME_FIELD_NUMBER: _builtins.int
+    BILLED_START_TIME_FIELD_NUMBER: _builtins.int
+    BILLED_END_TIME_FIELD_NUMBER: _builtins.int
+    STARTED_HOURS_FIELD_NUMBER: _builtins.int
+    boost_id: _builtins.str
+    """The boost (the id of the CHANGE order that booked it)."""
+    base_bandwidth_mbps: _builtins.int
+    """Committed bandwidth before and after the boost, in Mbps."""
+    boosted_bandwidth_mbps: _builtins.int
+    """Committed bandwidth during the boost, in Mbps; the line bills boosted - base."""
+    started_hours: _builtins.int
+    """Started hours billed on this line: those that start in the invoice's month."""
+    @_builtins.property
+    def booked_start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the booked window (inclusive)."""
+
+    @_builtins.property
+    def booked_end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the booked window (exclusive)."""
+
+    @_builtins.property
+    def billed_start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the time both booked and in force, over all months: the later of the booked
+        start and the raise's effective time. Started hours count from here.
+        """
+
+    @_builtins.property
+    def billed_end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of that time (exclusive): the earliest of the booked end, the revert's and the
+        disconnect's effective time (a late revert is never charged).
+        """
+
+    def __init__(
+        self,
+        *,
+        boost_id: _builtins.str = ...,
+        base_bandwidth_mbps: _builtins.int = ...,
+        boosted_bandwidth_mbps: _builtins.int = ...,
+        booked_start_time: _timestamp_pb2.Timestamp | None = ...,
+        booked_end_time: _timestamp_pb2.Timestamp | None = ...,
+        billed_start_time: _timestamp_pb2.Timestamp | None = ...,
+        billed_end_time: _timestamp_pb2.Timestamp | None = ...,
+        started_hours: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billed_end_time", b"billed_end_time", "billed_start_time", b"billed_start_time", "booked_end_time", b"booked_end_time", "booked_start_time", b"booked_start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_bandwidth_mbps", b"base_bandwidth_mbps", "billed_end_time", b"billed_end_time", "billed_start_time", b"billed_start_time", "booked_end_time", b"booked_end_time", "booked_start_time", b"booked_start_time", "boost_id", b"boost_id", "boosted_bandwidth_mbps", b"boosted_bandwidth_mbps", "started_hours", b"started_hours"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoostDetail: _TypeAlias = BoostDetail  # noqa: Y015
 
 @_typing.final
 class InvoiceLine(_message.Message):
@@ -168,6 +247,7 @@ class InvoiceLine(_message.Message):
     ADJUSTS_INVOICE_ID_FIELD_NUMBER: _builtins.int
     ADJUSTS_LINE_ID_FIELD_NUMBER: _builtins.int
     RECONCILIATION_FIELD_NUMBER: _builtins.int
+    BOOST_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Line identifier (stable across re-runs of the month)."""
     kind: Global___InvoiceLineKind.ValueType
@@ -218,6 +298,10 @@ class InvoiceLine(_message.Message):
     def burst(self) -> Global___BurstDetail:
         """For BURST lines."""
 
+    @_builtins.property
+    def boost(self) -> Global___BoostDetail:
+        """For BOOST lines."""
+
     def __init__(
         self,
         *,
@@ -237,10 +321,11 @@ class InvoiceLine(_message.Message):
         adjusts_invoice_id: _builtins.str = ...,
         adjusts_line_id: _builtins.str = ...,
         reconciliation: _builtins.str = ...,
+        boost: Global___BoostDetail | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "burst", b"burst", "segment_end_time", b"segment_end_time", "segment_start_time", b"segment_start_time", "unit_price", b"unit_price"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "boost", b"boost", "burst", b"burst", "segment_end_time", b"segment_end_time", "segment_start_time", b"segment_start_time", "unit_price", b"unit_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjusts_invoice_id", b"adjusts_invoice_id", "adjusts_line_id", b"adjusts_line_id", "amount", b"amount", "bandwidth_mbps", b"bandwidth_mbps", "burst", b"burst", "circuit_id", b"circuit_id", "days_covered", b"days_covered", "days_in_month", b"days_in_month", "description", b"description", "factor", b"factor", "id", b"id", "kind", b"kind", "reconciliation", b"reconciliation", "segment_end_time", b"segment_end_time", "segment_start_time", b"segment_start_time", "unit_price", b"unit_price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjusts_invoice_id", b"adjusts_invoice_id", "adjusts_line_id", b"adjusts_line_id", "amount", b"amount", "bandwidth_mbps", b"bandwidth_mbps", "boost", b"boost", "burst", b"burst", "circuit_id", b"circuit_id", "days_covered", b"days_covered", "days_in_month", b"days_in_month", "description", b"description", "factor", b"factor", "id", b"id", "kind", b"kind", "reconciliation", b"reconciliation", "segment_end_time", b"segment_end_time", "segment_start_time", b"segment_start_time", "unit_price", b"unit_price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,6 +12,9 @@ The rules (DESIGN.md, Invoice), in one place:
   ``burst_price * max(0, p95 - cir) * factor``;
 * a disconnect before the term's end adds an early-termination line in the month of the
   disconnect (domain/termination.py);
+* a boost adds one line per month: ``boost_price_per_mbps_hour * added Mbps * the started
+  hours of its billed time that start in the month``, and its added rate is taken off the
+  samples it was in force for before the burst percentile (domain/boosts.py);
 * every line is computed exactly and rounded once, half-up, to the currency's minor unit;
   subtotal = sum of the rounded lines; tax = rate * subtotal, half-up; total = subtotal + tax.
 """
@@ -27,6 +30,7 @@ from fractions import Fraction
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from services.billing.domain.boosts import Boost, without_boosts
 from services.billing.domain.contracts import Segment
 from services.billing.domain.money import EXACT, FACTOR_DISPLAY, round_money
 from services.billing.domain.percentile import (
@@ -50,6 +54,7 @@ class LineKind(enum.IntEnum):
     BURST = 3
     ADJUSTMENT = 4
     TERMINATION = 5
+    BOOST = 6
 
 
 @dataclass(frozen=True, order=True)
@@ -109,6 +114,27 @@ class BurstEvidence:
     # Intervals of the segment with no sample because the meter missed polls (their
     # octets are a gap volume: counted in volumes, never in the percentile).
     intervals_lost: int = 0
+    # Samples of the segment that started while a boost was in force: the boost's added
+    # rate was taken off them before the percentile (domain/boosts.py).
+    samples_in_boost: int = 0
+
+
+@dataclass(frozen=True)
+class BoostEvidence:
+    boost_id: str
+    base_mbps: int
+    boosted_mbps: int
+    booked_start: datetime
+    booked_end: datetime
+    # The time both booked and in force, over all months.
+    billed_start: datetime
+    billed_end: datetime
+    # Started hours of the billed time that start in the line's month (its quantity).
+    started_hours: int
+
+    @property
+    def added_mbps(self) -> int:
+        return self.boosted_mbps - self.base_mbps
 
 
 @dataclass(frozen=True)
@@ -128,6 +154,7 @@ class Line:
     bandwidth_mbps: int
     amount: Decimal
     burst: BurstEvidence | None = None
+    boost: BoostEvidence | None = None
     adjusts_invoice_id: str = ""
     adjusts_line_key: str = ""
     # The circuit's two ends disagree beyond the tolerance: what they measured (evidence
@@ -152,12 +179,28 @@ class Usage(Protocol):
 
 @dataclass(frozen=True)
 class ScannedUsage:
-    """Usage from the samples themselves."""
+    """Usage from the samples themselves, less the boosts' added rate while in force."""
 
     samples: Sequence[Sample]
+    boosts: Sequence[Boost] = ()
 
     def percentile(self, start: datetime, end: datetime) -> PercentileResult | None:
-        return nearest_rank_p95([s for s in self.samples if start <= s.interval_start < end])
+        inside = [s for s in self.samples if start <= s.interval_start < end]
+        return nearest_rank_p95(without_boosts(inside, self.boosts))
+
+    def samples_in_boost(self, start: datetime, end: datetime) -> int:
+        if not self.boosts:
+            return 0
+        return sum(
+            start <= s.interval_start < end and s.valid
+            and any(b.in_force_at(s.interval_start) for b in self.boosts)
+            for s in self.samples
+        )
+
+
+def boosted_in(boosts: Sequence[Boost], month: BillingMonth, zone: ZoneInfo) -> bool:
+    """Was any of the boosts in force in the month? Then its burst is rated from samples."""
+    return any(b.in_force_during(*month.window(zone)) for b in boosts)
 
 
 def rate_circuit(
@@ -166,10 +209,14 @@ def rate_circuit(
     month: BillingMonth,
     zone: ZoneInfo,
     currency: str,
+    boosts: Sequence[Boost] = (),
 ) -> list[Line]:
-    """The lines of one circuit for one month from its usage (or its month's samples)."""
+    """The lines of one circuit for one month from its usage (or its month's samples, which
+    a month with a boost in force needs: the boost lowers them)."""
     if isinstance(usage, Sequence):
-        usage = ScannedUsage(usage)
+        usage = ScannedUsage(usage, boosts)
+    elif boosted_in(boosts, month, zone):
+        raise TypeError("a month with a boost in force is rated from its samples")
     month_start, month_end = month.window(zone)
     lines: list[Line] = []
     for segment in segments:
@@ -186,9 +233,14 @@ def rate_circuit(
         if days <= 0:
             continue
         lines.append(_mrc_line(context))
-        burst = _burst_line(context, usage.percentile(start, end))
+        in_boost = usage.samples_in_boost(start, end) if isinstance(usage, ScannedUsage) else 0
+        burst = _burst_line(context, usage.percentile(start, end), in_boost)
         if burst is not None:
             lines.append(burst)
+    for boost in boosts:
+        line = _boost_line(boost, month, zone, currency)
+        if line is not None:
+            lines.append(line)
     termination = _termination_line(segments, month, zone, currency)
     if termination is not None:
         lines.append(termination)
@@ -318,7 +370,9 @@ def _nrc_line(context: _SegmentContext) -> Line:
     )
 
 
-def _burst_line(context: _SegmentContext, result: PercentileResult | None) -> Line | None:
+def _burst_line(
+    context: _SegmentContext, result: PercentileResult | None, samples_in_boost: int = 0
+) -> Line | None:
     if result is None:
         return None
     segment = context.segment
@@ -352,8 +406,59 @@ def _burst_line(context: _SegmentContext, result: PercentileResult | None) -> Li
             billed_sample_bps=billed.rate_bps,
             cir_mbps=cir,
             overage_mbps=overage,
+            samples_in_boost=samples_in_boost,
         ),
     )
+
+
+def _boost_line(
+    boost: Boost, month: BillingMonth, zone: ZoneInfo, currency: str
+) -> Line | None:
+    """The boost's line in ``month``: the started hours of its billed time that begin in
+    the month (none: no line)."""
+    month_start, month_end = month.window(zone)
+    hours = boost.hours_starting(month_start, month_end)
+    if hours == 0:
+        return None
+    if boost.currency != currency:
+        raise FailedPrecondition(
+            f"boost {boost.boost_id} of circuit {boost.circuit_id} is priced in "
+            f"{boost.currency} but its customer is invoiced in {currency}"
+        )
+    price = boost.price_per_mbps_hour
+    added = boost.added_mbps
+    whole = boost.started_hours
+    share = "" if hours == whole else f" ({hours} of its {whole} start in the month)"
+    return Line(
+        key=f"{boost.circuit_id}/{LineKind.BOOST.name}/{boost.boost_id}",
+        kind=LineKind.BOOST,
+        circuit_id=boost.circuit_id,
+        description=(
+            f"Boost +{added} Mbps ({boost.base_mbps} to {boost.boosted_mbps} Mbps), "
+            f"{_local(boost.billed_start, zone)} to {_local(boost.billed_end, zone)}: "
+            f"{hours} started hours x {added} Mbps{share}"
+        ),
+        segment_start=max(boost.billed_start, month_start),
+        segment_end=min(boost.billed_end, month_end),
+        days_covered=0,
+        days_in_month=month.days,
+        factor=Decimal(hours),
+        unit_price=price,
+        bandwidth_mbps=boost.boosted_mbps,
+        # Exact product, one rounding.
+        amount=round_money(EXACT.multiply(EXACT.multiply(price, Decimal(added)),
+                                          Decimal(hours)), currency),
+        boost=BoostEvidence(
+            boost_id=boost.boost_id, base_mbps=boost.base_mbps,
+            boosted_mbps=boost.boosted_mbps, booked_start=boost.start_time,
+            booked_end=boost.end_time, billed_start=boost.billed_start,
+            billed_end=boost.billed_end, started_hours=hours,
+        ),
+    )
+
+
+def _local(moment: datetime, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
 def sort_lines(lines: Iterable[Line]) -> list[Line]:

@@ -13,27 +13,31 @@ from services.order.rest.resources import OPERATIONS
 from services.order.rest.schemas import COMPONENTS, array_of, ref
 
 OPENAPI_PATH = "/openapi.json"
+# The operations whose 201 answers the new resource's URL in Location.
+LOCATED = {"createProductOrder": "the order's URL", "registerListener": "the subscription's URL"}
 COMMITTED = Path(__file__).resolve().parents[3] / "openapi" / "partner.json"
 DESCRIPTION = (
     "Partner API of the IDC bandwidth orchestrator over REST/JSON: a subset of MEF LSO "
-    "Sonata (product offering qualification, quote, product order, product inventory), "
+    "Sonata (product offering qualification, quote, product order, product inventory, "
+    "notification hub), "
     "one circuit per order. Authenticate with the same bearer tokens as the gRPC API. "
     "Errors are RFC 9457 problem details carrying the gRPC API's ErrorInfo reason and "
     "BadRequest field violations. Lists page by keyset: follow the Link header (rel=next).")
 
 
 def _operation(op: Operation) -> dict[str, Any]:
-    schema = array_of(ref(op.response)) if op.is_list else ref(op.response)
-    success: dict[str, Any] = {"description": op.summary,
-                               "content": {"application/json": {"schema": schema}}}
+    success: dict[str, Any] = {"description": op.summary}
+    if op.response is not None:
+        schema = array_of(ref(op.response)) if op.is_list else ref(op.response)
+        success["content"] = {"application/json": {"schema": schema}}
     if op.is_list:
         success["headers"] = {
             "Link": {"description": "RFC 8288 link to the next page (rel=next), if any",
                      "schema": {"type": "string"}},
             "X-Result-Count": {"description": "items on this page",
                                "schema": {"type": "integer"}}}
-    if op.status == 201 and op.operation_id == "createProductOrder":
-        success["headers"] = {"Location": {"description": "the order's URL",
+    if op.status == 201 and op.operation_id in LOCATED:
+        success["headers"] = {"Location": {"description": LOCATED[op.operation_id],
                                            "schema": {"type": "string"}}}
     others = {str(status): {"description": meaning,
                             "content": {"application/json": {"schema": ref(component)}}}

@@ -10,6 +10,15 @@ from typing import Any
 from services.order.orders import OrderApp
 from services.order.rest.body import Body
 from services.order.rest.schemas import Schema
+from services.order.webhooks.subscriptions import Webhooks
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The use cases the handlers call: the order service's and its webhooks'."""
+
+    orders: OrderApp
+    webhooks: Webhooks
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,7 @@ class Call:
 
 @dataclass(frozen=True)
 class Reply:
-    body: dict[str, Any] | list[dict[str, Any]]
+    body: dict[str, Any] | list[dict[str, Any]] | None  # None: no content (204)
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -39,7 +48,7 @@ class Parameter:
     required: bool = False
 
 
-Handler = Callable[[OrderApp, Call], Reply]
+Handler = Callable[[Backend, Call], Reply]
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ class Operation:
     summary: str
     tag: str
     handler: Handler
-    response: str  # a component of services.order.rest.schemas
+    response: str | None  # a component of services.order.rest.schemas; None: no content
     status: int = 200
     request: str | None = None
     parameters: tuple[Parameter, ...] = ()

@@ -10,10 +10,10 @@ from idc.order.v1 import order_pb2, order_service_pb2
 from services.common.auth import Role, current_principal, require_role
 from services.common.errors import InvalidArgument
 from services.order import access, convert, store
-from services.order.orders import OrderApp
-from services.order.rest import paging, sonata
+from services.order.rest import hub, paging, sonata
 from services.order.rest.body import Body
-from services.order.rest.operations import Call, Operation, Parameter, Reply
+from services.order.rest.change_quote import change_quote
+from services.order.rest.operations import Backend, Call, Operation, Parameter, Reply
 from services.order.rest.schemas import ID
 
 PRODUCT_ORDER, INVENTORY, QUALIFICATION = "productOrder", "product", "productOfferingQualification"
@@ -24,7 +24,7 @@ def _body(call: Call) -> Body:
     return call.body
 
 
-def _priced(app: OrderApp, call: Call) -> tuple[Any, str]:
+def _priced(api: Backend, call: Call) -> tuple[Any, str]:
     body = _body(call)
     key = ("productOfferingQualificationItem" if "productOfferingQualification" in call.path
            else "quoteItem")
@@ -32,16 +32,21 @@ def _priced(app: OrderApp, call: Call) -> tuple[Any, str]:
     sonata.action_of(item, "add")
     spec = sonata.circuit_spec(sonata.configuration_of(item))
     principal = require_role(Role.CUSTOMER)
-    return convert.quote(spec, *app.placing.quote(principal, spec)), body.text("externalId")
+    return convert.quote(spec, *api.orders.placing.quote(principal, spec)), body.text("externalId")
 
 
-def create_qualification(app: OrderApp, call: Call) -> Reply:
-    quote, external_id = _priced(app, call)
+def create_qualification(api: Backend, call: Call) -> Reply:
+    quote, external_id = _priced(api, call)
     return Reply(sonata.qualification(quote, external_id), 201)
 
 
-def create_quote(app: OrderApp, call: Call) -> Reply:
-    quote, external_id = _priced(app, call)
+def create_quote(api: Backend, call: Call) -> Reply:
+    """A new circuit's quote (add, stored and orderable), or a change's (modify, delete)."""
+    item = sonata.single_item(_body(call), "quoteItem")
+    action = sonata.action_of(item, "add", "modify", "delete")
+    if action != "add":
+        return change_quote(api, _body(call), item, action)
+    quote, external_id = _priced(api, call)
     return Reply(sonata.quote(quote, external_id), 201)
 
 
@@ -52,7 +57,7 @@ def _validate_only(call: Call) -> bool:
     return value == "true"
 
 
-def create_product_order(app: OrderApp, call: Call) -> Reply:
+def create_product_order(api: Backend, call: Call) -> Reply:
     principal = require_role(Role.CUSTOMER)
     rehearsal = _validate_only(call)
     request = sonata.order_request(_body(call), call.idempotency_key or uuid.uuid4().hex)
@@ -61,46 +66,46 @@ def create_product_order(app: OrderApp, call: Call) -> Reply:
     request.validate_only = rehearsal
     order: order_pb2.Order
     if isinstance(request, order_service_pb2.CreateOrderRequest):
-        order = app.placing.create_order(principal, request)
+        order = api.orders.placing.create_order(principal, request)
     elif isinstance(request, order_service_pb2.ModifyBandwidthRequest):
         access.require_id(request.circuit_id, "productOrderItem[0].product.id", "circuit")
-        order = app.changing.modify_bandwidth(principal, request)
+        order = api.orders.changing.modify_bandwidth(principal, request)
     else:
         access.require_id(request.circuit_id, "productOrderItem[0].product.id", "circuit")
-        order = app.changing.disconnect(principal, request)
-    app.reveal(principal, order)
+        order = api.orders.changing.disconnect(principal, request)
+    api.orders.reveal(principal, order)
     if rehearsal:
         return Reply(sonata.rehearsed_order(order), 200)
     return Reply(sonata.product_order(order), 201,
                  {"Location": f"{sonata.ORDER_PATH}/{order.id}"})
 
 
-def get_product_order(app: OrderApp, call: Call) -> Reply:
+def get_product_order(api: Backend, call: Call) -> Reply:
     principal = current_principal()
     order_id = call.path_params["id"]
     access.require_id(order_id, "id", "order")
-    with app.uow.read_one_statement() as session:
+    with api.orders.uow.read_one_statement() as session:
         order = convert.order_by_id(session, order_id, access.scope(principal))
-        app.contacts.reveal(session, principal, [order])
+        api.orders.contacts.reveal(session, principal, [order])
     return Reply(sonata.product_order(order))
 
 
-def list_product_orders(app: OrderApp, call: Call) -> Reply:
+def list_product_orders(api: Backend, call: Call) -> Reply:
     principal = current_principal()
     tenant = access.tenant_filter(principal, "")
     states = _states(call.query.get("state"), sonata.ORDER_STATE_FILTER, "state")
     page = paging.page_ask(call.query.get("limit"), call.query.get("after"))
-    with app.uow.read_one_statement() as session:
+    with api.orders.uow.read_one_statement() as session:
         orders, cursor = store.list_orders(
             session, page, tenant=tenant, order_type=None,
             states=convert.order_states_from_proto(states, "state"),
             circuit_id=call.query.get("productId", ""))
         messages = [convert.order_message(*order) for order in orders]
-        app.contacts.reveal(session, principal, messages)
+        api.orders.contacts.reveal(session, principal, messages)
     return _page(call, [sonata.product_order(m) for m in messages], page.limit, cursor)
 
 
-def cancel_product_order(app: OrderApp, call: Call) -> Reply:
+def cancel_product_order(api: Backend, call: Call) -> Reply:
     principal = require_role(Role.CUSTOMER, Role.ADMIN)
     body = _body(call)
     ref = body.child("productOrder", required=True)
@@ -108,31 +113,31 @@ def cancel_product_order(app: OrderApp, call: Call) -> Reply:
     order_id = ref.text("id", required=True)
     access.require_id(order_id, "productOrder.id", "order")
     reason = body.text("cancellationReason")
-    order = app.changing.cancel(principal, order_id, reason)
-    app.reveal(principal, order)
+    order = api.orders.changing.cancel(principal, order_id, reason)
+    api.orders.reveal(principal, order)
     return Reply({"id": f"cancel-{order.id}", "state": "done", "cancellationReason": reason,
                   "productOrder": sonata.product_order(order)}, 201)
 
 
-def get_product(app: OrderApp, call: Call) -> Reply:
+def get_product(api: Backend, call: Call) -> Reply:
     principal = current_principal()
     circuit_id = call.path_params["id"]
     access.require_id(circuit_id, "id", "circuit")
-    with app.uow.read() as session:
+    with api.orders.uow.read() as session:
         row = store.get_circuit(session, circuit_id, access.scope(principal))
-        return Reply(sonata.product(convert.circuit(app.catalogue, row)))
+        return Reply(sonata.product(convert.circuit(api.orders.catalogue, row)))
 
 
-def list_products(app: OrderApp, call: Call) -> Reply:
+def list_products(api: Backend, call: Call) -> Reply:
     principal = current_principal()
     tenant = access.tenant_filter(principal, "")
     states = _states(call.query.get("status"), sonata.STATUS_FILTER, "status")
     page = paging.page_ask(call.query.get("limit"), call.query.get("after"))
-    with app.uow.read() as session:
+    with api.orders.uow.read() as session:
         rows, cursor = store.list_circuits(
             session, page, tenant=tenant, port_id="",
             states=convert.circuit_states_from_proto(states, "status"))
-        products = [sonata.product(convert.circuit(app.catalogue, row)) for row in rows]
+        products = [sonata.product(convert.circuit(api.orders.catalogue, row)) for row in rows]
     return _page(call, products, page.limit, cursor)
 
 
@@ -173,8 +178,11 @@ OPERATIONS: tuple[Operation, ...] = (
               "ProductOfferingQualification_Create",
               example={"productOfferingQualificationItem": [EXAMPLE_ITEM]}),
     Operation("POST", sonata.QUOTE_PATH, "createQuote", "A priced quote, orderable until it "
-              "expires", "quote", create_quote, "Quote", 201, "Quote_Create",
-              example={"quoteItem": [EXAMPLE_ITEM]}),
+              "expires (add), or the price of a change to a product (modify, delete)", "quote",
+              create_quote, "Quote", 201, "Quote_Create",
+              example={"quoteItem": [EXAMPLE_ITEM]},
+              also={200: ("ChangeQuote", "a modify or delete item: the change's new MRC, this "
+                          "month's proration and any termination fee (budgetary, not stored)")}),
     Operation("POST", sonata.ORDER_PATH, "createProductOrder",
               "Order a new circuit (add), a bandwidth change (modify) or a disconnect (delete)",
               PRODUCT_ORDER, create_product_order, "ProductOrder", 201, "ProductOrder_Create",
@@ -206,4 +214,5 @@ OPERATIONS: tuple[Operation, ...] = (
                             "only products in this status"), LIMIT, AFTER), is_list=True),
     Operation("GET", sonata.PRODUCT_PATH + "/{id}", "retrieveProduct", "One circuit",
               INVENTORY, get_product, "Product", parameters=(ID_PATH,)),
+    *hub.OPERATIONS,
 )

@@ -76,12 +76,14 @@ COMPONENTS: dict[str, Schema] = {
             action=enum("add"), headroom=ref("Headroom"),
             terminationError=array_of(obj(("value",), value={"type": "string"}))))),
     # quote: a priced, orderable offer for one configuration.
+    # An add item carries a productConfiguration; a modify or delete item the product's id
+    # (and for modify the new bandwidthMbps and burstMbps), priced in timeZone (IANA).
     "Quote_Create": obj(
-        ("quoteItem",), externalId=TEXT,
-        quoteItem=array_of(obj(("id", "action", "product"), id=ID, action=enum("add"),
-                               product=obj(("productConfiguration",),
-                                           productConfiguration=ref(
-                                               "MEFProductConfiguration"))), 1)),
+        ("quoteItem",), externalId=TEXT, timeZone={"type": "string", "maxLength": 64},
+        quoteItem=array_of(obj(("id", "action", "product"), id=ID,
+                               action=enum("add", "modify", "delete"),
+                               product=obj(id=ID, productConfiguration=ref(
+                                   "MEFProductConfiguration"))), 1)),
     "Quote": obj(
         ("id", "state", "quoteItem"),
         id=ID, href={"type": "string"}, externalId={"type": "string"},
@@ -93,6 +95,31 @@ COMPONENTS: dict[str, Schema] = {
             action=enum("add"), quoteItemPrice=ref("Price"), headroom=ref("Headroom"),
             product=obj(productConfiguration=ref("MEFProductConfiguration")),
             terminationError=array_of(obj(("value",), value={"type": "string"}))))),
+    # A change's quote: PreviewChange's figures for one product, not stored.
+    "ChangeQuote": obj(
+        ("quoteLevel", "timeZone", "quoteItem"), externalId={"type": "string"},
+        quoteLevel=enum("budgetary"), timeZone={"type": "string"},
+        quoteItem=array_of(obj(
+            ("action", "product", "quoteItemPrice", "currentPrice", "effectiveDate",
+             "proration", "terminationFee", "remainingTermMonths", "termEndDate"),
+            id={"type": "string"}, action=enum("modify", "delete"), product=ref("ProductRef"),
+            quoteItemPrice=ref("Price"), currentPrice=ref("Price"),
+            effectiveDate={"type": "string", "format": "date"},
+            proration=obj(
+                ("month", "daysInMonth", "currentDays", "currentAmount", "newDays",
+                 "newAmount", "total"),
+                month={"type": "string"}, daysInMonth={"type": "integer"},
+                currentDays={"type": "integer"}, currentAmount=ref("Money"),
+                newDays={"type": "integer"}, newAmount=ref("Money"), total=ref("Money")),
+            terminationFee=ref("Money"), remainingTermMonths={"type": "integer"},
+            termEndDate={"type": "string", "format": "date"}), 1)),
+    # The notification hub: signed webhooks (services/order/rest/hub.py).
+    "EventSubscriptionInput": obj(
+        ("callback",), callback={"type": "string", "maxLength": 2048},
+        query={"type": "string", "maxLength": 1024}),
+    "EventSubscription": obj(
+        ("id", "callback", "query"), id=ID, href={"type": "string"},
+        callback={"type": "string"}, query={"type": "string"}),
     # productOrder: one item per order (the service orders one circuit at a time).
     "ProductOrderItem_Create": obj(
         ("id", "action"), id=ID, action=enum("add", "modify", "delete"),
@@ -147,3 +174,8 @@ COMPONENTS: dict[str, Schema] = {
 # would create (the order's, and the circuit's for an add).
 COMPONENTS["ProductOrderRehearsal"] = {
     **COMPONENTS["ProductOrder"], "required": ["state", "productOrderItem"]}
+# The hub's answer to a new subscription: the signing secret, shown this once.
+COMPONENTS["EventSubscriptionCreated"] = {
+    **COMPONENTS["EventSubscription"],
+    "properties": {**COMPONENTS["EventSubscription"]["properties"], "secret": {"type": "string"}},
+    "required": ["id", "callback", "query", "secret"]}

@@ -32,10 +32,9 @@ from services.common.call_limits import CallGuard, LimitSettings, late_error
 from services.common.errors import DomainError, InvalidArgument, Unauthenticated, Unavailable
 from services.common.grpc_server import Worker
 from services.common.tls import ClientCertMode, ServerTls
-from services.order.orders import OrderApp
 from services.order.rest.body import Body
 from services.order.rest.openapi import OPENAPI_PATH, document
-from services.order.rest.operations import Call, Operation, Reply
+from services.order.rest.operations import Backend, Call, Operation, Reply
 from services.order.rest.problems import internal_problem, problem_for
 from services.order.rest.resources import OPERATIONS
 
@@ -47,8 +46,9 @@ class Facade:
     """The gRPC interceptor's steps for a REST call: rate limits and token (the same
     CallGuard rules and settings), a deadline (IDC_UNARY_DEADLINE_S), the principal bound."""
 
-    def __init__(self, app: OrderApp, tokens: TokenStore | None, limits: LimitSettings) -> None:
-        self._app, self._tokens = app, tokens
+    def __init__(self, api: Backend, tokens: TokenStore | None, limits: LimitSettings
+                 ) -> None:
+        self._api, self._tokens = api, tokens
         self._guard = CallGuard(limits)
 
     def _principal(self, request: Request) -> Principal | None:
@@ -66,7 +66,7 @@ class Facade:
         with deadlines.bound(self._guard.settings.unary_deadline_s):
             token = bind_principal(principal)
             try:
-                return operation.handler(self._app, call)
+                return operation.handler(self._api, call)
             except DomainError as error:
                 late = late_error(error, operation.operation_id)
                 if late is None:
@@ -88,6 +88,8 @@ class Facade:
             except Exception:
                 log.exception("%s %s failed", request.method, request.url.path)
                 return internal_problem(request.url.path)
+            if reply.body is None:
+                return Response(status_code=reply.status, headers=reply.headers)
             return JSONResponse(reply.body, reply.status, headers=reply.headers)
         return serve
 
@@ -105,9 +107,9 @@ async def _body(request: Request) -> Body:
     return Body(value)
 
 
-def make_rest_app(app: OrderApp, tokens: TokenStore | None, limits: LimitSettings
+def make_rest_app(api: Backend, tokens: TokenStore | None, limits: LimitSettings
                   ) -> Starlette:
-    facade = Facade(app, tokens, limits)
+    facade = Facade(api, tokens, limits)
     spec = document()
 
     async def openapi(_request: Request) -> Response:

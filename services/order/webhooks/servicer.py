@@ -21,7 +21,8 @@ _STATES = {"PENDING": pb.WebhookDelivery.STATE_PENDING,
            "FAILED": pb.WebhookDelivery.STATE_FAILED}
 
 
-def _tenant() -> str:
+def caller_tenant() -> str:
+    """The calling customer's tenant (gRPC and the REST hub alike)."""
     tenant = require_role(Role.CUSTOMER).tenant
     if not tenant:
         raise PermissionDenied("webhooks belong to a tenant; this token names none")
@@ -63,12 +64,13 @@ class WebhookServicer(pb_grpc.WebhookServiceServicer):
 
     def CreateSubscription(self, request: pb.CreateSubscriptionRequest,
                            context: grpc.ServicerContext) -> pb.CreateSubscriptionResponse:
-        row, secret = self.webhooks.create(_tenant(), request.url, list(request.event_types))
+        row, secret = self.webhooks.create(caller_tenant(), request.url,
+                                           list(request.event_types))
         return pb.CreateSubscriptionResponse(subscription=_subscription(row), secret=secret)
 
     def ListSubscriptions(self, request: pb.ListSubscriptionsRequest,
                           context: grpc.ServicerContext) -> pb.ListSubscriptionsResponse:
-        tenant = _tenant()
+        tenant = caller_tenant()
         limit = _page_size(request.page_size)
         rows = self.webhooks.subscriptions(tenant, request.page_token, limit + 1)
         return pb.ListSubscriptionsResponse(
@@ -77,17 +79,17 @@ class WebhookServicer(pb_grpc.WebhookServiceServicer):
 
     def DeleteSubscription(self, request: pb.DeleteSubscriptionRequest,
                            context: grpc.ServicerContext) -> pb.DeleteSubscriptionResponse:
-        self.webhooks.delete(_tenant(), request.subscription_id)
+        self.webhooks.delete(caller_tenant(), request.subscription_id)
         return pb.DeleteSubscriptionResponse()
 
     def RotateSecret(self, request: pb.RotateSecretRequest,
                      context: grpc.ServicerContext) -> pb.RotateSecretResponse:
         return pb.RotateSecretResponse(
-            secret=self.webhooks.rotate(_tenant(), request.subscription_id))
+            secret=self.webhooks.rotate(caller_tenant(), request.subscription_id))
 
     def ListDeliveries(self, request: pb.ListDeliveriesRequest,
                        context: grpc.ServicerContext) -> pb.ListDeliveriesResponse:
-        tenant = _tenant()
+        tenant = caller_tenant()
         limit, before_id = _page(request.page_size, request.page_token)
         found = self.webhooks.deliveries(tenant, request.subscription_id, limit + 1, before_id)
         more = len(found) > limit
@@ -99,11 +101,11 @@ class WebhookServicer(pb_grpc.WebhookServiceServicer):
     def SendTestDelivery(self, request: pb.SendTestDeliveryRequest,
                          context: grpc.ServicerContext) -> pb.SendTestDeliveryResponse:
         return pb.SendTestDeliveryResponse(
-            event_id=self.webhooks.send_test(_tenant(), request.subscription_id))
+            event_id=self.webhooks.send_test(caller_tenant(), request.subscription_id))
 
     def ReplayDeliveries(self, request: pb.ReplayDeliveriesRequest,
                          context: grpc.ServicerContext) -> pb.ReplayDeliveriesResponse:
         if not request.HasField("since"):
             raise InvalidArgument.for_field("since", "the time to replay from")
         return pb.ReplayDeliveriesResponse(queued=self.webhooks.replay(
-            _tenant(), request.subscription_id, request.since.ToDatetime(tzinfo=UTC)))
+            caller_tenant(), request.subscription_id, request.since.ToDatetime(tzinfo=UTC)))

@@ -44,6 +44,12 @@ class Webhooks:
             session.expunge_all()
             return rows
 
+    def subscription(self, tenant_id: str, subscription_id: str) -> SubscriptionRow:
+        with self._factory() as session:
+            row = self._own(session, tenant_id, subscription_id)
+            session.expunge(row)
+            return row
+
     def delete(self, tenant_id: str, subscription_id: str) -> None:
         with self._factory.begin() as session:
             store.delete_subscription(session, self._own(session, tenant_id, subscription_id))

@@ -21,6 +21,7 @@ from services.order.webhooks.subscriptions import Webhooks
 
 @dataclass(frozen=True)
 class WebhookParts:
+    webhooks: Webhooks  # the use cases, for the REST hub too
     servicer: WebhookServicer
     workers: list[Worker]
 
@@ -37,8 +38,9 @@ def webhook_parts(runtime: ServiceRuntime, settings: OrderSettings, cipher: Cont
     box = SecretBox(cipher)
     poster = HttpsPoster(tls_context(settings.webhook_ca_file), settings.webhook_timeout_s)
     sender = DeliverySender(factory, poster, box, retry_policy(settings), clock)
+    webhooks = Webhooks(factory, box, clock)
     return WebhookParts(
-        servicer=WebhookServicer(Webhooks(factory, box, clock)),
+        webhooks=webhooks, servicer=WebhookServicer(webhooks),
         workers=[
             fanout_worker(factory, runtime.settings.kafka, settings.consumer_group + "-webhooks",
                           clock),

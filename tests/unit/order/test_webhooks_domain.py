@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from services.order.webhooks import domain
 
@@ -69,3 +72,19 @@ def test_the_body_keeps_ids_and_figures_and_drops_free_text() -> None:
     assert body == {"id": "e-1", "type": "idc.events.v1.ProvisioningFailed",
                     "created": "2026-12-04T00:00:00+00:00",
                     "data": {"circuitId": "c-1", "tenantId": "t-1"}}
+
+
+def test_the_readmes_receiver_recipe_verifies_what_the_sender_signs() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    recipe = readme.split("A receiver checks it like this:", 1)[1]
+    scope: dict[str, Any] = {}
+    exec(recipe.split("```python\n", 1)[1].split("```", 1)[0], scope)  # the README's own code
+    verify = scope["verify"]
+    now = int(time.time())
+    rotating = domain.signature_header(["s-new", "s-old"], now, BODY)
+    assert verify("s-new", rotating, BODY) and verify("s-old", rotating, BODY)
+    assert not verify("s-other", rotating, BODY)
+    assert not verify("s-new", rotating, BODY + b" ")
+    assert not verify("s-new", domain.signature_header(["s-new"], now - 301, BODY), BODY)
+    for malformed in ("", "v1=abc", "t=x,v1=abc", f"t={now},t={now},v1=abc", "garbage"):
+        assert not verify("s-new", malformed, BODY), malformed
