@@ -5,7 +5,8 @@ service on the real NETCONF routers.
 The boost and its revert are booked together, both telcos approve the pair once, and
 nobody acts after that: when the clock passes the start the routers carry the boosted
 rate, when it passes the end the base rate again, and both CircuitModified events carry
-the Boost billing bills. GetCapacity shows the port's headroom over the boost's window.
+the Boost billing bills (its own ingest reads them). GetCapacity shows the port's headroom over
+the boost's window.
 Before that, admission refuses a new circuit that would exceed the small port during a
 booked boost, and cancelling that boost before its start frees the port again. The
 broker is the test's own (see test_progress.py).
@@ -25,6 +26,7 @@ from devstack.netconf import RouterFleet
 from idc.events.v1 import circuit_pb2 as circuit_events
 from idc.ops.v1 import approval_service_pb2
 from idc.order.v1 import order_pb2, order_service_pb2
+from services.billing.ingest import boost_row_for
 from services.common.config import KafkaSettings
 from services.common.events.topics import CIRCUIT_EVENTS
 from services.order.convert import timestamp
@@ -178,5 +180,9 @@ def test_a_boost_raises_and_reverts_on_both_routers_on_the_clock_without_a_perso
                 assert event.boost.end_time.ToDatetime(tzinfo=UTC) == t0 + 3 * H
                 assert event.price.mrc == new.price.mrc, "the base price"
                 assert event.price.boost_price_per_mbps_hour.amount == "0.04"
+                # Billing's own reading of the event takes it as the boost's raise or revert.
+                row = boost_row_for(event, order_id, datetime.now(UTC))
+                assert (row.boost_id, row.revert, row.base_mbps, row.boosted_mbps,
+                        row.price_per_mbps_hour) == (boost.id, revert, 100, 500, "0.04")
         finally:
             remove_circuit(stack, new)
