@@ -5,11 +5,10 @@ service on the real NETCONF routers.
 The boost and its revert are booked together, both telcos approve the pair once, and
 nobody acts after that: when the clock passes the start the routers carry the boosted
 rate, when it passes the end the base rate again, and both CircuitModified events carry
-the Boost billing bills (its own ingest reads them). GetCapacity shows the port's headroom over
-the boost's window.
-Before that, admission refuses a new circuit that would exceed the small port during a
-booked boost, and cancelling that boost before its start frees the port again. The
-broker is the test's own (see test_progress.py).
+the Boost billing bills (its own ingest reads them). GetCapacity shows the port's
+headroom over the boost's window. Before that, admission refuses a new circuit that would
+exceed the small port during a booked boost, and cancelling that boost before its start
+frees the port again. The broker is the test's own (see test_progress.py).
 """
 
 from __future__ import annotations
