@@ -279,7 +279,7 @@ class Changing:
         else:
             headroom = store.headroom_over(session, context.catalogue,
                                            context.settings.channel_capacity_mbps, ports,
-                                           window.start, window.end)
+                                           window.start, window.end, context.clock())
         return bandwidth_change(
             active, bandwidth_mbps, burst_mbps,
             [context.catalogue.ports[p].speed_mbps for p in ports], headroom,

@@ -47,11 +47,12 @@ class OrderApp:
     def capacity_timeline(self, port_ids: Sequence[str], start: datetime | None,
                           end: datetime) -> list[Interval]:
         """Free bandwidth over [start (now when None), end) of the channel and ``port_ids``."""
-        start = check_timeline(start, end, self.clock())
+        moment = self.clock()
+        start = check_timeline(start, end, moment)
         with self.uow.read() as session:
             channel, ports = store.bandwidth(session, self.catalogue,
                                              self.context.settings.channel_capacity_mbps)
-            held = store.reservations(session)
+            held = store.reservations(session, moment)
         return timeline(channel, {p: ports[p] for p in port_ids}, held, start, end)
 
     def reveal(self, principal: Principal, *orders: order_pb2.Order) -> None:

@@ -108,22 +108,25 @@ def _bandwidth_statement() -> Select[Any]:
             .group_by(parts.c.kind, parts.c.end, parts.c.port))
 
 
-def reservations(session: Session) -> list[tuple[str, str, Reservation]]:
-    """(A port, Z port, reservation) of every open order holding bandwidth."""
+def reservations(session: Session, moment: datetime) -> list[tuple[str, str, Reservation]]:
+    """(A port, Z port, reservation) of every open order holding bandwidth. A boost still
+    open at ``moment`` past its end (late with provisioning) holds on for good: once in
+    force it stays until its revert completes."""
     rows = session.execute(
         select(OrderRow.a_port_id, OrderRow.z_port_id, OrderRow.reserved_mbps,
                OrderRow.start_at, OrderRow.end_at).where(OrderRow.reserved_mbps > 0))
-    return [(a, z, Reservation(int(mbps), Window(start, end)))
+    return [(a, z, Reservation(int(mbps), Window(
+                start, end if end is None or as_utc(end) > moment else None)))
             for a, z, mbps, start, end in rows]
 
 
 def headroom_over(session: Session, catalogue: Catalogue, channel_capacity_mbps: int,
-                  port_ids: Sequence[str], start: datetime, end: datetime | None
-                  ) -> list[Headroom]:
-    """The channel's and ``port_ids``' headroom over [start, end): the committed bandwidth
-    and the peak of the reservations in the window."""
+                  port_ids: Sequence[str], start: datetime, end: datetime | None,
+                  moment: datetime) -> list[Headroom]:
+    """The channel's and ``port_ids``' headroom over [start, end) as of ``moment``: the
+    committed bandwidth and the peak of the reservations in the window."""
     channel, ports = bandwidth(session, catalogue, channel_capacity_mbps)
-    held = reservations(session)
+    held = reservations(session, moment)
     found = [Headroom(channel.name, channel.capacity_mbps, channel.committed_mbps,
                       peak_reserved([r for _, _, r in held], start, end))]
     for port_id in port_ids:

@@ -7,7 +7,8 @@ an order without a start holds it from now, one without an end for good. Admissi
 the channel and the ports at the peak, over the new order's window, of the reservations
 overlapping it (plus the committed bandwidth, which holds throughout). Releases are never
 counted ahead: a boost in force stays committed at its boosted rate until its revert has
-completed, so a late revert cannot oversell the channel.
+completed, and one still with provisioning past its end holds its reservation on (the
+store reads it so), so neither a late boost nor a late revert can oversell the channel.
 """
 
 from __future__ import annotations

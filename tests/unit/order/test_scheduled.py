@@ -372,3 +372,18 @@ def test_a_scheduled_order_not_started_past_the_bound_is_alarmed(
         "not in force yet, or scheduled starts are not running)"]
     app.approving.start_due()
     assert app.outcomes.overdue() == [], "handed over: the provisioning bound counts anew"
+
+
+def test_a_boost_late_past_its_end_still_holds_its_bandwidth(
+    app: OrderApp, clock: Clock,
+) -> None:
+    first, second, _ = (active_circuit(app, 100, name) for name in "abc")
+    late = boost(app, first, 500, T0 + H, T0 + 3 * H, "late")
+    approve_pair(app, late)
+    clock.now = T0 + H
+    app.approving.start_due()  # handed to provisioning, which has not answered yet
+    clock.now = T0 + 4 * H
+    with pytest.raises(CapacityExhausted, match="ge-0/0/10 has 300 Mbps free"):
+        boost(app, second, 500, T0 + 5 * H, T0 + 6 * H, "after")
+    [interval] = app.capacity_timeline([SMALL_A], None, T0 + 6 * H)
+    assert interval.port_free_mbps == {SMALL_A: 300}
