@@ -102,6 +102,9 @@ def test_ops_approve_a_boost_with_its_revert_and_read_the_timeline() -> None:
         == datetime(2026, 12, 6, tzinfo=UTC)
     assert "Free over time" in text and "250000" in text and "500" in text
     assert render.capacity_timeline([]).row_count == 0
+    sent, text = run(["ops", "capacity"], {"GetCapacity": order_service_pb2.GetCapacityResponse()})
+    assert not sent.requests["GetCapacity"].HasField("end_time")
+    assert "Free over time" not in text
 
 
 def test_ops_see_a_boost_with_its_revert_pending_and_shown() -> None:
