@@ -131,7 +131,10 @@ Global___ApprovedPayload: _TypeAlias = ApprovedPayload  # noqa: Y015
 
 @_typing.final
 class OrderApproved(_message.Message):
-    """Both telcos approved an order: the provisioning coordinator starts the saga."""
+    """Both telcos approved an order: the provisioning coordinator starts the saga. An order
+    with a start time (a scheduled change, a boost, its revert) is published at its start,
+    not at its approval.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -152,7 +155,9 @@ class OrderApproved(_message.Message):
     """Operation to carry out."""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
-        """When the second approval was given."""
+        """When the second approval was given; for an order with a start time, when it was
+        handed to provisioning at its start.
+        """
 
     @_builtins.property
     def circuit(self) -> _common_pb2.CircuitParameters:
