@@ -204,6 +204,15 @@ def approve_pair(app: OrderApp, booked: order_pb2.Order) -> None:
     app.approving.approve(CHEN, booked.id, z, "", rz)
 
 
+def approved_boost(app: OrderApp) -> tuple[str, order_pb2.Order]:
+    """An active 100 Mbps circuit and a boost of it to 500 Mbps for [T0+1h, T0+3h),
+    approved by both telcos (SCHEDULED)."""
+    circuit_id = active_circuit(app)
+    booked = boost(app, circuit_id, 500, T0 + H, T0 + 3 * H)
+    approve_pair(app, booked)
+    return circuit_id, booked
+
+
 def test_a_boost_is_booked_approved_once_started_and_reverted_on_the_clock(
     app: OrderApp, clock: Clock,
 ) -> None:
@@ -317,9 +326,7 @@ def test_a_revert_is_rejected_only_with_its_boost_and_a_rehearsal_names_no_order
 def test_a_start_that_cannot_happen_fails_and_tells_the_customer(
     app: OrderApp, clock: Clock,
 ) -> None:
-    circuit_id = active_circuit(app)
-    booked = boost(app, circuit_id, 500, T0 + H, T0 + 3 * H)
-    approve_pair(app, booked)
+    circuit_id, booked = approved_boost(app)
     with app.uow.write() as session:  # not a state a circuit with a scheduled order reaches
         convert.store.get_circuit(session, circuit_id, None).state = "DISCONNECTING"
     clock.now = T0 + H
@@ -336,9 +343,7 @@ def test_a_start_that_cannot_happen_fails_and_tells_the_customer(
 def test_a_revert_whose_payload_changed_goes_back_to_approval_and_then_starts(
     app: OrderApp, clock: Clock,
 ) -> None:
-    circuit_id = active_circuit(app)
-    booked = boost(app, circuit_id, 500, T0 + H, T0 + 3 * H)
-    approve_pair(app, booked)
+    circuit_id, booked = approved_boost(app)
     clock.now = T0 + H
     app.approving.start_due()
     with app.uow.write() as session:
@@ -362,8 +367,7 @@ def test_a_revert_whose_payload_changed_goes_back_to_approval_and_then_starts(
 def test_a_scheduled_order_not_started_past_the_bound_is_alarmed(
     app: OrderApp, clock: Clock,
 ) -> None:
-    booked = boost(app, active_circuit(app), 500, T0 + H, T0 + 3 * H)
-    approve_pair(app, booked)
+    _, booked = approved_boost(app)
     clock.now = T0 + H + timedelta(minutes=14)
     assert app.outcomes.overdue() == []
     clock.now = T0 + H + timedelta(minutes=16)
