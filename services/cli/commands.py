@@ -23,7 +23,7 @@ from idc.ops.v1 import approval_service_pb2 as ops_pb
 from idc.order.v1 import circuit_pb2, order_pb2
 from idc.order.v1 import order_service_pb2 as order_pb
 from idc.provisioning.v1 import provisioning_service_pb2 as prov_pb
-from idc.type.v1 import side_pb2, time_range_pb2, year_month_pb2
+from idc.type.v1 import router_payload_pb2, side_pb2, time_range_pb2, year_month_pb2
 from services.cli import render
 from services.cli.client import Api
 from services.cli.errors import CliError, ExitCode
@@ -86,12 +86,19 @@ def moment(raw: str) -> datetime:
     units = {"m": "minutes", "h": "hours", "d": "days"}
     if raw[-1:] in units and raw[:-1].isdigit():
         return datetime.now(UTC) - timedelta(**{units[raw[-1]]: int(raw[:-1])})
+    return _iso(raw, "use ISO 8601 (2026-05-01T00:00) or an age (30m, 2h, 1d)")
+
+
+def iso_time(raw: str) -> datetime:
+    """An ISO 8601 time (UTC when no offset is given): a start or end ahead."""
+    return _iso(raw, "use ISO 8601 (2026-05-01T09:00, 2026-05-01T09:00+08:00)")
+
+
+def _iso(raw: str, hint: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{raw!r} is not a time: use ISO 8601 (2026-05-01T00:00) or an age (30m, 2h, 1d)"
-        ) from None
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a time: {hint}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -294,6 +301,10 @@ def modify(ctx: Context, args: argparse.Namespace) -> Result:
     )
     if args.burst is not None:
         request.burst_mbps = args.burst
+    if args.start is not None:
+        request.start_time.CopyFrom(timestamp(args.start))
+    if args.end is not None:
+        request.end_time.CopyFrom(timestamp(args.end))
     reply = ctx.api.call("order", ctx.api.orders.ModifyBandwidth, request)
     return _order_result(reply, reply.order, args)
 
@@ -505,11 +516,12 @@ def pending(ctx: Context, args: argparse.Namespace) -> Result:
         lambda console: console.print(
             render.table(
                 "Waiting for your telco",
-                ["order", "type", "Mbps", "router", "payload sha256 (approve this)", "expires"],
+                ["order", "type", "Mbps", "router", "payload sha256 (approve this)", "expires",
+                 "boost pair"],
                 [
                     [p.order.id, render.order_type(p.order.type), p.order.spec.bandwidth_mbps,
                      p.payload.router_name, p.payload.sha256,
-                     render.when(p.expire_time)]
+                     render.when(p.expire_time), render.boost_pair(p.order)]
                     for p in reply.pending_approvals
                 ],
             )
@@ -522,22 +534,29 @@ def show_pending(ctx: Context, args: argparse.Namespace) -> Result:
     order = ctx.api.call(
         "order", ctx.api.orders.GetOrder, order_pb.GetOrderRequest(order_id=args.order_id)
     ).order
-    dry_run = ctx.api.call(
-        "provisioning",
-        ctx.api.provisioning.DryRun,
-        prov_pb.DryRunRequest(order_id=args.order_id),
-    )
+
+    def dry_run(order_id: str) -> list[router_payload_pb2.RouterPayload]:
+        return list(ctx.api.call("provisioning", ctx.api.provisioning.DryRun,
+                                 prov_pb.DryRunRequest(order_id=order_id)).payloads)
+
+    payloads = dry_run(args.order_id)
+    # A boost is approved once with its revert (--revert-sha256): its payloads too.
+    revert = dry_run(order.revert_order_id) if order.revert_order_id else []
 
     def show(console: Console) -> None:
         render.show_order(console, order)
-        for payload in dry_run.payloads:
+        for label, payload in [("", p) for p in payloads] + [
+                (f" revert {order.revert_order_id}", p) for p in revert]:
             console.print(
-                f"\n[bold]{payload.router_name}[/bold] ({render.side(payload.side)}, "
+                f"\n[bold]{payload.router_name}[/bold]{label} ({render.side(payload.side)}, "
                 f"{payload.platform}) sha256 [cyan]{payload.sha256}[/cyan]"
             )
             console.print(Syntax(payload.content, "xml", word_wrap=True))
 
-    return Result({"order": order, "payloads": list(dry_run.payloads)}, show)
+    shown: dict[str, object] = {"order": order, "payloads": payloads}
+    if revert:
+        shown["revert_payloads"] = revert
+    return Result(shown, show)
 
 
 def approve(ctx: Context, args: argparse.Namespace) -> Result:
@@ -545,7 +564,8 @@ def approve(ctx: Context, args: argparse.Namespace) -> Result:
         "order",
         ctx.api.approvals.Approve,
         ops_pb.ApproveRequest(
-            order_id=args.order_id, payload_sha256=args.sha256, comment=args.comment
+            order_id=args.order_id, payload_sha256=args.sha256, comment=args.comment,
+            revert_payload_sha256=args.revert_sha256 or "",
         ),
     )
     return Result(reply, lambda console: render.show_order(console, reply.order))
@@ -689,7 +709,8 @@ def capacity(ctx: Context, args: argparse.Namespace) -> Result:
     reply = ctx.api.call(
         "order",
         ctx.api.orders.GetCapacity,
-        order_pb.GetCapacityRequest(port_ids=args.port),
+        order_pb.GetCapacityRequest(port_ids=args.port,
+                                    end_time=timestamp(args.until) if args.until else None),
     )
     c = reply.capacity
 
@@ -716,6 +737,8 @@ def capacity(ctx: Context, args: argparse.Namespace) -> Result:
                 ],
             )
         )
+        if reply.timeline:
+            console.print(render.capacity_timeline(reply.timeline))
 
     return Result(reply, show)
 

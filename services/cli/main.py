@@ -184,6 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _modify_command(b: _Builder, customer: Any) -> None:
+    p = b.leaf(
+        customer, "modify", commands.modify, "change a circuit's bandwidth",
+        "Change a circuit's bandwidth: once both telcos approved, or from --start on. With\n"
+        "--end it is a boost: the bandwidth (higher than now) holds from --start to --end\n"
+        "and then reverts by itself; billed per started hour on the added Mbps.",
+    )
+    p.add_argument("circuit_id")
+    p.add_argument("--bandwidth", type=int, required=True, metavar="MBPS")
+    p.add_argument("--burst", type=int, metavar="MBPS", help="new burst (default: unchanged)")
+    p.add_argument("--start", type=commands.iso_time, metavar="ISO",
+                   help="when it takes effect (default: once approved)")
+    p.add_argument("--end", type=commands.iso_time, metavar="ISO",
+                   help="a boost: when it reverts (needs --start)")
+    p.add_argument("--reason", default="")
+    p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    changes.add_validate_only(p)
+
+
 def _customer_commands(b: _Builder, roles: Any) -> None:
     customer = b.group(roles, "customer", "order and manage circuits (customer token)")
     p = b.leaf(customer, "sites", commands.sites, "sites and ports with free bandwidth and VLANs")
@@ -223,13 +242,7 @@ def _customer_commands(b: _Builder, roles: Any) -> None:
     p.add_argument("--state", choices=CIRCUIT_STATES, action="append", default=[])
     p.add_argument("--tenant", help="only this tenant (ops and billing)")
     p.add_argument("--limit", type=int, default=50, help="at most this many")
-    p = b.leaf(customer, "modify", commands.modify, "change a circuit's bandwidth")
-    p.add_argument("circuit_id")
-    p.add_argument("--bandwidth", type=int, required=True, metavar="MBPS")
-    p.add_argument("--burst", type=int, metavar="MBPS", help="new burst (default: unchanged)")
-    p.add_argument("--reason", default="")
-    p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
-    changes.add_validate_only(p)
+    _modify_command(b, customer)
     p = b.leaf(customer, "disconnect", commands.disconnect, "disconnect a circuit")
     p.add_argument("circuit_id")
     p.add_argument("--reason", default="")
@@ -259,10 +272,14 @@ def _ops_commands(b: _Builder, roles: Any) -> None:
     p = b.leaf(
         ops, "approve", commands.approve, "approve an order for your telco",
         "Approve an order for your telco. --sha256 is the payload hash you reviewed\n"
-        "(`ops pending` or `ops show`): if the payload changed since, the server refuses.",
+        "(`ops pending` or `ops show`): if the payload changed since, the server refuses.\n"
+        "A boost is approved once with its revert: give the revert's hash as\n"
+        "--revert-sha256 (its order is listed by `ops pending` too).",
     )
     p.add_argument("order_id")
     p.add_argument("--sha256", required=True, help="hash of the payload you reviewed")
+    p.add_argument("--revert-sha256", metavar="SHA256",
+                   help="a boost: hash of its revert's payload, approved with it")
     p.add_argument("--comment", default="")
     p = b.leaf(ops, "reject", commands.reject, "reject an order (the customer sees why)")
     p.add_argument("order_id")
@@ -287,6 +304,8 @@ def _ops_commands(b: _Builder, roles: Any) -> None:
     p.add_argument("circuit_id")
     p = b.leaf(ops, "capacity", commands.capacity, "channel and port capacity")
     p.add_argument("--port", action="append", default=[], help="only these ports")
+    p.add_argument("--until", type=commands.iso_time, metavar="ISO",
+                   help="also the free bandwidth over time, from now to this time")
     repairs.add_commands(b, ops)
     events.add_commands(b, ops)
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from idc.billing.v1 import invoice_pb2
-from idc.order.v1 import circuit_pb2, order_pb2
+from idc.order.v1 import capacity_pb2, circuit_pb2, order_pb2
 from idc.type.v1 import money_pb2, side_pb2
 
 Renderer = Callable[[Console], None]
@@ -110,6 +110,41 @@ def provisioning_step(order: order_pb2.Order) -> str:
     return f"{order.provisioning_step} since {when(order.provisioning_step_time)}"
 
 
+def _schedule(order: order_pb2.Order) -> list[tuple[str, Any]]:
+    """A scheduled change's start, a boost's end, price and revert, a revert's boost."""
+    rows: list[tuple[str, Any]] = []
+    if order.HasField("start_time"):
+        rows.append(("starts", when(order.start_time)))
+    if order.HasField("end_time"):
+        rows.append(("reverts", when(order.end_time)))
+    if order.revert_order_id:
+        rows.append(("revert order", order.revert_order_id))
+    if order.boost_order_id:
+        rows.append(("reverts boost", order.boost_order_id))
+    if order.price.HasField("boost_price_per_mbps_hour"):
+        rows.append(("boost price", f"{money(order.price.boost_price_per_mbps_hour)} "
+                                    "per Mbps-hour"))
+    if order.price.HasField("boost_estimated_charge"):
+        rows.append(("boost estimate", money(order.price.boost_estimated_charge)))
+    return rows
+
+
+def boost_pair(order: order_pb2.Order) -> str:
+    """How a boost and its revert are approved: once, on the boost, with both hashes."""
+    if order.revert_order_id:
+        return f"boost; revert {order.revert_order_id} (--revert-sha256)"
+    if order.boost_order_id:
+        return f"revert of {order.boost_order_id}"
+    return ""
+
+
+def capacity_timeline(intervals: Sequence[capacity_pb2.CapacityInterval]) -> Table:
+    ports = [p.port_id for p in intervals[0].ports] if intervals else []
+    return table("Free over time (Mbps)", ["from", "until", "channel", *ports], [
+        [when(i.start_time), when(i.end_time), i.channel_free_mbps,
+         *(p.free_mbps for p in i.ports)] for i in intervals])
+
+
 def show_order(console: Console, order: order_pb2.Order) -> None:
     spec = order.spec
     console.print(
@@ -128,6 +163,7 @@ def show_order(console: Console, order: order_pb2.Order) -> None:
                 ("requested by", order.requested_by),
                 ("created", when(order.create_time)),
             ]
+            + _schedule(order)
             + ([("provisioning step", provisioning_step(order))]
                if order.provisioning_step else [])
             + ([("failure", order.failure.message)] if order.failure.message else []),
@@ -137,10 +173,10 @@ def show_order(console: Console, order: order_pb2.Order) -> None:
         console.print(
             table(
                 "Approvals",
-                ["side", "telco", "state", "by", "payload sha256", "comment"],
+                ["side", "telco", "state", "by", "payload sha256", "revert sha256", "comment"],
                 [
                     [side(a.side), a.telco_id, approval_state(a.state), a.approver,
-                     a.payload_sha256[:16], a.comment]
+                     a.payload_sha256[:16], a.revert_payload_sha256[:16], a.comment]
                     for a in order.approvals
                 ],
             )

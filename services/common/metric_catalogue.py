@@ -136,6 +136,10 @@ ORDERS = _gauge("idc.orders", "{order}", "orders by state", "state")
 ORDERS_PLACED = _counter(
     "idc.orders.placed", "{order}", "orders accepted through the partner API", "type"
 )
+ORDERS_SCHEDULE_MISSED = _counter(
+    "idc.orders.schedule.missed", "{order}",
+    "scheduled orders that could not start on time without a person", "reason"
+)
 ORDER_OLDEST_AGE = _gauge(
     "idc.orders.oldest.age", "s",
     "how long the oldest order in a waiting state has been in it (0: none)", "state",
@@ -184,8 +188,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     TLS_CERTIFICATE_NOT_AFTER, TOKEN_REVOCATIONS_LAG,
     SAGAS_FINISHED, SAGA_STEP_DURATION, APPROVE_TO_ACTIVE, PENDING_COMMITS, PENDING_COMMIT_AGE,
     ROUTER_REACHABLE, CIRCUITS_OUT_OF_SYNC,
-    ORDERS, ORDERS_PLACED, ORDER_OLDEST_AGE, ORDER_STATE_DURATION, CHANNEL_HEADROOM,
-    PORT_HEADROOM,
+    ORDERS, ORDERS_PLACED, ORDERS_SCHEDULE_MISSED, ORDER_OLDEST_AGE, ORDER_STATE_DURATION,
+    CHANNEL_HEADROOM, PORT_HEADROOM,
     SAMPLES_INGESTED, USAGE_CONFLICTS, INGEST_LAG, BILLING_RUN_DURATION, INVOICES, METER_POLLS,
     BILLING_JOBS,
     RECONCILIATION_DIFFERENCES,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import grpc
 
@@ -27,6 +28,7 @@ from services.common.service_table import ORDER
 from services.common.servicers import register
 from services.order.audit import order_chain
 from services.order.contacts import ContactCipher, ContactKeySet, load_key_set
+from services.order.context import now
 from services.order.disclosure import ContactVault, billing_telcos
 from services.order.domain.catalogue import load_catalogue
 from services.order.domain.pricing import load_price_book
@@ -42,19 +44,23 @@ from services.order.token_servicer import TokenServicer
 from services.order.unit_of_work import SqlUnitOfWork
 from services.order.webhooks.wiring import webhook_parts
 from services.order.workers import (
-    ApprovalExpiryWorker,
     OverdueProvisioningWorker,
+    approval_expiry_worker,
     circuit_event_worker,
+    scheduled_start_worker,
 )
 
 MIGRATIONS = ORDER.migrations_dir
 
 
 def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
-                   contact_keys: ContactKeySet) -> GrpcApp:
+                   contact_keys: ContactKeySet, clock: Callable[[], datetime] = now
+                   ) -> GrpcApp:
+    """``clock``: the use cases' and workers' clock; only tests pass another (in-process,
+    there is no setting for it)."""
     catalogue = load_catalogue()
     app = OrderApp(SqlUnitOfWork(runtime.session_factory, ChangeNotifier()), catalogue,
-                   load_price_book(), settings,
+                   load_price_book(), settings, clock,
                    contacts=ContactVault(ContactCipher(contact_keys), billing_telcos(catalogue)))
     token_settings = runtime.token_settings
     issuer = TokenIssuer(runtime.session_factory, token_settings.issuer_key(), token_settings)
@@ -83,7 +89,8 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
     workers: list[Worker] = [
         circuit_event_worker(app, runtime.session_factory, runtime.settings.kafka,
                              settings.consumer_group),
-        ApprovalExpiryWorker(app, settings.expiry_interval_s),
+        approval_expiry_worker(app, settings.expiry_interval_s),
+        scheduled_start_worker(app, settings.expiry_interval_s),
         OverdueProvisioningWorker(app.outcomes, settings.expiry_interval_s),
         *webhooks.workers,
     ]

@@ -1,12 +1,12 @@
-"""Changing: orders on an existing circuit (a bandwidth change, a disconnect), and the
-customer cancelling an order before both telcos approved it."""
+"""Changing: orders on an existing circuit (a bandwidth change, now or scheduled, a boost
+with its revert, a disconnect), and the customer cancelling an order before both telcos
+approved it or before its scheduled start."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,12 +14,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from idc.events.v1 import order_pb2 as order_events
 from idc.order.v1 import order_pb2, order_service_pb2
 from services.common.auth import Principal
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.order import convert, store
-from services.order.context import OrderContext, emit
+from services.order.context import OrderContext, cancelled, emit
 from services.order.domain.changes import (
     ActiveCircuit,
     CircuitChange,
@@ -36,6 +35,7 @@ from services.order.domain.lifecycle import (
     check_circuit_open_for_order,
 )
 from services.order.domain.preview import ChangePreview, PricedCircuit, preview_change
+from services.order.domain.schedule import NO_WINDOW, Window, check_window
 from services.order.domain.validation import request_id_problem, require_reason
 from services.order.new_order import NewOrder, circuit_shape, order_created, order_records
 from services.order.requests import fingerprint, new_id, replay
@@ -84,7 +84,11 @@ class Changing:
             principal, request.request_id, request.circuit_id,
             fingerprint("modify", request), OrderType.CHANGE, request.bandwidth_mbps,
             request.burst_mbps if request.HasField("burst_mbps") else None, request.reason,
-            request.validate_only)
+            request.validate_only,
+            Window(request.start_time.ToDatetime(tzinfo=UTC)
+                   if request.HasField("start_time") else None,
+                   request.end_time.ToDatetime(tzinfo=UTC)
+                   if request.HasField("end_time") else None))
 
     def disconnect(self, principal: Principal,
                    request: order_service_pb2.DisconnectCircuitRequest) -> order_pb2.Order:
@@ -103,7 +107,8 @@ class Changing:
             check_circuit_open_for_order(CircuitState(circuit.state), circuit.pending_order_id,
                                          circuit.id)
             order_type = OrderType.DISCONNECT if bandwidth_mbps is None else OrderType.CHANGE
-            change = self._change_of(session, circuit, order_type, bandwidth_mbps, burst_mbps)
+            change = self._change_of(session, circuit, order_type, bandwidth_mbps, burst_mbps,
+                                     NO_WINDOW)
         assert circuit.activated_at is not None  # an ACTIVE circuit was activated
         figures = preview_change(
             PricedCircuit(circuit.activated_at.astimezone(zone).date(), circuit.term_months,
@@ -118,21 +123,18 @@ class Changing:
         require_reason("reason", reason, required=False)
         with context.uow.write() as session:
             order = store.get_order(session, order_id, principal.tenant, for_update=True)
-            check_cancellable(OrderState(order.state), order.id)
+            check_cancellable(OrderState(order.state), order.id, starts_at=order.start_at,
+                              moment=context.clock(), boost_order_id=order.boost_order_id)
             circuit = context.end(session, order, OrderState.CANCELLED, Outcome.WITHDRAWN,
                                   principal.subject, reason or "cancelled by the customer")
             context.withdraw_pending_approvals(session, order.id, ApprovalState.PENDING)
-            emit(session, circuit.id, order_events.OrderCancelled(
-                event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(context.clock()),
-                order_id=order.id, circuit_id=circuit.id,
-                operation=convert.OPERATION[OrderType(order.type)],
-                cancelled_by=principal.ref))
+            emit(session, circuit.id, cancelled(context.clock(), order, principal.ref))
             return convert.order(session, order)
 
     def _order_on_circuit(self, principal: Principal, request_id: str, circuit_id: str,
                           content: str, order_type: OrderType, bandwidth_mbps: int | None,
-                          burst_mbps: int | None, reason: str, validate_only: bool
-                          ) -> order_pb2.Order:
+                          burst_mbps: int | None, reason: str, validate_only: bool,
+                          window: Window = NO_WINDOW) -> order_pb2.Order:
         tenant = principal.tenant or ""
         problem = request_id_problem(request_id)
         if problem:
@@ -147,8 +149,13 @@ class Changing:
             circuit = store.get_circuit(session, circuit_id, tenant, for_update=True)
             check_circuit_open_for_order(CircuitState(circuit.state), circuit.pending_order_id,
                                          circuit.id)
+            asked = window
+            if order_type is OrderType.CHANGE and (window.start or window.end):
+                assert bandwidth_mbps is not None
+                asked = check_window(window.start, window.end, self.context.clock(),
+                                     circuit.bandwidth_mbps, bandwidth_mbps)
             order = self._place_on(session, circuit, principal, order_type, request_id,
-                                   content, bandwidth_mbps, burst_mbps)
+                                   content, bandwidth_mbps, burst_mbps, asked)
             if reason:
                 self.context.audit(session, order, principal.subject,
                                    f"customer's reason: {reason}",
@@ -166,57 +173,117 @@ class Changing:
             placed = place(session)
             order = convert.order(session, placed.row)
         if not placed.replayed:
-            order.id = ""
+            order.id = order.revert_order_id = ""
         return order
 
     def _place_on(self, session: Session, circuit: CircuitRow, principal: Principal,
                   order_type: OrderType, request_id: str, content: str,
-                  bandwidth_mbps: int | None, burst_mbps: int | None) -> OrderRow:
-        """The order's rows, its circuit marked as having it, its OrderCreated event."""
+                  bandwidth_mbps: int | None, burst_mbps: int | None, window: Window
+                  ) -> OrderRow:
+        """The order's rows (a boost's revert's too), its circuit marked as having it, its
+        OrderCreated event."""
         context = self.context
-        change = self._change_of(session, circuit, order_type, bandwidth_mbps, burst_mbps)
-        money = _money_after(circuit, change)
+        change = self._change_of(session, circuit, order_type, bandwidth_mbps, burst_mbps,
+                                 window)
+        boost_price = None
+        if window.end is not None:
+            # A boost keeps the contract's price; its hours are billed on their own line.
+            change = CircuitChange(change.bandwidth_mbps, change.burst_mbps,
+                                   change.reserved_mbps, None)
+            boost_price = context.price_book.currencies[circuit.currency] \
+                .boost_price_per_mbps_hour
+            if boost_price is None:
+                raise FailedPrecondition(f"boosts are not sold in {circuit.currency}; leave "
+                                         "end_time out for a lasting change")
         order_id = new_id("ord")
         moment = context.clock()
-        records = order_records(NewOrder(
+        expire_at = moment + timedelta(seconds=context.settings.approval_window_s)
+        if window.start is not None:  # both telcos approve before the start
+            expire_at = min(expire_at, window.start)
+        order = self._add_order(session, NewOrder(
             order_id=order_id, order_type=order_type, circuit_id=circuit.id,
             requested_by=principal.subject, request_id=request_id, fingerprint=content,
-            quote_id=None, shape=circuit_shape(
-                principal.tenant or "", circuit.a_port_id, circuit.z_port_id, circuit.a_vlan,
-                circuit.z_vlan, change.bandwidth_mbps, change.burst_mbps,
-                circuit.customer_reference, circuit.purchase_order, circuit.description),
-            money=money, previous_bandwidth_mbps=circuit.bandwidth_mbps,
+            quote_id=None, shape=self._shape(principal, circuit, change.bandwidth_mbps,
+                                             change.burst_mbps),
+            money=_money_after(circuit, change), previous_bandwidth_mbps=circuit.bandwidth_mbps,
             reserved_mbps=change.reserved_mbps, contacts=context.contacts.seal(order_id, ()),
-            moment=moment,
-            approval_expire_at=moment + timedelta(seconds=context.settings.approval_window_s),
-        ), context.catalogue)
-        order = OrderRow(**records.order)
-        session.add(order)
-        session.add_all(ApprovalRow(**values) for values in records.approvals)
-        session.add_all(AuditRow(**values) for values in records.audit)
-        context.metrics.placed(session, order_type)
-        session.flush()
+            moment=moment, approval_expire_at=expire_at))
+        order.start_at, order.end_at = window.start, window.end
+        if window.end is not None:
+            assert boost_price is not None
+            order.boost_price = str(boost_price)
+            self._add_revert(session, circuit, principal, order, window.end)
         circuit.pending_order_id = order_id
         circuit.updated_at = context.clock()
         emit(session, circuit.id, order_created(context.catalogue, order))
         return order
 
+    def _add_revert(self, session: Session, circuit: CircuitRow, principal: Principal,
+                    boost: OrderRow, end: datetime) -> None:
+        """The CHANGE order back to the circuit as it is, due at the boost's end: booked,
+        planned and approved with the boost, started by the service."""
+        context = self.context
+        revert_id = new_id("ord")
+        revert = self._add_order(session, NewOrder(
+            order_id=revert_id, order_type=OrderType.CHANGE, circuit_id=circuit.id,
+            requested_by=principal.subject, request_id=f"revert:{boost.id}",
+            fingerprint=boost.request_hash, quote_id=None,
+            shape=self._shape(principal, circuit, circuit.bandwidth_mbps, circuit.burst_mbps),
+            money=_money_after(circuit, disconnection(ActiveCircuit(
+                circuit.bandwidth_mbps, circuit.burst_mbps, circuit.term_months,
+                circuit.currency))),
+            previous_bandwidth_mbps=boost.bandwidth_mbps, reserved_mbps=0,
+            contacts=context.contacts.seal(revert_id, ()), moment=boost.created_at,
+            approval_expire_at=boost.approval_expire_at))
+        revert.start_at, revert.boost_order_id = end, boost.id
+        revert.boost_price, boost.revert_order_id = boost.boost_price, revert_id
+        context.audit(session, revert, principal.subject,
+                      f"reverts boost {boost.id} at {end.isoformat()}; approved with it",
+                      OrderState.PENDING_APPROVAL, OrderState.PENDING_APPROVAL)
+        emit(session, circuit.id, order_created(context.catalogue, revert))
+
+    def _add_order(self, session: Session, new: NewOrder) -> OrderRow:
+        records = order_records(new, self.context.catalogue)
+        order = OrderRow(**records.order)
+        session.add(order)
+        session.add_all(ApprovalRow(**values) for values in records.approvals)
+        session.add_all(AuditRow(**values) for values in records.audit)
+        self.context.metrics.placed(session, new.order_type)
+        session.flush()
+        return order
+
+    @staticmethod
+    def _shape(principal: Principal, circuit: CircuitRow, bandwidth_mbps: int,
+               burst_mbps: int) -> dict[str, Any]:
+        return circuit_shape(
+            principal.tenant or "", circuit.a_port_id, circuit.z_port_id, circuit.a_vlan,
+            circuit.z_vlan, bandwidth_mbps, burst_mbps, circuit.customer_reference,
+            circuit.purchase_order, circuit.description)
+
     def _change_of(self, session: Session, circuit: CircuitRow, order_type: OrderType,
-                   bandwidth_mbps: int | None, burst_mbps: int | None) -> CircuitChange:
+                   bandwidth_mbps: int | None, burst_mbps: int | None, window: Window
+                   ) -> CircuitChange:
         """The order's effect on ``circuit``, a bandwidth change checked and admitted on the
-        capacity ``session`` sees."""
+        capacity ``session`` sees: over ``window`` for a scheduled one (the peak of the
+        calendar), else on everything reserved."""
         context = self.context
         active = ActiveCircuit(circuit.bandwidth_mbps, circuit.burst_mbps,
                                circuit.term_months, circuit.currency)
         if order_type is not OrderType.CHANGE:
             return disconnection(active)
         assert bandwidth_mbps is not None
-        figures = context.capacity(session)
+        ports = (circuit.a_port_id, circuit.z_port_id)
+        if window.start is None:
+            figures = context.capacity(session)
+            headroom = [figures.channels.of(context.catalogue.is_sandbox_port(ports[0])),
+                        *(figures.ports[p] for p in ports)]
+        else:
+            headroom = store.headroom_over(session, context.catalogue,
+                                           context.settings.channel_capacity_mbps, ports,
+                                           window.start, window.end, context.clock())
         return bandwidth_change(
             active, bandwidth_mbps, burst_mbps,
-            [context.catalogue.ports[p].speed_mbps for p in (circuit.a_port_id, circuit.z_port_id)],
-            [figures.channels.of(context.catalogue.is_sandbox_port(circuit.a_port_id)),
-             figures.ports[circuit.a_port_id], figures.ports[circuit.z_port_id]],
+            [context.catalogue.ports[p].speed_mbps for p in ports], headroom,
             context.price_book)
 
     def _idempotent(self, tenant: str, request_id: str, content: str,

@@ -38,6 +38,7 @@ from services.order.unit_of_work import UnitOfWork
 # The actors of the moves no person makes.
 SYSTEM_EXPIRY = "system:approval-expiry"
 SYSTEM_PROVISIONING = "system:provisioning"
+SYSTEM_SCHEDULER = "system:scheduler"
 
 
 def now() -> datetime:
@@ -94,10 +95,26 @@ class OrderContext:
             OrderType(order.type), outcome, CircuitState(circuit.state)).value
         if circuit.pending_order_id == order.id:
             circuit.pending_order_id = None
+        if order.revert_order_id:
+            if target is OrderState.COMPLETED:  # the boost is in force: its revert is next
+                circuit.pending_order_id = order.revert_order_id
+            else:
+                self._drop_revert(session, order, target)
         if CircuitState(circuit.state) not in LIVE_CIRCUIT_STATES:
             store.release_vlans(session, circuit.id)
         circuit.updated_at = self.clock()
         return circuit
+
+    def _drop_revert(self, session: Session, boost: OrderRow, outcome: OrderState) -> None:
+        """A boost that ended without taking effect takes its revert with it."""
+        assert boost.revert_order_id is not None
+        revert = store.get_order(session, boost.revert_order_id, None, for_update=True)
+        if OrderState(revert.state).terminal:
+            return
+        self.move(session, revert, OrderState.CANCELLED, SYSTEM_SCHEDULER,
+                  f"boost {boost.id} ended {outcome} without taking effect; nothing to revert")
+        self.withdraw_pending_approvals(session, revert.id, ApprovalState.PENDING)
+        emit(session, revert.circuit_id, cancelled(self.clock(), revert, SYSTEM_SCHEDULER))
 
     def withdraw_pending_approvals(self, session: Session, order_id: str,
                                    to: ApprovalState) -> None:
@@ -127,6 +144,13 @@ def slots(session: Session, order_id: str) -> dict[Side, ApprovalSlot]:
         Side(a.side): ApprovalSlot(Side(a.side), ApprovalState(a.state), a.payload_sha256)
         for a in store.approvals(session, order_id)
     }
+
+
+def cancelled(moment: datetime, order: OrderRow, by: str) -> order_events.OrderCancelled:
+    return order_events.OrderCancelled(
+        event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(moment), order_id=order.id,
+        circuit_id=order.circuit_id, operation=convert.OPERATION[OrderType(order.type)],
+        cancelled_by=by)
 
 
 def emit(session: Session, circuit_id: str, message: Message) -> None:

@@ -12,7 +12,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 
 from idc.events.v1 import common_pb2
-from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2, price_pb2, quote_pb2
+from idc.order.v1 import (
+    capacity_pb2,
+    circuit_pb2,
+    order_pb2,
+    order_service_pb2,
+    price_pb2,
+    quote_pb2,
+)
 from idc.type.v1 import circuit_operation_pb2, money_pb2, side_pb2
 from services.common.errors import InvalidArgument
 from services.common.limits import identifier_description
@@ -26,6 +33,8 @@ from services.order.domain.lifecycle import (
     OrderType,
 )
 from services.order.domain.preview import ChangePreview, add_months
+from services.order.domain.pricing import boost_charge
+from services.order.domain.schedule import Interval
 from services.order.domain.validation import CircuitRequest, ContactInfo
 from services.order.tables import ApprovalDecisionRow, CircuitRow, OrderRow, QuoteRow
 
@@ -188,7 +197,37 @@ def price_terms(row: OrderRow | CircuitRow) -> common_pb2.PriceTerms:
         # Billing prints it on the invoice; validated to a number's shape on order.
         purchase_order=row.purchase_order,
         termination_share=row.termination_share,
+        boost_price_per_mbps_hour=(money(row.currency, row.boost_price)
+                                   if isinstance(row, OrderRow) and row.boost_price else None),
     )
+
+
+def boost(boost_id: str, base_mbps: int, boosted_mbps: int, start: datetime,
+          end: datetime, *, revert: bool) -> common_pb2.Boost:
+    return common_pb2.Boost(boost_id=boost_id, base_bandwidth_mbps=base_mbps,
+                            boosted_bandwidth_mbps=boosted_mbps, start_time=timestamp(start),
+                            end_time=timestamp(end), revert=revert)
+
+
+def _boost_price(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A boost's price per Mbps-hour and, on the boost itself, its estimated charge."""
+    if not row.get("boost_price"):
+        return {}
+    currency, unit = row["currency"], Decimal(row["boost_price"])
+    found = {"boost_price_per_mbps_hour": money(currency, row["boost_price"])}
+    if row["revert_order_id"] and row["start_at"] and row["end_at"]:
+        charge = boost_charge(unit, row["bandwidth_mbps"] - row["previous_bandwidth_mbps"],
+                              row["start_at"], row["end_at"])
+        found["boost_estimated_charge"] = money(currency, str(charge))
+    return found
+
+
+def capacity_interval(interval: Interval) -> capacity_pb2.CapacityInterval:
+    return capacity_pb2.CapacityInterval(
+        start_time=timestamp(interval.start), end_time=timestamp(interval.end),
+        channel_free_mbps=interval.channel_free_mbps,
+        ports=[capacity_pb2.PortFree(port_id=port_id, free_mbps=free)
+               for port_id, free in interval.port_free_mbps.items()])
 
 
 def audit_entry(row: Mapping[Any, Any]) -> order_pb2.AuditEntry:
@@ -236,7 +275,7 @@ def order_message(row: Mapping[Any, Any], approvals: Sequence[Mapping[Any, Any]]
             nrc=money(currency, row["nrc"]),
             burst_price_per_mbps=money(currency, row["burst_price"]),
             term_months=row["term_months"], price_book_version=row["price_book_version"],
-            termination_share=row["termination_share"]),
+            termination_share=row["termination_share"], **_boost_price(row)),
         quote_id=row["quote_id"] or "",
         request_id=row["request_id"],
         requested_by=row["requested_by"],
@@ -245,6 +284,10 @@ def order_message(row: Mapping[Any, Any], approvals: Sequence[Mapping[Any, Any]]
         complete_time=timestamp(row["completed_at"]),
         provisioning_step=row["provisioning_step"] or "",
         provisioning_step_time=timestamp(row["provisioning_step_at"]),
+        # Absent from the rows of a NEW order built in memory (placing).
+        start_time=timestamp(row.get("start_at")), end_time=timestamp(row.get("end_at")),
+        revert_order_id=row.get("revert_order_id") or "",
+        boost_order_id=row.get("boost_order_id") or "",
     )
     expire_time = timestamp(row["approval_expire_at"])
     for approval in approvals:
@@ -257,6 +300,7 @@ def order_message(row: Mapping[Any, Any], approvals: Sequence[Mapping[Any, Any]]
             comment=approval["comment"],
             decide_time=timestamp(approval["decided_at"]),
             expire_time=expire_time,
+            revert_payload_sha256=approval.get("revert_payload_sha256") or "",
         ))
     message.audit_trail.extend(audit_entry(a) for a in audit)
     if row["failure"]:

@@ -40,6 +40,7 @@ WAITING_SINCE = {
 
 _PLACED = counter(catalogue.ORDERS_PLACED)
 _STATE_DURATION = histogram(catalogue.ORDER_STATE_DURATION)
+_SCHEDULE_MISSED = counter(catalogue.ORDERS_SCHEDULE_MISSED)
 
 
 class OrderMetrics:
@@ -51,6 +52,11 @@ class OrderMetrics:
     def placed(self, session: Session, order_type: OrderType, count: int = 1) -> None:
         if count:
             after_commit(session, lambda: _PLACED.add(count, {"type": order_type.value}))
+
+    def schedule_missed(self, session: Session, reason: str) -> None:
+        """A scheduled order that needs a person: it could not start, or its revert went
+        back to approval."""
+        after_commit(session, lambda: _SCHEDULE_MISSED.add(1, {"reason": reason}))
 
     def left(self, session: Session, order: OrderRow, state: OrderState) -> None:
         """``order`` leaves ``state``: record the time it waited there, if it is a wait."""

@@ -10,7 +10,7 @@ the outbox events in the same transaction, and watchers are told after it commit
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from idc.order.v1 import order_pb2
@@ -22,6 +22,7 @@ from services.order.context import OrderContext, now
 from services.order.disclosure import ContactVault
 from services.order.domain.catalogue import Catalogue
 from services.order.domain.pricing import PriceBook
+from services.order.domain.schedule import Interval, check_timeline, timeline
 from services.order.outcomes import ProvisioningOutcomes
 from services.order.placing import Placing
 from services.order.settings import OrderSettings
@@ -42,6 +43,19 @@ class OrderApp:
     def capacity(self) -> store.CapacityFigures:
         with self.uow.read() as session:
             return self.context.capacity(session)
+
+    def capacity_timeline(self, port_ids: Sequence[str], start: datetime | None,
+                          end: datetime, sandbox: bool) -> list[Interval]:
+        """Free bandwidth over [start (now when None), end) of the channel (the sandbox pool
+        when ``sandbox``) and ``port_ids``."""
+        moment = self.clock()
+        start = check_timeline(start, end, moment)
+        with self.uow.read() as session:
+            channels, ports = store.bandwidth(session, self.catalogue,
+                                              self.context.settings.channel_capacity_mbps)
+            held = store.reservations(session, self.catalogue, moment, sandbox)
+        return timeline(channels.of(sandbox), {p: ports[p] for p in port_ids}, held, start,
+                        end)
 
     def reveal(self, principal: Principal, *orders: order_pb2.Order) -> None:
         """Fill in the contacts of those ``orders`` that ``principal`` may read them on."""

@@ -121,6 +121,13 @@ class ProvisioningOutcomes:
         """Provisioning refused the approved payloads and left both routers unchanged: the
         order waits for approval again, keeping its capacity and VLANs, with a new window."""
         self.context.move(session, order, OrderState.PENDING_APPROVAL, SYSTEM_PROVISIONING, reason)
+        if order.boost_order_id:
+            # The revert is due and cannot run as approved: the boosted bandwidth stays until
+            # both telcos approve again, which needs a person.
+            log.error("revert %s of boost %s went back to approval (%s); circuit %s stays "
+                      "boosted until both telcos approve it again", order.id,
+                      order.boost_order_id, reason, order.circuit_id)
+            self.context.metrics.schedule_missed(session, "revert-needs-approval")
         order.approval_expire_at = self.context.clock() + timedelta(
             seconds=self.context.settings.approval_window_s)
         # The refused saga's steps are over; the next approval starts a new one.

@@ -11,6 +11,7 @@ contacts are filled in only for the principals services.order.domain.disclosure 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC
 
 import grpc
 
@@ -241,7 +242,18 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                 committed_mbps=headroom.committed_mbps, reserved_mbps=headroom.reserved_mbps,
                 free_mbps=headroom.free_mbps, used_vlan_count=used,
                 free_vlan_count=port.vlan_count - used))
-        return order_service_pb2.GetCapacityResponse(capacity=message)
+        response = order_service_pb2.GetCapacityResponse(capacity=message)
+        if request.HasField("end_time"):
+            response.timeline.extend(convert.capacity_interval(interval) for interval in
+                                     self.app.capacity_timeline(
+                [p.port_id for p in message.ports],
+                request.start_time.ToDatetime(tzinfo=UTC)
+                if request.HasField("start_time") else None,
+                request.end_time.ToDatetime(tzinfo=UTC), message.sandbox))
+        elif request.HasField("start_time"):
+            raise InvalidArgument.for_field("end_time", "is required with start_time: the "
+                                            "timeline runs from start_time to end_time")
+        return response
 
 
 class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
@@ -280,7 +292,7 @@ class ApprovalServicer(approval_service_pb2_grpc.ApprovalServiceServicer):
             raise InvalidArgument.for_field(
                 "payload_sha256", "is required: the sha256 of the payload you reviewed")
         order = self.app.approving.approve(principal, request.order_id, request.payload_sha256,
-                                 request.comment)
+                                           request.comment, request.revert_payload_sha256)
         self.app.reveal(principal, order)
         return approval_service_pb2.ApproveResponse(order=order)
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import NotFound
 from services.common.paging import Key, PageRequest, after, page_of, page_request
+from services.common.timestamps import as_utc
 from services.order.domain.capacity import Channels, Headroom, VlanPool
 from services.order.domain.catalogue import Catalogue, Side
 from services.order.domain.lifecycle import (
@@ -34,6 +35,7 @@ from services.order.domain.lifecycle import (
     OrderType,
 )
 from services.order.domain.overdue import AwaitingOutcome
+from services.order.domain.schedule import Reservation, Window, peak_reserved
 from services.order.tables import (
     CHANNEL_LOCK_ROW,
     ApprovalRow,
@@ -114,6 +116,49 @@ def _bandwidth_statement() -> Select[Any]:
     )).subquery()
     return (select(parts.c.kind, parts.c.end, parts.c.port, func.sum(parts.c.mbps))
             .group_by(parts.c.kind, parts.c.end, parts.c.port))
+
+
+def reservations(session: Session, catalogue: Catalogue, moment: datetime, sandbox: bool
+                 ) -> list[tuple[str, str, Reservation]]:
+    """(A port, Z port, reservation) of every open order holding bandwidth in the real
+    channel, or in the sandbox pool when ``sandbox``. A boost still open at ``moment`` past
+    its end (late with provisioning) holds on for good: once in force it stays until its
+    revert completes."""
+    rows = session.execute(
+        select(OrderRow.a_port_id, OrderRow.z_port_id, OrderRow.reserved_mbps,
+               OrderRow.start_at, OrderRow.end_at).where(OrderRow.reserved_mbps > 0))
+    return [(a, z, Reservation(int(mbps), Window(
+                start, end if end is None or as_utc(end) > moment else None)))
+            for a, z, mbps, start, end in rows if catalogue.is_sandbox_port(a) == sandbox]
+
+
+def headroom_over(session: Session, catalogue: Catalogue, channel_capacity_mbps: int,
+                  port_ids: Sequence[str], start: datetime, end: datetime | None,
+                  moment: datetime) -> list[Headroom]:
+    """The headroom over [start, end) as of ``moment`` of the channel (the sandbox pool for
+    sandbox ports) and of ``port_ids``: the committed bandwidth and the peak of the
+    reservations in the window."""
+    sandbox = catalogue.is_sandbox_port(port_ids[0])
+    channels, ports = bandwidth(session, catalogue, channel_capacity_mbps)
+    channel = channels.of(sandbox)
+    held = reservations(session, catalogue, moment, sandbox)
+    found = [Headroom(channel.name, channel.capacity_mbps, channel.committed_mbps,
+                      peak_reserved([r for _, _, r in held], start, end))]
+    for port_id in port_ids:
+        port = ports[port_id]
+        found.append(Headroom(port.name, port.capacity_mbps, port.committed_mbps, peak_reserved(
+            [r for a, z, r in held if port_id in (a, z)], start, end)))
+    return found
+
+
+def scheduled_due(session: Session, moment: datetime, limit: int) -> list[OrderRow]:
+    """SCHEDULED orders whose start came by ``moment``, soonest first, locked; those another
+    process has locked are left to it."""
+    return list(session.scalars(
+        select(OrderRow)
+        .where(OrderRow.state == OrderState.SCHEDULED.value, OrderRow.start_at <= moment)
+        .order_by(OrderRow.start_at, OrderRow.id).limit(limit)
+        .with_for_update(skip_locked=True)))
 
 
 def capacity(session: Session, catalogue: Catalogue, channel_capacity_mbps: int
@@ -393,15 +438,19 @@ WITH_PROVISIONING = (OrderState.APPROVED.value, OrderState.IN_PROGRESS.value)
 
 def approved_before(session: Session, since: datetime, limit: int
                     ) -> tuple[list[AwaitingOutcome], bool]:
-    """Orders with provisioning (APPROVED or IN_PROGRESS) approved before ``since``, oldest
-    first, at most ``limit``; and whether there are more."""
+    """Orders with provisioning (APPROVED or IN_PROGRESS) approved before ``since``, and
+    SCHEDULED orders due to start before it, oldest first, at most ``limit``; and whether
+    there are more."""
+    due = func.coalesce(OrderRow.approved_at, OrderRow.start_at)
     rows = session.execute(
-        select(OrderRow.id, OrderRow.state, OrderRow.approved_at, OrderRow.provisioning_step,
+        select(OrderRow.id, OrderRow.state, due, OrderRow.provisioning_step,
                OrderRow.provisioning_step_at)
-        .where(OrderRow.state.in_(WITH_PROVISIONING), OrderRow.approved_at <= since)
-        .order_by(OrderRow.approved_at, OrderRow.id).limit(limit + 1)
+        .where(((OrderRow.state.in_(WITH_PROVISIONING)) & (OrderRow.approved_at <= since))
+               | ((OrderRow.state == OrderState.SCHEDULED.value)
+                  & (OrderRow.start_at <= since)))
+        .order_by(due, OrderRow.id).limit(limit + 1)
     ).all()
-    found = [AwaitingOutcome(order_id, OrderState(state), approved_at, step, step_at)
-             for order_id, state, approved_at, step, step_at in rows
-             if approved_at is not None]  # never NULL here: the WHERE compares it
+    found = [AwaitingOutcome(order_id, OrderState(state), as_utc(since_at), step, step_at)
+             for order_id, state, since_at, step, step_at in rows
+             if since_at is not None]  # never NULL here: the WHERE compares it
     return found[:limit], len(found) > limit

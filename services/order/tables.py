@@ -147,6 +147,16 @@ class OrderRow(OrderBase):
     provisioning_step_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Bumped on every change; WatchOrder compares it.
     version: Mapped[int] = mapped_column(Integer)
+    # The window of a scheduled change (migration 0014): it takes effect at start_at (None:
+    # once approved) and, for a boost, reverts at end_at. Its reservation holds over
+    # [start_at, end_at) (open ends: from now, for good).
+    start_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # A boost names its revert, the revert its boost.
+    revert_order_id: Mapped[str | None] = mapped_column(String(40))
+    boost_order_id: Mapped[str | None] = mapped_column(String(40))
+    # The price book's boost price per Mbps-hour a boost (and its revert) was sold at.
+    boost_price: Mapped[str | None] = mapped_column(String(32))
 
 
 class ApprovalRow(OrderBase):
@@ -159,6 +169,9 @@ class ApprovalRow(OrderBase):
     payload_sha256: Mapped[str] = mapped_column(String(64))
     comment: Mapped[str] = mapped_column(Text)
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # On a boost: the revert's payload hash approved with it (migration 0014).
+    revert_payload_sha256: Mapped[str] = mapped_column(String(64), default="",
+                                                       server_default="")
 
 
 class ApprovalDecisionRow(OrderBase):

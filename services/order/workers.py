@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from google.protobuf.message import Message
@@ -62,22 +62,41 @@ def circuit_event_worker(app: OrderApp, factory: sessionmaker[Session], kafka: K
     )
 
 
-class ApprovalExpiryWorker(Worker):
-    name = "approval-expiry"
+class RoundWorker(Worker):
+    """Runs one round of ``work`` (returning how many orders it acted on) every
+    ``interval_s``: approval expiry, and the start of scheduled orders (a scheduled
+    change, a boost, its revert) on the service's clock, without a person. A failed round
+    is logged and tried again next round."""
 
-    def __init__(self, app: OrderApp, interval_s: float) -> None:
-        self._app = app
+    def __init__(self, name: str, interval_s: float, work: Callable[[], int],
+                 done: str) -> None:
+        self.name = name
         self._interval_s = interval_s
+        self._work = work
+        self._done = done  # what a round did, after the count: "order(s) expired ..."
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self._interval_s):
-            try:
-                expired = self._app.approving.expire_due()
-            except Exception:
-                log.exception("approval expiry failed; trying again next round")
-                continue
-            if expired:
-                log.info("%d order(s) expired waiting for approval", expired)
+            self.run_once()
+
+    def run_once(self) -> None:
+        try:
+            acted = self._work()
+        except Exception:
+            log.exception("%s failed; trying again next round", self.name)
+            return
+        if acted:
+            log.info("%d %s", acted, self._done)
+
+
+def approval_expiry_worker(app: OrderApp, interval_s: float) -> RoundWorker:
+    return RoundWorker("approval-expiry", interval_s, app.approving.expire_due,
+                       "order(s) expired waiting for approval")
+
+
+def scheduled_start_worker(app: OrderApp, interval_s: float) -> RoundWorker:
+    return RoundWorker("scheduled-start", interval_s, app.approving.start_due,
+                       "scheduled order(s) started or failed at their start")
 
 
 OVERDUE_ALARM = "provisioning-overdue"

@@ -635,6 +635,8 @@ class Coordinator:
                 event = circuit_pb2.CircuitModified(
                     bandwidth_mbps=circuit.bandwidth_mbps,
                     previous_bandwidth_mbps=approved.previous_circuit.bandwidth_mbps,
+                    # A boost's raise or revert: billing bills its hours on their own line.
+                    boost=approved.boost if approved.HasField("boost") else None,
                     **common,
                 )
             else:

@@ -131,7 +131,10 @@ Global___ApprovedPayload: _TypeAlias = ApprovedPayload  # noqa: Y015
 
 @_typing.final
 class OrderApproved(_message.Message):
-    """Both telcos approved an order: the provisioning coordinator starts the saga."""
+    """Both telcos approved an order: the provisioning coordinator starts the saga. An order
+    with a start time (a scheduled change, a boost, its revert) is published at its start,
+    not at its approval.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -143,6 +146,7 @@ class OrderApproved(_message.Message):
     PREVIOUS_CIRCUIT_FIELD_NUMBER: _builtins.int
     APPROVALS_FIELD_NUMBER: _builtins.int
     PRICE_FIELD_NUMBER: _builtins.int
+    BOOST_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     order_id: _builtins.str
@@ -151,7 +155,9 @@ class OrderApproved(_message.Message):
     """Operation to carry out."""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
-        """When the second approval was given."""
+        """When the second approval was given; for an order with a start time, when it was
+        handed to provisioning at its start.
+        """
 
     @_builtins.property
     def circuit(self) -> _common_pb2.CircuitParameters:
@@ -169,6 +175,12 @@ class OrderApproved(_message.Message):
     def price(self) -> _common_pb2.PriceTerms:
         """Price terms after the order."""
 
+    @_builtins.property
+    def boost(self) -> _common_pb2.Boost:
+        """Set when the order raises or reverts a boost; provisioning copies it into
+        CircuitModified.boost.
+        """
+
     def __init__(
         self,
         *,
@@ -180,10 +192,11 @@ class OrderApproved(_message.Message):
         previous_circuit: _common_pb2.CircuitParameters | None = ...,
         approvals: _abc.Iterable[Global___ApprovedPayload] | None = ...,
         price: _common_pb2.PriceTerms | None = ...,
+        boost: _common_pb2.Boost | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "occurred_at", b"occurred_at", "previous_circuit", b"previous_circuit", "price", b"price"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["boost", b"boost", "circuit", b"circuit", "occurred_at", b"occurred_at", "previous_circuit", b"previous_circuit", "price", b"price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "circuit", b"circuit", "event_id", b"event_id", "occurred_at", b"occurred_at", "operation", b"operation", "order_id", b"order_id", "previous_circuit", b"previous_circuit", "price", b"price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "boost", b"boost", "circuit", b"circuit", "event_id", b"event_id", "occurred_at", b"occurred_at", "operation", b"operation", "order_id", b"order_id", "previous_circuit", b"previous_circuit", "price", b"price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,7 +27,7 @@ from idc.order.v1 import order_pb2 as idc_dot_order_dot_v1_dot_order__pb2
 from idc.type.v1 import router_payload_pb2 as idc_dot_type_dot_v1_dot_router__payload__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!idc/ops/v1/approval_service.proto\x12\nidc.ops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18idc/order/v1/order.proto\x1a idc/type/v1/router_payload.proto\"\xa4\x01\n\x0fPendingApproval\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\x12+\n\x07payload\x18\x02 \x01(\x0b\x32\x1a.idc.type.v1.RouterPayload\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07sandbox\x18\x04 \x01(\x08\"D\n\x1bListPendingApprovalsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"o\n\x1cListPendingApprovalsResponse\x12\x36\n\x11pending_approvals\x18\x01 \x03(\x0b\x32\x1b.idc.ops.v1.PendingApproval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x0e\x41pproveRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0epayload_sha256\x18\x02 \x01(\t\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\"5\n\x0f\x41pproveResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"1\n\rRejectRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x0eRejectResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"U\n\x1aListApprovalHistoryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"a\n\x1bListApprovalHistoryResponse\x12)\n\tdecisions\x18\x01 \x03(\x0b\x32\x16.idc.order.v1.Approval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe9\x02\n\x0f\x41pprovalService\x12i\n\x14ListPendingApprovals\x12\'.idc.ops.v1.ListPendingApprovalsRequest\x1a(.idc.ops.v1.ListPendingApprovalsResponse\x12\x42\n\x07\x41pprove\x12\x1a.idc.ops.v1.ApproveRequest\x1a\x1b.idc.ops.v1.ApproveResponse\x12?\n\x06Reject\x12\x19.idc.ops.v1.RejectRequest\x1a\x1a.idc.ops.v1.RejectResponse\x12\x66\n\x13ListApprovalHistory\x12&.idc.ops.v1.ListApprovalHistoryRequest\x1a\'.idc.ops.v1.ListApprovalHistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!idc/ops/v1/approval_service.proto\x12\nidc.ops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18idc/order/v1/order.proto\x1a idc/type/v1/router_payload.proto\"\xa4\x01\n\x0fPendingApproval\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\x12+\n\x07payload\x18\x02 \x01(\x0b\x32\x1a.idc.type.v1.RouterPayload\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07sandbox\x18\x04 \x01(\x08\"D\n\x1bListPendingApprovalsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"o\n\x1cListPendingApprovalsResponse\x12\x36\n\x11pending_approvals\x18\x01 \x03(\x0b\x32\x1b.idc.ops.v1.PendingApproval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"j\n\x0e\x41pproveRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0epayload_sha256\x18\x02 \x01(\t\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\x12\x1d\n\x15revert_payload_sha256\x18\x04 \x01(\t\"5\n\x0f\x41pproveResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"1\n\rRejectRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x0eRejectResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"U\n\x1aListApprovalHistoryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"a\n\x1bListApprovalHistoryResponse\x12)\n\tdecisions\x18\x01 \x03(\x0b\x32\x16.idc.order.v1.Approval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe9\x02\n\x0f\x41pprovalService\x12i\n\x14ListPendingApprovals\x12\'.idc.ops.v1.ListPendingApprovalsRequest\x1a(.idc.ops.v1.ListPendingApprovalsResponse\x12\x42\n\x07\x41pprove\x12\x1a.idc.ops.v1.ApproveRequest\x1a\x1b.idc.ops.v1.ApproveResponse\x12?\n\x06Reject\x12\x19.idc.ops.v1.RejectRequest\x1a\x1a.idc.ops.v1.RejectResponse\x12\x66\n\x13ListApprovalHistory\x12&.idc.ops.v1.ListApprovalHistoryRequest\x1a\'.idc.ops.v1.ListApprovalHistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,17 +41,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_start=379
   _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_end=490
   _globals['_APPROVEREQUEST']._serialized_start=492
-  _globals['_APPROVEREQUEST']._serialized_end=567
-  _globals['_APPROVERESPONSE']._serialized_start=569
-  _globals['_APPROVERESPONSE']._serialized_end=622
-  _globals['_REJECTREQUEST']._serialized_start=624
-  _globals['_REJECTREQUEST']._serialized_end=673
-  _globals['_REJECTRESPONSE']._serialized_start=675
-  _globals['_REJECTRESPONSE']._serialized_end=727
-  _globals['_LISTAPPROVALHISTORYREQUEST']._serialized_start=729
-  _globals['_LISTAPPROVALHISTORYREQUEST']._serialized_end=814
-  _globals['_LISTAPPROVALHISTORYRESPONSE']._serialized_start=816
-  _globals['_LISTAPPROVALHISTORYRESPONSE']._serialized_end=913
-  _globals['_APPROVALSERVICE']._serialized_start=916
-  _globals['_APPROVALSERVICE']._serialized_end=1277
+  _globals['_APPROVEREQUEST']._serialized_end=598
+  _globals['_APPROVERESPONSE']._serialized_start=600
+  _globals['_APPROVERESPONSE']._serialized_end=653
+  _globals['_REJECTREQUEST']._serialized_start=655
+  _globals['_REJECTREQUEST']._serialized_end=704
+  _globals['_REJECTRESPONSE']._serialized_start=706
+  _globals['_REJECTRESPONSE']._serialized_end=758
+  _globals['_LISTAPPROVALHISTORYREQUEST']._serialized_start=760
+  _globals['_LISTAPPROVALHISTORYREQUEST']._serialized_end=845
+  _globals['_LISTAPPROVALHISTORYRESPONSE']._serialized_start=847
+  _globals['_LISTAPPROVALHISTORYRESPONSE']._serialized_end=944
+  _globals['_APPROVALSERVICE']._serialized_start=947
+  _globals['_APPROVALSERVICE']._serialized_end=1308
 # @@protoc_insertion_point(module_scope)

@@ -126,22 +126,28 @@ class ApproveRequest(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     PAYLOAD_SHA256_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
+    REVERT_PAYLOAD_SHA256_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Order id."""
     payload_sha256: _builtins.str
     """RouterPayload.sha256 of the payload the approver reviewed."""
     comment: _builtins.str
     """Optional comment, recorded with the approval."""
+    revert_payload_sha256: _builtins.str
+    """Required to approve a boost (Order.revert_order_id set) and refused otherwise: the
+    RouterPayload.sha256 of the revert's payload, approved once with the boost.
+    """
     def __init__(
         self,
         *,
         order_id: _builtins.str = ...,
         payload_sha256: _builtins.str = ...,
         comment: _builtins.str = ...,
+        revert_payload_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "order_id", b"order_id", "payload_sha256", b"payload_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "order_id", b"order_id", "payload_sha256", b"payload_sha256", "revert_payload_sha256", b"revert_payload_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from idc.type.v1 import side_pb2 as idc_dot_type_dot_v1_dot_side__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bidc/order/v1/capacity.proto\x12\x0cidc.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16idc/type/v1/side.proto\"\xee\x01\n\x08\x43\x61pacity\x12\x1d\n\x15\x63hannel_capacity_mbps\x18\x01 \x01(\x03\x12\x1e\n\x16\x63hannel_committed_mbps\x18\x02 \x01(\x03\x12\x1d\n\x15\x63hannel_reserved_mbps\x18\x03 \x01(\x03\x12\x19\n\x11\x63hannel_free_mbps\x18\x04 \x01(\x03\x12)\n\x05ports\x18\x05 \x03(\x0b\x32\x1a.idc.order.v1.PortCapacity\x12-\n\tread_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07sandbox\x18\x07 \x01(\x08\"\xd9\x01\n\x0cPortCapacity\x12\x0f\n\x07port_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x1f\n\x04side\x18\x03 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x12\n\nspeed_mbps\x18\x04 \x01(\x03\x12\x16\n\x0e\x63ommitted_mbps\x18\x05 \x01(\x03\x12\x15\n\rreserved_mbps\x18\x06 \x01(\x03\x12\x11\n\tfree_mbps\x18\x07 \x01(\x03\x12\x17\n\x0fused_vlan_count\x18\x08 \x01(\x05\x12\x17\n\x0f\x66ree_vlan_count\x18\t \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bidc/order/v1/capacity.proto\x12\x0cidc.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16idc/type/v1/side.proto\"\xee\x01\n\x08\x43\x61pacity\x12\x1d\n\x15\x63hannel_capacity_mbps\x18\x01 \x01(\x03\x12\x1e\n\x16\x63hannel_committed_mbps\x18\x02 \x01(\x03\x12\x1d\n\x15\x63hannel_reserved_mbps\x18\x03 \x01(\x03\x12\x19\n\x11\x63hannel_free_mbps\x18\x04 \x01(\x03\x12)\n\x05ports\x18\x05 \x03(\x0b\x32\x1a.idc.order.v1.PortCapacity\x12-\n\tread_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07sandbox\x18\x07 \x01(\x08\"\xd9\x01\n\x0cPortCapacity\x12\x0f\n\x07port_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x1f\n\x04side\x18\x03 \x01(\x0e\x32\x11.idc.type.v1.Side\x12\x12\n\nspeed_mbps\x18\x04 \x01(\x03\x12\x16\n\x0e\x63ommitted_mbps\x18\x05 \x01(\x03\x12\x15\n\rreserved_mbps\x18\x06 \x01(\x03\x12\x11\n\tfree_mbps\x18\x07 \x01(\x03\x12\x17\n\x0fused_vlan_count\x18\x08 \x01(\x05\x12\x17\n\x0f\x66ree_vlan_count\x18\t \x01(\x05\"\xb2\x01\n\x10\x43\x61pacityInterval\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63hannel_free_mbps\x18\x03 \x01(\x03\x12%\n\x05ports\x18\x04 \x03(\x0b\x32\x16.idc.order.v1.PortFree\".\n\x08PortFree\x12\x0f\n\x07port_id\x18\x01 \x01(\t\x12\x11\n\tfree_mbps\x18\x02 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,4 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAPACITY']._serialized_end=341
   _globals['_PORTCAPACITY']._serialized_start=344
   _globals['_PORTCAPACITY']._serialized_end=561
+  _globals['_CAPACITYINTERVAL']._serialized_start=564
+  _globals['_CAPACITYINTERVAL']._serialized_end=742
+  _globals['_PORTFREE']._serialized_start=744
+  _globals['_PORTFREE']._serialized_end=790
 # @@protoc_insertion_point(module_scope)

@@ -40,8 +40,9 @@ class Capacity(_message.Message):
     channel_committed_mbps: _builtins.int
     """Bandwidth of ACTIVE (and MODIFYING, DISCONNECTING) circuits, in Mbps."""
     channel_reserved_mbps: _builtins.int
-    """Bandwidth held by orders not yet completed (RESERVED circuits, pending upgrades),
-    in Mbps.
+    """Bandwidth held by orders not yet completed (RESERVED circuits, pending upgrades,
+    scheduled changes and boosts whatever their window), in Mbps. The timeline of
+    GetCapacity shows when each holds.
     """
     channel_free_mbps: _builtins.int
     """Bandwidth that can still be ordered, in Mbps."""
@@ -129,3 +130,69 @@ class PortCapacity(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PortCapacity: _TypeAlias = PortCapacity  # noqa: Y015
+
+@_typing.final
+class CapacityInterval(_message.Message):
+    """Free bandwidth over one stretch of time (GetCapacityResponse.timeline)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    CHANNEL_FREE_MBPS_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    channel_free_mbps: _builtins.int
+    """Bandwidth of the channel free for the whole stretch, in Mbps."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the stretch (inclusive)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the stretch (exclusive)."""
+
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortFree]:
+        """The ports of Capacity.ports, with their free bandwidth over the stretch."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        channel_free_mbps: _builtins.int = ...,
+        ports: _abc.Iterable[Global___PortFree] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_free_mbps", b"channel_free_mbps", "end_time", b"end_time", "ports", b"ports", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CapacityInterval: _TypeAlias = CapacityInterval  # noqa: Y015
+
+@_typing.final
+class PortFree(_message.Message):
+    """One port's free bandwidth over a stretch of time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORT_ID_FIELD_NUMBER: _builtins.int
+    FREE_MBPS_FIELD_NUMBER: _builtins.int
+    port_id: _builtins.str
+    """Port id."""
+    free_mbps: _builtins.int
+    """Bandwidth free on the port for the whole stretch, in Mbps."""
+    def __init__(
+        self,
+        *,
+        port_id: _builtins.str = ...,
+        free_mbps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_mbps", b"free_mbps", "port_id", b"port_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PortFree: _TypeAlias = PortFree  # noqa: Y015

@@ -75,6 +75,10 @@ class _OrderStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderState
     """Provisioning failed (see Order.failure). Terminal."""
     ORDER_STATE_CANCELLED: _OrderState.ValueType  # 8
     """Cancelled by the customer before provisioning started. Terminal."""
+    ORDER_STATE_SCHEDULED: _OrderState.ValueType  # 9
+    """Both telcos approved; waiting for Order.start_time, when it is handed to provisioning
+    without a person.
+    """
 
 class OrderState(_OrderState, metaclass=_OrderStateEnumTypeWrapper):
     """Lifecycle of an order.
@@ -84,7 +88,10 @@ class OrderState(_OrderState, metaclass=_OrderStateEnumTypeWrapper):
     APPROVED | IN_PROGRESS -> PENDING_APPROVAL (a router payload changed since approval);
     PENDING_APPROVAL -> REJECTED (either telco rejects, approvals expire, or no router
     payload can be rendered);
-    ACKNOWLEDGED | PENDING_APPROVAL -> CANCELLED (by the customer).
+    ACKNOWLEDGED | PENDING_APPROVAL -> CANCELLED (by the customer);
+    PENDING_APPROVAL -> SCHEDULED -> APPROVED (an order with a start_time: approved, then
+    handed to provisioning at its start); SCHEDULED -> CANCELLED (by the customer before the
+    start, or with its boost) | FAILED (the start could not happen).
     """
 
 ORDER_STATE_UNSPECIFIED: OrderState.ValueType  # 0
@@ -106,6 +113,10 @@ ORDER_STATE_FAILED: OrderState.ValueType  # 7
 """Provisioning failed (see Order.failure). Terminal."""
 ORDER_STATE_CANCELLED: OrderState.ValueType  # 8
 """Cancelled by the customer before provisioning started. Terminal."""
+ORDER_STATE_SCHEDULED: OrderState.ValueType  # 9
+"""Both telcos approved; waiting for Order.start_time, when it is handed to provisioning
+without a person.
+"""
 Global___OrderState: _TypeAlias = OrderState  # noqa: Y015
 
 class _ApprovalState:
@@ -160,6 +171,7 @@ class Approval(_message.Message):
     COMMENT_FIELD_NUMBER: _builtins.int
     DECIDE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REVERT_PAYLOAD_SHA256_FIELD_NUMBER: _builtins.int
     side: _side_pb2.Side.ValueType
     """Side (and so telco) this approval is for."""
     telco_id: _builtins.str
@@ -172,6 +184,10 @@ class Approval(_message.Message):
     """Hash of the router payload that was approved (RouterPayload.sha256)."""
     comment: _builtins.str
     """Approver's comment, or the reason for a rejection."""
+    revert_payload_sha256: _builtins.str
+    """On a boost: the hash of the revert's router payload approved with it
+    (ApproveRequest.revert_payload_sha256).
+    """
     @_builtins.property
     def decide_time(self) -> _timestamp_pb2.Timestamp:
         """When the decision was made."""
@@ -191,10 +207,11 @@ class Approval(_message.Message):
         comment: _builtins.str = ...,
         decide_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        revert_payload_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decide_time", b"decide_time", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approver", b"approver", "comment", b"comment", "decide_time", b"decide_time", "expire_time", b"expire_time", "payload_sha256", b"payload_sha256", "side", b"side", "state", b"state", "telco_id", b"telco_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approver", b"approver", "comment", b"comment", "decide_time", b"decide_time", "expire_time", b"expire_time", "payload_sha256", b"payload_sha256", "revert_payload_sha256", b"revert_payload_sha256", "side", b"side", "state", b"state", "telco_id", b"telco_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -334,6 +351,10 @@ class Order(_message.Message):
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
     PROVISIONING_STEP_FIELD_NUMBER: _builtins.int
     PROVISIONING_STEP_TIME_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    REVERT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    BOOST_ORDER_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Order identifier."""
     tenant_id: _builtins.str
@@ -359,6 +380,10 @@ class Order(_message.Message):
     "preparing", "rolling-back", "waiting-to-retry"); empty until provisioning starts, and
     again when the order goes back to approval.
     """
+    revert_order_id: _builtins.str
+    """On a boost: the CHANGE order, placed by the service, that reverts it at end_time."""
+    boost_order_id: _builtins.str
+    """On a revert: the boost it reverts."""
     @_builtins.property
     def spec(self) -> _circuit_pb2.CircuitSpec:
         """The circuit as it will be after the order: for NEW the requested spec with the
@@ -405,6 +430,14 @@ class Order(_message.Message):
     def provisioning_step_time(self) -> _timestamp_pb2.Timestamp:
         """When provisioning entered that step."""
 
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the order takes effect (ModifyBandwidthRequest.start_time); unset: once approved."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """For a boost: when it reverts (ModifyBandwidthRequest.end_time); the revert's start."""
+
     def __init__(
         self,
         *,
@@ -428,10 +461,14 @@ class Order(_message.Message):
         complete_time: _timestamp_pb2.Timestamp | None = ...,
         provisioning_step: _builtins.str = ...,
         provisioning_step_time: _timestamp_pb2.Timestamp | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        revert_order_id: _builtins.str = ...,
+        boost_order_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "failure", b"failure", "price", b"price", "provisioning_step_time", b"provisioning_step_time", "spec", b"spec", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "end_time", b"end_time", "failure", b"failure", "price", b"price", "provisioning_step_time", b"provisioning_step_time", "spec", b"spec", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "audit_trail", b"audit_trail", "circuit_id", b"circuit_id", "complete_time", b"complete_time", "contacts", b"contacts", "create_time", b"create_time", "failure", b"failure", "id", b"id", "previous_bandwidth_mbps", b"previous_bandwidth_mbps", "price", b"price", "provisioning_step", b"provisioning_step", "provisioning_step_time", b"provisioning_step_time", "quote_id", b"quote_id", "request_id", b"request_id", "requested_by", b"requested_by", "spec", b"spec", "state", b"state", "tenant_id", b"tenant_id", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "audit_trail", b"audit_trail", "boost_order_id", b"boost_order_id", "circuit_id", b"circuit_id", "complete_time", b"complete_time", "contacts", b"contacts", "create_time", b"create_time", "end_time", b"end_time", "failure", b"failure", "id", b"id", "previous_bandwidth_mbps", b"previous_bandwidth_mbps", "price", b"price", "provisioning_step", b"provisioning_step", "provisioning_step_time", b"provisioning_step_time", "quote_id", b"quote_id", "request_id", b"request_id", "requested_by", b"requested_by", "revert_order_id", b"revert_order_id", "spec", b"spec", "start_time", b"start_time", "state", b"state", "tenant_id", b"tenant_id", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from idc.order.v1 import capacity_pb2 as idc_dot_order_dot_v1_dot_capacity__pb2
 from idc.order.v1 import circuit_pb2 as idc_dot_order_dot_v1_dot_circuit__pb2
 from idc.order.v1 import order_pb2 as idc_dot_order_dot_v1_dot_order__pb2
@@ -32,73 +33,73 @@ from idc.type.v1 import money_pb2 as idc_dot_type_dot_v1_dot_money__pb2
 from idc.type.v1 import side_pb2 as idc_dot_type_dot_v1_dot_side__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n idc/order/v1/order_service.proto\x12\x0cidc.order.v1\x1a\x1bidc/order/v1/capacity.proto\x1a\x1aidc/order/v1/circuit.proto\x1a\x18idc/order/v1/order.proto\x1a\x18idc/order/v1/price.proto\x1a\x18idc/order/v1/quote.proto\x1a\x17idc/order/v1/site.proto\x1a\x17idc/type/v1/money.proto\x1a\x16idc/type/v1/side.proto\"Z\n\x10ListSitesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x1f\n\x04side\x18\x03 \x01(\x0e\x32\x11.idc.type.v1.Side\"O\n\x11ListSitesResponse\x12!\n\x05sites\x18\x01 \x03(\x0b\x32\x12.idc.order.v1.Site\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x0fGetQuoteRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.idc.order.v1.CircuitSpec\"6\n\x10GetQuoteResponse\x12\"\n\x05quote\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Quote\"\xb1\x01\n\x12\x43reateOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\x08quote_id\x18\x02 \x01(\tH\x00\x12)\n\x04spec\x18\x03 \x01(\x0b\x32\x19.idc.order.v1.CircuitSpecH\x00\x12\'\n\x08\x63ontacts\x18\x04 \x03(\x0b\x32\x15.idc.order.v1.Contact\x12\x15\n\rvalidate_only\x18\x05 \x01(\x08\x42\x08\n\x06source\"9\n\x13\x43reateOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"6\n\x10GetOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"\xb2\x01\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12(\n\x06states\x18\x03 \x03(\x0e\x32\x18.idc.order.v1.OrderState\x12%\n\x04type\x18\x04 \x01(\x0e\x32\x17.idc.order.v1.OrderType\x12\x12\n\ncircuit_id\x18\x05 \x01(\t\x12\x11\n\ttenant_id\x18\x06 \x01(\t\"R\n\x12ListOrdersResponse\x12#\n\x06orders\x18\x01 \x03(\x0b\x32\x13.idc.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"b\n\x12WatchOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\x12(\n\x06\x63hange\x18\x02 \x01(\x0b\x32\x18.idc.order.v1.AuditEntry\"6\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"9\n\x13\x43\x61ncelOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"\xa7\x01\n\x16ModifyBandwidthRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ncircuit_id\x18\x02 \x01(\t\x12\x16\n\x0e\x62\x61ndwidth_mbps\x18\x03 \x01(\x03\x12\x17\n\nburst_mbps\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x15\n\rvalidate_only\x18\x06 \x01(\x08\x42\r\n\x0b_burst_mbps\"=\n\x17ModifyBandwidthResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"i\n\x18\x44isconnectCircuitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ncircuit_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\rvalidate_only\x18\x04 \x01(\x08\"\xa8\x01\n\x14PreviewChangeRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12/\n\x06modify\x18\x02 \x01(\x0b\x32\x1d.idc.order.v1.BandwidthChangeH\x00\x12.\n\ndisconnect\x18\x03 \x01(\x0b\x32\x18.idc.order.v1.DisconnectH\x00\x12\x11\n\ttime_zone\x18\x04 \x01(\tB\x08\n\x06\x63hange\"Q\n\x0f\x42\x61ndwidthChange\x12\x16\n\x0e\x62\x61ndwidth_mbps\x18\x01 \x01(\x03\x12\x17\n\nburst_mbps\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_burst_mbps\"\x0c\n\nDisconnect\"E\n\x15PreviewChangeResponse\x12,\n\x07preview\x18\x01 \x01(\x0b\x32\x1b.idc.order.v1.ChangePreview\"\xa3\x02\n\rChangePreview\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12*\n\rcurrent_price\x18\x02 \x01(\x0b\x32\x13.idc.order.v1.Price\x12&\n\tnew_price\x18\x03 \x01(\x0b\x32\x13.idc.order.v1.Price\x12\x16\n\x0e\x65\x66\x66\x65\x63tive_date\x18\x04 \x01(\t\x12/\n\tproration\x18\x05 \x01(\x0b\x32\x1c.idc.order.v1.MonthProration\x12+\n\x0ftermination_fee\x18\x06 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x1d\n\x15remaining_term_months\x18\x07 \x01(\x05\x12\x15\n\rterm_end_date\x18\x08 \x01(\t\"\xd5\x01\n\x0eMonthProration\x12\r\n\x05month\x18\x01 \x01(\t\x12\x15\n\rdays_in_month\x18\x02 \x01(\x05\x12\x14\n\x0c\x63urrent_days\x18\x03 \x01(\x05\x12*\n\x0e\x63urrent_amount\x18\x04 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x10\n\x08new_days\x18\x05 \x01(\x05\x12&\n\nnew_amount\x18\x06 \x01(\x0b\x32\x12.idc.type.v1.Money\x12!\n\x05total\x18\x07 \x01(\x0b\x32\x12.idc.type.v1.Money\"?\n\x19\x44isconnectCircuitResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"\'\n\x11GetCircuitRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\"<\n\x12GetCircuitResponse\x12&\n\x07\x63ircuit\x18\x01 \x01(\x0b\x32\x15.idc.order.v1.Circuit\"\x8c\x01\n\x13ListCircuitsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x06states\x18\x03 \x03(\x0e\x32\x1a.idc.order.v1.CircuitState\x12\x0f\n\x07port_id\x18\x04 \x01(\t\x12\x11\n\ttenant_id\x18\x05 \x01(\t\"X\n\x14ListCircuitsResponse\x12\'\n\x08\x63ircuits\x18\x01 \x03(\x0b\x32\x15.idc.order.v1.Circuit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12GetCapacityRequest\x12\x10\n\x08port_ids\x18\x01 \x03(\t\"?\n\x13GetCapacityResponse\x12(\n\x08\x63\x61pacity\x18\x01 \x01(\x0b\x32\x16.idc.order.v1.Capacity2\xda\x08\n\x0cOrderService\x12L\n\tListSites\x12\x1e.idc.order.v1.ListSitesRequest\x1a\x1f.idc.order.v1.ListSitesResponse\x12I\n\x08GetQuote\x12\x1d.idc.order.v1.GetQuoteRequest\x1a\x1e.idc.order.v1.GetQuoteResponse\x12R\n\x0b\x43reateOrder\x12 .idc.order.v1.CreateOrderRequest\x1a!.idc.order.v1.CreateOrderResponse\x12I\n\x08GetOrder\x12\x1d.idc.order.v1.GetOrderRequest\x1a\x1e.idc.order.v1.GetOrderResponse\x12O\n\nListOrders\x12\x1f.idc.order.v1.ListOrdersRequest\x1a .idc.order.v1.ListOrdersResponse\x12Q\n\nWatchOrder\x12\x1f.idc.order.v1.WatchOrderRequest\x1a .idc.order.v1.WatchOrderResponse0\x01\x12R\n\x0b\x43\x61ncelOrder\x12 .idc.order.v1.CancelOrderRequest\x1a!.idc.order.v1.CancelOrderResponse\x12^\n\x0fModifyBandwidth\x12$.idc.order.v1.ModifyBandwidthRequest\x1a%.idc.order.v1.ModifyBandwidthResponse\x12\x64\n\x11\x44isconnectCircuit\x12&.idc.order.v1.DisconnectCircuitRequest\x1a\'.idc.order.v1.DisconnectCircuitResponse\x12X\n\rPreviewChange\x12\".idc.order.v1.PreviewChangeRequest\x1a#.idc.order.v1.PreviewChangeResponse\x12O\n\nGetCircuit\x12\x1f.idc.order.v1.GetCircuitRequest\x1a .idc.order.v1.GetCircuitResponse\x12U\n\x0cListCircuits\x12!.idc.order.v1.ListCircuitsRequest\x1a\".idc.order.v1.ListCircuitsResponse\x12R\n\x0bGetCapacity\x12 .idc.order.v1.GetCapacityRequest\x1a!.idc.order.v1.GetCapacityResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n idc/order/v1/order_service.proto\x12\x0cidc.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bidc/order/v1/capacity.proto\x1a\x1aidc/order/v1/circuit.proto\x1a\x18idc/order/v1/order.proto\x1a\x18idc/order/v1/price.proto\x1a\x18idc/order/v1/quote.proto\x1a\x17idc/order/v1/site.proto\x1a\x17idc/type/v1/money.proto\x1a\x16idc/type/v1/side.proto\"Z\n\x10ListSitesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x1f\n\x04side\x18\x03 \x01(\x0e\x32\x11.idc.type.v1.Side\"O\n\x11ListSitesResponse\x12!\n\x05sites\x18\x01 \x03(\x0b\x32\x12.idc.order.v1.Site\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x0fGetQuoteRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.idc.order.v1.CircuitSpec\"6\n\x10GetQuoteResponse\x12\"\n\x05quote\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Quote\"\xb1\x01\n\x12\x43reateOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\x08quote_id\x18\x02 \x01(\tH\x00\x12)\n\x04spec\x18\x03 \x01(\x0b\x32\x19.idc.order.v1.CircuitSpecH\x00\x12\'\n\x08\x63ontacts\x18\x04 \x03(\x0b\x32\x15.idc.order.v1.Contact\x12\x15\n\rvalidate_only\x18\x05 \x01(\x08\x42\x08\n\x06source\"9\n\x13\x43reateOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"6\n\x10GetOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"\xb2\x01\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12(\n\x06states\x18\x03 \x03(\x0e\x32\x18.idc.order.v1.OrderState\x12%\n\x04type\x18\x04 \x01(\x0e\x32\x17.idc.order.v1.OrderType\x12\x12\n\ncircuit_id\x18\x05 \x01(\t\x12\x11\n\ttenant_id\x18\x06 \x01(\t\"R\n\x12ListOrdersResponse\x12#\n\x06orders\x18\x01 \x03(\x0b\x32\x13.idc.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"b\n\x12WatchOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\x12(\n\x06\x63hange\x18\x02 \x01(\x0b\x32\x18.idc.order.v1.AuditEntry\"6\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"9\n\x13\x43\x61ncelOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"\x85\x02\n\x16ModifyBandwidthRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ncircuit_id\x18\x02 \x01(\t\x12\x16\n\x0e\x62\x61ndwidth_mbps\x18\x03 \x01(\x03\x12\x17\n\nburst_mbps\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x15\n\rvalidate_only\x18\x06 \x01(\x08\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x0b_burst_mbps\"=\n\x17ModifyBandwidthResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"i\n\x18\x44isconnectCircuitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ncircuit_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\rvalidate_only\x18\x04 \x01(\x08\"\xa8\x01\n\x14PreviewChangeRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12/\n\x06modify\x18\x02 \x01(\x0b\x32\x1d.idc.order.v1.BandwidthChangeH\x00\x12.\n\ndisconnect\x18\x03 \x01(\x0b\x32\x18.idc.order.v1.DisconnectH\x00\x12\x11\n\ttime_zone\x18\x04 \x01(\tB\x08\n\x06\x63hange\"Q\n\x0f\x42\x61ndwidthChange\x12\x16\n\x0e\x62\x61ndwidth_mbps\x18\x01 \x01(\x03\x12\x17\n\nburst_mbps\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_burst_mbps\"\x0c\n\nDisconnect\"E\n\x15PreviewChangeResponse\x12,\n\x07preview\x18\x01 \x01(\x0b\x32\x1b.idc.order.v1.ChangePreview\"\xa3\x02\n\rChangePreview\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\x12*\n\rcurrent_price\x18\x02 \x01(\x0b\x32\x13.idc.order.v1.Price\x12&\n\tnew_price\x18\x03 \x01(\x0b\x32\x13.idc.order.v1.Price\x12\x16\n\x0e\x65\x66\x66\x65\x63tive_date\x18\x04 \x01(\t\x12/\n\tproration\x18\x05 \x01(\x0b\x32\x1c.idc.order.v1.MonthProration\x12+\n\x0ftermination_fee\x18\x06 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x1d\n\x15remaining_term_months\x18\x07 \x01(\x05\x12\x15\n\rterm_end_date\x18\x08 \x01(\t\"\xd5\x01\n\x0eMonthProration\x12\r\n\x05month\x18\x01 \x01(\t\x12\x15\n\rdays_in_month\x18\x02 \x01(\x05\x12\x14\n\x0c\x63urrent_days\x18\x03 \x01(\x05\x12*\n\x0e\x63urrent_amount\x18\x04 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x10\n\x08new_days\x18\x05 \x01(\x05\x12&\n\nnew_amount\x18\x06 \x01(\x0b\x32\x12.idc.type.v1.Money\x12!\n\x05total\x18\x07 \x01(\x0b\x32\x12.idc.type.v1.Money\"?\n\x19\x44isconnectCircuitResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.idc.order.v1.Order\"\'\n\x11GetCircuitRequest\x12\x12\n\ncircuit_id\x18\x01 \x01(\t\"<\n\x12GetCircuitResponse\x12&\n\x07\x63ircuit\x18\x01 \x01(\x0b\x32\x15.idc.order.v1.Circuit\"\x8c\x01\n\x13ListCircuitsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x06states\x18\x03 \x03(\x0e\x32\x1a.idc.order.v1.CircuitState\x12\x0f\n\x07port_id\x18\x04 \x01(\t\x12\x11\n\ttenant_id\x18\x05 \x01(\t\"X\n\x14ListCircuitsResponse\x12\'\n\x08\x63ircuits\x18\x01 \x03(\x0b\x32\x15.idc.order.v1.Circuit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x84\x01\n\x12GetCapacityRequest\x12\x10\n\x08port_ids\x18\x01 \x03(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x13GetCapacityResponse\x12(\n\x08\x63\x61pacity\x18\x01 \x01(\x0b\x32\x16.idc.order.v1.Capacity\x12\x30\n\x08timeline\x18\x02 \x03(\x0b\x32\x1e.idc.order.v1.CapacityInterval2\xda\x08\n\x0cOrderService\x12L\n\tListSites\x12\x1e.idc.order.v1.ListSitesRequest\x1a\x1f.idc.order.v1.ListSitesResponse\x12I\n\x08GetQuote\x12\x1d.idc.order.v1.GetQuoteRequest\x1a\x1e.idc.order.v1.GetQuoteResponse\x12R\n\x0b\x43reateOrder\x12 .idc.order.v1.CreateOrderRequest\x1a!.idc.order.v1.CreateOrderResponse\x12I\n\x08GetOrder\x12\x1d.idc.order.v1.GetOrderRequest\x1a\x1e.idc.order.v1.GetOrderResponse\x12O\n\nListOrders\x12\x1f.idc.order.v1.ListOrdersRequest\x1a .idc.order.v1.ListOrdersResponse\x12Q\n\nWatchOrder\x12\x1f.idc.order.v1.WatchOrderRequest\x1a .idc.order.v1.WatchOrderResponse0\x01\x12R\n\x0b\x43\x61ncelOrder\x12 .idc.order.v1.CancelOrderRequest\x1a!.idc.order.v1.CancelOrderResponse\x12^\n\x0fModifyBandwidth\x12$.idc.order.v1.ModifyBandwidthRequest\x1a%.idc.order.v1.ModifyBandwidthResponse\x12\x64\n\x11\x44isconnectCircuit\x12&.idc.order.v1.DisconnectCircuitRequest\x1a\'.idc.order.v1.DisconnectCircuitResponse\x12X\n\rPreviewChange\x12\".idc.order.v1.PreviewChangeRequest\x1a#.idc.order.v1.PreviewChangeResponse\x12O\n\nGetCircuit\x12\x1f.idc.order.v1.GetCircuitRequest\x1a .idc.order.v1.GetCircuitResponse\x12U\n\x0cListCircuits\x12!.idc.order.v1.ListCircuitsRequest\x1a\".idc.order.v1.ListCircuitsResponse\x12R\n\x0bGetCapacity\x12 .idc.order.v1.GetCapacityRequest\x1a!.idc.order.v1.GetCapacityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idc.order.v1.order_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTSITESREQUEST']._serialized_start=259
-  _globals['_LISTSITESREQUEST']._serialized_end=349
-  _globals['_LISTSITESRESPONSE']._serialized_start=351
-  _globals['_LISTSITESRESPONSE']._serialized_end=430
-  _globals['_GETQUOTEREQUEST']._serialized_start=432
-  _globals['_GETQUOTEREQUEST']._serialized_end=490
-  _globals['_GETQUOTERESPONSE']._serialized_start=492
-  _globals['_GETQUOTERESPONSE']._serialized_end=546
-  _globals['_CREATEORDERREQUEST']._serialized_start=549
-  _globals['_CREATEORDERREQUEST']._serialized_end=726
-  _globals['_CREATEORDERRESPONSE']._serialized_start=728
-  _globals['_CREATEORDERRESPONSE']._serialized_end=785
-  _globals['_GETORDERREQUEST']._serialized_start=787
-  _globals['_GETORDERREQUEST']._serialized_end=822
-  _globals['_GETORDERRESPONSE']._serialized_start=824
-  _globals['_GETORDERRESPONSE']._serialized_end=878
-  _globals['_LISTORDERSREQUEST']._serialized_start=881
-  _globals['_LISTORDERSREQUEST']._serialized_end=1059
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1061
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1143
-  _globals['_WATCHORDERREQUEST']._serialized_start=1145
-  _globals['_WATCHORDERREQUEST']._serialized_end=1182
-  _globals['_WATCHORDERRESPONSE']._serialized_start=1184
-  _globals['_WATCHORDERRESPONSE']._serialized_end=1282
-  _globals['_CANCELORDERREQUEST']._serialized_start=1284
-  _globals['_CANCELORDERREQUEST']._serialized_end=1338
-  _globals['_CANCELORDERRESPONSE']._serialized_start=1340
-  _globals['_CANCELORDERRESPONSE']._serialized_end=1397
-  _globals['_MODIFYBANDWIDTHREQUEST']._serialized_start=1400
-  _globals['_MODIFYBANDWIDTHREQUEST']._serialized_end=1567
-  _globals['_MODIFYBANDWIDTHRESPONSE']._serialized_start=1569
-  _globals['_MODIFYBANDWIDTHRESPONSE']._serialized_end=1630
-  _globals['_DISCONNECTCIRCUITREQUEST']._serialized_start=1632
-  _globals['_DISCONNECTCIRCUITREQUEST']._serialized_end=1737
-  _globals['_PREVIEWCHANGEREQUEST']._serialized_start=1740
-  _globals['_PREVIEWCHANGEREQUEST']._serialized_end=1908
-  _globals['_BANDWIDTHCHANGE']._serialized_start=1910
-  _globals['_BANDWIDTHCHANGE']._serialized_end=1991
-  _globals['_DISCONNECT']._serialized_start=1993
-  _globals['_DISCONNECT']._serialized_end=2005
-  _globals['_PREVIEWCHANGERESPONSE']._serialized_start=2007
-  _globals['_PREVIEWCHANGERESPONSE']._serialized_end=2076
-  _globals['_CHANGEPREVIEW']._serialized_start=2079
-  _globals['_CHANGEPREVIEW']._serialized_end=2370
-  _globals['_MONTHPRORATION']._serialized_start=2373
-  _globals['_MONTHPRORATION']._serialized_end=2586
-  _globals['_DISCONNECTCIRCUITRESPONSE']._serialized_start=2588
-  _globals['_DISCONNECTCIRCUITRESPONSE']._serialized_end=2651
-  _globals['_GETCIRCUITREQUEST']._serialized_start=2653
-  _globals['_GETCIRCUITREQUEST']._serialized_end=2692
-  _globals['_GETCIRCUITRESPONSE']._serialized_start=2694
-  _globals['_GETCIRCUITRESPONSE']._serialized_end=2754
-  _globals['_LISTCIRCUITSREQUEST']._serialized_start=2757
-  _globals['_LISTCIRCUITSREQUEST']._serialized_end=2897
-  _globals['_LISTCIRCUITSRESPONSE']._serialized_start=2899
-  _globals['_LISTCIRCUITSRESPONSE']._serialized_end=2987
-  _globals['_GETCAPACITYREQUEST']._serialized_start=2989
-  _globals['_GETCAPACITYREQUEST']._serialized_end=3027
-  _globals['_GETCAPACITYRESPONSE']._serialized_start=3029
-  _globals['_GETCAPACITYRESPONSE']._serialized_end=3092
-  _globals['_ORDERSERVICE']._serialized_start=3095
-  _globals['_ORDERSERVICE']._serialized_end=4209
+  _globals['_LISTSITESREQUEST']._serialized_start=292
+  _globals['_LISTSITESREQUEST']._serialized_end=382
+  _globals['_LISTSITESRESPONSE']._serialized_start=384
+  _globals['_LISTSITESRESPONSE']._serialized_end=463
+  _globals['_GETQUOTEREQUEST']._serialized_start=465
+  _globals['_GETQUOTEREQUEST']._serialized_end=523
+  _globals['_GETQUOTERESPONSE']._serialized_start=525
+  _globals['_GETQUOTERESPONSE']._serialized_end=579
+  _globals['_CREATEORDERREQUEST']._serialized_start=582
+  _globals['_CREATEORDERREQUEST']._serialized_end=759
+  _globals['_CREATEORDERRESPONSE']._serialized_start=761
+  _globals['_CREATEORDERRESPONSE']._serialized_end=818
+  _globals['_GETORDERREQUEST']._serialized_start=820
+  _globals['_GETORDERREQUEST']._serialized_end=855
+  _globals['_GETORDERRESPONSE']._serialized_start=857
+  _globals['_GETORDERRESPONSE']._serialized_end=911
+  _globals['_LISTORDERSREQUEST']._serialized_start=914
+  _globals['_LISTORDERSREQUEST']._serialized_end=1092
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1094
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1176
+  _globals['_WATCHORDERREQUEST']._serialized_start=1178
+  _globals['_WATCHORDERREQUEST']._serialized_end=1215
+  _globals['_WATCHORDERRESPONSE']._serialized_start=1217
+  _globals['_WATCHORDERRESPONSE']._serialized_end=1315
+  _globals['_CANCELORDERREQUEST']._serialized_start=1317
+  _globals['_CANCELORDERREQUEST']._serialized_end=1371
+  _globals['_CANCELORDERRESPONSE']._serialized_start=1373
+  _globals['_CANCELORDERRESPONSE']._serialized_end=1430
+  _globals['_MODIFYBANDWIDTHREQUEST']._serialized_start=1433
+  _globals['_MODIFYBANDWIDTHREQUEST']._serialized_end=1694
+  _globals['_MODIFYBANDWIDTHRESPONSE']._serialized_start=1696
+  _globals['_MODIFYBANDWIDTHRESPONSE']._serialized_end=1757
+  _globals['_DISCONNECTCIRCUITREQUEST']._serialized_start=1759
+  _globals['_DISCONNECTCIRCUITREQUEST']._serialized_end=1864
+  _globals['_PREVIEWCHANGEREQUEST']._serialized_start=1867
+  _globals['_PREVIEWCHANGEREQUEST']._serialized_end=2035
+  _globals['_BANDWIDTHCHANGE']._serialized_start=2037
+  _globals['_BANDWIDTHCHANGE']._serialized_end=2118
+  _globals['_DISCONNECT']._serialized_start=2120
+  _globals['_DISCONNECT']._serialized_end=2132
+  _globals['_PREVIEWCHANGERESPONSE']._serialized_start=2134
+  _globals['_PREVIEWCHANGERESPONSE']._serialized_end=2203
+  _globals['_CHANGEPREVIEW']._serialized_start=2206
+  _globals['_CHANGEPREVIEW']._serialized_end=2497
+  _globals['_MONTHPRORATION']._serialized_start=2500
+  _globals['_MONTHPRORATION']._serialized_end=2713
+  _globals['_DISCONNECTCIRCUITRESPONSE']._serialized_start=2715
+  _globals['_DISCONNECTCIRCUITRESPONSE']._serialized_end=2778
+  _globals['_GETCIRCUITREQUEST']._serialized_start=2780
+  _globals['_GETCIRCUITREQUEST']._serialized_end=2819
+  _globals['_GETCIRCUITRESPONSE']._serialized_start=2821
+  _globals['_GETCIRCUITRESPONSE']._serialized_end=2881
+  _globals['_LISTCIRCUITSREQUEST']._serialized_start=2884
+  _globals['_LISTCIRCUITSREQUEST']._serialized_end=3024
+  _globals['_LISTCIRCUITSRESPONSE']._serialized_start=3026
+  _globals['_LISTCIRCUITSRESPONSE']._serialized_end=3114
+  _globals['_GETCAPACITYREQUEST']._serialized_start=3117
+  _globals['_GETCAPACITYREQUEST']._serialized_end=3249
+  _globals['_GETCAPACITYRESPONSE']._serialized_start=3251
+  _globals['_GETCAPACITYRESPONSE']._serialized_end=3364
+  _globals['_ORDERSERVICE']._serialized_start=3367
+  _globals['_ORDERSERVICE']._serialized_end=4481
 # @@protoc_insertion_point(module_scope)

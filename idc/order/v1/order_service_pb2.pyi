@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from idc.order.v1 import capacity_pb2 as _capacity_pb2
 from idc.order.v1 import circuit_pb2 as _circuit_pb2
@@ -440,6 +441,8 @@ class ModifyBandwidthRequest(_message.Message):
     BURST_MBPS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Client-chosen idempotency key, unique per tenant. Required."""
     circuit_id: _builtins.str
@@ -458,6 +461,21 @@ class ModifyBandwidthRequest(_message.Message):
     those of the real call. A request_id already used answers as the real call would:
     the original order, or ALREADY_EXISTS for other content.
     """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the change is to take effect; absent: as soon as both telcos approved. Not in the
+        past and at most 90 days ahead. Both telcos must approve before it, or the order
+        expires. Required with end_time.
+        """
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Set for a boost: the bandwidth (higher than the current one) holds from start_time to
+        end_time and then reverts to the current one by itself. At least 1 hour after
+        start_time, at most 31 days. The boost and its revert are two linked CHANGE orders
+        (Order.revert_order_id), approved once together.
+        """
+
     def __init__(
         self,
         *,
@@ -467,10 +485,12 @@ class ModifyBandwidthRequest(_message.Message):
         burst_mbps: _builtins.int | None = ...,
         reason: _builtins.str = ...,
         validate_only: _builtins.bool = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_burst_mbps", b"_burst_mbps", "burst_mbps", b"burst_mbps"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_burst_mbps", b"_burst_mbps", "burst_mbps", b"burst_mbps", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst_mbps", b"_burst_mbps", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "circuit_id", b"circuit_id", "reason", b"reason", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst_mbps", b"_burst_mbps", "bandwidth_mbps", b"bandwidth_mbps", "burst_mbps", b"burst_mbps", "circuit_id", b"circuit_id", "end_time", b"end_time", "reason", b"reason", "request_id", b"request_id", "start_time", b"start_time", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__burst_mbps: _TypeAlias = _typing.Literal["burst_mbps"]  # noqa: Y015
     _WhichOneofArgType__burst_mbps: _TypeAlias = _typing.Literal["_burst_mbps", b"_burst_mbps"]  # noqa: Y015
@@ -916,18 +936,31 @@ class GetCapacityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PORT_IDS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def port_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only these ports in Capacity.ports; empty for all ports the caller may see."""
 
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Headroom over time: with end_time set the response has a timeline from start_time
+        (absent: now; not in the past) to end_time (after start_time, at most 121 days
+        ahead, the farthest a boost can end).
+        """
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         port_ids: _abc.Iterable[_builtins.str] | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["port_ids", b"port_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "port_ids", b"port_ids", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -940,18 +973,28 @@ class GetCapacityResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CAPACITY_FIELD_NUMBER: _builtins.int
+    TIMELINE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def capacity(self) -> _capacity_pb2.Capacity:
         """The capacity."""
+
+    @_builtins.property
+    def timeline(self) -> _containers.RepeatedCompositeFieldContainer[_capacity_pb2.CapacityInterval]:
+        """With GetCapacityRequest.end_time: the free bandwidth over the window, one interval
+        per stretch where it stays the same, in time order. Free counts everything booked
+        that holds then (pending orders from now on, scheduled changes and boosts in their
+        windows); a boost in force counts until its revert completed.
+        """
 
     def __init__(
         self,
         *,
         capacity: _capacity_pb2.Capacity | None = ...,
+        timeline: _abc.Iterable[_capacity_pb2.CapacityInterval] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "timeline", b"timeline"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

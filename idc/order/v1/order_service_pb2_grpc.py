@@ -181,17 +181,22 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelOrder(self, request, context):
-        """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
-        its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
-        (APPROVED) provisioning may already be changing the routers, so the order runs to its
-        outcome and the circuit is then changed or disconnected.
+        """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL) or
+        approved for a start that has not come yet (SCHEDULED, before Order.start_time);
+        releases its reservation. Cancelling a boost cancels its revert with it; a revert is
+        never cancelled on its own. FAILED_PRECONDITION otherwise: once an order is handed to
+        provisioning (APPROVED) the routers may already be changing, so the order runs to its
+        outcome and the circuit is then changed or disconnected; a boost that started reverts
+        by itself at its end.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ModifyBandwidth(self, request, context):
-        """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id.
+        """Places a CHANGE order for an ACTIVE circuit's bandwidth, now or from start_time on;
+        with end_time a boost and its revert (README "Scheduled and time-boxed bandwidth").
+        Idempotent by request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -228,7 +233,7 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCapacity(self, request, context):
-        """Channel and port capacity.
+        """Channel and port capacity; with end_time also the free bandwidth over time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -69,13 +69,19 @@ class OrderServiceStub:
     streams allowed.
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]
-    """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
-    its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
-    (APPROVED) provisioning may already be changing the routers, so the order runs to its
-    outcome and the circuit is then changed or disconnected.
+    """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL) or
+    approved for a start that has not come yet (SCHEDULED, before Order.start_time);
+    releases its reservation. Cancelling a boost cancels its revert with it; a revert is
+    never cancelled on its own. FAILED_PRECONDITION otherwise: once an order is handed to
+    provisioning (APPROVED) the routers may already be changing, so the order runs to its
+    outcome and the circuit is then changed or disconnected; a boost that started reverts
+    by itself at its end.
     """
     ModifyBandwidth: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ModifyBandwidthRequest, _order_service_pb2.ModifyBandwidthResponse]
-    """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id."""
+    """Places a CHANGE order for an ACTIVE circuit's bandwidth, now or from start_time on;
+    with end_time a boost and its revert (README "Scheduled and time-boxed bandwidth").
+    Idempotent by request_id.
+    """
     DisconnectCircuit: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.DisconnectCircuitRequest, _order_service_pb2.DisconnectCircuitResponse]
     """Places a DISCONNECT order for an ACTIVE circuit. Idempotent by request_id."""
     PreviewChange: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.PreviewChangeRequest, _order_service_pb2.PreviewChangeResponse]
@@ -88,7 +94,7 @@ class OrderServiceStub:
     ListCircuits: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ListCircuitsRequest, _order_service_pb2.ListCircuitsResponse]
     """Circuits, newest first."""
     GetCapacity: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.GetCapacityRequest, _order_service_pb2.GetCapacityResponse]
-    """Channel and port capacity."""
+    """Channel and port capacity; with end_time also the free bandwidth over time."""
 
 @_typing.type_check_only
 class OrderServiceAsyncStub(OrderServiceStub):
@@ -131,13 +137,19 @@ class OrderServiceAsyncStub(OrderServiceStub):
     streams allowed.
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
-    """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
-    its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
-    (APPROVED) provisioning may already be changing the routers, so the order runs to its
-    outcome and the circuit is then changed or disconnected.
+    """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL) or
+    approved for a start that has not come yet (SCHEDULED, before Order.start_time);
+    releases its reservation. Cancelling a boost cancels its revert with it; a revert is
+    never cancelled on its own. FAILED_PRECONDITION otherwise: once an order is handed to
+    provisioning (APPROVED) the routers may already be changing, so the order runs to its
+    outcome and the circuit is then changed or disconnected; a boost that started reverts
+    by itself at its end.
     """
     ModifyBandwidth: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ModifyBandwidthRequest, _order_service_pb2.ModifyBandwidthResponse]  # type: ignore[assignment]
-    """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id."""
+    """Places a CHANGE order for an ACTIVE circuit's bandwidth, now or from start_time on;
+    with end_time a boost and its revert (README "Scheduled and time-boxed bandwidth").
+    Idempotent by request_id.
+    """
     DisconnectCircuit: _aio.UnaryUnaryMultiCallable[_order_service_pb2.DisconnectCircuitRequest, _order_service_pb2.DisconnectCircuitResponse]  # type: ignore[assignment]
     """Places a DISCONNECT order for an ACTIVE circuit. Idempotent by request_id."""
     PreviewChange: _aio.UnaryUnaryMultiCallable[_order_service_pb2.PreviewChangeRequest, _order_service_pb2.PreviewChangeResponse]  # type: ignore[assignment]
@@ -150,7 +162,7 @@ class OrderServiceAsyncStub(OrderServiceStub):
     ListCircuits: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ListCircuitsRequest, _order_service_pb2.ListCircuitsResponse]  # type: ignore[assignment]
     """Circuits, newest first."""
     GetCapacity: _aio.UnaryUnaryMultiCallable[_order_service_pb2.GetCapacityRequest, _order_service_pb2.GetCapacityResponse]  # type: ignore[assignment]
-    """Channel and port capacity."""
+    """Channel and port capacity; with end_time also the free bandwidth over time."""
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     """The partner ordering API: catalogue, quotes, orders and circuits.
@@ -232,10 +244,13 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_service_pb2.CancelOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.CancelOrderResponse, _abc.Awaitable[_order_service_pb2.CancelOrderResponse]]:
-        """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL); releases
-        its reservation. FAILED_PRECONDITION otherwise: once both telcos have approved
-        (APPROVED) provisioning may already be changing the routers, so the order runs to its
-        outcome and the circuit is then changed or disconnected.
+        """Cancels an order still awaiting approval (ACKNOWLEDGED or PENDING_APPROVAL) or
+        approved for a start that has not come yet (SCHEDULED, before Order.start_time);
+        releases its reservation. Cancelling a boost cancels its revert with it; a revert is
+        never cancelled on its own. FAILED_PRECONDITION otherwise: once an order is handed to
+        provisioning (APPROVED) the routers may already be changing, so the order runs to its
+        outcome and the circuit is then changed or disconnected; a boost that started reverts
+        by itself at its end.
         """
 
     @_abc_1.abstractmethod
@@ -244,7 +259,10 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_service_pb2.ModifyBandwidthRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.ModifyBandwidthResponse, _abc.Awaitable[_order_service_pb2.ModifyBandwidthResponse]]:
-        """Places a CHANGE order for an ACTIVE circuit's bandwidth. Idempotent by request_id."""
+        """Places a CHANGE order for an ACTIVE circuit's bandwidth, now or from start_time on;
+        with end_time a boost and its revert (README "Scheduled and time-boxed bandwidth").
+        Idempotent by request_id.
+        """
 
     @_abc_1.abstractmethod
     def DisconnectCircuit(
@@ -287,6 +305,6 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_service_pb2.GetCapacityRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.GetCapacityResponse, _abc.Awaitable[_order_service_pb2.GetCapacityResponse]]:
-        """Channel and port capacity."""
+        """Channel and port capacity; with end_time also the free bandwidth over time."""
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

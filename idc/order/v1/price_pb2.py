@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from idc.type.v1 import money_pb2 as idc_dot_type_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18idc/order/v1/price.proto\x12\x0cidc.order.v1\x1a\x17idc/type/v1/money.proto\"\xde\x01\n\x05Price\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\x1f\n\x03mrc\x18\x02 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x1f\n\x03nrc\x18\x03 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x30\n\x14\x62urst_price_per_mbps\x18\x04 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x13\n\x0bterm_months\x18\x05 \x01(\x05\x12\x1a\n\x12price_book_version\x18\x06 \x01(\t\x12\x19\n\x11termination_share\x18\x07 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18idc/order/v1/price.proto\x12\x0cidc.order.v1\x1a\x17idc/type/v1/money.proto\"\xc9\x02\n\x05Price\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\x1f\n\x03mrc\x18\x02 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x1f\n\x03nrc\x18\x03 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x30\n\x14\x62urst_price_per_mbps\x18\x04 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x13\n\x0bterm_months\x18\x05 \x01(\x05\x12\x1a\n\x12price_book_version\x18\x06 \x01(\t\x12\x19\n\x11termination_share\x18\x07 \x01(\t\x12\x35\n\x19\x62oost_price_per_mbps_hour\x18\x08 \x01(\x0b\x32\x12.idc.type.v1.Money\x12\x32\n\x16\x62oost_estimated_charge\x18\t \x01(\x0b\x32\x12.idc.type.v1.Moneyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idc.order.v1.price_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRICE']._serialized_start=68
-  _globals['_PRICE']._serialized_end=290
+  _globals['_PRICE']._serialized_end=397
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,8 @@ class Price(_message.Message):
     TERM_MONTHS_FIELD_NUMBER: _builtins.int
     PRICE_BOOK_VERSION_FIELD_NUMBER: _builtins.int
     TERMINATION_SHARE_FIELD_NUMBER: _builtins.int
+    BOOST_PRICE_PER_MBPS_HOUR_FIELD_NUMBER: _builtins.int
+    BOOST_ESTIMATED_CHARGE_FIELD_NUMBER: _builtins.int
     currency_code: _builtins.str
     """ISO 4217 currency code of all amounts below."""
     term_months: _builtins.int
@@ -52,6 +54,18 @@ class Price(_message.Message):
     def burst_price_per_mbps(self) -> _money_pb2.Money:
         """Price per Mbps per month of 95th-percentile usage above the CIR."""
 
+    @_builtins.property
+    def boost_price_per_mbps_hour(self) -> _money_pb2.Money:
+        """Price per Mbps per started hour of a boost, on the bandwidth it adds; unset when the
+        price book has none for the currency.
+        """
+
+    @_builtins.property
+    def boost_estimated_charge(self) -> _money_pb2.Money:
+        """On a boost: what it is expected to cost, added Mbps * started hours of its window *
+        boost_price_per_mbps_hour (billed for the hours it is both booked and in force).
+        """
+
     def __init__(
         self,
         *,
@@ -62,10 +76,12 @@ class Price(_message.Message):
         term_months: _builtins.int = ...,
         price_book_version: _builtins.str = ...,
         termination_share: _builtins.str = ...,
+        boost_price_per_mbps_hour: _money_pb2.Money | None = ...,
+        boost_estimated_charge: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "mrc", b"mrc", "nrc", b"nrc"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["boost_estimated_charge", b"boost_estimated_charge", "boost_price_per_mbps_hour", b"boost_price_per_mbps_hour", "burst_price_per_mbps", b"burst_price_per_mbps", "mrc", b"mrc", "nrc", b"nrc"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst_price_per_mbps", b"burst_price_per_mbps", "currency_code", b"currency_code", "mrc", b"mrc", "nrc", b"nrc", "price_book_version", b"price_book_version", "term_months", b"term_months", "termination_share", b"termination_share"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boost_estimated_charge", b"boost_estimated_charge", "boost_price_per_mbps_hour", b"boost_price_per_mbps_hour", "burst_price_per_mbps", b"burst_price_per_mbps", "currency_code", b"currency_code", "mrc", b"mrc", "nrc", b"nrc", "price_book_version", b"price_book_version", "term_months", b"term_months", "termination_share", b"termination_share"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

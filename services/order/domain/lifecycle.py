@@ -7,6 +7,10 @@ Order:    ACKNOWLEDGED -> PENDING_APPROVAL -> APPROVED -> IN_PROGRESS -> COMPLET
                               could ever be approved, so the order does not wait)
           ACKNOWLEDGED | PENDING_APPROVAL -> CANCELLED (by the customer)
           APPROVED | IN_PROGRESS -> PENDING_APPROVAL (a replan, see ``decide_plan``)
+          PENDING_APPROVAL -> SCHEDULED -> APPROVED (an order with a start time: approved,
+                              then handed to provisioning at its start, without a person)
+          SCHEDULED -> CANCELLED (by the customer before the start, or with its boost)
+          SCHEDULED -> FAILED (the start could not happen: the circuit is no longer ACTIVE)
 An order becomes APPROVED when both telcos approved the current router payloads; the
 OrderApproved event written in that same transaction hands it to provisioning, so from
 APPROVED on the routers may already be changing and the order can no longer be cancelled.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.common.errors import FailedPrecondition, PermissionDenied
 from services.order.domain.catalogue import Side
@@ -49,6 +54,7 @@ class OrderState(enum.StrEnum):
     REJECTED = "REJECTED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    SCHEDULED = "SCHEDULED"
 
     @property
     def terminal(self) -> bool:
@@ -103,7 +109,10 @@ class Outcome(enum.StrEnum):
 _ALLOWED: Mapping[OrderState, frozenset[OrderState]] = {
     OrderState.ACKNOWLEDGED: frozenset({OrderState.PENDING_APPROVAL, OrderState.CANCELLED}),
     OrderState.PENDING_APPROVAL: frozenset(
-        {OrderState.APPROVED, OrderState.REJECTED, OrderState.CANCELLED}
+        {OrderState.APPROVED, OrderState.SCHEDULED, OrderState.REJECTED, OrderState.CANCELLED}
+    ),
+    OrderState.SCHEDULED: frozenset(
+        {OrderState.APPROVED, OrderState.CANCELLED, OrderState.FAILED}
     ),
     OrderState.APPROVED: frozenset(
         {OrderState.IN_PROGRESS, OrderState.COMPLETED, OrderState.FAILED,
@@ -126,9 +135,24 @@ def check_transition(current: OrderState, target: OrderState, order_id: str) -> 
         )
 
 
-def check_cancellable(state: OrderState, order_id: str) -> None:
+def check_cancellable(state: OrderState, order_id: str, *, starts_at: datetime | None = None,
+                      moment: datetime | None = None, boost_order_id: str | None = None
+                      ) -> None:
+    """A customer may cancel an order before approval, or a scheduled one before its start;
+    a revert goes only with its boost."""
+    if boost_order_id and not state.terminal:
+        raise FailedPrecondition(
+            f"order {order_id} reverts boost {boost_order_id} and is not cancelled on its "
+            f"own; cancel the boost {boost_order_id} before it starts instead")
     if state in (OrderState.ACKNOWLEDGED, OrderState.PENDING_APPROVAL):
         return
+    if state is OrderState.SCHEDULED:
+        if starts_at is not None and moment is not None and moment < starts_at:
+            return
+        raise FailedPrecondition(
+            f"order {order_id} was due to start at "
+            f"{starts_at.isoformat() if starts_at else 'its approval'} and is being handed to "
+            "provisioning; it can no longer be cancelled")
     if state.terminal:
         raise FailedPrecondition(f"order {order_id} is already {state}; nothing to cancel")
     raise FailedPrecondition(
@@ -186,6 +210,14 @@ class Approver:
     subject: str
     telco: str
     side: Side | None  # None when the telco runs no side of this channel
+
+
+def after_approval(starts_at: datetime | None, moment: datetime) -> OrderState:
+    """Where an order goes once both telcos approved: to provisioning now, or SCHEDULED
+    until a start still ahead."""
+    if starts_at is not None and starts_at > moment:
+        return OrderState.SCHEDULED
+    return OrderState.APPROVED
 
 
 def check_approver(order_state: OrderState, order_id: str, requested_by: str,

@@ -4,7 +4,9 @@ An order handed to provisioning (APPROVED or IN_PROGRESS) ends COMPLETED, FAILED
 approval within minutes; one still without an outcome past the configured bound waits on
 something no one else will report (a consumer without partitions, a saga stuck on a
 router). Each such order is named with how long it has waited since approval and the last
-step provisioning reported for it.
+step provisioning reported for it. A SCHEDULED order still waiting past the bound after
+its start is named too: its start did not happen (its boost is still with provisioning,
+or the scheduled start is not running).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class AwaitingOutcome:
 
     order_id: str
     state: OrderState
+    # When it was handed to provisioning; for a SCHEDULED order, when it was due to start.
     approved_at: datetime
     step: str | None
     step_at: datetime | None
@@ -44,6 +47,10 @@ def overdue_since(now: datetime, bound_s: int) -> datetime:
 
 
 def describe_overdue(order: AwaitingOutcome, now: datetime) -> str:
+    if order.state is OrderState.SCHEDULED:
+        return (f"order {order.order_id} was due to start {waited_words(now - order.approved_at)}"
+                " ago and is still SCHEDULED (its boost is not in force yet, or scheduled "
+                "starts are not running)")
     step = (f"last step {order.step!r} since {order.step_at.isoformat(timespec='seconds')}"
             if order.step and order.step_at else "no provisioning step reported yet")
     return (f"order {order.order_id} has waited {waited_words(now - order.approved_at)} "
@@ -58,7 +65,8 @@ def overdue_report(orders: Sequence[AwaitingOutcome], now: datetime, bound_s: in
     texts = [describe_overdue(order, now)
              for order in sorted(orders, key=lambda o: o.approved_at)
              if order.approved_at <= since
-             and order.state in (OrderState.APPROVED, OrderState.IN_PROGRESS)]
+             and order.state in (OrderState.APPROVED, OrderState.IN_PROGRESS,
+                                 OrderState.SCHEDULED)]
     if more:
         texts.append(f"more orders have waited longer than {bound_s} s than are listed here")
     return texts

@@ -6,10 +6,12 @@ parsed from strings.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ class CurrencyPrices:
     nrc: Decimal
     burst_price_per_mbps: Decimal
     mrc: Mapping[tuple[int, int], Decimal]  # (bandwidth step, term) -> MRC
+    # Per Mbps per started hour of a boost; None: boosts are not sold in the currency.
+    boost_price_per_mbps_hour: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,19 @@ class PriceBook:
             price_book_version=self.version,
             termination_share=self.termination_share,
         )
+
+
+def started_hours(start: datetime, end: datetime) -> int:
+    """Hours of [start, end), a started hour counted whole."""
+    return max(0, math.ceil((end - start).total_seconds() / 3600))
+
+
+def boost_charge(price_per_mbps_hour: Decimal, added_mbps: int, start: datetime,
+                 end: datetime) -> Decimal:
+    """A boost's charge for [start, end): added Mbps * started hours * price, rounded once,
+    half-up, to the minor unit (billing's rule for the hours booked and in force)."""
+    amount = price_per_mbps_hour * added_mbps * started_hours(start, end)
+    return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 def _amount(raw: object, where: str) -> Decimal:
@@ -104,6 +121,9 @@ def parse_price_book(data: Mapping[str, Any]) -> PriceBook:
                 entry["burst_price_per_mbps"], f"{code} burst_price_per_mbps"
             ),
             mrc=mrc,
+            boost_price_per_mbps_hour=(
+                _amount(entry["boost_price_per_mbps_hour"], f"{code} boost_price_per_mbps_hour")
+                if "boost_price_per_mbps_hour" in entry else None),
         )
     share = _amount(data.get("termination_share", "0"), "termination_share")
     if share > 1:

@@ -29,6 +29,8 @@ ORDER_STATE = {
     order_pb2.ORDER_STATE_REJECTED: "rejected",
     order_pb2.ORDER_STATE_FAILED: "failed",
     order_pb2.ORDER_STATE_CANCELLED: "cancelled",
+    # Approved, waiting for its scheduled start (gRPC ModifyBandwidth.start_time).
+    order_pb2.ORDER_STATE_SCHEDULED: "inProgress",
 }
 ACTION = {order_pb2.ORDER_TYPE_NEW: "add", order_pb2.ORDER_TYPE_CHANGE: "modify",
           order_pb2.ORDER_TYPE_DISCONNECT: "delete"}

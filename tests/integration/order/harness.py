@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -34,6 +35,7 @@ from services.common.telemetry import configure_telemetry
 from services.common.tokens import HarnessKeys
 from services.order.app import MIGRATIONS, make_order_app
 from services.order.contacts import ContactKeySet
+from services.order.context import now
 from services.order.settings import OrderSettings
 
 T = TypeVar("T")
@@ -190,14 +192,16 @@ class OrderService:
         return wait_for(lambda: (o := self.alice.order(order_id)).state == state and o,
                         f"order {order_id} to reach {order_pb2.OrderState.Name(state)}")
 
-    def order_events(self, circuit_id: str, event_type: type[T]) -> list[T]:
-        """Every event of ``event_type`` for the circuit on idc.order.events so far."""
+    def order_events(self, circuit_id: str, event_type: type[T], topic: str = ORDER_EVENTS
+                     ) -> list[T]:
+        """Every event of ``event_type`` for the circuit on ``topic`` (by default
+        idc.order.events) so far."""
         wanted = event_type.DESCRIPTOR.full_name  # type: ignore[attr-defined]
         consumer = KafkaConsumer(bootstrap_servers=self.kafka.bootstrap,
                                  enable_auto_commit=False, consumer_timeout_ms=1500)
         try:
-            partitions = [TopicPartition(ORDER_EVENTS, p)
-                          for p in consumer.partitions_for_topic(ORDER_EVENTS) or ()]
+            partitions = [TopicPartition(topic, p)
+                          for p in consumer.partitions_for_topic(topic) or ()]
             consumer.assign(partitions)
             consumer.seek_to_beginning(*partitions)
             found: list[T] = []
@@ -221,7 +225,9 @@ def activated(order: order_pb2.Order) -> circuit_events.CircuitActivated:
 @contextmanager
 def running_order_service(database_url: str, kafka: KafkaSettings,
                           limits: LimitSettings | None = None,
+                          clock: Callable[[], datetime] = now,
                           **order_settings: Any) -> Iterator[OrderService]:
+    """``clock``: the service's clock (a test that moves time passes its own)."""
     settings = dataclasses.replace(
         ServiceSettings.from_env("order", 0, {}), listen="127.0.0.1:0",
         database_url=database_url, kafka=kafka,
@@ -235,7 +241,7 @@ def running_order_service(database_url: str, kafka: KafkaSettings,
     order = OrderSettings(consumer_group=f"order-test-{uuid.uuid4().hex[:8]}",
                           **order_settings)
     contact_keys = ContactKeySet.generate("test-1")
-    app = make_order_app(runtime, order, contact_keys)
+    app = make_order_app(runtime, order, contact_keys, clock)
     if limits is not None:
         app.limits = limits
     port = app.start()

@@ -4,6 +4,7 @@ one, and sandbox circuits are admitted into a pool of their own, never the chann
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,41 @@ def test_real_circuits_are_not_sandbox_ones(app: OrderApp) -> None:
         circuit = session.get(CircuitRow, placed.circuit_id)
         assert circuit is not None
         assert not convert.circuit(CATALOGUE, circuit).sandbox
+
+
+def active_sandbox_circuit(app: OrderApp) -> str:
+    """A sandbox circuit of 1,000 Mbps, approved by both telcos and ACTIVE."""
+    placed = order(app, TRYING, SANDBOX_A, SANDBOX_Z, 1_000, "try-active")
+    with app.uow.write() as session:
+        app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
+            order_id=placed.id, circuit_id=placed.circuit_id, payloads=[
+                router_payload_pb2.RouterPayload(side=side, sha256=sha) for side, sha in (
+                    (side_pb2.SIDE_SINGAPORE, "a1"), (side_pb2.SIDE_CHONGQING, "z1"))]))
+    app.approving.approve(OLGA, placed.id, "a1", "")
+    app.approving.approve(CHEN, placed.id, "z1", "")
+    with app.uow.write() as session:
+        app.outcomes.record_outcome(session, circuit_events.CircuitActivated(
+            order_id=placed.id, circuit_id=placed.circuit_id))
+    return str(placed.circuit_id)
+
+
+def test_a_sandbox_boost_is_booked_in_the_sandbox_pool_and_its_timeline(
+        app: OrderApp) -> None:
+    circuit_id = active_sandbox_circuit(app)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    request = order_service_pb2.ModifyBandwidthRequest(
+        request_id="try-boost", circuit_id=circuit_id, bandwidth_mbps=5_000)
+    request.start_time.FromDatetime(start)
+    request.end_time.FromDatetime(start + timedelta(hours=2))
+    # 4,000 Mbps more than the real channel's whole 1,000 here: only the pool holds it.
+    booked = app.changing.modify_bandwidth(TRYING, request)
+    assert booked.state == order_pb2.ORDER_STATE_PENDING_APPROVAL
+    during = start + timedelta(minutes=30)
+    [pool] = [i for i in app.capacity_timeline([SANDBOX_A], None, start + timedelta(hours=4),
+                                               sandbox=True) if i.start <= during < i.end]
+    assert (pool.channel_free_mbps, pool.port_free_mbps[SANDBOX_A]) == (15_000, 5_000)
+    [real] = app.capacity_timeline([REAL_A], None, start + timedelta(hours=4), sandbox=False)
+    assert real.channel_free_mbps == 1_000, "the real channel never sees the sandbox boost"
 
 
 def test_a_sandbox_order_is_approved_by_both_telcos_and_changes_within_its_pool(
