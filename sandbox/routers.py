@@ -48,6 +48,23 @@ SSH = "/usr/bin/ssh"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
 YUMA_MODULES = "/usr/share/yuma/modules"
 HEALTH_TIMEOUT_S = 5.0
+#: What an sshd in front of simulated routers allows: key login only, no PAM (it need not
+#: run as root), a NETCONF subsystem and nothing else. StrictModes off: the keys may be
+#: files of a root-owned volume. Shared with the devstack's routers (devstack/netconf.py).
+SSHD_OPTIONS = (
+    "PubkeyAuthentication yes",
+    "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no",
+    "UsePAM no",
+    "StrictModes no",
+    "PermitTTY no",
+    "X11Forwarding no",
+    "AllowTcpForwarding no",
+    "AllowAgentForwarding no",
+    "PrintMotd no",
+    "UseDNS no",
+    "LogLevel INFO",
+)
 _SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the final NUL
 _EOM = b"]]>]]>"
 _BASE_CAPABILITY = b"urn:ietf:params:netconf:base:1.0"
@@ -172,19 +189,7 @@ def sshd_config(settings: Settings, user: str) -> str:
             f"PidFile {run / 'sshd.pid'}",
             f"AuthorizedKeysFile {run / 'authorized_keys'}",
             f"AllowUsers {user}",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
-            # The keys are files of read-only Secret volumes, owned by root.
-            "StrictModes no",
-            "PermitTTY no",
-            "X11Forwarding no",
-            "AllowTcpForwarding no",
-            "AllowAgentForwarding no",
-            "PrintMotd no",
-            "UseDNS no",
-            "LogLevel INFO",
+            *SSHD_OPTIONS,
             f'Subsystem netconf "{NETCONF_SUBSYSTEM} {mapping}"',
             "",
         ]

@@ -37,6 +37,8 @@ MANIFESTS = [REPO / "k8s/base/sandbox-sg/sandbox-router-sg.yaml",
 # A module each platform's router must announce in its hello (its YANG was loaded).
 PLATFORM_MODULE = {"openconfig": "openconfig-interfaces", "cq-vendor": "idc-cq-ifm"}
 START_BOUND_S = 30.0
+# The image runs Debian's python3 (standard library only): so does the test, where it exists.
+PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").is_file() else sys.executable
 
 
 def _dockerfile_instructions(keyword: str) -> list[str]:
@@ -96,7 +98,7 @@ class Running:
     host_pub: str
 
     def check(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(self.entry), "check"], env=self.env,
+        return subprocess.run([PYTHON, str(self.entry), "check"], env=self.env,
                               capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
 
 
@@ -122,7 +124,7 @@ def sandbox(tmp_path: Path) -> Iterator[Running]:
     # The image's /run/sandbox, short: the sockets' paths must fit a UNIX socket address.
     run_dir = Path(tempfile.mkdtemp(prefix="sbx-", dir="/tmp"))
     env["SANDBOX_RUN_DIR"] = env["HOME"] = str(run_dir)
-    proc = subprocess.Popen([sys.executable, str(entry), "serve"], env=env, text=True,
+    proc = subprocess.Popen([PYTHON, str(entry), "serve"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     running = Running(entry, env, proc, ports, dict(routers), tmp_path / "agent",
                       (secrets / "ssh_host_ed25519_key.pub").read_text())  # fmt: skip
