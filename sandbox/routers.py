@@ -125,12 +125,11 @@ def parse_routers(value: str) -> tuple[RouterConf, ...]:
 
 
 def load_settings(env: Mapping[str, str], *, serving: bool) -> Settings:
-    def path(name: str, default: Path | None = None) -> Path | None:
+    def optional(name: str) -> Path | None:
         value = env.get(name, "").strip()
-        return Path(value) if value else default
+        return Path(value) if value else None
 
-    templates = path("SANDBOX_TEMPLATES", Path(__file__).resolve().parent / "netconf_templates")
-    authorized = path("SANDBOX_AUTHORIZED_KEYS_FILE")
+    authorized = optional("SANDBOX_AUTHORIZED_KEYS_FILE")
     if serving and (authorized is None or not authorized.is_file()):
         raise SetupError(f"SANDBOX_AUTHORIZED_KEYS_FILE: no file {authorized or '(unset)'}")
     try:
@@ -141,11 +140,11 @@ def load_settings(env: Mapping[str, str], *, serving: bool) -> Settings:
         raise SetupError("SANDBOX_START_TIMEOUT_S must be a number of seconds in (0, 600]")
     return Settings(
         routers=parse_routers(env.get("SANDBOX_ROUTERS", "")),
-        run_dir=path("SANDBOX_RUN_DIR", Path("/run/sandbox")) or Path("/run/sandbox"),
-        templates=templates or Path("netconf_templates"),
+        run_dir=optional("SANDBOX_RUN_DIR") or Path("/run/sandbox"),
+        templates=optional("SANDBOX_TEMPLATES") or Path(__file__).parent / "netconf_templates",
         authorized_keys=authorized,
-        host_key=path("SANDBOX_HOST_KEY_FILE"),
-        listen=env.get("SANDBOX_LISTEN", "0.0.0.0").strip() or "0.0.0.0",
+        host_key=optional("SANDBOX_HOST_KEY_FILE"),
+        listen=env.get("SANDBOX_LISTEN", "").strip() or "0.0.0.0",
         timeout_s=timeout_s,
     )
 
@@ -249,31 +248,39 @@ def netconf_hello(settings: Settings, router: RouterConf, timeout_s: float) -> s
         "-o", f"ConnectTimeout={max(1, int(timeout_s))}",
         "-p", str(router.port), "-s", f"{getpass.getuser()}@127.0.0.1", "netconf",
     ]  # fmt: skip
-    proc = subprocess.Popen(
+    # Leaving the block closes the pipes and reaps ssh.
+    with subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    ) as proc:
+        try:
+            return _read_hello(proc, router, timeout_s)
+        except OSError as exc:
+            return f"{router.name}: {exc}"
+        finally:
+            proc.kill()
+
+
+def _read_hello(proc: subprocess.Popen[bytes], router: RouterConf, timeout_s: float) -> str | None:
     assert proc.stdout is not None and proc.stdin is not None
     deadline, got = time.monotonic() + timeout_s, b""
-    try:
-        while _EOM not in got:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
-                return f"{router.name}: no NETCONF hello within {timeout_s:.0f} s"
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-                return f"{router.name}: session ended before the hello: {err}"
-            got += chunk
-        if _BASE_CAPABILITY not in got or b"<session-id>" not in got:
-            return f"{router.name}: the hello lacks the base capability or a session id"
-        proc.stdin.write(_CLIENT_HELLO)
-        proc.stdin.flush()
-        return None
-    except OSError as exc:
-        return f"{router.name}: {exc}"
-    finally:
-        proc.kill()
-        proc.wait(timeout=5)
+    while _EOM not in got:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+            return f"{router.name}: no NETCONF hello within {timeout_s:.0f} s"
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:  # ssh gave up: its stderr says why
+            try:
+                _, err = proc.communicate(timeout=max(deadline - time.monotonic(), 0.5))
+            except subprocess.TimeoutExpired:
+                err = b""
+            why = err.decode(errors="replace").strip()
+            return f"{router.name}: session ended before the hello: {why}"
+        got += chunk
+    if _BASE_CAPABILITY not in got or b"<session-id>" not in got:
+        return f"{router.name}: the hello lacks the base capability or a session id"
+    proc.stdin.write(_CLIENT_HELLO)
+    proc.stdin.flush()
+    return None
 
 
 def _socket_ready(path: Path) -> str | None:

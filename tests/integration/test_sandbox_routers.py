@@ -135,6 +135,8 @@ def sandbox(tmp_path: Path) -> Iterator[Running]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
+        if proc.stdout is not None:
+            proc.stdout.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
