@@ -439,15 +439,17 @@ WITH_PROVISIONING = (OrderState.APPROVED.value, OrderState.IN_PROGRESS.value)
 def approved_before(session: Session, since: datetime, limit: int
                     ) -> tuple[list[AwaitingOutcome], bool]:
     """Orders with provisioning (APPROVED or IN_PROGRESS) approved before ``since``, and
-    SCHEDULED orders due to start before it, oldest first, at most ``limit``; and whether
-    there are more."""
+    SCHEDULED orders (and reverts back in approval) due to start before it, oldest first,
+    at most ``limit``; and whether there are more."""
     due = func.coalesce(OrderRow.approved_at, OrderRow.start_at)
     rows = session.execute(
         select(OrderRow.id, OrderRow.state, due, OrderRow.provisioning_step,
                OrderRow.provisioning_step_at)
         .where(((OrderRow.state.in_(WITH_PROVISIONING)) & (OrderRow.approved_at <= since))
                | ((OrderRow.state == OrderState.SCHEDULED.value)
-                  & (OrderRow.start_at <= since)))
+                  & (OrderRow.start_at <= since))
+               | ((OrderRow.state == OrderState.PENDING_APPROVAL.value)
+                  & OrderRow.boost_order_id.is_not(None) & (OrderRow.start_at <= since)))
         .order_by(due, OrderRow.id).limit(limit + 1)
     ).all()
     found = [AwaitingOutcome(order_id, OrderState(state), as_utc(since_at), step, step_at)

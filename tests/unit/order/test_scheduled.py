@@ -391,3 +391,33 @@ def test_a_boost_late_past_its_end_still_holds_its_bandwidth(
         boost(app, second, 500, T0 + 5 * H, T0 + 6 * H, "after")
     [interval] = app.capacity_timeline([SMALL_A], None, T0 + 6 * H, sandbox=False)
     assert interval.port_free_mbps == {SMALL_A: 300}
+
+
+def test_a_revert_back_in_approval_never_expires_and_is_told_again_each_window(
+    app: OrderApp, clock: Clock,
+) -> None:
+    circuit_id, booked = approved_boost(app)
+    clock.now = T0 + H
+    app.approving.start_due()
+    with app.uow.write() as session:
+        app.outcomes.record_outcome(session, circuit_events.CircuitModified(
+            order_id=booked.id, circuit_id=circuit_id, bandwidth_mbps=500))
+    clock.now = T0 + 3 * H
+    app.approving.start_due()
+    revert_id = booked.revert_order_id
+    with app.uow.write() as session:
+        app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
+            order_id=revert_id, circuit_id=circuit_id, replan=True, reason="template"))
+    [told] = events(app, circuit_id, order_events.OrderAwaitingApproval)
+    assert (told.order_id, told.boost_order_id) == (revert_id, booked.id)
+    window = timedelta(seconds=OrderSettings().approval_window_s)
+    assert told.approval_expire_time.ToDatetime(tzinfo=UTC) == T0 + 3 * H + window
+    clock.now = T0 + 3 * H + window
+    assert app.approving.expire_due() == 1
+    revert = get(app, revert_id)
+    assert revert.state == S.ORDER_STATE_PENDING_APPROVAL, "a revert does not expire"
+    assert "a revert does not expire" in revert.audit_trail[-1].reason
+    again = events(app, circuit_id, order_events.OrderAwaitingApproval)
+    assert [e.approval_expire_time.ToDatetime(tzinfo=UTC) for e in again] == [
+        T0 + 3 * H + window, T0 + 3 * H + 2 * window]
+    assert app.outcomes.overdue()[0].startswith(f"revert {revert_id} was due 72 h 0 min ago")
