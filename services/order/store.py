@@ -35,7 +35,7 @@ from services.order.domain.lifecycle import (
     OrderType,
 )
 from services.order.domain.overdue import AwaitingOutcome
-from services.order.domain.schedule import Reservation, Window, peak_reserved
+from services.order.domain.schedule import Reservation, Window, at_peak
 from services.order.tables import (
     CHANNEL_LOCK_ROW,
     ApprovalRow,
@@ -140,15 +140,18 @@ def headroom_over(session: Session, catalogue: Catalogue, channel_capacity_mbps:
     reservations in the window."""
     sandbox = catalogue.is_sandbox_port(port_ids[0])
     channels, ports = bandwidth(session, catalogue, channel_capacity_mbps)
-    channel = channels.of(sandbox)
     held = reservations(session, catalogue, moment, sandbox)
-    found = [Headroom(channel.name, channel.capacity_mbps, channel.committed_mbps,
-                      peak_reserved([r for _, _, r in held], start, end))]
-    for port_id in port_ids:
-        port = ports[port_id]
-        found.append(Headroom(port.name, port.capacity_mbps, port.committed_mbps, peak_reserved(
-            [r for a, z, r in held if port_id in (a, z)], start, end)))
-    return found
+    return peak_headroom(channels.of(sandbox), ports, held, port_ids, start, end)
+
+
+def peak_headroom(channel: Headroom, ports: Mapping[str, Headroom],
+                  held: Sequence[tuple[str, str, Reservation]], port_ids: Sequence[str],
+                  start: datetime, end: datetime | None) -> list[Headroom]:
+    """``channel`` and ``port_ids`` with the peak over [start, end) of ``held`` (with their A
+    and Z ports) as their reserved bandwidth."""
+    return [at_peak(channel, [r for _, _, r in held], start, end),
+            *(at_peak(ports[port_id], [r for a, z, r in held if port_id in (a, z)], start, end)
+              for port_id in port_ids)]
 
 
 def scheduled_due(session: Session, moment: datetime, limit: int) -> list[OrderRow]:

@@ -5,7 +5,8 @@ A change may take effect at a start time, and a boost (a change with an end time
 by itself at its end. Each open order holds its reservation over a window [start, end):
 an order without a start holds it from now, one without an end for good. Admission checks
 the channel and the ports at the peak, over the new order's window, of the reservations
-overlapping it (plus the committed bandwidth, which holds throughout). Releases are never
+overlapping it (plus the committed bandwidth, which holds throughout); an immediate order's
+window is [now, for good). Releases are never
 counted ahead: a boost in force stays committed at its boosted rate until its revert has
 completed, and one still with provisioning past its end holds its reservation on (the
 store reads it so), so neither a late boost nor a late revert can oversell the channel.
@@ -68,6 +69,14 @@ def peak_reserved(reservations: Iterable[Reservation], start: datetime,
                          if r.window.start is not None and r.window.start > start}
     return max(sum(r.mbps for r in overlapping if _holds_at(r.window, moment))
                for moment in moments)
+
+
+def at_peak(resource: Headroom, held: Iterable[Reservation], start: datetime,
+            end: datetime | None) -> Headroom:
+    """``resource`` (its committed bandwidth holds throughout) with the peak of ``held`` over
+    [start, end) as its reserved bandwidth."""
+    return Headroom(resource.name, resource.capacity_mbps, resource.committed_mbps,
+                    peak_reserved(held, start, end))
 
 
 def _holds_at(window: Window, moment: datetime) -> bool:

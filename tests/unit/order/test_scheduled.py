@@ -299,11 +299,14 @@ def test_admission_reads_the_peak_over_the_window_of_a_scheduled_order(app: Orde
         boost(app, second, 500, T0 + 2 * H, T0 + 4 * H, "b2")
     after = boost(app, second, 500, T0 + 3 * H, T0 + 5 * H, "b3")
     assert after.state == S.ORDER_STATE_PENDING_APPROVAL, "back to back: no overlap"
-    with pytest.raises(CapacityExhausted):
-        # An immediate lasting change sees both future boosts (800 held at most 400 at once,
-        # but for good it is counted against everything booked).
+    # An immediate lasting change holds from now on, for good: it sees the peak of both
+    # future boosts (400 at once), not their sum (800).
+    with pytest.raises(CapacityExhausted, match="ge-0/0/10 has 300 Mbps free"):
         app.changing.modify_bandwidth(ALICE, order_service_pb2.ModifyBandwidthRequest(
-            request_id="now", circuit_id=third, bandwidth_mbps=500))
+            request_id="too-much", circuit_id=third, bandwidth_mbps=500))
+    now = app.changing.modify_bandwidth(ALICE, order_service_pb2.ModifyBandwidthRequest(
+        request_id="now", circuit_id=third, bandwidth_mbps=200))
+    assert now.state == S.ORDER_STATE_PENDING_APPROVAL
     with pytest.raises(FailedPrecondition, match=f"already has order {after.id}"):
         boost(app, second, 200, T0 + 6 * H, None, "another")
 
@@ -421,3 +424,13 @@ def test_a_revert_back_in_approval_never_expires_and_is_told_again_each_window(
     assert [e.approval_expire_time.ToDatetime(tzinfo=UTC) for e in again] == [
         T0 + 3 * H + window, T0 + 3 * H + 2 * window]
     assert app.outcomes.overdue()[0].startswith(f"revert {revert_id} was due 72 h 0 min ago")
+
+
+def test_a_new_circuit_fits_beside_boosts_that_never_overlap(app: OrderApp) -> None:
+    first, second = (active_circuit(app, 100, name) for name in "ab")
+    boost(app, first, 500, T0 + H, T0 + 3 * H, "b1")  # 200 committed + 400 in [1 h, 3 h)
+    boost(app, second, 500, T0 + 3 * H, T0 + 5 * H, "b2")  # + 400 in [3 h, 5 h)
+    # The sum (800) would leave 0 Mbps; the peak (400) leaves 400 for good.
+    assert active_circuit(app, 200, "fits")
+    with pytest.raises(CapacityExhausted, match="ge-0/0/10 has 200 Mbps free"):
+        active_circuit(app, 500, "full")
