@@ -343,9 +343,8 @@ def test_a_start_that_cannot_happen_fails_and_tells_the_customer(
     assert (told.order_id, told.success) == (booked.id, False)
 
 
-def test_a_revert_whose_payload_changed_goes_back_to_approval_and_then_starts(
-    app: OrderApp, clock: Clock,
-) -> None:
+def revert_due(app: OrderApp, clock: Clock) -> tuple[str, order_pb2.Order]:
+    """An approved boost in force, and at its end its revert handed to provisioning."""
     circuit_id, booked = approved_boost(app)
     clock.now = T0 + H
     app.approving.start_due()
@@ -354,6 +353,13 @@ def test_a_revert_whose_payload_changed_goes_back_to_approval_and_then_starts(
             order_id=booked.id, circuit_id=circuit_id, bandwidth_mbps=500))
     clock.now = T0 + 3 * H
     assert app.approving.start_due() == 1
+    return circuit_id, booked
+
+
+def test_a_revert_whose_payload_changed_goes_back_to_approval_and_then_starts(
+    app: OrderApp, clock: Clock,
+) -> None:
+    circuit_id, booked = revert_due(app, clock)
     revert = get(app, booked.revert_order_id)
     with app.uow.write() as session:
         app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
@@ -399,14 +405,7 @@ def test_a_boost_late_past_its_end_still_holds_its_bandwidth(
 def test_a_revert_back_in_approval_never_expires_and_is_told_again_each_window(
     app: OrderApp, clock: Clock,
 ) -> None:
-    circuit_id, booked = approved_boost(app)
-    clock.now = T0 + H
-    app.approving.start_due()
-    with app.uow.write() as session:
-        app.outcomes.record_outcome(session, circuit_events.CircuitModified(
-            order_id=booked.id, circuit_id=circuit_id, bandwidth_mbps=500))
-    clock.now = T0 + 3 * H
-    app.approving.start_due()
+    circuit_id, booked = revert_due(app, clock)
     revert_id = booked.revert_order_id
     with app.uow.write() as session:
         app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
