@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 
 from idc.events.v1 import circuit_pb2 as circuit_events
 from idc.events.v1 import order_pb2 as order_events
@@ -42,6 +43,7 @@ from services.order.domain.schedule import (
     peak_reserved,
     timeline,
 )
+from services.order.metrics import _oldest_waiting
 from services.order.orders import OrderApp
 from services.order.settings import OrderSettings
 from tests.unit.order.fakes import SqliteUnitOfWork
@@ -385,6 +387,22 @@ def test_a_scheduled_order_not_started_past_the_bound_is_alarmed(
         "not in force yet, or scheduled starts are not running)"]
     app.approving.start_due()
     assert app.outcomes.overdue() == [], "handed over: the provisioning bound counts anew"
+
+
+def test_the_oldest_scheduled_order_is_as_old_as_it_is_past_its_start(
+    app: OrderApp, clock: Clock,
+) -> None:
+    approved_boost(app)
+    factory = sessionmaker(app.uow.engine)  # type: ignore[attr-defined]
+
+    def scheduled_age() -> float:
+        [reading] = [r for r in _oldest_waiting(factory, clock)
+                     if r.attributes == {"state": "SCHEDULED"}]
+        return reading.value
+
+    assert scheduled_age() == 0, "waiting for its start is no delay"
+    clock.now = T0 + H + timedelta(minutes=16)
+    assert scheduled_age() == 16 * 60
 
 
 def test_a_boost_late_past_its_end_still_holds_its_bandwidth(
