@@ -40,7 +40,7 @@ from services.order.domain.catalogue import Catalogue
 from services.order.domain.idempotency import replayed_order
 from services.order.domain.lifecycle import CircuitState, OrderType
 from services.order.domain.pricing import PriceTerms
-from services.order.domain.schedule import NO_WINDOW, Reservation
+from services.order.domain.schedule import NO_WINDOW, Calendar, Reservation
 from services.order.domain.validation import (
     CircuitRequest,
     check_quote_unexpired,
@@ -316,9 +316,8 @@ class _Room:
     catalogue: Catalogue
     channels: cap.Channels
     ports: dict[str, cap.Headroom]
-    held: dict[bool, list[tuple[str, str, Reservation]]]  # by sandbox
+    calendars: dict[bool, Calendar]  # by sandbox
     vlans: dict[str, cap.VlanPool]
-    moment: datetime
 
     @classmethod
     def read(cls, session: Session, context: OrderContext, port_ids: list[str]) -> _Room:
@@ -326,19 +325,21 @@ class _Room:
                                           context.settings.channel_capacity_mbps)
         moment = context.clock()
         return cls(context.catalogue, channels, ports,
-                   {sandbox: store.reservations(session, context.catalogue, moment, sandbox)
+                   {sandbox: Calendar(moment, store.reservations(session, context.catalogue,
+                                                                 moment, sandbox))
                     for sandbox in (False, True)},
-                   store.vlan_pools(session, context.catalogue, port_ids), moment)
+                   store.vlan_pools(session, context.catalogue, port_ids))
 
     def take(self, spec: CircuitRequest) -> tuple[int, int]:
         """Admit ``spec``: its A and Z VLANs, or the DomainError that refuses it."""
         sandbox = self.catalogue.is_sandbox_port(spec.a_end_port_id)
         ends = (spec.a_end_port_id, spec.z_end_port_id)
+        calendar = self.calendars[sandbox]
         cap.admit(spec.bandwidth_mbps, store.peak_headroom(
-            self.channels.of(sandbox), self.ports, self.held[sandbox], ends, self.moment, None))
+            self.channels.of(sandbox), self.ports, calendar, ends, None))
         a_pool, z_pool = self.vlans[spec.a_end_port_id], self.vlans[spec.z_end_port_id]
         a_vlan, z_vlan = a_pool.choose(spec.a_end_vlan_id), z_pool.choose(spec.z_end_vlan_id)
         a_pool.take(a_vlan)
         z_pool.take(z_vlan)
-        self.held[sandbox].append((*ends, Reservation(spec.bandwidth_mbps, NO_WINDOW)))
+        calendar.add(*ends, Reservation(spec.bandwidth_mbps, NO_WINDOW))
         return a_vlan, z_vlan

@@ -35,7 +35,7 @@ from services.order.domain.lifecycle import (
     OrderType,
 )
 from services.order.domain.overdue import AwaitingOutcome
-from services.order.domain.schedule import Reservation, Window, at_peak
+from services.order.domain.schedule import Calendar, Reservation, Window
 from services.order.tables import (
     CHANNEL_LOCK_ROW,
     ApprovalRow,
@@ -141,17 +141,15 @@ def headroom_over(session: Session, catalogue: Catalogue, channel_capacity_mbps:
     sandbox = catalogue.is_sandbox_port(port_ids[0])
     channels, ports = bandwidth(session, catalogue, channel_capacity_mbps)
     held = reservations(session, catalogue, moment, sandbox)
-    return peak_headroom(channels.of(sandbox), ports, held, port_ids, start, end)
+    return peak_headroom(channels.of(sandbox), ports, Calendar(start, held), port_ids, end)
 
 
-def peak_headroom(channel: Headroom, ports: Mapping[str, Headroom],
-                  held: Sequence[tuple[str, str, Reservation]], port_ids: Sequence[str],
-                  start: datetime, end: datetime | None) -> list[Headroom]:
-    """``channel`` and ``port_ids`` with the peak over [start, end) of ``held`` (with their A
-    and Z ports) as their reserved bandwidth."""
-    return [at_peak(channel, [r for _, _, r in held], start, end),
-            *(at_peak(ports[port_id], [r for a, z, r in held if port_id in (a, z)], start, end)
-              for port_id in port_ids)]
+def peak_headroom(channel: Headroom, ports: Mapping[str, Headroom], calendar: Calendar,
+                  port_ids: Sequence[str], end: datetime | None) -> list[Headroom]:
+    """``channel`` and ``port_ids`` with the peak of ``calendar`` over [its start, end) as
+    their reserved bandwidth."""
+    return [calendar.at_peak(channel, None, end),
+            *(calendar.at_peak(ports[port_id], port_id, end) for port_id in port_ids)]
 
 
 def scheduled_due(session: Session, moment: datetime, limit: int) -> list[OrderRow]:

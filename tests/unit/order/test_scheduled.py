@@ -36,6 +36,7 @@ from services.order.domain.lifecycle import (
 )
 from services.order.domain.pricing import boost_charge, load_price_book, started_hours
 from services.order.domain.schedule import (
+    Calendar,
     Reservation,
     Window,
     check_timeline,
@@ -73,6 +74,18 @@ def test_the_peak_is_the_most_held_at_once_over_the_window_not_the_sum() -> None
     assert peak_reserved(calendar, T0 + 2 * H, T0 + 4 * H) == 500
     assert peak_reserved(calendar, T0 + 3 * H, T0 + 4 * H) == 400, "[start, end): 1 h ends"
     assert peak_reserved([], T0, None) == 0
+
+
+def test_a_calendar_sums_what_holds_for_good_and_peaks_the_rest_by_port() -> None:
+    calendar = Calendar(T0, [("a", "z", held(100, None, None)),
+                             ("a", "y", held(400, T0 + H, T0 + 3 * H)),
+                             ("b", "z", held(300, T0 + 3 * H, T0 + 5 * H))])
+    port = Headroom("port a", 1000, 200, 0)
+    assert calendar.at_peak(port, "a", None).reserved_mbps == 500
+    assert calendar.at_peak(port, "z", None).reserved_mbps == 400
+    assert calendar.at_peak(port, None, None).reserved_mbps == 500, "the pool: 100 + 400"
+    calendar.add("a", "y", held(50, None, None))  # admitted for good: every moment from now
+    assert calendar.at_peak(port, "a", T0 + H).free_mbps == 1000 - 200 - 150
 
 
 def test_the_timeline_cuts_where_bookings_start_or_end_and_merges_what_stays() -> None:
