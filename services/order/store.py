@@ -35,7 +35,7 @@ from services.order.domain.lifecycle import (
     OrderType,
 )
 from services.order.domain.overdue import AwaitingOutcome
-from services.order.domain.schedule import Reservation, Window, peak_reserved
+from services.order.domain.schedule import Calendar, Reservation, Window
 from services.order.tables import (
     CHANNEL_LOCK_ROW,
     ApprovalRow,
@@ -140,15 +140,16 @@ def headroom_over(session: Session, catalogue: Catalogue, channel_capacity_mbps:
     reservations in the window."""
     sandbox = catalogue.is_sandbox_port(port_ids[0])
     channels, ports = bandwidth(session, catalogue, channel_capacity_mbps)
-    channel = channels.of(sandbox)
     held = reservations(session, catalogue, moment, sandbox)
-    found = [Headroom(channel.name, channel.capacity_mbps, channel.committed_mbps,
-                      peak_reserved([r for _, _, r in held], start, end))]
-    for port_id in port_ids:
-        port = ports[port_id]
-        found.append(Headroom(port.name, port.capacity_mbps, port.committed_mbps, peak_reserved(
-            [r for a, z, r in held if port_id in (a, z)], start, end)))
-    return found
+    return peak_headroom(channels.of(sandbox), ports, Calendar(start, held), port_ids, end)
+
+
+def peak_headroom(channel: Headroom, ports: Mapping[str, Headroom], calendar: Calendar,
+                  port_ids: Sequence[str], end: datetime | None) -> list[Headroom]:
+    """``channel`` and ``port_ids`` with the peak of ``calendar`` over [its start, end) as
+    their reserved bandwidth."""
+    return [calendar.at_peak(channel, None, end),
+            *(calendar.at_peak(ports[port_id], port_id, end) for port_id in port_ids)]
 
 
 def scheduled_due(session: Session, moment: datetime, limit: int) -> list[OrderRow]:
@@ -439,15 +440,17 @@ WITH_PROVISIONING = (OrderState.APPROVED.value, OrderState.IN_PROGRESS.value)
 def approved_before(session: Session, since: datetime, limit: int
                     ) -> tuple[list[AwaitingOutcome], bool]:
     """Orders with provisioning (APPROVED or IN_PROGRESS) approved before ``since``, and
-    SCHEDULED orders due to start before it, oldest first, at most ``limit``; and whether
-    there are more."""
+    SCHEDULED orders (and reverts back in approval) due to start before it, oldest first,
+    at most ``limit``; and whether there are more."""
     due = func.coalesce(OrderRow.approved_at, OrderRow.start_at)
     rows = session.execute(
         select(OrderRow.id, OrderRow.state, due, OrderRow.provisioning_step,
                OrderRow.provisioning_step_at)
         .where(((OrderRow.state.in_(WITH_PROVISIONING)) & (OrderRow.approved_at <= since))
                | ((OrderRow.state == OrderState.SCHEDULED.value)
-                  & (OrderRow.start_at <= since)))
+                  & (OrderRow.start_at <= since))
+               | ((OrderRow.state == OrderState.PENDING_APPROVAL.value)
+                  & OrderRow.boost_order_id.is_not(None) & (OrderRow.start_at <= since)))
         .order_by(due, OrderRow.id).limit(limit + 1)
     ).all()
     found = [AwaitingOutcome(order_id, OrderState(state), as_utc(since_at), step, step_at)

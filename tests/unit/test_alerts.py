@@ -208,7 +208,7 @@ def test_thresholds_are_the_services_own_bounds() -> None:
     }
     for name, bound in bounds.items():
         assert _alert(name)["expr"].endswith(f"> {bound}"), name
-    assert '"APPROVED|IN_PROGRESS"' in _alert("IdcOrderProvisioningOverdue")["expr"]
+    assert '"APPROVED|IN_PROGRESS|SCHEDULED"' in _alert("IdcOrderProvisioningOverdue")["expr"]
 
 
 def test_process_down_watches_every_deployment() -> None:
