@@ -1,5 +1,5 @@
-"""``python -m bench [--quick] [--circuits N] [--only WORKLOAD ...]``: run the workloads on a
-devstack of their own, write bench/results.json and print the table."""
+"""``python -m bench [--quick] [--circuits N] [--scale channel] [--only WORKLOAD ...]``: run
+the workloads on a devstack of their own, write bench/results.json and print the table."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from bench import billing, ingest, order, provisioning
+from bench import billing, ingest, order, provisioning, scale_provisioning
 from bench.harness import Results, format_row, markdown_table
+from bench.scale import PARTS, SIZES, run_listing
 from devstack.kafka import start_broker
 from devstack.netconf import start_routers
 from devstack.stack import EDGE_ROUTERS
 
-WORKLOADS = ("order", "provisioning", "ingest", "billing")
+WORKLOADS = ("order", "provisioning", "ingest", "billing", "scale")
 DEFAULT_RESULTS = Path(__file__).parent / "results.json"
 
 
@@ -30,9 +32,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "default, 20 with --quick; 26000: the full 15 million samples)")
     parser.add_argument("--ingest-processes", type=int, default=1,
                         help="ingest processes sharing the usage topic's partitions (1)")
-    parser.add_argument("--only", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--scale", choices=sorted(SIZES), default=None,
+                        help="sizes of the scale rows: bench (400 circuits, the default of a "
+                             "full run; --quick and --tiny leave the rows out unless given) "
+                             "or channel (26,000 circuits)")
+    parser.add_argument("--scale-circuits", type=int, default=0,
+                        help="circuits of the scale listing and provisioning rows instead of "
+                             "the --scale size")
+    parser.add_argument("--scale-billing-circuits", type=int, default=0,
+                        help="circuits of the scale billing row (both ends) instead of the "
+                             "--scale size")
+    parser.add_argument("--scale-parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="which scale rows to run (all)")
+    parser.add_argument("--only", nargs="+", choices=WORKLOADS, default=None)
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.only is None:
+        # The scale rows take minutes even at their bench size: not in the quick runs.
+        skip = (args.quick or args.tiny) and args.scale is None and not args.scale_circuits
+        args.only = [w for w in WORKLOADS if not (skip and w == "scale")]
+    return args
 
 
 def main(argv: list[str]) -> int:
@@ -69,6 +88,19 @@ def main(argv: list[str]) -> int:
                 circuits = args.circuits or {"tiny": 5, "quick": 50, "full": 1_000}[scale]
                 results.config["billing_circuits"] = circuits
                 billing.run(results, workdir, broker.bootstrap, circuits)
+            if "scale" in args.only:
+                sizes = replace(
+                    SIZES[args.scale or "bench"], parts=tuple(args.scale_parts),
+                    **({"circuits": args.scale_circuits} if args.scale_circuits else {}),
+                    **({"billing": args.scale_billing_circuits}
+                       if args.scale_billing_circuits else {}))
+                results.config["scale_rows"] = {"size": args.scale or "bench", **asdict(sizes)}
+                if "listing" in sizes.parts:
+                    run_listing(results, workdir, broker.bootstrap, sizes)
+                if "provisioning" in sizes.parts:
+                    scale_provisioning.run(results, workdir, broker.bootstrap, sizes)
+                if "billing" in sizes.parts:
+                    billing.run(results, workdir, broker.bootstrap, sizes.billing, both_ends=True)
     results.config["seconds"] = round(time.monotonic() - started, 1)
     results.write(args.out)
     print()

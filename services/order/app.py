@@ -58,7 +58,8 @@ def make_order_app(runtime: ServiceRuntime, settings: OrderSettings,
                    ) -> GrpcApp:
     """``clock``: the use cases' and workers' clock; only tests pass another (in-process,
     there is no setting for it)."""
-    catalogue = load_catalogue()
+    catalogue = (load_catalogue(settings.catalogue_file) if settings.catalogue_file
+                 else load_catalogue())
     app = OrderApp(SqlUnitOfWork(runtime.session_factory, ChangeNotifier()), catalogue,
                    load_price_book(), settings, clock,
                    contacts=ContactVault(ContactCipher(contact_keys), billing_telcos(catalogue)))

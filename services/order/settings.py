@@ -48,6 +48,9 @@ class OrderSettings:
     # host:port of the partner REST facade (services/order/rest); empty: not served (the
     # default: a second order process on the machine must not fight over its port).
     rest_address: str = ""
+    # The catalogue file (sites, routers, ports); None: the shipped one
+    # (services/order/data/catalogue.toml). The bench's channel-scale rows use one of their own.
+    catalogue_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OrderSettings:
@@ -76,6 +79,8 @@ class OrderSettings:
             webhook_give_up_s=non_negative_int(
                 env, "IDC_ORDER_WEBHOOK_GIVE_UP_S", d.webhook_give_up_s),
             rest_address=_rest_address(env.get("IDC_ORDER_REST_ADDRESS", "")),
+            catalogue_file=Path(path)
+            if (path := env.get("IDC_ORDER_CATALOGUE_FILE", "").strip()) else None,
         )
         for name, value in (
             ("IDC_ORDER_APPROVAL_WINDOW_S", settings.approval_window_s),
