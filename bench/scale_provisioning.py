@@ -48,6 +48,10 @@ def scale_circuit(index: int) -> common_pb2.CircuitParameters:
     return params
 
 
+def _fill(done: int) -> str:
+    return f"{done} on the routers ({done // ROUTERS_PER_SIDE} each)"
+
+
 def floor_transaction_ms(routers: Routers, first_vlan: int) -> list[float]:
     """FLOOR_RUNS circuits one transaction each on sg-edge-1 and cq-edge-1, then removed."""
     done, latencies = [], []
@@ -97,14 +101,14 @@ def run(results: Results, workdir: Path, bootstrap: str, sizes: ScaleSizes) -> N
                 failed += len(lost)
                 if number in marks:
                     results.add(judged(Row(
-                        f"{label}, batch of {len(ids)} at {done} on routers", "throughput",
+                        f"{label}, batch of {len(ids)} at {_fill(done)}", "throughput",
                         "circuits/s", (len(ids) - len(lost)) / elapsed,
                         1000 / floor_ms[done]), at_least(1.0), ">= floor (1 per transaction)"))
                 done += len(ids)
             full = floor_transaction_ms(routers, VLAN_FIRST)
             floor_ms[done] = nearest_rank(full, 50)
             for level, ms in sorted(floor_ms.items()):
-                results.add(Row(f"{label}, one transaction at {level} on routers",
+                results.add(Row(f"{label}, one transaction at {_fill(level)}",
                                 "router commit (floor transaction) p50", "ms", ms))
             results.add(judged(Row(f"{label}, all in batches of {batch}", "throughput",
                                    "circuits/s", (total - failed) / product_s,
