@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 
-from bench.harness import Results, Row, at_least, at_most, judged, memory_row
+from bench.harness import Results, Row, at_least, at_most, interleaved, judged, memory_row
 from bench.load import LoadFigures, Metadata, raw_caller, raw_method, run_closed_loop
 from bench.stack import KEYS, postgres_database, running_service
 from devstack.process import free_port, spawn, stop, wait_for_port
@@ -57,13 +57,18 @@ def empty_server(workdir: Path, replies: dict[str, int]) -> Iterator[str]:
         stop(proc)
 
 
-def _rows(workload: str, method: str, concurrency: int, product: LoadFigures,
-          floor: LoadFigures, judge: bool) -> list[Row]:
+def _rows(workload: str, method: str, concurrency: int, product: Sequence[LoadFigures],
+          floor: Sequence[LoadFigures], judge: bool) -> list[Row]:
+    """The cell's rows from its rounds (one LoadFigures of each side per round)."""
     name = method.rsplit("/", 1)[-1]
     label = f"{workload} {name} c={concurrency}"
-    throughput = Row(label, "throughput", "req/s", product.throughput, floor.throughput)
-    p50 = Row(label, "p50", "ms", product.p50_ms, floor.p50_ms)
-    p99 = Row(label, "p99", "ms", product.p99_ms, floor.p99_ms)
+
+    def row(figure: str, unit: str, of: Callable[[LoadFigures], float]) -> Row:
+        return Row.rounds(label, figure, unit, [of(f) for f in product], [of(f) for f in floor])
+
+    throughput = row("throughput", "req/s", lambda f: f.throughput)
+    p50 = row("p50", "ms", lambda f: f.p50_ms)
+    p99 = row("p99", "ms", lambda f: f.p99_ms)
     if judge and name in ("CreateOrder", "GetOrder"):
         share = 0.25 if name == "CreateOrder" else 0.60
         judged(throughput, at_least(share), f">= {share:.0%} of floor")
@@ -71,29 +76,41 @@ def _rows(workload: str, method: str, concurrency: int, product: LoadFigures,
     return [throughput, p50, p99]
 
 
+Caller = Callable[[Sequence[bytes]], Callable[[int], None]]
+
+
 def _measure(results: Results, workload: str, product: grpc.Channel, floor: grpc.Channel,
              metadata: Metadata, method: str, requests: Sequence[bytes],
-             concurrencies: Sequence[int], calls: int, judge: bool) -> None:
+             concurrencies: Sequence[int], calls: int, rounds: int, judge: bool) -> None:
     for concurrency in concurrencies:
         chunk = list(requests[:calls])
         requests = requests[calls:]
-        product_figures = run_closed_loop(
-            raw_caller(product, method, chunk, metadata), len(chunk), concurrency)
-        floor_figures = run_closed_loop(
-            raw_caller(floor, method, chunk, metadata), len(chunk), concurrency)
-        for row in _rows(workload, method, concurrency, product_figures, floor_figures,
-                         judge and concurrency == TARGET_CONCURRENCY):
-            results.add(row)
+        _cell(results, workload, method, concurrency, judge, [chunk] * rounds,
+              lambda chunk: raw_caller(product, method, chunk, metadata),
+              lambda chunk: raw_caller(floor, method, chunk, metadata))
+
+
+def _cell(results: Results, workload: str, method: str, concurrency: int, judge: bool,
+          chunks: Sequence[Sequence[bytes]], product: Caller, floor: Caller) -> None:
+    """One method at one concurrency, a round per chunk: product and floor alternately."""
+    products, floors = interleaved(
+        len(chunks),
+        lambda n: run_closed_loop(product(chunks[n]), len(chunks[n]), concurrency),
+        lambda n: run_closed_loop(floor(chunks[n]), len(chunks[n]), concurrency),
+    )
+    for row in _rows(workload, method, concurrency, products, floors,
+                     judge and concurrency == TARGET_CONCURRENCY):
+        results.add(row)
 
 
 def run_backend(results: Results, workdir: Path, bootstrap: str, backend: str, url: str,
-                concurrencies: Sequence[int], calls: int) -> None:
+                concurrencies: Sequence[int], calls: int, rounds: int) -> None:
     workload = f"order {backend}"
     env = {"IDC_KAFKA_BOOTSTRAP": bootstrap, "IDC_ORDER_DATABASE_URL": url}
     with running_service("order", workdir, env, label=f"order-{backend}") as service:
         token = KEYS.mint(Principal("bench@acme", Role.CUSTOMER, tenant="acme"))
         metadata: Metadata = tuple(call_metadata(token))
-        creates = create_requests(calls * len(concurrencies) + 1)
+        creates = create_requests(calls * len(concurrencies) * rounds + 1)
         with service.tls.channel(service.address) as product:
             call = raw_method(product, CREATE)
             first_reply = call(creates[0], metadata=metadata, timeout=30)
@@ -104,36 +121,34 @@ def run_backend(results: Results, workdir: Path, bootstrap: str, backend: str, u
             listing = order_service_pb2.ListOrdersRequest(page_size=20).SerializeToString()
             sizes = {CREATE: len(first_reply), GET: len(get_reply)}
             _measure_all(results, workload, workdir, product, metadata, creates[1:], listing,
-                         sizes, concurrencies, calls, judge=backend == "postgresql")
+                         sizes, concurrencies, calls, rounds, judge=backend == "postgresql")
         results.add(memory_row(workload, service))
 
 
 def _measure_all(results: Results, workload: str, workdir: Path, product: grpc.Channel,
                  metadata: Metadata, creates: list[bytes], listing: bytes,
                  sizes: dict[str, int], concurrencies: Sequence[int], calls: int,
-                 judge: bool) -> None:
+                 rounds: int, judge: bool) -> None:
     list_reply = raw_method(product, LIST)
     replies: list[bytes] = []
 
-    def create_and_keep(chunk: Sequence[bytes], concurrency: int) -> LoadFigures:
+    def create_and_keep(chunk: Sequence[bytes]) -> Callable[[int], None]:
         method = raw_method(product, CREATE)
 
         def call(index: int) -> None:
             replies.append(method(chunk[index], metadata=metadata, timeout=60))
 
-        return run_closed_loop(call, len(chunk), concurrency)
+        return call
 
     floor_sizes = dict(sizes)
     with empty_server(workdir, {**floor_sizes, LIST: 1}) as create_floor_address, \
             grpc.insecure_channel(create_floor_address) as floor:
         for concurrency in concurrencies:
-            chunk, creates = creates[:calls], creates[calls:]
-            product_figures = create_and_keep(chunk, concurrency)
-            floor_figures = run_closed_loop(
-                raw_caller(floor, CREATE, chunk, metadata), len(chunk), concurrency)
-            for row in _rows(workload, CREATE, concurrency, product_figures, floor_figures,
-                             judge and concurrency == TARGET_CONCURRENCY):
-                results.add(row)
+            # A fresh chunk of creates per round: a request id is placed once.
+            chunks = [creates[n * calls:(n + 1) * calls] for n in range(rounds)]
+            creates = creates[rounds * calls:]
+            _cell(results, workload, CREATE, concurrency, judge, chunks, create_and_keep,
+                  lambda chunk: raw_caller(floor, CREATE, chunk, metadata))
     # The list reply size is known once the creates are in: a full page.
     created = [order_service_pb2.CreateOrderResponse.FromString(r).order.id for r in replies]
     gets = [order_service_pb2.GetOrderRequest(order_id=order_id).SerializeToString()
@@ -142,14 +157,15 @@ def _measure_all(results: Results, workload: str, workdir: Path, product: grpc.C
     with empty_server(workdir, floor_sizes) as floor_address, \
             grpc.insecure_channel(floor_address) as floor:
         _measure(results, workload, product, floor, metadata, GET,
-                 gets * len(concurrencies), concurrencies, calls, judge)
+                 gets, concurrencies, calls, rounds, judge)
         _measure(results, workload, product, floor, metadata, LIST,
-                 [listing] * (calls * len(concurrencies)), concurrencies, calls, judge)
+                 [listing] * (calls * len(concurrencies)), concurrencies, calls, rounds, judge)
 
 
 def run(results: Results, workdir: Path, bootstrap: str, concurrencies: Sequence[int],
-        calls: int) -> None:
+        calls: int, rounds: int = 1) -> None:
+    """``calls`` per method, concurrency and round; each round the product then its floor."""
     with postgres_database("order") as url:
-        run_backend(results, workdir, bootstrap, "postgresql", url, concurrencies, calls)
+        run_backend(results, workdir, bootstrap, "postgresql", url, concurrencies, calls, rounds)
     sqlite_url = f"sqlite:///{workdir / 'order-bench.db'}"
-    run_backend(results, workdir, bootstrap, "sqlite", sqlite_url, concurrencies, calls)
+    run_backend(results, workdir, bootstrap, "sqlite", sqlite_url, concurrencies, calls, rounds)
