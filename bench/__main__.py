@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
             if "provisioning" in args.only:
                 # (runs, batch) per round with an empty router, then with a preload: a
                 # commit costs about 1 s with 2,000 circuits on the router, so fewer there.
-                plan = {"tiny": [(0, 1, 3)], "quick": [(0, 5, 20), (200, 3, 10)],
+                plan = {"tiny": [(0, 1, 3)], "quick": [(0, 3, 10), (200, 2, 5)],
                         "full": [(0, 20, 200), (2_000, 4, 40)]}[scale]
                 results.config["provisioning"] = [
                     {"preload": p, "runs": r, "batch": b} for p, r, b in plan]
