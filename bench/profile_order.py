@@ -3,9 +3,8 @@
 Starts the order service on a fresh PostgreSQL database as the bench does, drives
 CreateOrder, GetOrder and ListOrders in turn at concurrency 16 and records each phase with
 py-spy (every thread, GIL-holding samples only with ``--gil``), printing the top frames by
-own time and keeping py-spy's raw stacks per method (``--out``). py-spy is not in the locked
-requirements: ``.venv/bin/pip install py-spy`` first (it reads the service's memory, so it
-needs ptrace rights on the process).
+own time and keeping py-spy's raw stacks per method (``--out``). py-spy (a dev requirement)
+reads the service's memory, so it needs ptrace rights on the process.
 """
 
 from __future__ import annotations
