@@ -4,8 +4,8 @@
 method PATH on a grpcio server with the services' thread pool; a handler runs the
 statements the product sends for that call (bench/order_sql.json, captured by
 ``python -m bench.sql_capture``) on the same database with the bare driver (psycopg, or
-sqlite3 as the service sets it up), one connection per server thread, then answers a reply
-of the product's size, until SIGTERM. A CreateOrder gets fresh ids for the ids of the
+sqlite3 as the service sets it up) on pooled connections, then answers a reply of the
+product's size, until SIGTERM. A CreateOrder gets fresh ids for the ids of the
 captured call, so its inserts land as the product's do (on the same channel lock); a
 GetOrder reads the order its request names.
 """
@@ -35,6 +35,8 @@ from bench.sql_capture import CAPTURED
 from idc.order.v1 import order_service_pb2
 
 SERVICE = "idc.order.v1.OrderService"
+# Connections opened before serving: the bench's target concurrency (bench/order.py).
+WARM_CONNECTIONS = 16
 # Ids a CreateOrder makes up: circuit and order ids, request ids and event ids.
 _FRESH = {
     re.compile(r"^cct-[0-9a-f]{32}$"): lambda: f"cct-{uuid.uuid4().hex}",
@@ -126,45 +128,59 @@ def _row_with_vlans(op: Op, row: Any, vlans: dict[str, int]) -> Any:
 
 
 class Replayer:
-    """Runs a call's captured steps on connections of a pool opened up front (one per server
-    thread: the product's pool is as large, and warm by the time it is measured)."""
+    """Runs a call's captured steps on pooled connections: as many as the target
+    concurrency opened up front (the product's pool is warm by the time it is measured),
+    more up to one per server thread when needed (the product's pool is as large)."""
 
     def __init__(self, backend: str, url: str) -> None:
         self.postgres = backend == "postgresql"
         self.url = url
-        self.pool: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
-        for _ in range(MAX_WORKERS):
+        self.pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.opened = 0
+        self.lock = threading.Lock()
+        for _ in range(WARM_CONNECTIONS):
             self.pool.put(self._connect())
 
-    def _connect(self) -> tuple[Any, Any]:
-        """(in a transaction, autocommit); SQLite's one connection is both."""
+    def _connect(self) -> Any:
+        with self.lock:
+            self.opened += 1
         if self.postgres:
-            return psycopg.connect(self.url), psycopg.connect(self.url, autocommit=True)
+            return psycopg.connect(self.url)
         path = self.url.split(":///", 1)[1]
         lite = sqlite3.connect(path, timeout=30, isolation_level=None,
                                check_same_thread=False)
         for pragma in ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=30000"):
             lite.execute(f"PRAGMA {pragma}")
-        return lite, lite
+        return lite
+
+    def _take(self) -> Any:
+        try:
+            return self.pool.get_nowait()
+        except queue.Empty:
+            with self.lock:
+                full = self.opened >= MAX_WORKERS
+            return self.pool.get() if full else self._connect()
 
     def run(self, ops: list[Op], ids: dict[str, str]) -> None:
-        pair = self.pool.get()
+        connection = self._take()
         try:
-            self._run(pair, ops, ids)
+            self._run(connection, ops, ids)
         finally:
-            self.pool.put(pair)
+            self.pool.put(connection)
 
-    def _run(self, pair: tuple[Any, Any], ops: list[Op], ids: dict[str, str]) -> None:
-        in_transaction, autocommit = pair
+    def _run(self, connection: Any, ops: list[Op], ids: dict[str, str]) -> None:
         vlans: dict[str, int] = {}
         for op in ops:
             if op.control == "commit":
-                in_transaction.commit()
+                connection.commit()
                 continue
             if op.control == "rollback":
-                in_transaction.rollback()
+                connection.rollback()
                 continue
-            connection = autocommit if op.autocommit else in_transaction
+            # psycopg sets autocommit locally (no round trip), between transactions as the
+            # product's reads without one come.
+            if self.postgres and connection.autocommit != op.autocommit:
+                connection.autocommit = op.autocommit
             params = _swapped(op.params, ids) if ids else op.params
             if vlans and (op.columns or isinstance(params, dict)):
                 params = _with_vlans(op, params, vlans)
