@@ -1,6 +1,8 @@
 """Workload 1: the order API (CreateOrder, GetOrder, ListOrders) on PostgreSQL and SQLite at
-several concurrencies, next to a grpcio server with empty handlers answering replies of the
-same sizes to the same request bytes."""
+several concurrencies, next to two floors answering replies of the same sizes to the same
+request bytes: a grpcio server with empty handlers, and one whose handlers run the
+product's own SQL for the call with the bare driver (bench/sql_floor.py, rows
+"... vs gRPC+SQL")."""
 
 from __future__ import annotations
 
@@ -44,35 +46,65 @@ def create_requests(count: int) -> list[bytes]:
 
 @contextmanager
 def empty_server(workdir: Path, replies: dict[str, int]) -> Iterator[str]:
+    with _floor_server(workdir, "empty_server", [], replies) as address:
+        yield address
+
+
+@contextmanager
+def sql_floor(workdir: Path, backend: str, url: str, replies: dict[str, int]
+              ) -> Iterator[str]:
+    """The composite floor (bench/sql_floor.py) on the product's own database."""
+    with _floor_server(workdir, "sql_floor", [backend, url], replies) as address:
+        yield address
+
+
+@contextmanager
+def _floor_server(workdir: Path, module: str, args: list[str], replies: dict[str, int]
+                  ) -> Iterator[str]:
     port = free_port()
     proc = spawn(
-        [sys.executable, "-m", "bench.empty_server", str(port),
+        [sys.executable, "-m", f"bench.{module}", str(port), *args,
          *(f"{path}={size}" for path, size in replies.items())],
-        cwd=REPO_ROOT, log_path=workdir / "empty-server.log",
+        cwd=REPO_ROOT, log_path=workdir / f"{module}.log",
     )
     try:
-        wait_for_port("127.0.0.1", port, 20.0, name="empty gRPC server", proc=proc)
+        wait_for_port("127.0.0.1", port, 20.0, name=module, proc=proc)
         yield f"127.0.0.1:{port}"
     finally:
         stop(proc)
 
 
+# Throughput targets at the target concurrency: against the empty handler, and against
+# gRPC plus the product's own SQL (the composite floor; a create only).
+SHARE_OF_EMPTY = {"CreateOrder": 0.25, "GetOrder": 0.60, "ListOrders": 0.60}
+SHARE_OF_SQL = {"CreateOrder": 0.50}
+
+
 def _rows(workload: str, method: str, concurrency: int, product: LoadFigures,
-          floor: LoadFigures, judge: bool) -> list[Row]:
+          floor: LoadFigures, sql: LoadFigures, judge: bool) -> list[Row]:
     name = method.rsplit("/", 1)[-1]
     label = f"{workload} {name} c={concurrency}"
     throughput = Row(label, "throughput", "req/s", product.throughput, floor.throughput)
     p50 = Row(label, "p50", "ms", product.p50_ms, floor.p50_ms)
     p99 = Row(label, "p99", "ms", product.p99_ms, floor.p99_ms)
-    if judge and name in ("CreateOrder", "GetOrder"):
-        share = 0.25 if name == "CreateOrder" else 0.60
+    sql_label = f"{label} vs gRPC+SQL"
+    sql_throughput = Row(sql_label, "throughput", "req/s", product.throughput,
+                         sql.throughput)
+    sql_p50 = Row(sql_label, "p50", "ms", product.p50_ms, sql.p50_ms)
+    sql_p99 = Row(sql_label, "p99", "ms", product.p99_ms, sql.p99_ms)
+    if judge:
+        share = SHARE_OF_EMPTY[name]
         judged(throughput, at_least(share), f">= {share:.0%} of floor")
         judged(p99, at_most(3.0), "<= 3x floor p99")
-    return [throughput, p50, p99]
+        judged(sql_p99, at_most(3.0), "<= 3x floor p99")
+        if name in SHARE_OF_SQL:
+            judged(sql_throughput, at_least(SHARE_OF_SQL[name]),
+                   f">= {SHARE_OF_SQL[name]:.0%} of floor")
+    return [throughput, p50, p99, sql_throughput, sql_p50, sql_p99]
 
 
 def _measure(results: Results, workload: str, product: grpc.Channel, floor: grpc.Channel,
-             metadata: Metadata, method: str, requests: Sequence[bytes],
+             sql: grpc.Channel, metadata: Metadata, method: str, requests: Sequence[bytes],
              concurrencies: Sequence[int], calls: int, judge: bool) -> None:
     for concurrency in concurrencies:
         chunk = list(requests[:calls])
@@ -81,8 +113,10 @@ def _measure(results: Results, workload: str, product: grpc.Channel, floor: grpc
             raw_caller(product, method, chunk, metadata), len(chunk), concurrency)
         floor_figures = run_closed_loop(
             raw_caller(floor, method, chunk, metadata), len(chunk), concurrency)
+        sql_figures = run_closed_loop(
+            raw_caller(sql, method, chunk, metadata), len(chunk), concurrency)
         for row in _rows(workload, method, concurrency, product_figures, floor_figures,
-                         judge and concurrency == TARGET_CONCURRENCY):
+                         sql_figures, judge and concurrency == TARGET_CONCURRENCY):
             results.add(row)
 
 
@@ -103,15 +137,17 @@ def run_backend(results: Results, workdir: Path, bootstrap: str, backend: str, u
                 get, metadata=metadata, timeout=30)
             listing = order_service_pb2.ListOrdersRequest(page_size=20).SerializeToString()
             sizes = {CREATE: len(first_reply), GET: len(get_reply)}
-            _measure_all(results, workload, workdir, product, metadata, creates[1:], listing,
-                         sizes, concurrencies, calls, judge=backend == "postgresql")
+            _measure_all(results, (workload, backend, url), workdir, product, metadata,
+                         creates[1:], listing, sizes, concurrencies, calls,
+                         judge=backend == "postgresql")
         results.add(memory_row(workload, service))
 
 
-def _measure_all(results: Results, workload: str, workdir: Path, product: grpc.Channel,
-                 metadata: Metadata, creates: list[bytes], listing: bytes,
-                 sizes: dict[str, int], concurrencies: Sequence[int], calls: int,
-                 judge: bool) -> None:
+def _measure_all(results: Results, where: tuple[str, str, str], workdir: Path,
+                 product: grpc.Channel, metadata: Metadata, creates: list[bytes],
+                 listing: bytes, sizes: dict[str, int], concurrencies: Sequence[int],
+                 calls: int, judge: bool) -> None:
+    workload, backend, url = where
     list_reply = raw_method(product, LIST)
     replies: list[bytes] = []
 
@@ -125,14 +161,18 @@ def _measure_all(results: Results, workload: str, workdir: Path, product: grpc.C
 
     floor_sizes = dict(sizes)
     with empty_server(workdir, {**floor_sizes, LIST: 1}) as create_floor_address, \
-            grpc.insecure_channel(create_floor_address) as floor:
+            grpc.insecure_channel(create_floor_address) as floor, \
+            sql_floor(workdir, backend, url, {CREATE: sizes[CREATE]}) as sql_address, \
+            grpc.insecure_channel(sql_address) as sql:
         for concurrency in concurrencies:
             chunk, creates = creates[:calls], creates[calls:]
             product_figures = create_and_keep(chunk, concurrency)
             floor_figures = run_closed_loop(
                 raw_caller(floor, CREATE, chunk, metadata), len(chunk), concurrency)
+            sql_figures = run_closed_loop(
+                raw_caller(sql, CREATE, chunk, metadata), len(chunk), concurrency)
             for row in _rows(workload, CREATE, concurrency, product_figures, floor_figures,
-                             judge and concurrency == TARGET_CONCURRENCY):
+                             sql_figures, judge and concurrency == TARGET_CONCURRENCY):
                 results.add(row)
     # The list reply size is known once the creates are in: a full page.
     created = [order_service_pb2.CreateOrderResponse.FromString(r).order.id for r in replies]
@@ -140,10 +180,12 @@ def _measure_all(results: Results, workload: str, workdir: Path, product: grpc.C
             for order_id in created]
     floor_sizes[LIST] = len(list_reply(listing, metadata=metadata, timeout=30))
     with empty_server(workdir, floor_sizes) as floor_address, \
-            grpc.insecure_channel(floor_address) as floor:
-        _measure(results, workload, product, floor, metadata, GET,
+            grpc.insecure_channel(floor_address) as floor, \
+            sql_floor(workdir, backend, url, {GET: sizes[GET], LIST: floor_sizes[LIST]}
+                      ) as sql_address, grpc.insecure_channel(sql_address) as sql:
+        _measure(results, workload, product, floor, sql, metadata, GET,
                  gets * len(concurrencies), concurrencies, calls, judge)
-        _measure(results, workload, product, floor, metadata, LIST,
+        _measure(results, workload, product, floor, sql, metadata, LIST,
                  [listing] * (calls * len(concurrencies)), concurrencies, calls, judge)
 
 

@@ -45,8 +45,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import event as sa_event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.util import identity_key
 
 GENESIS = "0" * 64
 LINKS, HEADS = "audit_chain", "audit_chain_heads"
@@ -99,6 +100,17 @@ def chain_tables(metadata: MetaData) -> tuple[Table, Table]:
     """The links and the per-circuit heads, in ``metadata``."""
     return (Table(LINKS, metadata, *_link_columns()),
             Table(HEADS, metadata, *_head_columns()))
+
+
+def _rows(session: Session, model: type[Any], ids: Sequence[int]) -> list[Any]:
+    """The entries of ``model`` with ``ids``, in that order: those the session holds already
+    without a statement, the others in one."""
+    held = {i: session.identity_map.get(identity_key(model, i)) for i in ids}
+    wanted = [i for i, row in held.items() if row is None]
+    if wanted:
+        held.update((row.id, row) for row in session.scalars(
+            select(model).where(model.id.in_(wanted))))
+    return [held[i] for i in ids if held.get(i) is not None]
 
 
 def create_chain_tables(op: Any) -> None:
@@ -183,8 +195,8 @@ class AuditChain:
                 self._links.c.circuit_id == circuit_id, self._links.c.kind == kind.name)
             ids = [int(i) for i in session.scalars(kind.ids_of_circuit(circuit_id))]
             linked = {int(i) for i in session.scalars(chained)}
-            for entry_id in sorted(set(ids) - linked):
-                found.append((kind, session.get(kind.model, entry_id)))
+            found += [(kind, row) for row in _rows(session, kind.model,
+                                                   sorted(set(ids) - linked))]
         return found
 
     def _append(self, session: Session, circuit_id: str) -> None:
@@ -211,15 +223,16 @@ class AuditChain:
         heads = self._heads
         query = (select(heads.c.seq, heads.c.hash).where(heads.c.circuit_id == circuit_id)
                  .with_for_update())
-        head = session.connection().execute(query).first()
+        connection = session.connection()
+        head = connection.execute(query).first()
         if head is None:
-            try:
-                with session.begin_nested():
-                    session.connection().execute(
-                        insert(heads).values(circuit_id=circuit_id, seq=0, hash=GENESIS))
-            except IntegrityError:
-                pass  # another writer created it first: its row is locked below
-            head = session.connection().execute(query).one()
+            # Another writer may create it first: the insert then waits for its commit and
+            # does nothing, and its row is locked below (no savepoint needed around it).
+            dialect = connection.dialect.name
+            new_head = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(heads)
+            connection.execute(new_head.values(circuit_id=circuit_id, seq=0, hash=GENESIS)
+                               .on_conflict_do_nothing(index_elements=["circuit_id"]))
+            head = connection.execute(query).one()
         return int(head.seq), str(head.hash)
 
     def head(self, session: Session, circuit_id: str) -> tuple[int, str]:
