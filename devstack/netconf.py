@@ -62,6 +62,7 @@ from devstack.process import (
     stop,
     wait_for_port,
 )
+from sandbox.routers import SSHD_OPTIONS
 from services.provisioning.rendering import TEMPLATES_ROOT
 
 if TYPE_CHECKING:
@@ -474,18 +475,7 @@ def _sshd_config(
         f"AuthorizedKeysFile {client_pub}",
         f"AllowUsers {username}",
         "PermitRootLogin prohibit-password",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        "StrictModes no",
-        "PermitTTY no",
-        "X11Forwarding no",
-        "AllowTcpForwarding no",
-        "AllowAgentForwarding no",
-        "PrintMotd no",
-        "UseDNS no",
-        "LogLevel INFO",
+        *SSHD_OPTIONS,
         f'Subsystem netconf "{_NETCONF_SUBSYSTEM} {mapping}"',
         "",
     ]

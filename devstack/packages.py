@@ -12,13 +12,17 @@ runs at most once per process); otherwise :class:`DevstackError` gives the comma
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 
 from devstack.process import DevstackError
 
@@ -26,6 +30,9 @@ __all__ = ["ensure_debian_packages", "missing_debian_packages"]
 
 _APT_TIMEOUT_S = 900.0
 _lock = threading.Lock()
+# Processes installing at once (the suite's pytest-xdist workers) take turns: a second
+# apt-get would fail on dpkg's lock instead of waiting for it.
+_PROCESS_LOCK = os.path.join(tempfile.gettempdir(), "idc-devstack-apt.lock")
 _apt_updated = False
 
 
@@ -70,6 +77,28 @@ def _run_apt(argv: list[str]) -> None:
         )
 
 
+@contextlib.contextmanager
+def _installing_alone(timeout_s: float = 2 * _APT_TIMEOUT_S) -> Iterator[None]:
+    """Hold the lock that other processes of this machine install under."""
+    with open(_PROCESS_LOCK, "a") as file:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DevstackError(
+                        f"another process held {_PROCESS_LOCK} (installing packages) for "
+                        f"more than {timeout_s:.0f} s"
+                    ) from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
 def ensure_debian_packages(packages: Mapping[str, str]) -> None:
     """Make sure every package of ``packages`` (name -> a file it installs) is installed.
 
@@ -78,21 +107,25 @@ def ensure_debian_packages(packages: Mapping[str, str]) -> None:
     root, or without ``apt-get``, raises :class:`DevstackError` with the command to run.
     """
     global _apt_updated  # noqa: PLW0603 - one apt-get update per process
-    with _lock:
+    missing = missing_debian_packages(packages)
+    if not missing:
+        return
+    command = _install_command(missing)
+    if shutil.which("apt-get") is None:
+        raise DevstackError(
+            f"missing packages {', '.join(missing)} and no apt-get on this machine; "
+            f"on Debian or Ubuntu run as root: {command}"
+        )
+    if os.geteuid() != 0:
+        raise DevstackError(
+            f"missing packages {', '.join(missing)}; install them as root first:\n"
+            f"  sudo sh -c {shlex.quote(command)}"
+        )
+    with _lock, _installing_alone():
+        # Another thread or process may have installed them meanwhile.
         missing = missing_debian_packages(packages)
         if not missing:
             return
-        command = _install_command(missing)
-        if shutil.which("apt-get") is None:
-            raise DevstackError(
-                f"missing packages {', '.join(missing)} and no apt-get on this machine; "
-                f"on Debian or Ubuntu run as root: {command}"
-            )
-        if os.geteuid() != 0:
-            raise DevstackError(
-                f"missing packages {', '.join(missing)}; install them as root first:\n"
-                f"  sudo sh -c {shlex.quote(command)}"
-            )
         if not _apt_updated:
             _run_apt(["apt-get", "update"])
             _apt_updated = True

@@ -48,8 +48,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import event as sa_event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.util import identity_key
 
 GENESIS = "0" * 64
 LINKS, HEADS = "audit_chain", "audit_chain_heads"
@@ -102,6 +103,17 @@ def chain_tables(metadata: MetaData) -> tuple[Table, Table]:
     """The links and the per-circuit heads, in ``metadata``."""
     return (Table(LINKS, metadata, *_link_columns()),
             Table(HEADS, metadata, *_head_columns()))
+
+
+def _rows(session: Session, model: type[Any], ids: Sequence[int]) -> list[Any]:
+    """The entries of ``model`` with ``ids``, in that order: those the session holds already
+    without a statement, the others in one."""
+    held = {i: session.identity_map.get(identity_key(model, i)) for i in ids}
+    wanted = [i for i, row in held.items() if row is None]
+    if wanted:
+        held.update((row.id, row) for row in session.scalars(
+            select(model).where(model.id.in_(wanted))))
+    return [held[i] for i in ids if held.get(i) is not None]
 
 
 def create_chain_tables(op: Any) -> None:
@@ -194,8 +206,7 @@ class AuditChain:
                 if (circuit_id, kind.name, int(entry_id)) not in linked)
             if not wanted:
                 continue
-            rows = {row.id: row for row in session.scalars(
-                select(kind.model).where(kind.model.id.in_([i for i, _ in wanted])))}
+            rows = {row.id: row for row in _rows(session, kind.model, [i for i, _ in wanted])}
             for entry_id, circuit_id in wanted:
                 found[circuit_id].append((kind, rows[entry_id]))
         return found
@@ -245,18 +256,13 @@ class AuditChain:
         found = locked(circuit_ids)
         missing = [c for c in circuit_ids if c not in found]
         if missing:
-            new = [{"circuit_id": c, "seq": 0, "hash": GENESIS} for c in missing]
-            try:
-                with session.begin_nested():
-                    session.connection().execute(insert(heads), new)
-            except IntegrityError:
-                # Another writer created one first: one at a time, its row is locked below.
-                for row in new:
-                    try:
-                        with session.begin_nested():
-                            session.connection().execute(insert(heads).values(**row))
-                    except IntegrityError:
-                        pass
+            # Another writer may create one first: the insert then waits for its commit and
+            # does nothing for it, and its row is locked below (no savepoint needed).
+            connection = session.connection()
+            dialect = connection.dialect.name
+            new_heads = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(heads)
+            connection.execute(new_heads.on_conflict_do_nothing(index_elements=["circuit_id"]),
+                               [{"circuit_id": c, "seq": 0, "hash": GENESIS} for c in missing])
             found.update(locked(missing))
         return found
 

@@ -142,7 +142,8 @@ ORDERS_SCHEDULE_MISSED = _counter(
 )
 ORDER_OLDEST_AGE = _gauge(
     "idc.orders.oldest.age", "s",
-    "how long the oldest order in a waiting state has been in it (0: none)", "state",
+    "how long the oldest order in a waiting state has been in it (SCHEDULED: past its "
+    "start; 0: none)", "state",
 )
 ORDER_STATE_DURATION = _histogram(
     "idc.orders.state.duration", "time orders spent in a waiting state, when they left it",

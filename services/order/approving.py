@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
@@ -20,6 +21,7 @@ from services.order.context import (
     SYSTEM_PROVISIONING,
     SYSTEM_SCHEDULER,
     OrderContext,
+    awaiting_approval,
     emit,
     slots,
 )
@@ -252,11 +254,16 @@ class Approving:
             return convert.order(session, order)
 
     def expire_due(self, limit: int = 100) -> int:
-        """Reject orders whose approval window passed; returns how many."""
+        """Reject orders whose approval window passed; returns how many. The revert of a
+        boost in force never expires (that would leave the circuit boosted for good): it is
+        reminded of instead."""
         context = self.context
         with context.uow.write() as session:
             due = store.approval_window_passed(session, context.clock(), limit)
             for order in due:
+                if self._boost_in_force(session, order):
+                    self._remind(session, order)
+                    continue
                 context.withdraw_pending_approvals(session, order.id, ApprovalState.EXPIRED)
                 circuit = context.end(
                     session, order, OrderState.REJECTED, Outcome.WITHDRAWN, SYSTEM_EXPIRY,
@@ -264,3 +271,26 @@ class Approving:
                 emit(session, circuit.id, context.rejected(
                     order, circuit, "approval window expired", expired=True))
             return len(due)
+
+    @staticmethod
+    def _boost_in_force(session: Session, order: OrderRow) -> bool:
+        if order.boost_order_id is None:
+            return False
+        boost = store.get_order(session, order.boost_order_id, None)
+        return OrderState(boost.state) is OrderState.COMPLETED
+
+    def _remind(self, session: Session, revert: OrderRow) -> None:
+        """A revert still awaiting approval again after a window: it stays pending with a new
+        window, and operators and the customer are told again."""
+        context = self.context
+        log.error("revert %s of boost %s still awaits both telcos' approval; circuit %s stays "
+                  "boosted", revert.id, revert.boost_order_id, revert.circuit_id)
+        context.metrics.schedule_missed(session, "revert-approval-overdue")
+        revert.approval_expire_at = context.clock() + timedelta(
+            seconds=context.settings.approval_window_s)
+        context.audit(session, revert, SYSTEM_EXPIRY,
+                      "the approval window passed; a revert does not expire: it awaits both "
+                      "telcos' approval again until "
+                      f"{revert.approval_expire_at.isoformat(timespec='seconds')}",
+                      OrderState.PENDING_APPROVAL, OrderState.PENDING_APPROVAL)
+        emit(session, revert.circuit_id, awaiting_approval(context.clock(), revert))

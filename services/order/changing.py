@@ -264,8 +264,8 @@ class Changing:
                    bandwidth_mbps: int | None, burst_mbps: int | None, window: Window
                    ) -> CircuitChange:
         """The order's effect on ``circuit``, a bandwidth change checked and admitted on the
-        capacity ``session`` sees: over ``window`` for a scheduled one (the peak of the
-        calendar), else on everything reserved."""
+        capacity ``session`` sees: at the peak of the calendar over ``window`` (an immediate
+        one's is from now on, for good)."""
         context = self.context
         active = ActiveCircuit(circuit.bandwidth_mbps, circuit.burst_mbps,
                                circuit.term_months, circuit.currency)
@@ -273,14 +273,10 @@ class Changing:
             return disconnection(active)
         assert bandwidth_mbps is not None
         ports = (circuit.a_port_id, circuit.z_port_id)
-        if window.start is None:
-            figures = context.capacity(session)
-            headroom = [figures.channels.of(context.catalogue.is_sandbox_port(ports[0])),
-                        *(figures.ports[p] for p in ports)]
-        else:
-            headroom = store.headroom_over(session, context.catalogue,
-                                           context.settings.channel_capacity_mbps, ports,
-                                           window.start, window.end, context.clock())
+        moment = context.clock()
+        headroom = store.headroom_over(session, context.catalogue,
+                                       context.settings.channel_capacity_mbps, ports,
+                                       window.start or moment, window.end, moment)
         return bandwidth_change(
             active, bandwidth_mbps, burst_mbps,
             [context.catalogue.ports[p].speed_mbps for p in ports], headroom,

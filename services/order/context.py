@@ -153,6 +153,14 @@ def cancelled(moment: datetime, order: OrderRow, by: str) -> order_events.OrderC
         cancelled_by=by)
 
 
+def awaiting_approval(moment: datetime, order: OrderRow) -> order_events.OrderAwaitingApproval:
+    return order_events.OrderAwaitingApproval(
+        event_id=str(uuid.uuid4()), occurred_at=convert.timestamp(moment), order_id=order.id,
+        circuit_id=order.circuit_id, operation=convert.OPERATION[OrderType(order.type)],
+        boost_order_id=order.boost_order_id or "",
+        approval_expire_time=convert.timestamp(order.approval_expire_at))
+
+
 def emit(session: Session, circuit_id: str, message: Message) -> None:
     """An event of idc.order.events, keyed by its circuit, in ``session``'s transaction."""
     outbox.add(session, ORDER_EVENTS, circuit_id, message)

@@ -85,6 +85,11 @@ def _oldest_waiting(factory: sessionmaker[Session], now: Callable[[], datetime]
             oldest = session.scalar(select(func.min(column)).where(OrderRow.state == state.value))
             age = 0.0 if oldest is None else max((now() - as_utc(oldest)).total_seconds(), 0.0)
             readings.append(Reading(age, {"state": state.value}))
+        # A scheduled order waits by design until its start: its age counts from there.
+        start = session.scalar(select(func.min(OrderRow.start_at))
+                               .where(OrderRow.state == OrderState.SCHEDULED.value))
+        late = 0.0 if start is None else max((now() - as_utc(start)).total_seconds(), 0.0)
+        readings.append(Reading(late, {"state": OrderState.SCHEDULED.value}))
     return readings
 
 

@@ -19,7 +19,13 @@ from idc.events.v1 import order_pb2 as order_events
 from idc.events.v1 import provisioning_pb2
 from idc.order.v1 import order_pb2
 from services.order import approval_log, convert, store
-from services.order.context import SYSTEM_PROVISIONING, OrderContext, emit, slots
+from services.order.context import (
+    SYSTEM_PROVISIONING,
+    OrderContext,
+    awaiting_approval,
+    emit,
+    slots,
+)
 from services.order.domain.catalogue import Side
 from services.order.domain.lifecycle import (
     ApprovalState,
@@ -130,6 +136,7 @@ class ProvisioningOutcomes:
             self.context.metrics.schedule_missed(session, "revert-needs-approval")
         order.approval_expire_at = self.context.clock() + timedelta(
             seconds=self.context.settings.approval_window_s)
+        emit(session, order.circuit_id, awaiting_approval(self.context.clock(), order))
         # The refused saga's steps are over; the next approval starts a new one.
         order.approved_at = order.provisioning_step = order.provisioning_step_at = None
         circuit = store.get_circuit(session, order.circuit_id, None)

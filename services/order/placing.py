@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
 from services.common.audit_chain import AuditChain
 from services.common.auth import Principal
@@ -34,9 +36,11 @@ from services.order.admission import GroupCommit, Pending
 from services.order.contacts import SealedContacts
 from services.order.context import OrderContext
 from services.order.domain import capacity as cap
+from services.order.domain.catalogue import Catalogue
 from services.order.domain.idempotency import replayed_order
 from services.order.domain.lifecycle import CircuitState, OrderType
 from services.order.domain.pricing import PriceTerms
+from services.order.domain.schedule import NO_WINDOW, Calendar, Reservation
 from services.order.domain.validation import (
     CircuitRequest,
     check_quote_unexpired,
@@ -202,9 +206,7 @@ class Placing:
             store.lock_channel(session)
             existing = store.existing_orders(
                 session, [(p.item.tenant, p.item.request_id) for p in batch])
-            channels, ports = store.bandwidth(session, context.catalogue,
-                                              context.settings.channel_capacity_mbps)
-            pools = store.vlan_pools(session, context.catalogue, [
+            room = _Room.read(session, context, [
                 port for p in batch for port in (p.item.spec.a_end_port_id,
                                                  p.item.spec.z_end_port_id)])
             for pending in batch:
@@ -220,23 +222,11 @@ class Placing:
                 if replayed is not None:
                     replays.append((pending, replayed))
                     continue
-                spec = order.spec
-                a_pool, z_pool = pools[spec.a_end_port_id], pools[spec.z_end_port_id]
-                sandbox = context.catalogue.is_sandbox_port(spec.a_end_port_id)
                 try:
-                    cap.admit(spec.bandwidth_mbps, [channels.of(sandbox),
-                                                    ports[spec.a_end_port_id],
-                                                    ports[spec.z_end_port_id]])
-                    a_vlan = a_pool.choose(spec.a_end_vlan_id)
-                    z_vlan = z_pool.choose(spec.z_end_vlan_id)
+                    a_vlan, z_vlan = room.take(order.spec)
                 except DomainError as error:
                     pending.error = error
                     continue
-                a_pool.take(a_vlan)
-                z_pool.take(z_vlan)
-                channels = channels.reserving(sandbox, spec.bandwidth_mbps)
-                for port_id in (spec.a_end_port_id, spec.z_end_port_id):
-                    ports[port_id] = ports[port_id].reserving(spec.bandwidth_mbps)
                 placed[key] = order
                 views.append((pending, self._new_order_rows(order, a_vlan, z_vlan, rows,
                                                             events)))
@@ -314,3 +304,42 @@ class Placing:
                            Decimal(quote.burst_price), quote.term_months,
                            quote.price_book_version, Decimal(quote.termination_share))
         return spec, terms, quote.id
+
+
+@dataclass
+class _Room:
+    """What an admission batch admits its orders on, under the channel lock. A new circuit
+    holds from now on, for good: it is checked at the peak of the calendar from now on
+    (not the sum of every reservation however far apart), and each one admitted adds to
+    every later moment for the next."""
+
+    catalogue: Catalogue
+    channels: cap.Channels
+    ports: dict[str, cap.Headroom]
+    calendars: dict[bool, Calendar]  # by sandbox
+    vlans: dict[str, cap.VlanPool]
+
+    @classmethod
+    def read(cls, session: Session, context: OrderContext, port_ids: list[str]) -> _Room:
+        channels, ports = store.bandwidth(session, context.catalogue,
+                                          context.settings.channel_capacity_mbps)
+        moment = context.clock()
+        return cls(context.catalogue, channels, ports,
+                   {sandbox: Calendar(moment, store.reservations(session, context.catalogue,
+                                                                 moment, sandbox))
+                    for sandbox in (False, True)},
+                   store.vlan_pools(session, context.catalogue, port_ids))
+
+    def take(self, spec: CircuitRequest) -> tuple[int, int]:
+        """Admit ``spec``: its A and Z VLANs, or the DomainError that refuses it."""
+        sandbox = self.catalogue.is_sandbox_port(spec.a_end_port_id)
+        ends = (spec.a_end_port_id, spec.z_end_port_id)
+        calendar = self.calendars[sandbox]
+        cap.admit(spec.bandwidth_mbps, store.peak_headroom(
+            self.channels.of(sandbox), self.ports, calendar, ends, None))
+        a_pool, z_pool = self.vlans[spec.a_end_port_id], self.vlans[spec.z_end_port_id]
+        a_vlan, z_vlan = a_pool.choose(spec.a_end_vlan_id), z_pool.choose(spec.z_end_vlan_id)
+        a_pool.take(a_vlan)
+        z_pool.take(z_vlan)
+        calendar.add(*ends, Reservation(spec.bandwidth_mbps, NO_WINDOW))
+        return a_vlan, z_vlan

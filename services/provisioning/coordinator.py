@@ -69,6 +69,7 @@ REGISTRY = EventRegistry(
         order_pb2.OrderRejected,
         order_pb2.OrderCancelled,
         order_pb2.OrderCompleted,
+        order_pb2.OrderAwaitingApproval,  # not the coordinator's: known, so not dead-lettered
         provisioning_pb2.ProvisioningCommand,
         provisioning_pb2.ProvisioningReply,
     ]

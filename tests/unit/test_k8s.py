@@ -41,6 +41,8 @@ CRD_KINDS = {
     "PrometheusRule": "monitoring.coreos.com/v1",
 }
 METRICS_PORT = 9464
+SANDBOX_COMPONENT = "sandbox-router"
+SANDBOX_ENTRY = ["python3", "/opt/sandbox/routers.py"]
 Manifest = dict[str, Any]
 
 
@@ -109,6 +111,27 @@ def _pod_security_problems(deployment: Manifest) -> Iterator[str]:
             yield f"{where}: adds capabilities"
 
 
+def is_sandbox_router(deployment: Manifest) -> bool:
+    """A simulated sandbox router (sandbox/routers.py in its own image), not a service."""
+    labels = deployment["metadata"].get("labels", {})
+    return bool(labels.get("app.kubernetes.io/component") == SANDBOX_COMPONENT)
+
+
+def services_of(manifests: list[Manifest]) -> list[Manifest]:
+    """The orchestrator's own Deployments: every one but the simulated sandbox routers."""
+    return [d for d in of_kind(manifests, "Deployment") if not is_sandbox_router(d)]
+
+
+def _sandbox_probe_problems(container: Manifest, where: str) -> Iterator[str]:
+    """Every probe is the entry point's NETCONF hello, bounded (a port alone proves nothing)."""
+    for name in ("startupProbe", "readinessProbe", "livenessProbe"):
+        probe = container.get(name, {})
+        if probe.get("exec", {}).get("command") != [*SANDBOX_ENTRY, "check"]:
+            yield f"{where}: {name} is not `routers.py check` (a NETCONF hello)"
+        if not probe.get("timeoutSeconds"):
+            yield f"{where}: {name} has no timeoutSeconds"
+
+
 def _probe_problems(container: Manifest, where: str) -> Iterator[str]:
     """gRPC services: readiness asks the whole server, startup and liveness the liveness
     service (a lost database or broker must not restart them). The console (no gRPC
@@ -147,8 +170,12 @@ def _metrics_problems(container: Manifest, where: str) -> Iterator[str]:
 def _container_problems(deployment: Manifest) -> Iterator[str]:
     for container in containers(deployment):
         where = f"{name_of(deployment)} container {container['name']}"
-        yield from _probe_problems(container, where)
-        yield from _metrics_problems(container, where)
+        if is_sandbox_router(deployment):
+            # netconfd and sshd export no metrics; the probes are NETCONF hellos.
+            yield from _sandbox_probe_problems(container, where)
+        else:
+            yield from _probe_problems(container, where)
+            yield from _metrics_problems(container, where)
         resources = container.get("resources", {})
         for bound in ("requests", "limits"):
             if set(resources.get(bound, {})) != {"cpu", "memory"}:
@@ -164,7 +191,10 @@ def _container_problems(deployment: Manifest) -> Iterator[str]:
 def _command_problems(deployment: Manifest) -> Iterator[str]:
     for container in containers(deployment):
         command = container.get("command", [])
-        if command[:2] != ["python", "-m"] or len(command) != 3:
+        if is_sandbox_router(deployment):
+            if command != [*SANDBOX_ENTRY, "serve"] or not (REPO / "sandbox/routers.py").is_file():
+                yield f"{name_of(deployment)}: command {command} is not `routers.py serve`"
+        elif command[:2] != ["python", "-m"] or len(command) != 3:
             yield f"{name_of(deployment)}: command {command} is not python -m <service>"
         elif not REPO.joinpath(*command[2].split("."), "__main__.py").is_file():
             yield f"{name_of(deployment)}: {command[2]} is not a runnable module"
@@ -249,8 +279,9 @@ def _security_problems(name: str, kind: str, spec: Manifest) -> list[str]:
     if kind == "Kafka":
         for listener in spec.get("kafka", {}).get("listeners", []):
             if listener.get("tls") is not True or not listener.get("authentication"):
-                found.append(f"{name}: listener {listener.get('name')} is not TLS with "
-                             "client authentication")
+                found.append(
+                    f"{name}: listener {listener.get('name')} is not TLS with client authentication"
+                )
         if spec.get("kafka", {}).get("authorization", {}).get("type") != "simple":
             found.append(f"{name}: no ACLs (authorization type simple)")
     if kind == "KafkaUser":
@@ -366,7 +397,7 @@ def test_dev_runs_one_replica_of_everything_in_one_namespace() -> None:
     manifests = render("dev")
     deployments = of_kind(manifests, "Deployment")
     assert {d["spec"]["replicas"] for d in deployments} == {1}
-    assert len(deployments) == 7
+    assert len(deployments) == 9  # seven services, two sandbox routers
     assert {m["metadata"].get("namespace") for m in manifests if m["kind"] != "Namespace"} == {
         "idc-dev"
     }
@@ -403,7 +434,7 @@ def test_one_database_per_service_and_each_service_reads_its_own() -> None:
             for e in c["env"]
             if e["name"].endswith("_DATABASE_URL")
         ]
-        if deployment["metadata"]["name"] == "console":
+        if deployment["metadata"]["name"] == "console" or is_sandbox_router(deployment):
             assert urls == []
             continue
         assert len(urls) == 1, name_of(deployment)

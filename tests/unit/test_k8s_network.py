@@ -14,6 +14,7 @@ from tests.unit.test_k8s import (
     OVERLAYS,
     Manifest,
     containers,
+    is_sandbox_router,
     name_of,
     of_kind,
     render,
@@ -80,6 +81,45 @@ def has_database(deployment: Manifest) -> bool:
     )
 
 
+def ingress_sources(policies: list[Manifest], labels: dict[str, str]) -> dict[int, list[Manifest]]:
+    """For each TCP port of a pod with ``labels``: the peers allowed in (``{}``: anyone)."""
+    sources: dict[int, list[Manifest]] = {}
+    for policy in policies:
+        if _selects(policy["spec"]["podSelector"], labels):
+            for rule in policy["spec"].get("ingress", []):
+                for port in rule.get("ports", [{"protocol": "TCP", "port": 0}]):
+                    if port.get("protocol") == "TCP":
+                        sources.setdefault(port["port"], []).extend(rule.get("from", [{}]))
+    return sources
+
+
+def sandbox_router_problems(policies: list[Manifest], router: Manifest) -> list[str]:
+    """A sandbox router connects nowhere but DNS and admits only its own telco's agent, on
+    its NETCONF port (``sandbox-router-sg`` <- ``provisioning-agent-sg``). Rules for ports
+    it does not listen on (the shared probe and scrape policies) let nothing in."""
+    name, labels = name_of(router), router["spec"]["template"]["metadata"]["labels"]
+    side = labels["app.kubernetes.io/name"].rsplit("-", 1)[1]
+    agent = {"app.kubernetes.io/name": f"provisioning-agent-{side}"}
+    (listening,) = [p for c in containers(router) for p in c["ports"]]
+    port = listening["containerPort"]
+    found = []
+    if egress_ports(policies, labels) - {53}:
+        found.append(f"{name}: may connect beyond DNS")
+    sources = {
+        number: peers
+        for number, peers in ingress_sources(policies, labels).items()
+        if number in {0, port, listening["name"]}
+    }
+    for peer in (p for peers in sources.values() for p in peers):
+        if set(peer) != {"podSelector"} or peer["podSelector"].get("matchLabels") != agent:
+            found.append(f"{name}: admits {peer or 'anyone'}, not only {agent}")
+    if set(sources) != {port}:
+        found.append(f"{name}: ingress on {sorted(sources)}, not only its NETCONF port {port}")
+    if port not in egress_ports(policies, agent):
+        found.append(f"{name}: {agent} may not connect to it on {port}")
+    return found
+
+
 def network_problems(manifests: list[Manifest]) -> list[str]:
     policies = of_kind(manifests, "NetworkPolicy")
     found = []
@@ -88,6 +128,9 @@ def network_problems(manifests: list[Manifest]) -> list[str]:
     for deployment in of_kind(manifests, "Deployment"):
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         allowed = egress_ports(policies, labels)
+        if is_sandbox_router(deployment):
+            found += sandbox_router_problems(policies, deployment)
+            continue
         # The console has no database and no broker: it calls the two APIs only.
         needed = (
             ((9092, "Kafka"), (5432, "PostgreSQL"))
@@ -136,6 +179,44 @@ NETWORK_BREAKAGES: dict[str, Callable[[list[Manifest]], list[Manifest]]] = {
     "no database": lambda m: [x for x in m if x["metadata"]["name"] != "billing-to-billing-db"],
     "agent cut off": lambda m: [
         x for x in m if x["metadata"]["name"] != "provisioning-agent-sg-to-routers"
+    ],
+    "sandbox router open to all": lambda m: [
+        *m,
+        {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "bad"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "sandbox-router-cq"}},
+                "ingress": [{"ports": [{"protocol": "TCP", "port": 2831}]}],
+            },
+        },
+    ],
+    "sandbox router admits the other agent": lambda m: [
+        *m,
+        {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "bad"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "sandbox-router-sg"}},
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "podSelector": {
+                                    "matchLabels": {
+                                        "app.kubernetes.io/name": "provisioning-agent-cq"
+                                    }
+                                }
+                            }
+                        ],
+                        "ports": [{"protocol": "TCP", "port": 2830}],
+                    }
+                ],
+            },
+        },
+    ],
+    "agent cut off from its sandbox router": lambda m: [
+        x for x in m if x["metadata"]["name"] != "provisioning-agent-sg-to-sandbox-router"
     ],
     "order reaches routers": lambda m: [
         *m,

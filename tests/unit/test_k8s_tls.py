@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_k8s import OVERLAYS, Manifest, containers, name_of, of_kind, render
+from tests.unit.test_k8s import (
+    OVERLAYS,
+    Manifest,
+    containers,
+    name_of,
+    of_kind,
+    render,
+    services_of,
+)
 
 TLS_DIR = "/etc/idc/tls"
 HEALTH_PORT = 8086
@@ -28,7 +36,7 @@ def mounts(deployment: Manifest) -> dict[str, str]:
 
 
 def grpc_servers(manifests: list[Manifest]) -> list[Manifest]:
-    return [d for d in of_kind(manifests, "Deployment") if d["metadata"]["name"] != "console"]
+    return [d for d in services_of(manifests) if d["metadata"]["name"] != "console"]
 
 
 def tls_problems(manifests: list[Manifest]) -> list[str]:
@@ -43,7 +51,7 @@ def tls_problems(manifests: list[Manifest]) -> list[str]:
         if settings.get(key) != value:
             found.append(f"idc-config: {key} is {settings.get(key)!r}, not {value!r}")
     certificates = {c["spec"]["secretName"] for c in of_kind(manifests, "Certificate")}
-    for deployment in of_kind(manifests, "Deployment"):
+    for deployment in services_of(manifests):
         name = deployment["metadata"]["name"]
         secret = f"{name}-grpc-tls"
         if mounts(deployment).get(secret) != TLS_DIR:

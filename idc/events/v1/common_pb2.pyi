@@ -26,9 +26,9 @@ class CircuitEndpoint(_message.Message):
     * Payloads are these messages, serialised as protobuf binary, on Kafka topics keyed by
       circuit id (so all events of a circuit stay in order on one partition). Topics are
       named in services/common/events/topics.py: order events (OrderCreated, OrderApproved,
-      OrderRejected, OrderCancelled, OrderCompleted) on idc.order.events; ProvisioningCommand
-      on idc.provisioning.commands.sg / .cq (by target side); ProvisioningReply on
-      idc.provisioning.replies; CircuitActivated, CircuitModified, CircuitDisconnected,
+      OrderRejected, OrderCancelled, OrderCompleted, OrderAwaitingApproval) on
+      idc.order.events; ProvisioningCommand on idc.provisioning.commands.sg / .cq (by
+      target side); ProvisioningReply on idc.provisioning.replies; CircuitActivated, CircuitModified, CircuitDisconnected,
       ProvisioningFailed on idc.circuit.events; UsageSample on idc.usage.samples.
     * Kafka headers carry `event-id` (same as the payload's event_id), `event-type` (the
       fully-qualified message name, e.g. "idc.events.v1.OrderApproved"), `schema-version`

@@ -345,3 +345,59 @@ class OrderCompleted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OrderCompleted: _TypeAlias = OrderCompleted  # noqa: Y015
+
+@_typing.final
+class OrderAwaitingApproval(_message.Message):
+    """An order waits for both telcos' approval again: provisioning found its router payload
+    changed since it was approved (nothing was changed on the routers). For the revert of a
+    boost in force the circuit stays boosted meanwhile; such a revert never expires and this
+    event is repeated each approval window until both telcos approve it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CIRCUIT_ID_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    BOOST_ORDER_ID_FIELD_NUMBER: _builtins.int
+    APPROVAL_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id."""
+    order_id: _builtins.str
+    """Order id."""
+    circuit_id: _builtins.str
+    """Circuit id."""
+    operation: _circuit_operation_pb2.CircuitOperation.ValueType
+    """Operation the order asks for."""
+    boost_order_id: _builtins.str
+    """For a revert: the boost it reverts (its bandwidth holds until the revert is approved
+    and provisioned; billing stops at the boost's booked end).
+    """
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the order went back to approval (or was reminded of)."""
+
+    @_builtins.property
+    def approval_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the approval window closes; for a revert, when this event is repeated."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        order_id: _builtins.str = ...,
+        circuit_id: _builtins.str = ...,
+        operation: _circuit_operation_pb2.CircuitOperation.ValueType = ...,
+        boost_order_id: _builtins.str = ...,
+        approval_expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_expire_time", b"approval_expire_time", "occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_expire_time", b"approval_expire_time", "boost_order_id", b"boost_order_id", "circuit_id", b"circuit_id", "event_id", b"event_id", "occurred_at", b"occurred_at", "operation", b"operation", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderAwaitingApproval: _TypeAlias = OrderAwaitingApproval  # noqa: Y015

@@ -43,7 +43,7 @@ def make_app(
         lambda: EventConsumer(
             [CIRCUIT_EVENTS],
             settings.consumer_group,
-            CircuitEventHandler(store, settings.sides),
+            CircuitEventHandler(store, settings.sides, routers=list(routers)),
             runtime.session_factory,
             kafka,
             registry=CIRCUIT_EVENT_REGISTRY,

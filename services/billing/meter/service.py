@@ -18,7 +18,7 @@ import logging
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
@@ -75,10 +75,15 @@ class CircuitEventHandler:
         store: MeterStore,
         sides: Sequence[int],
         clock: Callable[[], datetime] = _utcnow,
+        routers: Collection[str] | None = None,
     ) -> None:
         self._store = store
         self._sides = tuple(sides)
         self._clock = clock
+        # The routers the meter can read (None: any). A sandbox circuit on another router is
+        # not metered: a deployment that runs its sandbox routers without counters (k8s)
+        # would otherwise record a gap for it every interval. A real circuit always is.
+        self._routers = None if routers is None else frozenset(routers)
 
     def __call__(self, session: Session, event: Message, envelope: Envelope) -> None:
         if isinstance(event, circuit_pb2.CircuitActivated | circuit_pb2.CircuitModified):
@@ -87,6 +92,11 @@ class CircuitEventHandler:
             for endpoint in ends:
                 subinterface_name(endpoint.interface_name, endpoint.vlan_id)
             for side, endpoint in zip(self._sides, ends, strict=True):
+                if (event.circuit.sandbox and self._routers is not None
+                        and endpoint.router_name not in self._routers):
+                    log.info("not metering sandbox circuit %s: the meter has no access to %s",
+                             event.circuit_id, endpoint.router_name)
+                    continue
                 self._store.put_circuit(
                     session,
                     MeteredCircuit(

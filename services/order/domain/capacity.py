@@ -17,7 +17,7 @@ order whose CIR fits is admitted whatever its burst.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from services.common.errors import CapacityExhausted
 
@@ -35,11 +35,6 @@ class Headroom:
     def free_mbps(self) -> int:
         return max(0, self.capacity_mbps - self.committed_mbps - self.reserved_mbps)
 
-    def reserving(self, mbps: int) -> Headroom:
-        """The same resource once ``mbps`` more are reserved on it."""
-        return Headroom(self.name, self.capacity_mbps, self.committed_mbps,
-                        self.reserved_mbps + mbps)
-
 
 @dataclass(frozen=True)
 class Channels:
@@ -51,12 +46,6 @@ class Channels:
 
     def of(self, sandbox: bool) -> Headroom:
         return self.sandbox if sandbox else self.real
-
-    def reserving(self, sandbox: bool, mbps: int) -> Channels:
-        """The same pools once ``mbps`` more are reserved on the one ``sandbox`` names."""
-        if sandbox:
-            return replace(self, sandbox=self.sandbox.reserving(mbps))
-        return replace(self, real=self.real.reserving(mbps))
 
 
 def shortfalls(request_mbps: int, resources: Iterable[Headroom]) -> list[str]:

@@ -6,7 +6,8 @@ something no one else will report (a consumer without partitions, a saga stuck o
 router). Each such order is named with how long it has waited since approval and the last
 step provisioning reported for it. A SCHEDULED order still waiting past the bound after
 its start is named too: its start did not happen (its boost is still with provisioning,
-or the scheduled start is not running).
+or the scheduled start is not running); so is a boost's revert that went back to approval
+and is still waiting past the bound after its start (the circuit stays boosted).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def describe_overdue(order: AwaitingOutcome, now: datetime) -> str:
         return (f"order {order.order_id} was due to start {waited_words(now - order.approved_at)}"
                 " ago and is still SCHEDULED (its boost is not in force yet, or scheduled "
                 "starts are not running)")
+    if order.state is OrderState.PENDING_APPROVAL:
+        return (f"revert {order.order_id} was due {waited_words(now - order.approved_at)} ago "
+                "and awaits both telcos' approval again (its router payload changed); its "
+                "circuit stays boosted")
     step = (f"last step {order.step!r} since {order.step_at.isoformat(timespec='seconds')}"
             if order.step and order.step_at else "no provisioning step reported yet")
     return (f"order {order.order_id} has waited {waited_words(now - order.approved_at)} "
@@ -66,7 +71,7 @@ def overdue_report(orders: Sequence[AwaitingOutcome], now: datetime, bound_s: in
              for order in sorted(orders, key=lambda o: o.approved_at)
              if order.approved_at <= since
              and order.state in (OrderState.APPROVED, OrderState.IN_PROGRESS,
-                                 OrderState.SCHEDULED)]
+                                 OrderState.SCHEDULED, OrderState.PENDING_APPROVAL)]
     if more:
         texts.append(f"more orders have waited longer than {bound_s} s than are listed here")
     return texts

@@ -5,7 +5,8 @@ A change may take effect at a start time, and a boost (a change with an end time
 by itself at its end. Each open order holds its reservation over a window [start, end):
 an order without a start holds it from now, one without an end for good. Admission checks
 the channel and the ports at the peak, over the new order's window, of the reservations
-overlapping it (plus the committed bandwidth, which holds throughout). Releases are never
+overlapping it (plus the committed bandwidth, which holds throughout); an immediate order's
+window is [now, for good). Releases are never
 counted ahead: a boost in force stays committed at its boosted rate until its revert has
 completed, and one still with provisioning past its end holds its reservation on (the
 store reads it so), so neither a late boost nor a late revert can oversell the channel.
@@ -13,6 +14,7 @@ store reads it so), so neither a late boost nor a late revert can oversell the c
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -68,6 +70,36 @@ def peak_reserved(reservations: Iterable[Reservation], start: datetime,
                          if r.window.start is not None and r.window.start > start}
     return max(sum(r.mbps for r in overlapping if _holds_at(r.window, moment))
                for moment in moments)
+
+
+class Calendar:
+    """The reservations of one pool (with their A and Z ports) as admission reads them from
+    ``start`` on. Those holding from ``start`` for good (every pending immediate order) are
+    kept as sums, by port and for the pool, so that a batch of new circuits is checked
+    without reading all of them again for each; the others are listed."""
+
+    def __init__(self, start: datetime, held: Iterable[tuple[str, str, Reservation]]) -> None:
+        self.start = start
+        self._lasting: dict[str | None, int] = defaultdict(int)  # None: the pool
+        self._timed: list[tuple[str, str, Reservation]] = []
+        for a_port, z_port, reservation in held:
+            self.add(a_port, z_port, reservation)
+
+    def add(self, a_port: str, z_port: str, reservation: Reservation) -> None:
+        window = reservation.window
+        if window.end is None and (window.start is None or window.start <= self.start):
+            for key in (None, a_port, z_port):
+                self._lasting[key] += reservation.mbps
+        else:
+            self._timed.append((a_port, z_port, reservation))
+
+    def at_peak(self, resource: Headroom, port_id: str | None, end: datetime | None
+                ) -> Headroom:
+        """``resource`` (the pool when ``port_id`` is None; its committed bandwidth holds
+        throughout) with the peak of what is held on it over [start, end) as reserved."""
+        timed = [r for a, z, r in self._timed if port_id is None or port_id in (a, z)]
+        return Headroom(resource.name, resource.capacity_mbps, resource.committed_mbps,
+                        self._lasting[port_id] + peak_reserved(timed, self.start, end))
 
 
 def _holds_at(window: Window, moment: datetime) -> bool:

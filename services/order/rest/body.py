@@ -3,6 +3,7 @@ InvalidArgument naming the field's path, never a server error."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from services.common.errors import InvalidArgument
@@ -47,6 +48,20 @@ class Body:
         if not 0 <= value <= MAX_INTEGER:
             raise InvalidArgument.for_field(self._name(key), f"must be 0 to {MAX_INTEGER}")
         return value
+
+    def instant(self, key: str) -> datetime | None:
+        """An RFC 3339 date-time with its offset (``2026-12-05T09:00:00Z``)."""
+        value = self._value.get(key)
+        if value is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise InvalidArgument.for_field(self._name(key), "must be a date-time with its "
+                                            "offset, e.g. 2026-12-05T09:00:00Z")
+        return moment
 
     def child(self, key: str, *, required: bool = False) -> Body | None:
         value = self._value.get(key)

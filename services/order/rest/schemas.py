@@ -120,12 +120,14 @@ COMPONENTS: dict[str, Schema] = {
     "EventSubscription": obj(
         ("id", "callback", "query"), id=ID, href={"type": "string"},
         callback={"type": "string"}, query={"type": "string"}),
-    # productOrder: one item per order (the service orders one circuit at a time).
+    # productOrder: one item per order (the service orders one circuit at a time). A modify
+    # item may carry a start (Sonata's requestedStartDate) and, for a boost, an end
+    # (requestedEndDate: ours, Sonata has none).
     "ProductOrderItem_Create": obj(
         ("id", "action"), id=ID, action=enum("add", "modify", "delete"),
         quoteItem=obj(("quoteId",), quoteId=ID), product=obj(
             id=ID, productConfiguration=ref("MEFProductConfiguration")),
-        note=TEXT),
+        note=TEXT, requestedStartDate=INSTANT, requestedEndDate=INSTANT),
     "RelatedContactInformation": obj(
         ("role", "name"), role={"type": "string", "maxLength": 64}, name=TEXT,
         emailAddress={"type": "string", "maxLength": 320},
@@ -140,13 +142,16 @@ COMPONENTS: dict[str, Schema] = {
                    "failed", "cancelled"),
         product=obj(id={"type": "string"}, href={"type": "string"},
                     productConfiguration=ref("MEFProductConfiguration")),
-        itemPrice=ref("Price"), previousBandwidthMbps={"type": "integer"}),
+        itemPrice=ref("Price"), previousBandwidthMbps={"type": "integer"},
+        requestedStartDate=INSTANT, requestedEndDate=INSTANT,
+        revertOrderId={"type": "string"}, boostOrderId={"type": "string"}),
     "ProductOrder": obj(
         ("id", "state", "productOrderItem"),
         id=ID, href={"type": "string"}, externalId={"type": "string"},
         state=enum("acknowledged", "pending", "inProgress", "completed", "rejected",
                    "failed", "cancelled"),
-        orderDate=INSTANT, completionDate=INSTANT, stateChangeDate=INSTANT,
+        idcState={"type": "string"}, orderDate=INSTANT, completionDate=INSTANT,
+        stateChangeDate=INSTANT,
         requestId={"type": "string"}, quoteId={"type": "string"},
         productOrderItem=array_of(ref("ProductOrderItem")),
         relatedContactInformation=array_of(ref("RelatedContactInformation")),

@@ -118,12 +118,23 @@ OrderRequest = (order_service_pb2.CreateOrderRequest | order_service_pb2.ModifyB
                 | order_service_pb2.DisconnectCircuitRequest)
 
 
+# A modify item's window: Sonata's requestedStartDate, and requestedEndDate (ours: Sonata
+# has no end) for a boost, which reverts by itself then.
+WINDOW_FIELDS = (("requestedStartDate", "start_time"), ("requestedEndDate", "end_time"))
+
+
 def order_request(body: Body, request_id: str) -> OrderRequest:
     """The gRPC request a productOrder stands for: add = new circuit (from a quote or a
     configuration), modify = bandwidth change, delete = disconnect."""
     item = single_item(body, "productOrderItem")
     action = action_of(item, "add", "modify", "delete")
     reason = item.text("note")
+    window = {field: item.instant(key) for key, field in WINDOW_FIELDS}
+    if action != "modify":
+        for key, field in WINDOW_FIELDS:
+            if window[field] is not None:
+                raise InvalidArgument.for_field(f"{item.path}.{key}",
+                                                "only a modify item takes a start or an end")
     if action == "add":
         request = order_service_pb2.CreateOrderRequest(request_id=request_id,
                                                        contacts=contacts(body))
@@ -147,6 +158,9 @@ def order_request(body: Body, request_id: str) -> OrderRequest:
     burst = configuration.integer("burstMbps")
     if burst is not None:
         change.burst_mbps = burst
+    for field, moment in window.items():
+        if moment is not None:
+            getattr(change, field).FromDatetime(moment)
     return change
 
 
@@ -215,9 +229,13 @@ def product_order(order: order_pb2.Order) -> Json:
         "product": {"id": order.circuit_id, "href": f"{PRODUCT_PATH}/{order.circuit_id}",
                     "productConfiguration": configuration(order.spec)},
         "itemPrice": price(order.price),
-        "previousBandwidthMbps": order.previous_bandwidth_mbps or None})
+        "previousBandwidthMbps": order.previous_bandwidth_mbps or None,
+        "requestedStartDate": instant(order.start_time),
+        "requestedEndDate": instant(order.end_time),
+        "revertOrderId": order.revert_order_id, "boostOrderId": order.boost_order_id})
     return compact({
         "id": order.id, "href": f"{ORDER_PATH}/{order.id}", "state": state,
+        "idcState": order_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_").lower(),
         "orderDate": instant(order.create_time), "completionDate": instant(order.complete_time),
         "stateChangeDate": instant(order.update_time), "requestId": order.request_id,
         "quoteId": order.quote_id, "productOrderItem": [item],

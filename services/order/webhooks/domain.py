@@ -27,6 +27,7 @@ ORDER_EVENT_TYPES: tuple[str, ...] = (
     "idc.events.v1.OrderRejected",
     "idc.events.v1.OrderCancelled",
     "idc.events.v1.OrderCompleted",
+    "idc.events.v1.OrderAwaitingApproval",
 )
 EVENT_TYPES: tuple[str, ...] = (
     *ORDER_EVENT_TYPES,
@@ -44,6 +45,7 @@ BODY_FIELDS = frozenset({
     "circuitId", "orderId", "tenantId", "operation", "bandwidthMbps",
     "previousBandwidthMbps", "effectiveTime", "occurredAt", "rolledBack", "side",
     "driftedSince", "lastSeenInSyncTime", "success", "expired", "approvalExpireTime",
+    "boostOrderId",
 })
 
 

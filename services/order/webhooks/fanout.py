@@ -25,7 +25,8 @@ from services.order.tables import OrderRow
 from services.order.webhooks import domain, store
 
 for _event_class in (order_pb2.OrderCreated, order_pb2.OrderApproved, order_pb2.OrderRejected,
-                     order_pb2.OrderCancelled, order_pb2.OrderCompleted):
+                     order_pb2.OrderCancelled, order_pb2.OrderCompleted,
+                     order_pb2.OrderAwaitingApproval):
     register_event(_event_class)
 
 

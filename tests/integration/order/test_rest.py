@@ -1,5 +1,6 @@
 """The partner REST facade on the order service: an order through both telcos' approvals
-(ops API, gRPC) to an ACTIVE product, problems, idempotency replay and keyset paging."""
+(ops API, gRPC) to an ACTIVE product, a boost booked and cancelled before its start,
+problems, idempotency replay and keyset paging."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import socket
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
+import httpx2
 import pytest
 
+from idc.order.v1 import order_pb2
 from services.common.config import KafkaSettings
 from services.order.rest.problems import PROBLEM_JSON
 from services.order.rest.sonata import BASE, PRODUCT_PATH
@@ -203,3 +207,47 @@ def test_validate_only_answers_the_order_and_keeps_the_key_unused(
         assert placed.json()["productOrderItem"][0]["itemPrice"] == item["itemPrice"]
         bad = rest.call("alice", "POST", ORDERS, body=new_circuit(), params={"validateOnly": "1"})
         assert bad.status_code == 422 and bad.json()["violations"][0]["field"] == "validateOnly"
+
+
+def test_a_boost_booked_over_rest_shows_its_window_and_is_cancelled_before_its_start(
+        database_url: str, kafka_settings: KafkaSettings) -> None:
+    with running_rest(database_url, kafka_settings) as rest:
+        grpc_order = rest.svc.alice.create(100)
+        rest.svc.approve_both(grpc_order)
+        rest.svc.publish(activated(grpc_order), grpc_order.circuit_id)
+        rest.svc.wait_state(grpc_order.id, order_pb2.ORDER_STATE_COMPLETED)
+        start = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+        end = start + timedelta(hours=2)
+
+        def modify(**window: str) -> httpx2.Response:
+            return rest.call("alice", "POST", ORDERS, body={"productOrderItem": [{
+                "id": "1", "action": "modify", **window, "product": {
+                    "id": grpc_order.circuit_id, "productConfiguration": {
+                        "@type": "IdcCircuit", "bandwidthMbps": 500}}}]})
+
+        too_short = modify(requestedStartDate=start.isoformat(),
+                           requestedEndDate=(start + timedelta(minutes=30)).isoformat())
+        assert too_short.status_code == 422, too_short.text
+        assert [v["field"] for v in too_short.json()["violations"]] == ["end_time"]
+        no_offset = modify(requestedStartDate="2026-12-05T09:00:00")
+        assert no_offset.json()["violations"][0]["field"] == \
+            "productOrderItem[0].requestedStartDate"
+
+        booked = modify(requestedStartDate=start.isoformat().replace("+00:00", "Z"),
+                        requestedEndDate=end.isoformat())
+        assert booked.status_code == 201, booked.text
+        order = booked.json()
+        item = order["productOrderItem"][0]
+        assert (order["state"], order["idcState"]) == ("pending", "pending_approval")
+        assert (item["requestedStartDate"], item["requestedEndDate"]) == (
+            start.strftime("%Y-%m-%dT%H:%M:%S.000Z"), end.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+        revert = rest.call("alice", "GET", f"{ORDERS}/{item['revertOrderId']}").json()
+        assert revert["productOrderItem"][0]["boostOrderId"] == order["id"]
+        assert revert["productOrderItem"][0]["requestedStartDate"] == item["requestedEndDate"]
+
+        cancelled = rest.call("alice", "POST", f"{BASE}/productOrderingManagement/v10/"
+                              "cancelProductOrder", body={"productOrder": {"id": order["id"]},
+                                                          "cancellationReason": "not needed"})
+        assert cancelled.status_code == 201, cancelled.text
+        assert rest.call("alice", "GET", f"{ORDERS}/{item['revertOrderId']}").json()[
+            "state"] == "cancelled"

@@ -56,6 +56,8 @@ def test_the_readme_session_runs_against_the_facade(
         assert "pending" in lines  # the order, waiting for the telcos
         assert oldest in lines  # on the page the Link header led to
         assert '"state":"cancelled"' in out
+        assert re.search(r"^boost until \S+Z, revert \S+$", out, re.M)  # booked, then:
+        assert lines.count("cancelled") == 1  # the boost's cancellation
         assert out.count('"quoteLevel":"budgetary"') == 2  # the change's and the disconnect's
         assert re.search(r"^whsec_\S+$", out, re.M)
         assert "idc.events.v1.CircuitActivated" in out  # the hub's query, in our names

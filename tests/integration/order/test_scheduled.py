@@ -8,7 +8,9 @@ rate, when it passes the end the base rate again, and both CircuitModified event
 the Boost billing bills (its own ingest reads them). GetCapacity shows the port's
 headroom over the boost's window. Before that, admission refuses a new circuit that would
 exceed the small port during a booked boost, and cancelling that boost before its start
-frees the port again. The broker is the test's own (see test_progress.py).
+frees the port again. First, a scheduled lasting change (a start, no end) changes nothing
+on the routers before its start and is an ordinary CircuitModified after it. The broker is
+the test's own (see test_progress.py).
 """
 
 from __future__ import annotations
@@ -120,11 +122,35 @@ def small_circuit_refused(svc: OrderService) -> bool:
     return False
 
 
+def scheduled_lasting_change(svc: OrderService, stack: Stack, clock: Clock,
+                             circuit: order_pb2.Order) -> order_pb2.Order:
+    """The 100 Mbps ``circuit`` changed to 200 Mbps at a start (no end): nothing on the
+    routers before it, both routers at 200 after it; the order, completed."""
+    # The order service's clock stands still; provisioning stamps the change with real
+    # time, so the start is put a moment after real time now.
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    change: order_pb2.Order = svc.alice.call(
+        "ModifyBandwidth", order_service_pb2.ModifyBandwidthRequest(
+            request_id="later", circuit_id=circuit.circuit_id, bandwidth_mbps=200,
+            start_time=timestamp(start))).order
+    assert (change.revert_order_id, change.boost_order_id) == ("", "")
+    for ops in (svc.olga, svc.chen):
+        ops.approve(change.id, shown(svc, ops, change.id))
+    assert svc.alice.order(change.id).state == S.ORDER_STATE_SCHEDULED
+    wait_for(lambda: datetime.now(UTC) > start, "real time past the start", timeout_s=10)
+    # Rounds ran every second meanwhile, on a clock still before the start.
+    assert svc.alice.order(change.id).state == S.ORDER_STATE_SCHEDULED
+    assert rates(stack, circuit) == {"sg-edge-1": 100, "cq-edge-1": 100}
+    clock.advance_to(start + timedelta(seconds=1))
+    done = reached(svc, change.id, S.ORDER_STATE_COMPLETED)
+    assert rates(stack, circuit) == {"sg-edge-1": 200, "cq-edge-1": 200}
+    return done
+
+
 def test_a_boost_raises_and_reverts_on_both_routers_on_the_clock_without_a_person(
     database_url: str, own_kafka: KafkaSettings, routers: RouterFleet, tmp_path: Path,
 ) -> None:
     clock = Clock()
-    t0 = clock()
     vlan = random.randrange(3000, 3900)
     work = tmp_path / "provisioning"
     work.mkdir()
@@ -138,6 +164,8 @@ def test_a_boost_raises_and_reverts_on_both_routers_on_the_clock_without_a_perso
                 ops.approve(new.id, shown(svc, ops, new.id))
             reached(svc, new.id, S.ORDER_STATE_COMPLETED)
             assert rates(stack, new) == {"sg-edge-1": 100, "cq-edge-1": 100}
+            lasting = scheduled_lasting_change(svc, stack, clock, new)
+            t0 = clock()
 
             # A boost to the port's speed leaves no room in its window, even for 10 Mbps.
             first = book(svc, new.circuit_id, 1000, t0 + H, t0 + 3 * H, "boost-1")
@@ -150,7 +178,7 @@ def test_a_boost_raises_and_reverts_on_both_routers_on_the_clock_without_a_perso
             boost = book(svc, new.circuit_id, 500, t0 + H, t0 + 3 * H, "boost-2")
             revert_id = boost.revert_order_id
             assert headroom(svc, t0 + 4 * H) == [
-                (t0, t0 + H, 900), (t0 + H, t0 + 3 * H, 500), (t0 + 3 * H, t0 + 4 * H, 900)]
+                (t0, t0 + H, 800), (t0 + H, t0 + 3 * H, 500), (t0 + 3 * H, t0 + 4 * H, 800)]
             for ops in (svc.olga, svc.chen):
                 ops.call("Approve", approval_service_pb2.ApproveRequest(
                     order_id=boost.id, payload_sha256=shown(svc, ops, boost.id),
@@ -164,24 +192,28 @@ def test_a_boost_raises_and_reverts_on_both_routers_on_the_clock_without_a_perso
 
             clock.advance_to(t0 + 3 * H + timedelta(seconds=1))
             reverted = reached(svc, revert_id, S.ORDER_STATE_COMPLETED)
-            assert rates(stack, new) == {"sg-edge-1": 100, "cq-edge-1": 100}
+            assert rates(stack, new) == {"sg-edge-1": 200, "cq-edge-1": 200}
             assert [e.actor for e in reverted.audit_trail if e.to_state in (
                 S.ORDER_STATE_SCHEDULED, S.ORDER_STATE_APPROVED)] == [
                 "system:scheduler", "system:provisioning"], "no person after the approvals"
 
-            raised, back = svc.order_events(new.circuit_id, circuit_events.CircuitModified,
-                                            CIRCUIT_EVENTS)
+            changed, raised, back = svc.order_events(
+                new.circuit_id, circuit_events.CircuitModified, CIRCUIT_EVENTS)
+            assert (changed.order_id, changed.bandwidth_mbps) == (lasting.id, 200)
+            assert not changed.HasField("boost"), "a lasting change is no boost"
+            assert changed.effective_time.ToDatetime(tzinfo=UTC) >= lasting.start_time.ToDatetime(
+                tzinfo=UTC)
             for event, order_id, revert in ((raised, boost.id, False), (back, revert_id, True)):
                 assert (event.order_id, event.boost.boost_id, event.boost.revert,
                         event.boost.base_bandwidth_mbps, event.boost.boosted_bandwidth_mbps) \
-                    == (order_id, boost.id, revert, 100, 500)
+                    == (order_id, boost.id, revert, 200, 500)
                 assert event.boost.start_time.ToDatetime(tzinfo=UTC) == t0 + H
                 assert event.boost.end_time.ToDatetime(tzinfo=UTC) == t0 + 3 * H
-                assert event.price.mrc == new.price.mrc, "the base price"
+                assert event.price.mrc == lasting.price.mrc, "the base price"
                 assert event.price.boost_price_per_mbps_hour.amount == "0.04"
                 # Billing's own reading of the event takes it as the boost's raise or revert.
                 row = boost_row_for(event, order_id, datetime.now(UTC))
                 assert (row.boost_id, row.revert, row.base_mbps, row.boosted_mbps,
-                        row.price_per_mbps_hour) == (boost.id, revert, 100, 500, "0.04")
+                        row.price_per_mbps_hour) == (boost.id, revert, 200, 500, "0.04")
         finally:
             remove_circuit(stack, new)

@@ -219,3 +219,21 @@ def test_disconnect_stops_both_ends(factory: sessionmaker[Session]) -> None:
         handler(session, event, envelope(event))
     source = ScriptedSource([])
     assert run_polls(factory, source, 1) == []
+
+
+def test_a_sandbox_circuit_on_a_router_the_meter_cannot_read_is_not_metered(
+    factory: sessionmaker[Session],
+) -> None:
+    handler = CircuitEventHandler(MeterStore(), (side_pb2.SIDE_SINGAPORE,),
+                                  routers=["cq-edge-1"])
+    for circuit_id, sandbox in (("c-sandbox", True), ("c-real", False)):
+        event = activated(circuit_id)
+        event.circuit.sandbox = sandbox
+        event.circuit.a_end.vlan_id = 777 if sandbox else 100
+        with transaction(factory) as session:
+            handler(session, event, envelope(event))
+    source = ScriptedSource([(0, 0)])
+    run_polls(factory, source, 1)
+    # The real circuit is still polled (its router missing is a gap, as ever); the sandbox
+    # one, on a router without counters here, is left out rather than a gap each interval.
+    assert [names for _, names in source.asked] == [["xe-0/0/1.100"]]

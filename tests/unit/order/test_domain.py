@@ -186,12 +186,11 @@ def test_vlans_taken_in_a_batch_are_in_use_for_the_next_order() -> None:
         pool.choose(None)
 
 
-def test_reserving_on_a_resource_lowers_its_free_bandwidth() -> None:
-    port = Headroom("port p", 1000, 300, 100)
-    after = port.reserving(500)
-    assert (after.free_mbps, port.free_mbps) == (100, 600)
+def test_a_resource_without_room_is_named_with_what_is_left() -> None:
+    port = Headroom("port p", 1000, 300, 600)
+    assert port.free_mbps == 100
     with pytest.raises(CapacityExhausted, match="port p has 100 Mbps free"):
-        admit(200, [after])
+        admit(200, [port])
 
 
 def test_order_state_machine() -> None:

@@ -70,7 +70,31 @@ def test_order_items_map_to_new_change_and_disconnect() -> None:
     assert gone.circuit_id == "cct-1"
 
 
+def test_a_modify_item_takes_a_start_and_an_end_as_the_change_window() -> None:
+    body = Body({"productOrderItem": [{
+        "id": "1", "action": "modify", "requestedStartDate": "2026-12-05T09:00:00Z",
+        "requestedEndDate": "2026-12-05T20:00:00+08:00", "product": {
+            "id": "cct-1", "productConfiguration": {"bandwidthMbps": 500}}}]})
+    boost = sonata.order_request(body, "k")
+    assert isinstance(boost, order_service_pb2.ModifyBandwidthRequest)
+    assert (boost.start_time.ToDatetime(tzinfo=UTC), boost.end_time.ToDatetime(tzinfo=UTC)) \
+        == (datetime(2026, 12, 5, 9, tzinfo=UTC), datetime(2026, 12, 5, 12, tzinfo=UTC))
+    shown = sonata.product_order(order_pb2.Order(
+        id="ord-1", type=order_pb2.ORDER_TYPE_CHANGE, state=order_pb2.ORDER_STATE_SCHEDULED,
+        start_time=boost.start_time, end_time=boost.end_time, revert_order_id="ord-2"))
+    item = shown["productOrderItem"][0]
+    assert (shown["state"], shown["idcState"]) == ("inProgress", "scheduled")
+    assert (item["requestedStartDate"], item["requestedEndDate"], item["revertOrderId"]) == (
+        "2026-12-05T09:00:00.000Z", "2026-12-05T12:00:00.000Z", "ord-2")
+
+
 @pytest.mark.parametrize(("body", "field"), [
+    ({"productOrderItem": [{"id": "1", "action": "modify", "requestedStartDate": "tomorrow",
+                            "product": {"id": "c", "productConfiguration": {}}}]},
+     "productOrderItem[0].requestedStartDate"),
+    ({"productOrderItem": [{"id": "1", "action": "delete", "product": {"id": "c"},
+                            "requestedEndDate": "2026-12-05T09:00:00Z"}]},
+     "productOrderItem[0].requestedEndDate"),
     ({"productOrderItem": []}, "productOrderItem"),
     ({"productOrderItem": [{"id": "1", "action": "move"}]}, "productOrderItem[0].action"),
     ({"productOrderItem": [{"id": "1", "action": "delete", "product": {}}]},

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 
 from idc.events.v1 import circuit_pb2 as circuit_events
 from idc.events.v1 import order_pb2 as order_events
@@ -35,6 +36,7 @@ from services.order.domain.lifecycle import (
 )
 from services.order.domain.pricing import boost_charge, load_price_book, started_hours
 from services.order.domain.schedule import (
+    Calendar,
     Reservation,
     Window,
     check_timeline,
@@ -42,6 +44,7 @@ from services.order.domain.schedule import (
     peak_reserved,
     timeline,
 )
+from services.order.metrics import _oldest_waiting
 from services.order.orders import OrderApp
 from services.order.settings import OrderSettings
 from tests.unit.order.fakes import SqliteUnitOfWork
@@ -71,6 +74,18 @@ def test_the_peak_is_the_most_held_at_once_over_the_window_not_the_sum() -> None
     assert peak_reserved(calendar, T0 + 2 * H, T0 + 4 * H) == 500
     assert peak_reserved(calendar, T0 + 3 * H, T0 + 4 * H) == 400, "[start, end): 1 h ends"
     assert peak_reserved([], T0, None) == 0
+
+
+def test_a_calendar_sums_what_holds_for_good_and_peaks_the_rest_by_port() -> None:
+    calendar = Calendar(T0, [("a", "z", held(100, None, None)),
+                             ("a", "y", held(400, T0 + H, T0 + 3 * H)),
+                             ("b", "z", held(300, T0 + 3 * H, T0 + 5 * H))])
+    port = Headroom("port a", 1000, 200, 0)
+    assert calendar.at_peak(port, "a", None).reserved_mbps == 500
+    assert calendar.at_peak(port, "z", None).reserved_mbps == 400
+    assert calendar.at_peak(port, None, None).reserved_mbps == 500, "the pool: 100 + 400"
+    calendar.add("a", "y", held(50, None, None))  # admitted for good: every moment from now
+    assert calendar.at_peak(port, "a", T0 + H).free_mbps == 1000 - 200 - 150
 
 
 def test_the_timeline_cuts_where_bookings_start_or_end_and_merges_what_stays() -> None:
@@ -299,11 +314,14 @@ def test_admission_reads_the_peak_over_the_window_of_a_scheduled_order(app: Orde
         boost(app, second, 500, T0 + 2 * H, T0 + 4 * H, "b2")
     after = boost(app, second, 500, T0 + 3 * H, T0 + 5 * H, "b3")
     assert after.state == S.ORDER_STATE_PENDING_APPROVAL, "back to back: no overlap"
-    with pytest.raises(CapacityExhausted):
-        # An immediate lasting change sees both future boosts (800 held at most 400 at once,
-        # but for good it is counted against everything booked).
+    # An immediate lasting change holds from now on, for good: it sees the peak of both
+    # future boosts (400 at once), not their sum (800).
+    with pytest.raises(CapacityExhausted, match="ge-0/0/10 has 300 Mbps free"):
         app.changing.modify_bandwidth(ALICE, order_service_pb2.ModifyBandwidthRequest(
-            request_id="now", circuit_id=third, bandwidth_mbps=500))
+            request_id="too-much", circuit_id=third, bandwidth_mbps=500))
+    now = app.changing.modify_bandwidth(ALICE, order_service_pb2.ModifyBandwidthRequest(
+        request_id="now", circuit_id=third, bandwidth_mbps=200))
+    assert now.state == S.ORDER_STATE_PENDING_APPROVAL
     with pytest.raises(FailedPrecondition, match=f"already has order {after.id}"):
         boost(app, second, 200, T0 + 6 * H, None, "another")
 
@@ -340,9 +358,8 @@ def test_a_start_that_cannot_happen_fails_and_tells_the_customer(
     assert (told.order_id, told.success) == (booked.id, False)
 
 
-def test_a_revert_whose_payload_changed_goes_back_to_approval_and_then_starts(
-    app: OrderApp, clock: Clock,
-) -> None:
+def revert_due(app: OrderApp, clock: Clock) -> tuple[str, order_pb2.Order]:
+    """An approved boost in force, and at its end its revert handed to provisioning."""
     circuit_id, booked = approved_boost(app)
     clock.now = T0 + H
     app.approving.start_due()
@@ -351,6 +368,13 @@ def test_a_revert_whose_payload_changed_goes_back_to_approval_and_then_starts(
             order_id=booked.id, circuit_id=circuit_id, bandwidth_mbps=500))
     clock.now = T0 + 3 * H
     assert app.approving.start_due() == 1
+    return circuit_id, booked
+
+
+def test_a_revert_whose_payload_changed_goes_back_to_approval_and_then_starts(
+    app: OrderApp, clock: Clock,
+) -> None:
+    circuit_id, booked = revert_due(app, clock)
     revert = get(app, booked.revert_order_id)
     with app.uow.write() as session:
         app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
@@ -378,6 +402,22 @@ def test_a_scheduled_order_not_started_past_the_bound_is_alarmed(
     assert app.outcomes.overdue() == [], "handed over: the provisioning bound counts anew"
 
 
+def test_the_oldest_scheduled_order_is_as_old_as_it_is_past_its_start(
+    app: OrderApp, clock: Clock,
+) -> None:
+    approved_boost(app)
+    factory = sessionmaker(app.uow.engine)  # type: ignore[attr-defined]
+
+    def scheduled_age() -> float:
+        [reading] = [r for r in _oldest_waiting(factory, clock)
+                     if r.attributes == {"state": "SCHEDULED"}]
+        return reading.value
+
+    assert scheduled_age() == 0, "waiting for its start is no delay"
+    clock.now = T0 + H + timedelta(minutes=16)
+    assert scheduled_age() == 16 * 60
+
+
 def test_a_boost_late_past_its_end_still_holds_its_bandwidth(
     app: OrderApp, clock: Clock,
 ) -> None:
@@ -391,3 +431,36 @@ def test_a_boost_late_past_its_end_still_holds_its_bandwidth(
         boost(app, second, 500, T0 + 5 * H, T0 + 6 * H, "after")
     [interval] = app.capacity_timeline([SMALL_A], None, T0 + 6 * H, sandbox=False)
     assert interval.port_free_mbps == {SMALL_A: 300}
+
+
+def test_a_revert_back_in_approval_never_expires_and_is_told_again_each_window(
+    app: OrderApp, clock: Clock,
+) -> None:
+    circuit_id, booked = revert_due(app, clock)
+    revert_id = booked.revert_order_id
+    with app.uow.write() as session:
+        app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
+            order_id=revert_id, circuit_id=circuit_id, replan=True, reason="template"))
+    [told] = events(app, circuit_id, order_events.OrderAwaitingApproval)
+    assert (told.order_id, told.boost_order_id) == (revert_id, booked.id)
+    window = timedelta(seconds=OrderSettings().approval_window_s)
+    assert told.approval_expire_time.ToDatetime(tzinfo=UTC) == T0 + 3 * H + window
+    clock.now = T0 + 3 * H + window
+    assert app.approving.expire_due() == 1
+    revert = get(app, revert_id)
+    assert revert.state == S.ORDER_STATE_PENDING_APPROVAL, "a revert does not expire"
+    assert "a revert does not expire" in revert.audit_trail[-1].reason
+    again = events(app, circuit_id, order_events.OrderAwaitingApproval)
+    assert [e.approval_expire_time.ToDatetime(tzinfo=UTC) for e in again] == [
+        T0 + 3 * H + window, T0 + 3 * H + 2 * window]
+    assert app.outcomes.overdue()[0].startswith(f"revert {revert_id} was due 72 h 0 min ago")
+
+
+def test_a_new_circuit_fits_beside_boosts_that_never_overlap(app: OrderApp) -> None:
+    first, second = (active_circuit(app, 100, name) for name in "ab")
+    boost(app, first, 500, T0 + H, T0 + 3 * H, "b1")  # 200 committed + 400 in [1 h, 3 h)
+    boost(app, second, 500, T0 + 3 * H, T0 + 5 * H, "b2")  # + 400 in [3 h, 5 h)
+    # The sum (800) would leave 0 Mbps; the peak (400) leaves 400 for good.
+    assert active_circuit(app, 200, "fits")
+    with pytest.raises(CapacityExhausted, match="ge-0/0/10 has 200 Mbps free"):
+        active_circuit(app, 500, "full")
