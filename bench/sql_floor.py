@@ -15,13 +15,11 @@ from __future__ import annotations
 import json
 import queue
 import re
-import signal
 import sqlite3
 import sys
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent import futures
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import grpc
 import psycopg
 from psycopg.types.json import Json
 
-from bench.empty_server import MAX_WORKERS
+from bench.empty_server import MAX_WORKERS, serve_until_terminated
 from bench.sql_capture import CAPTURED
 from idc.order.v1 import order_service_pb2
 
@@ -237,16 +235,7 @@ def _answer(name: str, ops: list[Op], reply: bytes, replayer: Replayer
 
 
 def serve(port: int, backend: str, url: str, replies: dict[str, int]) -> None:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, handlers(backend, url, replies)),))
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    print("serving", flush=True)
-    stopped.wait()
-    server.stop(1).wait()
+    serve_until_terminated(port, {SERVICE: handlers(backend, url, replies)})
 
 
 def main(argv: list[str]) -> int:
