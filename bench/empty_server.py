@@ -32,11 +32,18 @@ def _handler(reply: bytes) -> grpc.RpcMethodHandler[bytes, bytes]:
 
 
 def serve(port: int, replies: dict[str, int]) -> None:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
     by_service: dict[str, dict[str, grpc.RpcMethodHandler[bytes, bytes]]] = {}
     for path, size in replies.items():
         service, method = path.strip("/").split("/")
         by_service.setdefault(service, {})[method] = _handler(b"\x01" * size)
+    serve_until_terminated(port, by_service)
+
+
+def serve_until_terminated(
+    port: int, by_service: dict[str, dict[str, grpc.RpcMethodHandler[bytes, bytes]]]
+) -> None:
+    """Serve these handlers on the services' pool size, say "serving", stop on SIGTERM."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
     for service, handlers in by_service.items():
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     server.add_insecure_port(f"127.0.0.1:{port}")

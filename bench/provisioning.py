@@ -5,7 +5,8 @@ CircuitActivated on the circuit events topic, through `python -m services.provis
 Floor: raw ncclient on the same two routers, one circuit per transaction: on both routers
 in parallel lock, edit-config, confirmed commit (persist), unlock; then the confirming
 commit on both. Both are measured with no other circuits on the routers and with a
-preload of circuits on another interface (a router's commit cost grows with its datastore).
+preload of circuits on another interface (a router's commit cost grows with its datastore),
+in rounds: the product, then the floor, as many times as asked, each round its own ratio.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from bench.harness import Results, Row, at_least, judged, memory_row, nearest_rank
+from bench.harness import (
+    Results,
+    Row,
+    at_least,
+    interleaved,
+    judged,
+    memory_row,
+    nearest_rank,
+)
 from bench.stack import postgres_database, running_service
 from devstack.netconf import Router, RouterFleet
 from idc.events.v1 import circuit_pb2, common_pb2, order_pb2
@@ -214,10 +223,11 @@ class ProductFigures:
     failed: int
 
 
-def measure_product(product: Product, runs: int, batch: int) -> ProductFigures:
+def measure_product(product: Product, runs: int, batch: int,
+                    first_vlan: int = FIRST_VLAN) -> ProductFigures:
     """Single circuits one after another, then a batch at once; circuits/s counts the
-    activated ones only."""
-    vlans = _vlans(FIRST_VLAN)
+    activated ones only. Each round its own VLANs: the service keeps its circuits."""
+    vlans = _vlans(first_vlan)
     activated: list[common_pb2.CircuitParameters] = []
     latencies = []
     failed = 0
@@ -268,8 +278,9 @@ def _router_entry(router: Router) -> dict[str, Any]:
 
 
 def run(results: Results, workdir: Path, bootstrap: str, fleet: RouterFleet,
-        plan: Sequence[tuple[int, int, int]]) -> None:
-    """``plan``: (circuits preloaded on the routers, single-circuit runs, batch size)."""
+        plan: Sequence[tuple[int, int, int]], rounds: int = 1) -> None:
+    """``plan``: (circuits preloaded on the routers, single-circuit runs, batch size), each
+    phase measured ``rounds`` times."""
     routers = Routers(fleet)
     try:
         with postgres_database("provisioning") as url, \
@@ -284,7 +295,7 @@ def run(results: Results, workdir: Path, bootstrap: str, fleet: RouterFleet,
                     raise RuntimeError("the first circuit failed: see provisioning.log")
                 routers.apply(Operation.DELETE, [warm])
                 for preload, runs, batch in plan:
-                    _phase(results, routers, product, runs, batch, preload)
+                    _phase(results, routers, product, runs, batch, preload, rounds)
             finally:
                 product.close()
             results.add(memory_row("provisioning", service))
@@ -293,29 +304,42 @@ def run(results: Results, workdir: Path, bootstrap: str, fleet: RouterFleet,
 
 
 def _phase(results: Results, routers: Routers, product: Product, runs: int, batch: int,
-           preload: int) -> None:
+           preload: int, rounds: int) -> None:
     vlans = _vlans(FIRST_VLAN)
     preloaded = [circuit(next(vlans), PRELOAD_IF) for _ in range(preload)]
     routers.apply(Operation.CREATE, preloaded)
-    try:
-        floor_latencies, floor_rate, floor_done = measure_floor(routers, runs, batch)
-        routers.apply(Operation.DELETE, floor_done)
-        figures = measure_product(product, runs, batch)
+
+    def product_round(n: int) -> ProductFigures:
+        figures = measure_product(product, runs, batch, FIRST_VLAN + n * (runs + batch))
         routers.apply(Operation.DELETE, figures.activated)
+        return figures
+
+    def floor_round(_n: int) -> tuple[list[float], float]:
+        latencies, rate, done = measure_floor(routers, runs, batch)
+        routers.apply(Operation.DELETE, done)
+        return latencies, rate
+
+    try:
+        products, floors = interleaved(rounds, product_round, floor_round)
     finally:
         routers.apply(Operation.DELETE, preloaded)
     label = f"provisioning, {preload} on routers"
-    p50 = Row(f"{label}, 1 circuit x{runs}", "approve-to-active p50", "ms",
-              nearest_rank(figures.latencies_ms, 50), nearest_rank(floor_latencies, 50))
+    singles = f"{label}, 1 circuit x{runs}"
+    p50 = Row.rounds(singles, "approve-to-active p50", "ms",
+                     [nearest_rank(f.latencies_ms, 50) for f in products],
+                     [nearest_rank(latencies, 50) for latencies, _ in floors])
     if preload == 0:
         judged(p50, lambda value, _floor: value <= SINGLE_TARGET_MS,
                f"<= {SINGLE_TARGET_MS:.0f} ms")
     results.add(p50)
-    results.add(Row(f"{label}, 1 circuit x{runs}", "approve-to-active p99", "ms",
-                    nearest_rank(figures.latencies_ms, 99), nearest_rank(floor_latencies, 99)))
+    results.add(Row.rounds(singles, "approve-to-active p99", "ms",
+                           [nearest_rank(f.latencies_ms, 99) for f in products],
+                           [nearest_rank(latencies, 99) for latencies, _ in floors]))
     results.add(judged(
-        Row(f"{label}, {batch} at once", "throughput", "circuits/s", figures.rate, floor_rate),
+        Row.rounds(f"{label}, {batch} at once", "throughput", "circuits/s",
+                   [f.rate for f in products], [rate for _, rate in floors]),
         at_least(1.0), ">= floor (1 per transaction)",
     ))
+    failed = sum(f.failed for f in products)
     results.add(Row(f"{label}, all circuits", "ProvisioningFailed", "circuits",
-                    figures.failed, target="0", met=figures.failed == 0))
+                    failed, target="0", met=failed == 0))

@@ -89,12 +89,14 @@ def _python_type(column: Any) -> type:
     return getattr(sql_type, "impl_instance", sql_type).python_type  # type: ignore[no-any-return]
 
 
-def after(columns: Sequence[Any], key: Key, *, descending: bool | Sequence[bool]
-          ) -> ColumnElement[bool]:
+def after(columns: Sequence[Any], key: Sequence[Any], *,
+          descending: bool | Sequence[bool], check: bool = True) -> ColumnElement[bool]:
     """Rows that sort after ``key`` on ``columns``, each descending or not as the list is
     ordered (one bool for all), in the or-of-ands form every database plans with the sort
-    index."""
-    checked(key, *(_python_type(column) for column in columns))
+    index. ``key`` holds values (checked against the columns' types) or, with
+    ``check=False``, bound parameters of a statement built once."""
+    if check:
+        checked(tuple(key), *(_python_type(column) for column in columns))
     directions = ([descending] * len(columns) if isinstance(descending, bool)
                   else list(descending))
     clauses = []

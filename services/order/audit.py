@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,10 +26,11 @@ def _circuit_of_order(session: Session, row: Any) -> str | None:
 
 
 def _ids(model: Any) -> Any:
-    def of_circuit(circuit_id: str) -> Select[Any]:
-        return (select(model.id).join(OrderRow, OrderRow.id == model.order_id)
-                .where(OrderRow.circuit_id == circuit_id))
-    return of_circuit
+    def of_circuits(circuit_ids: Sequence[str]) -> Select[str, int]:
+        return (select(OrderRow.circuit_id, model.id)
+                .join(OrderRow, OrderRow.id == model.order_id)
+                .where(OrderRow.circuit_id.in_(circuit_ids)))
+    return of_circuits
 
 
 KINDS = (

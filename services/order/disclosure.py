@@ -66,10 +66,20 @@ class ContactVault:
             select(OrderRow.id, OrderRow.contacts_key_id, OrderRow.contacts_nonce,
                    OrderRow.contacts_ciphertext).where(OrderRow.id.in_(shown))).mappings()
         for row in rows:
-            order = shown[row["id"]]
-            del order.contacts[:]
-            order.contacts.extend(order_pb2.Contact(**contact)
-                                  for contact in self.cipher.open(row["id"], sealed_of(row)))
+            self._open(shown[row["id"]], row)
+
+    def reveal_rows(self, principal: Principal,
+                    orders: Sequence[tuple[order_pb2.Order, Mapping[Any, Any]]]) -> None:
+        """As :meth:`reveal`, from the ``orders`` columns already read with each order
+        (its contacts_* columns): no statement of its own, the read's snapshot."""
+        for order, row in orders:
+            if self.may_see(principal, order.tenant_id):
+                self._open(order, row)
+
+    def _open(self, order: order_pb2.Order, row: Mapping[Any, Any]) -> None:
+        del order.contacts[:]
+        order.contacts.extend(order_pb2.Contact(**contact)
+                              for contact in self.cipher.open(order.id, sealed_of(row)))
 
 
 def reencrypt(factory: sessionmaker[Session], cipher: ContactCipher, batch_size: int = 200

@@ -129,8 +129,10 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         principal = current_principal()
         access.require_id(request.order_id, "order_id", "order")
         with self.app.uow.read_one_statement() as session:
-            order = convert.order_by_id(session, request.order_id, access.scope(principal))
-            self.app.contacts.reveal(session, principal, [order])
+            row, approvals, audit = store.order_with_history(
+                session, request.order_id, access.scope(principal))
+        order = convert.order_message(row, approvals, audit)
+        self.app.contacts.reveal_rows(principal, [(order, row)])
         return order_service_pb2.GetOrderResponse(order=order)
 
     def ListOrders(self, request: order_service_pb2.ListOrdersRequest,
@@ -144,8 +146,9 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
             orders, next_page_token = store.list_orders(
                 session, page, tenant=tenant, states=states, order_type=order_type,
                 circuit_id=request.circuit_id)
-            messages = [convert.order_message(*order) for order in orders]
-            self.app.contacts.reveal(session, principal, messages)
+        messages = [convert.order_message(*order) for order in orders]
+        self.app.contacts.reveal_rows(
+            principal, [(m, order[0]) for m, order in zip(messages, orders, strict=True)])
         return order_service_pb2.ListOrdersResponse(
             orders=messages, next_page_token=next_page_token)
 

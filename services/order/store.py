@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     Insert,
+    Integer,
     Select,
     bindparam,
     delete,
@@ -23,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from services.common.errors import NotFound
-from services.common.paging import Key, PageRequest, after, page_of, page_request
+from services.common.paging import Key, PageRequest, after, checked, page_of, page_request
 from services.common.timestamps import as_utc
 from services.order.domain.capacity import Channels, Headroom, VlanPool
 from services.order.domain.catalogue import Catalogue, Side
@@ -306,25 +307,36 @@ def order_with_history(session: Session, order_id: str, tenant: str | None
     return _with_history(rows)[0]
 
 
-def newest_with_history(session: Session, query: Select[Any], page: PageRequest
-                        ) -> tuple[OrderPage, str]:
-    """One page of the orders ``query`` selects (all order columns), newest first, with each
-    order's approvals and audit trail, in one statement; and the next page's token."""
-    if page.after is not None:
-        query = query.where(after((OrderRow.created_at, OrderRow.id), page.after,
-                                  descending=True))
-    selected = (query.order_by(OrderRow.created_at.desc(), OrderRow.id.desc())
-                .limit(page.limit + 1).subquery("page"))
-    approvals, audit = ApprovalRow.__table__, AuditRow.__table__
-    rows = session.connection().execute(
+@functools.cache
+def _newest_with_history_statement(tenant: bool, states: bool, order_type: bool,
+                                   circuit: bool, paged: bool) -> Select[Any]:
+    """The statement of one page of orders, newest first, with each order's approvals and
+    audit trail; its filters (those present) and page bounds are parameters. Built once per
+    combination of filters: building the page subquery and its cache key again on every
+    call cost more than the database's work."""
+    orders, approvals, audit = OrderRow.__table__, ApprovalRow.__table__, AuditRow.__table__
+    query = select(*orders.c)
+    if tenant:
+        query = query.where(orders.c.tenant_id == bindparam("tenant"))
+    if states:
+        query = query.where(orders.c.state.in_(bindparam("states", expanding=True)))
+    if order_type:
+        query = query.where(orders.c.type == bindparam("order_type"))
+    if circuit:
+        query = query.where(orders.c.circuit_id == bindparam("circuit_id"))
+    if paged:
+        query = query.where(after((orders.c.created_at, orders.c.id),
+                                  (bindparam("after_at"), bindparam("after_id")),
+                                  descending=True, check=False))
+    selected = (query.order_by(orders.c.created_at.desc(), orders.c.id.desc())
+                .limit(bindparam("limit", type_=Integer)).subquery("page"))
+    return (
         select(*selected.c, *_history_columns())
         .outerjoin(approvals, approvals.c.order_id == selected.c.id)
         .outerjoin(audit, audit.c.order_id == selected.c.id)
         .order_by(selected.c.created_at.desc(), selected.c.id.desc(), approvals.c.side,
                   audit.c.id)
-    ).all()
-    return page_of(_with_history(rows), page,
-                   lambda order: (order[0]["created_at"], order[0]["id"]))
+    )
 
 
 def _with_history(rows: Sequence[Any]) -> OrderPage:
@@ -353,16 +365,23 @@ def list_orders(session: Session, page: PageRequest, *, tenant: str | None,
     """ListOrders: one page of the orders that match every filter given (an empty one
     matches all), newest first, with their approvals and audit trails; and the next page's
     token. In one statement."""
-    query = select(*OrderRow.__table__.columns)
+    params: dict[str, Any] = {"limit": page.limit + 1}
     if tenant is not None:
-        query = query.where(OrderRow.tenant_id == tenant)
+        params["tenant"] = tenant
     if states:
-        query = query.where(OrderRow.state.in_([s.value for s in states]))
+        params["states"] = [s.value for s in states]
     if order_type is not None:
-        query = query.where(OrderRow.type == order_type.value)
+        params["order_type"] = order_type.value
     if circuit_id:
-        query = query.where(OrderRow.circuit_id == circuit_id)
-    return newest_with_history(session, query, page)
+        params["circuit_id"] = circuit_id
+    if page.after is not None:
+        params["after_at"], params["after_id"] = checked(page.after, datetime, str)
+    statement = _newest_with_history_statement(
+        tenant is not None, bool(states), order_type is not None, bool(circuit_id),
+        page.after is not None)
+    rows = session.connection().execute(statement, params).all()
+    return page_of(_with_history(rows), page,
+                   lambda order: (order[0]["created_at"], order[0]["id"]))
 
 
 def list_circuits(session: Session, page: PageRequest, *, tenant: str | None,

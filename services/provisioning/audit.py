@@ -3,6 +3,7 @@ repair decisions (see services/common/audit_chain.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -23,15 +24,18 @@ def _repair_circuit(session: Session, row: Any) -> str | None:
     return plan.circuit_id if plan is not None else None
 
 
-def _repair_ids(circuit_id: str) -> Select[Any]:
-    return (select(RepairDecisionRow.id)
+def _log_ids(circuit_ids: Sequence[str]) -> Select[str, int]:
+    return select(LogEntry.circuit_id, LogEntry.id).where(LogEntry.circuit_id.in_(circuit_ids))
+
+
+def _repair_ids(circuit_ids: Sequence[str]) -> Select[str, int]:
+    return (select(RepairPlan.circuit_id, RepairDecisionRow.id)
             .join(RepairPlan, RepairPlan.repair_id == RepairDecisionRow.repair_id)
-            .where(RepairPlan.circuit_id == circuit_id))
+            .where(RepairPlan.circuit_id.in_(circuit_ids)))
 
 
 KINDS = (
-    ChainedKind("provisioning_log", LogEntry, lambda _s, row: row.circuit_id,
-                lambda circuit_id: select(LogEntry.id).where(LogEntry.circuit_id == circuit_id)),
+    ChainedKind("provisioning_log", LogEntry, lambda _s, row: row.circuit_id, _log_ids),
     ChainedKind("repair_decision", RepairDecisionRow, _repair_circuit, _repair_ids),
 )
 

@@ -1,10 +1,12 @@
 """A tiny bench run (every workload, a few seconds each) writes a results file of the
-documented shape: every figure with its floor, ratio and target, and each service's peak
-memory. Speed itself is never asserted here (that is what the bench reports)."""
+documented shape: every figure with its floor, ratio and target, the rounds of the order and
+provisioning figures with their spread and verdict, and each service's peak memory. Speed
+itself is never asserted here (that is what the bench reports)."""
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,11 @@ from devstack.services import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
-ROW_KEYS = {"workload", "figure", "unit", "value", "floor", "ratio", "target", "met"}
+ROW_KEYS = {
+    "workload", "figure", "unit", "value", "floor", "ratio", "target", "met",
+    "values", "floors", "ratios", "spread", "verdict",
+}
+VERDICTS = {"met", "not met", "too noisy to judge"}
 
 
 def test_tiny_bench_writes_results_with_floors_targets_and_memory(tmp_path: Path) -> None:
@@ -37,9 +43,25 @@ def test_tiny_bench_writes_results_with_floors_targets_and_memory(tmp_path: Path
 
     measured = [row for row in rows if row["floor"] is not None]
     assert all(row["value"] > 0 and row["floor"] > 0 for row in measured)
-    assert all(row["ratio"] == pytest.approx(row["value"] / row["floor"]) for row in measured)
+    for row in measured:
+        ratios = [v / f for v, f in zip(row["values"], row["floors"], strict=True)]
+        assert row["ratios"] == pytest.approx(ratios)
+        assert row["ratio"] == pytest.approx(statistics.median(ratios))
+        assert row["value"] == pytest.approx(statistics.median(row["values"]))
+        assert row["floor"] == pytest.approx(statistics.median(row["floors"]))
+    # Order and provisioning figures are measured in rounds (2 with --tiny), with a spread.
+    assert results["config"]["rounds"] == 2
+    in_rounds = [row for row in measured if row["workload"].startswith(("order", "provisioning"))]
+    assert in_rounds and all(len(row["values"]) == 2 for row in in_rounds)
+    for row in in_rounds:
+        spread = row["spread"]
+        assert spread["min"] == pytest.approx(min(row["ratios"]))
+        assert spread["max"] == pytest.approx(max(row["ratios"]))
+        assert spread["iqr"] is None  # from 4 rounds on
+        assert spread["wide"] == (spread["max"] / spread["min"] > 1.5)
     judged = [row for row in rows if row["target"]]
-    assert all(isinstance(row["met"], bool) for row in judged)
+    assert all(isinstance(row["met"], bool) and row["verdict"] in VERDICTS for row in judged)
+    assert all(row["met"] == (row["verdict"] == "met") for row in judged)
     assert {row["figure"] for row in judged} >= {
         "throughput", "p99", "approve-to-active p50", "stored in PostgreSQL", "month-end run",
     }

@@ -147,3 +147,24 @@ def test_settings_need_a_key_set_and_refuse_development_keys_outside_dev_mode(
                                     IDC_TOKEN_MAX_TTL_S="50"))
     with pytest.raises(ConfigError, match="IDC_TOKEN_MAX_TTL_S"):
         TokenSettings.from_env(_env(production, IDC_TOKEN_MAX_TTL_S="soon"))
+
+
+def test_a_token_verified_once_is_still_refused_once_expired_revoked_or_its_key_is_gone() -> None:
+    key, clock = SigningKey.generate("k1"), Clock()
+    token, claims = key.mint(ALICE, 3600, now=clock.now)
+    verifier = _verifier(key.key_set(), clock)
+    assert verifier.principal_for(token) == ALICE
+    assert verifier.principal_for(token) == ALICE  # the remembered signature
+    verifier.keys = SigningKey.generate("k1").key_set()  # rotated: same kid, another key
+    with pytest.raises(Unauthenticated, match="signature"):
+        verifier.principal_for(token)
+    verifier.keys = key.key_set()
+    assert verifier.principal_for(token) == ALICE
+    verifier.revoked.add(claims.jti, clock.now, claims.exp)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        verifier.principal_for(token)
+    fresh, _ = key.mint(ALICE, 60, now=clock.now)
+    assert verifier.principal_for(fresh) == ALICE
+    clock.now += 61
+    with pytest.raises(Unauthenticated, match="expired"):
+        verifier.principal_for(fresh)

@@ -85,8 +85,10 @@ def get_product_order(api: Backend, call: Call) -> Reply:
     order_id = call.path_params["id"]
     access.require_id(order_id, "id", "order")
     with api.orders.uow.read_one_statement() as session:
-        order = convert.order_by_id(session, order_id, access.scope(principal))
-        api.orders.contacts.reveal(session, principal, [order])
+        row, approvals, audit = store.order_with_history(session, order_id,
+                                                         access.scope(principal))
+    order = convert.order_message(row, approvals, audit)
+    api.orders.contacts.reveal_rows(principal, [(order, row)])
     return Reply(sonata.product_order(order))
 
 
@@ -100,8 +102,9 @@ def list_product_orders(api: Backend, call: Call) -> Reply:
             session, page, tenant=tenant, order_type=None,
             states=convert.order_states_from_proto(states, "state"),
             circuit_id=call.query.get("productId", ""))
-        messages = [convert.order_message(*order) for order in orders]
-        api.orders.contacts.reveal(session, principal, messages)
+    messages = [convert.order_message(*order) for order in orders]
+    api.orders.contacts.reveal_rows(
+        principal, [(m, order[0]) for m, order in zip(messages, orders, strict=True)])
     return _page(call, [sonata.product_order(m) for m in messages], page.limit, cursor)
 
 

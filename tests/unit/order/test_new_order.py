@@ -12,9 +12,7 @@ from sqlalchemy import select
 
 from idc.events.v1 import circuit_pb2 as circuit_events
 from idc.events.v1 import order_pb2 as order_events
-from idc.events.v1 import provisioning_pb2
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
-from idc.type.v1 import router_payload_pb2, side_pb2
 from services.common.auth import Principal, Role
 from services.common.events.tables import OutboxRow
 from services.common.events.topics import ORDER_EVENTS
@@ -26,7 +24,7 @@ from services.order.domain.pricing import load_price_book
 from services.order.new_order import NewOrder, order_records
 from services.order.orders import OrderApp
 from services.order.settings import OrderSettings
-from tests.unit.order.fakes import SqliteUnitOfWork
+from tests.unit.order.fakes import SqliteUnitOfWork, record_plan
 
 S = order_pb2.OrderState
 T0 = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
@@ -74,11 +72,7 @@ def active_circuit(app: OrderApp) -> order_pb2.Order:
         request_id="r-new", spec=circuit_pb2.CircuitSpec(
             a_end_port_id="sg-edge-1:xe-0/0/1", z_end_port_id="cq-edge-1:XGE0/0/1",
             bandwidth_mbps=100, term_months=12, currency_code="SGD")))
-    with app.uow.write() as session:
-        app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
-            order_id=order.id, circuit_id=order.circuit_id, payloads=[
-                router_payload_pb2.RouterPayload(side=side, sha256=sha) for side, sha in (
-                    (side_pb2.SIDE_SINGAPORE, "a1"), (side_pb2.SIDE_CHONGQING, "z1"))]))
+    record_plan(app, order.id, order.circuit_id)
     app.approving.approve(OLGA, order.id, "a1", "")
     app.approving.approve(CHEN, order.id, "z1", "")
     with app.uow.write() as session:

@@ -13,9 +13,7 @@ from sqlalchemy import select
 
 from idc.events.v1 import circuit_pb2 as circuit_events
 from idc.events.v1 import order_pb2 as order_events
-from idc.events.v1 import provisioning_pb2
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
-from idc.type.v1 import router_payload_pb2, side_pb2
 from services.common.auth import Principal, Role
 from services.common.errors import CapacityExhausted, InvalidArgument
 from services.common.events.tables import OutboxRow
@@ -27,7 +25,7 @@ from services.order.domain.pricing import load_price_book
 from services.order.orders import OrderApp
 from services.order.settings import OrderSettings
 from services.order.tables import CircuitRow
-from tests.unit.order.fakes import SqliteUnitOfWork
+from tests.unit.order.fakes import SqliteUnitOfWork, record_plan
 
 CATALOGUE = load_catalogue()
 PRICES = load_price_book()
@@ -150,11 +148,7 @@ def test_real_circuits_are_not_sandbox_ones(app: OrderApp) -> None:
 def active_sandbox_circuit(app: OrderApp) -> str:
     """A sandbox circuit of 1,000 Mbps, approved by both telcos and ACTIVE."""
     placed = order(app, TRYING, SANDBOX_A, SANDBOX_Z, 1_000, "try-active")
-    with app.uow.write() as session:
-        app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
-            order_id=placed.id, circuit_id=placed.circuit_id, payloads=[
-                router_payload_pb2.RouterPayload(side=side, sha256=sha) for side, sha in (
-                    (side_pb2.SIDE_SINGAPORE, "a1"), (side_pb2.SIDE_CHONGQING, "z1"))]))
+    record_plan(app, placed.id, placed.circuit_id)
     app.approving.approve(OLGA, placed.id, "a1", "")
     app.approving.approve(CHEN, placed.id, "z1", "")
     with app.uow.write() as session:
@@ -185,11 +179,7 @@ def test_a_sandbox_boost_is_booked_in_the_sandbox_pool_and_its_timeline(
 def test_a_sandbox_order_is_approved_by_both_telcos_and_changes_within_its_pool(
         app: OrderApp) -> None:
     placed = order(app, TRYING, SANDBOX_A, SANDBOX_Z, 1_000, "try-life")
-    with app.uow.write() as session:
-        app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
-            order_id=placed.id, circuit_id=placed.circuit_id, payloads=[
-                router_payload_pb2.RouterPayload(side=side, sha256=sha) for side, sha in (
-                    (side_pb2.SIDE_SINGAPORE, "a1"), (side_pb2.SIDE_CHONGQING, "z1"))]))
+    record_plan(app, placed.id, placed.circuit_id)
     # No automatic approval: it waits for both telcos' ops like any order.
     assert app.approving.approve(OLGA, placed.id, "a1", "").state \
         == order_pb2.ORDER_STATE_PENDING_APPROVAL

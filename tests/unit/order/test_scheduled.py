@@ -18,7 +18,7 @@ from idc.events.v1 import circuit_pb2 as circuit_events
 from idc.events.v1 import order_pb2 as order_events
 from idc.events.v1 import provisioning_pb2
 from idc.order.v1 import circuit_pb2, order_pb2, order_service_pb2
-from idc.type.v1 import router_payload_pb2, side_pb2
+from idc.type.v1 import side_pb2
 from services.common.errors import CapacityExhausted, FailedPrecondition, InvalidArgument
 from services.common.events.tables import OutboxRow
 from services.common.events.topics import ORDER_EVENTS
@@ -47,7 +47,7 @@ from services.order.domain.schedule import (
 from services.order.metrics import _oldest_waiting
 from services.order.orders import OrderApp
 from services.order.settings import OrderSettings
-from tests.unit.order.fakes import SqliteUnitOfWork
+from tests.unit.order.fakes import SqliteUnitOfWork, record_plan
 from tests.unit.order.test_progress import ALICE, CHEN, OLGA, T0, Clock, clock
 
 __all__ = ["clock"]  # the fixture, shared with test_progress.py
@@ -166,11 +166,7 @@ def app(tmp_path: Path, clock: Clock) -> Iterator[OrderApp]:
 
 def plan(app: OrderApp, order: order_pb2.Order, tag: str) -> tuple[str, str]:
     hashes = (f"a-{tag}", f"z-{tag}")
-    with app.uow.write() as session:
-        app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
-            order_id=order.id, circuit_id=order.circuit_id, payloads=[
-                router_payload_pb2.RouterPayload(side=side, sha256=sha) for side, sha in zip(
-                    (side_pb2.SIDE_SINGAPORE, side_pb2.SIDE_CHONGQING), hashes, strict=True)]))
+    record_plan(app, order.id, order.circuit_id, hashes)
     return hashes
 
 
@@ -376,11 +372,7 @@ def test_a_revert_whose_payload_changed_goes_back_to_approval_and_then_starts(
 ) -> None:
     circuit_id, booked = revert_due(app, clock)
     revert = get(app, booked.revert_order_id)
-    with app.uow.write() as session:
-        app.outcomes.record_plan(session, provisioning_pb2.ProvisioningPlanned(
-            order_id=revert.id, circuit_id=circuit_id, replan=True, reason="template", payloads=[
-                router_payload_pb2.RouterPayload(side=side, sha256=sha) for side, sha in (
-                    (side_pb2.SIDE_SINGAPORE, "a-new"), (side_pb2.SIDE_CHONGQING, "z-new"))]))
+    record_plan(app, revert.id, circuit_id, ("a-new", "z-new"), replan=True, reason="template")
     assert get(app, revert.id).state == S.ORDER_STATE_PENDING_APPROVAL
     app.approving.approve(OLGA, revert.id, "a-new", "")
     assert app.approving.approve(CHEN, revert.id, "z-new", "").state == S.ORDER_STATE_SCHEDULED
