@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from devstack.services import ServiceProcess
+if TYPE_CHECKING:  # the unit tests import the harness, never the devstack
+    from devstack.services import ServiceProcess
 
 RSS_LIMIT_MB = 250.0
 P = TypeVar("P")

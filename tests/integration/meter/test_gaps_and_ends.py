@@ -140,29 +140,34 @@ def test_an_unreachable_router_leaves_a_gap_whose_volume_is_kept_out_of_the_p95(
         reader.close()
 
     records = reader.of(SG)
-    (gap,) = [r for r in records if r.gap_volume]
+    volumes = [r for r in records if r.gap_volume]
     samples = [r for r in records if not r.gap_volume]
-    gap_start = gap.interval_start_time.ToDatetime(UTC)
-    gap_end = gap_start + timedelta(seconds=gap.interval_seconds)
-    assert gap.intervals_missed >= 3
-    assert gap.interval_seconds == gap.intervals_missed * INTERVAL_S
-    assert gap.valid and gap.bytes_in >= 500 * 1200
+    # The cut-off is one gap volume of three intervals or more, holding the traffic sent
+    # meanwhile. A busy machine can make the meter miss another poll on its own: that is a
+    # gap volume too, and every rule below holds for it as well.
+    gap = max(volumes, key=lambda r: r.intervals_missed)
+    assert gap.intervals_missed >= 3 and gap.bytes_in >= 500 * 1200
+    windows = []
+    for volume in volumes:
+        assert volume.valid and volume.interval_seconds == volume.intervals_missed * INTERVAL_S
+        first = volume.interval_start_time.ToDatetime(UTC)
+        windows.append((first, first + timedelta(seconds=volume.interval_seconds)))
     # The missed intervals have no sample: never a zero, never an estimate.
-    assert not [
-        s for s in samples if gap_start <= s.interval_start_time.ToDatetime(UTC) < gap_end
-    ]
+    assert not [s for s in samples if any(
+        first <= s.interval_start_time.ToDatetime(UTC) < after for first, after in windows)]
     assert all(s.interval_seconds == INTERVAL_S for s in samples)
-    # Volume preserved: samples plus the gap volume are exactly the frames sent.
+    # Volume preserved: samples plus the gap volumes are exactly the frames sent.
     assert sum(r.bytes_in for r in records) == sent == 200_000 + 600_000 + 50_000
 
     factory, _ = billing(tmp_path, reader.samples, [event])
     store = SqlBillingStore(factory)
-    start, end = gap_start - timedelta(hours=1), gap_end + timedelta(hours=1)
+    start = min(first for first, _ in windows) - timedelta(hours=1)
+    end = max(after for _, after in windows) + timedelta(hours=1)
     stored = store.usage(circuit_id, start, end, Side.SINGAPORE)
     gaps = store.gaps([circuit_id], start, end)[(circuit_id, Side.SINGAPORE)]
     assert len(stored) == len(samples)
-    assert [g.intervals for g in gaps] == [gap.intervals_missed]
-    assert intervals_lost(gaps, start, end) == gap.intervals_missed
+    assert sorted(g.intervals for g in gaps) == sorted(v.intervals_missed for v in volumes)
+    assert intervals_lost(gaps, start, end) == sum(v.intervals_missed for v in volumes)
     assert sum(r.bytes_in for r in stored) + sum(g.bytes_in for g in gaps) == sent
     # The 95th percentile is the present samples' alone.
     present = [Sample(r.interval_start, r.bytes_in, r.bytes_out, r.interval_seconds)

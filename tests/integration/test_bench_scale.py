@@ -1,10 +1,13 @@
 """The channel-scale rows' catalogue and sizes: the catalogue the order service would load
 holds the channel's 26,000 smallest circuits on its ports' VLANs and speeds, and the order
-service reads it from IDC_ORDER_CATALOGUE_FILE."""
+service reads it from IDC_ORDER_CATALOGUE_FILE. Not a unit test: the bench modules import
+the devstack (tests/unit/test_isolation.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from bench.scale import (
     CHANNEL_CIRCUITS,
@@ -17,6 +20,8 @@ from bench.scale import (
 from bench.scale_provisioning import scale_circuit
 from services.order.domain.catalogue import Side, load_catalogue
 from services.order.settings import OrderSettings
+
+pytestmark = pytest.mark.integration
 
 
 def test_bench_catalogue_holds_the_channel_at_its_smallest_circuit(tmp_path: Path) -> None:
