@@ -191,6 +191,16 @@ class Product:
                     waiting.discard(circuit_id)
         return failed
 
+    def approve_to_active_ms(self, params: common_pb2.CircuitParameters,
+                             timeout: float) -> float | None:
+        """One circuit approved alone: its approve-to-active time, None if it failed."""
+        started = time.perf_counter()
+        self.approve(params)
+        self.producer.flush()
+        if self.wait_outcomes({params.circuit_id}, timeout=timeout):
+            return None
+        return (time.perf_counter() - started) * 1000
+
 
 def _vlans(start: int) -> Iterator[int]:
     yield from range(start, 4000)
@@ -233,13 +243,11 @@ def measure_product(product: Product, runs: int, batch: int,
     failed = 0
     for _ in range(runs):
         params = circuit(next(vlans), PRODUCT_IF)
-        started = time.perf_counter()
-        product.approve(params)
-        product.producer.flush()
-        if product.wait_outcomes({params.circuit_id}, timeout=120):
+        took = product.approve_to_active_ms(params, timeout=120)
+        if took is None:
             failed += 1
             continue
-        latencies.append((time.perf_counter() - started) * 1000)
+        latencies.append(took)
         activated.append(params)
     many = [circuit(next(vlans), PRODUCT_IF) for _ in range(batch)]
     started = time.perf_counter()
